@@ -1,0 +1,84 @@
+import { DropReason, type DropReasonValue } from "./drops.js";
+import {
+  ELEMENT_BYTES,
+  Field,
+  HEADER_BYTES,
+  KNOWN_FLAGS,
+  MAX_FAN_IN,
+  MAX_SCALE_BITS,
+  PACKET_TYPE_NAMES,
+  type PacketHeader,
+  PacketType,
+  PROTOCOL_VERSION,
+} from "./wire.js";
+
+/**
+ * Reads the header at `offset` of `view` into `out` and checks the invariants
+ * every receiver relies on. `datagramBytes` is the length of the whole
+ * datagram. Returns DropReason.ok or why the datagram is unusable; on a reject
+ * `out` may be partly filled. Cheap checks come first.
+ */
+export function decodeHeader(
+  view: DataView,
+  offset: number,
+  datagramBytes: number,
+  out: PacketHeader,
+): DropReasonValue {
+  if (datagramBytes < HEADER_BYTES) return DropReason.tooShort;
+  out.version = view.getUint8(offset + Field.version);
+  if (out.version !== PROTOCOL_VERSION) return DropReason.badVersion;
+  out.type = view.getUint8(offset + Field.type);
+  if (out.type < PacketType.contribution || out.type > PacketType.forward) {
+    return DropReason.badType;
+  }
+  out.flags = view.getUint16(offset + Field.flags, true);
+  if ((out.flags & ~KNOWN_FLAGS) !== 0) return DropReason.badFlags;
+  out.elementCount = view.getUint16(offset + Field.elementCount, true);
+  if (datagramBytes !== HEADER_BYTES + out.elementCount * ELEMENT_BYTES) {
+    return DropReason.badLength;
+  }
+  if (view.getUint32(offset + Field.reserved, true) !== 0) return DropReason.badReserved;
+  out.jobId = view.getUint16(offset + Field.jobId, true);
+  out.workerId = view.getUint16(offset + Field.workerId, true);
+  out.fanIn = view.getUint16(offset + Field.fanIn, true);
+  if (out.fanIn === 0 || out.fanIn > MAX_FAN_IN) return DropReason.badFanIn;
+  if (out.type === PacketType.contribution && out.workerId >= out.fanIn) {
+    return DropReason.badWorkerId;
+  }
+  out.psn = view.getUint32(offset + Field.psn, true);
+  out.aggregatorIndex = view.getUint32(offset + Field.aggregatorIndex, true);
+  out.bitmap = view.getUint32(offset + Field.bitmap, true);
+  out.scaleBits = view.getUint8(offset + Field.scaleBits);
+  if (out.scaleBits > MAX_SCALE_BITS) return DropReason.badScale;
+  out.regionEpoch = view.getUint8(offset + Field.regionEpoch);
+  out.destination = view.getUint16(offset + Field.destination, true);
+  return DropReason.ok;
+}
+
+/** Writes `h` as a header at `offset` of `view`. The caller keeps values in range. */
+export function encodeHeader(view: DataView, offset: number, h: PacketHeader): void {
+  view.setUint8(offset + Field.version, h.version);
+  view.setUint8(offset + Field.type, h.type);
+  view.setUint16(offset + Field.flags, h.flags, true);
+  view.setUint16(offset + Field.jobId, h.jobId, true);
+  view.setUint16(offset + Field.workerId, h.workerId, true);
+  view.setUint16(offset + Field.fanIn, h.fanIn, true);
+  view.setUint16(offset + Field.elementCount, h.elementCount, true);
+  view.setUint32(offset + Field.psn, h.psn, true);
+  view.setUint32(offset + Field.aggregatorIndex, h.aggregatorIndex, true);
+  view.setUint32(offset + Field.bitmap, h.bitmap >>> 0, true);
+  view.setUint8(offset + Field.scaleBits, h.scaleBits);
+  view.setUint8(offset + Field.regionEpoch, h.regionEpoch);
+  view.setUint16(offset + Field.destination, h.destination, true);
+  view.setUint32(offset + Field.reserved, 0, true);
+}
+
+/** A one-line description of a header, for logs and test failures (never per packet). */
+export function formatHeader(h: PacketHeader): string {
+  const type = PACKET_TYPE_NAMES[h.type] ?? `type${h.type}`;
+  return (
+    `${type} v${h.version} job=${h.jobId} worker=${h.workerId} fanIn=${h.fanIn} ` +
+    `psn=${h.psn} idx=${h.aggregatorIndex} n=${h.elementCount} bitmap=0x${(h.bitmap >>> 0).toString(16)} ` +
+    `scale=${h.scaleBits} epoch=${h.regionEpoch} dest=${h.destination} flags=0x${h.flags.toString(16)}`
+  );
+}

@@ -1,0 +1,125 @@
+import { z } from "zod";
+import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN } from "./wire.js";
+
+/**
+ * Configuration the switch and the end hosts must agree on. Until the memory
+ * manager exists, jobs and their regions come from this file.
+ */
+
+const probability = z.number().min(0).max(1);
+
+export const FaultRatesSchema = z
+  .strictObject({
+    drop: probability.default(0),
+    duplicate: probability.default(0),
+    reorder: probability.default(0),
+  })
+  .refine((r) => r.drop + r.duplicate + r.reorder <= 1, {
+    message: "drop + duplicate + reorder must not exceed 1",
+  });
+export type FaultRates = z.infer<typeof FaultRatesSchema>;
+
+export const FaultConfigSchema = z.strictObject({
+  /** seeds the injector's PRNG; the same seed and traffic give the same faults */
+  seed: z.int().min(0).max(0xffffffff).default(1),
+  /** packets arriving at the switch */
+  ingress: FaultRatesSchema.default({ drop: 0, duplicate: 0, reorder: 0 }),
+  /** packets the switch sends */
+  egress: FaultRatesSchema.default({ drop: 0, duplicate: 0, reorder: 0 }),
+});
+export type FaultConfig = z.infer<typeof FaultConfigSchema>;
+
+export const JobConfigSchema = z.strictObject({
+  id: z.int().min(0).max(0xffff),
+  mode: z.literal("netreduce"),
+  fanIn: z.int().min(1).max(MAX_FAN_IN),
+  /** first aggregator of the job's region */
+  offset: z.int().min(0),
+  /** aggregators in the region */
+  size: z.int().min(1),
+  /** most packets a worker of the job keeps in flight */
+  window: z.int().min(1),
+});
+export type JobConfig = z.infer<typeof JobConfigSchema>;
+
+export const SwitchConfigSchema = z
+  .strictObject({
+    /** aggregators in the switch's array */
+    aggregators: z
+      .int()
+      .min(1)
+      .max(1 << 20),
+    /** int32 elements each aggregator holds: the largest payload a contribution may carry */
+    elementsPerAggregator: z.int().min(1).max(MAX_ELEMENTS_PER_PACKET).default(256),
+    jobs: z.array(JobConfigSchema).default([]),
+    faults: FaultConfigSchema.default({
+      seed: 1,
+      ingress: { drop: 0, duplicate: 0, reorder: 0 },
+      egress: { drop: 0, duplicate: 0, reorder: 0 },
+    }),
+  })
+  .superRefine((config, ctx) => {
+    const seen = new Map<number, number>();
+    config.jobs.forEach((job, i) => {
+      const path = ["jobs", i];
+      const previous = seen.get(job.id);
+      if (previous !== undefined) {
+        ctx.addIssue({
+          code: "custom",
+          path: [...path, "id"],
+          message: `job id ${job.id} is already used by jobs[${previous}]`,
+        });
+      }
+      seen.set(job.id, i);
+      if (job.offset + job.size > config.aggregators) {
+        ctx.addIssue({
+          code: "custom",
+          path: [...path, "size"],
+          message: `region [${job.offset}, ${job.offset + job.size}) ends past the ${config.aggregators} aggregators`,
+        });
+      }
+      // NetReduce reuses aggregator offset + PSN % size for PSN + size; with
+      // size >= 2 x window every worker already has PSN's result by then.
+      if (job.size < 2 * job.window) {
+        ctx.addIssue({
+          code: "custom",
+          path: [...path, "size"],
+          message: `a NetReduce region needs at least 2 x window = ${2 * job.window} aggregators, got ${job.size}`,
+        });
+      }
+      config.jobs.slice(0, i).forEach((other, j) => {
+        if (job.offset < other.offset + other.size && other.offset < job.offset + job.size) {
+          ctx.addIssue({
+            code: "custom",
+            path: [...path, "offset"],
+            message: `region [${job.offset}, ${job.offset + job.size}) overlaps jobs[${j}]'s region [${other.offset}, ${other.offset + other.size})`,
+          });
+        }
+      });
+    });
+  });
+export type SwitchConfig = z.infer<typeof SwitchConfigSchema>;
+export type SwitchConfigInput = z.input<typeof SwitchConfigSchema>;
+
+/** One line per problem, each naming the field: `jobs[0].size: ...`. */
+export function formatZodError(error: z.ZodError): string {
+  return error.issues
+    .map((issue) => {
+      const path = issue.path
+        .map((p, i) => (typeof p === "number" ? `[${p}]` : i === 0 ? String(p) : `.${String(p)}`))
+        .join("");
+      return `${path || "(root)"}: ${issue.message}`;
+    })
+    .join("\n");
+}
+
+/** Parses a switch config or throws an Error whose message names every bad field. */
+export function parseSwitchConfig(input: unknown): SwitchConfig {
+  const parsed = SwitchConfigSchema.safeParse(input);
+  if (!parsed.success) throw new ConfigError(formatZodError(parsed.error));
+  return parsed.data;
+}
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}

@@ -1,0 +1,97 @@
+/**
+ * Fixed-point conversion between float32 gradients and the int32 values on
+ * the wire: q = round(x * 2^scaleBits), saturated to the int32 range. A
+ * saturated (or NaN) value is reported, never wrapped.
+ */
+
+export const INT32_MAX = 2147483647;
+export const INT32_MIN = -2147483648;
+
+/** Math.round, clamped to int32. Returns NaN for NaN so the caller can flag it. */
+function roundSaturate(scaled: number): number {
+  const q = Math.round(scaled);
+  if (q > INT32_MAX) return INT32_MAX;
+  if (q < INT32_MIN) return INT32_MIN;
+  return q;
+}
+
+/**
+ * Quantizes `count` values of `src` from `srcStart` into `dst` from `dstStart`.
+ * Returns how many values saturated or were NaN (NaN becomes 0).
+ */
+export function quantizeInto(
+  src: Float32Array,
+  srcStart: number,
+  count: number,
+  scale: number,
+  dst: Int32Array,
+  dstStart: number,
+): number {
+  let saturated = 0;
+  for (let i = 0; i < count; i++) {
+    const q = roundSaturate(src[srcStart + i] * scale);
+    if (q === INT32_MAX || q === INT32_MIN) saturated++;
+    else if (Number.isNaN(q)) {
+      saturated++;
+      dst[dstStart + i] = 0;
+      continue;
+    }
+    dst[dstStart + i] = q;
+  }
+  return saturated;
+}
+
+/** One value, for references and tests. */
+export function quantize(x: number, scale: number): number {
+  const q = roundSaturate(x * scale);
+  return Number.isNaN(q) ? 0 : q;
+}
+
+/** Writes `count` sums from `src` as float32 into `dst` (rounding to nearest float32). */
+export function dequantizeInto(
+  src: Int32Array,
+  srcStart: number,
+  count: number,
+  inverseScale: number,
+  dst: Float32Array,
+  dstStart: number,
+): void {
+  for (let i = 0; i < count; i++) dst[dstStart + i] = src[srcStart + i] * inverseScale;
+}
+
+/**
+ * Adds `count` values of `src` into `acc`, saturating at the int32 range.
+ * Returns true if any element saturated. Overflow of a + b happened iff both
+ * operands have the same sign and the wrapped sum's sign differs.
+ */
+export function addSaturating(
+  acc: Int32Array,
+  accStart: number,
+  src: Int32Array,
+  srcStart: number,
+  count: number,
+): boolean {
+  let overflow = false;
+  for (let i = 0; i < count; i++) {
+    const a = acc[accStart + i];
+    const b = src[srcStart + i];
+    const s = (a + b) | 0;
+    if (((a ^ s) & (b ^ s)) < 0) {
+      acc[accStart + i] = a < 0 ? INT32_MIN : INT32_MAX;
+      overflow = true;
+    } else {
+      acc[accStart + i] = s;
+    }
+  }
+  return overflow;
+}
+
+/**
+ * Largest |output - exact float64 sum| an all-reduce of `workers` inputs may
+ * show per element: each input is rounded to a multiple of 2^-scaleBits (error
+ * at most half a step), and the float32 output adds at most half an ulp.
+ */
+export function errorBound(workers: number, scaleBits: number, referenceMagnitude: number): number {
+  const quantization = workers * 2 ** -(scaleBits + 1);
+  return quantization + (Math.abs(referenceMagnitude) + quantization) * 2 ** -24;
+}

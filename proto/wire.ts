@@ -1,0 +1,112 @@
+/**
+ * The ina-emu data-plane wire format, version 1. `proto/README.md` is the
+ * normative spec; this file is its executable form. All multi-byte fields are
+ * little-endian, the header is 32 bytes (a multiple of 4, so the int32 payload
+ * that follows can be viewed as an Int32Array without copying).
+ */
+
+export const PROTOCOL_VERSION = 1;
+export const HEADER_BYTES = 32;
+export const ELEMENT_BYTES = 4;
+/** Largest payload that fits one UDP/IPv4 datagram (65507 bytes) after the header. */
+export const MAX_ELEMENTS_PER_PACKET = Math.floor((65507 - HEADER_BYTES) / ELEMENT_BYTES);
+/** Bitmaps are 32 bits wide, so a job has at most 32 workers in version 1. */
+export const MAX_FAN_IN = 32;
+/** Fixed-point scales above 30 leave no headroom for a sum of two values. */
+export const MAX_SCALE_BITS = 30;
+/** workerId of packets the switch or the parameter server originates. */
+export const WORKER_ID_NONE = 0xffff;
+/** destination: every worker of the job (multicast). */
+export const DESTINATION_ALL_WORKERS = 0xffff;
+/** destination: the job's parameter server. */
+export const DESTINATION_PS = 0xfffe;
+
+/** Byte offsets of the header fields. */
+export const Field = {
+  version: 0, // u8
+  type: 1, // u8
+  flags: 2, // u16
+  jobId: 4, // u16
+  workerId: 6, // u16
+  fanIn: 8, // u16
+  elementCount: 10, // u16
+  psn: 12, // u32
+  aggregatorIndex: 16, // u32
+  bitmap: 20, // u32
+  scaleBits: 24, // u8
+  regionEpoch: 25, // u8
+  destination: 26, // u16
+  reserved: 28, // u32, zero
+} as const;
+
+export const PacketType = {
+  /** worker -> switch: one worker's fixed-point values for one PSN. */
+  contribution: 1,
+  /** switch/PS -> workers: the complete sum for one PSN. */
+  result: 2,
+  /** PS -> switch -> workers: releases an aggregator (ATP); may carry the result. */
+  ack: 3,
+  /** host -> switch -> host: forwarded unchanged to `destination`. */
+  forward: 4,
+} as const;
+export type PacketTypeValue = (typeof PacketType)[keyof typeof PacketType];
+export const PACKET_TYPE_NAMES: Record<number, string> = {
+  1: "contribution",
+  2: "result",
+  3: "ack",
+  4: "forward",
+};
+
+export const Flag = {
+  /** the sender sent this PSN before (retransmission). */
+  resend: 1 << 0,
+  /** ATP: the aggregator was held by another (job, PSN); passed through to the PS. */
+  collision: 1 << 1,
+  /** some value saturated: the sum is not exact. */
+  overflow: 1 << 2,
+  /** congestion experienced. */
+  ecn: 1 << 3,
+  /** the packet is on its way to the parameter server. */
+  toPs: 1 << 4,
+} as const;
+export const KNOWN_FLAGS = Flag.resend | Flag.collision | Flag.overflow | Flag.ecn | Flag.toPs;
+
+/** One decoded header. Decoders fill a caller-owned instance; never allocate per packet. */
+export interface PacketHeader {
+  version: number;
+  type: number;
+  flags: number;
+  jobId: number;
+  workerId: number;
+  fanIn: number;
+  elementCount: number;
+  psn: number;
+  aggregatorIndex: number;
+  bitmap: number;
+  scaleBits: number;
+  regionEpoch: number;
+  destination: number;
+}
+
+export function emptyHeader(): PacketHeader {
+  return {
+    version: PROTOCOL_VERSION,
+    type: 0,
+    flags: 0,
+    jobId: 0,
+    workerId: 0,
+    fanIn: 0,
+    elementCount: 0,
+    psn: 0,
+    aggregatorIndex: 0,
+    bitmap: 0,
+    scaleBits: 0,
+    regionEpoch: 0,
+    destination: 0,
+  };
+}
+
+/** Bytes a packet with `elementCount` elements occupies on the wire. */
+export function packetBytes(elementCount: number): number {
+  return HEADER_BYTES + elementCount * ELEMENT_BYTES;
+}

@@ -1,0 +1,343 @@
+import { netReduceIndex } from "../proto/addressing.js";
+import { decodeHeader, encodeHeader } from "../proto/codec.js";
+import { DROP_REASON_COUNT, DropReason, type DropReasonValue } from "../proto/drops.js";
+import { dequantizeInto, quantizeInto } from "../proto/fixedpoint.js";
+import { emptyHeader, Field, Flag, HEADER_BYTES, PacketType, packetBytes } from "../proto/wire.js";
+
+export interface WorkerCoreOptions {
+  jobId: number;
+  workerId: number;
+  fanIn: number;
+  /** the job's region in the switch's aggregator array */
+  regionOffset: number;
+  regionSize: number;
+  /** most packets in flight */
+  window: number;
+  elementsPerPacket: number;
+  /** fixed point: value = round(x * 2^scaleBits) */
+  scaleBits: number;
+  /** retransmission timeout before any RTT sample, and its bounds (ms) */
+  rtoInitialMs: number;
+  rtoFloorMs: number;
+  rtoMaxMs: number;
+}
+
+export const DEFAULT_RTO = { rtoInitialMs: 200, rtoFloorMs: 50, rtoMaxMs: 2000 } as const;
+
+/** Where the worker's packets go: a connected socket, or a test's in-memory network. */
+export interface WorkerTransmit {
+  /** `packet` is a window slot; it is not rewritten until that PSN has its result. */
+  send(packet: Buffer, offset: number, length: number): void;
+}
+
+export interface WorkerStats {
+  packetsSent: number;
+  bytesSent: number;
+  /** packets sent again, by timeout or because later results showed a gap */
+  retransmissions: number;
+  timeouts: number;
+  resultsReceived: number;
+  /** results for PSNs that already had one (network duplicates, replays) */
+  duplicateResults: number;
+  /** results flagged overflow, and values that saturated while quantizing */
+  overflowedResults: number;
+  saturatedValues: number;
+  drops: Float64Array;
+  srttMs: number;
+  rtoMs: number;
+}
+
+/**
+ * One NetReduce end host, sans-IO. begin() starts an all-reduce of a tensor;
+ * the tensor is cut into packets of `elementsPerPacket`, PSNs continue across
+ * calls, at most `window` packets are in flight, and each result is written
+ * into the output. receive() takes datagrams from the switch, tick() drives
+ * retransmission. Nothing here allocates per packet.
+ */
+export class WorkerCore {
+  readonly options: WorkerCoreOptions;
+  readonly stats: WorkerStats;
+  /** first PSN of the next all-reduce */
+  nextCallPsn = 0;
+
+  private readonly slotPackets: Buffer[];
+  private readonly slotView: DataView;
+  private readonly slotValues: Int32Array;
+  private readonly slotWords: number;
+  private readonly slotSentAt: Float64Array;
+  private readonly slotSends: Uint32Array;
+  private readonly slotDone: Uint8Array;
+  private readonly header = emptyHeader();
+  private readonly scratch: Buffer;
+  private readonly scratchView: DataView;
+  private readonly scratchValues: Int32Array;
+  private readonly scale: number;
+  private readonly inverseScale: number;
+
+  private input: Float32Array = new Float32Array(0);
+  private output: Float32Array = new Float32Array(0);
+  private firstPsn = 0;
+  private endPsn = 0;
+  /** lowest PSN still without its result */
+  private base = 0;
+  /** next PSN never sent */
+  private next = 0;
+  private active = false;
+  private hasRttSample = false;
+  private rttVarMs = 0;
+
+  constructor(
+    options: WorkerCoreOptions,
+    private readonly transmit: WorkerTransmit,
+  ) {
+    this.options = options;
+    const w = options.window;
+    this.slotWords = HEADER_BYTES / 4 + options.elementsPerPacket;
+    const arena = new ArrayBuffer(w * this.slotWords * 4);
+    this.slotView = new DataView(arena);
+    this.slotValues = new Int32Array(arena);
+    this.slotPackets = [];
+    for (let i = 0; i < w; i++) {
+      this.slotPackets.push(Buffer.from(arena, i * this.slotWords * 4, this.slotWords * 4));
+    }
+    this.slotSentAt = new Float64Array(w);
+    this.slotSends = new Uint32Array(w);
+    this.slotDone = new Uint8Array(w);
+    const scratchArena = new ArrayBuffer(packetBytes(options.elementsPerPacket));
+    this.scratch = Buffer.from(scratchArena);
+    this.scratchView = new DataView(scratchArena);
+    this.scratchValues = new Int32Array(scratchArena);
+    this.scale = 2 ** options.scaleBits;
+    this.inverseScale = 2 ** -options.scaleBits;
+    this.stats = {
+      packetsSent: 0,
+      bytesSent: 0,
+      retransmissions: 0,
+      timeouts: 0,
+      resultsReceived: 0,
+      duplicateResults: 0,
+      overflowedResults: 0,
+      saturatedValues: 0,
+      drops: new Float64Array(DROP_REASON_COUNT),
+      srttMs: 0,
+      rtoMs: options.rtoInitialMs,
+    };
+  }
+
+  /** True once every PSN of the current all-reduce has its result. */
+  get done(): boolean {
+    return !this.active;
+  }
+
+  /** Packets of the current all-reduce that have their result, and how many there are. */
+  get completedPackets(): number {
+    return this.base - this.firstPsn;
+  }
+
+  get totalPackets(): number {
+    return this.endPsn - this.firstPsn;
+  }
+
+  /** Starts an all-reduce of `input` into `output` (same length) and fills the window. */
+  begin(input: Float32Array, output: Float32Array, now: number): void {
+    if (this.active) throw new Error("an all-reduce is already running on this worker");
+    if (output.length !== input.length) {
+      throw new RangeError(`output has ${output.length} elements, input ${input.length}`);
+    }
+    const packets = Math.ceil(input.length / this.options.elementsPerPacket);
+    if (this.nextCallPsn + packets > 0xffffffff) {
+      throw new RangeError("PSN space exhausted: PSNs are 32-bit and do not wrap within a job");
+    }
+    this.input = input;
+    this.output = output;
+    this.firstPsn = this.nextCallPsn;
+    this.endPsn = this.firstPsn + packets;
+    this.nextCallPsn = this.endPsn;
+    this.base = this.firstPsn;
+    this.next = this.firstPsn;
+    this.active = packets > 0;
+    this.fillWindow(now);
+  }
+
+  receive(datagram: Buffer, now: number): void {
+    const h = this.header;
+    if (datagram.length > this.scratch.length) {
+      this.drop(DropReason.tooManyElements);
+      return;
+    }
+    datagram.copy(this.scratch, 0, 0, datagram.length);
+    const reason = decodeHeader(this.scratchView, 0, datagram.length, h);
+    if (reason !== DropReason.ok) {
+      this.drop(reason);
+      return;
+    }
+    if (h.type !== PacketType.result) {
+      this.drop(DropReason.unexpectedType);
+      return;
+    }
+    if (h.jobId !== this.options.jobId) {
+      this.drop(DropReason.unknownJob);
+      return;
+    }
+    const psn = h.psn;
+    if (!this.active || psn < this.base || psn >= this.next) {
+      // A result for a PSN already finished is a late duplicate, not an error.
+      if (psn < this.base || (!this.active && psn < this.nextCallPsn)) {
+        this.stats.duplicateResults++;
+        return;
+      }
+      this.drop(DropReason.unexpectedResult);
+      return;
+    }
+    const slot = psn % this.options.window;
+    if (this.slotDone[slot] === 1) {
+      this.stats.duplicateResults++;
+      return;
+    }
+    const first = (psn - this.firstPsn) * this.options.elementsPerPacket;
+    const count = Math.min(this.options.elementsPerPacket, this.input.length - first);
+    if (h.elementCount !== count || h.scaleBits !== this.options.scaleBits) {
+      this.drop(DropReason.shapeMismatch);
+      return;
+    }
+    dequantizeInto(
+      this.scratchValues,
+      HEADER_BYTES / 4,
+      count,
+      this.inverseScale,
+      this.output,
+      first,
+    );
+    if (h.flags & Flag.overflow) this.stats.overflowedResults++;
+    this.stats.resultsReceived++;
+    this.slotDone[slot] = 1;
+    // Karn: only a packet sent once gives an unambiguous RTT sample.
+    if (this.slotSends[slot] === 1) this.sampleRtt(now - this.slotSentAt[slot]);
+    if (psn === this.base) {
+      while (this.base < this.next && this.slotDone[this.base % this.options.window] === 1) {
+        this.base++;
+      }
+      if (this.base === this.endPsn) {
+        this.active = false;
+        return;
+      }
+      this.fillWindow(now);
+    } else {
+      this.resendGaps(psn, now);
+    }
+  }
+
+  /** Retransmits every packet whose timeout has passed; call every few ms. */
+  tick(now: number): void {
+    if (!this.active) return;
+    const rto = this.stats.rtoMs;
+    let timedOut = false;
+    for (let psn = this.base; psn < this.next; psn++) {
+      const slot = psn % this.options.window;
+      if (this.slotDone[slot] === 0 && now - this.slotSentAt[slot] >= rto) {
+        this.resend(slot, now);
+        timedOut = true;
+      }
+    }
+    if (timedOut) {
+      this.stats.timeouts++;
+      this.stats.rtoMs = Math.min(this.options.rtoMaxMs, rto * 2);
+    }
+  }
+
+  /**
+   * A result for `psn` arrived while older PSNs still wait: results come back
+   * nearly in PSN order, so an older PSN that has waited well over an RTT was
+   * most likely lost (its contribution, someone else's, or its result).
+   */
+  private resendGaps(psn: number, now: number): void {
+    if (!this.hasRttSample) return;
+    const waited = Math.max(2, this.stats.srttMs * 1.5 + this.rttVarMs);
+    const last = psn - 3;
+    for (let p = this.base; p <= last; p++) {
+      const slot = p % this.options.window;
+      if (this.slotDone[slot] === 0 && now - this.slotSentAt[slot] >= waited) {
+        this.resend(slot, now);
+      }
+    }
+  }
+
+  private fillWindow(now: number): void {
+    const limit = Math.min(this.endPsn, this.base + this.options.window);
+    while (this.next < limit) this.sendNew(this.next++, now);
+  }
+
+  private sendNew(psn: number, now: number): void {
+    const o = this.options;
+    const slot = psn % o.window;
+    const first = (psn - this.firstPsn) * o.elementsPerPacket;
+    const count = Math.min(o.elementsPerPacket, this.input.length - first);
+    const saturated = quantizeInto(
+      this.input,
+      first,
+      count,
+      this.scale,
+      this.slotValues,
+      slot * this.slotWords + HEADER_BYTES / 4,
+    );
+    const h = this.header;
+    h.type = PacketType.contribution;
+    h.flags = saturated > 0 ? Flag.overflow : 0;
+    h.jobId = o.jobId;
+    h.workerId = o.workerId;
+    h.fanIn = o.fanIn;
+    h.elementCount = count;
+    h.psn = psn;
+    h.aggregatorIndex = netReduceIndex(o.regionOffset, o.regionSize, psn);
+    h.bitmap = 1 << o.workerId;
+    h.scaleBits = o.scaleBits;
+    h.regionEpoch = 0;
+    h.destination = 0;
+    encodeHeader(this.slotView, slot * this.slotWords * 4, h);
+    this.stats.saturatedValues += saturated;
+    this.slotDone[slot] = 0;
+    this.slotSends[slot] = 1;
+    this.slotSentAt[slot] = now;
+    this.transmitSlot(slot, count);
+  }
+
+  private resend(slot: number, now: number): void {
+    const at = slot * this.slotWords * 4 + Field.flags;
+    this.slotView.setUint16(at, this.slotView.getUint16(at, true) | Flag.resend, true);
+    this.slotSends[slot]++;
+    this.slotSentAt[slot] = now;
+    this.stats.retransmissions++;
+    this.transmitSlot(
+      slot,
+      this.slotView.getUint16(slot * this.slotWords * 4 + Field.elementCount, true),
+    );
+  }
+
+  private transmitSlot(slot: number, count: number): void {
+    const bytes = packetBytes(count);
+    this.stats.packetsSent++;
+    this.stats.bytesSent += bytes;
+    this.transmit.send(this.slotPackets[slot], 0, bytes);
+  }
+
+  /** RFC 6298 estimator; the floor absorbs scheduling stalls on a busy machine. */
+  private sampleRtt(sampleMs: number): void {
+    const s = this.stats;
+    if (!this.hasRttSample) {
+      s.srttMs = sampleMs;
+      this.rttVarMs = sampleMs / 2;
+      this.hasRttSample = true;
+    } else {
+      this.rttVarMs = 0.75 * this.rttVarMs + 0.25 * Math.abs(s.srttMs - sampleMs);
+      s.srttMs = 0.875 * s.srttMs + 0.125 * sampleMs;
+    }
+    s.rtoMs = Math.min(
+      this.options.rtoMaxMs,
+      Math.max(this.options.rtoFloorMs, s.srttMs + 4 * this.rttVarMs),
+    );
+  }
+
+  private drop(reason: DropReasonValue): void {
+    this.stats.drops[reason]++;
+  }
+}

@@ -1,0 +1,122 @@
+import type { AddressInfo } from "node:net";
+import { performance } from "node:perf_hooks";
+import DgramAsPromised, { type SocketAsPromised } from "dgram-as-promised";
+import { DEFAULT_RTO, WorkerCore, type WorkerCoreOptions } from "./core.js";
+
+export const SOCKET_BUFFER_BYTES = 4 * 1024 * 1024;
+
+export type WorkerOptions = Omit<WorkerCoreOptions, keyof typeof DEFAULT_RTO> &
+  Partial<Pick<WorkerCoreOptions, keyof typeof DEFAULT_RTO>> & {
+    switchHost: string;
+    switchPort: number;
+    /** local address to bind; port 0 */
+    host?: string;
+    /** how often retransmission timeouts are checked */
+    tickMs?: number;
+  };
+
+/** A result whose sum saturated somewhere: the output is not exact. */
+export class AllReduceOverflowError extends Error {
+  override name = "AllReduceOverflowError";
+  constructor(
+    readonly output: Float32Array,
+    readonly overflowedResults: number,
+  ) {
+    super(
+      `${overflowedResults} result packet(s) saturated the int32 range: lower scaleBits or the input magnitude`,
+    );
+  }
+}
+
+/**
+ * A NetReduce end host over UDP: a socket connected to the switch, the data
+ * path on node:dgram events into WorkerCore, and a timer for retransmission.
+ *
+ *   const worker = await Worker.connect({ ...options });
+ *   const sum = await worker.allreduce(gradient);
+ */
+export class Worker {
+  readonly core: WorkerCore;
+  private readonly tickMs: number;
+  private timer: NodeJS.Timeout | null = null;
+  private finish: (() => void) | null = null;
+
+  private constructor(
+    private readonly socket: SocketAsPromised,
+    core: WorkerCore,
+    tickMs: number,
+  ) {
+    this.core = core;
+    this.tickMs = tickMs;
+    socket.socket.on("message", (msg) => {
+      core.receive(msg, performance.now());
+      if (core.done && this.finish !== null) this.finish();
+    });
+    socket.socket.on("error", () => {
+      // ICMP port unreachable while the switch is not up yet: retransmission covers it.
+    });
+  }
+
+  static async connect(options: WorkerOptions): Promise<Worker> {
+    const socket = DgramAsPromised.createSocket({
+      type: "udp4",
+      recvBufferSize: SOCKET_BUFFER_BYTES,
+      sendBufferSize: SOCKET_BUFFER_BYTES,
+    });
+    await socket.bind(0, options.host ?? "127.0.0.1");
+    const raw = socket.socket;
+    await new Promise<void>((resolve, reject) => {
+      raw.once("error", reject);
+      raw.connect(options.switchPort, options.switchHost, () => {
+        raw.off("error", reject);
+        resolve();
+      });
+    });
+    // A connected socket sends synchronously, so slot buffers are read at once.
+    const core = new WorkerCore(
+      { ...DEFAULT_RTO, ...options },
+      {
+        send(packet, offset, length) {
+          raw.send(packet, offset, length);
+        },
+      },
+    );
+    return new Worker(socket, core, options.tickMs ?? 5);
+  }
+
+  address(): AddressInfo {
+    return this.socket.address();
+  }
+
+  /** Sums `input` with every other worker of the job; resolves with the sum. */
+  allreduce(input: Float32Array, output = new Float32Array(input.length)): Promise<Float32Array> {
+    const overflowBefore = this.core.stats.overflowedResults;
+    return new Promise<Float32Array>((resolve, reject) => {
+      this.finish = () => {
+        this.finish = null;
+        if (this.timer !== null) clearInterval(this.timer);
+        this.timer = null;
+        const overflowed = this.core.stats.overflowedResults - overflowBefore;
+        if (overflowed > 0) reject(new AllReduceOverflowError(output, overflowed));
+        else resolve(output);
+      };
+      this.timer = setInterval(() => this.core.tick(performance.now()), this.tickMs);
+      try {
+        this.core.begin(input, output, performance.now());
+      } catch (error) {
+        this.finish = null;
+        clearInterval(this.timer);
+        this.timer = null;
+        reject(error);
+        return;
+      }
+      if (this.core.done) this.finish();
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.timer !== null) clearInterval(this.timer);
+    this.timer = null;
+    await this.socket.close();
+  }
+}
