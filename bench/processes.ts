@@ -1,0 +1,112 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { createInterface } from "node:readline";
+
+/** A JSON record a child printed on one stdout line. */
+export type ProcessRecord = { event: string } & Record<string, unknown>;
+
+/**
+ * A child process that speaks the ina-emu line protocol: JSON records on
+ * stdout, free text on stderr. Every wait is bounded; stop() ends it by PID,
+ * SIGTERM first and SIGKILL after a grace period.
+ */
+export class ChildNode {
+  readonly child: ChildProcess;
+  readonly records: ProcessRecord[] = [];
+  stderr = "";
+  exitCode: number | null = null;
+  readonly exited: Promise<number | null>;
+  private waiters: Array<() => void> = [];
+
+  constructor(
+    readonly name: string,
+    script: string,
+    args: string[],
+    onRecord?: (record: ProcessRecord) => void,
+  ) {
+    this.child = spawn(process.execPath, [script, ...args], { stdio: ["pipe", "pipe", "pipe"] });
+    this.exited = new Promise((resolve) => {
+      this.child.once("exit", (code, signal) => {
+        this.exitCode = code ?? (signal ? 128 : null);
+        resolve(this.exitCode);
+        this.wake();
+      });
+    });
+    createInterface({ input: this.child.stdout! }).on("line", (line) => {
+      let record: ProcessRecord;
+      try {
+        record = JSON.parse(line);
+      } catch {
+        return;
+      }
+      this.records.push(record);
+      onRecord?.(record);
+      this.wake();
+    });
+    this.child.stderr!.on("data", (chunk: Buffer) => {
+      // Keep the tail only: enough to explain a failure.
+      this.stderr = (this.stderr + chunk.toString()).slice(-8000);
+    });
+    this.child.stdin!.on("error", () => {});
+  }
+
+  private wake(): void {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const w of waiters) w();
+  }
+
+  /** Resolves with the first record of `event`; rejects on exit or after `timeoutMs`. */
+  async waitFor(event: string, timeoutMs: number): Promise<ProcessRecord> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const found = this.records.find((r) => r.event === event);
+      if (found) return found;
+      if (this.exitCode !== null) {
+        throw new Error(
+          `${this.name} exited (${this.exitCode}) before "${event}": ${this.stderr.trim()}`,
+        );
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`${this.name}: no "${event}" within ${timeoutMs} ms`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+
+  send(line: string): void {
+    this.child.stdin!.write(`${line}\n`);
+  }
+
+  /** Waits up to `timeoutMs` for the process to exit by itself. */
+  async waitExit(timeoutMs: number): Promise<number | null> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<"timeout">((resolve) => {
+      timer = setTimeout(() => resolve("timeout"), timeoutMs);
+    });
+    const result = await Promise.race([this.exited, timeout]);
+    clearTimeout(timer);
+    if (result === "timeout") throw new Error(`${this.name} did not exit within ${timeoutMs} ms`);
+    return result;
+  }
+
+  /** SIGTERM, then SIGKILL if it has not exited after `graceMs`. */
+  async stop(graceMs = 3000): Promise<number | null> {
+    if (this.exitCode !== null) return this.exitCode;
+    this.child.kill("SIGTERM");
+    let timer: NodeJS.Timeout | undefined;
+    const killed = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        if (this.exitCode === null) this.child.kill("SIGKILL");
+        resolve();
+      }, graceMs);
+    });
+    await Promise.race([this.exited, killed]);
+    clearTimeout(timer);
+    return this.exited;
+  }
+}

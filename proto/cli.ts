@@ -1,0 +1,189 @@
+import { parseArgs } from "node:util";
+import { z } from "zod";
+
+/**
+ * What every ina-emu process agrees on at its command line: options are
+ * validated by a zod schema, a bad one is named and exits 2, and machine
+ * output is one JSON record per line on stdout (`{"event": "ready", ...}`);
+ * people's messages go to stderr.
+ */
+
+export const EXIT_OK = 0;
+export const EXIT_FAILED = 1;
+export const EXIT_USAGE = 2;
+
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+export interface OptionSpec {
+  type: "string" | "boolean";
+  description: string;
+  /** shown in --help as `--name VALUE` */
+  valueName?: string;
+  /** shown in --help; the schema holds the real default */
+  defaultText?: string;
+}
+
+export interface CliSpec<S extends z.ZodType> {
+  command: string;
+  summary: string;
+  /** extra help text printed after the options */
+  details?: string;
+  options: Record<string, OptionSpec>;
+  /** validates the options, keyed by camelCase name */
+  schema: S;
+}
+
+function camelCase(kebab: string): string {
+  return kebab.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+}
+
+function kebabCase(camel: string): string {
+  return camel.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+}
+
+export function helpText<S extends z.ZodType>(spec: CliSpec<S>): string {
+  const rows = Object.entries(spec.options).map(([name, o]) => {
+    const flag = o.type === "boolean" ? `--${name}` : `--${name} ${o.valueName ?? "VALUE"}`;
+    const dflt = o.defaultText === undefined ? "" : ` (default: ${o.defaultText})`;
+    return [flag, `${o.description}${dflt}`];
+  });
+  rows.push(["--help", "show this help"]);
+  const width = Math.max(...rows.map(([f]) => f.length)) + 2;
+  const lines = rows.map(([f, d]) => `  ${f.padEnd(width)}${d}`);
+  return [
+    `Usage: ${spec.command} [options]`,
+    "",
+    spec.summary,
+    "",
+    "Options:",
+    ...lines,
+    ...(spec.details ? ["", spec.details] : []),
+    "",
+  ].join("\n");
+}
+
+/** Parses argv; returns "help" for --help, throws UsageError naming the bad option. */
+export function parseCli<S extends z.ZodType>(
+  spec: CliSpec<S>,
+  argv: string[],
+): z.infer<S> | "help" {
+  const options: Record<string, { type: "string" | "boolean" }> = { help: { type: "boolean" } };
+  for (const [name, o] of Object.entries(spec.options)) options[name] = { type: o.type };
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({ args: argv, options, strict: true, allowPositionals: false }));
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  if (values.help) return "help";
+  const input: Record<string, unknown> = {};
+  for (const [name, value] of Object.entries(values)) {
+    if (value !== undefined) input[camelCase(name)] = value;
+  }
+  const parsed = spec.schema.safeParse(input);
+  if (!parsed.success) {
+    throw new UsageError(
+      parsed.error.issues
+        .map((issue) => {
+          const key = issue.path.length > 0 ? `--${kebabCase(String(issue.path[0]))}` : "options";
+          return `${key}: ${issue.message}`;
+        })
+        .join("\n"),
+    );
+  }
+  return parsed.data;
+}
+
+/**
+ * Runs a command's main function with the common conventions: --help prints
+ * and exits 0, a UsageError prints its message and exits 2, any other error
+ * prints and exits 1; otherwise the exit code is what main returns.
+ */
+export async function runCli<S extends z.ZodType>(
+  spec: CliSpec<S>,
+  main: (options: z.infer<S>) => Promise<number>,
+  argv = process.argv.slice(2),
+): Promise<void> {
+  let options: z.infer<S> | "help";
+  try {
+    options = parseCli(spec, argv);
+  } catch (error) {
+    process.stderr.write(
+      `${spec.command}: ${(error as Error).message}\nSee ${spec.command} --help\n`,
+    );
+    process.exitCode = EXIT_USAGE;
+    return;
+  }
+  if (options === "help") {
+    process.stdout.write(helpText(spec));
+    return;
+  }
+  let code: number;
+  try {
+    code = await main(options);
+  } catch (error) {
+    const usage = error instanceof UsageError;
+    process.stderr.write(`${spec.command}: ${usage ? "" : "error: "}${(error as Error).message}\n`);
+    // Exit now: a failed main may leave sockets or timers open. Writes to
+    // pipes and files are synchronous on Linux, so nothing printed is lost.
+    process.exit(usage ? EXIT_USAGE : EXIT_FAILED);
+  }
+  // main is done; stdin or a stray handle must not keep the process alive.
+  process.exit(code);
+}
+
+/** Writes one machine-readable record on stdout. */
+export function emitRecord(record: { event: string } & Record<string, unknown>): void {
+  process.stdout.write(`${JSON.stringify(record)}\n`);
+}
+
+const BYTE_UNITS: Record<string, number> = {
+  "": 1,
+  b: 1,
+  k: 1e3,
+  kb: 1e3,
+  kib: 1024,
+  m: 1e6,
+  mb: 1e6,
+  mib: 1024 ** 2,
+  g: 1e9,
+  gb: 1e9,
+  gib: 1024 ** 3,
+};
+
+/** "32MiB", "4kb", "1000" -> bytes; null if the text is not a size. */
+export function parseBytes(text: string): number | null {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(text);
+  if (!match) return null;
+  const unit = BYTE_UNITS[match[2].toLowerCase()];
+  if (unit === undefined) return null;
+  return Math.round(Number(match[1]) * unit);
+}
+
+/** A zod schema for a byte size given as text ("32MiB") or a number. */
+export const byteSize = z.union([z.number(), z.string()]).transform((value, ctx) => {
+  const bytes = typeof value === "number" ? value : parseBytes(value);
+  if (bytes === null || !Number.isFinite(bytes) || bytes < 0) {
+    ctx.addIssue({ code: "custom", message: `not a byte size: "${value}" (try 32MiB or 1000000)` });
+    return z.NEVER;
+  }
+  return bytes;
+});
+
+/** A whole number given on the command line. */
+export const cliInt = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+
+/** A probability given on the command line. */
+export const cliProbability = z.coerce.number().min(0).max(1);
+
+/** "host:port" -> parts; throws UsageError on anything else. */
+export function parseHostPort(text: string, option: string): { host: string; port: number } {
+  const match = /^([^:]+):(\d+)$/.exec(text);
+  const port = match ? Number(match[2]) : Number.NaN;
+  if (!match || port < 1 || port > 65535) {
+    throw new UsageError(`${option}: expected HOST:PORT, got "${text}"`);
+  }
+  return { host: match[1], port };
+}

@@ -1,0 +1,27 @@
+import { dropsByName } from "../proto/drops.js";
+import type { SwitchCore } from "./core.js";
+
+/** The switch's counters as one JSON-friendly record (for the `stats` line and reports). */
+export function switchReport(core: SwitchCore) {
+  const s = core.stats;
+  const activeSeconds = s.firstPacketAt < 0 ? 0 : (s.lastPacketAt - s.firstPacketAt) / 1000;
+  return {
+    rxPackets: s.rxPackets,
+    txPackets: s.txPackets,
+    rxBytes: s.rxBytes,
+    txBytes: s.txBytes,
+    activeSeconds,
+    packetsPerSecond: activeSeconds > 0 ? (s.rxPackets + s.txPackets) / activeSeconds : 0,
+    aggregationsCompleted: s.aggregationsCompleted,
+    resultsReplayed: s.resultsReplayed,
+    takeovers: s.takeovers,
+    forwarded: s.forwarded,
+    drops: dropsByName(s.drops),
+    injected: {
+      ingress: { ...core.ingressFaults.injected },
+      egress: { ...core.egressFaults.injected },
+    },
+    jobs: core.jobs.map((job) => ({ id: job.id, mode: job.mode, ...job.counters })),
+  };
+}
+export type SwitchReport = ReturnType<typeof switchReport>;
