@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 
 /** A JSON record a child printed on one stdout line. */
@@ -10,7 +10,7 @@ export type ProcessRecord = { event: string } & Record<string, unknown>;
  * SIGTERM first and SIGKILL after a grace period.
  */
 export class ChildNode {
-  readonly child: ChildProcess;
+  readonly child: ChildProcessWithoutNullStreams;
   readonly records: ProcessRecord[] = [];
   stderr = "";
   exitCode: number | null = null;
@@ -23,7 +23,8 @@ export class ChildNode {
     args: string[],
     onRecord?: (record: ProcessRecord) => void,
   ) {
-    this.child = spawn(process.execPath, [script, ...args], { stdio: ["pipe", "pipe", "pipe"] });
+    // stdio defaults to pipes on all three streams.
+    this.child = spawn(process.execPath, [script, ...args]);
     this.exited = new Promise((resolve) => {
       this.child.once("exit", (code, signal) => {
         this.exitCode = code ?? (signal ? 128 : null);
@@ -31,7 +32,7 @@ export class ChildNode {
         this.wake();
       });
     });
-    createInterface({ input: this.child.stdout! }).on("line", (line) => {
+    createInterface({ input: this.child.stdout }).on("line", (line) => {
       let record: ProcessRecord;
       try {
         record = JSON.parse(line);
@@ -42,11 +43,11 @@ export class ChildNode {
       onRecord?.(record);
       this.wake();
     });
-    this.child.stderr!.on("data", (chunk: Buffer) => {
+    this.child.stderr.on("data", (chunk: Buffer) => {
       // Keep the tail only: enough to explain a failure.
       this.stderr = (this.stderr + chunk.toString()).slice(-8000);
     });
-    this.child.stdin!.on("error", () => {});
+    this.child.stdin.on("error", () => {});
   }
 
   private wake(): void {
@@ -79,7 +80,7 @@ export class ChildNode {
   }
 
   send(line: string): void {
-    this.child.stdin!.write(`${line}\n`);
+    this.child.stdin.write(`${line}\n`);
   }
 
   /** Waits up to `timeoutMs` for the process to exit by itself. */

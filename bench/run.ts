@@ -46,6 +46,8 @@ export interface WorkerOutcome {
   workerId: number;
   seconds: number;
   goodputMBps: number;
+  /** CPU time the worker spent in the all-reduce */
+  cpuSeconds: number;
   packetsSent: number;
   retransmissions: number;
   duplicateResults: number;
@@ -180,6 +182,7 @@ export async function runExperiment(options: ExperimentOptions): Promise<Experim
         workerId: Number(r.workerId),
         seconds: Number(r.seconds),
         goodputMBps: Number(r.goodputMBps),
+        cpuSeconds: Number(r.cpuSeconds),
         packetsSent: Number(r.packetsSent),
         retransmissions: Number(r.retransmissions),
         duplicateResults: Number(r.duplicateResults),

@@ -187,3 +187,9 @@ export function parseHostPort(text: string, option: string): { host: string; por
   }
   return { host: match[1], port };
 }
+
+/** User + system CPU time this process has used, in seconds. */
+export function cpuSeconds(): number {
+  const usage = process.cpuUsage();
+  return (usage.user + usage.system) / 1e6;
+}

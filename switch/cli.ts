@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { readFile } from "node:fs/promises";
 import { z } from "zod";
-import { cliInt, EXIT_OK, emitRecord, runCli, UsageError } from "../proto/cli.js";
+import { cliInt, cpuSeconds, EXIT_OK, emitRecord, runCli, UsageError } from "../proto/cli.js";
 import { ConfigError, parseSwitchConfig, type SwitchConfigInput } from "../proto/config.js";
 import { switchReport } from "./report.js";
 import { SwitchServer } from "./server.js";
@@ -104,6 +104,7 @@ await runCli(spec, async (options) => {
   emitRecord({
     event: "stats",
     final: true,
+    cpuSeconds: cpuSeconds(),
     socketErrors: server.socketErrors,
     ...switchReport(server.core),
   });

@@ -5,6 +5,7 @@ import { z } from "zod";
 import {
   byteSize,
   cliInt,
+  cpuSeconds,
   EXIT_FAILED,
   EXIT_OK,
   emitRecord,
@@ -187,6 +188,7 @@ await runCli(spec, async (o) => {
   let iteration = 0;
   let overflowed = false;
   const started = performance.now();
+  const cpuBefore = cpuSeconds();
   const iterationSeconds: number[] = [];
   for (; iteration < o.iterations; iteration++) {
     const t = performance.now();
@@ -199,6 +201,7 @@ await runCli(spec, async (o) => {
     iterationSeconds.push((performance.now() - t) / 1000);
   }
   const seconds = (performance.now() - started) / 1000;
+  const allReduceCpuSeconds = cpuSeconds() - cpuBefore;
   if (progress !== null) clearInterval(progress);
   await worker.close();
 
@@ -215,6 +218,7 @@ await runCli(spec, async (o) => {
     seconds,
     iterationSeconds,
     goodputMBps: (o.sizeBytes * o.iterations) / 1e6 / seconds,
+    cpuSeconds: allReduceCpuSeconds,
     packetsSent: s.packetsSent,
     retransmissions: s.retransmissions,
     timeouts: s.timeouts,

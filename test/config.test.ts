@@ -1,0 +1,70 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { ConfigError, parseSwitchConfig } from "../proto/config.js";
+import { DROP_REASON_NAMES, DropReason } from "../proto/drops.js";
+
+const job = { id: 1, mode: "netreduce", fanIn: 4, offset: 0, size: 16, window: 8 };
+
+function configError(input: unknown): string {
+  try {
+    parseSwitchConfig(input);
+  } catch (error) {
+    assert.ok(error instanceof ConfigError);
+    return error.message;
+  }
+  assert.fail("config was accepted");
+}
+
+describe("switch config", () => {
+  it("accepts a valid config and fills defaults", () => {
+    const c = parseSwitchConfig({ aggregators: 32, jobs: [job, { ...job, id: 2, offset: 16 }] });
+    assert.equal(c.elementsPerAggregator, 256);
+    assert.deepEqual(c.faults.ingress, { drop: 0, duplicate: 0, reorder: 0 });
+    assert.equal(c.jobs.length, 2);
+  });
+
+  it("enforces the NetReduce 2 x window rule", () => {
+    assert.match(
+      configError({ aggregators: 32, jobs: [{ ...job, size: 15 }] }),
+      /^jobs\[0\]\.size: a NetReduce region needs at least 2 x window = 16 aggregators, got 15$/m,
+    );
+  });
+
+  it("names every bad field", () => {
+    const message = configError({
+      aggregators: 20,
+      jobs: [job, { ...job, id: 1, offset: 8 }, { ...job, id: 3, fanIn: 33 }],
+      faults: { ingress: { drop: 0.6, duplicate: 0.6 } },
+      extra: true,
+    });
+    assert.match(message, /jobs\[1\]\.id: job id 1 is already used by jobs\[0\]/);
+    assert.match(message, /jobs\[1\]\.size: region \[8, 24\) ends past the 20 aggregators/);
+    assert.match(
+      message,
+      /jobs\[1\]\.offset: region \[8, 24\) overlaps jobs\[0\]'s region \[0, 16\)/,
+    );
+    assert.match(message, /jobs\[2\]\.fanIn: /);
+    assert.match(message, /faults\.ingress: drop \+ duplicate \+ reorder must not exceed 1/);
+    assert.match(message, /\(root\): Unrecognized key: "extra"/);
+  });
+
+  it("rejects a wrong type with the field's name", () => {
+    assert.match(configError({ aggregators: "many" }), /^aggregators: /);
+    assert.match(
+      configError({ aggregators: 8, jobs: [{ ...job, mode: "atp" }] }),
+      /^jobs\[0\]\.mode: /,
+    );
+  });
+});
+
+describe("drop reasons", () => {
+  it("has one unique name per contiguous value", () => {
+    const values = Object.values(DropReason);
+    assert.deepEqual(
+      [...values].sort((a, b) => a - b),
+      values.map((_, i) => i),
+    );
+    assert.equal(new Set(DROP_REASON_NAMES).size, values.length);
+    assert.equal(DROP_REASON_NAMES[DropReason.duplicate], "duplicate");
+  });
+});
