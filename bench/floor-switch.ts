@@ -85,6 +85,7 @@ const stop = () => {
     `${JSON.stringify({
       event: "stats",
       final: true,
+      cpuSeconds: (process.cpuUsage().user + process.cpuUsage().system) / 1e6,
       rxPackets: rx,
       txPackets: tx,
       activeSeconds,

@@ -210,7 +210,7 @@ await runCli(spec, async (o) => {
     ? null
     : verifyAllReduce(output, o.seed, o.fanIn, o.scaleBits);
   const s = core.stats;
-  const verified = check !== null && check.verified && !overflowed;
+  const verified = check?.verified === true && !overflowed;
   emitRecord({
     event: "result",
     workerId: o.worker,
