@@ -91,7 +91,7 @@ describe("command lines, as real processes", () => {
   it("the experiment verifies a lossy run and prints --json", () => {
     const r = run(EXPERIMENT, [
       "--workers",
-      "3",
+      "4",
       "--size",
       "2MiB",
       "--loss",
@@ -119,11 +119,11 @@ describe("command lines, as real processes", () => {
       assert.ok(key in result, `--json has ${key}`);
     }
     assert.equal(result.mode, "netreduce");
-    assert.equal(result.workers, 3);
+    assert.equal(result.workers, 4);
     assert.equal(result.bytesPerWorker, 2 * 1024 * 1024);
     assert.equal(result.verified, true);
     assert.ok(result.retransmissions > 0);
-    assert.ok(result.maxAbsError <= 3 * 2 ** -21 * 1.001);
+    assert.ok(result.maxAbsError <= 4 * 2 ** -21 * 1.001);
     assert.equal(result.switch.aggregationsCompleted, (2 * 1024 * 1024) / 4 / 256);
   });
 
