@@ -42,8 +42,9 @@ export function decodeHeader(
   out.workerId = view.getUint16(offset + Field.workerId, true);
   out.fanIn = view.getUint16(offset + Field.fanIn, true);
   if (out.fanIn === 0 || out.fanIn > MAX_FAN_IN) return DropReason.badFanIn;
-  if (out.type === PacketType.contribution && out.workerId >= out.fanIn) {
-    return DropReason.badWorkerId;
+  if (out.type === PacketType.contribution) {
+    if (out.workerId >= out.fanIn) return DropReason.badWorkerId;
+    if (out.elementCount === 0) return DropReason.emptyContribution;
   }
   out.psn = view.getUint32(offset + Field.psn, true);
   out.aggregatorIndex = view.getUint32(offset + Field.aggregatorIndex, true);

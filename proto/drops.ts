@@ -47,6 +47,8 @@ export const DropReason = {
   injectedDrop: 20,
   /** a result for a PSN the receiver is not waiting for */
   unexpectedResult: 21,
+  /** a contribution with no elements */
+  emptyContribution: 22,
 } as const;
 
 export type DropReasonValue = (typeof DropReason)[keyof typeof DropReason];

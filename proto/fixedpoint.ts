@@ -7,14 +7,6 @@
 export const INT32_MAX = 2147483647;
 export const INT32_MIN = -2147483648;
 
-/** Math.round, clamped to int32. Returns NaN for NaN so the caller can flag it. */
-function roundSaturate(scaled: number): number {
-  const q = Math.round(scaled);
-  if (q > INT32_MAX) return INT32_MAX;
-  if (q < INT32_MIN) return INT32_MIN;
-  return q;
-}
-
 /**
  * Quantizes `count` values of `src` from `srcStart` into `dst` from `dstStart`.
  * Returns how many values saturated or were NaN (NaN becomes 0).
@@ -29,21 +21,23 @@ export function quantizeInto(
 ): number {
   let saturated = 0;
   for (let i = 0; i < count; i++) {
-    const q = roundSaturate(src[srcStart + i] * scale);
-    if (q === INT32_MAX || q === INT32_MIN) saturated++;
-    else if (Number.isNaN(q)) {
+    const q = Math.round(src[srcStart + i] * scale);
+    if (q >= INT32_MIN && q <= INT32_MAX) {
+      dst[dstStart + i] = q;
+    } else {
+      // Out of range, or NaN (every comparison with NaN is false).
       saturated++;
-      dst[dstStart + i] = 0;
-      continue;
+      dst[dstStart + i] = q > INT32_MAX ? INT32_MAX : q < INT32_MIN ? INT32_MIN : 0;
     }
-    dst[dstStart + i] = q;
   }
   return saturated;
 }
 
 /** One value, for references and tests. */
 export function quantize(x: number, scale: number): number {
-  const q = roundSaturate(x * scale);
+  const q = Math.round(x * scale);
+  if (q > INT32_MAX) return INT32_MAX;
+  if (q < INT32_MIN) return INT32_MIN;
   return Number.isNaN(q) ? 0 : q;
 }
 

@@ -23,6 +23,7 @@ export class AggregatorArray {
   readonly values: Int32Array;
   /** a Buffer over each whole slot, made once */
   readonly packets: Buffer[];
+  private readonly shortPackets: Array<Buffer | undefined>;
   readonly psn: Uint32Array;
   readonly bitmap: Uint32Array;
   readonly contributions: Uint8Array;
@@ -39,6 +40,7 @@ export class AggregatorArray {
     this.view = new DataView(arena);
     this.values = new Int32Array(arena);
     this.packets = new Array(count);
+    this.shortPackets = new Array(count);
     for (let i = 0; i < count; i++) {
       this.packets[i] = Buffer.from(arena, i * this.slotWords * 4, this.slotWords * 4);
     }
@@ -49,6 +51,23 @@ export class AggregatorArray {
     this.overflow = new Uint8Array(count);
     this.elementCount = new Uint16Array(count);
     this.scaleBits = new Uint8Array(count);
+  }
+
+  /**
+   * Aggregator `index`'s result datagram of `elementCount` elements, as a
+   * Buffer of exactly that length (send() with offset/length would slice a
+   * new Buffer per send). Shorter than the slot only for a tensor's last
+   * packet, so the short view is made once and kept.
+   */
+  resultPacket(index: number, elementCount: number): Buffer {
+    if (elementCount === this.elements) return this.packets[index];
+    const bytes = HEADER_BYTES + elementCount * 4;
+    let view = this.shortPackets[index];
+    if (view === undefined || view.length !== bytes) {
+      view = this.packets[index].subarray(0, bytes);
+      this.shortPackets[index] = view;
+    }
+    return view;
   }
 
   /** Index in `values` of aggregator `index`'s first element. */

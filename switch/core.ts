@@ -17,8 +17,8 @@ import { netReduceContribute, type ProgramOutcome, Verdict } from "./netreduce.j
 
 /** Where the switch's packets go: the UDP adapter, or a test's capture. */
 export interface Transmit {
-  /** `packet` must stay unchanged until the send has happened (see SwitchCore). */
-  send(packet: Buffer, offset: number, length: number, port: number, address: string): void;
+  /** Sends all of `packet`, which stays unchanged until the send has happened (see SwitchCore). */
+  send(packet: Buffer, port: number, address: string): void;
 }
 
 export interface SwitchStats {
@@ -81,8 +81,6 @@ export class SwitchCore {
   private heldInAddress = "";
   // One send held back by an egress reorder, released after the next send.
   private heldOut: Buffer | null = null;
-  private heldOutOffset = 0;
-  private heldOutLength = 0;
   private heldOutPort = 0;
   private heldOutAddress = "";
 
@@ -182,7 +180,6 @@ export class SwitchCore {
         this.dropPacket(DropReason.tooManyElements, job);
         return;
       }
-      job.learnHost(h.workerId, port, address);
       const counters = job.counters;
       counters.contributions++;
       counters.bytesIn += datagram.length;
@@ -196,6 +193,9 @@ export class SwitchCore {
         HEADER_BYTES / 4,
         outcome,
       );
+      // Learn the sender's address only from a contribution the program
+      // accepted, so a stray process cannot divert a worker's results.
+      if (verdict !== Verdict.drop) job.learnHost(h.workerId, port, address);
       if (outcome.tookOver) {
         this.stats.takeovers++;
         counters.takeovers++;
@@ -203,22 +203,11 @@ export class SwitchCore {
       if (verdict === Verdict.completed) {
         this.stats.aggregationsCompleted++;
         counters.aggregationsCompleted++;
-        this.multicast(
-          job,
-          this.aggregators.packets[outcome.index],
-          packetBytes(h.elementCount),
-          -1,
-        );
+        this.multicast(job, this.aggregators.resultPacket(outcome.index, h.elementCount), -1);
       } else if (verdict === Verdict.replay) {
         this.stats.resultsReplayed++;
         counters.resultsReplayed++;
-        this.emit(
-          this.aggregators.packets[outcome.index],
-          0,
-          packetBytes(h.elementCount),
-          port,
-          address,
-        );
+        this.emit(this.aggregators.resultPacket(outcome.index, h.elementCount), port, address);
       } else if (verdict === Verdict.drop) {
         this.dropPacket(outcome.dropReason, job);
       }
@@ -243,56 +232,42 @@ export class SwitchCore {
   ): DropReasonValue {
     if (destination === DESTINATION_ALL_WORKERS) {
       this.stats.forwarded++;
-      this.multicast(job, datagram, datagram.length, sender);
+      this.multicast(job, datagram, sender);
       return DropReason.ok;
     }
     if (destination >= job.fanIn || job.hostPort[destination] < 0) {
       return DropReason.unknownDestination;
     }
     this.stats.forwarded++;
-    this.emit(
-      datagram,
-      0,
-      datagram.length,
-      job.hostPort[destination],
-      job.hostAddress[destination],
-    );
+    this.emit(datagram, job.hostPort[destination], job.hostAddress[destination]);
     return DropReason.ok;
   }
 
-  private multicast(job: JobState, packet: Buffer, length: number, except: number): void {
+  private multicast(job: JobState, packet: Buffer, except: number): void {
     for (let w = 0; w < job.fanIn; w++) {
       if (w !== except && job.hostPort[w] >= 0) {
-        this.emit(packet, 0, length, job.hostPort[w], job.hostAddress[w]);
+        this.emit(packet, job.hostPort[w], job.hostAddress[w]);
       }
     }
   }
 
-  private emit(
-    packet: Buffer,
-    offset: number,
-    length: number,
-    port: number,
-    address: string,
-  ): void {
+  private emit(packet: Buffer, port: number, address: string): void {
     switch (this.egressFaults.decide()) {
       case FaultAction.drop:
         return;
       case FaultAction.duplicate:
-        this.send(packet, offset, length, port, address);
+        this.send(packet, port, address);
         break;
       case FaultAction.reorder:
         if (this.heldOut === null) {
           this.heldOut = packet;
-          this.heldOutOffset = offset;
-          this.heldOutLength = length;
           this.heldOutPort = port;
           this.heldOutAddress = address;
           return;
         }
         break;
     }
-    this.send(packet, offset, length, port, address);
+    this.send(packet, port, address);
     this.releaseHeldOut();
   }
 
@@ -300,19 +275,13 @@ export class SwitchCore {
     const held = this.heldOut;
     if (held === null) return;
     this.heldOut = null;
-    this.send(held, this.heldOutOffset, this.heldOutLength, this.heldOutPort, this.heldOutAddress);
+    this.send(held, this.heldOutPort, this.heldOutAddress);
   }
 
-  private send(
-    packet: Buffer,
-    offset: number,
-    length: number,
-    port: number,
-    address: string,
-  ): void {
+  private send(packet: Buffer, port: number, address: string): void {
     this.stats.txPackets++;
-    this.stats.txBytes += length;
-    this.transmit.send(packet, offset, length, port, address);
+    this.stats.txBytes += packet.length;
+    this.transmit.send(packet, port, address);
   }
 
   private dropPacket(reason: DropReasonValue, job: JobState | null): void {

@@ -49,9 +49,14 @@ export function netReduceContribute(
   const heldPsn = aggregators.psn[index];
 
   if (state === AggregatorState.empty || heldPsn < h.psn) {
-    // A newer PSN may only replace a finished one: an unfinished older PSN
-    // here means some worker ran more than a window ahead of another.
-    if (state === AggregatorState.partial) return drop(outcome, DropReason.windowViolation);
+    // Correct traffic claims an aggregator with exactly the next PSN that maps
+    // to it: PSN index - offset first, then held PSN + size, and only once the
+    // held one is finished. Anything further ahead broke a window (or is a
+    // stray packet) and must not destroy a result a worker may still need.
+    const expected = state === AggregatorState.empty ? index - job.offset : heldPsn + job.size;
+    if (h.psn !== expected || state === AggregatorState.partial) {
+      return drop(outcome, DropReason.windowViolation);
+    }
     outcome.tookOver = state === AggregatorState.complete;
     aggregators.psn[index] = h.psn;
     aggregators.bitmap[index] = bit;

@@ -46,12 +46,15 @@ export class SwitchServer {
       type: "udp4",
       recvBufferSize: SOCKET_BUFFER_BYTES,
       sendBufferSize: SOCKET_BUFFER_BYTES,
+      // Destinations are IP literals learned from packets: answering the
+      // lookup at once keeps send() synchronous (no DNS call, no nextTick).
+      lookup: (address, _options, callback) => callback(null, address, 4),
     });
     await socket.bind(options.port ?? 0, options.host ?? "127.0.0.1");
     const raw = socket.socket;
     const core = new SwitchCore(options.config, {
-      send(packet, offset, length, port, address) {
-        raw.send(packet, offset, length, port, address);
+      send(packet, port, address) {
+        raw.send(packet, port, address);
       },
     });
     return new SwitchServer(socket, core, options.tickMs ?? 5);

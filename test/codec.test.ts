@@ -102,6 +102,7 @@ describe("header codec", () => {
     for (let i = 0; i < 2000; i++) {
       const h = randomHeader(prng);
       if (h.type !== PacketType.contribution) h.workerId = prng.nextUint32() % 0x10000;
+      else if (h.elementCount === 0) h.elementCount = 1; // empty contributions are invalid
       const payload = Array.from({ length: h.elementCount }, () => prng.nextUint32() | 0);
       const ours = encodeToBuffer(h, payload);
       const { reserved: _, ...naiveFields } = naiveDecode(ours).fields;
@@ -139,6 +140,11 @@ describe("header codec", () => {
       ["fan-in 33", naiveEncode({ ...good, fanIn: 33 }, [0]), DropReason.badFanIn],
       ["worker = fan-in", naiveEncode({ ...good, workerId: 2 }, [0]), DropReason.badWorkerId],
       ["scale 31", naiveEncode({ ...good, scaleBits: 31 }, [0]), DropReason.badScale],
+      [
+        "empty contribution",
+        naiveEncode({ ...good, elementCount: 0 }, []),
+        DropReason.emptyContribution,
+      ],
     ];
     for (const [name, buf, expected] of cases) {
       assert.equal(decode(buf).reason, expected, name);
@@ -154,7 +160,7 @@ describe("header codec", () => {
       for (let j = 0; j < buf.length; j++) buf[j] = prng.nextUint32() & 0xff;
       if (buf.length > 0 && prng.nextFloat() < 0.5) buf[0] = 1;
       const { reason } = decode(buf, out);
-      assert.ok(reason >= 0 && reason <= DropReason.badScale);
+      assert.ok(reason >= 0 && reason <= DropReason.emptyContribution);
     }
   });
 });

@@ -67,8 +67,8 @@ export function captureTransmit(): Transmit & { sent: Sent[] } {
   const sent: Sent[] = [];
   return {
     sent,
-    send(buf, offset, length, port, address) {
-      sent.push(decodeSent(Buffer.from(buf.subarray(offset, offset + length)), port, address));
+    send(buf, port, address) {
+      sent.push(decodeSent(Buffer.from(buf), port, address));
     },
   };
 }

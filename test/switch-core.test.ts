@@ -78,6 +78,21 @@ describe("NetReduce aggregation in the switch", () => {
     assert.equal(capture.sent.at(-1)?.header.psn, 5);
   });
 
+  it("a stray PSN far ahead neither takes over nor destroys a stored result", () => {
+    for (let w = 0; w < 3; w++) send(w, 1, [1]);
+    send(0, 1 + 2 * job.size, [99]); // two region-lengths ahead: no worker can be there
+    send(0, 2 + job.size, [99]); // empty aggregator claimed with the wrong PSN
+    send(0, 0, [], {}); // no elements
+    assert.equal(core.stats.drops[DropReason.windowViolation], 2);
+    assert.equal(core.stats.drops[DropReason.emptyContribution], 1);
+    capture.sent.length = 0;
+    send(2, 1, [1], { flags: Flag.resend });
+    assert.deepEqual(
+      capture.sent.map((s) => [s.port, s.header.psn, s.values[0]]),
+      [[portOf(2), 1, 3]],
+    );
+  });
+
   it("saturates an overflowing sum and flags the result", () => {
     send(0, 3, [2 ** 31 - 10, 1]);
     send(1, 3, [20, 1]);

@@ -53,7 +53,7 @@ function simulate(o: SimOptions) {
   };
   const SWITCH = -1;
   const sw = new SwitchCore(config, {
-    send: (buf, off, len, port) => deliver(port - 1000, buf, off, len),
+    send: (buf, port) => deliver(port - 1000, buf, 0, buf.length),
   });
   const workers = Array.from(
     { length: o.workers },
@@ -70,7 +70,7 @@ function simulate(o: SimOptions) {
           elementsPerPacket: o.elementsPerPacket,
           scaleBits: 20,
         },
-        { send: (buf, off, len) => deliver(SWITCH - 1 - w, buf, off, len) },
+        { send: (buf) => deliver(SWITCH - 1 - w, buf, 0, buf.length) },
       ),
   );
   const inputs = workers.map((_, w) => makeGradient(o.elements, o.seed, w));
@@ -178,6 +178,52 @@ describe("worker and switch over a simulated network", () => {
     assert.deepEqual([...out], [10, 20, 30, 40]);
   });
 
+  it("gives up with a reason after maxSendsPerPacket, instead of retrying forever", () => {
+    const core = new WorkerCore(
+      {
+        ...DEFAULT_RTO,
+        maxSendsPerPacket: 3,
+        jobId: 1,
+        workerId: 0,
+        fanIn: 2,
+        regionOffset: 0,
+        regionSize: 4,
+        window: 2,
+        elementsPerPacket: 2,
+        scaleBits: 0,
+      },
+      { send: () => {} },
+    );
+    core.begin(new Float32Array(4), new Float32Array(4), 0);
+    for (let t = 1; t <= 100 && !core.done; t++) core.tick(t * 1000);
+    assert.equal(core.done, true);
+    assert.match(core.failure ?? "", /no result for PSN 0 after 3 sends/);
+  });
+
+  it("refuses options it cannot run with, naming them", () => {
+    const base = {
+      ...DEFAULT_RTO,
+      jobId: 1,
+      workerId: 0,
+      fanIn: 2,
+      regionOffset: 0,
+      regionSize: 8,
+      window: 4,
+      elementsPerPacket: 2,
+      scaleBits: 0,
+    };
+    const cases: Array<[object, RegExp]> = [
+      [{ regionSize: 7 }, /regionSize must be at least 2 x window = 8/],
+      [{ window: 0 }, /window must be/],
+      [{ workerId: 2 }, /workerId must be/],
+      [{ elementsPerPacket: 20000 }, /elementsPerPacket must be/],
+      [{ scaleBits: 31 }, /scaleBits must be/],
+    ];
+    for (const [change, message] of cases) {
+      assert.throws(() => new WorkerCore({ ...base, ...change }, { send: () => {} }), message);
+    }
+  });
+
   it("retransmits on timeout with the resend flag and backs off", () => {
     const sent: Buffer[] = [];
     const core = new WorkerCore(
@@ -192,7 +238,7 @@ describe("worker and switch over a simulated network", () => {
         elementsPerPacket: 2,
         scaleBits: 0,
       },
-      { send: (buf, off, len) => sent.push(Buffer.from(buf.subarray(off, off + len))) },
+      { send: (buf) => sent.push(Buffer.from(buf)) },
     );
     core.begin(new Float32Array(8), new Float32Array(8), 0);
     assert.equal(sent.length, 2);

@@ -2,7 +2,17 @@ import { netReduceIndex } from "../proto/addressing.js";
 import { decodeHeader, encodeHeader } from "../proto/codec.js";
 import { DROP_REASON_COUNT, DropReason, type DropReasonValue } from "../proto/drops.js";
 import { dequantizeInto, quantizeInto } from "../proto/fixedpoint.js";
-import { emptyHeader, Field, Flag, HEADER_BYTES, PacketType, packetBytes } from "../proto/wire.js";
+import {
+  emptyHeader,
+  Field,
+  Flag,
+  HEADER_BYTES,
+  MAX_ELEMENTS_PER_PACKET,
+  MAX_FAN_IN,
+  MAX_SCALE_BITS,
+  PacketType,
+  packetBytes,
+} from "../proto/wire.js";
 
 export interface WorkerCoreOptions {
   jobId: number;
@@ -20,14 +30,54 @@ export interface WorkerCoreOptions {
   rtoInitialMs: number;
   rtoFloorMs: number;
   rtoMaxMs: number;
+  /** sends of one PSN after which the all-reduce fails instead of retrying forever */
+  maxSendsPerPacket: number;
 }
 
-export const DEFAULT_RTO = { rtoInitialMs: 200, rtoFloorMs: 50, rtoMaxMs: 2000 } as const;
+export const DEFAULT_RTO = {
+  rtoInitialMs: 200,
+  rtoFloorMs: 50,
+  rtoMaxMs: 2000,
+  maxSendsPerPacket: 40,
+} as const;
+
+/** Throws a RangeError naming the first option a worker cannot run with. */
+export function validateWorkerOptions(o: WorkerCoreOptions): void {
+  const check = (ok: boolean, message: string) => {
+    if (!ok) throw new RangeError(message);
+  };
+  const int = (v: number, min: number, max: number) => Number.isInteger(v) && v >= min && v <= max;
+  check(int(o.jobId, 0, 0xffff), `jobId must be 0..65535, got ${o.jobId}`);
+  check(int(o.fanIn, 1, MAX_FAN_IN), `fanIn must be 1..${MAX_FAN_IN}, got ${o.fanIn}`);
+  check(int(o.workerId, 0, o.fanIn - 1), `workerId must be 0..fanIn-1, got ${o.workerId}`);
+  check(int(o.window, 1, 1 << 16), `window must be 1..65536, got ${o.window}`);
+  check(
+    int(o.regionSize, 2 * o.window, 0xffffffff),
+    `regionSize must be at least 2 x window = ${2 * o.window}, got ${o.regionSize}`,
+  );
+  check(
+    int(o.regionOffset, 0, 0xffffffff - o.regionSize),
+    `regionOffset out of range: ${o.regionOffset}`,
+  );
+  check(
+    int(o.elementsPerPacket, 1, MAX_ELEMENTS_PER_PACKET),
+    `elementsPerPacket must be 1..${MAX_ELEMENTS_PER_PACKET}, got ${o.elementsPerPacket}`,
+  );
+  check(
+    int(o.scaleBits, 0, MAX_SCALE_BITS),
+    `scaleBits must be 0..${MAX_SCALE_BITS}, got ${o.scaleBits}`,
+  );
+  check(o.rtoFloorMs > 0 && o.rtoFloorMs <= o.rtoMaxMs, "need 0 < rtoFloorMs <= rtoMaxMs");
+  check(
+    int(o.maxSendsPerPacket, 1, 1e9),
+    `maxSendsPerPacket must be >= 1, got ${o.maxSendsPerPacket}`,
+  );
+}
 
 /** Where the worker's packets go: a connected socket, or a test's in-memory network. */
 export interface WorkerTransmit {
-  /** `packet` is a window slot; it is not rewritten until that PSN has its result. */
-  send(packet: Buffer, offset: number, length: number): void;
+  /** Sends all of `packet`, a window slot: it is not rewritten until that PSN has its result. */
+  send(packet: Buffer): void;
 }
 
 export interface WorkerStats {
@@ -59,8 +109,12 @@ export class WorkerCore {
   readonly stats: WorkerStats;
   /** first PSN of the next all-reduce */
   nextCallPsn = 0;
+  /** why the current all-reduce gave up, or null */
+  failure: string | null = null;
 
   private readonly slotPackets: Buffer[];
+  /** a tensor's last packet may be short: its exact-length view, made once */
+  private readonly slotShortPackets: Array<Buffer | undefined>;
   private readonly slotView: DataView;
   private readonly slotValues: Int32Array;
   private readonly slotWords: number;
@@ -90,6 +144,7 @@ export class WorkerCore {
     options: WorkerCoreOptions,
     private readonly transmit: WorkerTransmit,
   ) {
+    validateWorkerOptions(options);
     this.options = options;
     const w = options.window;
     this.slotWords = HEADER_BYTES / 4 + options.elementsPerPacket;
@@ -97,6 +152,7 @@ export class WorkerCore {
     this.slotView = new DataView(arena);
     this.slotValues = new Int32Array(arena);
     this.slotPackets = [];
+    this.slotShortPackets = new Array(w);
     for (let i = 0; i < w; i++) {
       this.slotPackets.push(Buffer.from(arena, i * this.slotWords * 4, this.slotWords * 4));
     }
@@ -150,6 +206,7 @@ export class WorkerCore {
     }
     this.input = input;
     this.output = output;
+    this.failure = null;
     this.firstPsn = this.nextCallPsn;
     this.endPsn = this.firstPsn + packets;
     this.nextCallPsn = this.endPsn;
@@ -235,6 +292,13 @@ export class WorkerCore {
     for (let psn = this.base; psn < this.next; psn++) {
       const slot = psn % this.options.window;
       if (this.slotDone[slot] === 0 && now - this.slotSentAt[slot] >= rto) {
+        if (this.slotSends[slot] >= this.options.maxSendsPerPacket) {
+          this.fail(
+            `no result for PSN ${psn} after ${this.slotSends[slot]} sends; ` +
+              "the switch may be dropping this job's packets (see its drop counters)",
+          );
+          return;
+        }
         this.resend(slot, now);
         timedOut = true;
       }
@@ -253,13 +317,20 @@ export class WorkerCore {
   private resendGaps(psn: number, now: number): void {
     if (!this.hasRttSample) return;
     const waited = Math.max(2, this.stats.srttMs * 1.5 + this.rttVarMs);
-    const last = psn - 3;
+    // Bounded, so a long gap costs O(1) per result rather than O(window).
+    const last = Math.min(psn - 3, this.base + 32);
     for (let p = this.base; p <= last; p++) {
       const slot = p % this.options.window;
       if (this.slotDone[slot] === 0 && now - this.slotSentAt[slot] >= waited) {
         this.resend(slot, now);
       }
     }
+  }
+
+  /** Ends the current all-reduce unfinished; `done` turns true and `failure` says why. */
+  private fail(reason: string): void {
+    this.failure = reason;
+    this.active = false;
   }
 
   private fillWindow(now: number): void {
@@ -315,9 +386,16 @@ export class WorkerCore {
 
   private transmitSlot(slot: number, count: number): void {
     const bytes = packetBytes(count);
+    // Exact-length Buffers: send() with offset/length would slice one per send.
+    let packet = this.slotPackets[slot];
+    if (count !== this.options.elementsPerPacket) {
+      const short = this.slotShortPackets[slot];
+      packet = short !== undefined && short.length === bytes ? short : packet.subarray(0, bytes);
+      this.slotShortPackets[slot] = packet;
+    }
     this.stats.packetsSent++;
     this.stats.bytesSent += bytes;
-    this.transmit.send(this.slotPackets[slot], 0, bytes);
+    this.transmit.send(packet);
   }
 
   /** RFC 6298 estimator; the floor absorbs scheduling stalls on a busy machine. */

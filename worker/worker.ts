@@ -37,6 +37,7 @@ export class AllReduceOverflowError extends Error {
  */
 export class Worker {
   readonly core: WorkerCore;
+  socketErrors = 0;
   private readonly tickMs: number;
   private timer: NodeJS.Timeout | null = null;
   private finish: (() => void) | null = null;
@@ -53,7 +54,9 @@ export class Worker {
       if (core.done && this.finish !== null) this.finish();
     });
     socket.socket.on("error", () => {
-      // ICMP port unreachable while the switch is not up yet: retransmission covers it.
+      // e.g. ICMP port unreachable while the switch is not up yet:
+      // retransmission covers it, and a persistent fault ends in core.failure.
+      this.socketErrors++;
     });
   }
 
@@ -72,12 +75,14 @@ export class Worker {
         resolve();
       });
     });
-    // A connected socket sends synchronously, so slot buffers are read at once.
+    // A connected socket sends without a lookup; if the kernel queue is full
+    // libuv keeps the slot's memory, which WorkerCore leaves untouched until
+    // that PSN's result arrives.
     const core = new WorkerCore(
       { ...DEFAULT_RTO, ...options },
       {
-        send(packet, offset, length) {
-          raw.send(packet, offset, length);
+        send(packet) {
+          raw.send(packet);
         },
       },
     );
@@ -90,6 +95,9 @@ export class Worker {
 
   /** Sums `input` with every other worker of the job; resolves with the sum. */
   allreduce(input: Float32Array, output = new Float32Array(input.length)): Promise<Float32Array> {
+    if (this.finish !== null) {
+      return Promise.reject(new Error("an all-reduce is already running on this worker"));
+    }
     const overflowBefore = this.core.stats.overflowedResults;
     return new Promise<Float32Array>((resolve, reject) => {
       this.finish = () => {
@@ -97,10 +105,14 @@ export class Worker {
         if (this.timer !== null) clearInterval(this.timer);
         this.timer = null;
         const overflowed = this.core.stats.overflowedResults - overflowBefore;
-        if (overflowed > 0) reject(new AllReduceOverflowError(output, overflowed));
+        if (this.core.failure !== null) reject(new Error(this.core.failure));
+        else if (overflowed > 0) reject(new AllReduceOverflowError(output, overflowed));
         else resolve(output);
       };
-      this.timer = setInterval(() => this.core.tick(performance.now()), this.tickMs);
+      this.timer = setInterval(() => {
+        this.core.tick(performance.now());
+        if (this.core.done && this.finish !== null) this.finish();
+      }, this.tickMs);
       try {
         this.core.begin(input, output, performance.now());
       } catch (error) {
