@@ -5,7 +5,12 @@ import { DropReason } from "../proto/drops.js";
 import { Prng } from "../proto/prng.js";
 import { PacketType } from "../proto/wire.js";
 import { SwitchCore } from "../switch/core.js";
-import { DEFAULT_RTO, WorkerCore } from "../worker/core.js";
+import {
+  DEFAULT_RTO,
+  WorkerCore,
+  type WorkerCoreOptions,
+  type WorkerTransmit,
+} from "../worker/core.js";
 import { makeGradient, verifyAllReduce } from "../worker/workload.js";
 import { packet } from "./packets.js";
 import { testSeed } from "./seed.js";
@@ -55,23 +60,19 @@ function simulate(o: SimOptions) {
   const sw = new SwitchCore(config, {
     send: (buf, port) => deliver(port - 1000, buf, 0, buf.length),
   });
-  const workers = Array.from(
-    { length: o.workers },
-    (_, w) =>
-      new WorkerCore(
-        {
-          ...DEFAULT_RTO,
-          jobId: job.id,
-          workerId: w,
-          fanIn: o.workers,
-          regionOffset: 0,
-          regionSize: job.size,
-          window: o.window,
-          elementsPerPacket: o.elementsPerPacket,
-          scaleBits: 20,
-        },
-        { send: (buf) => deliver(SWITCH - 1 - w, buf, 0, buf.length) },
-      ),
+  const workers = Array.from({ length: o.workers }, (_, w) =>
+    smallWorker(
+      {
+        jobId: job.id,
+        workerId: w,
+        fanIn: o.workers,
+        regionSize: job.size,
+        window: o.window,
+        elementsPerPacket: o.elementsPerPacket,
+        scaleBits: 20,
+      },
+      (buf) => deliver(SWITCH - 1 - w, buf, 0, buf.length),
+    ),
   );
   const inputs = workers.map((_, w) => makeGradient(o.elements, o.seed, w));
   const outputs = workers.map(() => new Float32Array(o.elements));
@@ -101,6 +102,26 @@ function simulate(o: SimOptions) {
     }
   }
   return { sw, workers, outputs };
+}
+
+/** A worker of a 2-worker job with tiny packets, for driving WorkerCore by hand. */
+function smallWorker(
+  overrides: Partial<WorkerCoreOptions>,
+  send: WorkerTransmit["send"],
+): WorkerCore {
+  const options: WorkerCoreOptions = {
+    ...DEFAULT_RTO,
+    jobId: 1,
+    workerId: 0,
+    fanIn: 2,
+    regionOffset: 0,
+    regionSize: 4,
+    window: 2,
+    elementsPerPacket: 2,
+    scaleBits: 0,
+    ...overrides,
+  };
+  return new WorkerCore(options, { send });
 }
 
 describe("worker and switch over a simulated network", () => {
@@ -144,20 +165,7 @@ describe("worker and switch over a simulated network", () => {
   });
 
   it("a worker ignores results it is not waiting for", () => {
-    const core = new WorkerCore(
-      {
-        ...DEFAULT_RTO,
-        jobId: 1,
-        workerId: 0,
-        fanIn: 2,
-        regionOffset: 0,
-        regionSize: 4,
-        window: 2,
-        elementsPerPacket: 2,
-        scaleBits: 0,
-      },
-      { send: () => {} },
-    );
+    const core = smallWorker({}, () => {});
     const out = new Float32Array(4);
     core.begin(new Float32Array([1, 2, 3, 4]), out, 0);
     const result = (psn: number, values: number[], jobId = 1) =>
@@ -179,21 +187,7 @@ describe("worker and switch over a simulated network", () => {
   });
 
   it("gives up with a reason after maxSendsPerPacket, instead of retrying forever", () => {
-    const core = new WorkerCore(
-      {
-        ...DEFAULT_RTO,
-        maxSendsPerPacket: 3,
-        jobId: 1,
-        workerId: 0,
-        fanIn: 2,
-        regionOffset: 0,
-        regionSize: 4,
-        window: 2,
-        elementsPerPacket: 2,
-        scaleBits: 0,
-      },
-      { send: () => {} },
-    );
+    const core = smallWorker({ maxSendsPerPacket: 3 }, () => {});
     core.begin(new Float32Array(4), new Float32Array(4), 0);
     for (let t = 1; t <= 100 && !core.done; t++) core.tick(t * 1000);
     assert.equal(core.done, true);
@@ -226,20 +220,7 @@ describe("worker and switch over a simulated network", () => {
 
   it("retransmits on timeout with the resend flag and backs off", () => {
     const sent: Buffer[] = [];
-    const core = new WorkerCore(
-      {
-        ...DEFAULT_RTO,
-        jobId: 1,
-        workerId: 0,
-        fanIn: 2,
-        regionOffset: 0,
-        regionSize: 4,
-        window: 2,
-        elementsPerPacket: 2,
-        scaleBits: 0,
-      },
-      { send: (buf) => sent.push(Buffer.from(buf)) },
-    );
+    const core = smallWorker({}, (buf) => sent.push(Buffer.from(buf)));
     core.begin(new Float32Array(8), new Float32Array(8), 0);
     assert.equal(sent.length, 2);
     core.tick(DEFAULT_RTO.rtoInitialMs - 1);
