@@ -64,8 +64,8 @@ export function netReduceContribute(
     aggregators.overflow[index] = h.flags & Flag.overflow ? 1 : 0;
     aggregators.elementCount[index] = h.elementCount;
     aggregators.scaleBits[index] = h.scaleBits;
-    const values = aggregators.values;
-    const start = aggregators.valuesStart(index);
+    const values = aggregators.slots.values;
+    const start = aggregators.slots.valuesStart(index);
     for (let i = 0; i < h.elementCount; i++) values[start + i] = payload[payloadStart + i];
     aggregators.state[index] = AggregatorState.partial;
     return job.fanIn === 1 ? complete(aggregators, job, h, index) : Verdict.absorbed;
@@ -85,8 +85,8 @@ export function netReduceContribute(
   }
   if (
     addSaturating(
-      aggregators.values,
-      aggregators.valuesStart(index),
+      aggregators.slots.values,
+      aggregators.slots.valuesStart(index),
       payload,
       payloadStart,
       h.elementCount,
@@ -128,6 +128,6 @@ function complete(
   resultHeader.scaleBits = h.scaleBits;
   resultHeader.regionEpoch = h.regionEpoch;
   resultHeader.destination = 0;
-  encodeHeader(aggregators.view, aggregators.headerOffset(index), resultHeader);
+  encodeHeader(aggregators.slots.view, aggregators.slots.headerOffset(index), resultHeader);
   return Verdict.completed;
 }

@@ -2,9 +2,8 @@ import type { AddressInfo } from "node:net";
 import { performance } from "node:perf_hooks";
 import DgramAsPromised, { type SocketAsPromised } from "dgram-as-promised";
 import type { SwitchConfig } from "../proto/config.js";
+import { SOCKET_BUFFER_BYTES } from "../proto/wire.js";
 import { SwitchCore } from "./core.js";
-
-export const SOCKET_BUFFER_BYTES = 4 * 1024 * 1024;
 
 export interface SwitchServerOptions {
   config: SwitchConfig;

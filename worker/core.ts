@@ -2,6 +2,7 @@ import { netReduceIndex } from "../proto/addressing.js";
 import { decodeHeader, encodeHeader } from "../proto/codec.js";
 import { DROP_REASON_COUNT, DropReason, type DropReasonValue } from "../proto/drops.js";
 import { dequantizeInto, quantizeInto } from "../proto/fixedpoint.js";
+import { PacketSlots } from "../proto/slots.js";
 import {
   emptyHeader,
   Field,
@@ -112,12 +113,8 @@ export class WorkerCore {
   /** why the current all-reduce gave up, or null */
   failure: string | null = null;
 
-  private readonly slotPackets: Buffer[];
-  /** a tensor's last packet may be short: its exact-length view, made once */
-  private readonly slotShortPackets: Array<Buffer | undefined>;
-  private readonly slotView: DataView;
-  private readonly slotValues: Int32Array;
-  private readonly slotWords: number;
+  /** one preallocated datagram per window position (PSN % window) */
+  private readonly slots: PacketSlots;
   private readonly slotSentAt: Float64Array;
   private readonly slotSends: Uint32Array;
   private readonly slotDone: Uint8Array;
@@ -147,15 +144,7 @@ export class WorkerCore {
     validateWorkerOptions(options);
     this.options = options;
     const w = options.window;
-    this.slotWords = HEADER_BYTES / 4 + options.elementsPerPacket;
-    const arena = new ArrayBuffer(w * this.slotWords * 4);
-    this.slotView = new DataView(arena);
-    this.slotValues = new Int32Array(arena);
-    this.slotPackets = [];
-    this.slotShortPackets = new Array(w);
-    for (let i = 0; i < w; i++) {
-      this.slotPackets.push(Buffer.from(arena, i * this.slotWords * 4, this.slotWords * 4));
-    }
+    this.slots = new PacketSlots(w, options.elementsPerPacket);
     this.slotSentAt = new Float64Array(w);
     this.slotSends = new Uint32Array(w);
     this.slotDone = new Uint8Array(w);
@@ -348,8 +337,8 @@ export class WorkerCore {
       first,
       count,
       this.scale,
-      this.slotValues,
-      slot * this.slotWords + HEADER_BYTES / 4,
+      this.slots.values,
+      this.slots.valuesStart(slot),
     );
     const h = this.header;
     h.type = PacketType.contribution;
@@ -364,7 +353,7 @@ export class WorkerCore {
     h.scaleBits = o.scaleBits;
     h.regionEpoch = 0;
     h.destination = 0;
-    encodeHeader(this.slotView, slot * this.slotWords * 4, h);
+    encodeHeader(this.slots.view, this.slots.headerOffset(slot), h);
     this.stats.saturatedValues += saturated;
     this.slotDone[slot] = 0;
     this.slotSends[slot] = 1;
@@ -373,28 +362,19 @@ export class WorkerCore {
   }
 
   private resend(slot: number, now: number): void {
-    const at = slot * this.slotWords * 4 + Field.flags;
-    this.slotView.setUint16(at, this.slotView.getUint16(at, true) | Flag.resend, true);
+    const view = this.slots.view;
+    const at = this.slots.headerOffset(slot);
+    view.setUint16(at + Field.flags, view.getUint16(at + Field.flags, true) | Flag.resend, true);
     this.slotSends[slot]++;
     this.slotSentAt[slot] = now;
     this.stats.retransmissions++;
-    this.transmitSlot(
-      slot,
-      this.slotView.getUint16(slot * this.slotWords * 4 + Field.elementCount, true),
-    );
+    this.transmitSlot(slot, view.getUint16(at + Field.elementCount, true));
   }
 
   private transmitSlot(slot: number, count: number): void {
-    const bytes = packetBytes(count);
-    // Exact-length Buffers: send() with offset/length would slice one per send.
-    let packet = this.slotPackets[slot];
-    if (count !== this.options.elementsPerPacket) {
-      const short = this.slotShortPackets[slot];
-      packet = short !== undefined && short.length === bytes ? short : packet.subarray(0, bytes);
-      this.slotShortPackets[slot] = packet;
-    }
+    const packet = this.slots.packet(slot, count);
     this.stats.packetsSent++;
-    this.stats.bytesSent += bytes;
+    this.stats.bytesSent += packet.length;
     this.transmit.send(packet);
   }
 

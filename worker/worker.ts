@@ -1,9 +1,8 @@
 import type { AddressInfo } from "node:net";
 import { performance } from "node:perf_hooks";
 import DgramAsPromised, { type SocketAsPromised } from "dgram-as-promised";
+import { SOCKET_BUFFER_BYTES } from "../proto/wire.js";
 import { DEFAULT_RTO, WorkerCore, type WorkerCoreOptions } from "./core.js";
-
-export const SOCKET_BUFFER_BYTES = 4 * 1024 * 1024;
 
 export type WorkerOptions = Omit<WorkerCoreOptions, keyof typeof DEFAULT_RTO> &
   Partial<Pick<WorkerCoreOptions, keyof typeof DEFAULT_RTO>> & {
