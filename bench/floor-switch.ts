@@ -15,6 +15,7 @@ import { Field, HEADER_BYTES, PacketType, WORKER_ID_NONE } from "../proto/wire.j
 const configIndex = process.argv.indexOf("--config");
 const config = parseSwitchConfig(JSON.parse(readFileSync(process.argv[configIndex + 1], "utf8")));
 const job = config.jobs[0];
+if (job?.mode !== "netreduce") throw new Error("the floor relay serves one NetReduce job");
 const elements = config.elementsPerAggregator;
 const slotBytes = HEADER_BYTES + elements * 4;
 const arena = new ArrayBuffer(job.size * slotBytes);

@@ -1,5 +1,7 @@
+import { readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { z } from "zod";
+import { ConfigError, parseSwitchConfig, type SwitchConfig } from "./config.js";
 
 /**
  * What every ina-emu process agrees on at its command line: options are
@@ -192,4 +194,36 @@ export function parseHostPort(text: string, option: string): { host: string; por
 export function cpuSeconds(): number {
   const usage = process.cpuUsage();
   return (usage.user + usage.system) / 1e6;
+}
+
+/**
+ * Reads and validates a switch config file; every problem is a UsageError
+ * naming the field. The PS reads the same file before the switch knows the
+ * PS's port, so for it a missing parameterServer is filled with a placeholder.
+ */
+export async function loadSwitchConfigFile(
+  path: string,
+  { forParameterServer = false } = {},
+): Promise<SwitchConfig> {
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (error) {
+    throw new UsageError(`--config: cannot read ${path}: ${(error as Error).message}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (error) {
+    throw new UsageError(`--config: ${path} is not JSON: ${(error as Error).message}`);
+  }
+  if (forParameterServer && typeof json === "object" && json !== null) {
+    json = { parameterServer: { host: "127.0.0.1", port: 1 }, ...json };
+  }
+  try {
+    return parseSwitchConfig(json);
+  } catch (error) {
+    if (error instanceof ConfigError) throw new UsageError(`--config: ${path}:\n${error.message}`);
+    throw error;
+  }
 }

@@ -10,6 +10,7 @@ import {
   type PacketHeader,
   PacketType,
   PROTOCOL_VERSION,
+  WORKER_ID_NONE,
 } from "./wire.js";
 
 /**
@@ -43,7 +44,10 @@ export function decodeHeader(
   out.fanIn = view.getUint16(offset + Field.fanIn, true);
   if (out.fanIn === 0 || out.fanIn > MAX_FAN_IN) return DropReason.badFanIn;
   if (out.type === PacketType.contribution) {
-    if (out.workerId >= out.fanIn) return DropReason.badWorkerId;
+    // WORKER_ID_NONE marks an aggregate the switch sends to the PS.
+    if (out.workerId >= out.fanIn && out.workerId !== WORKER_ID_NONE) {
+      return DropReason.badWorkerId;
+    }
     if (out.elementCount === 0) return DropReason.emptyContribution;
   }
   out.psn = view.getUint32(offset + Field.psn, true);

@@ -2,8 +2,8 @@ import { z } from "zod";
 import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN } from "./wire.js";
 
 /**
- * Configuration the switch and the end hosts must agree on. Until the memory
- * manager exists, jobs and their regions come from this file.
+ * Configuration the switch, the parameter server and the end hosts must agree
+ * on. Until the memory manager exists, jobs and their regions come from this file.
  */
 
 const probability = z.number().min(0).max(1);
@@ -29,18 +29,61 @@ export const FaultConfigSchema = z.strictObject({
 });
 export type FaultConfig = z.infer<typeof FaultConfigSchema>;
 
-export const JobConfigSchema = z.strictObject({
+const jobCommon = {
   id: z.int().min(0).max(0xffff),
-  mode: z.literal("netreduce"),
   fanIn: z.int().min(1).max(MAX_FAN_IN),
+  /** most packets a worker of the job keeps in flight */
+  window: z
+    .int()
+    .min(1)
+    .max(1 << 16),
+};
+
+/** NetReduce: the job owns [offset, offset + size); the switch addresses it by PSN % size. */
+export const NetReduceJobSchema = z.strictObject({
+  ...jobCommon,
+  mode: z.literal("netreduce"),
   /** first aggregator of the job's region */
   offset: z.int().min(0),
   /** aggregators in the region */
   size: z.int().min(1),
-  /** most packets a worker of the job keeps in flight */
-  window: z.int().min(1),
 });
+
+/**
+ * ATP: workers hash (job, PSN) into [offset, offset + size), a slice of the
+ * shared pool that other ATP jobs may share too; collisions go to the PS.
+ */
+export const AtpJobSchema = z.strictObject({
+  ...jobCommon,
+  mode: z.literal("atp"),
+  offset: z.int().min(0),
+  size: z.int().min(1),
+});
+
+/** Parameter-server baseline: the switch only forwards; the PS aggregates everything. */
+export const PsJobSchema = z.strictObject({
+  ...jobCommon,
+  mode: z.literal("ps"),
+});
+
+export const JobConfigSchema = z.discriminatedUnion("mode", [
+  NetReduceJobSchema,
+  AtpJobSchema,
+  PsJobSchema,
+]);
 export type JobConfig = z.infer<typeof JobConfigSchema>;
+export type JobMode = JobConfig["mode"];
+export const JOB_MODES = ["netreduce", "atp", "ps"] as const satisfies readonly JobMode[];
+
+/** A job's region (offset, size) in the aggregator array; a PS job has none. */
+export function jobRegion(job: JobConfig): { offset: number; size: number } {
+  return job.mode === "ps" ? { offset: 0, size: 0 } : { offset: job.offset, size: job.size };
+}
+
+export const HostPortSchema = z.strictObject({
+  host: z.ipv4(),
+  port: z.int().min(1).max(65535),
+});
 
 export const SwitchConfigSchema = z
   .strictObject({
@@ -52,6 +95,8 @@ export const SwitchConfigSchema = z
     /** int32 elements each aggregator holds: the largest payload a contribution may carry */
     elementsPerAggregator: z.int().min(1).max(MAX_ELEMENTS_PER_PACKET).default(256),
     jobs: z.array(JobConfigSchema).default([]),
+    /** where ATP fallbacks and PS-mode traffic go; required when any job is "atp" or "ps" */
+    parameterServer: HostPortSchema.optional(),
     faults: FaultConfigSchema.default({
       seed: 1,
       ingress: { drop: 0, duplicate: 0, reorder: 0 },
@@ -71,6 +116,14 @@ export const SwitchConfigSchema = z
         });
       }
       seen.set(job.id, i);
+      if (job.mode !== "netreduce" && config.parameterServer === undefined) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["parameterServer"],
+          message: `jobs[${i}] is a ${job.mode === "ps" ? "PS" : "ATP"} job, which needs a parameterServer {host, port}`,
+        });
+      }
+      if (job.mode === "ps") return;
       if (job.offset + job.size > config.aggregators) {
         ctx.addIssue({
           code: "custom",
@@ -80,19 +133,21 @@ export const SwitchConfigSchema = z
       }
       // NetReduce reuses aggregator offset + PSN % size for PSN + size; with
       // size >= 2 x window every worker already has PSN's result by then.
-      if (job.size < 2 * job.window) {
+      if (job.mode === "netreduce" && job.size < 2 * job.window) {
         ctx.addIssue({
           code: "custom",
           path: [...path, "size"],
           message: `a NetReduce region needs at least 2 x window = ${2 * job.window} aggregators, got ${job.size}`,
         });
       }
+      // A NetReduce region is the job's alone; ATP slices may overlap each other.
       config.jobs.slice(0, i).forEach((other, j) => {
+        if (other.mode === "ps" || (job.mode === "atp" && other.mode === "atp")) return;
         if (job.offset < other.offset + other.size && other.offset < job.offset + job.size) {
           ctx.addIssue({
             code: "custom",
             path: [...path, "offset"],
-            message: `region [${job.offset}, ${job.offset + job.size}) overlaps jobs[${j}]'s region [${other.offset}, ${other.offset + other.size})`,
+            message: `region [${job.offset}, ${job.offset + job.size}) overlaps jobs[${j}]'s region [${other.offset}, ${other.offset + other.size}); only ATP jobs may share aggregators`,
           });
         }
       });

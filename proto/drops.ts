@@ -49,6 +49,16 @@ export const DropReason = {
   unexpectedResult: 21,
   /** a contribution with no elements */
   emptyContribution: 22,
+  /** an ack that does not come from the switch's parameter server */
+  notFromParameterServer: 23,
+  /** a bitmap that is empty or names workers at or above the fan-in */
+  badBitmap: 24,
+  /** (PS) a partial aggregate sharing some, not all, of its workers with what the PS holds */
+  overlappingPartial: 25,
+  /** (PS) a PSN so far ahead of the job's slowest worker that the PS has no room for it */
+  psnTooFarAhead: 26,
+  /** (PS) a PSN every worker has moved past; its state is gone */
+  psnRetired: 27,
 } as const;
 
 export type DropReasonValue = (typeof DropReason)[keyof typeof DropReason];

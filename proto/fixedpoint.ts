@@ -89,3 +89,27 @@ export function errorBound(workers: number, scaleBits: number, referenceMagnitud
   const quantization = workers * 2 ** -(scaleBits + 1);
   return quantization + (Math.abs(referenceMagnitude) + quantization) * 2 ** -24;
 }
+
+/**
+ * Adds `count` values of `src` into `acc` only if no sum leaves the int32
+ * range; returns false, with `acc` unchanged, if one would. The add wraps and
+ * a second pass subtracts again on overflow: wrapping addition is exactly
+ * reversible, so one pass suffices when nothing overflows (the common case).
+ */
+export function addIfNoOverflow(
+  acc: Int32Array,
+  accStart: number,
+  src: Int32Array,
+  srcStart: number,
+  count: number,
+): boolean {
+  let overflowed = false;
+  for (let i = 0; i < count; i++) {
+    const sum = acc[accStart + i] + src[srcStart + i];
+    acc[accStart + i] = sum;
+    if (sum > INT32_MAX || sum < INT32_MIN) overflowed = true;
+  }
+  if (!overflowed) return true;
+  for (let i = 0; i < count; i++) acc[accStart + i] = acc[accStart + i] - src[srcStart + i];
+  return false;
+}

@@ -47,7 +47,11 @@ export const PacketType = {
   contribution: 1,
   /** switch/PS -> workers: the complete sum for one PSN. */
   result: 2,
-  /** PS -> switch -> workers: releases an aggregator (ATP); may carry the result. */
+  /**
+   * PS -> switch -> workers: the complete sum for one PSN; on its way through
+   * the switch it releases the ATP aggregator at aggregatorIndex if that still
+   * holds (jobId, psn).
+   */
   ack: 3,
   /** host -> switch -> host: forwarded unchanged to `destination`. */
   forward: 4,
@@ -71,8 +75,15 @@ export const Flag = {
   ecn: 1 << 3,
   /** the packet is on its way to the parameter server. */
   toPs: 1 << 4,
+  /**
+   * The payload is IEEE-754 float32 values of the sum (already divided by
+   * 2^scaleBits), not fixed point: the PS's answer for a sum that overflowed
+   * int32 and was completed in floating point. Only on acks and results.
+   */
+  float32: 1 << 5,
 } as const;
-export const KNOWN_FLAGS = Flag.resend | Flag.collision | Flag.overflow | Flag.ecn | Flag.toPs;
+export const KNOWN_FLAGS =
+  Flag.resend | Flag.collision | Flag.overflow | Flag.ecn | Flag.toPs | Flag.float32;
 
 /** One decoded header. Decoders fill a caller-owned instance; never allocate per packet. */
 export interface PacketHeader {

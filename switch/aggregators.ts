@@ -4,8 +4,17 @@ export const AggregatorState = {
   empty: 0,
   /** some workers have contributed to the PSN it holds */
   partial: 1,
-  /** every worker contributed; the slot holds the finished result packet */
+  /**
+   * every worker contributed; the slot holds the finished packet (NetReduce:
+   * the result; ATP: the aggregate sent to the PS, kept until the PS's ack)
+   */
   complete: 2,
+  /**
+   * ATP: the PSN's partial went to the PS (resend or overflow); the aggregator
+   * stays reserved for (job, PSN) and passes its contributions to the PS until
+   * the ack releases it, so no worker's values are aggregated twice
+   */
+  fallback: 3,
 } as const;
 
 /**
@@ -18,6 +27,8 @@ export class AggregatorArray {
   readonly count: number;
   readonly elements: number;
   readonly slots: PacketSlots;
+  /** the (job, PSN) the aggregator holds: ATP's tag; NetReduce regions are one job's */
+  readonly jobId: Uint16Array;
   readonly psn: Uint32Array;
   readonly bitmap: Uint32Array;
   readonly contributions: Uint8Array;
@@ -30,6 +41,7 @@ export class AggregatorArray {
     this.count = count;
     this.elements = elements;
     this.slots = new PacketSlots(count, elements);
+    this.jobId = new Uint16Array(count);
     this.psn = new Uint32Array(count);
     this.bitmap = new Uint32Array(count);
     this.contributions = new Uint8Array(count);

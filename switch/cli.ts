@@ -1,8 +1,14 @@
 #!/usr/bin/env node
-import { readFile } from "node:fs/promises";
 import { z } from "zod";
-import { cliInt, cpuSeconds, EXIT_OK, emitRecord, runCli, UsageError } from "../proto/cli.js";
-import { ConfigError, parseSwitchConfig, type SwitchConfigInput } from "../proto/config.js";
+import {
+  cliInt,
+  cpuSeconds,
+  EXIT_OK,
+  emitRecord,
+  loadSwitchConfigFile,
+  runCli,
+} from "../proto/cli.js";
+import { parseSwitchConfig, type SwitchConfigInput } from "../proto/config.js";
 import { switchReport } from "./report.js";
 import { SwitchServer } from "./server.js";
 
@@ -56,30 +62,11 @@ const spec = {
   }),
 } as const;
 
-async function loadConfig(path: string | undefined) {
-  if (path === undefined) return parseSwitchConfig(DEFAULT_SWITCH_CONFIG);
-  let text: string;
-  try {
-    text = await readFile(path, "utf8");
-  } catch (error) {
-    throw new UsageError(`--config: cannot read ${path}: ${(error as Error).message}`);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (error) {
-    throw new UsageError(`--config: ${path} is not JSON: ${(error as Error).message}`);
-  }
-  try {
-    return parseSwitchConfig(json);
-  } catch (error) {
-    if (error instanceof ConfigError) throw new UsageError(`--config: ${path}:\n${error.message}`);
-    throw error;
-  }
-}
-
 await runCli(spec, async (options) => {
-  const config = await loadConfig(options.config);
+  const config =
+    options.config === undefined
+      ? parseSwitchConfig(DEFAULT_SWITCH_CONFIG)
+      : await loadSwitchConfigFile(options.config);
   const server = await SwitchServer.start({ config, host: options.host, port: options.port });
   const address = server.address();
   emitRecord({

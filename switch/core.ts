@@ -5,12 +5,16 @@ import { deriveSeed, Prng } from "../proto/prng.js";
 import {
   DESTINATION_ALL_WORKERS,
   emptyHeader,
+  Field,
   Flag,
   HEADER_BYTES,
+  type PacketHeader,
   PacketType,
   packetBytes,
+  WORKER_ID_NONE,
 } from "../proto/wire.js";
 import { AggregatorArray } from "./aggregators.js";
+import { type AtpOutcome, AtpVerdict, atpContribute, atpRelease } from "./atp.js";
 import { FaultAction, FaultInjector } from "./faults.js";
 import { JobState } from "./jobs.js";
 import { netReduceContribute, type ProgramOutcome, Verdict } from "./netreduce.js";
@@ -32,6 +36,9 @@ export interface SwitchStats {
   resultsReplayed: number;
   takeovers: number;
   forwarded: number;
+  /** ATP and PS jobs: packets sent to the parameter server, and acks back from it */
+  toParameterServer: number;
+  acks: number;
   /** `now` of the first and latest datagram, for packet rates */
   firstPacketAt: number;
   lastPacketAt: number;
@@ -58,6 +65,8 @@ export class SwitchCore {
     resultsReplayed: 0,
     takeovers: 0,
     forwarded: 0,
+    toParameterServer: 0,
+    acks: 0,
     firstPacketAt: -1,
     lastPacketAt: -1,
   };
@@ -69,6 +78,17 @@ export class SwitchCore {
   private readonly jobSlotById = new Int32Array(0x10000).fill(-1);
   private readonly header = emptyHeader();
   private readonly outcome: ProgramOutcome = { index: 0, dropReason: 0, tookOver: false };
+  private readonly atpOutcome: AtpOutcome = {
+    index: 0,
+    dropReason: 0,
+    collision: false,
+    overflowed: false,
+    freedStale: false,
+    evictedBitmap: 0,
+  };
+  /** where ATP fallbacks and PS-mode traffic go; port -1 when no job needs a PS */
+  private readonly psPort: number;
+  private readonly psAddress: string;
   // Received datagrams are copied here so the header and payload are read
   // through views made once, whatever the datagram's own alignment.
   private readonly scratch: Buffer;
@@ -81,6 +101,8 @@ export class SwitchCore {
   private heldInAddress = "";
   // One send held back by an egress reorder, released after the next send.
   private heldOut: Buffer | null = null;
+  // Held packets are copied: an aggregator's packet may change before release.
+  private readonly heldOutCopy: Buffer;
   private heldOutPort = 0;
   private heldOutAddress = "";
 
@@ -93,6 +115,9 @@ export class SwitchCore {
     this.scratch = Buffer.from(scratchArena);
     this.scratchView = new DataView(scratchArena);
     this.scratchValues = new Int32Array(scratchArena);
+    this.heldOutCopy = Buffer.alloc(65536);
+    this.psPort = config.parameterServer?.port ?? -1;
+    this.psAddress = config.parameterServer?.host ?? "";
     this.ingressFaults = new FaultInjector(
       config.faults.ingress,
       new Prng(deriveSeed(config.faults.seed, 0)),
@@ -107,7 +132,8 @@ export class SwitchCore {
   installJob(job: JobState): void {
     this.jobSlotById[job.id] = this.jobs.length;
     this.jobs.push(job);
-    this.aggregators.clear(job.offset, job.size);
+    // An ATP slice may be shared with running jobs; only a NetReduce region is the job's alone.
+    if (job.mode === "netreduce") this.aggregators.clear(job.offset, job.size);
   }
 
   job(id: number): JobState | undefined {
@@ -156,6 +182,7 @@ export class SwitchCore {
   }
 
   private process(datagram: Buffer, port: number, address: string): void {
+    const stats = this.stats;
     const h = this.header;
     const scratch = this.scratch;
     const copied = datagram.copy(scratch, 0, 0, Math.min(datagram.length, scratch.length));
@@ -180,37 +207,33 @@ export class SwitchCore {
         this.dropPacket(DropReason.tooManyElements, job);
         return;
       }
+      if (h.workerId === WORKER_ID_NONE) {
+        // Aggregates come from this switch, never to it.
+        this.dropPacket(DropReason.badWorkerId, job);
+        return;
+      }
       const counters = job.counters;
       counters.contributions++;
       counters.bytesIn += datagram.length;
+      if (counters.firstContributionAt < 0) counters.firstContributionAt = stats.lastPacketAt;
+      counters.lastContributionAt = stats.lastPacketAt;
       if (h.flags & Flag.resend) counters.resends++;
-      const outcome = this.outcome;
-      const verdict = netReduceContribute(
-        this.aggregators,
-        job,
-        h,
-        this.scratchValues,
-        HEADER_BYTES / 4,
-        outcome,
-      );
-      // Learn the sender's address only from a contribution the program
-      // accepted, so a stray process cannot divert a worker's results.
-      if (verdict !== Verdict.drop) job.learnHost(h.workerId, port, address);
-      if (outcome.tookOver) {
-        this.stats.takeovers++;
-        counters.takeovers++;
+      if (job.mode === "netreduce") this.netReduce(job, h, port, address);
+      else if (job.mode === "atp") this.atp(job, h, datagram, port, address);
+      else {
+        // Parameter-server baseline: the switch is a plain forwarder.
+        job.learnHost(h.workerId, port, address);
+        this.toParameterServer(job, datagram, Flag.toPs);
       }
-      if (verdict === Verdict.completed) {
-        this.stats.aggregationsCompleted++;
-        counters.aggregationsCompleted++;
-        this.multicast(job, this.aggregators.resultPacket(outcome.index, h.elementCount), -1);
-      } else if (verdict === Verdict.replay) {
-        this.stats.resultsReplayed++;
-        counters.resultsReplayed++;
-        this.emit(this.aggregators.resultPacket(outcome.index, h.elementCount), port, address);
-      } else if (verdict === Verdict.drop) {
-        this.dropPacket(outcome.dropReason, job);
+      return;
+    }
+
+    if (h.type === PacketType.ack) {
+      if (port !== this.psPort || address !== this.psAddress) {
+        this.dropPacket(DropReason.notFromParameterServer, job);
+        return;
       }
+      this.ack(job, h, datagram);
       return;
     }
 
@@ -221,6 +244,121 @@ export class SwitchCore {
       return;
     }
     this.dropPacket(DropReason.unexpectedType, job);
+  }
+
+  private netReduce(job: JobState, h: PacketHeader, port: number, address: string): void {
+    const counters = job.counters;
+    const outcome = this.outcome;
+    const verdict = netReduceContribute(
+      this.aggregators,
+      job,
+      h,
+      this.scratchValues,
+      HEADER_BYTES / 4,
+      outcome,
+    );
+    // Learn the sender's address only from a contribution the program
+    // accepted, so a stray process cannot divert a worker's results.
+    if (verdict !== Verdict.drop) job.learnHost(h.workerId, port, address);
+    if (outcome.tookOver) {
+      this.stats.takeovers++;
+      counters.takeovers++;
+    }
+    if (verdict === Verdict.completed) {
+      this.stats.aggregationsCompleted++;
+      counters.aggregationsCompleted++;
+      this.multicast(job, this.aggregators.resultPacket(outcome.index, h.elementCount), -1);
+    } else if (verdict === Verdict.replay) {
+      this.stats.resultsReplayed++;
+      counters.resultsReplayed++;
+      this.emit(this.aggregators.resultPacket(outcome.index, h.elementCount), port, address);
+    } else if (verdict === Verdict.drop) {
+      this.dropPacket(outcome.dropReason, job);
+    }
+  }
+
+  private atp(job: JobState, h: PacketHeader, datagram: Buffer, port: number, address: string) {
+    const counters = job.counters;
+    const outcome = this.atpOutcome;
+    const verdict = atpContribute(
+      this.aggregators,
+      job,
+      h,
+      this.scratchValues,
+      HEADER_BYTES / 4,
+      outcome,
+    );
+    if (verdict === AtpVerdict.drop) {
+      this.dropPacket(outcome.dropReason, job);
+      return;
+    }
+    job.learnHost(h.workerId, port, address);
+    if (outcome.freedStale) counters.staleFreed++;
+    const aggregate = this.aggregators.resultPacket(
+      outcome.index,
+      this.aggregators.elementCount[outcome.index],
+    );
+    switch (verdict) {
+      case AtpVerdict.aggregateToPs:
+        this.stats.aggregationsCompleted++;
+        counters.aggregationsCompleted++;
+        this.toParameterServer(job, aggregate, 0);
+        return;
+      case AtpVerdict.aggregateToPsAgain:
+        // Marked as a resend so the PS, if already done, sends its ack again.
+        this.toParameterServer(job, aggregate, Flag.resend);
+        return;
+      case AtpVerdict.evictAndPassThrough:
+        counters.evictions++;
+        counters.fallbacks += popcount(outcome.evictedBitmap);
+        if (outcome.overflowed) counters.overflowFallbacks++;
+        this.toParameterServer(job, aggregate, 0);
+        counters.fallbacks++;
+        this.toParameterServer(job, datagram, Flag.toPs);
+        return;
+      case AtpVerdict.passThrough:
+        counters.fallbacks++;
+        if (outcome.collision) counters.collisions++;
+        this.toParameterServer(job, datagram, Flag.toPs | (outcome.collision ? Flag.collision : 0));
+        return;
+    }
+  }
+
+  /**
+   * An ack from the PS: releases the ATP aggregator if it still holds the
+   * ack's (job, PSN), then goes on unchanged to the job's workers (all, or the
+   * one named in `destination` when the PS answers a single retransmission).
+   */
+  private ack(job: JobState, h: PacketHeader, datagram: Buffer): void {
+    const counters = job.counters;
+    if (job.mode === "atp") {
+      if (atpRelease(this.aggregators, job, h.psn, h.aggregatorIndex)) counters.releases++;
+      else counters.acksWithoutMatch++;
+    }
+    if (h.destination !== DESTINATION_ALL_WORKERS && h.destination >= job.fanIn) {
+      this.dropPacket(DropReason.unknownDestination, job);
+      return;
+    }
+    this.stats.acks++;
+    counters.acks++;
+    if (h.destination === DESTINATION_ALL_WORKERS) this.multicast(job, datagram, -1);
+    else if (job.hostPort[h.destination] >= 0) {
+      this.emit(datagram, job.hostPort[h.destination], job.hostAddress[h.destination]);
+    }
+  }
+
+  /**
+   * Sends `packet` to the parameter server with `setFlags` added. A received
+   * datagram is rewritten in place: it is this process's own buffer, and the
+   * send is synchronous (see SwitchServer).
+   */
+  private toParameterServer(job: JobState, packet: Buffer, setFlags: number): void {
+    if (setFlags !== 0) {
+      packet.writeUInt16LE(packet.readUInt16LE(Field.flags) | setFlags, Field.flags);
+    }
+    this.stats.toParameterServer++;
+    job.counters.toParameterServer++;
+    this.emit(packet, this.psPort, this.psAddress);
   }
 
   /** Sends a datagram unchanged to a worker of the job, or to all but the sender. */
@@ -260,7 +398,8 @@ export class SwitchCore {
         break;
       case FaultAction.reorder:
         if (this.heldOut === null) {
-          this.heldOut = packet;
+          packet.copy(this.heldOutCopy);
+          this.heldOut = this.heldOutCopy.subarray(0, packet.length);
           this.heldOutPort = port;
           this.heldOutAddress = address;
           return;
@@ -288,4 +427,10 @@ export class SwitchCore {
     this.stats.drops[reason]++;
     if (job !== null) job.counters.drops++;
   }
+}
+
+function popcount(bits: number): number {
+  let n = bits - ((bits >>> 1) & 0x55555555);
+  n = (n & 0x33333333) + ((n >>> 2) & 0x33333333);
+  return (Math.imul((n + (n >>> 4)) & 0x0f0f0f0f, 0x01010101) >>> 24) & 0xff;
 }

@@ -1,4 +1,4 @@
-import type { JobConfig } from "../proto/config.js";
+import { type JobConfig, jobRegion } from "../proto/config.js";
 import { MAX_FAN_IN } from "../proto/wire.js";
 
 /** Per-job counters, plain numbers bumped on the data path. */
@@ -13,6 +13,30 @@ export interface JobCounters {
   takeovers: number;
   drops: number;
   bytesIn: number;
+  /** ATP: contributions that found the aggregator held by another (job, PSN) */
+  collisions: number;
+  /**
+   * ATP: worker contributions that reached the PS outside a full switch
+   * aggregate (passed through one by one, or inside an evicted partial)
+   */
+  fallbacks: number;
+  /** ATP: partial aggregates sent to the PS (on resend or overflow) */
+  evictions: number;
+  /** ATP: sums that overflowed int32 in the switch and went to the PS instead */
+  overflowFallbacks: number;
+  /** ATP: aggregators of this job freed because the job's own later PSNs showed them stale */
+  staleFreed: number;
+  /** ATP: acks that released one of this job's aggregators */
+  releases: number;
+  /** ATP: acks whose (job, PSN) the aggregator no longer held; released nothing */
+  acksWithoutMatch: number;
+  /** packets sent to the parameter server for this job */
+  toParameterServer: number;
+  /** acks from the parameter server delivered to this job's workers */
+  acks: number;
+  /** `now` of the job's first and latest contribution, for throughput */
+  firstContributionAt: number;
+  lastContributionAt: number;
 }
 
 /** A job installed in the switch: its rule (mode, fan-in, region) and its hosts. */
@@ -20,6 +44,7 @@ export class JobState {
   readonly id: number;
   readonly mode: JobConfig["mode"];
   readonly fanIn: number;
+  /** the job's region (NetReduce) or pool slice (ATP); 0, 0 for a PS job */
   readonly offset: number;
   readonly size: number;
   readonly window: number;
@@ -36,14 +61,26 @@ export class JobState {
     takeovers: 0,
     drops: 0,
     bytesIn: 0,
+    collisions: 0,
+    fallbacks: 0,
+    evictions: 0,
+    overflowFallbacks: 0,
+    staleFreed: 0,
+    releases: 0,
+    acksWithoutMatch: 0,
+    toParameterServer: 0,
+    acks: 0,
+    firstContributionAt: -1,
+    lastContributionAt: -1,
   };
 
   constructor(config: JobConfig) {
     this.id = config.id;
     this.mode = config.mode;
     this.fanIn = config.fanIn;
-    this.offset = config.offset;
-    this.size = config.size;
+    const region = jobRegion(config);
+    this.offset = region.offset;
+    this.size = region.size;
     this.window = config.window;
     this.fullBitmap = config.fanIn === 32 ? 0xffffffff : (1 << config.fanIn) - 1;
   }

@@ -58,6 +58,7 @@ export function netReduceContribute(
       return drop(outcome, DropReason.windowViolation);
     }
     outcome.tookOver = state === AggregatorState.complete;
+    aggregators.jobId[index] = job.id;
     aggregators.psn[index] = h.psn;
     aggregators.bitmap[index] = bit;
     aggregators.contributions[index] = 1;

@@ -51,8 +51,32 @@ describe("switch config", () => {
   it("rejects a wrong type with the field's name", () => {
     assert.match(configError({ aggregators: "many" }), /^aggregators: /);
     assert.match(
-      configError({ aggregators: 8, jobs: [{ ...job, mode: "atp" }] }),
+      configError({ aggregators: 8, jobs: [{ ...job, mode: "ring" }] }),
       /^jobs\[0\]\.mode: /,
+    );
+  });
+
+  it("lets ATP jobs share a slice of the pool, never a NetReduce region, and needs a PS for them", () => {
+    const atp = { ...job, mode: "atp", size: 4 };
+    const ps = { host: "127.0.0.1", port: 9 };
+    const shared = { aggregators: 24, parameterServer: ps };
+    assert.doesNotThrow(() =>
+      parseSwitchConfig({
+        ...shared,
+        jobs: [atp, { ...atp, id: 2 }, { ...job, id: 3, offset: 4 }],
+      }),
+    );
+    assert.match(
+      configError({ ...shared, jobs: [{ ...job, id: 3 }, atp] }),
+      /jobs\[1\]\.offset: region \[0, 4\) overlaps jobs\[0\]'s region \[0, 16\); only ATP jobs may share/,
+    );
+    assert.match(
+      configError({ aggregators: 16, jobs: [{ id: 4, mode: "ps", fanIn: 2, window: 8 }] }),
+      /^parameterServer: jobs\[0\] is a PS job, which needs a parameterServer/,
+    );
+    assert.match(
+      configError({ ...shared, parameterServer: { host: "localhost", port: 9 }, jobs: [atp] }),
+      /^parameterServer\.host: /,
     );
   });
 });

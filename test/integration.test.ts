@@ -35,6 +35,7 @@ describe("switch and workers on loopback UDP, in one process", () => {
     const workers = await Promise.all(
       Array.from({ length: fanIn }, (_, w) =>
         Worker.connect({
+          mode: "netreduce",
           jobId: job.id,
           workerId: w,
           fanIn,

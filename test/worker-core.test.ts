@@ -1,108 +1,18 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { parseSwitchConfig } from "../proto/config.js";
+import { atpIndex } from "../proto/addressing.js";
 import { DropReason } from "../proto/drops.js";
-import { Prng } from "../proto/prng.js";
-import { PacketType } from "../proto/wire.js";
-import { SwitchCore } from "../switch/core.js";
+import { Flag, PacketType } from "../proto/wire.js";
 import {
   DEFAULT_RTO,
   WorkerCore,
   type WorkerCoreOptions,
   type WorkerTransmit,
 } from "../worker/core.js";
-import { makeGradient, verifyAllReduce } from "../worker/workload.js";
+import { verifyAllReduce } from "../worker/workload.js";
 import { packet } from "./packets.js";
 import { testSeed } from "./seed.js";
-
-interface SimOptions {
-  workers: number;
-  elements: number;
-  window: number;
-  elementsPerPacket: number;
-  rates: { drop: number; duplicate: number; reorder: number };
-  seed: number;
-  calls?: number;
-}
-
-/**
- * Workers and the switch, sans-IO, wired by an in-memory network with
- * virtual time: each hop takes 0.05 ms plus a seeded jitter, so packets also
- * overtake each other. Returns the outputs and the cores for inspection.
- */
-function simulate(o: SimOptions) {
-  const job = {
-    id: 3,
-    mode: "netreduce" as const,
-    fanIn: o.workers,
-    offset: 0,
-    size: 2 * o.window,
-    window: o.window,
-  };
-  const config = parseSwitchConfig({
-    aggregators: job.size,
-    elementsPerAggregator: o.elementsPerPacket,
-    jobs: [job],
-    faults: { seed: o.seed, ingress: o.rates, egress: o.rates },
-  });
-  const jitter = new Prng(o.seed ^ 0x5eed);
-  type InFlight = { at: number; to: number; bytes: Buffer };
-  const network: InFlight[] = [];
-  let now = 0;
-  const deliver = (to: number, buf: Buffer, offset: number, length: number) => {
-    network.push({
-      at: now + 0.05 + jitter.nextFloat() * 0.05,
-      to,
-      bytes: Buffer.from(buf.subarray(offset, offset + length)),
-    });
-  };
-  const SWITCH = -1;
-  const sw = new SwitchCore(config, {
-    send: (buf, port) => deliver(port - 1000, buf, 0, buf.length),
-  });
-  const workers = Array.from({ length: o.workers }, (_, w) =>
-    smallWorker(
-      {
-        jobId: job.id,
-        workerId: w,
-        fanIn: o.workers,
-        regionSize: job.size,
-        window: o.window,
-        elementsPerPacket: o.elementsPerPacket,
-        scaleBits: 20,
-      },
-      (buf) => deliver(SWITCH - 1 - w, buf, 0, buf.length),
-    ),
-  );
-  const inputs = workers.map((_, w) => makeGradient(o.elements, o.seed, w));
-  const outputs = workers.map(() => new Float32Array(o.elements));
-  for (let call = 0; call < (o.calls ?? 1); call++) {
-    outputs.forEach((out) => {
-      out.fill(Number.NaN);
-    });
-    workers.forEach((w, i) => {
-      w.begin(inputs[i], outputs[i], now);
-    });
-    let nextTick = now + 1;
-    for (let steps = 0; workers.some((w) => !w.done); steps++) {
-      assert.ok(steps < 5_000_000, "simulation did not finish");
-      network.sort((a, b) => a.at - b.at);
-      const next = network.shift();
-      if (next === undefined || next.at > nextTick) {
-        if (next !== undefined) network.unshift(next);
-        now = nextTick;
-        nextTick += 1;
-        sw.tick(now);
-        for (const w of workers) w.tick(now);
-        continue;
-      }
-      now = next.at;
-      if (next.to >= 0) workers[next.to].receive(next.bytes, now);
-      else sw.receive(next.bytes, 1000 + (SWITCH - 1 - next.to), "127.0.0.1", now);
-    }
-  }
-  return { sw, workers, outputs };
-}
+import { simulate } from "./simnet.js";
 
 /** A worker of a 2-worker job with tiny packets, for driving WorkerCore by hand. */
 function smallWorker(
@@ -111,6 +21,7 @@ function smallWorker(
 ): WorkerCore {
   const options: WorkerCoreOptions = {
     ...DEFAULT_RTO,
+    mode: "netreduce",
     jobId: 1,
     workerId: 0,
     fanIn: 2,
@@ -127,14 +38,15 @@ function smallWorker(
 describe("worker and switch over a simulated network", () => {
   it("all-reduce is bit-exact without faults", () => {
     const seed = testSeed("sim clean", 1);
-    const { sw, workers, outputs } = simulate({
-      workers: 4,
-      elements: 20_000,
-      window: 16,
-      elementsPerPacket: 64,
+    const { sw, jobs } = simulate({
+      jobs: [
+        { mode: "netreduce", workers: 4, elements: 20_000, window: 16, elementsPerPacket: 64 },
+      ],
+      aggregators: 32,
       rates: { drop: 0, duplicate: 0, reorder: 0 },
       seed,
     });
+    const { workers, outputs } = jobs[0];
     for (const out of outputs) assert.equal(verifyAllReduce(out, seed, 4, 20).verified, true);
     assert.equal(sw.stats.aggregationsCompleted, Math.ceil(20_000 / 64));
     assert.equal(workers[0].stats.retransmissions, 0);
@@ -143,15 +55,14 @@ describe("worker and switch over a simulated network", () => {
   it("recovers loss, duplication and reordering exactly, across calls", () => {
     const seed = testSeed("sim faults", 2);
     const rates = { drop: 0.02, duplicate: 0.02, reorder: 0.05 };
-    const { sw, workers, outputs } = simulate({
-      workers: 4,
-      elements: 30_001,
-      window: 8,
-      elementsPerPacket: 50,
+    const { sw, jobs } = simulate({
+      jobs: [{ mode: "netreduce", workers: 4, elements: 30_001, window: 8, elementsPerPacket: 50 }],
+      aggregators: 16,
       rates,
       seed,
       calls: 2,
     });
+    const { workers, outputs } = jobs[0];
     for (const [w, out] of outputs.entries()) {
       const v = verifyAllReduce(out, seed, 4, 20);
       assert.equal(v.notBitExact, 0, `worker ${w}`);
@@ -186,6 +97,39 @@ describe("worker and switch over a simulated network", () => {
     assert.deepEqual([...out], [10, 20, 30, 40]);
   });
 
+  it("ATP and PS modes: hashed index, results arrive as acks, float32 sums are taken as they are", () => {
+    const sent: Buffer[] = [];
+    const core = smallWorker(
+      { mode: "atp", regionOffset: 10, regionSize: 3, scaleBits: 4 },
+      (buf) => sent.push(Buffer.from(buf)),
+    );
+    const out = new Float32Array(4);
+    core.begin(new Float32Array([1, 2, 3, 4]), out, 0);
+    assert.deepEqual(
+      sent.map((b) => b.readUInt32LE(16)),
+      [atpIndex(1, 0, 10, 3), atpIndex(1, 1, 10, 3)],
+    );
+    const reply = (type: number, psn: number, values: number[], flags = 0) =>
+      packet({ type, flags, jobId: 1, fanIn: 2, workerId: 0xffff, psn, scaleBits: 4 }, values);
+    core.receive(reply(PacketType.result, 0, [16, 32]), 1);
+    assert.equal(core.stats.drops[DropReason.unexpectedType], 1, "ATP results come as acks");
+    core.receive(reply(PacketType.ack, 0, [16, 32]), 1);
+    const floats = Buffer.alloc(8);
+    floats.writeFloatLE(1e9, 0);
+    floats.writeFloatLE(-2.5, 4);
+    core.receive(
+      reply(PacketType.ack, 1, [floats.readInt32LE(0), floats.readInt32LE(4)], Flag.float32),
+      1,
+    );
+    assert.deepEqual([...out], [1, 2, Math.fround(1e9), -2.5]);
+    assert.equal(core.done, true);
+    const psWorker = smallWorker({ mode: "ps", regionSize: 0 }, (buf) =>
+      sent.push(Buffer.from(buf)),
+    );
+    psWorker.begin(new Float32Array(2), new Float32Array(2), 0);
+    assert.equal(sent.at(-1)?.readUInt32LE(16), 0);
+  });
+
   it("gives up with a reason after maxSendsPerPacket, instead of retrying forever", () => {
     const core = smallWorker({ maxSendsPerPacket: 3 }, () => {});
     core.begin(new Float32Array(4), new Float32Array(4), 0);
@@ -197,6 +141,7 @@ describe("worker and switch over a simulated network", () => {
   it("refuses options it cannot run with, naming them", () => {
     const base = {
       ...DEFAULT_RTO,
+      mode: "netreduce" as const,
       jobId: 1,
       workerId: 0,
       fanIn: 2,

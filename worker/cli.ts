@@ -13,6 +13,7 @@ import {
   runCli,
   UsageError,
 } from "../proto/cli.js";
+import { JOB_MODES } from "../proto/config.js";
 import { dropsByName } from "../proto/drops.js";
 import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN, MAX_SCALE_BITS } from "../proto/wire.js";
 import { AllReduceOverflowError, Worker } from "./worker.js";
@@ -21,17 +22,26 @@ import { makeGradient, type Verification, verifyAllReduce } from "./workload.js"
 const spec = {
   command: "ina-worker",
   summary:
-    "Runs one worker of a NetReduce job: all-reduces a seeded synthetic gradient through the switch,\n" +
-    "checks the sum against a float64 reference of every worker's input, and prints one JSON\n" +
+    "Runs one worker of a NetReduce, ATP or PS job: all-reduces a seeded synthetic gradient\n" +
+    "through the switch, checks the sum against a float64 reference of every worker's input,\n" +
+    "and prints one JSON\n" +
     'record per line: "ready" (socket bound), "progress" (every --progress-ms) and "result".',
   details:
-    "Every worker of a job must be given the same --job, --fan-in, --offset, --size, --size-bytes,\n" +
-    "--elements-per-packet, --scale-bits and --seed. Exit codes: 0 verified, 1 failed, 2 bad option.",
+    "Every worker of a job must be given the same --mode, --job, --fan-in, --offset, --size,\n" +
+    "--window, --size-bytes, --elements-per-packet, --scale-bits and --seed. In atp mode --offset\n" +
+    "and --size are the job's slice of the shared pool (any size); in ps mode they are unused.\n" +
+    "Exit codes: 0 verified, 1 failed, 2 bad option.",
   options: {
     switch: {
       type: "string",
       valueName: "HOST:PORT",
       description: "the switch's data address (required)",
+    },
+    mode: {
+      type: "string",
+      valueName: "MODE",
+      description: "netreduce, atp or ps",
+      defaultText: "netreduce",
     },
     job: { type: "string", valueName: "ID", description: "job id", defaultText: "1" },
     worker: {
@@ -49,7 +59,7 @@ const spec = {
     size: {
       type: "string",
       valueName: "N",
-      description: "aggregators in the job's region",
+      description: "aggregators in the job's region or pool slice",
       defaultText: "2 x window",
     },
     window: {
@@ -109,6 +119,7 @@ const spec = {
   schema: z
     .strictObject({
       switch: z.string({ error: "required: the switch's HOST:PORT" }),
+      mode: z.enum(JOB_MODES).default("netreduce"),
       job: cliInt(0, 0xffff).default(1),
       worker: cliInt(0, MAX_FAN_IN - 1),
       fanIn: cliInt(1, MAX_FAN_IN),
@@ -148,7 +159,7 @@ function waitForGo(): Promise<void> {
 await runCli(spec, async (o) => {
   const target = parseHostPort(o.switch, "--switch");
   const regionSize = o.size ?? 2 * o.window;
-  if (regionSize < 2 * o.window) {
+  if (o.mode === "netreduce" && regionSize < 2 * o.window) {
     throw new UsageError(
       `--size: a NetReduce region needs at least 2 x window = ${2 * o.window} aggregators`,
     );
@@ -157,6 +168,7 @@ await runCli(spec, async (o) => {
   const input = makeGradient(elements, o.seed, o.worker);
   const output = new Float32Array(elements);
   const worker = await Worker.connect({
+    mode: o.mode,
     jobId: o.job,
     workerId: o.worker,
     fanIn: o.fanIn,

@@ -1,5 +1,6 @@
-import { netReduceIndex } from "../proto/addressing.js";
+import { atpIndex, netReduceIndex } from "../proto/addressing.js";
 import { decodeHeader, encodeHeader } from "../proto/codec.js";
+import type { JobMode } from "../proto/config.js";
 import { DROP_REASON_COUNT, DropReason, type DropReasonValue } from "../proto/drops.js";
 import { dequantizeInto, quantizeInto } from "../proto/fixedpoint.js";
 import { PacketSlots } from "../proto/slots.js";
@@ -16,10 +17,15 @@ import {
 } from "../proto/wire.js";
 
 export interface WorkerCoreOptions {
+  /**
+   * netreduce: the switch sums and sends results; atp: hashed aggregators,
+   * results come as the PS's acks; ps: every contribution goes to the PS
+   */
+  mode: JobMode;
   jobId: number;
   workerId: number;
   fanIn: number;
-  /** the job's region in the switch's aggregator array */
+  /** the job's region (NetReduce) or pool slice (ATP) in the switch's aggregator array; unused in ps mode */
   regionOffset: number;
   regionSize: number;
   /** most packets in flight */
@@ -53,9 +59,17 @@ export function validateWorkerOptions(o: WorkerCoreOptions): void {
   check(int(o.workerId, 0, o.fanIn - 1), `workerId must be 0..fanIn-1, got ${o.workerId}`);
   check(int(o.window, 1, 1 << 16), `window must be 1..65536, got ${o.window}`);
   check(
-    int(o.regionSize, 2 * o.window, 0xffffffff),
-    `regionSize must be at least 2 x window = ${2 * o.window}, got ${o.regionSize}`,
+    o.mode === "netreduce" || o.mode === "atp" || o.mode === "ps",
+    `mode must be netreduce, atp or ps, got ${o.mode}`,
   );
+  if (o.mode === "netreduce") {
+    check(
+      int(o.regionSize, 2 * o.window, 0xffffffff),
+      `regionSize must be at least 2 x window = ${2 * o.window}, got ${o.regionSize}`,
+    );
+  } else if (o.mode === "atp") {
+    check(int(o.regionSize, 1, 0xffffffff), `regionSize must be >= 1, got ${o.regionSize}`);
+  }
   check(
     int(o.regionOffset, 0, 0xffffffff - o.regionSize),
     `regionOffset out of range: ${o.regionOffset}`,
@@ -99,7 +113,7 @@ export interface WorkerStats {
 }
 
 /**
- * One NetReduce end host, sans-IO. begin() starts an all-reduce of a tensor;
+ * One end host of a NetReduce, ATP or PS job, sans-IO. begin() starts an all-reduce of a tensor;
  * the tensor is cut into packets of `elementsPerPacket`, PSNs continue across
  * calls, at most `window` packets are in flight, and each result is written
  * into the output. receive() takes datagrams from the switch, tick() drives
@@ -122,6 +136,9 @@ export class WorkerCore {
   private readonly scratch: Buffer;
   private readonly scratchView: DataView;
   private readonly scratchValues: Int32Array;
+  private readonly scratchFloats: Float32Array;
+  /** the packet type that carries results in this mode */
+  private readonly resultType: number;
   private readonly scale: number;
   private readonly inverseScale: number;
 
@@ -152,6 +169,8 @@ export class WorkerCore {
     this.scratch = Buffer.from(scratchArena);
     this.scratchView = new DataView(scratchArena);
     this.scratchValues = new Int32Array(scratchArena);
+    this.scratchFloats = new Float32Array(scratchArena);
+    this.resultType = options.mode === "netreduce" ? PacketType.result : PacketType.ack;
     this.scale = 2 ** options.scaleBits;
     this.inverseScale = 2 ** -options.scaleBits;
     this.stats = {
@@ -217,7 +236,7 @@ export class WorkerCore {
       this.drop(reason);
       return;
     }
-    if (h.type !== PacketType.result) {
+    if (h.type !== this.resultType) {
       this.drop(DropReason.unexpectedType);
       return;
     }
@@ -246,14 +265,21 @@ export class WorkerCore {
       this.drop(DropReason.shapeMismatch);
       return;
     }
-    dequantizeInto(
-      this.scratchValues,
-      HEADER_BYTES / 4,
-      count,
-      this.inverseScale,
-      this.output,
-      first,
-    );
+    if (h.flags & Flag.float32) {
+      // The PS finished a sum that overflowed int32 in floating point.
+      const floats = this.scratchFloats;
+      const output = this.output;
+      for (let i = 0; i < count; i++) output[first + i] = floats[HEADER_BYTES / 4 + i];
+    } else {
+      dequantizeInto(
+        this.scratchValues,
+        HEADER_BYTES / 4,
+        count,
+        this.inverseScale,
+        this.output,
+        first,
+      );
+    }
     if (h.flags & Flag.overflow) this.stats.overflowedResults++;
     this.stats.resultsReceived++;
     this.slotDone[slot] = 1;
@@ -348,7 +374,12 @@ export class WorkerCore {
     h.fanIn = o.fanIn;
     h.elementCount = count;
     h.psn = psn;
-    h.aggregatorIndex = netReduceIndex(o.regionOffset, o.regionSize, psn);
+    h.aggregatorIndex =
+      o.mode === "netreduce"
+        ? netReduceIndex(o.regionOffset, o.regionSize, psn)
+        : o.mode === "atp"
+          ? atpIndex(o.jobId, psn, o.regionOffset, o.regionSize)
+          : 0;
     h.bitmap = 1 << o.workerId;
     h.scaleBits = o.scaleBits;
     h.regionEpoch = 0;

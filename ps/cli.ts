@@ -1,0 +1,108 @@
+#!/usr/bin/env node
+import { z } from "zod";
+import {
+  cliInt,
+  cpuSeconds,
+  EXIT_OK,
+  emitRecord,
+  loadSwitchConfigFile,
+  runCli,
+} from "../proto/cli.js";
+import { parseSwitchConfig, type SwitchConfigInput } from "../proto/config.js";
+import { psReport } from "./report.js";
+import { PsServer } from "./server.js";
+
+/** Used when no --config is given: one 4-worker ATP job (id 1). */
+export const DEFAULT_PS_CONFIG: SwitchConfigInput = {
+  aggregators: 256,
+  elementsPerAggregator: 256,
+  parameterServer: { host: "127.0.0.1", port: 1 },
+  jobs: [{ id: 1, mode: "atp", fanIn: 4, offset: 0, size: 256, window: 128 }],
+};
+
+const spec = {
+  command: "ina-ps",
+  summary:
+    "Runs the parameter server: completes the aggregations of ATP jobs (collisions, evicted\n" +
+    "partials, full aggregates from the switch) and of PS-mode jobs (every contribution), and\n" +
+    'acks each PSN back through the switch. Prints {"event":"ready",...} with the bound port,\n' +
+    'and {"event":"stats",...} when it stops (SIGTERM or SIGINT).',
+  details:
+    'It reads the same config file as ina-switch and serves its "atp" and "ps" jobs; the\n' +
+    "parameterServer field there is for the switch and is not needed here. Exit codes: 0 stopped\n" +
+    "cleanly, 1 failed, 2 bad option or config.",
+  options: {
+    config: {
+      type: "string",
+      valueName: "FILE",
+      description: "switch config (JSON); its atp and ps jobs are served",
+      defaultText: "one 4-worker ATP job, id 1",
+    },
+    host: {
+      type: "string",
+      valueName: "ADDR",
+      description: "address to bind",
+      defaultText: "127.0.0.1",
+    },
+    port: {
+      type: "string",
+      valueName: "PORT",
+      description: "UDP port to bind; 0 picks a free one",
+      defaultText: "0",
+    },
+    "stats-interval-ms": {
+      type: "string",
+      valueName: "MS",
+      description: "also print a stats record this often; 0 = only at exit",
+      defaultText: "0",
+    },
+  },
+  schema: z.strictObject({
+    config: z.string().optional(),
+    host: z.string().default("127.0.0.1"),
+    port: cliInt(0, 65535).default(0),
+    statsIntervalMs: cliInt(0, 3_600_000).default(0),
+  }),
+} as const;
+
+await runCli(spec, async (options) => {
+  const config =
+    options.config === undefined
+      ? parseSwitchConfig(DEFAULT_PS_CONFIG)
+      : await loadSwitchConfigFile(options.config, { forParameterServer: true });
+  const server = await PsServer.start({
+    jobs: config.jobs,
+    elementsPerAggregator: config.elementsPerAggregator,
+    host: options.host,
+    port: options.port,
+  });
+  const address = server.address();
+  emitRecord({
+    event: "ready",
+    pid: process.pid,
+    dataAddress: address.address,
+    dataPort: address.port,
+    jobs: server.core.jobs.map((job) => ({ id: job.id, mode: job.mode, fanIn: job.fanIn })),
+  });
+  const interval =
+    options.statsIntervalMs > 0
+      ? setInterval(
+          () => emitRecord({ event: "stats", ...psReport(server.core) }),
+          options.statsIntervalMs,
+        )
+      : null;
+  await new Promise<void>((resolve) => {
+    process.once("SIGTERM", resolve);
+    process.once("SIGINT", resolve);
+  });
+  if (interval !== null) clearInterval(interval);
+  emitRecord({
+    event: "stats",
+    final: true,
+    cpuSeconds: cpuSeconds(),
+    socketErrors: server.socketErrors,
+    ...psReport(server.core),
+  });
+  await server.close();
+  return EXIT_OK;
+});

@@ -1,0 +1,305 @@
+import { decodeHeader, encodeHeader } from "../proto/codec.js";
+import type { JobConfig } from "../proto/config.js";
+import { DROP_REASON_COUNT, DropReason, type DropReasonValue } from "../proto/drops.js";
+import { INT32_MAX, INT32_MIN } from "../proto/fixedpoint.js";
+import { PacketSlots } from "../proto/slots.js";
+import {
+  DESTINATION_ALL_WORKERS,
+  emptyHeader,
+  Field,
+  Flag,
+  HEADER_BYTES,
+  MAX_FAN_IN,
+  type PacketHeader,
+  PacketType,
+  packetBytes,
+  WORKER_ID_NONE,
+} from "../proto/wire.js";
+
+/** Where the PS's acks go: the UDP adapter, or a test's capture. */
+export interface PsTransmit {
+  send(packet: Buffer, port: number, address: string): void;
+}
+
+export interface PsStats {
+  rxPackets: number;
+  /** what arrived, by kind */
+  workerContributions: number;
+  collisions: number;
+  partials: number;
+  fullAggregates: number;
+  aggregationsCompleted: number;
+  /** partial aggregates added into a PSN's sum */
+  partialsMerged: number;
+  /** completions whose sum left int32 and went back as float32 */
+  floatResults: number;
+  /** acks sent again because a retransmission arrived after completion */
+  resultsResent: number;
+  acksSent: number;
+  drops: Float64Array;
+}
+
+const EntryState = { free: 0, collecting: 1, done: 2 } as const;
+
+/** The PS's state for one job: a ring of per-PSN entries indexed by PSN % capacity. */
+class PsJob {
+  readonly id: number;
+  readonly mode: JobConfig["mode"];
+  readonly fanIn: number;
+  readonly window: number;
+  readonly fullBitmap: number;
+  readonly capacity: number;
+  readonly psn: Float64Array;
+  readonly state: Uint8Array;
+  readonly bitmap: Uint32Array;
+  readonly overflow: Uint8Array;
+  readonly elementCount: Uint16Array;
+  readonly scaleBits: Uint8Array;
+  readonly aggregatorIndex: Uint32Array;
+  /** the sum in fixed-point units: exact, since |32 x int32| < 2^53 */
+  readonly sums: Float64Array;
+  /** each entry's ack, kept for re-sends until the PSN retires */
+  readonly acks: PacketSlots;
+  readonly ackFloats: Float32Array;
+  /** highest PSN seen from each worker, in any piece */
+  readonly highest = new Float64Array(MAX_FAN_IN).fill(-1);
+  /** PSNs below this are retired: every worker has moved a window past them */
+  retiredBelow = 0;
+  held = 0;
+
+  constructor(
+    config: JobConfig,
+    readonly elements: number,
+  ) {
+    this.id = config.id;
+    this.mode = config.mode;
+    this.fanIn = config.fanIn;
+    this.window = config.window;
+    this.fullBitmap = config.fanIn === 32 ? 0xffffffff : (1 << config.fanIn) - 1;
+    // Live PSNs span at most about three windows: a window of completed PSNs
+    // some worker may still resend, the fastest worker's window, and the
+    // PSNs whose pieces are still on their way. Four leaves slack.
+    this.capacity = 4 * config.window;
+    this.psn = new Float64Array(this.capacity).fill(-1);
+    this.state = new Uint8Array(this.capacity);
+    this.bitmap = new Uint32Array(this.capacity);
+    this.overflow = new Uint8Array(this.capacity);
+    this.elementCount = new Uint16Array(this.capacity);
+    this.scaleBits = new Uint8Array(this.capacity);
+    this.aggregatorIndex = new Uint32Array(this.capacity);
+    this.sums = new Float64Array(this.capacity * elements);
+    this.acks = new PacketSlots(this.capacity, elements);
+    this.ackFloats = new Float32Array(this.acks.values.buffer);
+  }
+
+  /** Notes that the workers in `bits` have sent `psn`, and retires what all have passed. */
+  advance(bits: number, psn: number): void {
+    let low = Number.POSITIVE_INFINITY;
+    for (let w = 0; w < this.fanIn; w++) {
+      if (bits & (1 << w) && this.highest[w] < psn) this.highest[w] = psn;
+      if (this.highest[w] < low) low = this.highest[w];
+    }
+    // A worker that sent PSN p has the result of every PSN up to p - window,
+    // so nobody will ask for those again.
+    const retire = low - this.window + 1;
+    while (this.retiredBelow < retire) {
+      const slot = this.retiredBelow % this.capacity;
+      if (this.psn[slot] === this.retiredBelow && this.state[slot] !== EntryState.free) {
+        this.state[slot] = EntryState.free;
+        this.held--;
+      }
+      this.retiredBelow++;
+    }
+  }
+}
+
+/**
+ * The parameter server, sans-IO. It completes each (job, PSN) from whatever
+ * pieces arrive: workers' own contributions (PS mode, ATP pass-through and
+ * resends), partial aggregates the switch evicted, and full aggregates. Its
+ * own bitmap per PSN makes every worker count once whatever is duplicated,
+ * reordered or resent. On completion it sends an ack carrying the sum back
+ * through the switch to every worker; a retransmission after completion gets
+ * the ack again. State for a PSN is freed once every worker is a window past it.
+ */
+export class PsCore {
+  readonly stats: PsStats = {
+    rxPackets: 0,
+    workerContributions: 0,
+    collisions: 0,
+    partials: 0,
+    fullAggregates: 0,
+    aggregationsCompleted: 0,
+    partialsMerged: 0,
+    floatResults: 0,
+    resultsResent: 0,
+    acksSent: 0,
+    drops: new Float64Array(DROP_REASON_COUNT),
+  };
+  readonly jobs: PsJob[] = [];
+  private readonly jobSlotById = new Int32Array(0x10000).fill(-1);
+  private readonly header = emptyHeader();
+  private readonly ackHeader = emptyHeader();
+  private readonly scratch: Buffer;
+  private readonly scratchView: DataView;
+  private readonly scratchValues: Int32Array;
+  private readonly elements: number;
+
+  constructor(
+    jobs: readonly JobConfig[],
+    elementsPerAggregator: number,
+    private readonly transmit: PsTransmit,
+  ) {
+    this.elements = elementsPerAggregator;
+    const arena = new ArrayBuffer(packetBytes(elementsPerAggregator));
+    this.scratch = Buffer.from(arena);
+    this.scratchView = new DataView(arena);
+    this.scratchValues = new Int32Array(arena);
+    for (const job of jobs) {
+      if (job.mode === "netreduce") continue;
+      this.jobSlotById[job.id] = this.jobs.length;
+      this.jobs.push(new PsJob(job, elementsPerAggregator));
+    }
+  }
+
+  /** PSN states held now, over all jobs. */
+  get statesHeld(): number {
+    let n = 0;
+    for (const job of this.jobs) n += job.held;
+    return n;
+  }
+
+  /** One datagram (normally from the switch). Never throws on bad input. */
+  receive(datagram: Buffer, port: number, address: string): void {
+    this.stats.rxPackets++;
+    const reason = this.accept(datagram, port, address);
+    if (reason !== DropReason.ok) this.stats.drops[reason]++;
+  }
+
+  /** Takes one piece into its PSN's sum; returns why it was not used, or ok. */
+  private accept(datagram: Buffer, port: number, address: string): DropReasonValue {
+    const h = this.header;
+    if (datagram.length > this.scratch.length) return DropReason.tooManyElements;
+    datagram.copy(this.scratch, 0, 0, datagram.length);
+    const reason = decodeHeader(this.scratchView, 0, datagram.length, h);
+    if (reason !== DropReason.ok) return reason;
+    if (h.type !== PacketType.contribution) return DropReason.unexpectedType;
+    const slot = this.jobSlotById[h.jobId];
+    if (slot < 0) return DropReason.unknownJob;
+    const job = this.jobs[slot];
+    if (h.fanIn !== job.fanIn) return DropReason.fanInMismatch;
+    const fromWorker = h.workerId !== WORKER_ID_NONE;
+    const bits = fromWorker ? 1 << h.workerId : h.bitmap;
+    if (bits === 0 || (bits & ~job.fullBitmap) !== 0) return DropReason.badBitmap;
+    if (fromWorker) {
+      this.stats.workerContributions++;
+      if (h.flags & Flag.collision) this.stats.collisions++;
+    } else if (bits === job.fullBitmap) this.stats.fullAggregates++;
+    else this.stats.partials++;
+
+    job.advance(bits, h.psn);
+    if (h.psn < job.retiredBelow) return DropReason.psnRetired;
+    const entry = h.psn % job.capacity;
+    if (job.state[entry] !== EntryState.free && job.psn[entry] !== h.psn) {
+      return DropReason.psnTooFarAhead;
+    }
+    if (job.state[entry] === EntryState.free) {
+      job.state[entry] = EntryState.collecting;
+      job.held++;
+      job.psn[entry] = h.psn;
+      job.bitmap[entry] = 0;
+      job.overflow[entry] = 0;
+      job.elementCount[entry] = h.elementCount;
+      job.scaleBits[entry] = h.scaleBits;
+      job.aggregatorIndex[entry] = h.aggregatorIndex;
+    } else if (job.elementCount[entry] !== h.elementCount || job.scaleBits[entry] !== h.scaleBits) {
+      return DropReason.shapeMismatch;
+    }
+
+    if (job.state[entry] === EntryState.done) {
+      if ((h.flags & Flag.resend) === 0) return DropReason.duplicate;
+      // Someone lacks the result: the worker that resent, or (an aggregate
+      // the switch sent again) possibly all of them.
+      this.stats.resultsResent++;
+      this.sendAck(job, entry, fromWorker ? h.workerId : DESTINATION_ALL_WORKERS, port, address);
+      return DropReason.ok;
+    }
+
+    const have = job.bitmap[entry];
+    const base = entry * this.elements;
+    const sums = job.sums;
+    const values = this.scratchValues;
+    const first = HEADER_BYTES / 4;
+    const n = h.elementCount;
+    if ((bits & have) === 0) {
+      if (have === 0) for (let i = 0; i < n; i++) sums[base + i] = values[first + i];
+      else for (let i = 0; i < n; i++) sums[base + i] += values[first + i];
+      job.bitmap[entry] = have | bits;
+    } else if ((bits & ~have) === 0) {
+      return DropReason.duplicate;
+    } else if ((have & ~bits) === 0) {
+      // A piece that covers everything held (and more) replaces it.
+      for (let i = 0; i < n; i++) sums[base + i] = values[first + i];
+      job.bitmap[entry] = bits;
+    } else {
+      // Some of its workers are counted here already and some are not: the
+      // piece cannot be split, so it is dropped; the missing workers have no
+      // result yet and will resend their own contributions.
+      return DropReason.overlappingPartial;
+    }
+    if (!fromWorker) this.stats.partialsMerged++;
+    if (h.flags & Flag.overflow) job.overflow[entry] = 1;
+    if (job.bitmap[entry] === job.fullBitmap) this.complete(job, h, entry, port, address);
+    return DropReason.ok;
+  }
+
+  private complete(job: PsJob, h: PacketHeader, entry: number, port: number, address: string) {
+    job.state[entry] = EntryState.done;
+    this.stats.aggregationsCompleted++;
+    const n = job.elementCount[entry];
+    const base = entry * this.elements;
+    const sums = job.sums;
+    let fitsInt32 = true;
+    for (let i = 0; i < n; i++) {
+      const v = sums[base + i];
+      if (v > INT32_MAX || v < INT32_MIN) {
+        fitsInt32 = false;
+        break;
+      }
+    }
+    const start = job.acks.valuesStart(entry);
+    if (fitsInt32) {
+      const out = job.acks.values;
+      for (let i = 0; i < n; i++) out[start + i] = sums[base + i];
+    } else {
+      // The switch's int32 sum overflowed; the exact sum goes back as float32.
+      this.stats.floatResults++;
+      const inverseScale = 2 ** -job.scaleBits[entry];
+      const out = job.ackFloats;
+      for (let i = 0; i < n; i++) out[start + i] = sums[base + i] * inverseScale;
+    }
+    const a = this.ackHeader;
+    a.type = PacketType.ack;
+    a.flags = (job.overflow[entry] ? Flag.overflow : 0) | (fitsInt32 ? 0 : Flag.float32);
+    a.jobId = job.id;
+    a.workerId = WORKER_ID_NONE;
+    a.fanIn = job.fanIn;
+    a.elementCount = n;
+    a.psn = h.psn;
+    a.aggregatorIndex = job.aggregatorIndex[entry];
+    a.bitmap = job.fullBitmap;
+    a.scaleBits = job.scaleBits[entry];
+    a.regionEpoch = h.regionEpoch;
+    a.destination = DESTINATION_ALL_WORKERS;
+    encodeHeader(job.acks.view, job.acks.headerOffset(entry), a);
+    this.sendAck(job, entry, DESTINATION_ALL_WORKERS, port, address);
+  }
+
+  /** Sends entry's ack to `destination` (a worker id, or all workers) via the switch. */
+  private sendAck(job: PsJob, entry: number, destination: number, port: number, address: string) {
+    const view = job.acks.view;
+    view.setUint16(job.acks.headerOffset(entry) + Field.destination, destination, true);
+    this.stats.acksSent++;
+    this.transmit.send(job.acks.packet(entry, job.elementCount[entry]), port, address);
+  }
+}

@@ -1,0 +1,22 @@
+import { dropsByName } from "../proto/drops.js";
+import type { PsCore } from "./core.js";
+
+/** The parameter server's counters as one JSON-friendly record. */
+export function psReport(core: PsCore) {
+  const s = core.stats;
+  return {
+    rxPackets: s.rxPackets,
+    workerContributions: s.workerContributions,
+    collisions: s.collisions,
+    partials: s.partials,
+    fullAggregates: s.fullAggregates,
+    aggregationsCompleted: s.aggregationsCompleted,
+    partialsMerged: s.partialsMerged,
+    floatResults: s.floatResults,
+    resultsResent: s.resultsResent,
+    acksSent: s.acksSent,
+    statesHeld: core.statesHeld,
+    drops: dropsByName(s.drops),
+  };
+}
+export type PsReport = ReturnType<typeof psReport>;

@@ -1,0 +1,287 @@
+import assert from "node:assert/strict";
+import { beforeEach, describe, it } from "node:test";
+import { atpHash, atpIndex } from "../proto/addressing.js";
+import { parseSwitchConfig } from "../proto/config.js";
+import { DropReason } from "../proto/drops.js";
+import { INT32_MAX } from "../proto/fixedpoint.js";
+import { DESTINATION_ALL_WORKERS, Flag, PacketType, WORKER_ID_NONE } from "../proto/wire.js";
+import { AggregatorState } from "../switch/aggregators.js";
+import { SwitchCore } from "../switch/core.js";
+import { captureTransmit, contribution, packet } from "./packets.js";
+
+const PS = { host: "127.0.0.1", port: 9000 };
+const atpA = { id: 1, mode: "atp" as const, fanIn: 2, offset: 0, size: 4, window: 2 };
+const atpB = { id: 2, mode: "atp" as const, fanIn: 2, offset: 0, size: 4, window: 2 };
+const netreduce = { id: 3, mode: "netreduce" as const, fanIn: 2, offset: 4, size: 4, window: 2 };
+const psJob = { id: 4, mode: "ps" as const, fanIn: 2, window: 2 };
+const portOf = (job: number, w: number) => 5000 + 10 * job + w;
+
+/** The first PSN at or after `from` that job `jobId` hashes to `index` in a 4-aggregator slice. */
+function psnAt(jobId: number, index: number, from = 0): number {
+  for (let psn = from; psn < from + 10_000; psn++)
+    if (atpIndex(jobId, psn, 0, 4) === index) return psn;
+  throw new Error("no PSN found");
+}
+
+describe("ATP addressing", () => {
+  it("matches the test vectors of proto/README.md", () => {
+    // Computed independently (Python) from the steps in the spec.
+    assert.equal(atpHash(0, 0), 0x11fd02eb);
+    assert.equal(atpHash(1, 0), 0xbb2aafde);
+    assert.equal(atpHash(1, 1), 0x0dd6b1d3);
+    assert.equal(atpHash(7, 123456), 0x4f4e704b);
+    assert.equal(atpIndex(7, 123456, 100, 50), 119);
+  });
+
+  it("spreads consecutive PSNs of a job over the slice", () => {
+    const hits = new Array(64).fill(0);
+    for (let psn = 0; psn < 64 * 100; psn++) hits[atpIndex(3, psn, 0, 64)]++;
+    assert.ok(Math.min(...hits) > 60 && Math.max(...hits) < 140, `uneven: ${hits}`);
+  });
+});
+
+describe("ATP program in the switch", () => {
+  let capture: ReturnType<typeof captureTransmit>;
+  let core: SwitchCore;
+  const send = (
+    job: { id: number; fanIn: number },
+    w: number,
+    psn: number,
+    values: number[],
+    extra = {},
+  ) =>
+    core.receive(
+      contribution({ ...job, offset: 0, size: 4 }, w, psn, values, {
+        aggregatorIndex: atpIndex(job.id, psn, 0, 4),
+        ...extra,
+      }),
+      portOf(job.id, w),
+      "127.0.0.1",
+      0,
+    );
+  const ack = (
+    job: { id: number; fanIn: number },
+    psn: number,
+    index: number,
+    values: number[],
+    extra = {},
+  ) =>
+    core.receive(
+      packet(
+        {
+          type: PacketType.ack,
+          jobId: job.id,
+          workerId: WORKER_ID_NONE,
+          fanIn: job.fanIn,
+          psn,
+          aggregatorIndex: index,
+          bitmap: 0b11,
+          scaleBits: 8,
+          destination: DESTINATION_ALL_WORKERS,
+          ...extra,
+        },
+        values,
+      ),
+      PS.port,
+      PS.host,
+      0,
+    );
+  const toPs = () => capture.sent.filter((s) => s.port === PS.port);
+
+  beforeEach(() => {
+    capture = captureTransmit();
+    core = new SwitchCore(
+      parseSwitchConfig({
+        aggregators: 8,
+        elementsPerAggregator: 4,
+        jobs: [atpA, atpB, netreduce, psJob],
+        parameterServer: PS,
+      }),
+      capture,
+    );
+  });
+
+  it("claims, adds, and sends the full aggregate to the PS, not to the workers", () => {
+    const index = atpIndex(1, 0, 0, 4);
+    send(atpA, 0, 0, [1, 2]);
+    assert.equal(core.aggregators.state[index], AggregatorState.partial);
+    assert.equal(core.aggregators.jobId[index], 1);
+    send(atpA, 1, 0, [10, 20]);
+    assert.equal(capture.sent.length, 1);
+    const [aggregate] = toPs();
+    assert.deepEqual(aggregate.values, [11, 22]);
+    assert.equal(aggregate.header.type, PacketType.contribution);
+    assert.equal(aggregate.header.workerId, WORKER_ID_NONE);
+    assert.equal(aggregate.header.bitmap, 0b11);
+    assert.equal(aggregate.header.aggregatorIndex, index);
+    assert.equal(aggregate.header.flags, Flag.toPs);
+    assert.equal(core.aggregators.state[index], AggregatorState.complete, "held until the ack");
+    assert.equal(core.job(1)?.counters.aggregationsCompleted, 1);
+  });
+
+  it("releases the aggregator on the PS's ack and multicasts the ack to the job's workers", () => {
+    const index = atpIndex(1, 0, 0, 4);
+    send(atpA, 0, 0, [1]);
+    send(atpA, 1, 0, [2]);
+    capture.sent.length = 0;
+    ack(atpA, 0, index, [3]);
+    assert.equal(core.aggregators.state[index], AggregatorState.empty);
+    assert.deepEqual(capture.sent.map((s) => s.port).sort(), [portOf(1, 0), portOf(1, 1)]);
+    assert.equal(capture.sent[0].header.type, PacketType.ack);
+    assert.deepEqual(capture.sent[0].values, [3]);
+    assert.equal(core.job(1)?.counters.releases, 1);
+  });
+
+  it("an ack whose (job, PSN) the aggregator no longer holds releases nothing", () => {
+    const index = atpIndex(1, 0, 0, 4);
+    send(atpA, 0, 0, [1]);
+    ack(atpA, 4, index, [0]); // another PSN of the same job
+    ack(atpB, 0, index, [0]); // the same PSN of another job
+    assert.equal(core.aggregators.state[index], AggregatorState.partial);
+    assert.equal(core.job(1)?.counters.acksWithoutMatch, 1);
+    assert.equal(core.job(2)?.counters.acksWithoutMatch, 1);
+  });
+
+  it("drops an ack that does not come from the parameter server", () => {
+    send(atpA, 0, 0, [1]);
+    send(atpA, 1, 0, [2]);
+    const index = atpIndex(1, 0, 0, 4);
+    core.receive(
+      packet(
+        {
+          type: PacketType.ack,
+          jobId: 1,
+          fanIn: 2,
+          workerId: WORKER_ID_NONE,
+          psn: 0,
+          aggregatorIndex: index,
+          destination: DESTINATION_ALL_WORKERS,
+        },
+        [3],
+      ),
+      portOf(1, 0),
+      "127.0.0.1",
+      0,
+    );
+    assert.equal(core.stats.drops[DropReason.notFromParameterServer], 1);
+    assert.equal(core.aggregators.state[index], AggregatorState.complete);
+  });
+
+  it("passes a colliding contribution through to the PS unchanged, with the collision flag", () => {
+    const index = atpIndex(1, 0, 0, 4);
+    const psnB = psnAt(2, index);
+    send(atpA, 0, 0, [5]);
+    send(atpB, 1, psnB, [7, 8]);
+    const [passed] = toPs();
+    assert.equal(passed.header.jobId, 2);
+    assert.equal(passed.header.workerId, 1);
+    assert.equal(passed.header.psn, psnB);
+    assert.deepEqual(passed.values, [7, 8]);
+    assert.equal(passed.header.flags, Flag.toPs | Flag.collision);
+    assert.equal(core.job(2)?.counters.collisions, 1);
+    assert.equal(core.job(2)?.counters.fallbacks, 1);
+    // job A's partial is untouched
+    send(atpA, 1, 0, [6]);
+    assert.deepEqual(toPs()[1].values, [11]);
+  });
+
+  it("a resend that finds its own partial evicts it to the PS and holds the PSN in fallback", () => {
+    const index = atpIndex(1, 0, 0, 4);
+    send(atpA, 0, 0, [5]);
+    send(atpA, 0, 0, [5], { flags: Flag.resend });
+    const [partial, resend] = toPs();
+    assert.equal(partial.header.workerId, WORKER_ID_NONE);
+    assert.equal(partial.header.bitmap, 0b01);
+    assert.deepEqual(partial.values, [5]);
+    assert.equal(partial.header.flags & Flag.toPs, Flag.toPs);
+    assert.equal(resend.header.workerId, 0);
+    assert.equal(core.aggregators.state[index], AggregatorState.fallback);
+    // worker 1's first send is not aggregated here any more: the PS finishes the PSN
+    send(atpA, 1, 0, [6]);
+    assert.equal(toPs()[2].header.workerId, 1);
+    assert.equal(core.job(1)?.counters.evictions, 1);
+    assert.equal(core.job(1)?.counters.fallbacks, 3);
+    ack(atpA, 0, index, [11]);
+    assert.equal(core.aggregators.state[index], AggregatorState.empty);
+  });
+
+  it("a resend after completion sends the held aggregate to the PS again", () => {
+    send(atpA, 0, 0, [1]);
+    send(atpA, 1, 0, [2]);
+    send(atpA, 1, 0, [2]); // a plain duplicate: dropped
+    assert.equal(core.stats.drops[DropReason.duplicate], 1);
+    send(atpA, 1, 0, [2], { flags: Flag.resend });
+    const sent = toPs();
+    assert.equal(sent.length, 2);
+    assert.deepEqual(sent[1].values, [3]);
+    assert.equal(sent[1].header.flags & Flag.resend, Flag.resend);
+  });
+
+  it("a sum that would overflow int32 goes to the PS unsaturated instead", () => {
+    const index = atpIndex(1, 0, 0, 4);
+    send(atpA, 0, 0, [INT32_MAX, -5]);
+    send(atpA, 1, 0, [1, 5]);
+    const [partial, passed] = toPs();
+    assert.deepEqual(partial.values, [INT32_MAX, -5], "the partial is restored, not saturated");
+    assert.deepEqual(passed.values, [1, 5]);
+    assert.equal(core.aggregators.state[index], AggregatorState.fallback);
+    assert.equal(core.job(1)?.counters.overflowFallbacks, 1);
+  });
+
+  it("frees an aggregator its own job left stale a window ago", () => {
+    const index = atpIndex(1, 0, 0, 4);
+    send(atpA, 0, 0, [1]);
+    const later = psnAt(1, index, atpA.window);
+    send(atpA, 0, later, [2]);
+    assert.equal(core.aggregators.psn[index], later);
+    assert.equal(core.job(1)?.counters.staleFreed, 1);
+  });
+
+  it("drops packets of an unknown job, an index outside the slice or an ungranted fan-in, and other jobs go on", () => {
+    send({ id: 99, fanIn: 2 }, 0, 0, [1]);
+    send(atpA, 0, 0, [1], { aggregatorIndex: 4 });
+    send({ id: 1, fanIn: 3 }, 0, 0, [1]);
+    assert.equal(core.stats.drops[DropReason.unknownJob], 1);
+    assert.equal(core.stats.drops[DropReason.badIndex], 1);
+    assert.equal(core.stats.drops[DropReason.fanInMismatch], 1);
+    assert.equal(capture.sent.length, 0);
+    send(atpA, 0, 0, [1]);
+    send(atpA, 1, 0, [2]);
+    assert.deepEqual(toPs()[0].values, [3]);
+    const nr = (w: number) =>
+      core.receive(contribution(netreduce, w, 0, [w + 1]), portOf(3, w), "127.0.0.1", 0);
+    nr(0);
+    nr(1);
+    assert.deepEqual(
+      capture.sent.filter((s) => s.header.jobId === 3).map((s) => s.values[0]),
+      [3, 3],
+    );
+  });
+
+  it("PS mode: forwards every contribution to the PS and multicasts its ack", () => {
+    for (const w of [0, 1]) {
+      core.receive(
+        contribution({ ...psJob, offset: 0, size: 1 }, w, 0, [w + 1], { aggregatorIndex: 0 }),
+        portOf(4, w),
+        "127.0.0.1",
+        0,
+      );
+    }
+    assert.deepEqual(
+      toPs().map((s) => [s.header.workerId, s.header.flags]),
+      [
+        [0, Flag.toPs],
+        [1, Flag.toPs],
+      ],
+    );
+    ack(psJob, 0, 0, [3]);
+    assert.deepEqual(
+      capture.sent
+        .filter((s) => s.header.type === PacketType.ack)
+        .map((s) => s.port)
+        .sort(),
+      [portOf(4, 0), portOf(4, 1)],
+    );
+    assert.equal(core.stats.aggregationsCompleted, 0, "the switch aggregates nothing");
+  });
+});

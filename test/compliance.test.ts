@@ -1,0 +1,128 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { JOB_MODES, type JobMode } from "../proto/config.js";
+import { verifyAllReduce } from "../worker/workload.js";
+import { testSeed } from "./seed.js";
+import { type SimJob, simulate } from "./simnet.js";
+
+/**
+ * The aggregator compliance suite, run against every switch program
+ * (NetReduce, ATP with PS fallback, and the PS baseline): whatever the
+ * network does, each worker's values are counted exactly once and each PSN
+ * completes exactly once where it completes.
+ */
+
+/** Aggregations finished, counted where the mode finishes them. */
+function completions(mode: JobMode, sim: ReturnType<typeof simulate>): number {
+  return mode === "netreduce"
+    ? sim.sw.stats.aggregationsCompleted
+    : sim.ps.stats.aggregationsCompleted;
+}
+
+function assertExact(sim: ReturnType<typeof simulate>, jobs: SimJob[]): void {
+  sim.jobs.forEach((job, j) => {
+    for (const [w, out] of job.outputs.entries()) {
+      const v = verifyAllReduce(out, job.seed, jobs[j].workers, jobs[j].scaleBits ?? 20);
+      assert.equal(v.notBitExact, 0, `job ${j} worker ${w}: ${v.notBitExact} elements differ`);
+      assert.equal(v.verified, true, `job ${j} worker ${w}`);
+    }
+  });
+}
+
+for (const mode of JOB_MODES) {
+  describe(`aggregator compliance: ${mode}`, () => {
+    // A pool of 2 x window for ATP: hashing leaves some collisions even alone.
+    const job = (extra: Partial<SimJob> = {}): SimJob => ({
+      mode,
+      workers: 4,
+      elements: 12_001,
+      window: 8,
+      elementsPerPacket: 50,
+      ...extra,
+    });
+
+    it("counts every contribution once on a clean network", () => {
+      const seed = testSeed(`compliance ${mode} clean`, 11);
+      const jobs = [job()];
+      const sim = simulate({
+        jobs,
+        aggregators: 16,
+        rates: { drop: 0, duplicate: 0, reorder: 0 },
+        seed,
+      });
+      assertExact(sim, jobs);
+      assert.equal(completions(mode, sim), sim.jobs[0].packets);
+    });
+
+    for (const [name, rates] of [
+      ["duplication", { drop: 0, duplicate: 0.1, reorder: 0 }],
+      ["reordering", { drop: 0, duplicate: 0, reorder: 0.2 }],
+      ["loss", { drop: 0.03, duplicate: 0, reorder: 0 }],
+      ["loss, duplication and reordering", { drop: 0.02, duplicate: 0.02, reorder: 0.05 }],
+    ] as const) {
+      it(`stays exact under ${name}, across calls`, () => {
+        const seed = testSeed(`compliance ${mode} ${name}`, 12);
+        const jobs = [job()];
+        const sim = simulate({ jobs, aggregators: 16, rates, seed, calls: 2 });
+        assertExact(sim, jobs);
+        assert.equal(completions(mode, sim), 2 * sim.jobs[0].packets, "each PSN completes once");
+        if (rates.drop > 0) {
+          const resent = sim.jobs[0].workers.reduce((n, w) => n + w.stats.retransmissions, 0);
+          assert.ok(resent > 0, "loss was recovered by retransmission");
+        }
+      });
+    }
+  });
+}
+
+describe("aggregator compliance: jobs of every mode on one switch", () => {
+  it("keeps each job exact while ATP jobs collide in a small shared pool", () => {
+    const seed = testSeed("compliance multi-tenant", 13);
+    const jobs: SimJob[] = [
+      {
+        mode: "netreduce",
+        workers: 3,
+        elements: 8_000,
+        window: 8,
+        elementsPerPacket: 40,
+        seed: seed + 1,
+      },
+      {
+        mode: "atp",
+        workers: 4,
+        elements: 8_000,
+        window: 8,
+        elementsPerPacket: 40,
+        offset: 16,
+        size: 6,
+        seed: seed + 2,
+      },
+      {
+        mode: "atp",
+        workers: 2,
+        elements: 8_000,
+        window: 8,
+        elementsPerPacket: 40,
+        offset: 16,
+        size: 6,
+        seed: seed + 3,
+      },
+      { mode: "ps", workers: 2, elements: 4_000, window: 8, elementsPerPacket: 40, seed: seed + 4 },
+    ];
+    const sim = simulate({
+      jobs,
+      aggregators: 22,
+      rates: { drop: 0.01, duplicate: 0.01, reorder: 0.02 },
+      seed,
+    });
+    assertExact(sim, jobs);
+    const [netreduce, atpA, atpB] = sim.sw.jobs;
+    assert.ok(
+      atpA.counters.collisions > 0 && atpB.counters.collisions > 0,
+      "the pool is contended",
+    );
+    assert.ok(atpA.counters.fallbacks > 0 && atpB.counters.fallbacks > 0);
+    assert.equal(netreduce.counters.collisions + netreduce.counters.fallbacks, 0);
+    assert.equal(netreduce.counters.aggregationsCompleted, sim.jobs[0].packets);
+  });
+});

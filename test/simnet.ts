@@ -1,0 +1,144 @@
+import assert from "node:assert/strict";
+import { type JobMode, parseSwitchConfig } from "../proto/config.js";
+import { Prng } from "../proto/prng.js";
+import { PsCore } from "../ps/core.js";
+import { SwitchCore } from "../switch/core.js";
+import { DEFAULT_RTO, WorkerCore } from "../worker/core.js";
+import { makeGradient } from "../worker/workload.js";
+
+export interface SimJob {
+  mode: JobMode;
+  workers: number;
+  elements: number;
+  window: number;
+  elementsPerPacket: number;
+  /** NetReduce region or ATP pool slice; NetReduce defaults to its own 2 x window region */
+  offset?: number;
+  size?: number;
+  scaleBits?: number;
+  /** seed of the job's gradients; defaults to the simulation's */
+  seed?: number;
+}
+
+export interface SimOptions {
+  jobs: SimJob[];
+  aggregators: number;
+  /** the switch's fault rates, both directions */
+  rates: { drop: number; duplicate: number; reorder: number };
+  seed: number;
+  /** all-reduces run back to back by every worker */
+  calls?: number;
+}
+
+const SWITCH_PORT = 1000;
+const PS_PORT = 2000;
+const HOST = "127.0.0.1";
+const workerPort = (job: number, worker: number) => 3000 + 100 * job + worker;
+
+/**
+ * The switch, the parameter server and every job's workers, sans-IO, wired by
+ * an in-memory network with virtual time: each hop takes 0.05 ms plus a
+ * seeded jitter, so packets also overtake each other, and the switch's own
+ * fault injector drops, duplicates and reorders in both directions. Jobs run
+ * at once, as on a shared switch.
+ */
+export function simulate(o: SimOptions) {
+  let nextOffset = 0;
+  const jobConfigs = o.jobs.map((job, j) => {
+    const id = j + 1;
+    const common = { id, fanIn: job.workers, window: job.window };
+    if (job.mode === "ps") return { ...common, mode: "ps" as const };
+    const size = job.size ?? 2 * job.window;
+    const offset = job.offset ?? nextOffset;
+    nextOffset = Math.max(nextOffset, offset + size);
+    return { ...common, mode: job.mode, offset, size };
+  });
+  const config = parseSwitchConfig({
+    aggregators: o.aggregators,
+    elementsPerAggregator: Math.max(...o.jobs.map((j) => j.elementsPerPacket)),
+    jobs: jobConfigs,
+    parameterServer: { host: HOST, port: PS_PORT },
+    faults: { seed: o.seed, ingress: o.rates, egress: o.rates },
+  });
+  const jitter = new Prng(o.seed ^ 0x5eed);
+  type InFlight = { at: number; to: number; from: number; bytes: Buffer };
+  const network: InFlight[] = [];
+  let now = 0;
+  const deliver = (from: number, to: number, buf: Buffer) => {
+    network.push({ at: now + 0.05 + jitter.nextFloat() * 0.05, to, from, bytes: Buffer.from(buf) });
+  };
+  const sw = new SwitchCore(config, { send: (buf, port) => deliver(SWITCH_PORT, port, buf) });
+  const ps = new PsCore(config.jobs, config.elementsPerAggregator, {
+    send: (buf, port) => deliver(PS_PORT, port, buf),
+  });
+  const jobs = o.jobs.map((job, j) => {
+    const cfg = jobConfigs[j];
+    const seed = job.seed ?? o.seed;
+    const workers = Array.from(
+      { length: job.workers },
+      (_, w) =>
+        new WorkerCore(
+          {
+            ...DEFAULT_RTO,
+            mode: job.mode,
+            jobId: cfg.id,
+            workerId: w,
+            fanIn: job.workers,
+            regionOffset: cfg.mode === "ps" ? 0 : cfg.offset,
+            regionSize: cfg.mode === "ps" ? 0 : cfg.size,
+            window: job.window,
+            elementsPerPacket: job.elementsPerPacket,
+            scaleBits: job.scaleBits ?? 20,
+          },
+          { send: (buf) => deliver(workerPort(j, w), SWITCH_PORT, buf) },
+        ),
+    );
+    const inputs = workers.map((_, w) => makeGradient(job.elements, seed, w));
+    const outputs = workers.map(() => new Float32Array(job.elements));
+    return {
+      seed,
+      workers,
+      inputs,
+      outputs,
+      packets: Math.ceil(job.elements / job.elementsPerPacket),
+    };
+  });
+  const byPort = new Map<number, WorkerCore>();
+  jobs.forEach((job, j) => {
+    job.workers.forEach((w, i) => {
+      byPort.set(workerPort(j, i), w);
+    });
+  });
+  const all = [...byPort.values()];
+
+  for (let call = 0; call < (o.calls ?? 1); call++) {
+    for (const job of jobs) {
+      job.outputs.forEach((out) => {
+        out.fill(Number.NaN);
+      });
+      job.workers.forEach((w, i) => {
+        w.begin(job.inputs[i], job.outputs[i], now);
+      });
+    }
+    let nextTick = now + 1;
+    for (let steps = 0; all.some((w) => !w.done); steps++) {
+      assert.ok(steps < 5_000_000, "simulation did not finish");
+      network.sort((a, b) => a.at - b.at);
+      const next = network.shift();
+      if (next === undefined || next.at > nextTick) {
+        if (next !== undefined) network.unshift(next);
+        now = nextTick;
+        nextTick += 1;
+        sw.tick(now);
+        for (const w of all) w.tick(now);
+        continue;
+      }
+      now = next.at;
+      if (next.to === SWITCH_PORT) sw.receive(next.bytes, next.from, HOST, now);
+      else if (next.to === PS_PORT) ps.receive(next.bytes, next.from, HOST);
+      else byPort.get(next.to)?.receive(next.bytes, now);
+    }
+  }
+  for (const w of all) assert.equal(w.failure, null, `a worker gave up: ${w.failure}`);
+  return { sw, ps, jobs };
+}
