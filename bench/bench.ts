@@ -14,7 +14,18 @@ import { encodeHeader } from "../proto/codec.js";
 import { parseSwitchConfig } from "../proto/config.js";
 import { emptyHeader, HEADER_BYTES, PacketType } from "../proto/wire.js";
 import { SwitchCore } from "../switch/core.js";
-import { DEFAULT_EXPERIMENT, type ExperimentResult, runExperiment } from "./run.js";
+import { type RunResult, runScenarioRun } from "./run.js";
+import { ScenarioRunSchema } from "./scenario.js";
+
+/** One lossless NetReduce job of `workers` through the real switch or the floor relay. */
+function netReduceRun(workers: number, size: number, window: number, impl: "ina" | "floor") {
+  const run = ScenarioRunSchema.parse({
+    name: impl,
+    aggregators: 2 * window,
+    jobs: [{ mode: "netreduce", workers, size, window }],
+  });
+  return runScenarioRun(run, { seed: 1, timeoutMs: 300_000, switchImpl: impl });
+}
 
 const spec = {
   command: "npm run bench --",
@@ -97,12 +108,11 @@ await runCli(spec, async (o) => {
   const pipeline = pipelineOnly(4, 200_000);
   const pipelineLine = `switch pipeline alone (4 workers, 256 int32 per packet): ${pipeline.nsPerPacket.toFixed(0)} ns per packet in (${(1e9 / pipeline.nsPerPacket / 1e6).toFixed(2)} M packets/s)`;
   if (!o.json) process.stdout.write(`${pipelineLine}\n\n`);
-  const rows: Array<{ workers: number; ina: ExperimentResult; floor: ExperimentResult }> = [];
+  const rows: Array<{ workers: number; ina: RunResult; floor: RunResult }> = [];
   for (const workers of o.workers) {
-    const base = { ...DEFAULT_EXPERIMENT, workers, sizeBytes: o.size, window: o.window };
     process.stderr.write(`bench: ${workers} workers ...\n`);
-    const floor = await runExperiment({ ...base, switchImpl: "floor" });
-    const ina = await runExperiment({ ...base, switchImpl: "ina" });
+    const floor = await netReduceRun(workers, o.size, o.window, "floor");
+    const ina = await netReduceRun(workers, o.size, o.window, "ina");
     rows.push({ workers, ina, floor });
   }
   if (o.json) {
@@ -122,20 +132,20 @@ await runCli(spec, async (o) => {
   const table = [header];
   for (const { workers, ina, floor } of rows) {
     for (const r of [floor, ina]) {
-      const cpu = Number((r.switch as { cpuSeconds?: number }).cpuSeconds ?? Number.NaN);
-      const workerCpu = r.perWorker.reduce((s, w) => s + w.cpuSeconds, 0) / r.perWorker.length;
-      const perWorkerPackets = r.perWorker[0].packetsSent * 2;
+      const sw = r.switch as { cpuSeconds?: number; rxPackets?: number; txPackets?: number };
+      const swPackets = Number(sw.rxPackets ?? 0) + Number(sw.txPackets ?? 0);
+      const job = r.jobs[0];
+      const workerCpu = job.perWorker.reduce((s, w) => s + w.cpuSeconds, 0) / job.workers;
+      const perWorkerPackets = job.perWorker[0].packetsSent * 2;
       table.push([
         String(workers),
-        r.switchImpl === "ina" ? "ina-switch" : "floor relay",
-        r.goodputMBps.toFixed(1),
-        String(Math.round(r.switchPacketsPerSecond)),
-        ((cpu * 1e6) / r.switchPackets).toFixed(1),
+        r === ina ? "ina-switch" : "floor relay",
+        job.goodputMBps.toFixed(1),
+        String(Math.round(swPackets / job.seconds)),
+        ((Number(sw.cpuSeconds ?? Number.NaN) * 1e6) / swPackets).toFixed(1),
         ((workerCpu * 1e6) / perWorkerPackets).toFixed(1),
-        r.switchImpl === "ina"
-          ? `${((100 * ina.goodputMBps) / floor.goodputMBps).toFixed(0)}%`
-          : "",
-        r.verified ? "yes" : r.switchImpl === "floor" ? "n/a" : "NO",
+        r === ina ? `${((100 * job.goodputMBps) / floor.jobs[0].goodputMBps).toFixed(0)}%` : "",
+        job.verified ? "yes" : r === floor ? "n/a" : "NO",
       ]);
     }
   }

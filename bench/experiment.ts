@@ -1,184 +1,211 @@
 #!/usr/bin/env node
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import { byteSize, cliInt, cliProbability, EXIT_FAILED, EXIT_OK, runCli } from "../proto/cli.js";
 import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN, MAX_SCALE_BITS } from "../proto/wire.js";
-import { DEFAULT_EXPERIMENT as D, type ExperimentResult, runExperiment } from "./run.js";
+import { type RunResult, runScenarioRun } from "./run.js";
+import { applyOverrides, loadScenario } from "./scenario.js";
+
+export const SCENARIOS_DIR = fileURLToPath(new URL("../../bench/scenarios/", import.meta.url));
+const DEFAULT_SCENARIO = join(SCENARIOS_DIR, "compare.json");
 
 const spec = {
   command: "ina-experiment",
   summary:
-    "Runs the default experiment: a switch and N workers as separate processes on 127.0.0.1\n" +
-    "all-reduce a seeded random gradient with NetReduce aggregation; every worker's output is\n" +
-    "checked against a float64 reference sum and, bit for bit, against the exact fixed-point sum.",
+    "Runs an experiment scenario with real processes on 127.0.0.1: per run, a switch (and a\n" +
+    "parameter server when a job needs one) and every job's workers, started at their start\n" +
+    "times. Prints one row per job (time, goodput, collisions, fallback to the PS,\n" +
+    "retransmissions, verified) and writes all results as JSON to the results folder. Every\n" +
+    "output is checked against a float64 reference and bit for bit against the exact sum.",
   details:
-    "Exit codes: 0 every worker verified, 1 a worker failed verification or the run failed,\n" +
-    "2 bad option. Progress goes to stderr for runs longer than 2 s.",
+    "The default scenario, bench/scenarios/compare.json, runs the same 4-worker workload with\n" +
+    "NetReduce, ATP and a plain parameter server. Options other than --scenario, --only,\n" +
+    "--results, --json and --timeout-s override that setting in every job (or run) of the\n" +
+    "scenario. Scenario format: README.md. Exit codes: 0 every job verified, 1 a job failed\n" +
+    "verification or the run failed, 2 bad option or scenario. Progress goes to stderr.",
   options: {
+    scenario: {
+      type: "string",
+      valueName: "FILE",
+      description: "scenario file (JSON)",
+      defaultText: "bench/scenarios/compare.json",
+    },
+    only: {
+      type: "string",
+      valueName: "RUNS",
+      description: "comma-separated names of the runs to keep",
+      defaultText: "all",
+    },
     workers: {
       type: "string",
       valueName: "N",
-      description: `worker processes (1..${MAX_FAN_IN})`,
-      defaultText: String(D.workers),
+      description: `workers of every job (1..${MAX_FAN_IN})`,
     },
-    size: {
-      type: "string",
-      valueName: "BYTES",
-      description: "gradient per worker, e.g. 32MiB",
-      defaultText: "32MiB",
-    },
+    size: { type: "string", valueName: "BYTES", description: "gradient per worker, e.g. 32MiB" },
+    iterations: { type: "string", valueName: "N", description: "all-reduces per worker" },
     "elements-per-packet": {
       type: "string",
       valueName: "K",
       description: "int32 elements per packet",
-      defaultText: String(D.elementsPerPacket),
     },
-    window: {
-      type: "string",
-      valueName: "W",
-      description: "packets in flight per worker",
-      defaultText: String(D.window),
-    },
-    "region-size": {
-      type: "string",
-      valueName: "N",
-      description: "aggregators of the job (>= 2 x window)",
-      defaultText: "2 x window",
-    },
-    "scale-bits": {
-      type: "string",
-      valueName: "S",
-      description: "fixed point: value x 2^S",
-      defaultText: String(D.scaleBits),
-    },
+    window: { type: "string", valueName: "W", description: "packets in flight per worker" },
+    "scale-bits": { type: "string", valueName: "S", description: "fixed point: value x 2^S" },
     loss: {
       type: "string",
       valueName: "P",
       description: "drop probability, each direction at the switch",
-      defaultText: "0",
     },
     duplicate: {
       type: "string",
       valueName: "P",
       description: "duplication probability, each direction",
-      defaultText: "0",
     },
-    reorder: {
+    reorder: { type: "string", valueName: "P", description: "reorder probability, each direction" },
+    seed: { type: "string", valueName: "N", description: "seed of gradients and faults" },
+    results: {
       type: "string",
-      valueName: "P",
-      description: "reorder probability, each direction",
-      defaultText: "0",
-    },
-    seed: {
-      type: "string",
-      valueName: "N",
-      description: "seed of gradients and faults",
-      defaultText: String(D.seed),
-    },
-    iterations: {
-      type: "string",
-      valueName: "N",
-      description: "all-reduces per worker, back to back",
-      defaultText: "1",
+      valueName: "DIR",
+      description: "folder for the results JSON; '' = do not write",
+      defaultText: "results",
     },
     "timeout-s": {
       type: "string",
       valueName: "S",
-      description: "give up after this long",
+      description: "give up on a run after this long",
       defaultText: "300",
     },
     json: {
       type: "boolean",
-      description: "print the result as one JSON object instead of a table",
+      description: "print the results as one JSON object instead of a table",
     },
   },
   schema: z
     .strictObject({
-      workers: cliInt(1, MAX_FAN_IN).default(D.workers),
-      size: byteSize.default(D.sizeBytes),
-      elementsPerPacket: cliInt(1, MAX_ELEMENTS_PER_PACKET).default(D.elementsPerPacket),
-      window: cliInt(1, 1 << 16).default(D.window),
-      regionSize: cliInt(1, 1 << 20).optional(),
-      scaleBits: cliInt(0, MAX_SCALE_BITS).default(D.scaleBits),
-      loss: cliProbability.default(0),
-      duplicate: cliProbability.default(0),
-      reorder: cliProbability.default(0),
-      seed: cliInt(0, 0xffffffff).default(D.seed),
-      iterations: cliInt(1, 1_000_000).default(1),
+      scenario: z.string().default(DEFAULT_SCENARIO),
+      only: z
+        .string()
+        .transform((s) => s.split(",").map((name) => name.trim()))
+        .optional(),
+      workers: cliInt(1, MAX_FAN_IN).optional(),
+      size: byteSize.optional(),
+      iterations: cliInt(1, 10_000).optional(),
+      elementsPerPacket: cliInt(1, MAX_ELEMENTS_PER_PACKET).optional(),
+      window: cliInt(1, 1 << 16).optional(),
+      scaleBits: cliInt(0, MAX_SCALE_BITS).optional(),
+      loss: cliProbability.optional(),
+      duplicate: cliProbability.optional(),
+      reorder: cliProbability.optional(),
+      seed: cliInt(0, 0xffffffff).optional(),
+      results: z.string().default("results"),
       timeoutS: z.coerce.number().positive().max(86_400).default(300),
       json: z.boolean().default(false),
     })
-    .refine((o) => o.size > 0 && o.size % 4 === 0, {
+    .refine((o) => o.size === undefined || (o.size > 0 && o.size % 4 === 0), {
       path: ["size"],
       message: "must be a positive multiple of 4 bytes",
     })
-    .refine((o) => o.regionSize === undefined || o.regionSize >= 2 * o.window, {
-      path: ["regionSize"],
-      message: "a NetReduce region needs at least 2 x window aggregators",
-    })
-    .refine((o) => o.loss + o.duplicate + o.reorder <= 1, {
+    .refine((o) => (o.loss ?? 0) + (o.duplicate ?? 0) + (o.reorder ?? 0) <= 1, {
       path: ["loss"],
       message: "loss + duplicate + reorder must not exceed 1",
     }),
 } as const;
 
-function formatTable(r: ExperimentResult): string {
-  const mb = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
-  const rows: Array<[string, string]> = [
-    ["mode", r.mode],
-    ["workers", String(r.workers)],
-    ["bytes per worker", `${mb(r.bytesPerWorker)} x ${r.iterations}`],
-    ["elements / packet, window", `${r.elementsPerPacket}, ${r.window}`],
-    [
-      "faults (each direction)",
-      `loss ${r.faults.drop}, duplicate ${r.faults.duplicate}, reorder ${r.faults.reorder}`,
-    ],
-    ["seconds", r.seconds.toFixed(3)],
-    ["goodput per worker", `${r.goodputMBps.toFixed(1)} MB/s`],
-    ["switch packets (in + out)", `${r.switchPackets} (${Math.round(r.switchPacketsPerSecond)}/s)`],
-    ["retransmissions", String(r.retransmissions)],
-    ["duplicates dropped", String(r.duplicatesDropped)],
-    ["max abs error", r.maxAbsError.toExponential(3)],
-    ["verified", r.verified ? "yes" : "NO"],
+const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+
+export function formatTable(runs: RunResult[]): string {
+  const header = [
+    "run",
+    "job",
+    "mode",
+    "workers",
+    "MiB",
+    "aggregators",
+    "start s",
+    "seconds",
+    "MB/s/worker",
+    "collisions",
+    "fallback",
+    "retransmits",
+    "verified",
   ];
-  const width = Math.max(...rows.map(([k]) => k.length)) + 2;
-  const lines = rows.map(([k, v]) => `${k.padEnd(width)}${v}`);
-  const perWorker = r.perWorker.map(
-    (w) =>
-      `  worker ${w.workerId}: ${w.seconds.toFixed(3)} s, ${w.goodputMBps.toFixed(1)} MB/s, ` +
-      `${w.packetsSent} packets, ${w.retransmissions} retransmissions, ` +
-      `${w.notBitExact} not bit-exact, ${w.outOfBound} out of bound, verified ${w.verified ? "yes" : "NO"}`,
+  const rows = runs.flatMap((run) =>
+    run.jobs.map((j) => [
+      run.name,
+      j.name,
+      j.mode,
+      String(j.workers),
+      `${((j.bytesPerWorker * j.iterations) / 2 ** 20).toFixed(1)}`,
+      j.mode === "ps" ? "-" : `${j.regionSize}${j.mode === "atp" ? " shared" : ""}`,
+      (j.startMs / 1000).toFixed(1),
+      j.seconds.toFixed(2),
+      j.goodputMBps.toFixed(1),
+      j.mode === "atp" ? String(j.collisions) : "-",
+      j.mode === "atp" ? pct(j.fallbackFraction) : j.mode === "ps" ? "all" : "-",
+      String(j.retransmissions),
+      j.verified ? "yes" : "NO",
+    ]),
   );
-  return `${lines.join("\n")}\n${perWorker.join("\n")}\n`;
+  const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c].length)));
+  const line = (cells: string[]) =>
+    cells.map((cell, c) => (c < 3 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join("  ");
+  const faults = runs.map((r) => {
+    const f = r.faults;
+    return f.loss + f.duplicate + f.reorder > 0
+      ? `${r.name}: loss ${f.loss}, duplicate ${f.duplicate}, reorder ${f.reorder} each way`
+      : null;
+  });
+  const notes = faults.filter((f) => f !== null);
+  return [
+    line(header),
+    ...rows.map(line),
+    ...(notes.length > 0 ? ["", `faults: ${notes.join("; ")}`] : []),
+    "",
+  ].join("\n");
 }
 
 await runCli(spec, async (o) => {
-  const started = Date.now();
-  let lastPrinted = 0;
-  process.stderr.write(`ina-experiment: ${o.workers} workers x ${o.size} bytes, seed ${o.seed}\n`);
-  const result = await runExperiment({
-    workers: o.workers,
-    sizeBytes: o.size,
-    elementsPerPacket: o.elementsPerPacket,
-    window: o.window,
-    regionSize: o.regionSize,
-    scaleBits: o.scaleBits,
-    drop: o.loss,
-    duplicate: o.duplicate,
-    reorder: o.reorder,
-    seed: o.seed,
-    iterations: o.iterations,
-    timeoutMs: o.timeoutS * 1000,
-    switchImpl: "ina",
-    onProgress: (fraction) => {
-      const elapsed = Date.now() - started;
-      if (elapsed > 2000 && elapsed - lastPrinted >= 1000) {
-        lastPrinted = elapsed;
-        process.stderr.write(
-          `  all-reduce ${(fraction * 100).toFixed(0)}% after ${(elapsed / 1000).toFixed(1)} s\n`,
-        );
-      }
-    },
-  });
-  process.stdout.write(o.json ? `${JSON.stringify(result)}\n` : formatTable(result));
-  return result.verified ? EXIT_OK : EXIT_FAILED;
+  const scenario = applyOverrides(await loadScenario(o.scenario), o);
+  const startedAt = new Date();
+  process.stderr.write(
+    `ina-experiment: scenario ${scenario.name}, ${scenario.runs.length} run(s), seed ${scenario.seed}\n`,
+  );
+  const runs: RunResult[] = [];
+  for (const run of scenario.runs) {
+    const t0 = Date.now();
+    let lastPrinted = 0;
+    process.stderr.write(`  run ${run.name}: ${run.jobs.map((j) => j.mode).join(" + ")}\n`);
+    const result = await runScenarioRun(run, {
+      seed: scenario.seed,
+      timeoutMs: o.timeoutS * 1000,
+      onProgress: (fractions) => {
+        const elapsed = Date.now() - t0;
+        if (elapsed > 2000 && elapsed - lastPrinted >= 2000) {
+          lastPrinted = elapsed;
+          const parts = Object.entries(fractions).map(([n, f]) => `${n} ${(f * 100).toFixed(0)}%`);
+          process.stderr.write(`    ${(elapsed / 1000).toFixed(0)} s: ${parts.join(", ")}\n`);
+        }
+      },
+    });
+    runs.push(result);
+  }
+  const verified = runs.every((r) => r.verified);
+  const output = {
+    scenario: scenario.name,
+    description: scenario.description,
+    seed: scenario.seed,
+    startedAt: startedAt.toISOString(),
+    verified,
+    runs,
+  };
+  if (o.results !== "") {
+    await mkdir(o.results, { recursive: true });
+    const stamp = startedAt.toISOString().replace(/[:.]/g, "-");
+    const path = join(o.results, `${scenario.name}-${stamp}.json`);
+    await writeFile(path, `${JSON.stringify(output, null, 2)}\n`);
+    process.stderr.write(`results: ${path}\n`);
+  }
+  process.stdout.write(o.json ? `${JSON.stringify(output)}\n` : formatTable(runs));
+  return verified ? EXIT_OK : EXIT_FAILED;
 });

@@ -1,46 +1,31 @@
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import type { SwitchConfigInput } from "../proto/config.js";
+import type { PsReport } from "../ps/report.js";
 import type { SwitchReport } from "../switch/report.js";
 import { ChildNode, type ProcessRecord } from "./processes.js";
+import { type ResolvedJob, resolveJobs, type ScenarioRun } from "./scenario.js";
 
-export interface ExperimentOptions {
-  workers: number;
-  sizeBytes: number;
-  elementsPerPacket: number;
-  window: number;
-  /** aggregators in the job's region; default 2 x window */
-  regionSize?: number;
-  scaleBits: number;
-  /** fault rates, applied in both directions at the switch */
-  drop: number;
-  duplicate: number;
-  reorder: number;
-  seed: number;
-  iterations: number;
-  timeoutMs: number;
-  /** "ina": the real switch; "floor": bench/floor-switch.ts, the transport floor */
-  switchImpl: "ina" | "floor";
-  /** called with the fraction of packets completed, about every 500 ms */
-  onProgress?: (fraction: number) => void;
-}
-
-export const DEFAULT_EXPERIMENT: Omit<ExperimentOptions, "onProgress"> = {
-  workers: 4,
-  sizeBytes: 32 * 1024 * 1024,
-  elementsPerPacket: 256,
-  window: 128,
-  scaleBits: 20,
-  drop: 0,
-  duplicate: 0,
-  reorder: 0,
-  seed: 1,
-  iterations: 1,
-  timeoutMs: 300_000,
-  switchImpl: "ina",
+const here = (path: string) => fileURLToPath(new URL(path, import.meta.url));
+export const SCRIPTS = {
+  switch: here("../switch/cli.js"),
+  floor: here("./floor-switch.js"),
+  ps: here("../ps/cli.js"),
+  worker: here("../worker/cli.js"),
 };
+
+export interface RunOptions {
+  /** seed of faults, and of gradients for jobs without their own */
+  seed: number;
+  timeoutMs: number;
+  /** "ina": the real switch; "floor": bench/floor-switch.ts (one lossless NetReduce job) */
+  switchImpl?: "ina" | "floor";
+  /** called with each job's fraction of packets completed, about every 500 ms */
+  onProgress?: (fractions: Record<string, number>) => void;
+}
 
 export interface WorkerOutcome {
   workerId: number;
@@ -57,65 +42,86 @@ export interface WorkerOutcome {
   verified: boolean;
 }
 
-export interface ExperimentResult {
-  mode: "netreduce";
-  switchImpl: "ina" | "floor";
+/** Switch counters of one job (see switch/jobs.ts). */
+export type JobCountersReport = SwitchReport["jobs"][number];
+
+export interface JobResult {
+  name: string;
+  id: number;
+  mode: ResolvedJob["mode"];
   workers: number;
   bytesPerWorker: number;
   iterations: number;
-  elementsPerPacket: number;
+  startMs: number;
   window: number;
+  elementsPerPacket: number;
+  /** NetReduce region or ATP pool slice */
+  offset: number;
+  regionSize: number;
   seed: number;
-  faults: { drop: number; duplicate: number; reorder: number };
-  /** slowest worker's wall time from "go" to its last result */
+  /** slowest worker's wall time from its "go" to its last result */
   seconds: number;
   /** bytes all-reduced per worker per second (MB = 10^6 bytes) */
   goodputMBps: number;
-  /** datagrams in and out of the switch */
-  switchPackets: number;
-  switchPacketsPerSecond: number;
   retransmissions: number;
-  duplicatesDropped: number;
+  /** ATP: contributions that found another (job, PSN) in their aggregator */
+  collisions: number;
+  /** ATP: contributions that reached the PS outside a full switch aggregate, and their share */
+  fallbacks: number;
+  fallbackFraction: number;
+  /** aggregations finished in the switch (NetReduce results, ATP full aggregates) */
+  switchAggregations: number;
   maxAbsError: number;
   verified: boolean;
   perWorker: WorkerOutcome[];
-  switch: SwitchReport | Record<string, unknown>;
+  switchCounters: JobCountersReport | null;
 }
 
-const here = (path: string) => fileURLToPath(new URL(path, import.meta.url));
-export const SCRIPTS = {
-  switch: here("../switch/cli.js"),
-  floor: here("./floor-switch.js"),
-  worker: here("../worker/cli.js"),
-};
+export interface RunResult {
+  name: string;
+  aggregators: number;
+  faults: ScenarioRun["faults"];
+  /** first "go" to the last job's last result */
+  seconds: number;
+  jobs: JobResult[];
+  verified: boolean;
+  switch: (SwitchReport & { cpuSeconds?: number }) | Record<string, unknown>;
+  ps: PsReport | null;
+}
 
 /**
- * Runs one NetReduce all-reduce with real processes: a switch and `workers`
- * worker processes on 127.0.0.1, ephemeral ports, every wait bounded, every
- * child stopped by PID at the end whatever happens.
+ * Runs one scenario run with real processes on 127.0.0.1: the PS (when a job
+ * needs it) and the switch on ephemeral ports, then every job's workers,
+ * released at their start times. Every wait is bounded; every child is
+ * stopped by PID at the end, whatever happens.
  */
-export async function runExperiment(options: ExperimentOptions): Promise<ExperimentResult> {
-  const o = options;
-  const regionSize = o.regionSize ?? 2 * o.window;
+export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<RunResult> {
+  const jobs = resolveJobs(run, o.seed);
   const dir = await mkdtemp(join(tmpdir(), "ina-emu-"));
   const children: ChildNode[] = [];
+  let progressTimer: NodeJS.Timeout | null = null;
+  const startTimers: NodeJS.Timeout[] = [];
   try {
-    const rates = { drop: o.drop, duplicate: o.duplicate, reorder: o.reorder };
+    const rates = {
+      drop: run.faults.loss,
+      duplicate: run.faults.duplicate,
+      reorder: run.faults.reorder,
+    };
     const config: SwitchConfigInput = {
-      aggregators: regionSize,
-      elementsPerAggregator: o.elementsPerPacket,
-      jobs: [
-        {
-          id: 1,
-          mode: "netreduce",
-          fanIn: o.workers,
-          offset: 0,
-          size: regionSize,
-          window: o.window,
-        },
-      ],
+      aggregators: run.aggregators,
+      elementsPerAggregator: Math.max(...jobs.map((j) => j.elementsPerPacket)),
+      jobs: jobs.map((j) => j.rule),
       faults: { seed: o.seed, ingress: rates, egress: rates },
     };
+    let ps: ChildNode | null = null;
+    if (jobs.some((j) => j.mode !== "netreduce")) {
+      const psConfigPath = join(dir, "ps.json");
+      await writeFile(psConfigPath, JSON.stringify(config, null, 2));
+      ps = new ChildNode("ps", SCRIPTS.ps, ["--config", psConfigPath]);
+      children.push(ps);
+      const ready = await ps.waitFor("ready", 15_000);
+      config.parameterServer = { host: String(ready.dataAddress), port: Number(ready.dataPort) };
+    }
     const configPath = join(dir, "switch.json");
     await writeFile(configPath, JSON.stringify(config, null, 2));
     const sw = new ChildNode("switch", o.switchImpl === "floor" ? SCRIPTS.floor : SCRIPTS.switch, [
@@ -126,98 +132,163 @@ export async function runExperiment(options: ExperimentOptions): Promise<Experim
     const ready = await sw.waitFor("ready", 15_000);
     const target = `${ready.dataAddress}:${ready.dataPort}`;
 
-    const progress = new Float64Array(o.workers);
-    const totalPackets = Math.ceil(o.sizeBytes / 4 / o.elementsPerPacket) * o.iterations;
-    const onRecord = (w: number) => (record: ProcessRecord) => {
-      if (record.event === "progress") {
+    const progress = new Map<string, Float64Array>();
+    const workersOf = jobs.map((job) => {
+      const fractions = new Float64Array(job.workers);
+      progress.set(job.name, fractions);
+      const packetsPerIteration = Math.ceil(job.size / 4 / job.elementsPerPacket);
+      const onRecord = (w: number) => (record: ProcessRecord) => {
+        if (record.event !== "progress") return;
         const done =
-          Number(record.iteration) * (totalPackets / o.iterations) +
-          Number(record.completedPackets);
-        progress[w] = done / totalPackets;
-        if (w === 0 && o.onProgress) o.onProgress(Math.min(...progress));
-      }
-    };
-    for (let w = 0; w < o.workers; w++) {
-      const args = [
-        "--switch",
-        target,
-        "--job",
-        "1",
-        "--worker",
-        String(w),
-        "--fan-in",
-        String(o.workers),
-        "--offset",
-        "0",
-        "--size",
-        String(regionSize),
-        "--window",
-        String(o.window),
-        "--elements-per-packet",
-        String(o.elementsPerPacket),
-        "--scale-bits",
-        String(o.scaleBits),
-        "--size-bytes",
-        String(o.sizeBytes),
-        "--seed",
-        String(o.seed),
-        "--iterations",
-        String(o.iterations),
-        "--wait-go",
-      ];
-      children.push(new ChildNode(`worker ${w}`, SCRIPTS.worker, args, onRecord(w)));
-    }
-    const workers = children.slice(1);
-    // Inputs are generated before "ready", so the timed part is the all-reduce alone.
-    await Promise.all(workers.map((child) => child.waitFor("ready", 60_000)));
-    for (const child of workers) child.send("go");
-    const results = await Promise.all(workers.map((child) => child.waitFor("result", o.timeoutMs)));
-    await Promise.all(workers.map((child) => child.waitExit(10_000)));
-    await sw.stop();
-    const stats = sw.records.find((r) => r.event === "stats" && r.final) ?? {};
-
-    const perWorker: WorkerOutcome[] = results.map((r) => {
-      const v = (r.verification ?? {}) as Record<string, number>;
-      return {
-        workerId: Number(r.workerId),
-        seconds: Number(r.seconds),
-        goodputMBps: Number(r.goodputMBps),
-        cpuSeconds: Number(r.cpuSeconds),
-        packetsSent: Number(r.packetsSent),
-        retransmissions: Number(r.retransmissions),
-        duplicateResults: Number(r.duplicateResults),
-        maxAbsError: Number(v.maxAbsError ?? Number.NaN),
-        notBitExact: Number(v.notBitExact ?? Number.NaN),
-        outOfBound: Number(v.outOfBound ?? Number.NaN),
-        verified: r.verified === true,
+          Number(record.iteration) * packetsPerIteration + Number(record.completedPackets);
+        fractions[w] = done / (packetsPerIteration * job.iterations);
       };
+      return Array.from({ length: job.workers }, (_, w) => {
+        const child = new ChildNode(
+          `${job.name} worker ${w}`,
+          SCRIPTS.worker,
+          workerArgs(job, w, target),
+          onRecord(w),
+        );
+        children.push(child);
+        return child;
+      });
     });
-    const seconds = Math.max(...perWorker.map((w) => w.seconds));
-    const report = stats as Partial<SwitchReport>;
-    const switchPackets = Number(report.rxPackets ?? 0) + Number(report.txPackets ?? 0);
+    // Inputs are generated before "ready", so the timed part is the all-reduce alone.
+    await Promise.all(workersOf.flat().map((child) => child.waitFor("ready", 60_000)));
+    if (o.onProgress) {
+      const report = o.onProgress;
+      progressTimer = setInterval(() => {
+        const out: Record<string, number> = {};
+        for (const [name, f] of progress) out[name] = Math.min(...f);
+        report(out);
+      }, 500);
+    }
+    const started = performance.now();
+    jobs.forEach((job, j) => {
+      startTimers.push(
+        setTimeout(() => {
+          for (const child of workersOf[j]) child.send("go");
+        }, job.startMs),
+      );
+    });
+    const lastStart = Math.max(...jobs.map((j) => j.startMs));
+    const results = await Promise.all(
+      workersOf.map((workers) =>
+        Promise.all(workers.map((child) => child.waitFor("result", o.timeoutMs + lastStart))),
+      ),
+    );
+    const seconds = (performance.now() - started) / 1000;
+    await Promise.all(workersOf.flat().map((child) => child.waitExit(10_000)));
+    await sw.stop();
+    const switchStats = (sw.records.find((r) => r.event === "stats" && r.final) ??
+      {}) as RunResult["switch"];
+    let psStats: PsReport | null = null;
+    if (ps !== null) {
+      await ps.stop();
+      psStats = (ps.records.find((r) => r.event === "stats" && r.final) ?? null) as PsReport | null;
+    }
+    const jobResults = jobs.map((job, j) =>
+      jobResult(job, results[j], switchStats as Partial<SwitchReport>),
+    );
     return {
-      mode: "netreduce",
-      switchImpl: o.switchImpl,
-      workers: o.workers,
-      bytesPerWorker: o.sizeBytes,
-      iterations: o.iterations,
-      elementsPerPacket: o.elementsPerPacket,
-      window: o.window,
-      seed: o.seed,
-      faults: rates,
+      name: run.name,
+      aggregators: run.aggregators,
+      faults: run.faults,
       seconds,
-      goodputMBps: (o.sizeBytes * o.iterations) / 1e6 / seconds,
-      switchPackets,
-      switchPacketsPerSecond: Number(report.packetsPerSecond ?? 0),
-      retransmissions: perWorker.reduce((sum, w) => sum + w.retransmissions, 0),
-      duplicatesDropped: Number(report.drops?.duplicate ?? 0),
-      maxAbsError: Math.max(...perWorker.map((w) => w.maxAbsError)),
-      verified: perWorker.every((w) => w.verified),
-      perWorker,
-      switch: stats,
+      jobs: jobResults,
+      verified: jobResults.every((r) => r.verified),
+      switch: switchStats,
+      ps: psStats,
     };
   } finally {
+    if (progressTimer !== null) clearInterval(progressTimer);
+    for (const timer of startTimers) clearTimeout(timer);
     await Promise.all(children.map((child) => child.stop()));
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+function workerArgs(job: ResolvedJob, w: number, target: string): string[] {
+  return [
+    "--switch",
+    target,
+    "--mode",
+    job.mode,
+    "--job",
+    String(job.id),
+    "--worker",
+    String(w),
+    "--fan-in",
+    String(job.workers),
+    "--offset",
+    String(job.offset),
+    "--size",
+    String(job.mode === "ps" ? 2 * job.window : job.regionSize),
+    "--window",
+    String(job.window),
+    "--elements-per-packet",
+    String(job.elementsPerPacket),
+    "--scale-bits",
+    String(job.scaleBits),
+    "--size-bytes",
+    String(job.size),
+    "--seed",
+    String(job.seed),
+    "--iterations",
+    String(job.iterations),
+    "--wait-go",
+  ];
+}
+
+function jobResult(
+  job: ResolvedJob,
+  records: ProcessRecord[],
+  switchStats: Partial<SwitchReport>,
+): JobResult {
+  const perWorker: WorkerOutcome[] = records.map((r) => {
+    const v = (r.verification ?? {}) as Record<string, number>;
+    return {
+      workerId: Number(r.workerId),
+      seconds: Number(r.seconds),
+      goodputMBps: Number(r.goodputMBps),
+      cpuSeconds: Number(r.cpuSeconds),
+      packetsSent: Number(r.packetsSent),
+      retransmissions: Number(r.retransmissions),
+      duplicateResults: Number(r.duplicateResults),
+      maxAbsError: Number(v.maxAbsError ?? Number.NaN),
+      notBitExact: Number(v.notBitExact ?? Number.NaN),
+      outOfBound: Number(v.outOfBound ?? Number.NaN),
+      verified: r.verified === true,
+    };
+  });
+  const counters = switchStats.jobs?.find((c) => c.id === job.id) ?? null;
+  const seconds = Math.max(...perWorker.map((w) => w.seconds));
+  const contributions = counters?.contributions ?? 0;
+  const fallbacks = counters?.fallbacks ?? 0;
+  return {
+    name: job.name,
+    id: job.id,
+    mode: job.mode,
+    workers: job.workers,
+    bytesPerWorker: job.size,
+    iterations: job.iterations,
+    startMs: job.startMs,
+    window: job.window,
+    elementsPerPacket: job.elementsPerPacket,
+    offset: job.offset,
+    regionSize: job.regionSize,
+    seed: job.seed,
+    seconds,
+    goodputMBps: (job.size * job.iterations) / 1e6 / seconds,
+    retransmissions: perWorker.reduce((sum, w) => sum + w.retransmissions, 0),
+    collisions: counters?.collisions ?? 0,
+    fallbacks,
+    fallbackFraction: contributions > 0 ? fallbacks / contributions : 0,
+    switchAggregations: counters?.aggregationsCompleted ?? 0,
+    maxAbsError: Math.max(...perWorker.map((w) => w.maxAbsError)),
+    verified: perWorker.every((w) => w.verified),
+    perWorker,
+    switchCounters: counters,
+  };
 }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
@@ -24,8 +24,9 @@ describe("command lines, as real processes", () => {
   it("every command has a --help that names its options", () => {
     for (const [script, option] of [
       [SCRIPTS.switch, "--config"],
-      [SCRIPTS.worker, "--switch"],
-      [EXPERIMENT, "--loss"],
+      [SCRIPTS.worker, "--mode"],
+      [SCRIPTS.ps, "--config"],
+      [EXPERIMENT, "--scenario"],
     ]) {
       const r = run(script, ["--help"]);
       assert.equal(r.status, 0);
@@ -38,10 +39,11 @@ describe("command lines, as real processes", () => {
     const cases: Array<[string, string[], RegExp]> = [
       [EXPERIMENT, ["--workers", "0"], /--workers: Too small/],
       [EXPERIMENT, ["--size", "lots"], /--size: not a byte size: "lots"/],
+      [EXPERIMENT, ["--only", "ring"], /--only: no run named ring; runs: netreduce, atp, ps/],
       [
-        EXPERIMENT,
-        ["--window", "64", "--region-size", "100"],
-        /--region-size: a NetReduce region needs at least 2 x window/,
+        SCRIPTS.worker,
+        ["--switch", "127.0.0.1:9", "--worker", "0", "--fan-in", "2", "--mode", "ring"],
+        /--mode: /,
       ],
       [EXPERIMENT, ["--frobnicate"], /Unknown option '--frobnicate'/],
       [SCRIPTS.worker, ["--worker", "0", "--fan-in", "2"], /--switch: required/],
@@ -88,12 +90,25 @@ describe("command lines, as real processes", () => {
     assert.equal(stats?.rxPackets, 0);
   });
 
-  it("the experiment verifies a lossy run and prints --json", () => {
+  it("a bad scenario is refused with the field named", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "ina-test-"));
+    dirs.push(dir);
+    const path = join(dir, "bad-scenario.json");
+    await writeFile(
+      path,
+      JSON.stringify({ name: "x", runs: [{ name: "r", jobs: [{ mode: "atp", workers: 40 }] }] }),
+    );
+    const r = run(EXPERIMENT, ["--scenario", path]);
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /runs\[0\]\.jobs\[0\]\.workers: Too big/);
+  });
+
+  it("the default experiment compares NetReduce, ATP and PS on one workload, verified, lossy", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "ina-test-"));
+    dirs.push(dir);
     const r = run(EXPERIMENT, [
-      "--workers",
-      "4",
       "--size",
-      "2MiB",
+      "1MiB",
       "--loss",
       "0.01",
       "--duplicate",
@@ -102,46 +117,70 @@ describe("command lines, as real processes", () => {
       "0.01",
       "--seed",
       "5",
+      "--results",
+      dir,
       "--json",
     ]);
     assert.equal(r.status, 0, r.stderr);
     const result = JSON.parse(r.stdout);
-    for (const key of [
-      "mode",
-      "workers",
-      "bytesPerWorker",
-      "seconds",
-      "goodputMBps",
-      "retransmissions",
-      "maxAbsError",
-      "verified",
-    ]) {
-      assert.ok(key in result, `--json has ${key}`);
-    }
-    assert.equal(result.mode, "netreduce");
-    assert.equal(result.workers, 4);
-    assert.equal(result.bytesPerWorker, 2 * 1024 * 1024);
     assert.equal(result.verified, true);
-    assert.ok(result.retransmissions > 0);
-    assert.ok(result.maxAbsError <= 4 * 2 ** -21 * 1.001);
-    assert.equal(result.switch.aggregationsCompleted, (2 * 1024 * 1024) / 4 / 256);
+    assert.deepEqual(
+      result.runs.map((run: { name: string }) => run.name),
+      ["netreduce", "atp", "ps"],
+    );
+    const packets = (1024 * 1024) / 4 / 256;
+    for (const run of result.runs) {
+      const [job] = run.jobs;
+      for (const key of [
+        "seconds",
+        "goodputMBps",
+        "collisions",
+        "fallbackFraction",
+        "retransmissions",
+      ]) {
+        assert.ok(key in job, `--json has ${key}`);
+      }
+      assert.equal(job.workers, 4);
+      assert.equal(job.bytesPerWorker, 1024 * 1024);
+      assert.equal(job.verified, true, `${run.name} verified`);
+      assert.ok(job.retransmissions > 0, `${run.name} recovered losses`);
+      assert.ok(job.maxAbsError <= 4 * 2 ** -21 * 1.001);
+    }
+    const [netreduce, atp, ps] = result.runs;
+    assert.equal(netreduce.switch.aggregationsCompleted, packets);
+    assert.equal(netreduce.ps, null, "NetReduce needs no PS");
+    assert.equal(atp.ps.aggregationsCompleted, packets, "the PS acks every ATP PSN once");
+    assert.equal(ps.ps.aggregationsCompleted, packets);
+    assert.equal(ps.switch.aggregationsCompleted, 0, "in PS mode the switch only forwards");
+    const saved = await readdir(dir);
+    assert.equal(saved.length, 1);
+    assert.match(saved[0], /^compare-.*\.json$/);
   });
 
-  it("the default table names every column", () => {
-    const r = run(EXPERIMENT, ["--workers", "2", "--size", "1MiB"]);
+  it("the table names every column", () => {
+    const r = run(EXPERIMENT, [
+      "--workers",
+      "2",
+      "--size",
+      "256KiB",
+      "--only",
+      "atp",
+      "--results",
+      "",
+    ]);
     assert.equal(r.status, 0, r.stderr);
     for (const label of [
-      "workers",
+      "run",
+      "mode",
       "seconds",
-      "goodput per worker",
-      "switch packets",
-      "retransmissions",
-      "duplicates dropped",
-      "max abs error",
+      "MB/s/worker",
+      "collisions",
+      "fallback",
+      "retransmits",
       "verified",
     ]) {
       assert.ok(r.stdout.includes(label), `table has ${label}`);
     }
-    assert.match(r.stdout, /verified\s+yes/);
+    assert.match(r.stdout, /^atp\s+job\s+atp\s+2\s.*\syes$/m);
   });
 });
