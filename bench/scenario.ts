@@ -1,6 +1,5 @@
-import { readFile } from "node:fs/promises";
 import { z } from "zod";
-import { byteSize, UsageError } from "../proto/cli.js";
+import { byteSize, readJsonFile, UsageError } from "../proto/cli.js";
 import { formatZodError, JOB_MODES, type JobConfig } from "../proto/config.js";
 import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN, MAX_SCALE_BITS } from "../proto/wire.js";
 
@@ -80,19 +79,7 @@ export function parseScenario(input: unknown, source = "scenario"): Scenario {
 }
 
 export async function loadScenario(path: string): Promise<Scenario> {
-  let text: string;
-  try {
-    text = await readFile(path, "utf8");
-  } catch (error) {
-    throw new UsageError(`--scenario: cannot read ${path}: ${(error as Error).message}`);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (error) {
-    throw new UsageError(`--scenario: ${path} is not JSON: ${(error as Error).message}`);
-  }
-  return parseScenario(json, path);
+  return parseScenario(await readJsonFile(path, "--scenario"), path);
 }
 
 /** Settings the command line applies to every job (or run) of a scenario. */

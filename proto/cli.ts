@@ -196,6 +196,21 @@ export function cpuSeconds(): number {
   return (usage.user + usage.system) / 1e6;
 }
 
+/** Reads a JSON file named by `option`; a missing or malformed file is a UsageError. */
+export async function readJsonFile(path: string, option: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (error) {
+    throw new UsageError(`${option}: cannot read ${path}: ${(error as Error).message}`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new UsageError(`${option}: ${path} is not JSON: ${(error as Error).message}`);
+  }
+}
+
 /**
  * Reads and validates a switch config file; every problem is a UsageError
  * naming the field. The PS reads the same file before the switch knows the
@@ -205,18 +220,7 @@ export async function loadSwitchConfigFile(
   path: string,
   { forParameterServer = false } = {},
 ): Promise<SwitchConfig> {
-  let text: string;
-  try {
-    text = await readFile(path, "utf8");
-  } catch (error) {
-    throw new UsageError(`--config: cannot read ${path}: ${(error as Error).message}`);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (error) {
-    throw new UsageError(`--config: ${path} is not JSON: ${(error as Error).message}`);
-  }
+  let json = await readJsonFile(path, "--config");
   if (forParameterServer && typeof json === "object" && json !== null) {
     json = { parameterServer: { host: "127.0.0.1", port: 1 }, ...json };
   }
@@ -226,4 +230,57 @@ export async function loadSwitchConfigFile(
     if (error instanceof ConfigError) throw new UsageError(`--config: ${path}:\n${error.message}`);
     throw error;
   }
+}
+
+/** Options every data-plane server (switch, PS) takes besides its config. */
+export const SERVER_OPTIONS = {
+  host: {
+    type: "string",
+    valueName: "ADDR",
+    description: "address to bind",
+    defaultText: "127.0.0.1",
+  },
+  port: {
+    type: "string",
+    valueName: "PORT",
+    description: "UDP port to bind; 0 picks a free one",
+    defaultText: "0",
+  },
+  "stats-interval-ms": {
+    type: "string",
+    valueName: "MS",
+    description: "also print a stats record this often; 0 = only at exit",
+    defaultText: "0",
+  },
+} as const satisfies Record<string, OptionSpec>;
+
+export const SERVER_SCHEMA = {
+  config: z.string().optional(),
+  host: z.string().default("127.0.0.1"),
+  port: cliInt(0, 65535).default(0),
+  statsIntervalMs: cliInt(0, 3_600_000).default(0),
+};
+
+/**
+ * A data-plane server's life after binding: print its stats every
+ * `statsIntervalMs` (if > 0), wait for SIGTERM or SIGINT, print the final
+ * stats record with CPU time, then close.
+ */
+export async function serveUntilSignal(o: {
+  statsIntervalMs: number;
+  report: () => Record<string, unknown>;
+  close: () => Promise<void>;
+}): Promise<number> {
+  const interval =
+    o.statsIntervalMs > 0
+      ? setInterval(() => emitRecord({ event: "stats", ...o.report() }), o.statsIntervalMs)
+      : null;
+  await new Promise<void>((resolve) => {
+    process.once("SIGTERM", resolve);
+    process.once("SIGINT", resolve);
+  });
+  if (interval !== null) clearInterval(interval);
+  emitRecord({ event: "stats", final: true, cpuSeconds: cpuSeconds(), ...o.report() });
+  await o.close();
+  return EXIT_OK;
 }

@@ -1,12 +1,12 @@
 #!/usr/bin/env node
 import { z } from "zod";
 import {
-  cliInt,
-  cpuSeconds,
-  EXIT_OK,
   emitRecord,
   loadSwitchConfigFile,
   runCli,
+  SERVER_OPTIONS,
+  SERVER_SCHEMA,
+  serveUntilSignal,
 } from "../proto/cli.js";
 import { parseSwitchConfig, type SwitchConfigInput } from "../proto/config.js";
 import { psReport } from "./report.js";
@@ -38,31 +38,9 @@ const spec = {
       description: "switch config (JSON); its atp and ps jobs are served",
       defaultText: "one 4-worker ATP job, id 1",
     },
-    host: {
-      type: "string",
-      valueName: "ADDR",
-      description: "address to bind",
-      defaultText: "127.0.0.1",
-    },
-    port: {
-      type: "string",
-      valueName: "PORT",
-      description: "UDP port to bind; 0 picks a free one",
-      defaultText: "0",
-    },
-    "stats-interval-ms": {
-      type: "string",
-      valueName: "MS",
-      description: "also print a stats record this often; 0 = only at exit",
-      defaultText: "0",
-    },
+    ...SERVER_OPTIONS,
   },
-  schema: z.strictObject({
-    config: z.string().optional(),
-    host: z.string().default("127.0.0.1"),
-    port: cliInt(0, 65535).default(0),
-    statsIntervalMs: cliInt(0, 3_600_000).default(0),
-  }),
+  schema: z.strictObject(SERVER_SCHEMA),
 } as const;
 
 await runCli(spec, async (options) => {
@@ -84,25 +62,9 @@ await runCli(spec, async (options) => {
     dataPort: address.port,
     jobs: server.core.jobs.map((job) => ({ id: job.id, mode: job.mode, fanIn: job.fanIn })),
   });
-  const interval =
-    options.statsIntervalMs > 0
-      ? setInterval(
-          () => emitRecord({ event: "stats", ...psReport(server.core) }),
-          options.statsIntervalMs,
-        )
-      : null;
-  await new Promise<void>((resolve) => {
-    process.once("SIGTERM", resolve);
-    process.once("SIGINT", resolve);
+  return serveUntilSignal({
+    statsIntervalMs: options.statsIntervalMs,
+    report: () => ({ socketErrors: server.socketErrors, ...psReport(server.core) }),
+    close: () => server.close(),
   });
-  if (interval !== null) clearInterval(interval);
-  emitRecord({
-    event: "stats",
-    final: true,
-    cpuSeconds: cpuSeconds(),
-    socketErrors: server.socketErrors,
-    ...psReport(server.core),
-  });
-  await server.close();
-  return EXIT_OK;
 });

@@ -1,7 +1,7 @@
 import type { AddressInfo } from "node:net";
-import DgramAsPromised, { type SocketAsPromised } from "dgram-as-promised";
+import type { SocketAsPromised } from "dgram-as-promised";
 import type { JobConfig } from "../proto/config.js";
-import { SOCKET_BUFFER_BYTES } from "../proto/wire.js";
+import { bindDataSocket } from "../switch/server.js";
 import { PsCore } from "./core.js";
 
 export interface PsServerOptions {
@@ -30,15 +30,9 @@ export class PsServer {
   }
 
   static async start(options: PsServerOptions): Promise<PsServer> {
-    const socket = DgramAsPromised.createSocket({
-      type: "udp4",
-      recvBufferSize: SOCKET_BUFFER_BYTES,
-      sendBufferSize: SOCKET_BUFFER_BYTES,
-      // Replies go to the IP literal a packet came from: answering the lookup
-      // at once keeps send() synchronous, so an ack buffer is free on return.
-      lookup: (address, _options, callback) => callback(null, address, 4),
-    });
-    await socket.bind(options.port ?? 0, options.host ?? "127.0.0.1");
+    // Acks go to the address a packet came from, sent synchronously (see
+    // bindDataSocket), so an ack buffer is free again when send() returns.
+    const socket = await bindDataSocket(options.host ?? "127.0.0.1", options.port ?? 0);
     const raw = socket.socket;
     const core = new PsCore(options.jobs, options.elementsPerAggregator, {
       send(packet, port, address) {

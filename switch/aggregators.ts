@@ -1,4 +1,5 @@
 import { PacketSlots } from "../proto/slots.js";
+import { Flag, type PacketHeader } from "../proto/wire.js";
 
 export const AggregatorState = {
   empty: 0,
@@ -49,6 +50,32 @@ export class AggregatorArray {
     this.overflow = new Uint8Array(count);
     this.elementCount = new Uint16Array(count);
     this.scaleBits = new Uint8Array(count);
+  }
+
+  /**
+   * Starts aggregating PSN `h.psn` of job `jobId` in aggregator `index` with
+   * one worker's contribution: tag, bitmap `bit`, the sender's flags, and the
+   * payload copied in as the sum.
+   */
+  claim(
+    index: number,
+    jobId: number,
+    h: PacketHeader,
+    bit: number,
+    payload: Int32Array,
+    payloadStart: number,
+  ): void {
+    this.jobId[index] = jobId;
+    this.psn[index] = h.psn;
+    this.bitmap[index] = bit;
+    this.contributions[index] = 1;
+    this.overflow[index] = h.flags & Flag.overflow ? 1 : 0;
+    this.elementCount[index] = h.elementCount;
+    this.scaleBits[index] = h.scaleBits;
+    const values = this.slots.values;
+    const start = this.slots.valuesStart(index);
+    for (let i = 0; i < h.elementCount; i++) values[start + i] = payload[payloadStart + i];
+    this.state[index] = AggregatorState.partial;
   }
 
   /** Aggregator `index`'s result datagram (header written by the program). */

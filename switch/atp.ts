@@ -82,7 +82,7 @@ export function atpContribute(
   }
   if (!held || aggregators.psn[index] !== h.psn) {
     if (state === AggregatorState.empty && !resend) {
-      claim(aggregators, job, h, payload, payloadStart, index, bit);
+      aggregators.claim(index, job.id, h, bit, payload, payloadStart);
       return job.fanIn === 1 ? complete(aggregators, job, h, index) : AtpVerdict.absorbed;
     }
     outcome.collision = state !== AggregatorState.empty;
@@ -142,28 +142,6 @@ export function atpRelease(
   }
   aggregators.state[index] = AggregatorState.empty;
   return true;
-}
-
-function claim(
-  aggregators: AggregatorArray,
-  job: JobState,
-  h: PacketHeader,
-  payload: Int32Array,
-  payloadStart: number,
-  index: number,
-  bit: number,
-): void {
-  aggregators.jobId[index] = job.id;
-  aggregators.psn[index] = h.psn;
-  aggregators.bitmap[index] = bit;
-  aggregators.contributions[index] = 1;
-  aggregators.overflow[index] = h.flags & Flag.overflow ? 1 : 0;
-  aggregators.elementCount[index] = h.elementCount;
-  aggregators.scaleBits[index] = h.scaleBits;
-  const values = aggregators.slots.values;
-  const start = aggregators.slots.valuesStart(index);
-  for (let i = 0; i < h.elementCount; i++) values[start + i] = payload[payloadStart + i];
-  aggregators.state[index] = AggregatorState.partial;
 }
 
 const pieceHeader = emptyHeader();

@@ -1,12 +1,12 @@
 #!/usr/bin/env node
 import { z } from "zod";
 import {
-  cliInt,
-  cpuSeconds,
-  EXIT_OK,
   emitRecord,
   loadSwitchConfigFile,
   runCli,
+  SERVER_OPTIONS,
+  SERVER_SCHEMA,
+  serveUntilSignal,
 } from "../proto/cli.js";
 import { parseSwitchConfig, type SwitchConfigInput } from "../proto/config.js";
 import { switchReport } from "./report.js";
@@ -22,8 +22,9 @@ export const DEFAULT_SWITCH_CONFIG: SwitchConfigInput = {
 const spec = {
   command: "ina-switch",
   summary:
-    "Runs the userspace UDP switch: aggregates NetReduce jobs' gradients in its aggregator array\n" +
-    'and multicasts the sums. Prints {"event":"ready",...} with the bound port when it listens,\n' +
+    "Runs the userspace UDP switch: aggregates NetReduce and ATP jobs' gradients in its aggregator\n" +
+    "array (ATP falls back to the parameter server; PS jobs are only forwarded). Prints\n" +
+    '{"event":"ready",...} with the bound port when it listens,\n' +
     'and {"event":"stats",...} when it stops (SIGTERM or SIGINT).',
   details:
     "The config file (JSON) lists the aggregator array, the jobs and their regions, and the fault\n" +
@@ -35,31 +36,9 @@ const spec = {
       description: "switch config (JSON)",
       defaultText: "one 4-worker NetReduce job, id 1, 256 aggregators",
     },
-    host: {
-      type: "string",
-      valueName: "ADDR",
-      description: "address to bind",
-      defaultText: "127.0.0.1",
-    },
-    port: {
-      type: "string",
-      valueName: "PORT",
-      description: "UDP port to bind; 0 picks a free one",
-      defaultText: "0",
-    },
-    "stats-interval-ms": {
-      type: "string",
-      valueName: "MS",
-      description: "also print a stats record this often; 0 = only at exit",
-      defaultText: "0",
-    },
+    ...SERVER_OPTIONS,
   },
-  schema: z.strictObject({
-    config: z.string().optional(),
-    host: z.string().default("127.0.0.1"),
-    port: cliInt(0, 65535).default(0),
-    statsIntervalMs: cliInt(0, 3_600_000).default(0),
-  }),
+  schema: z.strictObject(SERVER_SCHEMA),
 } as const;
 
 await runCli(spec, async (options) => {
@@ -76,25 +55,9 @@ await runCli(spec, async (options) => {
     dataPort: address.port,
     jobs: config.jobs,
   });
-  const interval =
-    options.statsIntervalMs > 0
-      ? setInterval(
-          () => emitRecord({ event: "stats", ...switchReport(server.core) }),
-          options.statsIntervalMs,
-        )
-      : null;
-  await new Promise<void>((resolve) => {
-    process.once("SIGTERM", resolve);
-    process.once("SIGINT", resolve);
+  return serveUntilSignal({
+    statsIntervalMs: options.statsIntervalMs,
+    report: () => ({ socketErrors: server.socketErrors, ...switchReport(server.core) }),
+    close: () => server.close(),
   });
-  if (interval !== null) clearInterval(interval);
-  emitRecord({
-    event: "stats",
-    final: true,
-    cpuSeconds: cpuSeconds(),
-    socketErrors: server.socketErrors,
-    ...switchReport(server.core),
-  });
-  await server.close();
-  return EXIT_OK;
 });

@@ -58,17 +58,7 @@ export function netReduceContribute(
       return drop(outcome, DropReason.windowViolation);
     }
     outcome.tookOver = state === AggregatorState.complete;
-    aggregators.jobId[index] = job.id;
-    aggregators.psn[index] = h.psn;
-    aggregators.bitmap[index] = bit;
-    aggregators.contributions[index] = 1;
-    aggregators.overflow[index] = h.flags & Flag.overflow ? 1 : 0;
-    aggregators.elementCount[index] = h.elementCount;
-    aggregators.scaleBits[index] = h.scaleBits;
-    const values = aggregators.slots.values;
-    const start = aggregators.slots.valuesStart(index);
-    for (let i = 0; i < h.elementCount; i++) values[start + i] = payload[payloadStart + i];
-    aggregators.state[index] = AggregatorState.partial;
+    aggregators.claim(index, job.id, h, bit, payload, payloadStart);
     return job.fanIn === 1 ? complete(aggregators, job, h, index) : Verdict.absorbed;
   }
   if (heldPsn > h.psn) return drop(outcome, DropReason.stale);

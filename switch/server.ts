@@ -41,15 +41,7 @@ export class SwitchServer {
   }
 
   static async start(options: SwitchServerOptions): Promise<SwitchServer> {
-    const socket = DgramAsPromised.createSocket({
-      type: "udp4",
-      recvBufferSize: SOCKET_BUFFER_BYTES,
-      sendBufferSize: SOCKET_BUFFER_BYTES,
-      // Destinations are IP literals learned from packets: answering the
-      // lookup at once keeps send() synchronous (no DNS call, no nextTick).
-      lookup: (address, _options, callback) => callback(null, address, 4),
-    });
-    await socket.bind(options.port ?? 0, options.host ?? "127.0.0.1");
+    const socket = await bindDataSocket(options.host ?? "127.0.0.1", options.port ?? 0);
     const raw = socket.socket;
     const core = new SwitchCore(options.config, {
       send(packet, port, address) {
@@ -67,4 +59,21 @@ export class SwitchServer {
     clearInterval(this.timer);
     await this.socket.close();
   }
+}
+
+/**
+ * A bound, unconnected data-plane socket with large buffers, shared by the
+ * switch and the PS. Destinations are IP literals learned from packets:
+ * answering the lookup at once keeps send() synchronous (no DNS call, no
+ * nextTick), so a send buffer may be reused as soon as send() returns.
+ */
+export async function bindDataSocket(host: string, port: number): Promise<SocketAsPromised> {
+  const socket = DgramAsPromised.createSocket({
+    type: "udp4",
+    recvBufferSize: SOCKET_BUFFER_BYTES,
+    sendBufferSize: SOCKET_BUFFER_BYTES,
+    lookup: (address, _options, callback) => callback(null, address, 4),
+  });
+  await socket.bind(port, host);
+  return socket;
 }
