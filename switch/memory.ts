@@ -1,0 +1,568 @@
+/**
+ * The switch memory manager (seed 004, scheduling part), pure logic with the
+ * clock passed in. It turns jobs' demands into regions (offset, size) of the
+ * aggregator array, recomputing on every arrival, completion, cancellation and
+ * drained region:
+ *
+ * - demand: Memory_switch = Throughput x RTT, in aggregators of
+ *   `bytesPerAggregator`, doubled for NetReduce (its 2 x window rule);
+ * - duration: Time_job = Epochs x (Time_comp + Size_model / Throughput), the
+ *   throughput scaled down when a job gets less than it asked for;
+ * - policies: `edf` gives deadline (MD) jobs their demand in deadline order and
+ *   shares what is left among best-effort (BE) jobs and MD jobs it cannot
+ *   satisfy; `fcfs` serves jobs in arrival order; `static` splits the pool into
+ *   equal partitions, one per job.
+ *
+ * Every decision is explicit: granted, reduced (with the size and why),
+ * queued (why), or rejected (why); never silent.
+ */
+
+export const POLICIES = ["edf", "fcfs", "static"] as const;
+export type Policy = (typeof POLICIES)[number];
+
+export interface JobSpec {
+  id: number;
+  name: string;
+  /** "md": must finish by `deadlineMs`; "be": best effort */
+  jobClass: "md" | "be";
+  /** absolute, on the manager's clock; MD jobs only */
+  deadlineMs?: number;
+  mode: "netreduce" | "atp";
+  workers: number;
+  modelBytes: number;
+  epochs: number;
+  /** computation per iteration, ms */
+  computeMs: number;
+  /** expected throughput (bytes/s) and RTT (ms) of the job's all-reduce */
+  throughputBytesPerSecond: number;
+  rttMs: number;
+  /** asks for this many aggregators instead of Throughput x RTT */
+  aggregators?: number;
+}
+
+export type JobStatus = "queued" | "running" | "finished" | "cancelled" | "rejected";
+
+export interface Region {
+  offset: number;
+  size: number;
+  /** bumped on every change of the job's region */
+  epoch: number;
+}
+
+export interface ManagedJob {
+  spec: JobSpec;
+  /** aggregators the job asks for, and the least it can run with */
+  demand: number;
+  minimum: number;
+  status: JobStatus;
+  region: Region | null;
+  /** why the job has less than its demand, or is queued or rejected; null when fully granted */
+  reason: string | null;
+  submittedAt: number;
+  startedAt: number | null;
+  finishedAt: number | null;
+  /** every region the job held, with when it got it */
+  history: Array<{ at: number; offset: number; size: number; epoch: number }>;
+  /** MD jobs: whether the deadline can still be met at the current grant */
+  deadlineFeasible: boolean | null;
+  /** estimated finish at the current grant (or at full demand while queued) */
+  estimatedFinishMs: number | null;
+}
+
+/** Aggregators a job's old region still holds while its packets drain. */
+export interface DrainingBlock {
+  jobId: number;
+  offset: number;
+  size: number;
+  /** the epoch whose packets still use it */
+  epoch: number;
+}
+
+export interface Decision {
+  jobId: number;
+  outcome: "granted" | "reduced" | "queued" | "rejected" | "released";
+  region: Region | null;
+  demand: number;
+  reason: string | null;
+}
+
+export interface ManagerOptions {
+  aggregators: number;
+  /** bytes one aggregator holds (elementsPerAggregator x 4) */
+  bytesPerAggregator: number;
+  policy: Policy;
+  /** `static`: number of equal partitions */
+  partitions?: number;
+}
+
+export class ManagerError extends Error {
+  constructor(
+    readonly code: "conflict" | "notFound" | "invalid",
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export class MemoryManager {
+  readonly jobs = new Map<number, ManagedJob>();
+  readonly draining: DrainingBlock[] = [];
+  readonly options: Required<ManagerOptions>;
+
+  constructor(options: ManagerOptions) {
+    this.options = { partitions: 4, ...options };
+  }
+
+  /** Aggregators the job needs for full speed: Throughput x RTT, x2 for NetReduce. */
+  demandOf(spec: JobSpec): number {
+    const minimum = this.minimumOf(spec);
+    if (spec.aggregators !== undefined) return Math.max(minimum, spec.aggregators);
+    const inFlightBytes = (spec.throughputBytesPerSecond * spec.rttMs) / 1000;
+    const window = Math.max(1, Math.ceil(inFlightBytes / this.options.bytesPerAggregator));
+    return spec.mode === "netreduce" ? 2 * window : window;
+  }
+
+  minimumOf(spec: JobSpec): number {
+    return spec.mode === "netreduce" ? 2 : 1;
+  }
+
+  /**
+   * Time_job = Epochs x (Time_comp + Size_model / Throughput), where a job
+   * granted `granted` of its `demand` aggregators gets that share of its
+   * throughput (its window shrinks with its region).
+   */
+  durationMs(spec: JobSpec, granted: number, demand: number): number {
+    const share = Math.min(1, granted / demand);
+    const transferMs = (spec.modelBytes / (spec.throughputBytesPerSecond * share)) * 1000;
+    return spec.epochs * (spec.computeMs + transferMs);
+  }
+
+  submit(spec: JobSpec, now: number): Decision[] {
+    if (this.jobs.has(spec.id)) {
+      throw new ManagerError("conflict", `job ${spec.id} already exists`);
+    }
+    if (spec.jobClass === "md" && spec.deadlineMs === undefined) {
+      throw new ManagerError("invalid", "an MD job needs a deadline");
+    }
+    const demand = this.demandOf(spec);
+    const job: ManagedJob = {
+      spec,
+      demand,
+      minimum: this.minimumOf(spec),
+      status: "queued",
+      region: null,
+      reason: null,
+      submittedAt: now,
+      startedAt: null,
+      finishedAt: null,
+      history: [],
+      deadlineFeasible: null,
+      estimatedFinishMs: null,
+    };
+    this.jobs.set(spec.id, job);
+    if (job.minimum > this.options.aggregators) {
+      job.status = "rejected";
+      job.reason = `needs at least ${job.minimum} aggregators; the switch has ${this.options.aggregators}`;
+      return [{ jobId: spec.id, outcome: "rejected", region: null, demand, reason: job.reason }];
+    }
+    return this.recompute(now);
+  }
+
+  finish(id: number, now: number): Decision[] {
+    return this.end(id, "finished", now);
+  }
+
+  cancel(id: number, now: number): Decision[] {
+    return this.end(id, "cancelled", now);
+  }
+
+  /** The switch reports that a job's old region (of `epoch`) holds nothing anyone needs. */
+  drained(jobId: number, epoch: number, now: number): Decision[] {
+    const at = this.draining.findIndex((b) => b.jobId === jobId && b.epoch === epoch);
+    if (at < 0) return [];
+    this.draining.splice(at, 1);
+    return this.recompute(now);
+  }
+
+  get(id: number): ManagedJob {
+    const job = this.jobs.get(id);
+    if (job === undefined) throw new ManagerError("notFound", `no job ${id}`);
+    return job;
+  }
+
+  /** Every region in use (by running jobs and draining blocks) and the free gaps, by offset. */
+  allocation(): {
+    aggregators: number;
+    regions: Array<{
+      jobId: number;
+      offset: number;
+      size: number;
+      epoch: number;
+      draining: boolean;
+    }>;
+    free: Array<{ offset: number; size: number }>;
+    freeTotal: number;
+  } {
+    const regions = [
+      ...[...this.jobs.values()]
+        .filter((j) => j.region !== null && j.status === "running")
+        .map((j) => ({ jobId: j.spec.id, ...(j.region as Region), draining: false })),
+      ...this.draining.map((b) => ({ ...b, draining: true })),
+    ].sort((a, b) => a.offset - b.offset || a.size - b.size);
+    const free = gaps(
+      this.options.aggregators,
+      regions.map((r) => [r.offset, r.size]),
+    );
+    return {
+      aggregators: this.options.aggregators,
+      regions,
+      free,
+      freeTotal: free.reduce((n, g) => n + g.size, 0),
+    };
+  }
+
+  private end(id: number, status: "finished" | "cancelled", now: number): Decision[] {
+    const job = this.get(id);
+    if (job.status === "finished" || job.status === "cancelled" || job.status === "rejected") {
+      throw new ManagerError("conflict", `job ${id} is already ${job.status}`);
+    }
+    job.status = status;
+    job.finishedAt = now;
+    const released: Decision = {
+      jobId: id,
+      outcome: "released",
+      region: job.region,
+      demand: job.demand,
+      reason: status,
+    };
+    job.region = null;
+    // A finished job's workers are gone: its region is free at once.
+    for (let i = this.draining.length - 1; i >= 0; i--) {
+      if (this.draining[i].jobId === id) this.draining.splice(i, 1);
+    }
+    return [released, ...this.recompute(now)];
+  }
+
+  /**
+   * Decides every active job's size by the policy, then moves regions only as
+   * far as needed, so nothing churns: a running job above its target shrinks
+   * in place (its tail drains); one below it grows in place or moves to a
+   * free run that holds its target, or else keeps what it has; a queued job
+   * takes the first free run that holds its target, or the largest run if
+   * that is at least its minimum. Space that a region left stays draining
+   * until the switch reports it drained.
+   */
+  private recompute(now: number): Decision[] {
+    const active = [...this.jobs.values()].filter(
+      (j) => j.status === "queued" || j.status === "running",
+    );
+    const targets = this.targetSizes(active, now);
+    const target = (job: ManagedJob) => targets.get(job.spec.id) ?? { size: 0, reason: null };
+    const decisions: Decision[] = [];
+    const decide = (job: ManagedJob, outcome: Decision["outcome"]) => {
+      decisions.push({
+        jobId: job.spec.id,
+        outcome,
+        region: job.region === null ? null : { ...job.region },
+        demand: job.demand,
+        reason: job.reason,
+      });
+    };
+    const running = active.filter((j) => j.region !== null);
+    // 1. Shrink (or preempt) running jobs above their target.
+    for (const job of running) {
+      const region = job.region as Region;
+      const t = target(job);
+      if (t.size >= region.size) continue;
+      if (t.size < job.minimum) {
+        this.retire(job, region.offset, region.size);
+        job.status = "queued";
+        job.reason = t.reason ?? "preempted";
+        decide(job, "queued");
+        continue;
+      }
+      this.retire(job, region.offset + t.size, region.size - t.size);
+      this.assign(job, region.offset, t.size, now);
+      job.reason = t.size < job.demand ? t.reason : null;
+      decide(job, t.size < job.demand ? "reduced" : "granted");
+    }
+    // 2. Grow running jobs below their target, where a free run allows it.
+    for (const job of running) {
+      const region = job.region;
+      const t = target(job);
+      if (region === null || t.size <= region.size) continue;
+      const free = this.freeRuns();
+      const after = free.find((g) => g.offset === region.offset + region.size);
+      let offset = -1;
+      if (after !== undefined && region.size + after.size >= t.size) offset = region.offset;
+      else offset = free.find((g) => g.size >= t.size)?.offset ?? -1;
+      if (offset < 0) {
+        job.reason = `waiting for a free run of ${t.size} aggregators to grow into`;
+        continue;
+      }
+      if (offset !== region.offset) this.retire(job, region.offset, region.size);
+      this.assign(job, offset, t.size, now);
+      job.reason = t.size < job.demand ? t.reason : null;
+      decide(job, t.size < job.demand ? "reduced" : "granted");
+    }
+    // 3. Place queued jobs, in the policy's order.
+    for (const job of this.serviceOrder(active.filter((j) => j.region === null))) {
+      const t = target(job);
+      const free = this.freeRuns();
+      let size = t.size;
+      let reason = t.reason;
+      let offset = free.find((g) => g.size >= size)?.offset ?? -1;
+      if (size >= job.minimum && offset < 0 && this.runAfterDrain(size)) {
+        // Draining takes about one round trip: waiting beats taking a fragment.
+        const why = `waiting for draining aggregators to make a run of ${size}`;
+        if (job.reason !== why) {
+          job.reason = why;
+          job.status = "queued";
+          decide(job, "queued");
+        }
+        this.estimate(job, now, job.demand);
+        continue;
+      }
+      if (size >= job.minimum && offset < 0) {
+        const largest = free.reduce((best, g) => (g.size > best.size ? g : best), {
+          offset: -1,
+          size: 0,
+        });
+        if (largest.size >= job.minimum) {
+          reason = `fragmented: no free run of ${size} aggregators; the largest is ${largest.size}`;
+          size = largest.size;
+          offset = largest.offset;
+        }
+      }
+      if (size < job.minimum || offset < 0) {
+        const why = reason ?? `no free run of ${Math.max(job.minimum, size)} aggregators`;
+        if (job.reason !== why || job.status !== "queued") {
+          job.reason = why;
+          job.status = "queued";
+          decide(job, "queued");
+        }
+        this.estimate(job, now, job.demand);
+        continue;
+      }
+      this.assign(job, offset, size, now);
+      job.reason = size < job.demand ? reason : null;
+      decide(job, size < job.demand ? "reduced" : "granted");
+    }
+    for (const job of active) {
+      if (job.region !== null) this.estimate(job, now, job.region.size);
+    }
+    return decisions;
+  }
+
+  /** Gives a job the region (offset, size), with a new epoch if it had one before. */
+  private assign(job: ManagedJob, offset: number, size: number, now: number): void {
+    const epoch = job.history.length === 0 ? 0 : ((job.history.at(-1)?.epoch ?? 0) + 1) % 256;
+    job.region = { offset, size, epoch };
+    job.history.push({ at: now, offset, size, epoch });
+    job.status = "running";
+    if (job.startedAt === null) job.startedAt = now;
+  }
+
+  /** Free runs: not in any job's region nor draining. */
+  private freeRuns(): Array<{ offset: number; size: number }> {
+    const blocks: Array<[number, number]> = this.draining.map((b) => [b.offset, b.size]);
+    for (const job of this.jobs.values()) {
+      if (job.region !== null) blocks.push([job.region.offset, job.region.size]);
+    }
+    return gaps(this.options.aggregators, blocks);
+  }
+
+  /** Whether a run of `size` will be free once every draining block has drained. */
+  private runAfterDrain(size: number): boolean {
+    const blocks: Array<[number, number]> = [];
+    for (const job of this.jobs.values()) {
+      if (job.region !== null) blocks.push([job.region.offset, job.region.size]);
+    }
+    return gaps(this.options.aggregators, blocks).some((g) => g.size >= size);
+  }
+
+  /** Queued jobs in the order the policy serves them. */
+  private serviceOrder(jobs: ManagedJob[]): ManagedJob[] {
+    const byArrival = (a: ManagedJob, b: ManagedJob) =>
+      a.submittedAt - b.submittedAt || a.spec.id - b.spec.id;
+    if (this.options.policy !== "edf") return [...jobs].sort(byArrival);
+    const deadline = (j: ManagedJob) =>
+      j.spec.jobClass === "md" ? (j.spec.deadlineMs ?? 0) : Number.POSITIVE_INFINITY;
+    return [...jobs].sort((a, b) => deadline(a) - deadline(b) || byArrival(a, b));
+  }
+
+  /**
+   * Aggregators [offset, offset + size) that the job's current epoch used
+   * become draining; the job's region is cleared (assign() sets a new one).
+   */
+  private retire(job: ManagedJob, offset: number, size: number): void {
+    const r = job.region;
+    if (r === null) return;
+    if (size > 0) this.draining.push({ jobId: job.spec.id, offset, size, epoch: r.epoch });
+    job.region = null;
+  }
+
+  private estimate(job: ManagedJob, now: number, granted: number): void {
+    const finish = now + this.durationMs(job.spec, granted, job.demand);
+    job.estimatedFinishMs = finish;
+    job.deadlineFeasible =
+      job.spec.jobClass === "md"
+        ? finish <= (job.spec.deadlineMs ?? Number.POSITIVE_INFINITY)
+        : null;
+  }
+
+  /** The size each active job should have under the policy now, before placement. */
+  plan(now: number): Map<number, number> {
+    const active = [...this.jobs.values()].filter(
+      (j) => j.status === "queued" || j.status === "running",
+    );
+    return new Map([...this.targetSizes(active, now)].map(([id, t]) => [id, t.size]));
+  }
+
+  /** The size each active job should have under the policy, and why it is less than its demand. */
+  private targetSizes(
+    active: ManagedJob[],
+    now: number,
+  ): Map<number, { size: number; reason: string | null }> {
+    const out = new Map<number, { size: number; reason: string | null }>();
+    // Targets plan the whole pool; placement waits for draining space.
+    const capacity = this.options.aggregators;
+    const byArrival = [...active].sort(
+      (a, b) => a.submittedAt - b.submittedAt || a.spec.id - b.spec.id,
+    );
+    const policy = this.options.policy;
+    if (policy === "static") {
+      const partition = Math.floor(this.options.aggregators / this.options.partitions);
+      byArrival.forEach((job, i) => {
+        if (i >= this.options.partitions) {
+          out.set(job.spec.id, {
+            size: 0,
+            reason: `all ${this.options.partitions} partitions in use`,
+          });
+        } else if (partition < job.minimum) {
+          out.set(job.spec.id, {
+            size: 0,
+            reason: `a partition of ${partition} is below its minimum`,
+          });
+        } else {
+          const size = Math.min(job.demand, partition);
+          out.set(job.spec.id, {
+            size,
+            reason: size < job.demand ? `static partition of ${partition}` : null,
+          });
+        }
+      });
+      return out;
+    }
+    if (policy === "fcfs") {
+      let remaining = capacity;
+      let blocked = false;
+      for (const job of byArrival) {
+        const size = blocked ? 0 : Math.min(job.demand, remaining);
+        if (size < job.minimum) {
+          blocked = true; // first come, first served: nobody overtakes a waiting job
+          out.set(job.spec.id, { size: 0, reason: "waiting for earlier jobs to release memory" });
+          continue;
+        }
+        remaining -= size;
+        out.set(job.spec.id, {
+          size,
+          reason: size < job.demand ? `only ${size} of ${job.demand} left` : null,
+        });
+      }
+      return out;
+    }
+    // edf: MD jobs in deadline order get their demand if that meets the
+    // deadline and fits; the rest share what is left.
+    let remaining = capacity;
+    const md = byArrival
+      .filter((j) => j.spec.jobClass === "md")
+      .sort((a, b) => (a.spec.deadlineMs ?? 0) - (b.spec.deadlineMs ?? 0));
+    const shared: ManagedJob[] = [];
+    for (const job of md) {
+      const meets =
+        now + this.durationMs(job.spec, job.demand, job.demand) <= (job.spec.deadlineMs ?? 0);
+      if (meets && job.demand <= remaining) {
+        out.set(job.spec.id, { size: job.demand, reason: null });
+        remaining -= job.demand;
+      } else shared.push(job);
+    }
+    for (const job of byArrival) if (job.spec.jobClass === "be") shared.push(job);
+    shared.sort((a, b) => a.submittedAt - b.submittedAt || a.spec.id - b.spec.id);
+    // Water-filling: equal shares, capped at demand, re-shared until stable;
+    // a job whose share is below its minimum waits (latest arrivals first).
+    let sharing = [...shared];
+    for (;;) {
+      const sizes = waterFill(
+        remaining,
+        sharing.map((j) => j.demand),
+      );
+      // The latest arrival that waits gives way first; a running job only if none is left.
+      let tooSmall = -1;
+      let runningTooSmall = -1;
+      sharing.forEach((job, i) => {
+        if (sizes[i] >= job.minimum) return;
+        if (job.status === "running") runningTooSmall = i;
+        else tooSmall = i;
+      });
+      if (tooSmall < 0) tooSmall = runningTooSmall;
+      if (tooSmall < 0) {
+        sharing.forEach((job, i) => {
+          const missed =
+            job.spec.jobClass === "md" ? "deadline cannot be met at full demand, or no room; " : "";
+          out.set(job.spec.id, {
+            size: sizes[i],
+            reason:
+              sizes[i] < job.demand
+                ? `${missed}shares the remainder: ${sizes[i]} of ${job.demand}`
+                : null,
+          });
+        });
+        break;
+      }
+      out.set(sharing[tooSmall].spec.id, {
+        size: 0,
+        reason: "the shared remainder is too small for another job",
+      });
+      sharing = sharing.filter((_, i) => i !== tooSmall);
+    }
+    return out;
+  }
+}
+
+/** Splits `capacity` equally among demands, never giving more than a demand. */
+export function waterFill(capacity: number, demands: number[]): number[] {
+  const sizes = demands.map(() => 0);
+  let left = capacity;
+  let open = demands.map((_, i) => i);
+  while (open.length > 0 && left > 0) {
+    const share = Math.floor(left / open.length);
+    if (share === 0) break;
+    const next: number[] = [];
+    for (const i of open) {
+      const give = Math.min(share, demands[i] - sizes[i]);
+      sizes[i] += give;
+      left -= give;
+      if (sizes[i] < demands[i]) next.push(i);
+    }
+    // Capped jobs leave their unused share to the others on the next round.
+    open = next;
+  }
+  return sizes;
+}
+
+/** Free runs of [0, total) not covered by the `[offset, size]` blocks. */
+export function gaps(
+  total: number,
+  blocks: ReadonlyArray<readonly [number, number]>,
+): Array<{ offset: number; size: number }> {
+  const sorted = [...blocks].sort((a, b) => a[0] - b[0]);
+  const out: Array<{ offset: number; size: number }> = [];
+  let at = 0;
+  for (const [offset, size] of sorted) {
+    if (offset > at) out.push({ offset: at, size: offset - at });
+    at = Math.max(at, offset + size);
+  }
+  if (at < total) out.push({ offset: at, size: total - at });
+  return out;
+}
