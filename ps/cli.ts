@@ -1,7 +1,6 @@
 #!/usr/bin/env node
 import { z } from "zod";
 import {
-  emitRecord,
   loadSwitchConfigFile,
   runCli,
   SERVER_OPTIONS,
@@ -55,14 +54,13 @@ await runCli(spec, async (options) => {
     port: options.port,
   });
   const address = server.address();
-  emitRecord({
-    event: "ready",
-    pid: process.pid,
-    dataAddress: address.address,
-    dataPort: address.port,
-    jobs: server.core.jobs.map((job) => ({ id: job.id, mode: job.mode, fanIn: job.fanIn })),
-  });
   return serveUntilSignal({
+    ready: {
+      pid: process.pid,
+      dataAddress: address.address,
+      dataPort: address.port,
+      jobs: server.core.jobs.map((job) => ({ id: job.id, mode: job.mode, fanIn: job.fanIn })),
+    },
     statsIntervalMs: options.statsIntervalMs,
     report: () => ({ socketErrors: server.socketErrors, ...psReport(server.core) }),
     close: () => server.close(),

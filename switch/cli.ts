@@ -1,7 +1,6 @@
 #!/usr/bin/env node
 import { z } from "zod";
 import {
-  emitRecord,
   loadSwitchConfigFile,
   runCli,
   SERVER_OPTIONS,
@@ -48,14 +47,13 @@ await runCli(spec, async (options) => {
       : await loadSwitchConfigFile(options.config);
   const server = await SwitchServer.start({ config, host: options.host, port: options.port });
   const address = server.address();
-  emitRecord({
-    event: "ready",
-    pid: process.pid,
-    dataAddress: address.address,
-    dataPort: address.port,
-    jobs: config.jobs,
-  });
   return serveUntilSignal({
+    ready: {
+      pid: process.pid,
+      dataAddress: address.address,
+      dataPort: address.port,
+      jobs: config.jobs,
+    },
     statsIntervalMs: options.statsIntervalMs,
     report: () => ({ socketErrors: server.socketErrors, ...switchReport(server.core) }),
     close: () => server.close(),
