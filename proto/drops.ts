@@ -59,6 +59,13 @@ export const DropReason = {
   psnTooFarAhead: 26,
   /** (PS) a PSN every worker has moved past; its state is gone */
   psnRetired: 27,
+  /**
+   * a contribution in a job's new region epoch while its old region, which
+   * the new one overlaps, still holds results some worker may need
+   */
+  regionDraining: 28,
+  /** a contribution in a region epoch the job no longer uses for that PSN; answered with the region */
+  regionChanged: 29,
 } as const;
 
 export type DropReasonValue = (typeof DropReason)[keyof typeof DropReason];

@@ -55,6 +55,12 @@ export const PacketType = {
   ack: 3,
   /** host -> switch -> host: forwarded unchanged to `destination`. */
   forward: 4,
+  /**
+   * switch -> workers: the job's region changes. From PSN `psn` on, use
+   * aggregators [aggregatorIndex, aggregatorIndex + bitmap) and regionEpoch.
+   * No payload.
+   */
+  region: 5,
 } as const;
 export type PacketTypeValue = (typeof PacketType)[keyof typeof PacketType];
 export const PACKET_TYPE_NAMES: Record<number, string> = {
@@ -62,6 +68,7 @@ export const PACKET_TYPE_NAMES: Record<number, string> = {
   2: "result",
   3: "ack",
   4: "forward",
+  5: "region",
 };
 
 export const Flag = {

@@ -3,7 +3,7 @@ import { DropReason, type DropReasonValue } from "../proto/drops.js";
 import { addIfNoOverflow } from "../proto/fixedpoint.js";
 import { emptyHeader, Flag, type PacketHeader, PacketType, WORKER_ID_NONE } from "../proto/wire.js";
 import { type AggregatorArray, AggregatorState } from "./aggregators.js";
-import type { JobState } from "./jobs.js";
+import type { JobState, RegionState } from "./jobs.js";
 
 export const AtpVerdict = {
   /** claimed or added; nothing to send */
@@ -52,6 +52,7 @@ export interface AtpOutcome {
 export function atpContribute(
   aggregators: AggregatorArray,
   job: JobState,
+  region: RegionState,
   h: PacketHeader,
   payload: Int32Array,
   payloadStart: number,
@@ -63,7 +64,7 @@ export function atpContribute(
   outcome.overflowed = false;
   outcome.freedStale = false;
   outcome.evictedBitmap = 0;
-  if (index < job.offset || index >= job.offset + job.size) {
+  if (index < region.offset || index >= region.offset + region.size) {
     outcome.dropReason = DropReason.badIndex;
     return AtpVerdict.drop;
   }
@@ -132,7 +133,8 @@ export function atpRelease(
   psn: number,
   index: number,
 ): boolean {
-  if (index < job.offset || index >= job.offset + job.size) return false;
+  // The tag proves the aggregator is the job's, wherever its region is now.
+  if (index >= aggregators.count) return false;
   if (
     aggregators.state[index] === AggregatorState.empty ||
     aggregators.jobId[index] !== job.id ||

@@ -1,4 +1,4 @@
-import { decodeHeader } from "../proto/codec.js";
+import { decodeHeader, encodeHeader } from "../proto/codec.js";
 import type { SwitchConfig } from "../proto/config.js";
 import { DROP_REASON_COUNT, DropReason, type DropReasonValue } from "../proto/drops.js";
 import { deriveSeed, Prng } from "../proto/prng.js";
@@ -13,10 +13,10 @@ import {
   packetBytes,
   WORKER_ID_NONE,
 } from "../proto/wire.js";
-import { AggregatorArray } from "./aggregators.js";
+import { AggregatorArray, AggregatorState } from "./aggregators.js";
 import { type AtpOutcome, AtpVerdict, atpContribute, atpRelease } from "./atp.js";
 import { FaultAction, FaultInjector } from "./faults.js";
-import { JobState } from "./jobs.js";
+import { JobState, type RegionState } from "./jobs.js";
 import { netReduceContribute, type ProgramOutcome, Verdict } from "./netreduce.js";
 
 /** Where the switch's packets go: the UDP adapter, or a test's capture. */
@@ -39,6 +39,8 @@ export interface SwitchStats {
   /** ATP and PS jobs: packets sent to the parameter server, and acks back from it */
   toParameterServer: number;
   acks: number;
+  /** region changes whose old region has drained */
+  regionChanges: number;
   /** `now` of the first and latest datagram, for packet rates */
   firstPacketAt: number;
   lastPacketAt: number;
@@ -67,6 +69,7 @@ export class SwitchCore {
     forwarded: 0,
     toParameterServer: 0,
     acks: 0,
+    regionChanges: 0,
     firstPacketAt: -1,
     lastPacketAt: -1,
   };
@@ -77,6 +80,13 @@ export class SwitchCore {
 
   private readonly jobSlotById = new Int32Array(0x10000).fill(-1);
   private readonly header = emptyHeader();
+  private readonly regionHeader = emptyHeader();
+  private readonly regionPacket = Buffer.alloc(HEADER_BYTES);
+  private readonly regionView = new DataView(
+    this.regionPacket.buffer,
+    this.regionPacket.byteOffset,
+    HEADER_BYTES,
+  );
   private readonly outcome: ProgramOutcome = { index: 0, dropReason: 0, tookOver: false };
   private readonly atpOutcome: AtpOutcome = {
     index: 0,
@@ -129,11 +139,124 @@ export class SwitchCore {
     for (const job of config.jobs) this.installJob(new JobState(job));
   }
 
+  /** Installs a job's rule; a job id already installed is replaced. */
   installJob(job: JobState): void {
+    if (this.jobSlotById[job.id] >= 0) this.removeJob(job.id);
     this.jobSlotById[job.id] = this.jobs.length;
     this.jobs.push(job);
+    this.freshRegion(job, job.current);
+  }
+
+  /** Removes a job's rule and empties what it held. Returns whether it was installed. */
+  removeJob(id: number): boolean {
+    const slot = this.jobSlotById[id];
+    if (slot < 0) return false;
+    const job = this.jobs[slot];
+    this.jobs.splice(slot, 1);
+    this.jobSlotById[id] = -1;
+    for (let i = slot; i < this.jobs.length; i++) this.jobSlotById[this.jobs[i].id] = i;
+    this.sweep(job, job.current);
+    if (job.old !== null) this.sweep(job, job.old);
+    return true;
+  }
+
+  /**
+   * Moves or resizes a job's region (proto/README.md, section 11). PSNs from
+   * a switchover PSN on use the new region and epoch: one past anything a
+   * worker can have sent yet (highest PSN seen + window). The old region
+   * serves the PSNs below it until every worker has sent in the new epoch
+   * (each does so only once it holds every result below the switchover);
+   * then it has drained, and `onRegionDrained` reports it. A change that
+   * arrives while another drains waits for it.
+   */
+  changeRegion(id: number, offset: number, size: number, epoch: number): void {
+    const job = this.job(id);
+    if (job === undefined) throw new RangeError(`job ${id} is not installed`);
+    if (job.old !== null) {
+      job.queuedChange = { offset, size, epoch };
+      return;
+    }
+    const old = job.current;
+    if (job.maxPsn < 0) {
+      // Nothing sent yet: nothing to drain.
+      this.sweep(job, old);
+      job.current = { epoch, offset, size, start: 0 };
+      this.freshRegion(job, job.current);
+      this.onRegionDrained?.(job.id, old.epoch);
+      this.multicastRegion(job);
+      return;
+    }
+    job.old = old;
+    job.current = { epoch, offset, size, start: job.maxPsn + job.window + 1 };
+    job.switched = 0;
+    job.overlapping = offset < old.offset + old.size && old.offset < offset + size;
+    if (!job.overlapping) this.freshRegion(job, job.current);
+    this.multicastRegion(job);
+  }
+
+  /** Called when a job's old region has drained: the manager may reuse it. */
+  onRegionDrained: ((jobId: number, epoch: number) => void) | null = null;
+
+  private finishDrain(job: JobState): void {
+    const old = job.old;
+    if (old === null) return;
+    job.old = null;
+    // Overlapping: the new epoch was held back, so the region holds only old PSNs.
+    if (job.overlapping) this.freshRegion(job, job.current);
+    else this.sweep(job, old);
+    job.overlapping = false;
+    this.stats.regionChanges++;
+    this.onRegionDrained?.(job.id, old.epoch);
+    const queued = job.queuedChange;
+    if (queued !== null) {
+      job.queuedChange = null;
+      this.changeRegion(job.id, queued.offset, queued.size, queued.epoch);
+    }
+  }
+
+  /** Readies a region for a job's new epoch: a NetReduce region starts empty. */
+  private freshRegion(job: JobState, region: RegionState): void {
     // An ATP slice may be shared with running jobs; only a NetReduce region is the job's alone.
-    if (job.mode === "netreduce") this.aggregators.clear(job.offset, job.size);
+    if (job.mode === "netreduce") this.aggregators.clear(region.offset, region.size);
+    else if (job.mode === "atp") this.sweep(job, region);
+  }
+
+  /** Empties whatever the job still holds in `region` (outside its current one, for ATP). */
+  private sweep(job: JobState, region: RegionState): void {
+    const a = this.aggregators;
+    for (let i = region.offset; i < region.offset + region.size; i++) {
+      if (a.state[i] !== AggregatorState.empty && a.jobId[i] === job.id) {
+        a.state[i] = AggregatorState.empty;
+      }
+    }
+  }
+
+  private multicastRegion(job: JobState): void {
+    this.writeRegionPacket(job, DESTINATION_ALL_WORKERS);
+    this.multicast(job, this.regionPacket, -1);
+  }
+
+  /** Tells a worker the region its packet should have used. */
+  private sendRegion(job: JobState, workerId: number, port: number, address: string): void {
+    this.writeRegionPacket(job, workerId);
+    this.emit(this.regionPacket, port, address);
+  }
+
+  private writeRegionPacket(job: JobState, destination: number): void {
+    const r = this.regionHeader;
+    r.type = PacketType.region;
+    r.flags = 0;
+    r.jobId = job.id;
+    r.workerId = WORKER_ID_NONE;
+    r.fanIn = job.fanIn;
+    r.elementCount = 0;
+    r.psn = job.current.start;
+    r.aggregatorIndex = job.current.offset;
+    r.bitmap = job.current.size;
+    r.scaleBits = 0;
+    r.regionEpoch = job.current.epoch;
+    r.destination = destination;
+    encodeHeader(this.regionView, 0, r);
   }
 
   job(id: number): JobState | undefined {
@@ -218,13 +341,31 @@ export class SwitchCore {
       if (counters.firstContributionAt < 0) counters.firstContributionAt = stats.lastPacketAt;
       counters.lastContributionAt = stats.lastPacketAt;
       if (h.flags & Flag.resend) counters.resends++;
-      if (job.mode === "netreduce") this.netReduce(job, h, port, address);
-      else if (job.mode === "atp") this.atp(job, h, datagram, port, address);
-      else {
+      if (job.mode === "ps") {
         // Parameter-server baseline: the switch is a plain forwarder.
         job.learnHost(h.workerId, port, address);
         this.toParameterServer(job, datagram, Flag.toPs);
+        return;
       }
+      const region = job.regionFor(h.regionEpoch, h.psn);
+      if (region === null) {
+        // The sender has not learned a change of region yet: tell it.
+        this.dropPacket(DropReason.regionChanged, job);
+        this.sendRegion(job, h.workerId, port, address);
+        return;
+      }
+      if (job.old !== null && region === job.current) {
+        // A worker sends in a new epoch only once it holds every result of the old one.
+        job.switched |= 1 << h.workerId;
+        if (job.switched === job.fullBitmap) this.finishDrain(job);
+        else if (job.overlapping) {
+          this.dropPacket(DropReason.regionDraining, job);
+          return;
+        }
+      }
+      if (h.psn > job.maxPsn) job.maxPsn = h.psn;
+      if (job.mode === "netreduce") this.netReduce(job, region, h, port, address);
+      else this.atp(job, region, h, datagram, port, address);
       return;
     }
 
@@ -246,12 +387,19 @@ export class SwitchCore {
     this.dropPacket(DropReason.unexpectedType, job);
   }
 
-  private netReduce(job: JobState, h: PacketHeader, port: number, address: string): void {
+  private netReduce(
+    job: JobState,
+    region: RegionState,
+    h: PacketHeader,
+    port: number,
+    address: string,
+  ): void {
     const counters = job.counters;
     const outcome = this.outcome;
     const verdict = netReduceContribute(
       this.aggregators,
       job,
+      region,
       h,
       this.scratchValues,
       HEADER_BYTES / 4,
@@ -277,12 +425,20 @@ export class SwitchCore {
     }
   }
 
-  private atp(job: JobState, h: PacketHeader, datagram: Buffer, port: number, address: string) {
+  private atp(
+    job: JobState,
+    region: RegionState,
+    h: PacketHeader,
+    datagram: Buffer,
+    port: number,
+    address: string,
+  ) {
     const counters = job.counters;
     const outcome = this.atpOutcome;
     const verdict = atpContribute(
       this.aggregators,
       job,
+      region,
       h,
       this.scratchValues,
       HEADER_BYTES / 4,

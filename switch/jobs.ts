@@ -39,14 +39,31 @@ export interface JobCounters {
   lastContributionAt: number;
 }
 
+/** A region of a job in one epoch: aggregators [offset, offset + size) for PSNs from `start`. */
+export interface RegionState {
+  epoch: number;
+  offset: number;
+  size: number;
+  start: number;
+}
+
 /** A job installed in the switch: its rule (mode, fan-in, region) and its hosts. */
 export class JobState {
   readonly id: number;
   readonly mode: JobConfig["mode"];
   readonly fanIn: number;
-  /** the job's region (NetReduce) or pool slice (ATP); 0, 0 for a PS job */
-  readonly offset: number;
-  readonly size: number;
+  /** the job's region (NetReduce) or pool slice (ATP) now; 0, 0 for a PS job */
+  current: RegionState;
+  /** the previous region while it drains after a change, else null */
+  old: RegionState | null = null;
+  /** whether `current` overlaps `old`: new-epoch packets wait until the old one drains */
+  overlapping = false;
+  /** workers that have sent in the current epoch since the last change */
+  switched = 0;
+  /** highest PSN of any contribution the program accepted */
+  maxPsn = -1;
+  /** a change that arrived while another was draining; applied when it has */
+  queuedChange: { offset: number; size: number; epoch: number } | null = null;
   readonly window: number;
   /** bitmap with one bit per worker: the value of a complete aggregation */
   readonly fullBitmap: number;
@@ -79,10 +96,25 @@ export class JobState {
     this.mode = config.mode;
     this.fanIn = config.fanIn;
     const region = jobRegion(config);
-    this.offset = region.offset;
-    this.size = region.size;
+    this.current = { epoch: 0, offset: region.offset, size: region.size, start: 0 };
     this.window = config.window;
     this.fullBitmap = config.fanIn === 32 ? 0xffffffff : (1 << config.fanIn) - 1;
+  }
+
+  get offset(): number {
+    return this.current.offset;
+  }
+
+  get size(): number {
+    return this.current.size;
+  }
+
+  /** The region a contribution of `epoch` for `psn` uses, or null if none does. */
+  regionFor(epoch: number, psn: number): RegionState | null {
+    if (epoch === this.current.epoch && psn >= this.current.start) return this.current;
+    const old = this.old;
+    if (old !== null && epoch === old.epoch && psn < this.current.start) return old;
+    return null;
   }
 
   /** Remembers where worker `workerId` sends from, so results can reach it. */

@@ -4,7 +4,7 @@ import { DropReason, type DropReasonValue } from "../proto/drops.js";
 import { addSaturating } from "../proto/fixedpoint.js";
 import { emptyHeader, Flag, type PacketHeader, PacketType, WORKER_ID_NONE } from "../proto/wire.js";
 import { type AggregatorArray, AggregatorState } from "./aggregators.js";
-import type { JobState } from "./jobs.js";
+import type { JobState, RegionState } from "./jobs.js";
 
 export const Verdict = {
   /** added (or claimed); nothing to send */
@@ -35,12 +35,13 @@ export interface ProgramOutcome {
 export function netReduceContribute(
   aggregators: AggregatorArray,
   job: JobState,
+  region: RegionState,
   h: PacketHeader,
   payload: Int32Array,
   payloadStart: number,
   outcome: ProgramOutcome,
 ): VerdictValue {
-  const index = netReduceIndex(job.offset, job.size, h.psn);
+  const index = netReduceIndex(region.offset, region.size, h.psn);
   outcome.index = index;
   outcome.tookOver = false;
   if (h.aggregatorIndex !== index) return drop(outcome, DropReason.badIndex);
@@ -50,11 +51,13 @@ export function netReduceContribute(
 
   if (state === AggregatorState.empty || heldPsn < h.psn) {
     // Correct traffic claims an aggregator with exactly the next PSN that maps
-    // to it: PSN index - offset first, then held PSN + size, and only once the
-    // held one is finished. Anything further ahead broke a window (or is a
-    // stray packet) and must not destroy a result a worker may still need.
-    const expected = state === AggregatorState.empty ? index - job.offset : heldPsn + job.size;
-    if (h.psn !== expected || state === AggregatorState.partial) {
+    // to it: the region's first PSN that does (within `size` of its start),
+    // then held PSN + size, and only once the held one is finished. Anything
+    // further ahead broke a window (or is a stray packet) and must not
+    // destroy a result a worker may still need.
+    const next =
+      state === AggregatorState.empty ? h.psn - region.start < region.size : h.psn === heldPsn + region.size;
+    if (!next || state === AggregatorState.partial) {
       return drop(outcome, DropReason.windowViolation);
     }
     outcome.tookOver = state === AggregatorState.complete;

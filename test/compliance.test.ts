@@ -126,3 +126,52 @@ describe("aggregator compliance: jobs of every mode on one switch", () => {
     assert.equal(netreduce.counters.aggregationsCompleted, sim.jobs[0].packets);
   });
 });
+
+describe("changing a running job's region", () => {
+  const cases = [
+    { mode: "netreduce", name: "shrinks in place (overlapping: the new epoch waits)", to: [0, 8] },
+    { mode: "netreduce", name: "moves to a disjoint region", to: [16, 16] },
+    { mode: "atp", name: "moves its pool slice", to: [20, 4] },
+  ] as const;
+  for (const c of cases) {
+    it(`${c.mode}: ${c.name}, twice, with loss; every result exact`, () => {
+      const seed = testSeed(`region change ${c.mode} ${c.name}`, 31);
+      const drained: number[] = [];
+      const jobs: SimJob[] = [
+        {
+          mode: c.mode,
+          workers: 3,
+          elements: 20_000,
+          window: 8,
+          elementsPerPacket: 40,
+          offset: 0,
+          size: 16,
+        },
+      ];
+      const sim = simulate({
+        jobs,
+        aggregators: 40,
+        rates: { drop: 0.02, duplicate: 0.01, reorder: 0.02 },
+        seed,
+        events: [
+          {
+            at: 20,
+            run: (sw) => {
+              sw.onRegionDrained = (_job, epoch) => drained.push(epoch);
+              sw.changeRegion(1, c.to[0], c.to[1], 1);
+            },
+          },
+          // Queued behind the first change until it drains.
+          { at: 21, run: (sw) => sw.changeRegion(1, 0, 16, 2) },
+        ],
+      });
+      assertExact(sim, jobs);
+      assert.deepEqual(drained, [0, 1], "both old regions drained, in order");
+      assert.equal(sim.sw.stats.regionChanges, 2);
+      const job = sim.sw.job(1);
+      assert.deepEqual([job?.current.epoch, job?.current.offset, job?.current.size], [2, 0, 16]);
+      for (const w of sim.jobs[0].workers) assert.equal(w.stats.regionChanges, 2);
+      assert.equal(completions(c.mode, sim), sim.jobs[0].packets, "each PSN completes once");
+    });
+  }
+});

@@ -28,6 +28,8 @@ export interface SimOptions {
   seed: number;
   /** all-reduces run back to back by every worker */
   calls?: number;
+  /** things done to the switch at virtual times (ms), e.g. region changes */
+  events?: Array<{ at: number; run: (sw: SwitchCore) => void }>;
 }
 
 const SWITCH_PORT = 1000;
@@ -111,6 +113,7 @@ export function simulate(o: SimOptions) {
   });
   const all = [...byPort.values()];
 
+  const events = [...(o.events ?? [])].sort((a, b) => a.at - b.at);
   for (let call = 0; call < (o.calls ?? 1); call++) {
     for (const job of jobs) {
       job.outputs.forEach((out) => {
@@ -134,6 +137,7 @@ export function simulate(o: SimOptions) {
         continue;
       }
       now = next.at;
+      while (events.length > 0 && events[0].at <= now) events.shift()?.run(sw);
       if (next.to === SWITCH_PORT) sw.receive(next.bytes, next.from, HOST, now);
       else if (next.to === PS_PORT) ps.receive(next.bytes, next.from, HOST);
       else byPort.get(next.to)?.receive(next.bytes, now);

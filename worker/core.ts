@@ -39,6 +39,22 @@ export interface WorkerCoreOptions {
   rtoMaxMs: number;
   /** sends of one PSN after which the all-reduce fails instead of retrying forever */
   maxSendsPerPacket: number;
+  /** epoch of the region given (by the control plane); 0 for a static config */
+  regionEpoch?: number;
+}
+
+/** A region of the job in one epoch, used for PSNs from `start`. */
+interface WorkerRegion {
+  epoch: number;
+  offset: number;
+  size: number;
+  start: number;
+}
+
+/** Epochs are 8 bits and wrap: `a` is newer than `b` if it is 1..127 ahead. */
+function newerEpoch(a: number, b: number): boolean {
+  const ahead = (a - b) & 0xff;
+  return ahead >= 1 && ahead <= 127;
 }
 
 export const DEFAULT_RTO = {
@@ -104,6 +120,8 @@ export interface WorkerStats {
   resultsReceived: number;
   /** results for PSNs that already had one (network duplicates, replays) */
   duplicateResults: number;
+  /** region changes the switch announced and this worker adopted */
+  regionChanges: number;
   /** results flagged overflow, and values that saturated while quantizing */
   overflowedResults: number;
   saturatedValues: number;
@@ -129,6 +147,11 @@ export class WorkerCore {
 
   /** one preallocated datagram per window position (PSN % window) */
   private readonly slots: PacketSlots;
+  /** the region PSNs are addressed in now, and one announced for later PSNs */
+  private region: WorkerRegion;
+  private pending: WorkerRegion | null = null;
+  /** packets in flight now: the window, or less when a NetReduce region is smaller than 2 x window */
+  private windowLimit: number;
   private readonly slotSentAt: Float64Array;
   private readonly slotSends: Uint32Array;
   private readonly slotDone: Uint8Array;
@@ -171,6 +194,13 @@ export class WorkerCore {
     this.scratchValues = new Int32Array(scratchArena);
     this.scratchFloats = new Float32Array(scratchArena);
     this.resultType = options.mode === "netreduce" ? PacketType.result : PacketType.ack;
+    this.region = {
+      epoch: options.regionEpoch ?? 0,
+      offset: options.regionOffset,
+      size: options.regionSize,
+      start: 0,
+    };
+    this.windowLimit = this.windowFor(this.region);
     this.scale = 2 ** options.scaleBits;
     this.inverseScale = 2 ** -options.scaleBits;
     this.stats = {
@@ -182,6 +212,7 @@ export class WorkerCore {
       duplicateResults: 0,
       overflowedResults: 0,
       saturatedValues: 0,
+      regionChanges: 0,
       drops: new Float64Array(DROP_REASON_COUNT),
       srttMs: 0,
       rtoMs: options.rtoInitialMs,
@@ -234,6 +265,10 @@ export class WorkerCore {
     const reason = decodeHeader(this.scratchView, 0, datagram.length, h);
     if (reason !== DropReason.ok) {
       this.drop(reason);
+      return;
+    }
+    if (h.type === PacketType.region && h.jobId === this.options.jobId) {
+      this.regionAnnounced(h.regionEpoch, h.aggregatorIndex, h.bitmap, h.psn, now);
       return;
     }
     if (h.type !== this.resultType) {
@@ -349,8 +384,63 @@ export class WorkerCore {
   }
 
   private fillWindow(now: number): void {
-    const limit = Math.min(this.endPsn, this.base + this.options.window);
+    if (this.pending !== null && this.base >= this.pending.start) this.adoptPending(now);
+    let limit = Math.min(this.endPsn, this.base + this.windowLimit);
+    // PSNs from a switchover go out only once every older PSN has its result:
+    // that is how the switch knows this worker no longer needs the old region.
+    if (this.pending !== null) limit = Math.min(limit, this.pending.start);
     while (this.next < limit) this.sendNew(this.next++, now);
+  }
+
+  /** The switch announced a new region (epoch, offset, size) for PSNs from `start`. */
+  private regionAnnounced(epoch: number, offset: number, size: number, start: number, now: number) {
+    const latest = this.pending ?? this.region;
+    if (!newerEpoch(epoch, latest.epoch)) return;
+    if (size < 1 || (this.options.mode === "netreduce" && size < 2)) {
+      this.drop(DropReason.badIndex);
+      return;
+    }
+    this.pending = { epoch, offset, size, start };
+    if (this.active) this.fillWindow(now);
+  }
+
+  /**
+   * Switches to the announced region. PSNs from its start that already went
+   * out in the old epoch (before the news arrived) were refused by the
+   * switch: they are readdressed and sent again.
+   */
+  private adoptPending(now: number): void {
+    const region = this.pending;
+    if (region === null) return;
+    this.pending = null;
+    this.region = region;
+    this.windowLimit = this.windowFor(region);
+    this.stats.regionChanges++;
+    const view = this.slots.view;
+    for (let psn = Math.max(this.base, region.start); psn < this.next; psn++) {
+      const slot = psn % this.options.window;
+      if (this.slotDone[slot] === 1) continue;
+      const at = this.slots.headerOffset(slot);
+      view.setUint32(at + Field.aggregatorIndex, this.indexOf(psn), true);
+      view.setUint8(at + Field.regionEpoch, region.epoch);
+      this.resend(slot, now);
+    }
+  }
+
+  private windowFor(region: WorkerRegion): number {
+    // NetReduce's 2 x window rule bounds the window by the region.
+    if (this.options.mode !== "netreduce") return this.options.window;
+    return Math.max(1, Math.min(this.options.window, Math.floor(region.size / 2)));
+  }
+
+  private indexOf(psn: number): number {
+    const r = this.region;
+    const o = this.options;
+    return o.mode === "netreduce"
+      ? netReduceIndex(r.offset, r.size, psn)
+      : o.mode === "atp"
+        ? atpIndex(o.jobId, psn, r.offset, r.size)
+        : 0;
   }
 
   private sendNew(psn: number, now: number): void {
@@ -374,15 +464,10 @@ export class WorkerCore {
     h.fanIn = o.fanIn;
     h.elementCount = count;
     h.psn = psn;
-    h.aggregatorIndex =
-      o.mode === "netreduce"
-        ? netReduceIndex(o.regionOffset, o.regionSize, psn)
-        : o.mode === "atp"
-          ? atpIndex(o.jobId, psn, o.regionOffset, o.regionSize)
-          : 0;
+    h.aggregatorIndex = this.indexOf(psn);
     h.bitmap = 1 << o.workerId;
     h.scaleBits = o.scaleBits;
-    h.regionEpoch = 0;
+    h.regionEpoch = this.region.epoch;
     h.destination = 0;
     encodeHeader(this.slots.view, this.slots.headerOffset(slot), h);
     this.stats.saturatedValues += saturated;
