@@ -56,7 +56,9 @@ export function netReduceContribute(
     // further ahead broke a window (or is a stray packet) and must not
     // destroy a result a worker may still need.
     const next =
-      state === AggregatorState.empty ? h.psn - region.start < region.size : h.psn === heldPsn + region.size;
+      state === AggregatorState.empty
+        ? h.psn - region.start < region.size
+        : h.psn === heldPsn + region.size;
     if (!next || state === AggregatorState.partial) {
       return drop(outcome, DropReason.windowViolation);
     }

@@ -109,7 +109,7 @@ describe("memory manager", () => {
   for (const c of cases) {
     it(c.name, () => {
       const m = manager(c.pool, c.policy);
-      c.jobs.forEach(([id, extra], at) => m.submit(spec(id, extra), at));
+      for (const [at, [id, extra]] of c.jobs.entries()) m.submit(spec(id, extra), at);
       assert.deepEqual(Object.fromEntries(m.plan(10)), c.plan);
       // Placed as planned once every changed region has drained; never overlapping.
       for (let round = 0; round < 5 && m.draining.length > 0; round++) {
