@@ -472,19 +472,29 @@ export class MemoryManager {
       }
       return out;
     }
-    // edf: MD jobs in deadline order get their demand if that meets the
-    // deadline and fits; the rest share what is left.
+    // edf: MD jobs in deadline order get their demand, or as much of it as
+    // still meets the deadline, keeping each running BE job's minimum; the
+    // rest share what is left.
     let remaining = capacity;
+    const reserved = active
+      .filter((j) => j.spec.jobClass === "be" && j.status === "running")
+      .reduce((n, j) => n + j.minimum, 0);
     const md = byArrival
       .filter((j) => j.spec.jobClass === "md")
       .sort((a, b) => (a.spec.deadlineMs ?? 0) - (b.spec.deadlineMs ?? 0));
     const shared: ManagedJob[] = [];
     for (const job of md) {
+      const grant = Math.min(job.demand, remaining - reserved);
       const meets =
-        now + this.durationMs(job.spec, job.demand, job.demand) <= (job.spec.deadlineMs ?? 0);
-      if (meets && job.demand <= remaining) {
-        out.set(job.spec.id, { size: job.demand, reason: null });
-        remaining -= job.demand;
+        grant >= job.minimum &&
+        now + this.durationMs(job.spec, grant, job.demand) <= (job.spec.deadlineMs ?? 0);
+      if (meets) {
+        out.set(job.spec.id, {
+          size: grant,
+          reason:
+            grant < job.demand ? `deadline job: ${grant} of ${job.demand} still meets it` : null,
+        });
+        remaining -= grant;
       } else shared.push(job);
     }
     for (const job of byArrival) if (job.spec.jobClass === "be") shared.push(job);

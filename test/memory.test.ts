@@ -58,7 +58,7 @@ describe("memory manager", () => {
     plan: Record<number, number>; // job id -> aggregators the policy gives it
   }> = [
     {
-      name: "EDF serves deadline jobs in deadline order, then shares the rest",
+      name: "EDF serves deadline jobs in deadline order; a running best-effort job keeps its minimum",
       policy: "edf",
       pool: 150,
       jobs: [
@@ -66,8 +66,9 @@ describe("memory manager", () => {
         [2, { aggregators: 100, jobClass: "md", deadlineMs: 50_000 }],
         [3, { aggregators: 100, jobClass: "md", deadlineMs: 20_000 }],
       ],
-      // 3 (earliest deadline) gets its 100; 2, which no longer fits, shares the other 50 with BE job 1
-      plan: { 1: 25, 2: 25, 3: 100 },
+      // 3 (earliest deadline) gets its 100; 2 gets what is left but BE job 1's minimum,
+      // enough to meet its own deadline
+      plan: { 1: 1, 2: 49, 3: 100 },
     },
     {
       name: "EDF shares the leftover equally among best-effort jobs, capped at demand",

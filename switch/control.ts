@@ -1,0 +1,329 @@
+import Fastify, { type FastifyInstance } from "fastify";
+import {
+  hasZodFastifySchemaValidationErrors,
+  serializerCompiler,
+  validatorCompiler,
+  type ZodTypeProvider,
+} from "fastify-type-provider-zod";
+import { z } from "zod";
+import { MAX_FAN_IN } from "../proto/wire.js";
+import type { SwitchCore } from "./core.js";
+import { JobState } from "./jobs.js";
+import { type Decision, type ManagedJob, ManagerError, type MemoryManager } from "./memory.js";
+
+/**
+ * The switch's control plane: the memory manager's northbound HTTP API
+ * (submit, list, get, cancel and finish jobs; the allocation table; health)
+ * and its southbound side: a worker joining a job learns its worker id,
+ * fan-in, mode, region and the switch's data address, and the switch installs,
+ * changes and removes job rules as the manager decides. Bodies and parameters
+ * are validated with zod; every error is JSON `{ code, message }` naming what
+ * is wrong: 400 bad request, 404 unknown job, 409 conflict, 503 no resources.
+ */
+
+export const JobSubmitSchema = z.strictObject({
+  id: z.int().min(0).max(0xffff),
+  name: z.string().min(1).max(60).optional(),
+  class: z.enum(["md", "be"]),
+  /** MD jobs: seconds from submission */
+  deadlineS: z.number().positive().max(86_400).optional(),
+  mode: z.enum(["netreduce", "atp"]),
+  workers: z.int().min(1).max(MAX_FAN_IN),
+  /** most packets a worker keeps in flight; a NetReduce region smaller than 2 x window lowers it */
+  window: z
+    .int()
+    .min(1)
+    .max(1 << 16)
+    .default(128),
+  modelBytes: z
+    .int()
+    .min(4)
+    .max(2 ** 40),
+  epochs: z.int().min(1).max(1_000_000).default(1),
+  computeMs: z.number().min(0).max(3_600_000).default(0),
+  /** expected throughput (MB/s) and RTT (ms): demand = Throughput x RTT */
+  throughputMBps: z.number().positive().max(1e6).default(10),
+  rttMs: z.number().positive().max(60_000).default(1),
+  /** asks for this many aggregators instead */
+  aggregators: z
+    .int()
+    .min(1)
+    .max(1 << 20)
+    .optional(),
+});
+export type JobSubmit = z.infer<typeof JobSubmitSchema>;
+
+const JobIdParams = z.strictObject({ id: z.coerce.number().int().min(0).max(0xffff) });
+const WorkerParams = z.strictObject({
+  id: z.coerce.number().int().min(0).max(0xffff),
+  workerId: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(MAX_FAN_IN - 1),
+});
+
+export interface ControlPlaneOptions {
+  manager: MemoryManager;
+  core: SwitchCore;
+  /** where workers send their packets */
+  dataAddress: { host: string; port: number };
+  /** the manager's clock, ms */
+  now: () => number;
+}
+
+class HttpError extends Error {
+  constructor(
+    readonly statusCode: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const STATUS_OF_MANAGER_ERROR = { conflict: 409, notFound: 404, invalid: 400 } as const;
+
+/** The control plane of one switch: its routes, and the link from the manager's decisions to the data plane. */
+export class ControlPlane {
+  /** workers that joined each job, and those that reported their all-reduces done */
+  private readonly joined = new Map<number, number>();
+  private readonly done = new Map<number, number>();
+  private readonly windows = new Map<number, number>();
+
+  constructor(readonly options: ControlPlaneOptions) {
+    // Drain reports come from inside the data path: act on them afterwards.
+    options.core.onRegionDrained = (jobId, epoch) => {
+      setImmediate(() => this.apply(options.manager.drained(jobId, epoch, options.now())));
+    };
+  }
+
+  /** Installs, changes and removes switch rules as the manager decided. */
+  apply(decisions: Decision[]): void {
+    const core = this.options.core;
+    for (const d of decisions) {
+      const job = this.options.manager.jobs.get(d.jobId);
+      if (job === undefined) continue;
+      if (d.outcome === "released" || (d.outcome === "queued" && core.job(d.jobId) !== undefined)) {
+        core.removeJob(d.jobId);
+        continue;
+      }
+      const region = d.region;
+      if (region === null) continue;
+      const installed = core.job(d.jobId);
+      if (installed === undefined) {
+        const state = new JobState({
+          id: d.jobId,
+          mode: job.spec.mode,
+          fanIn: job.spec.workers,
+          window: this.windows.get(d.jobId) ?? 128,
+          offset: region.offset,
+          size: region.size,
+        });
+        state.current.epoch = region.epoch;
+        core.installJob(state);
+      } else if (
+        installed.current.offset !== region.offset ||
+        installed.current.size !== region.size ||
+        installed.current.epoch !== region.epoch
+      ) {
+        core.changeRegion(d.jobId, region.offset, region.size, region.epoch);
+      }
+    }
+  }
+
+  submit(body: JobSubmit): { job: ManagedJob; decisions: Decision[] } {
+    if (body.class === "md" && body.deadlineS === undefined) {
+      throw new HttpError(400, "badRequest", "deadlineS: an MD job needs a deadline");
+    }
+    const now = this.options.now();
+    this.windows.set(body.id, body.window);
+    const decisions = this.options.manager.submit(
+      {
+        id: body.id,
+        name: body.name ?? `job-${body.id}`,
+        jobClass: body.class,
+        deadlineMs: body.deadlineS === undefined ? undefined : now + body.deadlineS * 1000,
+        mode: body.mode,
+        workers: body.workers,
+        modelBytes: body.modelBytes,
+        epochs: body.epochs,
+        computeMs: body.computeMs,
+        throughputBytesPerSecond: body.throughputMBps * 1e6,
+        rttMs: body.rttMs,
+        aggregators: body.aggregators,
+      },
+      now,
+    );
+    this.apply(decisions);
+    return { job: this.options.manager.get(body.id), decisions };
+  }
+
+  /** The southbound answer to a worker joining `jobId`. */
+  join(jobId: number) {
+    const job = this.options.manager.get(jobId);
+    if (job.status !== "queued" && job.status !== "running") {
+      throw new HttpError(409, "conflict", `job ${jobId} is ${job.status}`);
+    }
+    const workerId = this.joined.get(jobId) ?? 0;
+    if (workerId >= job.spec.workers) {
+      throw new HttpError(
+        409,
+        "conflict",
+        `all ${job.spec.workers} workers of job ${jobId} have joined`,
+      );
+    }
+    this.joined.set(jobId, workerId + 1);
+    return { workerId, ...this.southbound(job) };
+  }
+
+  /** A worker finished its all-reduces; the job finishes when all have. */
+  workerDone(jobId: number, workerId: number) {
+    const job = this.options.manager.get(jobId);
+    if (workerId >= job.spec.workers) {
+      throw new HttpError(
+        400,
+        "badRequest",
+        `workerId: job ${jobId} has ${job.spec.workers} workers`,
+      );
+    }
+    const done = (this.done.get(jobId) ?? 0) | (1 << workerId);
+    this.done.set(jobId, done);
+    if (done === 2 ** job.spec.workers - 1 && job.status === "running") {
+      this.apply(this.options.manager.finish(jobId, this.options.now()));
+    }
+    return view(this.options.manager.get(jobId));
+  }
+
+  southbound(job: ManagedJob) {
+    const window = this.windows.get(job.spec.id) ?? 128;
+    return {
+      jobId: job.spec.id,
+      fanIn: job.spec.workers,
+      mode: job.spec.mode,
+      status: job.status,
+      window,
+      region: job.region,
+      data: this.options.dataAddress,
+    };
+  }
+}
+
+/** A job as the API shows it. */
+export function view(job: ManagedJob) {
+  return {
+    id: job.spec.id,
+    name: job.spec.name,
+    class: job.spec.jobClass,
+    mode: job.spec.mode,
+    workers: job.spec.workers,
+    status: job.status,
+    demand: job.demand,
+    region: job.region,
+    reason: job.reason,
+    submittedAt: job.submittedAt,
+    startedAt: job.startedAt,
+    finishedAt: job.finishedAt,
+    deadlineAt: job.spec.deadlineMs ?? null,
+    deadlineFeasible: job.deadlineFeasible,
+    estimatedFinishAt: job.estimatedFinishMs,
+    history: job.history,
+  };
+}
+
+/** One line naming each bad field: `body.workers: Too big: expected number to be <=32`. */
+function describeValidation(
+  context: string,
+  issues: ReadonlyArray<{ instancePath?: string; message?: string }>,
+): string {
+  return issues
+    .map((i) => {
+      const path = (i.instancePath ?? "").replace(/^\//, "").replaceAll("/", ".");
+      return `${context}${path ? `.${path}` : ""}: ${i.message ?? "invalid"}`;
+    })
+    .join("; ");
+}
+
+/** Builds the fastify app; tests use inject(), the switch process listens on a port. */
+export function buildControlApp(control: ControlPlane): FastifyInstance {
+  const app = Fastify({ logger: false });
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+  app.setErrorHandler((error, _request, reply) => {
+    if (hasZodFastifySchemaValidationErrors(error)) {
+      const context = (error as { validationContext?: string }).validationContext ?? "request";
+      return reply
+        .code(400)
+        .send({ code: "badRequest", message: describeValidation(context, error.validation) });
+    }
+    if (error instanceof HttpError) {
+      return reply.code(error.statusCode).send({ code: error.code, message: error.message });
+    }
+    if (error instanceof ManagerError) {
+      return reply
+        .code(STATUS_OF_MANAGER_ERROR[error.code])
+        .send({ code: error.code, message: error.message });
+    }
+    const status = (error as { statusCode?: number }).statusCode ?? 500;
+    if (status >= 400 && status < 500) {
+      // fastify's own: malformed JSON, wrong content type, body too large
+      return reply.code(status).send({ code: "badRequest", message: (error as Error).message });
+    }
+    return reply.code(500).send({ code: "internal", message: (error as Error).message });
+  });
+  app.setNotFoundHandler((request, reply) => {
+    reply
+      .code(404)
+      .send({ code: "notFound", message: `no route ${request.method} ${request.url}` });
+  });
+  const api = app.withTypeProvider<ZodTypeProvider>();
+  const manager = control.options.manager;
+
+  api.get("/health", async () => ({
+    status: "ok",
+    policy: manager.options.policy,
+    aggregators: manager.options.aggregators,
+    jobs: manager.jobs.size,
+  }));
+
+  api.post("/jobs", { schema: { body: JobSubmitSchema } }, async (request, reply) => {
+    const { job, decisions } = control.submit(request.body);
+    const own = decisions.find((d) => d.jobId === job.spec.id);
+    if (job.status === "rejected") {
+      return reply.code(503).send({ code: "noResources", message: job.reason ?? "no resources" });
+    }
+    return reply
+      .code(job.status === "queued" ? 202 : 201)
+      .send({ job: view(job), decision: own ?? null });
+  });
+
+  api.get("/jobs", async () => ({ jobs: [...manager.jobs.values()].map(view) }));
+
+  api.get("/jobs/:id", { schema: { params: JobIdParams } }, async (request) =>
+    view(manager.get(request.params.id)),
+  );
+
+  api.delete("/jobs/:id", { schema: { params: JobIdParams } }, async (request) => {
+    control.apply(manager.cancel(request.params.id, control.options.now()));
+    return view(manager.get(request.params.id));
+  });
+
+  api.post("/jobs/:id/finish", { schema: { params: JobIdParams } }, async (request) => {
+    control.apply(manager.finish(request.params.id, control.options.now()));
+    return view(manager.get(request.params.id));
+  });
+
+  api.post("/jobs/:id/workers", { schema: { params: JobIdParams } }, async (request, reply) =>
+    reply.code(201).send(control.join(request.params.id)),
+  );
+
+  api.post(
+    "/jobs/:id/workers/:workerId/done",
+    { schema: { params: WorkerParams } },
+    async (request) => control.workerDone(request.params.id, request.params.workerId),
+  );
+
+  api.get("/allocation", async () => manager.allocation());
+
+  return app;
+}

@@ -1,0 +1,181 @@
+import assert from "node:assert/strict";
+import { beforeEach, describe, it } from "node:test";
+import { parseSwitchConfig } from "../proto/config.js";
+import { buildControlApp, ControlPlane } from "../switch/control.js";
+import { SwitchCore } from "../switch/core.js";
+import { MemoryManager } from "../switch/memory.js";
+
+/** The control plane through fastify's inject(): no port, no socket. */
+describe("control plane API", () => {
+  let clock = 0;
+  let core: SwitchCore;
+  let app: ReturnType<typeof buildControlApp>;
+  const job = (extra: Record<string, unknown> = {}) => ({
+    id: 1,
+    class: "be",
+    mode: "netreduce",
+    workers: 2,
+    window: 8,
+    modelBytes: 1_000_000,
+    aggregators: 16,
+    ...extra,
+  });
+  const post = (url: string, payload?: Record<string, unknown>) =>
+    app.inject({ method: "POST", url, ...(payload === undefined ? {} : { payload }) });
+
+  beforeEach(() => {
+    clock = 0;
+    core = new SwitchCore(parseSwitchConfig({ aggregators: 64 }), { send: () => {} });
+    const manager = new MemoryManager({ aggregators: 64, bytesPerAggregator: 1024, policy: "edf" });
+    const control = new ControlPlane({
+      manager,
+      core,
+      dataAddress: { host: "127.0.0.1", port: 4567 },
+      now: () => clock,
+    });
+    app = buildControlApp(control);
+  });
+
+  it("health", async () => {
+    const r = await app.inject({ method: "GET", url: "/health" });
+    assert.equal(r.statusCode, 200);
+    assert.deepEqual(r.json(), { status: "ok", policy: "edf", aggregators: 64, jobs: 0 });
+  });
+
+  it("submit grants a region and installs the job's rule in the switch", async () => {
+    const r = await post("/jobs", job());
+    assert.equal(r.statusCode, 201);
+    const body = r.json();
+    assert.equal(body.job.status, "running");
+    assert.deepEqual(body.job.region, { offset: 0, size: 16, epoch: 0 });
+    assert.equal(body.decision.outcome, "granted");
+    assert.deepEqual(core.job(1)?.current, { epoch: 0, offset: 0, size: 16, start: 0 });
+    const list = (await app.inject({ method: "GET", url: "/jobs" })).json();
+    assert.deepEqual(
+      list.jobs.map((j: { id: number }) => j.id),
+      [1],
+    );
+    const one = await app.inject({ method: "GET", url: "/jobs/1" });
+    assert.equal(one.json().demand, 16);
+  });
+
+  it("a worker joining learns its id, fan-in, mode, window, region and the data address", async () => {
+    await post("/jobs", job());
+    const a = await post("/jobs/1/workers");
+    const b = await post("/jobs/1/workers");
+    assert.equal(a.statusCode, 201);
+    assert.deepEqual(a.json(), {
+      workerId: 0,
+      jobId: 1,
+      fanIn: 2,
+      mode: "netreduce",
+      status: "running",
+      window: 8,
+      region: { offset: 0, size: 16, epoch: 0 },
+      data: { host: "127.0.0.1", port: 4567 },
+    });
+    assert.equal(b.json().workerId, 1);
+    const c = await post("/jobs/1/workers");
+    assert.equal(c.statusCode, 409);
+    assert.match(c.json().message, /all 2 workers of job 1 have joined/);
+  });
+
+  it("finishes a job when every worker reports done, and frees its region", async () => {
+    await post("/jobs", job());
+    await post("/jobs/1/workers/0/done");
+    assert.equal((await app.inject({ method: "GET", url: "/jobs/1" })).json().status, "running");
+    const r = await post("/jobs/1/workers/1/done");
+    assert.equal(r.json().status, "finished");
+    assert.equal(core.job(1), undefined, "rule removed");
+    const alloc = (await app.inject({ method: "GET", url: "/allocation" })).json();
+    assert.deepEqual(alloc.free, [{ offset: 0, size: 64 }]);
+    assert.equal(alloc.freeTotal, 64);
+  });
+
+  it("cancel, then conflicts for a cancelled job", async () => {
+    await post("/jobs", job());
+    const r = await app.inject({ method: "DELETE", url: "/jobs/1" });
+    assert.equal(r.statusCode, 200);
+    assert.equal(r.json().status, "cancelled");
+    const again = await app.inject({ method: "DELETE", url: "/jobs/1" });
+    assert.equal(again.statusCode, 409);
+    assert.deepEqual(again.json(), { code: "conflict", message: "job 1 is already cancelled" });
+    assert.equal((await post("/jobs/1/workers")).statusCode, 409);
+    assert.equal((await post("/jobs/1/finish")).statusCode, 409);
+  });
+
+  it("queues a job that must wait (202) and grants it once the memory it needs has drained", async () => {
+    await post("/jobs", job({ aggregators: 64 }));
+    const r = await post("/jobs", job({ id: 2, aggregators: 64, class: "md", deadlineS: 100 }));
+    // EDF: the MD job gets all but the running BE job's minimum; the BE job
+    // shrinks in place and the MD job waits for the freed aggregators to drain.
+    assert.equal(r.statusCode, 202);
+    assert.equal(r.json().job.status, "queued");
+    assert.match(r.json().job.reason, /waiting for draining aggregators/);
+    assert.equal(core.job(1)?.current.size, 2, "the BE job keeps its minimum");
+    // The switch reports the drain (at once: no packets were in flight).
+    await new Promise((resolve) => setImmediate(resolve));
+    const two = (await app.inject({ method: "GET", url: "/jobs/2" })).json();
+    assert.equal(two.status, "running");
+    assert.deepEqual(two.region, { offset: 2, size: 62, epoch: 0 });
+    assert.match(two.reason, /deadline job: 62 of 64 still meets it/);
+    assert.deepEqual(core.job(2)?.current, { epoch: 0, offset: 2, size: 62, start: 0 });
+  });
+
+  it("every error is JSON naming what is wrong", async () => {
+    const cases: Array<[string, string, unknown, number, RegExp]> = [
+      ["POST", "/jobs", job({ workers: "two" }), 400, /^body\.workers: /],
+      ["POST", "/jobs", job({ workers: 33 }), 400, /^body\.workers: Too big/],
+      ["POST", "/jobs", job({ id: -1 }), 400, /^body\.id: Too small/],
+      ["POST", "/jobs", job({ mode: "ring" }), 400, /^body\.mode: /],
+      ["POST", "/jobs", job({ colour: "red" }), 400, /colour/],
+      ["POST", "/jobs", job({ class: "md" }), 400, /^deadlineS: an MD job needs a deadline/],
+      ["POST", "/jobs", { id: 1 }, 400, /body\.class: /],
+      ["POST", "/jobs", "{not json", 400, /JSON|json/],
+      ["GET", "/jobs/abc", undefined, 400, /^params\.id: /],
+      ["GET", "/jobs/70000", undefined, 400, /^params\.id: Too big/],
+      ["GET", "/jobs/9", undefined, 404, /^no job 9$/],
+      ["DELETE", "/jobs/9", undefined, 404, /^no job 9$/],
+      ["POST", "/jobs/9/workers", undefined, 404, /^no job 9$/],
+      ["POST", "/jobs/1/workers/40/done", undefined, 400, /^params\.workerId: Too big/],
+      ["GET", "/nowhere", undefined, 404, /no route GET \/nowhere/],
+    ];
+    for (const [method, url, payload, status, message] of cases) {
+      const r = await app.inject({
+        method: method as "GET",
+        url,
+        ...(payload === undefined
+          ? {}
+          : typeof payload === "string"
+            ? { payload, headers: { "content-type": "application/json" } }
+            : { payload: payload as object }),
+      });
+      assert.equal(r.statusCode, status, `${method} ${url}: ${r.body}`);
+      const body = r.json();
+      assert.equal(typeof body.code, "string");
+      assert.match(body.message, message, `${method} ${url}`);
+    }
+  });
+
+  it("conflict on a duplicate id, 503 when the switch cannot hold even the minimum", async () => {
+    await post("/jobs", job());
+    const dup = await post("/jobs", job());
+    assert.equal(dup.statusCode, 409);
+    assert.deepEqual(dup.json(), { code: "conflict", message: "job 1 already exists" });
+    const tinyCore = new SwitchCore(parseSwitchConfig({ aggregators: 1 }), { send: () => {} });
+    const tiny = buildControlApp(
+      new ControlPlane({
+        manager: new MemoryManager({ aggregators: 1, bytesPerAggregator: 1024, policy: "fcfs" }),
+        core: tinyCore,
+        dataAddress: { host: "127.0.0.1", port: 1 },
+        now: () => 0,
+      }),
+    );
+    const r = await tiny.inject({ method: "POST", url: "/jobs", payload: job() });
+    assert.equal(r.statusCode, 503);
+    assert.deepEqual(r.json(), {
+      code: "noResources",
+      message: "needs at least 2 aggregators; the switch has 1",
+    });
+  });
+});
