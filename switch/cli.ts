@@ -1,13 +1,18 @@
 #!/usr/bin/env node
+import type { AddressInfo } from "node:net";
+import { performance } from "node:perf_hooks";
 import { z } from "zod";
 import {
+  cliInt,
   loadSwitchConfigFile,
   runCli,
   SERVER_OPTIONS,
   SERVER_SCHEMA,
   serveUntilSignal,
 } from "../proto/cli.js";
-import { parseSwitchConfig, type SwitchConfigInput } from "../proto/config.js";
+import { jobRegion, parseSwitchConfig, type SwitchConfigInput } from "../proto/config.js";
+import { buildControlApp, ControlPlane } from "./control.js";
+import { MemoryManager, POLICIES } from "./memory.js";
 import { switchReport } from "./report.js";
 import { SwitchServer } from "./server.js";
 
@@ -36,8 +41,31 @@ const spec = {
       defaultText: "one 4-worker NetReduce job, id 1, 256 aggregators",
     },
     ...SERVER_OPTIONS,
+    "control-port": {
+      type: "string",
+      valueName: "PORT",
+      description: "TCP port of the control plane (HTTP) on --host; 0 picks a free one",
+      defaultText: "0",
+    },
+    policy: {
+      type: "string",
+      valueName: "NAME",
+      description: "memory manager policy: edf, fcfs or static",
+      defaultText: "edf",
+    },
+    partitions: {
+      type: "string",
+      valueName: "N",
+      description: "static policy: equal partitions of the pool",
+      defaultText: "4",
+    },
   },
-  schema: z.strictObject(SERVER_SCHEMA),
+  schema: z.strictObject({
+    ...SERVER_SCHEMA,
+    controlPort: cliInt(0, 65535).default(0),
+    policy: z.enum(POLICIES).default("edf"),
+    partitions: cliInt(1, 1024).default(4),
+  }),
 } as const;
 
 await runCli(spec, async (options) => {
@@ -47,15 +75,42 @@ await runCli(spec, async (options) => {
       : await loadSwitchConfigFile(options.config);
   const server = await SwitchServer.start({ config, host: options.host, port: options.port });
   const address = server.address();
+  // The memory manager hands out what the config's own jobs leave free.
+  const manager = new MemoryManager({
+    aggregators: config.aggregators,
+    bytesPerAggregator: config.elementsPerAggregator * 4,
+    policy: options.policy,
+    partitions: options.partitions,
+    reserved: config.jobs.flatMap((job) => {
+      const r = jobRegion(job);
+      return r.size > 0 ? [[r.offset, r.size] as [number, number]] : [];
+    }),
+  });
+  const control = new ControlPlane({
+    manager,
+    core: server.core,
+    dataAddress: { host: address.address, port: address.port },
+    now: () => performance.now(),
+    hasParameterServer: config.parameterServer !== undefined,
+  });
+  const app = buildControlApp(control);
+  await app.listen({ host: options.host, port: options.controlPort });
+  const controlPort = (app.server.address() as AddressInfo).port;
   return serveUntilSignal({
     ready: {
       pid: process.pid,
       dataAddress: address.address,
       dataPort: address.port,
+      controlUrl: `http://${options.host}:${controlPort}`,
+      controlPort,
+      policy: options.policy,
       jobs: config.jobs,
     },
     statsIntervalMs: options.statsIntervalMs,
     report: () => ({ socketErrors: server.socketErrors, ...switchReport(server.core) }),
-    close: () => server.close(),
+    close: async () => {
+      await app.close();
+      await server.close();
+    },
   });
 });

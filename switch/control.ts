@@ -70,6 +70,8 @@ export interface ControlPlaneOptions {
   dataAddress: { host: string; port: number };
   /** the manager's clock, ms */
   now: () => number;
+  /** whether the switch has a parameter server, which ATP jobs need */
+  hasParameterServer?: boolean;
 }
 
 class HttpError extends Error {
@@ -135,6 +137,13 @@ export class ControlPlane {
   submit(body: JobSubmit): { job: ManagedJob; decisions: Decision[] } {
     if (body.class === "md" && body.deadlineS === undefined) {
       throw new HttpError(400, "badRequest", "deadlineS: an MD job needs a deadline");
+    }
+    if (body.mode === "atp" && this.options.hasParameterServer !== true) {
+      throw new HttpError(
+        400,
+        "badRequest",
+        "mode: an ATP job needs a parameter server, and this switch's config names none",
+      );
     }
     const now = this.options.now();
     this.windows.set(body.id, body.window);

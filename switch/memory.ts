@@ -93,6 +93,8 @@ export interface ManagerOptions {
   policy: Policy;
   /** `static`: number of equal partitions */
   partitions?: number;
+  /** [offset, size] blocks the manager must leave alone (jobs from a static config) */
+  reserved?: Array<[number, number]>;
 }
 
 export class ManagerError extends Error {
@@ -110,7 +112,7 @@ export class MemoryManager {
   readonly options: Required<ManagerOptions>;
 
   constructor(options: ManagerOptions) {
-    this.options = { partitions: 4, ...options };
+    this.options = { partitions: 4, reserved: [], ...options };
   }
 
   /** Aggregators the job needs for full speed: Throughput x RTT, x2 for NetReduce. */
@@ -209,10 +211,10 @@ export class MemoryManager {
         .map((j) => ({ jobId: j.spec.id, ...(j.region as Region), draining: false })),
       ...this.draining.map((b) => ({ ...b, draining: true })),
     ].sort((a, b) => a.offset - b.offset || a.size - b.size);
-    const free = gaps(
-      this.options.aggregators,
-      regions.map((r) => [r.offset, r.size]),
-    );
+    const free = gaps(this.options.aggregators, [
+      ...this.options.reserved,
+      ...regions.map((r): [number, number] => [r.offset, r.size]),
+    ]);
     return {
       aggregators: this.options.aggregators,
       regions,
@@ -365,7 +367,10 @@ export class MemoryManager {
 
   /** Free runs: not in any job's region nor draining. */
   private freeRuns(): Array<{ offset: number; size: number }> {
-    const blocks: Array<[number, number]> = this.draining.map((b) => [b.offset, b.size]);
+    const blocks: Array<[number, number]> = [
+      ...this.options.reserved,
+      ...this.draining.map((b): [number, number] => [b.offset, b.size]),
+    ];
     for (const job of this.jobs.values()) {
       if (job.region !== null) blocks.push([job.region.offset, job.region.size]);
     }
@@ -374,7 +379,7 @@ export class MemoryManager {
 
   /** Whether a run of `size` will be free once every draining block has drained. */
   private runAfterDrain(size: number): boolean {
-    const blocks: Array<[number, number]> = [];
+    const blocks: Array<[number, number]> = [...this.options.reserved];
     for (const job of this.jobs.values()) {
       if (job.region !== null) blocks.push([job.region.offset, job.region.size]);
     }
@@ -425,14 +430,17 @@ export class MemoryManager {
     now: number,
   ): Map<number, { size: number; reason: string | null }> {
     const out = new Map<number, { size: number; reason: string | null }>();
-    // Targets plan the whole pool; placement waits for draining space.
-    const capacity = this.options.aggregators;
+    // Targets plan the whole pool but reserved blocks; placement waits for draining space.
+    const capacity = gaps(this.options.aggregators, this.options.reserved).reduce(
+      (n, g) => n + g.size,
+      0,
+    );
     const byArrival = [...active].sort(
       (a, b) => a.submittedAt - b.submittedAt || a.spec.id - b.spec.id,
     );
     const policy = this.options.policy;
     if (policy === "static") {
-      const partition = Math.floor(this.options.aggregators / this.options.partitions);
+      const partition = Math.floor(capacity / this.options.partitions);
       byArrival.forEach((job, i) => {
         if (i >= this.options.partitions) {
           out.set(job.spec.id, {

@@ -128,6 +128,7 @@ describe("control plane API", () => {
       ["POST", "/jobs", job({ workers: 33 }), 400, /^body\.workers: Too big/],
       ["POST", "/jobs", job({ id: -1 }), 400, /^body\.id: Too small/],
       ["POST", "/jobs", job({ mode: "ring" }), 400, /^body\.mode: /],
+      ["POST", "/jobs", job({ mode: "atp" }), 400, /^mode: an ATP job needs a parameter server/],
       ["POST", "/jobs", job({ colour: "red" }), 400, /colour/],
       ["POST", "/jobs", job({ class: "md" }), 400, /^deadlineS: an MD job needs a deadline/],
       ["POST", "/jobs", { id: 1 }, 400, /body\.class: /],

@@ -152,7 +152,7 @@ describe("worker and switch over a simulated network", () => {
       scaleBits: 0,
     };
     const cases: Array<[object, RegExp]> = [
-      [{ regionSize: 7 }, /regionSize must be at least 2 x window = 8/],
+      [{ regionSize: 1 }, /regionSize must be >= 2/],
       [{ window: 0 }, /window must be/],
       [{ workerId: 2 }, /workerId must be/],
       [{ elementsPerPacket: 20000 }, /elementsPerPacket must be/],

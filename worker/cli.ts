@@ -13,7 +13,7 @@ import {
   runCli,
   UsageError,
 } from "../proto/cli.js";
-import { JOB_MODES } from "../proto/config.js";
+import { JOB_MODES, type JobMode } from "../proto/config.js";
 import { dropsByName } from "../proto/drops.js";
 import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN, MAX_SCALE_BITS } from "../proto/wire.js";
 import { AllReduceOverflowError, Worker } from "./worker.js";
@@ -32,10 +32,17 @@ const spec = {
     "and --size are the job's slice of the shared pool (any size); in ps mode they are unused.\n" +
     "Exit codes: 0 verified, 1 failed, 2 bad option.",
   options: {
+    control: {
+      type: "string",
+      valueName: "URL",
+      description:
+        "join --job through the switch's control plane (http://HOST:PORT): it assigns the worker\n" +
+        "id and gives fan-in, mode, window, region and data address; waits while the job is queued",
+    },
     switch: {
       type: "string",
       valueName: "HOST:PORT",
-      description: "the switch's data address (required)",
+      description: "the switch's data address (required without --control)",
     },
     mode: {
       type: "string",
@@ -109,6 +116,18 @@ const spec = {
       description: "lowest retransmission timeout",
       defaultText: "50",
     },
+    "compute-ms": {
+      type: "string",
+      valueName: "MS",
+      description: "computation before each all-reduce (Time_comp)",
+      defaultText: "0",
+    },
+    "join-timeout-s": {
+      type: "string",
+      valueName: "S",
+      description: "with --control: give up if the job has no region by then",
+      defaultText: "600",
+    },
     "progress-ms": {
       type: "string",
       valueName: "MS",
@@ -118,11 +137,12 @@ const spec = {
   },
   schema: z
     .strictObject({
-      switch: z.string({ error: "required: the switch's HOST:PORT" }),
+      control: z.url({ protocol: /^https?$/ }).optional(),
+      switch: z.string().optional(),
       mode: z.enum(JOB_MODES).default("netreduce"),
       job: cliInt(0, 0xffff).default(1),
-      worker: cliInt(0, MAX_FAN_IN - 1),
-      fanIn: cliInt(1, MAX_FAN_IN),
+      worker: cliInt(0, MAX_FAN_IN - 1).optional(),
+      fanIn: cliInt(1, MAX_FAN_IN).optional(),
       offset: cliInt(0, 1 << 20).default(0),
       size: cliInt(1, 1 << 20).optional(),
       window: cliInt(1, 1 << 16).default(128),
@@ -134,9 +154,26 @@ const spec = {
       waitGo: z.boolean().default(false),
       noVerify: z.boolean().default(false),
       rtoFloorMs: z.coerce.number().min(1).max(60_000).default(50),
+      computeMs: z.coerce.number().min(0).max(3_600_000).default(0),
+      joinTimeoutS: z.coerce.number().positive().max(86_400).default(600),
       progressMs: cliInt(0, 3_600_000).default(500),
     })
-    .refine((o) => o.worker < o.fanIn, { path: ["worker"], message: "must be below --fan-in" })
+    .refine((o) => o.control !== undefined || o.switch !== undefined, {
+      path: ["switch"],
+      message: "required: the switch's HOST:PORT (or --control URL)",
+    })
+    .refine((o) => o.control !== undefined || o.worker !== undefined, {
+      path: ["worker"],
+      message: "required without --control",
+    })
+    .refine((o) => o.control !== undefined || o.fanIn !== undefined, {
+      path: ["fanIn"],
+      message: "required without --control",
+    })
+    .refine((o) => o.worker === undefined || o.fanIn === undefined || o.worker < o.fanIn, {
+      path: ["worker"],
+      message: "must be below --fan-in",
+    })
     .refine((o) => o.sizeBytes % 4 === 0 && o.sizeBytes > 0, {
       path: ["sizeBytes"],
       message: "must be a positive multiple of 4 (float32 elements)",
@@ -156,32 +193,117 @@ function waitForGo(): Promise<void> {
   });
 }
 
-await runCli(spec, async (o) => {
-  const target = parseHostPort(o.switch, "--switch");
-  const regionSize = o.size ?? 2 * o.window;
-  if (o.mode === "netreduce" && regionSize < 2 * o.window) {
-    throw new UsageError(
-      `--size: a NetReduce region needs at least 2 x window = ${2 * o.window} aggregators`,
+/** What a worker needs to know of its job: from the command line, or from the control plane. */
+interface JobPlacement {
+  mode: JobMode;
+  workerId: number;
+  fanIn: number;
+  window: number;
+  regionOffset: number;
+  regionSize: number;
+  regionEpoch: number;
+  switchHost: string;
+  switchPort: number;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function controlRequest(
+  url: string,
+  method: "GET" | "POST",
+): Promise<Record<string, unknown>> {
+  let response: Response;
+  try {
+    response = await fetch(url, { method });
+  } catch (error) {
+    throw new Error(`--control: cannot reach ${url}: ${(error as Error).message}`);
+  }
+  const body = (await response.json().catch(() => ({}))) as Record<string, unknown>;
+  if (!response.ok) {
+    throw new Error(
+      `--control: ${method} ${url}: ${response.status} ${String(body.message ?? "")}`,
     );
   }
+  return body;
+}
+
+/** Joins the job through the control plane and waits until the job has a region. */
+async function join(control: string, jobId: number, timeoutS: number): Promise<JobPlacement> {
+  const base = control.replace(/\/$/, "");
+  const answer = await controlRequest(`${base}/jobs/${jobId}/workers`, "POST");
+  let region = answer.region as { offset: number; size: number; epoch: number } | null;
+  const deadline = performance.now() + timeoutS * 1000;
+  while (region === null) {
+    if (performance.now() > deadline) {
+      throw new Error(`--control: job ${jobId} got no region within ${timeoutS} s`);
+    }
+    await sleep(20);
+    region = (await controlRequest(`${base}/jobs/${jobId}`, "GET")).region as typeof region;
+  }
+  const data = answer.data as { host: string; port: number };
+  return {
+    mode: answer.mode as JobMode,
+    workerId: Number(answer.workerId),
+    fanIn: Number(answer.fanIn),
+    window: Number(answer.window),
+    regionOffset: region.offset,
+    regionSize: region.size,
+    regionEpoch: region.epoch,
+    switchHost: data.host,
+    switchPort: data.port,
+  };
+}
+
+await runCli(spec, async (o) => {
+  let placement: JobPlacement;
+  if (o.control !== undefined) {
+    placement = await join(o.control, o.job, o.joinTimeoutS);
+  } else {
+    const target = parseHostPort(o.switch ?? "", "--switch");
+    const regionSize = o.size ?? 2 * o.window;
+    if (o.mode === "netreduce" && regionSize < 2 * o.window) {
+      throw new UsageError(
+        `--size: a NetReduce region needs at least 2 x window = ${2 * o.window} aggregators`,
+      );
+    }
+    placement = {
+      mode: o.mode,
+      workerId: o.worker ?? 0,
+      fanIn: o.fanIn ?? 1,
+      window: o.window,
+      regionOffset: o.offset,
+      regionSize,
+      regionEpoch: 0,
+      switchHost: target.host,
+      switchPort: target.port,
+    };
+  }
+  const p = placement;
   const elements = o.sizeBytes / 4;
-  const input = makeGradient(elements, o.seed, o.worker);
+  const input = makeGradient(elements, o.seed, p.workerId);
   const output = new Float32Array(elements);
   const worker = await Worker.connect({
-    mode: o.mode,
+    mode: p.mode,
     jobId: o.job,
-    workerId: o.worker,
-    fanIn: o.fanIn,
-    regionOffset: o.offset,
-    regionSize,
-    window: o.window,
+    workerId: p.workerId,
+    fanIn: p.fanIn,
+    regionOffset: p.regionOffset,
+    regionSize: p.regionSize,
+    regionEpoch: p.regionEpoch,
+    window: p.window,
     elementsPerPacket: o.elementsPerPacket,
     scaleBits: o.scaleBits,
     rtoFloorMs: o.rtoFloorMs,
-    switchHost: target.host,
-    switchPort: target.port,
+    switchHost: p.switchHost,
+    switchPort: p.switchPort,
   });
-  emitRecord({ event: "ready", pid: process.pid, workerId: o.worker, port: worker.address().port });
+  emitRecord({
+    event: "ready",
+    pid: process.pid,
+    workerId: p.workerId,
+    port: worker.address().port,
+    region: { offset: p.regionOffset, size: p.regionSize, epoch: p.regionEpoch },
+  });
   if (o.waitGo) await waitForGo();
 
   const core = worker.core;
@@ -190,7 +312,7 @@ await runCli(spec, async (o) => {
       ? setInterval(() => {
           emitRecord({
             event: "progress",
-            workerId: o.worker,
+            workerId: p.workerId,
             iteration: iteration,
             completedPackets: core.completedPackets,
             totalPackets: core.totalPackets,
@@ -203,6 +325,7 @@ await runCli(spec, async (o) => {
   const cpuBefore = cpuSeconds();
   const iterationSeconds: number[] = [];
   for (; iteration < o.iterations; iteration++) {
+    if (o.computeMs > 0) await sleep(o.computeMs);
     const t = performance.now();
     try {
       await worker.allreduce(input, output);
@@ -220,12 +343,19 @@ await runCli(spec, async (o) => {
   // The last iteration's output is checked; every iteration sums the same inputs.
   const check: Verification | null = o.noVerify
     ? null
-    : verifyAllReduce(output, o.seed, o.fanIn, o.scaleBits);
+    : verifyAllReduce(output, o.seed, p.fanIn, o.scaleBits);
+  if (o.control !== undefined) {
+    await controlRequest(
+      `${o.control.replace(/\/$/, "")}/jobs/${o.job}/workers/${p.workerId}/done`,
+      "POST",
+    );
+  }
   const s = core.stats;
   const verified = check?.verified === true && !overflowed;
   emitRecord({
     event: "result",
-    workerId: o.worker,
+    workerId: p.workerId,
+    regionChanges: core.stats.regionChanges,
     bytes: o.sizeBytes * o.iterations,
     seconds,
     iterationSeconds,

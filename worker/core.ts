@@ -79,10 +79,8 @@ export function validateWorkerOptions(o: WorkerCoreOptions): void {
     `mode must be netreduce, atp or ps, got ${o.mode}`,
   );
   if (o.mode === "netreduce") {
-    check(
-      int(o.regionSize, 2 * o.window, 0xffffffff),
-      `regionSize must be at least 2 x window = ${2 * o.window}, got ${o.regionSize}`,
-    );
+    // A region below 2 x window lowers the packets in flight to regionSize / 2.
+    check(int(o.regionSize, 2, 0xffffffff), `regionSize must be >= 2, got ${o.regionSize}`);
   } else if (o.mode === "atp") {
     check(int(o.regionSize, 1, 0xffffffff), `regionSize must be >= 1, got ${o.regionSize}`);
   }
