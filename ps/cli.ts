@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { z } from "zod";
 import {
+  cliInt,
   loadSwitchConfigFile,
   runCli,
   SERVER_OPTIONS,
@@ -38,8 +39,16 @@ const spec = {
       defaultText: "one 4-worker ATP job, id 1",
     },
     ...SERVER_OPTIONS,
+    "adopt-window": {
+      type: "string",
+      valueName: "W",
+      description:
+        "also serve jobs the config does not list (submitted to the control plane), assuming\n" +
+        "their workers keep at most W packets in flight; 0 drops their packets",
+      defaultText: "0",
+    },
   },
-  schema: z.strictObject(SERVER_SCHEMA),
+  schema: z.strictObject({ ...SERVER_SCHEMA, adoptWindow: cliInt(0, 1 << 16).default(0) }),
 } as const;
 
 await runCli(spec, async (options) => {
@@ -52,6 +61,7 @@ await runCli(spec, async (options) => {
     elementsPerAggregator: config.elementsPerAggregator,
     host: options.host,
     port: options.port,
+    adoptWindow: options.adoptWindow,
   });
   const address = server.address();
   return serveUntilSignal({

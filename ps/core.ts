@@ -149,6 +149,11 @@ export class PsCore {
     jobs: readonly JobConfig[],
     elementsPerAggregator: number,
     private readonly transmit: PsTransmit,
+    /**
+     * Serve jobs the config does not list (submitted to the switch's control
+     * plane), learning the fan-in from their first piece and assuming this window.
+     */
+    private readonly adoptWindow = 0,
   ) {
     this.elements = elementsPerAggregator;
     const arena = new ArrayBuffer(packetBytes(elementsPerAggregator));
@@ -184,8 +189,25 @@ export class PsCore {
     const reason = decodeHeader(this.scratchView, 0, datagram.length, h);
     if (reason !== DropReason.ok) return reason;
     if (h.type !== PacketType.contribution) return DropReason.unexpectedType;
-    const slot = this.jobSlotById[h.jobId];
-    if (slot < 0) return DropReason.unknownJob;
+    let slot = this.jobSlotById[h.jobId];
+    if (slot < 0) {
+      if (this.adoptWindow === 0) return DropReason.unknownJob;
+      slot = this.jobs.length;
+      this.jobSlotById[h.jobId] = slot;
+      this.jobs.push(
+        new PsJob(
+          {
+            id: h.jobId,
+            mode: "atp",
+            fanIn: h.fanIn,
+            window: this.adoptWindow,
+            offset: 0,
+            size: 1,
+          },
+          this.elements,
+        ),
+      );
+    }
     const job = this.jobs[slot];
     if (h.fanIn !== job.fanIn) return DropReason.fanInMismatch;
     const fromWorker = h.workerId !== WORKER_ID_NONE;

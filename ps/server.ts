@@ -10,6 +10,8 @@ export interface PsServerOptions {
   host?: string;
   /** 0 (the default) binds an ephemeral port; address() reports it */
   port?: number;
+  /** serve unlisted jobs too, assuming this window (0: drop their packets) */
+  adoptWindow?: number;
 }
 
 /**
@@ -34,11 +36,16 @@ export class PsServer {
     // bindDataSocket), so an ack buffer is free again when send() returns.
     const socket = await bindDataSocket(options.host ?? "127.0.0.1", options.port ?? 0);
     const raw = socket.socket;
-    const core = new PsCore(options.jobs, options.elementsPerAggregator, {
-      send(packet, port, address) {
-        raw.send(packet, port, address);
+    const core = new PsCore(
+      options.jobs,
+      options.elementsPerAggregator,
+      {
+        send(packet, port, address) {
+          raw.send(packet, port, address);
+        },
       },
-    });
+      options.adoptWindow ?? 0,
+    );
     return new PsServer(socket, core);
   }
 

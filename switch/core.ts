@@ -163,7 +163,7 @@ export class SwitchCore {
   /**
    * Moves or resizes a job's region (proto/README.md, section 11). PSNs from
    * a switchover PSN on use the new region and epoch: one past anything a
-   * worker can have sent yet (highest PSN seen + window). The old region
+   * worker can have sent yet (highest PSN seen + the window in the region). The old region
    * serves the PSNs below it until every worker has sent in the new epoch
    * (each does so only once it holds every result below the switchover);
    * then it has drained, and `onRegionDrained` reports it. A change that
@@ -187,7 +187,10 @@ export class SwitchCore {
       return;
     }
     job.old = old;
-    job.current = { epoch, offset, size, start: job.maxPsn + job.window + 1 };
+    // No worker can have sent past the highest PSN seen + the window it runs
+    // with in this region (smaller than the job's for a small NetReduce region).
+    const start = Math.max(old.start, job.maxPsn + job.windowIn(old) + 1);
+    job.current = { epoch, offset, size, start };
     job.switched = 0;
     job.overlapping = offset < old.offset + old.size && old.offset < offset + size;
     if (!job.overlapping) this.freshRegion(job, job.current);
@@ -204,6 +207,8 @@ export class SwitchCore {
     // Overlapping: the new epoch was held back, so the region holds only old PSNs.
     if (job.overlapping) this.freshRegion(job, job.current);
     else this.sweep(job, old);
+    // Workers whose first new-epoch packets were held back may send again now.
+    if (job.overlapping) this.multicastRegion(job, Flag.resend);
     job.overlapping = false;
     this.stats.regionChanges++;
     this.onRegionDrained?.(job.id, old.epoch);
@@ -231,8 +236,8 @@ export class SwitchCore {
     }
   }
 
-  private multicastRegion(job: JobState): void {
-    this.writeRegionPacket(job, DESTINATION_ALL_WORKERS);
+  private multicastRegion(job: JobState, flags = 0): void {
+    this.writeRegionPacket(job, DESTINATION_ALL_WORKERS, flags);
     this.multicast(job, this.regionPacket, -1);
   }
 
@@ -242,10 +247,10 @@ export class SwitchCore {
     this.emit(this.regionPacket, port, address);
   }
 
-  private writeRegionPacket(job: JobState, destination: number): void {
+  private writeRegionPacket(job: JobState, destination: number, flags = 0): void {
     const r = this.regionHeader;
     r.type = PacketType.region;
-    r.flags = 0;
+    r.flags = flags;
     r.jobId = job.id;
     r.workerId = WORKER_ID_NONE;
     r.fanIn = job.fanIn;

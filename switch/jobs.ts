@@ -109,6 +109,12 @@ export class JobState {
     return this.current.size;
   }
 
+  /** Packets a worker keeps in flight in `region`: NetReduce's 2 x window rule caps it at size / 2. */
+  windowIn(region: RegionState): number {
+    if (this.mode !== "netreduce") return this.window;
+    return Math.max(1, Math.min(this.window, Math.floor(region.size / 2)));
+  }
+
   /** The region a contribution of `epoch` for `psn` uses, or null if none does. */
   regionFor(epoch: number, psn: number): RegionState | null {
     if (epoch === this.current.epoch && psn >= this.current.start) return this.current;

@@ -330,7 +330,9 @@ export class MemoryManager {
           offset: -1,
           size: 0,
         });
-        if (largest.size >= job.minimum) {
+        // A fragment under half the target would crawl (its window shrinks
+        // with it); better to wait for a job to finish.
+        if (largest.size >= Math.max(job.minimum, Math.floor(size / 2))) {
           reason = `fragmented: no free run of ${size} aggregators; the largest is ${largest.size}`;
           size = largest.size;
           offset = largest.offset;
@@ -484,18 +486,21 @@ export class MemoryManager {
     // still meets the deadline, keeping each running BE job's minimum; the
     // rest share what is left.
     let remaining = capacity;
-    const reserved = active
-      .filter((j) => j.spec.jobClass === "be" && j.status === "running")
-      .reduce((n, j) => n + j.minimum, 0);
+    // Running jobs are never preempted: each keeps at least its minimum.
+    let reserved = active.filter((j) => j.status === "running").reduce((n, j) => n + j.minimum, 0);
     const md = byArrival
       .filter((j) => j.spec.jobClass === "md")
       .sort((a, b) => (a.spec.deadlineMs ?? 0) - (b.spec.deadlineMs ?? 0));
     const shared: ManagedJob[] = [];
     for (const job of md) {
-      const grant = Math.min(job.demand, remaining - reserved);
+      const own = job.status === "running" ? job.minimum : 0;
+      const grant = Math.min(job.demand, remaining - reserved + own);
+      // A waiting job is admitted with its whole demand; a running one keeps what is left.
       const meets =
         grant >= job.minimum &&
-        now + this.durationMs(job.spec, grant, job.demand) <= (job.spec.deadlineMs ?? 0);
+        (grant === job.demand || job.status === "running") &&
+        (job.startedAt ?? now) + this.durationMs(job.spec, grant, job.demand) <=
+          (job.spec.deadlineMs ?? 0);
       if (meets) {
         out.set(job.spec.id, {
           size: grant,
@@ -503,6 +508,7 @@ export class MemoryManager {
             grant < job.demand ? `deadline job: ${grant} of ${job.demand} still meets it` : null,
         });
         remaining -= grant;
+        reserved -= own;
       } else shared.push(job);
     }
     for (const job of byArrival) if (job.spec.jobClass === "be") shared.push(job);
@@ -511,15 +517,24 @@ export class MemoryManager {
     // a job whose share is below its minimum waits (latest arrivals first).
     let sharing = [...shared];
     for (;;) {
-      const sizes = waterFill(
-        remaining,
-        sharing.map((j) => j.demand),
+      // Running jobs' minimums come first; the rest is shared on top.
+      const floors = sharing.map((j) => (j.status === "running" ? j.minimum : 0));
+      const topUp = waterFill(
+        remaining - floors.reduce((a, b) => a + b, 0),
+        sharing.map((j, i) => j.demand - floors[i]),
       );
+      const sizes = topUp.map((size, i) => size + floors[i]);
       // The latest arrival that waits gives way first; a running job only if none is left.
       let tooSmall = -1;
       let runningTooSmall = -1;
       sharing.forEach((job, i) => {
-        if (sizes[i] >= job.minimum) return;
+        // A waiting deadline job joins the sharing only for half its demand or
+        // more: a sliver would crawl, and running it slows the jobs that fit.
+        const least =
+          job.spec.jobClass === "md" && job.status !== "running"
+            ? Math.max(job.minimum, Math.ceil(job.demand / 2))
+            : job.minimum;
+        if (sizes[i] >= least) return;
         if (job.status === "running") runningTooSmall = i;
         else tooSmall = i;
       });

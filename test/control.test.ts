@@ -118,7 +118,7 @@ describe("control plane API", () => {
     const two = (await app.inject({ method: "GET", url: "/jobs/2" })).json();
     assert.equal(two.status, "running");
     assert.deepEqual(two.region, { offset: 2, size: 62, epoch: 0 });
-    assert.match(two.reason, /deadline job: 62 of 64 still meets it/);
+    assert.match(two.reason, /shares the remainder: 62 of 64/);
     assert.deepEqual(core.job(2)?.current, { epoch: 0, offset: 2, size: 62, start: 0 });
   });
 

@@ -278,9 +278,22 @@ await runCli(spec, async (o) => {
       switchPort: target.port,
     };
   }
-  const p = placement;
   const elements = o.sizeBytes / 4;
-  const input = makeGradient(elements, o.seed, p.workerId);
+  const input = makeGradient(elements, o.seed, placement.workerId);
+  if (o.control !== undefined) {
+    // Making the input takes a while: start in the region the job has now.
+    const now = await controlRequest(`${o.control.replace(/\/$/, "")}/jobs/${o.job}`, "GET");
+    const region = now.region as { offset: number; size: number; epoch: number } | null;
+    if (region !== null) {
+      placement = {
+        ...placement,
+        regionOffset: region.offset,
+        regionSize: region.size,
+        regionEpoch: region.epoch,
+      };
+    }
+  }
+  const p = placement;
   const output = new Float32Array(elements);
   const worker = await Worker.connect({
     mode: p.mode,

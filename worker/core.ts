@@ -148,6 +148,8 @@ export class WorkerCore {
   /** the region PSNs are addressed in now, and one announced for later PSNs */
   private region: WorkerRegion;
   private pending: WorkerRegion | null = null;
+  /** the last epoch whose held-back packets this worker sent again */
+  private releasedEpoch = -1;
   /** packets in flight now: the window, or less when a NetReduce region is smaller than 2 x window */
   private windowLimit: number;
   private readonly slotSentAt: Float64Array;
@@ -266,7 +268,7 @@ export class WorkerCore {
       return;
     }
     if (h.type === PacketType.region && h.jobId === this.options.jobId) {
-      this.regionAnnounced(h.regionEpoch, h.aggregatorIndex, h.bitmap, h.psn, now);
+      this.regionAnnounced(h.regionEpoch, h.aggregatorIndex, h.bitmap, h.psn, h.flags, now);
       return;
     }
     if (h.type !== this.resultType) {
@@ -382,7 +384,7 @@ export class WorkerCore {
   }
 
   private fillWindow(now: number): void {
-    if (this.pending !== null && this.base >= this.pending.start) this.adoptPending(now);
+    if (this.pending !== null && this.base >= this.pending.start) this.adoptPending();
     let limit = Math.min(this.endPsn, this.base + this.windowLimit);
     // PSNs from a switchover go out only once every older PSN has its result:
     // that is how the switch knows this worker no longer needs the old region.
@@ -391,7 +393,23 @@ export class WorkerCore {
   }
 
   /** The switch announced a new region (epoch, offset, size) for PSNs from `start`. */
-  private regionAnnounced(epoch: number, offset: number, size: number, start: number, now: number) {
+  private regionAnnounced(
+    epoch: number,
+    offset: number,
+    size: number,
+    start: number,
+    flags: number,
+    now: number,
+  ) {
+    if (epoch === this.region.epoch && this.pending === null) {
+      // `resend`: the old region has drained, and the switch, which held the
+      // first packets of this epoch back, takes them now. Once per epoch.
+      if ((flags & Flag.resend) !== 0 && this.releasedEpoch !== epoch && this.active) {
+        this.releasedEpoch = epoch;
+        this.resendFrom(Math.max(this.base, this.region.start), now);
+      }
+      return;
+    }
     const latest = this.pending ?? this.region;
     if (!newerEpoch(epoch, latest.epoch)) return;
     if (size < 1 || (this.options.mode === "netreduce" && size < 2)) {
@@ -402,26 +420,37 @@ export class WorkerCore {
     if (this.active) this.fillWindow(now);
   }
 
-  /**
-   * Switches to the announced region. PSNs from its start that already went
-   * out in the old epoch (before the news arrived) were refused by the
-   * switch: they are readdressed and sent again.
-   */
-  private adoptPending(now: number): void {
+  /** Switches to the announced region (once every PSN before its start has its result). */
+  private adoptPending(): void {
     const region = this.pending;
     if (region === null) return;
     this.pending = null;
     this.region = region;
     this.windowLimit = this.windowFor(region);
     this.stats.regionChanges++;
-    const view = this.slots.view;
-    for (let psn = Math.max(this.base, region.start); psn < this.next; psn++) {
+    // PSNs from the switchover that went out before the news were refused
+    // (wrong epoch): take them back and send them anew in the new region,
+    // within its window.
+    const first = Math.max(this.base, region.start);
+    if (this.next > first) this.next = first;
+  }
+
+  /**
+   * Sends every PSN from `first` still without a result again, at once: a
+   * region change, not the network, held them, so the timeout and its
+   * backoff start over.
+   */
+  private resendFrom(first: number, now: number): void {
+    const s = this.stats;
+    if (this.hasRttSample) {
+      s.rtoMs = Math.min(
+        this.options.rtoMaxMs,
+        Math.max(this.options.rtoFloorMs, s.srttMs + 4 * this.rttVarMs),
+      );
+    }
+    for (let psn = first; psn < this.next; psn++) {
       const slot = psn % this.options.window;
-      if (this.slotDone[slot] === 1) continue;
-      const at = this.slots.headerOffset(slot);
-      view.setUint32(at + Field.aggregatorIndex, this.indexOf(psn), true);
-      view.setUint8(at + Field.regionEpoch, region.epoch);
-      this.resend(slot, now);
+      if (this.slotDone[slot] === 0) this.resend(slot, now);
     }
   }
 

@@ -1,0 +1,302 @@
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { z } from "zod";
+import { byteSize, UsageError } from "../proto/cli.js";
+import { formatZodError, type SwitchConfigInput } from "../proto/config.js";
+import { MAX_FAN_IN } from "../proto/wire.js";
+import { POLICIES, type Policy } from "../switch/memory.js";
+import { ChildNode, type ProcessRecord } from "./processes.js";
+import { SCRIPTS } from "./run.js";
+
+/**
+ * A scheduling scenario: jobs arrive over time at one switch and get their
+ * regions from its memory manager through the control plane. The same
+ * arrivals run once per policy, so the policies can be compared: waiting
+ * time, JCT, deadlines met.
+ */
+export const ScheduleJobSchema = z.strictObject({
+  name: z.string().min(1).max(40),
+  class: z.enum(["md", "be"]),
+  /** MD jobs: seconds after arrival */
+  deadlineS: z.number().positive().max(86_400).optional(),
+  mode: z.enum(["netreduce", "atp"]).default("netreduce"),
+  workers: z.int().min(1).max(MAX_FAN_IN),
+  /** model (gradient) bytes per worker, all-reduced once per epoch */
+  size: byteSize,
+  epochs: z.int().min(1).max(10_000).default(1),
+  computeMs: z.number().min(0).max(3_600_000).default(0),
+  /** when the job is submitted, after the run starts */
+  arriveMs: z.number().min(0).max(3_600_000).default(0),
+  window: z
+    .int()
+    .min(1)
+    .max(1 << 16)
+    .default(64),
+  /** the demand: this many aggregators, or Throughput x RTT */
+  aggregators: z
+    .int()
+    .min(1)
+    .max(1 << 20)
+    .optional(),
+  throughputMBps: z.number().positive().default(10),
+  rttMs: z.number().positive().default(1),
+});
+export type ScheduleJob = z.infer<typeof ScheduleJobSchema>;
+
+export const ScheduleScenarioSchema = z
+  .strictObject({
+    name: z.string().min(1).max(60),
+    description: z.string().optional(),
+    seed: z.int().min(0).max(0xffffffff).default(1),
+    policies: z.array(z.enum(POLICIES)).min(1).default(["edf", "fcfs", "static"]),
+    aggregators: z
+      .int()
+      .min(1)
+      .max(1 << 20)
+      .default(256),
+    /** `static`: equal partitions */
+    partitions: z.int().min(1).max(1024).default(2),
+    jobs: z.array(ScheduleJobSchema).min(1).max(32),
+  })
+  .superRefine((s, ctx) => {
+    s.jobs.forEach((job, i) => {
+      if (job.class === "md" && job.deadlineS === undefined) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["jobs", i, "deadlineS"],
+          message: "an MD job needs a deadline",
+        });
+      }
+    });
+  });
+export type ScheduleScenario = z.infer<typeof ScheduleScenarioSchema>;
+
+export function parseScheduleScenario(input: unknown, source = "scenario"): ScheduleScenario {
+  const parsed = ScheduleScenarioSchema.safeParse(input);
+  if (!parsed.success) throw new UsageError(`${source}:\n${formatZodError(parsed.error)}`);
+  return parsed.data;
+}
+
+export interface ScheduledJobResult {
+  name: string;
+  id: number;
+  class: "md" | "be";
+  mode: "netreduce" | "atp";
+  workers: number;
+  arriveS: number;
+  /** submission to first region */
+  waitS: number | null;
+  /** submission to the last worker's done */
+  jctS: number | null;
+  deadlineS: number | null;
+  deadlineMet: boolean | null;
+  /** regions over time: seconds after submission, offset, size */
+  regions: Array<{ atS: number; offset: number; size: number; epoch: number }>;
+  status: string;
+  retransmissions: number;
+  timeouts: number;
+  verified: boolean;
+}
+
+export interface PolicyResult {
+  policy: Policy;
+  jobs: ScheduledJobResult[];
+  /** average JCT over every job (s) */
+  averageJctS: number;
+  /** MD jobs that met their deadline, of all MD jobs: the service satisfaction rate */
+  deadlinesMet: number;
+  deadlineJobs: number;
+  verified: boolean;
+  /** the switch's final stats record */
+  switch: Record<string, unknown>;
+}
+
+/**
+ * Runs the scenario's arrivals under one policy with real processes: a
+ * switch with its control plane (and a PS for ATP jobs); at each arrival the
+ * job is submitted and its workers started with --control, so they join,
+ * wait while queued, run, and report done.
+ */
+export async function runSchedule(
+  scenario: ScheduleScenario,
+  policy: Policy,
+  options: { timeoutMs: number },
+): Promise<PolicyResult> {
+  const dir = await mkdtemp(join(tmpdir(), "ina-emu-"));
+  const children: ChildNode[] = [];
+  const timers: NodeJS.Timeout[] = [];
+  try {
+    const config: SwitchConfigInput = { aggregators: scenario.aggregators, jobs: [] };
+    if (scenario.jobs.some((j) => j.mode === "atp")) {
+      const psConfig = join(dir, "ps.json");
+      await writeFile(psConfig, JSON.stringify(config));
+      const window = Math.max(...scenario.jobs.map((j) => j.window));
+      const ps = new ChildNode("ps", SCRIPTS.ps, [
+        "--config",
+        psConfig,
+        "--adopt-window",
+        String(window),
+      ]);
+      children.push(ps);
+      const ready = await ps.waitFor("ready", 15_000);
+      config.parameterServer = { host: String(ready.dataAddress), port: Number(ready.dataPort) };
+    }
+    const configPath = join(dir, "switch.json");
+    await writeFile(configPath, JSON.stringify(config));
+    const sw = new ChildNode("switch", SCRIPTS.switch, [
+      "--config",
+      configPath,
+      "--policy",
+      policy,
+      "--partitions",
+      String(scenario.partitions),
+    ]);
+    children.push(sw);
+    const ready = await sw.waitFor("ready", 15_000);
+    const control = String(ready.controlUrl);
+
+    const workersOf: ChildNode[][] = scenario.jobs.map(() => []);
+    const arrivals = scenario.jobs.map(
+      (job, j) =>
+        new Promise<void>((resolve, reject) => {
+          timers.push(
+            setTimeout(() => {
+              submit(control, job, j + 1)
+                .then(() => {
+                  for (let w = 0; w < job.workers; w++) {
+                    const child = new ChildNode(`${job.name} worker`, SCRIPTS.worker, [
+                      "--control",
+                      control,
+                      "--job",
+                      String(j + 1),
+                      "--size-bytes",
+                      String(job.size),
+                      "--iterations",
+                      String(job.epochs),
+                      "--compute-ms",
+                      String(job.computeMs),
+                      "--seed",
+                      String(scenario.seed + j + 1),
+                      "--progress-ms",
+                      "0",
+                    ]);
+                    children.push(child);
+                    workersOf[j].push(child);
+                  }
+                  resolve();
+                })
+                .catch(reject);
+            }, job.arriveMs),
+          );
+        }),
+    );
+    await Promise.all(arrivals);
+    const lastArrival = Math.max(...scenario.jobs.map((j) => j.arriveMs));
+    const results: ProcessRecord[][] = await Promise.all(
+      workersOf.map((workers) =>
+        Promise.all(workers.map((w) => w.waitFor("result", options.timeoutMs + lastArrival))),
+      ),
+    );
+    const views = (await (await fetch(`${control}/jobs`)).json()) as { jobs: JobView[] };
+    await sw.stop();
+    const switchStats = (sw.records.find((r) => r.event === "stats" && r.final) ?? {}) as Record<
+      string,
+      unknown
+    >;
+    const jobs = scenario.jobs.map((job, j) =>
+      jobResult(
+        job,
+        j + 1,
+        views.jobs.find((v) => v.id === j + 1),
+        results[j],
+      ),
+    );
+    const md = jobs.filter((j) => j.class === "md");
+    const jcts = jobs.map((j) => j.jctS ?? Number.NaN);
+    return {
+      policy,
+      jobs,
+      averageJctS: jcts.reduce((a, b) => a + b, 0) / jcts.length,
+      deadlinesMet: md.filter((j) => j.deadlineMet === true).length,
+      deadlineJobs: md.length,
+      verified: jobs.every((j) => j.verified),
+      switch: switchStats,
+    };
+  } finally {
+    for (const t of timers) clearTimeout(t);
+    await Promise.all(children.map((c) => c.stop()));
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+interface JobView {
+  id: number;
+  status: string;
+  submittedAt: number;
+  startedAt: number | null;
+  finishedAt: number | null;
+  deadlineAt: number | null;
+  history: Array<{ at: number; offset: number; size: number; epoch: number }>;
+}
+
+async function submit(control: string, job: ScheduleJob, id: number): Promise<void> {
+  const response = await fetch(`${control}/jobs`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({
+      id,
+      name: job.name,
+      class: job.class,
+      deadlineS: job.deadlineS,
+      mode: job.mode,
+      workers: job.workers,
+      window: job.window,
+      modelBytes: job.size,
+      epochs: job.epochs,
+      computeMs: job.computeMs,
+      throughputMBps: job.throughputMBps,
+      rttMs: job.rttMs,
+      aggregators: job.aggregators,
+    }),
+  });
+  if (response.status >= 400) {
+    const body = (await response.json().catch(() => ({}))) as { message?: string };
+    throw new Error(`submitting ${job.name}: ${response.status} ${body.message ?? ""}`);
+  }
+}
+
+function jobResult(
+  job: ScheduleJob,
+  id: number,
+  v: JobView | undefined,
+  records: ProcessRecord[],
+): ScheduledJobResult {
+  const s = (ms: number | null | undefined, from: number) =>
+    ms === null || ms === undefined ? null : (ms - from) / 1000;
+  const submitted = v?.submittedAt ?? 0;
+  const finished = v?.finishedAt ?? null;
+  const deadline = v?.deadlineAt ?? null;
+  return {
+    name: job.name,
+    id,
+    class: job.class,
+    mode: job.mode,
+    workers: job.workers,
+    arriveS: job.arriveMs / 1000,
+    waitS: s(v?.startedAt, submitted),
+    jctS: s(finished, submitted),
+    deadlineS: job.deadlineS ?? null,
+    deadlineMet: deadline === null ? null : finished !== null && finished <= deadline,
+    regions: (v?.history ?? []).map((h) => ({
+      atS: (h.at - submitted) / 1000,
+      offset: h.offset,
+      size: h.size,
+      epoch: h.epoch,
+    })),
+    status: v?.status ?? "unknown",
+    retransmissions: records.reduce((n, r) => n + Number(r.retransmissions ?? 0), 0),
+    timeouts: records.reduce((n, r) => n + Number(r.timeouts ?? 0), 0),
+    verified: records.length === job.workers && records.every((r) => r.verified === true),
+  };
+}
