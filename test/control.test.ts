@@ -106,20 +106,20 @@ describe("control plane API", () => {
 
   it("queues a job that must wait (202) and grants it once the memory it needs has drained", async () => {
     await post("/jobs", job({ aggregators: 64 }));
-    const r = await post("/jobs", job({ id: 2, aggregators: 64, class: "md", deadlineS: 100 }));
-    // EDF: the MD job gets all but the running BE job's minimum; the BE job
-    // shrinks in place and the MD job waits for the freed aggregators to drain.
+    const r = await post("/jobs", job({ id: 2, aggregators: 48, class: "md", deadlineS: 100 }));
+    // EDF: the MD job gets its whole demand; the BE job shrinks in place to
+    // the rest and the MD job waits for the freed aggregators to drain.
     assert.equal(r.statusCode, 202);
     assert.equal(r.json().job.status, "queued");
     assert.match(r.json().job.reason, /waiting for draining aggregators/);
-    assert.equal(core.job(1)?.current.size, 2, "the BE job keeps its minimum");
+    assert.equal(core.job(1)?.current.size, 16, "the BE job keeps the rest");
     // The switch reports the drain (at once: no packets were in flight).
     await new Promise((resolve) => setImmediate(resolve));
     const two = (await app.inject({ method: "GET", url: "/jobs/2" })).json();
     assert.equal(two.status, "running");
-    assert.deepEqual(two.region, { offset: 2, size: 62, epoch: 0 });
-    assert.match(two.reason, /shares the remainder: 62 of 64/);
-    assert.deepEqual(core.job(2)?.current, { epoch: 0, offset: 2, size: 62, start: 0 });
+    assert.deepEqual(two.region, { offset: 16, size: 48, epoch: 0 });
+    assert.equal(two.reason, null);
+    assert.deepEqual(core.job(2)?.current, { epoch: 0, offset: 16, size: 48, start: 0 });
   });
 
   it("every error is JSON naming what is wrong", async () => {

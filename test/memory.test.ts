@@ -58,7 +58,7 @@ describe("memory manager", () => {
     plan: Record<number, number>; // job id -> aggregators the policy gives it
   }> = [
     {
-      name: "EDF serves deadline jobs in deadline order; a running best-effort job keeps its minimum",
+      name: "EDF admits deadline jobs whole, in deadline order; one that does not fit waits",
       policy: "edf",
       pool: 150,
       jobs: [
@@ -66,9 +66,9 @@ describe("memory manager", () => {
         [2, { aggregators: 100, jobClass: "md", deadlineMs: 50_000 }],
         [3, { aggregators: 100, jobClass: "md", deadlineMs: 20_000 }],
       ],
-      // 3 (earliest deadline) gets its 100; 2 gets what is left but BE job 1's minimum,
-      // enough to meet its own deadline
-      plan: { 1: 1, 2: 49, 3: 100 },
+      // 3 (earliest deadline) gets its 100; 2 would get under half its demand
+      // from the remainder, so it waits; the running BE job 1 keeps the rest
+      plan: { 1: 50, 2: 0, 3: 100 },
     },
     {
       name: "EDF shares the leftover equally among best-effort jobs, capped at demand",
