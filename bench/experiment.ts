@@ -3,10 +3,20 @@ import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
-import { byteSize, cliInt, cliProbability, EXIT_FAILED, EXIT_OK, runCli } from "../proto/cli.js";
+import {
+  byteSize,
+  cliInt,
+  cliProbability,
+  EXIT_FAILED,
+  EXIT_OK,
+  readJsonFile,
+  runCli,
+} from "../proto/cli.js";
 import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN, MAX_SCALE_BITS } from "../proto/wire.js";
+import { POLICIES } from "../switch/memory.js";
 import { type RunResult, runScenarioRun } from "./run.js";
-import { applyOverrides, loadScenario } from "./scenario.js";
+import { applyOverrides, parseScenario } from "./scenario.js";
+import { type PolicyResult, parseScheduleScenario, runSchedule } from "./schedule.js";
 
 export const SCENARIOS_DIR = fileURLToPath(new URL("../../bench/scenarios/", import.meta.url));
 const DEFAULT_SCENARIO = join(SCENARIOS_DIR, "compare.json");
@@ -23,7 +33,9 @@ const spec = {
     "The default scenario, bench/scenarios/compare.json, runs the same 4-worker workload with\n" +
     "NetReduce, ATP and a plain parameter server. Options other than --scenario, --only,\n" +
     "--results, --json and --timeout-s override that setting in every job (or run) of the\n" +
-    "scenario. Scenario format: README.md. Exit codes: 0 every job verified, 1 a job failed\n" +
+    "scenario. A scheduling scenario (bench/scenarios/deadlines.json) submits jobs to the\n" +
+    "switch's control plane as they arrive and runs once per memory-manager policy (--policies).\n" +
+    "Scenario formats: README.md. Exit codes: 0 every job verified, 1 a job failed\n" +
     "verification or the run failed, 2 bad option or scenario. Progress goes to stderr.",
   options: {
     scenario: {
@@ -31,6 +43,12 @@ const spec = {
       valueName: "FILE",
       description: "scenario file (JSON)",
       defaultText: "bench/scenarios/compare.json",
+    },
+    policies: {
+      type: "string",
+      valueName: "LIST",
+      description: "scheduling scenarios: comma-separated policies (edf, fcfs, static)",
+      defaultText: "the scenario's",
     },
     only: {
       type: "string",
@@ -84,6 +102,11 @@ const spec = {
   schema: z
     .strictObject({
       scenario: z.string().default(DEFAULT_SCENARIO),
+      policies: z
+        .string()
+        .transform((text) => text.split(",").map((name) => name.trim()))
+        .pipe(z.array(z.enum(POLICIES)).min(1))
+        .optional(),
       only: z
         .string()
         .transform((s) => s.split(",").map((name) => name.trim()))
@@ -165,9 +188,89 @@ export function formatTable(runs: RunResult[]): string {
   ].join("\n");
 }
 
+/** Scheduling results: one row per policy and job, then each policy's summary. */
+export function formatScheduleTable(results: PolicyResult[]): string {
+  const header = [
+    "policy",
+    "job",
+    "class",
+    "mode",
+    "arrive s",
+    "wait s",
+    "JCT s",
+    "deadline s",
+    "met",
+    "regions (s after submit: size)",
+    "verified",
+  ];
+  const f = (x: number | null) => (x === null ? "-" : x.toFixed(2));
+  const rows = results.flatMap((r) =>
+    r.jobs.map((j) => [
+      r.policy,
+      j.name,
+      j.class,
+      j.mode,
+      j.arriveS.toFixed(1),
+      f(j.waitS),
+      f(j.jctS),
+      j.deadlineS === null ? "-" : String(j.deadlineS),
+      j.deadlineMet === null ? "-" : j.deadlineMet ? "yes" : "NO",
+      j.regions.map((g) => `${g.atS.toFixed(1)}:${g.size}`).join(" ") || "-",
+      j.verified ? "yes" : "NO",
+    ]),
+  );
+  const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c].length)));
+  const line = (cells: string[]) => cells.map((cell, c) => cell.padEnd(widths[c])).join("  ");
+  const summary = results.map(
+    (r) =>
+      `${r.policy}: average JCT ${r.averageJctS.toFixed(2)} s, deadlines met ${r.deadlinesMet}/${r.deadlineJobs}` +
+      (r.deadlineJobs > 0 ? ` (${((100 * r.deadlinesMet) / r.deadlineJobs).toFixed(0)}%)` : ""),
+  );
+  return [line(header), ...rows.map(line), "", ...summary, ""].join("\n");
+}
+
+async function writeResults(dir: string, name: string, startedAt: Date, output: unknown) {
+  if (dir === "") return;
+  await mkdir(dir, { recursive: true });
+  const stamp = startedAt.toISOString().replace(/[:.]/g, "-");
+  // The name comes from a file: keep it to one safe path component.
+  const safe = name.replace(/[^A-Za-z0-9_-]/g, "_");
+  const path = join(dir, `${safe}-${stamp}.json`);
+  await writeFile(path, `${JSON.stringify(output, null, 2)}\n`);
+  process.stderr.write(`results: ${path}\n`);
+}
+
 await runCli(spec, async (o) => {
-  const scenario = applyOverrides(await loadScenario(o.scenario), o);
+  const json = await readJsonFile(o.scenario, "--scenario");
   const startedAt = new Date();
+  if (typeof json === "object" && json !== null && "policies" in json) {
+    const schedule = parseScheduleScenario(
+      o.seed === undefined ? json : { ...json, seed: o.seed },
+      o.scenario,
+    );
+    const policies = o.policies ?? schedule.policies;
+    process.stderr.write(
+      `ina-experiment: scheduling scenario ${schedule.name}, policies ${policies.join(", ")}\n`,
+    );
+    const results: PolicyResult[] = [];
+    for (const policy of policies) {
+      process.stderr.write(`  policy ${policy} ...\n`);
+      results.push(await runSchedule(schedule, policy, { timeoutMs: o.timeoutS * 1000 }));
+    }
+    const verified = results.every((r) => r.verified);
+    const output = {
+      scenario: schedule.name,
+      description: schedule.description,
+      seed: schedule.seed,
+      startedAt: startedAt.toISOString(),
+      verified,
+      policies: results,
+    };
+    await writeResults(o.results, schedule.name, startedAt, output);
+    process.stdout.write(o.json ? `${JSON.stringify(output)}\n` : formatScheduleTable(results));
+    return verified ? EXIT_OK : EXIT_FAILED;
+  }
+  const scenario = applyOverrides(parseScenario(json, o.scenario), o);
   process.stderr.write(
     `ina-experiment: scenario ${scenario.name}, ${scenario.runs.length} run(s), seed ${scenario.seed}\n`,
   );
@@ -199,13 +302,7 @@ await runCli(spec, async (o) => {
     verified,
     runs,
   };
-  if (o.results !== "") {
-    await mkdir(o.results, { recursive: true });
-    const stamp = startedAt.toISOString().replace(/[:.]/g, "-");
-    const path = join(o.results, `${scenario.name}-${stamp}.json`);
-    await writeFile(path, `${JSON.stringify(output, null, 2)}\n`);
-    process.stderr.write(`results: ${path}\n`);
-  }
+  await writeResults(o.results, scenario.name, startedAt, output);
   process.stdout.write(o.json ? `${JSON.stringify(output)}\n` : formatTable(runs));
   return verified ? EXIT_OK : EXIT_FAILED;
 });

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { byteSize, readJsonFile, UsageError } from "../proto/cli.js";
+import { byteSize, UsageError } from "../proto/cli.js";
 import { formatZodError, JOB_MODES, type JobConfig } from "../proto/config.js";
 import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN, MAX_SCALE_BITS } from "../proto/wire.js";
 
@@ -76,10 +76,6 @@ export function parseScenario(input: unknown, source = "scenario"): Scenario {
   const parsed = ScenarioSchema.safeParse(input);
   if (!parsed.success) throw new UsageError(`${source}:\n${formatZodError(parsed.error)}`);
   return parsed.data;
-}
-
-export async function loadScenario(path: string): Promise<Scenario> {
-  return parseScenario(await readJsonFile(path, "--scenario"), path);
 }
 
 /** Settings the command line applies to every job (or run) of a scenario. */
