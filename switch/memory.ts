@@ -283,8 +283,14 @@ export class MemoryManager {
         decide(job, "queued");
         continue;
       }
-      this.retire(job, region.offset + t.size, region.size - t.size);
-      this.assign(job, region.offset, t.size, now);
+      // Keep the end that leaves the larger run free once the rest drains.
+      const keepTail =
+        this.largestRunWith(job, region.offset + region.size - t.size, t.size) >
+        this.largestRunWith(job, region.offset, t.size);
+      const offset = keepTail ? region.offset + region.size - t.size : region.offset;
+      const freedAt = keepTail ? region.offset : region.offset + t.size;
+      this.retire(job, freedAt, region.size - t.size);
+      this.assign(job, offset, t.size, now);
       job.reason = t.size < job.demand ? t.reason : null;
       decide(job, t.size < job.demand ? "reduced" : "granted");
     }
@@ -377,6 +383,17 @@ export class MemoryManager {
       if (job.region !== null) blocks.push([job.region.offset, job.region.size]);
     }
     return gaps(this.options.aggregators, blocks);
+  }
+
+  /** The largest run free after draining if `job` held [offset, offset + size) instead of its region. */
+  private largestRunWith(job: ManagedJob, offset: number, size: number): number {
+    const blocks: Array<[number, number]> = [...this.options.reserved, [offset, size]];
+    for (const other of this.jobs.values()) {
+      if (other !== job && other.region !== null) {
+        blocks.push([other.region.offset, other.region.size]);
+      }
+    }
+    return gaps(this.options.aggregators, blocks).reduce((m, g) => Math.max(m, g.size), 0);
   }
 
   /** Whether a run of `size` will be free once every draining block has drained. */

@@ -16,6 +16,9 @@ export function switchReport(core: SwitchCore) {
     resultsReplayed: s.resultsReplayed,
     takeovers: s.takeovers,
     forwarded: s.forwarded,
+    toParameterServer: s.toParameterServer,
+    acks: s.acks,
+    regionChanges: s.regionChanges,
     drops: dropsByName(s.drops),
     injected: {
       ingress: { ...core.ingressFaults.injected },
