@@ -20,7 +20,9 @@ export const ScenarioJobSchema = z.strictObject({
   mode: z.enum(JOB_MODES),
   workers: z.int().min(1).max(MAX_FAN_IN),
   /** gradient bytes per worker (float32), e.g. "16MiB" or 4194304 */
-  size: byteSize.default(16 * 1024 * 1024),
+  size: byteSize
+    .refine((n) => n > 0 && n % 4 === 0, "must be a positive multiple of 4 bytes (float32)")
+    .default(16 * 1024 * 1024),
   iterations: z.int().min(1).max(10_000).default(1),
   /** when the job's workers start, after the run's first job (ms) */
   startMs: z.number().min(0).max(3_600_000).default(0),
@@ -58,8 +60,27 @@ export const ScenarioRunSchema = z.strictObject({
       duplicate: probability.default(0),
       reorder: probability.default(0),
     })
+    .refine((f) => f.loss + f.duplicate + f.reorder <= 1, {
+      message: "loss + duplicate + reorder must not exceed 1",
+    })
     .default({ loss: 0, duplicate: 0, reorder: 0 }),
-  jobs: z.array(ScenarioJobSchema).min(1).max(16),
+  jobs: z
+    .array(ScenarioJobSchema)
+    .min(1)
+    .max(16)
+    .superRefine((jobs, ctx) => {
+      const ids = jobs.map((job, i) => job.id ?? i + 1);
+      ids.forEach((id, i) => {
+        const first = ids.indexOf(id);
+        if (first !== i) {
+          ctx.addIssue({
+            code: "custom",
+            path: [i, "id"],
+            message: `job id ${id} is already used by jobs[${first}]`,
+          });
+        }
+      });
+    }),
 });
 export type ScenarioRun = z.infer<typeof ScenarioRunSchema>;
 

@@ -80,6 +80,9 @@ export function jobRegion(job: JobConfig): { offset: number; size: number } {
   return job.mode === "ps" ? { offset: 0, size: 0 } : { offset: job.offset, size: job.size };
 }
 
+/** Most memory the PS may hold for one job's PSN states. */
+export const PS_JOB_MEMORY_LIMIT = 1024 * 2 ** 20;
+
 export const HostPortSchema = z.strictObject({
   host: z.ipv4(),
   port: z.int().min(1).max(65535),
@@ -122,6 +125,17 @@ export const SwitchConfigSchema = z
           path: ["parameterServer"],
           message: `jobs[${i}] is a ${job.mode === "ps" ? "PS" : "ATP"} job, which needs a parameterServer {host, port}`,
         });
+      }
+      if (job.mode !== "netreduce") {
+        // The PS keeps 4 x window PSNs of float64 sums and int32 acks per job.
+        const psBytes = 4 * job.window * config.elementsPerAggregator * 12;
+        if (psBytes > PS_JOB_MEMORY_LIMIT) {
+          ctx.addIssue({
+            code: "custom",
+            path: [...path, "window"],
+            message: `the PS would need ${Math.ceil(psBytes / 2 ** 20)} MiB for this job (4 x window x elementsPerAggregator x 12 bytes); the limit is ${PS_JOB_MEMORY_LIMIT / 2 ** 20} MiB`,
+          });
+        }
       }
       if (job.mode === "ps") return;
       if (job.offset + job.size > config.aggregators) {

@@ -102,6 +102,12 @@ class PsJob {
     // A worker that sent PSN p has the result of every PSN up to p - window,
     // so nobody will ask for those again.
     const retire = low - this.window + 1;
+    if (retire - this.retiredBelow > this.capacity) {
+      // Everything held is older than `retire`: clear the ring in one pass.
+      for (let slot = 0; slot < this.capacity; slot++) this.state[slot] = EntryState.free;
+      this.held = 0;
+      this.retiredBelow = retire;
+    }
     while (this.retiredBelow < retire) {
       const slot = this.retiredBelow % this.capacity;
       if (this.psn[slot] === this.retiredBelow && this.state[slot] !== EntryState.free) {
@@ -219,6 +225,10 @@ export class PsCore {
     } else if (bits === job.fullBitmap) this.stats.fullAggregates++;
     else this.stats.partials++;
 
+    if (h.psn < job.retiredBelow) return DropReason.psnRetired;
+    // Real traffic stays within about 3 windows of the slowest worker; a
+    // stray PSN beyond the ring must neither take a slot nor move the watermarks.
+    if (h.psn >= job.retiredBelow + job.capacity) return DropReason.psnTooFarAhead;
     job.advance(bits, h.psn);
     if (h.psn < job.retiredBelow) return DropReason.psnRetired;
     const entry = h.psn % job.capacity;

@@ -455,25 +455,21 @@ export class SwitchCore {
     }
     job.learnHost(h.workerId, port, address);
     if (outcome.freedStale) counters.staleFreed++;
-    const aggregate = this.aggregators.resultPacket(
-      outcome.index,
-      this.aggregators.elementCount[outcome.index],
-    );
     switch (verdict) {
       case AtpVerdict.aggregateToPs:
         this.stats.aggregationsCompleted++;
         counters.aggregationsCompleted++;
-        this.toParameterServer(job, aggregate, 0);
+        this.toParameterServer(job, this.aggregate(outcome.index), 0);
         return;
       case AtpVerdict.aggregateToPsAgain:
         // Marked as a resend so the PS, if already done, sends its ack again.
-        this.toParameterServer(job, aggregate, Flag.resend);
+        this.toParameterServer(job, this.aggregate(outcome.index), Flag.resend);
         return;
       case AtpVerdict.evictAndPassThrough:
         counters.evictions++;
         counters.fallbacks += popcount(outcome.evictedBitmap);
         if (outcome.overflowed) counters.overflowFallbacks++;
-        this.toParameterServer(job, aggregate, 0);
+        this.toParameterServer(job, this.aggregate(outcome.index), 0);
         counters.fallbacks++;
         this.toParameterServer(job, datagram, Flag.toPs);
         return;
@@ -485,6 +481,11 @@ export class SwitchCore {
     }
   }
 
+  /** Aggregator `index`'s packet as the ATP program last wrote it (an aggregate for the PS). */
+  private aggregate(index: number): Buffer {
+    return this.aggregators.resultPacket(index, this.aggregators.elementCount[index]);
+  }
+
   /**
    * An ack from the PS: releases the ATP aggregator if it still holds the
    * ack's (job, PSN), then goes on unchanged to the job's workers (all, or the
@@ -492,20 +493,23 @@ export class SwitchCore {
    */
   private ack(job: JobState, h: PacketHeader, datagram: Buffer): void {
     const counters = job.counters;
+    const toAll = h.destination === DESTINATION_ALL_WORKERS;
+    if (!toAll && (h.destination >= job.fanIn || job.hostPort[h.destination] < 0)) {
+      this.dropPacket(DropReason.unknownDestination, job);
+      return;
+    }
+    if (h.aggregatorIndex >= this.aggregators.count && job.mode === "atp") {
+      this.dropPacket(DropReason.badIndex, job);
+      return;
+    }
     if (job.mode === "atp") {
       if (atpRelease(this.aggregators, job, h.psn, h.aggregatorIndex)) counters.releases++;
       else counters.acksWithoutMatch++;
     }
-    if (h.destination !== DESTINATION_ALL_WORKERS && h.destination >= job.fanIn) {
-      this.dropPacket(DropReason.unknownDestination, job);
-      return;
-    }
     this.stats.acks++;
     counters.acks++;
-    if (h.destination === DESTINATION_ALL_WORKERS) this.multicast(job, datagram, -1);
-    else if (job.hostPort[h.destination] >= 0) {
-      this.emit(datagram, job.hostPort[h.destination], job.hostAddress[h.destination]);
-    }
+    if (toAll) this.multicast(job, datagram, -1);
+    else this.emit(datagram, job.hostPort[h.destination], job.hostAddress[h.destination]);
   }
 
   /**

@@ -142,6 +142,20 @@ describe("ATP program in the switch", () => {
     assert.equal(core.job(2)?.counters.acksWithoutMatch, 1);
   });
 
+  it("an ack for a worker not yet heard from, or outside the array, is dropped before it releases", () => {
+    const index = atpIndex(1, 0, 0, 4);
+    send(atpA, 0, 0, [1]);
+    send(atpA, 1, 0, [2]);
+    capture.sent.length = 0;
+    ack(atpA, 0, index, [3], { destination: 1 }); // worker 1 is known: delivered
+    assert.equal(capture.sent.length, 1);
+    ack(atpB, 0, index, [3], { destination: 1 }); // job B's worker 1 never sent
+    ack(atpA, 0, 999, [3]);
+    assert.equal(core.stats.drops[DropReason.unknownDestination], 1);
+    assert.equal(core.stats.drops[DropReason.badIndex], 1);
+    assert.equal(capture.sent.length, 1);
+  });
+
   it("drops an ack that does not come from the parameter server", () => {
     send(atpA, 0, 0, [1]);
     send(atpA, 1, 0, [2]);

@@ -96,11 +96,40 @@ describe("command lines, as real processes", () => {
     const path = join(dir, "bad-scenario.json");
     await writeFile(
       path,
-      JSON.stringify({ name: "x", runs: [{ name: "r", jobs: [{ mode: "atp", workers: 40 }] }] }),
+      JSON.stringify({
+        name: "x",
+        runs: [
+          {
+            name: "r",
+            faults: { loss: 0.6, duplicate: 0.6 },
+            jobs: [
+              { mode: "atp", workers: 40 },
+              { mode: "ps", workers: 2, size: 6, id: 5 },
+              { mode: "ps", workers: 2, id: 5 },
+            ],
+          },
+        ],
+      }),
     );
     const r = run(EXPERIMENT, ["--scenario", path]);
     assert.equal(r.status, 2);
     assert.match(r.stderr, /runs\[0\]\.jobs\[0\]\.workers: Too big/);
+    assert.match(r.stderr, /runs\[0\]\.jobs\[1\]\.size: must be a positive multiple of 4/);
+    assert.match(r.stderr, /runs\[0\]\.jobs\[2\]\.id: job id 5 is already used by jobs\[1\]/);
+    assert.match(r.stderr, /runs\[0\]\.faults: loss \+ duplicate \+ reorder must not exceed 1/);
+    const schedule = join(dir, "bad-schedule.json");
+    await writeFile(
+      schedule,
+      JSON.stringify({
+        name: "s",
+        policies: ["lottery"],
+        jobs: [{ name: "a", class: "md", workers: 2, size: 8 }],
+      }),
+    );
+    const s = run(EXPERIMENT, ["--scenario", schedule]);
+    assert.equal(s.status, 2);
+    assert.match(s.stderr, /policies\[0\]: /);
+    assert.match(s.stderr, /jobs\[0\]\.deadlineS: an MD job needs a deadline/);
   });
 
   it("the default experiment compares NetReduce, ATP and PS on one workload, verified, lossy", async () => {

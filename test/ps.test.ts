@@ -113,6 +113,15 @@ describe("parameter server", () => {
     assert.equal(ps.stats.drops[DropReason.psnRetired], 1);
   });
 
+  it("a stray PSN beyond its ring neither takes a slot nor moves the watermarks", () => {
+    // capacity 4 x window = 8 PSNs from the oldest live one
+    piece(8, 0, [1]);
+    piece(2 ** 31, { bitmap: 0b111 }, [1]);
+    assert.equal(ps.stats.drops[DropReason.psnTooFarAhead], 2);
+    for (let psn = 0; psn < 8; psn++) piece(psn, { bitmap: 0b111 }, [psn]);
+    assert.equal(ps.stats.aggregationsCompleted, 8, "every real PSN still completes");
+  });
+
   it("drops malformed and foreign packets, naming the reason", () => {
     ps.receive(Buffer.from("junk"), 1, "127.0.0.1");
     piece(0, 0, [1], { jobId: 6 });
