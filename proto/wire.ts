@@ -63,6 +63,8 @@ export const PacketType = {
   region: 5,
 } as const;
 export type PacketTypeValue = (typeof PacketType)[keyof typeof PacketType];
+/** Packet type values are below this: arrays indexed by type have this length. */
+export const PACKET_TYPE_COUNT = 6;
 export const PACKET_TYPE_NAMES: Record<number, string> = {
   1: "contribution",
   2: "result",

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { Registry } from "prom-client";
 import { z } from "zod";
 import {
   cliInt,
@@ -9,6 +10,8 @@ import {
   serveUntilSignal,
 } from "../proto/cli.js";
 import { parseSwitchConfig, type SwitchConfigInput } from "../proto/config.js";
+import { serveMetrics } from "../switch/server.js";
+import { createPsMetrics } from "./metrics.js";
 import { psReport } from "./report.js";
 import { PsServer } from "./server.js";
 
@@ -39,6 +42,12 @@ const spec = {
       defaultText: "one 4-worker ATP job, id 1",
     },
     ...SERVER_OPTIONS,
+    "metrics-port": {
+      type: "string",
+      valueName: "PORT",
+      description: "TCP port of GET /metrics (Prometheus) on --host; 0 picks a free one",
+      defaultText: "0",
+    },
     "adopt-window": {
       type: "string",
       valueName: "W",
@@ -48,7 +57,11 @@ const spec = {
       defaultText: "0",
     },
   },
-  schema: z.strictObject({ ...SERVER_SCHEMA, adoptWindow: cliInt(0, 1 << 16).default(0) }),
+  schema: z.strictObject({
+    ...SERVER_SCHEMA,
+    adoptWindow: cliInt(0, 1 << 16).default(0),
+    metricsPort: cliInt(0, 65535).default(0),
+  }),
 } as const;
 
 await runCli(spec, async (options) => {
@@ -64,15 +77,22 @@ await runCli(spec, async (options) => {
     adoptWindow: options.adoptWindow,
   });
   const address = server.address();
+  const registry = new Registry();
+  createPsMetrics(registry, server.core);
+  const metrics = await serveMetrics(registry, options.host, options.metricsPort);
   return serveUntilSignal({
     ready: {
       pid: process.pid,
       dataAddress: address.address,
       dataPort: address.port,
+      metricsUrl: metrics.url,
       jobs: server.core.jobs.map((job) => ({ id: job.id, mode: job.mode, fanIn: job.fanIn })),
     },
     statsIntervalMs: options.statsIntervalMs,
     report: () => ({ socketErrors: server.socketErrors, ...psReport(server.core) }),
-    close: () => server.close(),
+    close: async () => {
+      await metrics.close();
+      await server.close();
+    },
   });
 });

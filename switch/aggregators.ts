@@ -37,6 +37,10 @@ export class AggregatorArray {
   readonly overflow: Uint8Array;
   readonly elementCount: Uint16Array;
   readonly scaleBits: Uint8Array;
+  /** when each aggregator was claimed, for the completion-latency metric */
+  readonly claimedAt: Float64Array;
+  /** the time of the packet being processed (ms), set by the switch before each program call */
+  now = 0;
 
   constructor(count: number, elements: number) {
     this.count = count;
@@ -50,6 +54,7 @@ export class AggregatorArray {
     this.overflow = new Uint8Array(count);
     this.elementCount = new Uint16Array(count);
     this.scaleBits = new Uint8Array(count);
+    this.claimedAt = new Float64Array(count);
   }
 
   /**
@@ -76,6 +81,7 @@ export class AggregatorArray {
     const start = this.slots.valuesStart(index);
     for (let i = 0; i < h.elementCount; i++) values[start + i] = payload[payloadStart + i];
     this.state[index] = AggregatorState.partial;
+    this.claimedAt[index] = this.now;
   }
 
   /** Aggregator `index`'s result datagram (header written by the program). */

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import type { AddressInfo } from "node:net";
 import { performance } from "node:perf_hooks";
+import { Registry } from "prom-client";
 import { z } from "zod";
 import {
   cliInt,
@@ -13,6 +14,7 @@ import {
 import { jobRegion, parseSwitchConfig, type SwitchConfigInput } from "../proto/config.js";
 import { buildControlApp, ControlPlane } from "./control.js";
 import { MemoryManager, POLICIES } from "./memory.js";
+import { createSwitchMetrics } from "./metrics.js";
 import { switchReport } from "./report.js";
 import { SwitchServer } from "./server.js";
 
@@ -93,7 +95,9 @@ await runCli(spec, async (options) => {
     now: () => performance.now(),
     hasParameterServer: config.parameterServer !== undefined,
   });
-  const app = buildControlApp(control);
+  const registry = new Registry();
+  createSwitchMetrics(registry, server.core, manager);
+  const app = buildControlApp(control, registry);
   await app.listen({ host: options.host, port: options.controlPort });
   const controlPort = (app.server.address() as AddressInfo).port;
   return serveUntilSignal({
@@ -102,6 +106,7 @@ await runCli(spec, async (options) => {
       dataAddress: address.address,
       dataPort: address.port,
       controlUrl: `http://${options.host}:${controlPort}`,
+      metricsUrl: `http://${options.host}:${controlPort}/metrics`,
       controlPort,
       policy: options.policy,
       jobs: config.jobs,

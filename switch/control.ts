@@ -5,11 +5,13 @@ import {
   validatorCompiler,
   type ZodTypeProvider,
 } from "fastify-type-provider-zod";
+import type { Registry } from "prom-client";
 import { z } from "zod";
 import { MAX_FAN_IN } from "../proto/wire.js";
 import type { SwitchCore } from "./core.js";
 import { JobState } from "./jobs.js";
 import { type Decision, type ManagedJob, ManagerError, type MemoryManager } from "./memory.js";
+import { addMetricsRoute } from "./server.js";
 
 /**
  * The switch's control plane: the memory manager's northbound HTTP API
@@ -254,7 +256,7 @@ function describeValidation(
 }
 
 /** Builds the fastify app; tests use inject(), the switch process listens on a port. */
-export function buildControlApp(control: ControlPlane): FastifyInstance {
+export function buildControlApp(control: ControlPlane, registry?: Registry): FastifyInstance {
   const app = Fastify({ logger: false });
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
@@ -333,6 +335,8 @@ export function buildControlApp(control: ControlPlane): FastifyInstance {
   );
 
   api.get("/allocation", async () => manager.allocation());
+
+  if (registry !== undefined) addMetricsRoute(app, registry);
 
   return app;
 }

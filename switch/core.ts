@@ -1,6 +1,7 @@
 import { decodeHeader, encodeHeader } from "../proto/codec.js";
 import type { SwitchConfig } from "../proto/config.js";
 import { DROP_REASON_COUNT, DropReason, type DropReasonValue } from "../proto/drops.js";
+import { SampleRing } from "../proto/metrics.js";
 import { deriveSeed, Prng } from "../proto/prng.js";
 import {
   DESTINATION_ALL_WORKERS,
@@ -8,6 +9,7 @@ import {
   Field,
   Flag,
   HEADER_BYTES,
+  PACKET_TYPE_COUNT,
   type PacketHeader,
   PacketType,
   packetBytes,
@@ -41,6 +43,11 @@ export interface SwitchStats {
   acks: number;
   /** region changes whose old region has drained */
   regionChanges: number;
+  /** datagrams received (well-formed) and sent, by packet type */
+  rxByType: Float64Array;
+  txByType: Float64Array;
+  /** every 16th aggregation's time from first contribution to completion (ms) */
+  completionLatencyMs: SampleRing;
   /** `now` of the first and latest datagram, for packet rates */
   firstPacketAt: number;
   lastPacketAt: number;
@@ -70,6 +77,9 @@ export class SwitchCore {
     toParameterServer: 0,
     acks: 0,
     regionChanges: 0,
+    rxByType: new Float64Array(PACKET_TYPE_COUNT),
+    txByType: new Float64Array(PACKET_TYPE_COUNT),
+    completionLatencyMs: new SampleRing(),
     firstPacketAt: -1,
     lastPacketAt: -1,
   };
@@ -276,6 +286,7 @@ export class SwitchCore {
     stats.rxBytes += datagram.length;
     if (stats.firstPacketAt < 0) stats.firstPacketAt = now;
     stats.lastPacketAt = now;
+    this.aggregators.now = now;
     switch (this.ingressFaults.decide()) {
       case FaultAction.drop:
         stats.drops[DropReason.injectedDrop]++;
@@ -319,6 +330,7 @@ export class SwitchCore {
       this.dropPacket(reason, null);
       return;
     }
+    stats.rxByType[h.type]++;
     const slot = this.jobSlotById[h.jobId];
     if (slot < 0) {
       this.dropPacket(DropReason.unknownJob, null);
@@ -420,6 +432,7 @@ export class SwitchCore {
     if (verdict === Verdict.completed) {
       this.stats.aggregationsCompleted++;
       counters.aggregationsCompleted++;
+      this.sampleLatency(outcome.index);
       this.multicast(job, this.aggregators.resultPacket(outcome.index, h.elementCount), -1);
     } else if (verdict === Verdict.replay) {
       this.stats.resultsReplayed++;
@@ -459,6 +472,7 @@ export class SwitchCore {
       case AtpVerdict.aggregateToPs:
         this.stats.aggregationsCompleted++;
         counters.aggregationsCompleted++;
+        this.sampleLatency(outcome.index);
         this.toParameterServer(job, this.aggregate(outcome.index), 0);
         return;
       case AtpVerdict.aggregateToPsAgain:
@@ -478,6 +492,13 @@ export class SwitchCore {
         if (outcome.collision) counters.collisions++;
         this.toParameterServer(job, datagram, Flag.toPs | (outcome.collision ? Flag.collision : 0));
         return;
+    }
+  }
+
+  /** Every 16th completion: its time from first contribution, cheap enough for the data path. */
+  private sampleLatency(index: number): void {
+    if ((this.stats.aggregationsCompleted & 15) === 0) {
+      this.stats.completionLatencyMs.push(this.aggregators.now - this.aggregators.claimedAt[index]);
     }
   }
 
@@ -583,6 +604,7 @@ export class SwitchCore {
   }
 
   private send(packet: Buffer, port: number, address: string): void {
+    this.stats.txByType[packet[1]]++;
     this.stats.txPackets++;
     this.stats.txBytes += packet.length;
     this.transmit.send(packet, port, address);

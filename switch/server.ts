@@ -1,6 +1,8 @@
 import type { AddressInfo } from "node:net";
 import { performance } from "node:perf_hooks";
 import DgramAsPromised, { type SocketAsPromised } from "dgram-as-promised";
+import Fastify, { type FastifyInstance } from "fastify";
+import type { Registry } from "prom-client";
 import type { SwitchConfig } from "../proto/config.js";
 import { SOCKET_BUFFER_BYTES } from "../proto/wire.js";
 import { SwitchCore } from "./core.js";
@@ -76,4 +78,28 @@ export async function bindDataSocket(host: string, port: number): Promise<Socket
   });
   await socket.bind(port, host);
   return socket;
+}
+
+/**
+ * A small HTTP server with `GET /metrics` for `registry`, for processes
+ * without a control plane (the PS, workers). Binds `port` (0: any free one).
+ */
+export async function serveMetrics(
+  registry: Registry,
+  host: string,
+  port: number,
+): Promise<{ url: string; close: () => Promise<void> }> {
+  const app = Fastify({ logger: false });
+  addMetricsRoute(app, registry);
+  await app.listen({ host, port });
+  const bound = (app.server.address() as AddressInfo).port;
+  return { url: `http://${host}:${bound}/metrics`, close: () => app.close() };
+}
+
+/** `GET /metrics`: the registry in Prometheus text format. */
+export function addMetricsRoute(app: FastifyInstance, registry: Registry): void {
+  app.get("/metrics", async (_request, reply) => {
+    reply.header("content-type", registry.contentType);
+    return registry.metrics();
+  });
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { performance } from "node:perf_hooks";
 import { createInterface } from "node:readline";
+import { Registry } from "prom-client";
 import { z } from "zod";
 import {
   byteSize,
@@ -16,6 +17,8 @@ import {
 import { JOB_MODES, type JobMode } from "../proto/config.js";
 import { dropsByName } from "../proto/drops.js";
 import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN, MAX_SCALE_BITS } from "../proto/wire.js";
+import { serveMetrics } from "../switch/server.js";
+import { createWorkerMetrics } from "./metrics.js";
 import { AllReduceOverflowError, Worker } from "./worker.js";
 import { makeGradient, type Verification, verifyAllReduce } from "./workload.js";
 
@@ -128,6 +131,12 @@ const spec = {
       description: "with --control: give up if the job has no region by then",
       defaultText: "600",
     },
+    "metrics-port": {
+      type: "string",
+      valueName: "PORT",
+      description: "TCP port of GET /metrics (Prometheus) on 127.0.0.1; 0 picks a free one",
+      defaultText: "0",
+    },
     "progress-ms": {
       type: "string",
       valueName: "MS",
@@ -157,6 +166,7 @@ const spec = {
       computeMs: z.coerce.number().min(0).max(3_600_000).default(0),
       joinTimeoutS: z.coerce.number().positive().max(86_400).default(600),
       progressMs: cliInt(0, 3_600_000).default(500),
+      metricsPort: cliInt(0, 65535).default(0),
     })
     .refine((o) => o.control !== undefined || o.switch !== undefined, {
       path: ["switch"],
@@ -310,9 +320,13 @@ await runCli(spec, async (o) => {
     switchHost: p.switchHost,
     switchPort: p.switchPort,
   });
+  const registry = new Registry();
+  const metrics = createWorkerMetrics(registry, worker.core, { job: o.job, worker: p.workerId });
+  const metricsServer = await serveMetrics(registry, "127.0.0.1", o.metricsPort);
   emitRecord({
     event: "ready",
     pid: process.pid,
+    metricsUrl: metricsServer.url,
     workerId: p.workerId,
     port: worker.address().port,
     region: { offset: p.regionOffset, size: p.regionSize, epoch: p.regionEpoch },
@@ -347,11 +361,16 @@ await runCli(spec, async (o) => {
       overflowed = true;
     }
     iterationSeconds.push((performance.now() - t) / 1000);
+    metrics.allReduceSeconds.observe(
+      { job: String(o.job), worker: String(p.workerId) },
+      (performance.now() - t) / 1000,
+    );
   }
   const seconds = (performance.now() - started) / 1000;
   const allReduceCpuSeconds = cpuSeconds() - cpuBefore;
   if (progress !== null) clearInterval(progress);
   await worker.close();
+  await metricsServer.close();
 
   // The last iteration's output is checked; every iteration sums the same inputs.
   const check: Verification | null = o.noVerify

@@ -224,6 +224,11 @@ export class WorkerCore {
     return !this.active;
   }
 
+  /** Packets this worker may keep in flight now (its window, or less in a small NetReduce region). */
+  get window(): number {
+    return this.windowLimit;
+  }
+
   /** Packets of the current all-reduce that have their result, and how many there are. */
   get completedPackets(): number {
     return this.base - this.firstPsn;

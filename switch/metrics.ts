@@ -1,0 +1,228 @@
+import { Histogram, type Registry } from "prom-client";
+import { DROP_REASON_NAMES } from "../proto/drops.js";
+import { counterFrom, gaugeFrom } from "../proto/metrics.js";
+import { PACKET_TYPE_NAMES } from "../proto/wire.js";
+import { AggregatorState } from "./aggregators.js";
+import type { SwitchCore } from "./core.js";
+import type { JobCounters } from "./jobs.js";
+import type { MemoryManager } from "./memory.js";
+
+/**
+ * The switch's metrics (data plane and memory manager) on `registry`, read
+ * from its plain counters at scrape time. Jobs are labelled by id; jobs
+ * removed from the switch leave their series (the manager still lists them).
+ */
+export function createSwitchMetrics(
+  registry: Registry,
+  core: SwitchCore,
+  manager: MemoryManager | null,
+): void {
+  const s = core.stats;
+  const byType = (counts: Float64Array) => () =>
+    [...counts].flatMap((n, t) =>
+      PACKET_TYPE_NAMES[t] === undefined ? [] : [[{ type: PACKET_TYPE_NAMES[t] }, n] as const],
+    ) as Array<[{ type: string }, number]>;
+  counterFrom(
+    registry,
+    "ina_switch_packets_received_total",
+    "Well-formed datagrams the switch received, by packet type",
+    ["type"],
+    byType(s.rxByType),
+  );
+  counterFrom(
+    registry,
+    "ina_switch_packets_sent_total",
+    "Datagrams the switch sent, by packet type",
+    ["type"],
+    byType(s.txByType),
+  );
+  counterFrom(
+    registry,
+    "ina_switch_received_bytes_total",
+    "Bytes of every datagram the switch received",
+    [],
+    () => [[{}, s.rxBytes]],
+  );
+  counterFrom(
+    registry,
+    "ina_switch_drops_total",
+    "Datagrams the switch dropped, by reason (injected = the fault injector)",
+    ["reason"],
+    () => [...s.drops].flatMap((n, r) => (r === 0 ? [] : [[{ reason: DROP_REASON_NAMES[r] }, n]])),
+  );
+  // Per-job counters of the data plane.
+  const perJob = (field: keyof JobCounters) => () =>
+    core.jobs.map(
+      (job) => [{ job: String(job.id), mode: job.mode }, job.counters[field]] as const,
+    ) as Array<[{ job: string; mode: string }, number]>;
+  const jobCounters: Array<[string, keyof JobCounters, string]> = [
+    ["ina_switch_contributions_total", "contributions", "Worker contributions the switch received"],
+    ["ina_switch_job_received_bytes_total", "bytesIn", "Bytes of the job's contributions"],
+    [
+      "ina_switch_aggregations_completed_total",
+      "aggregationsCompleted",
+      "Aggregations finished in the switch",
+    ],
+    ["ina_switch_resends_total", "resends", "Contributions flagged as retransmissions"],
+    [
+      "ina_switch_collisions_total",
+      "collisions",
+      "ATP contributions that found another (job, PSN) in their aggregator",
+    ],
+    [
+      "ina_switch_fallbacks_total",
+      "fallbacks",
+      "ATP contributions that reached the PS outside a full switch aggregate",
+    ],
+    ["ina_switch_evictions_total", "evictions", "ATP partial aggregates evicted to the PS"],
+    ["ina_switch_releases_total", "releases", "ATP aggregators released by the PS's ack"],
+    [
+      "ina_switch_results_replayed_total",
+      "resultsReplayed",
+      "NetReduce results replayed to a retransmitting worker",
+    ],
+    [
+      "ina_switch_to_parameter_server_total",
+      "toParameterServer",
+      "Packets of the job sent to the PS",
+    ],
+  ];
+  for (const [name, field, help] of jobCounters) {
+    counterFrom(registry, name, help, ["job", "mode"], perJob(field));
+  }
+  gaugeFrom(
+    registry,
+    "ina_switch_aggregators_in_use",
+    "Aggregators holding a (job, PSN), per job",
+    ["job"],
+    () => {
+      const a = core.aggregators;
+      const inUse = new Map<number, number>();
+      for (let i = 0; i < a.count; i++) {
+        if (a.state[i] !== AggregatorState.empty)
+          inUse.set(a.jobId[i], (inUse.get(a.jobId[i]) ?? 0) + 1);
+      }
+      return core.jobs.map(
+        (job) => [{ job: String(job.id) }, inUse.get(job.id) ?? 0] as const,
+      ) as Array<[{ job: string }, number]>;
+    },
+  );
+  gaugeFrom(registry, "ina_switch_aggregators", "Aggregators in the switch's array", [], () => [
+    [{}, core.aggregators.count],
+  ]);
+  gaugeFrom(
+    registry,
+    "ina_switch_region_size_aggregators",
+    "Aggregators in the job's current region (NetReduce) or pool slice (ATP)",
+    ["job", "mode"],
+    () =>
+      core.jobs.map(
+        (job) => [{ job: String(job.id), mode: job.mode }, job.current.size] as const,
+      ) as Array<[{ job: string; mode: string }, number]>,
+  );
+  counterFrom(
+    registry,
+    "ina_switch_region_changes_total",
+    "Region changes whose old region has drained",
+    [],
+    () => [[{}, s.regionChanges]],
+  );
+  new Histogram({
+    name: "ina_switch_aggregation_latency_seconds",
+    help: "First contribution to completion of an aggregation in the switch (every 16th)",
+    buckets: [0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
+    registers: [registry],
+    collect() {
+      s.completionLatencyMs.drain((ms) => this.observe(ms / 1000));
+    },
+  });
+  if (manager !== null) createManagerMetrics(registry, manager);
+}
+
+/** The memory manager's view: jobs by class and state, memory granted vs requested, deadlines, JCT. */
+function createManagerMetrics(registry: Registry, manager: MemoryManager): void {
+  gaugeFrom(
+    registry,
+    "ina_manager_jobs",
+    "Jobs the memory manager knows, by class and state",
+    ["class", "state"],
+    () => {
+      const counts = new Map<string, number>();
+      for (const cls of ["md", "be"]) {
+        for (const state of ["queued", "running", "finished", "cancelled", "rejected"]) {
+          counts.set(`${cls}/${state}`, 0);
+        }
+      }
+      for (const job of manager.jobs.values()) {
+        const key = `${job.spec.jobClass}/${job.status}`;
+        counts.set(key, (counts.get(key) ?? 0) + 1);
+      }
+      return [...counts].map(([key, n]) => {
+        const [cls, state] = key.split("/");
+        return [{ class: cls, state }, n] as [{ class: string; state: string }, number];
+      });
+    },
+  );
+  const active = () =>
+    [...manager.jobs.values()].filter((j) => j.status === "running" || j.status === "queued");
+  gaugeFrom(
+    registry,
+    "ina_manager_memory_granted_aggregators",
+    "Aggregators granted to each active job",
+    ["job"],
+    () =>
+      active().map(
+        (j) => [{ job: String(j.spec.id) }, j.region?.size ?? 0] as [{ job: string }, number],
+      ),
+  );
+  gaugeFrom(
+    registry,
+    "ina_manager_memory_requested_aggregators",
+    "Aggregators each active job asked for (Throughput x RTT, x2 for NetReduce)",
+    ["job"],
+    () => active().map((j) => [{ job: String(j.spec.id) }, j.demand] as [{ job: string }, number]),
+  );
+  gaugeFrom(
+    registry,
+    "ina_manager_free_aggregators",
+    "Aggregators in no region and not draining",
+    [],
+    () => [[{}, manager.allocation().freeTotal]],
+  );
+  counterFrom(
+    registry,
+    "ina_manager_deadlines_total",
+    "Finished deadline (MD) jobs, by whether they met their deadline",
+    ["outcome"],
+    () => {
+      let met = 0;
+      let missed = 0;
+      for (const job of manager.jobs.values()) {
+        if (job.spec.jobClass !== "md" || job.status !== "finished" || job.finishedAt === null)
+          continue;
+        if (job.finishedAt <= (job.spec.deadlineMs ?? 0)) met++;
+        else missed++;
+      }
+      return [
+        [{ outcome: "met" }, met],
+        [{ outcome: "missed" }, missed],
+      ];
+    },
+  );
+  const observed = new Set<number>();
+  new Histogram({
+    name: "ina_manager_job_completion_seconds",
+    help: "Job completion time: submission to the last worker's done",
+    labelNames: ["class"],
+    buckets: [0.5, 1, 2, 5, 10, 20, 60, 120, 300, 600],
+    registers: [registry],
+    collect() {
+      for (const job of manager.jobs.values()) {
+        if (job.status !== "finished" || job.finishedAt === null || observed.has(job.spec.id))
+          continue;
+        observed.add(job.spec.id);
+        this.observe({ class: job.spec.jobClass }, (job.finishedAt - job.submittedAt) / 1000);
+      }
+    },
+  });
+}

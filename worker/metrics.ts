@@ -1,0 +1,85 @@
+import { Histogram, type Registry } from "prom-client";
+import { counterFrom, gaugeFrom } from "../proto/metrics.js";
+import type { WorkerCore } from "./core.js";
+
+/** A worker's metrics on `registry`, labelled by job and worker; read at scrape time. */
+export function createWorkerMetrics(
+  registry: Registry,
+  core: WorkerCore,
+  labels: { job: number; worker: number },
+): { allReduceSeconds: Histogram<"job" | "worker"> } {
+  const l = { job: String(labels.job), worker: String(labels.worker) };
+  const names = ["job", "worker"] as const;
+  const s = core.stats;
+  counterFrom(
+    registry,
+    "ina_worker_sent_bytes_total",
+    "Bytes of every packet the worker sent",
+    names,
+    () => [[l, s.bytesSent]],
+  );
+  counterFrom(
+    registry,
+    "ina_worker_packets_sent_total",
+    "Packets the worker sent, retransmissions included",
+    names,
+    () => [[l, s.packetsSent]],
+  );
+  counterFrom(
+    registry,
+    "ina_worker_retransmissions_total",
+    "Packets sent again (timeout, gap, region change)",
+    names,
+    () => [[l, s.retransmissions]],
+  );
+  counterFrom(registry, "ina_worker_timeouts_total", "Retransmission timeouts", names, () => [
+    [l, s.timeouts],
+  ]);
+  counterFrom(
+    registry,
+    "ina_worker_results_received_total",
+    "Results (or acks) received for PSNs in flight",
+    names,
+    () => [[l, s.resultsReceived]],
+  );
+  counterFrom(
+    registry,
+    "ina_worker_region_changes_total",
+    "Region changes the worker adopted",
+    names,
+    () => [[l, s.regionChanges]],
+  );
+  gaugeFrom(
+    registry,
+    "ina_worker_window_packets",
+    "Packets the worker may keep in flight now",
+    names,
+    () => [[l, core.window]],
+  );
+  gaugeFrom(
+    registry,
+    "ina_worker_rtt_seconds",
+    "Smoothed round-trip time (RFC 6298 SRTT)",
+    names,
+    () => [[l, s.srttMs / 1000]],
+  );
+  gaugeFrom(registry, "ina_worker_rto_seconds", "Current retransmission timeout", names, () => [
+    [l, s.rtoMs / 1000],
+  ]);
+  gaugeFrom(
+    registry,
+    "ina_worker_progress_ratio",
+    "Share of the current all-reduce's packets with a result",
+    names,
+    () => [[l, core.totalPackets > 0 ? core.completedPackets / core.totalPackets : 0]],
+  );
+  const allReduceSeconds = new Histogram({
+    name: "ina_worker_allreduce_duration_seconds",
+    help: "Duration of each all-reduce",
+    labelNames: names,
+    buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers: [registry],
+  });
+  allReduceSeconds.zero(l);
+  return { allReduceSeconds };
+}
