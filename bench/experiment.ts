@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
@@ -11,9 +12,11 @@ import {
   EXIT_OK,
   readJsonFile,
   runCli,
+  UsageError,
 } from "../proto/cli.js";
 import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN, MAX_SCALE_BITS } from "../proto/wire.js";
 import { POLICIES } from "../switch/memory.js";
+import { findPrometheus, ScrapeTargets, startPrometheus } from "./prometheus.js";
 import { type RunResult, runScenarioRun } from "./run.js";
 import { applyOverrides, parseScenario } from "./scenario.js";
 import { type PolicyResult, parseScheduleScenario, runSchedule } from "./schedule.js";
@@ -98,6 +101,18 @@ const spec = {
       type: "boolean",
       description: "print the results as one JSON object instead of a table",
     },
+    "scrape-dir": {
+      type: "string",
+      valueName: "DIR",
+      description:
+        "folder for a Prometheus scrape config (prometheus.yml) and its file_sd target list\n" +
+        "(targets.json), updated as processes come and go; '' = none",
+      defaultText: "results/prometheus",
+    },
+    prometheus: {
+      type: "boolean",
+      description: "start the local prometheus binary on that config for the run and print its URL",
+    },
   },
   schema: z
     .strictObject({
@@ -124,6 +139,8 @@ const spec = {
       results: z.string().default("results"),
       timeoutS: z.coerce.number().positive().max(86_400).default(300),
       json: z.boolean().default(false),
+      scrapeDir: z.string().default(join("results", "prometheus")),
+      prometheus: z.boolean().default(false),
     })
     .refine((o) => o.size === undefined || (o.size > 0 && o.size % 4 === 0), {
       path: ["size"],
@@ -243,6 +260,45 @@ async function writeResults(dir: string, name: string, startedAt: Date, output: 
 await runCli(spec, async (o) => {
   const json = await readJsonFile(o.scenario, "--scenario");
   const startedAt = new Date();
+  const watch = await startWatching(o.scrapeDir, o.prometheus);
+  try {
+    return await runScenarioFile(o, json, startedAt, watch.targets);
+  } finally {
+    await watch.stop();
+  }
+});
+
+/** The scrape targets file, and Prometheus itself if asked for. */
+async function startWatching(scrapeDir: string, start: boolean) {
+  if (scrapeDir === "") {
+    if (start) throw new UsageError("--prometheus needs a --scrape-dir");
+    return { targets: undefined, stop: async () => {} };
+  }
+  const targets = new ScrapeTargets(scrapeDir);
+  await targets.init();
+  process.stderr.write(`prometheus scrape config: ${targets.configFile}\n`);
+  if (!start) return { targets, stop: async () => {} };
+  const binary = findPrometheus();
+  if (binary === null) {
+    throw new UsageError(
+      "--prometheus: no prometheus binary on PATH (Debian: apt-get install prometheus)",
+    );
+  }
+  const prometheus = await startPrometheus(
+    binary,
+    targets.configFile,
+    await mkdtemp(join(tmpdir(), "ina-prom-")),
+  );
+  process.stderr.write(`prometheus: ${prometheus.url} (stops when the run ends)\n`);
+  return { targets, stop: async () => void (await prometheus.child.stop()) };
+}
+
+async function runScenarioFile(
+  o: z.infer<(typeof spec)["schema"]>,
+  json: unknown,
+  startedAt: Date,
+  targets: ScrapeTargets | undefined,
+): Promise<number> {
   if (typeof json === "object" && json !== null && "policies" in json) {
     const schedule = parseScheduleScenario(
       o.seed === undefined ? json : { ...json, seed: o.seed },
@@ -255,7 +311,7 @@ await runCli(spec, async (o) => {
     const results: PolicyResult[] = [];
     for (const policy of policies) {
       process.stderr.write(`  policy ${policy} ...\n`);
-      results.push(await runSchedule(schedule, policy, { timeoutMs: o.timeoutS * 1000 }));
+      results.push(await runSchedule(schedule, policy, { timeoutMs: o.timeoutS * 1000, targets }));
     }
     const verified = results.every((r) => r.verified);
     const output = {
@@ -282,6 +338,7 @@ await runCli(spec, async (o) => {
     const result = await runScenarioRun(run, {
       seed: scenario.seed,
       timeoutMs: o.timeoutS * 1000,
+      targets,
       onProgress: (fractions) => {
         const elapsed = Date.now() - t0;
         if (elapsed > 2000 && elapsed - lastPrinted >= 2000) {
@@ -305,4 +362,4 @@ await runCli(spec, async (o) => {
   await writeResults(o.results, scenario.name, startedAt, output);
   process.stdout.write(o.json ? `${JSON.stringify(output)}\n` : formatTable(runs));
   return verified ? EXIT_OK : EXIT_FAILED;
-});
+}

@@ -22,9 +22,11 @@ export class ChildNode {
     script: string,
     args: string[],
     onRecord?: (record: ProcessRecord) => void,
+    /** raw: `script` is an executable, not a Node script */
+    options: { raw?: boolean } = {},
   ) {
     // stdio defaults to pipes on all three streams.
-    this.child = spawn(process.execPath, [script, ...args]);
+    this.child = options.raw ? spawn(script, args) : spawn(process.execPath, [script, ...args]);
     this.exited = new Promise((resolve) => {
       this.child.once("exit", (code, signal) => {
         this.exitCode = code ?? (signal ? 128 : null);

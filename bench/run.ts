@@ -7,6 +7,7 @@ import type { SwitchConfigInput } from "../proto/config.js";
 import type { PsReport } from "../ps/report.js";
 import type { SwitchReport } from "../switch/report.js";
 import { ChildNode, type ProcessRecord } from "./processes.js";
+import type { ScrapeTargets } from "./prometheus.js";
 import { type ResolvedJob, resolveJobs, type ScenarioRun } from "./scenario.js";
 
 const here = (path: string) => fileURLToPath(new URL(path, import.meta.url));
@@ -25,6 +26,21 @@ export interface RunOptions {
   switchImpl?: "ina" | "floor";
   /** called with each job's fraction of packets completed, about every 500 ms */
   onProgress?: (fractions: Record<string, number>) => void;
+  /** lists every process's /metrics for Prometheus while it runs */
+  targets?: ScrapeTargets;
+}
+
+/** Lists `child`'s /metrics (from its ready record) while it lives. */
+export function scrapeWhileAlive(
+  targets: ScrapeTargets | undefined,
+  child: ChildNode,
+  ready: ProcessRecord,
+  labels: Record<string, string>,
+): void {
+  if (targets === undefined || typeof ready.metricsUrl !== "string") return;
+  const name = `${labels.process}-${child.child.pid}`;
+  void targets.add(name, ready.metricsUrl, labels);
+  void child.exited.then(() => targets.remove(name));
 }
 
 export interface WorkerOutcome {
@@ -120,6 +136,7 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
       ps = new ChildNode("ps", SCRIPTS.ps, ["--config", psConfigPath]);
       children.push(ps);
       const ready = await ps.waitFor("ready", 15_000);
+      scrapeWhileAlive(o.targets, ps, ready, { process: "ps", run: run.name });
       config.parameterServer = { host: String(ready.dataAddress), port: Number(ready.dataPort) };
     }
     const configPath = join(dir, "switch.json");
@@ -130,6 +147,7 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
     ]);
     children.push(sw);
     const ready = await sw.waitFor("ready", 15_000);
+    scrapeWhileAlive(o.targets, sw, ready, { process: "switch", run: run.name });
     const target = `${ready.dataAddress}:${ready.dataPort}`;
 
     const progress = new Map<string, Float64Array>();
@@ -155,7 +173,17 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
       });
     });
     // Inputs are generated before "ready", so the timed part is the all-reduce alone.
-    await Promise.all(workersOf.flat().map((child) => child.waitFor("ready", 60_000)));
+    await Promise.all(
+      workersOf.flatMap((workers) =>
+        workers.map(async (child) => {
+          const record = await child.waitFor("ready", 60_000);
+          scrapeWhileAlive(o.targets, child, record, {
+            process: "worker",
+            run: run.name,
+          });
+        }),
+      ),
+    );
     if (o.onProgress) {
       const report = o.onProgress;
       progressTimer = setInterval(() => {

@@ -7,7 +7,8 @@ import { formatZodError, type SwitchConfigInput } from "../proto/config.js";
 import { MAX_FAN_IN } from "../proto/wire.js";
 import { POLICIES, type Policy } from "../switch/memory.js";
 import { ChildNode, type ProcessRecord } from "./processes.js";
-import { SCRIPTS } from "./run.js";
+import type { ScrapeTargets } from "./prometheus.js";
+import { SCRIPTS, scrapeWhileAlive } from "./run.js";
 
 /**
  * A scheduling scenario: jobs arrive over time at one switch and get their
@@ -114,8 +115,9 @@ export interface PolicyResult {
 export async function runSchedule(
   scenario: ScheduleScenario,
   policy: Policy,
-  options: { timeoutMs: number },
+  options: { timeoutMs: number; targets?: ScrapeTargets },
 ): Promise<PolicyResult> {
+  const targets = options.targets;
   const dir = await mkdtemp(join(tmpdir(), "ina-emu-"));
   const children: ChildNode[] = [];
   const timers: NodeJS.Timeout[] = [];
@@ -133,6 +135,7 @@ export async function runSchedule(
       ]);
       children.push(ps);
       const ready = await ps.waitFor("ready", 15_000);
+      scrapeWhileAlive(targets, ps, ready, { process: "ps", run: policy });
       config.parameterServer = { host: String(ready.dataAddress), port: Number(ready.dataPort) };
     }
     const configPath = join(dir, "switch.json");
@@ -147,6 +150,7 @@ export async function runSchedule(
     ]);
     children.push(sw);
     const ready = await sw.waitFor("ready", 15_000);
+    scrapeWhileAlive(targets, sw, ready, { process: "switch", run: policy });
     const control = String(ready.controlUrl);
 
     const workersOf: ChildNode[][] = scenario.jobs.map(() => []);
@@ -176,6 +180,15 @@ export async function runSchedule(
                     ]);
                     children.push(child);
                     workersOf[j].push(child);
+                    child
+                      .waitFor("ready", 600_000)
+                      .then((record) =>
+                        scrapeWhileAlive(targets, child, record, {
+                          process: "worker",
+                          run: policy,
+                        }),
+                      )
+                      .catch(() => {});
                   }
                   resolve();
                 })

@@ -131,6 +131,12 @@ const spec = {
       description: "with --control: give up if the job has no region by then",
       defaultText: "600",
     },
+    "linger-ms": {
+      type: "string",
+      valueName: "MS",
+      description: "keep serving /metrics this long after the result (for a last scrape)",
+      defaultText: "0",
+    },
     "metrics-port": {
       type: "string",
       valueName: "PORT",
@@ -167,6 +173,7 @@ const spec = {
       joinTimeoutS: z.coerce.number().positive().max(86_400).default(600),
       progressMs: cliInt(0, 3_600_000).default(500),
       metricsPort: cliInt(0, 65535).default(0),
+      lingerMs: cliInt(0, 3_600_000).default(0),
     })
     .refine((o) => o.control !== undefined || o.switch !== undefined, {
       path: ["switch"],
@@ -370,7 +377,6 @@ await runCli(spec, async (o) => {
   const allReduceCpuSeconds = cpuSeconds() - cpuBefore;
   if (progress !== null) clearInterval(progress);
   await worker.close();
-  await metricsServer.close();
 
   // The last iteration's output is checked; every iteration sums the same inputs.
   const check: Verification | null = o.noVerify
@@ -405,5 +411,7 @@ await runCli(spec, async (o) => {
     verification: check,
     verified,
   });
+  if (o.lingerMs > 0) await sleep(o.lingerMs);
+  await metricsServer.close();
   return check === null || verified ? EXIT_OK : EXIT_FAILED;
 });

@@ -1,0 +1,155 @@
+import { spawnSync } from "node:child_process";
+import { mkdir, rename, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import { ChildNode } from "./processes.js";
+
+/**
+ * Prometheus for experiment runs: a file-based service discovery file listing
+ * every process's /metrics, rewritten as processes come and go, a scrape
+ * config that reads it, and optionally a local `prometheus` binary started on
+ * 127.0.0.1 with a temporary storage folder.
+ */
+export class ScrapeTargets {
+  private readonly targets = new Map<string, { url: URL; labels: Record<string, string> }>();
+  private writing: Promise<void> = Promise.resolve();
+
+  constructor(readonly dir: string) {}
+
+  /** The file_sd file Prometheus watches. */
+  get targetsFile(): string {
+    return join(this.dir, "targets.json");
+  }
+
+  get configFile(): string {
+    return join(this.dir, "prometheus.yml");
+  }
+
+  /** Writes the scrape config (1 s interval) and an empty target list. */
+  async init(): Promise<void> {
+    await mkdir(this.dir, { recursive: true });
+    await writeFile(this.configFile, scrapeConfig(this.targetsFile));
+    await this.flush();
+  }
+
+  add(name: string, metricsUrl: string, labels: Record<string, string>): Promise<void> {
+    this.targets.set(name, { url: new URL(metricsUrl), labels });
+    return this.flush();
+  }
+
+  remove(name: string): Promise<void> {
+    this.targets.delete(name);
+    return this.flush();
+  }
+
+  /** Rewrites the file atomically (write, then rename), one write at a time. */
+  private flush(): Promise<void> {
+    const groups = [...this.targets].map(([name, { url, labels }]) => ({
+      targets: [url.host],
+      labels: { ...labels, instance_name: name, __metrics_path__: url.pathname },
+    }));
+    const text = `${JSON.stringify(groups, null, 2)}\n`;
+    this.writing = this.writing.then(async () => {
+      const tmp = `${this.targetsFile}.tmp`;
+      await writeFile(tmp, text);
+      await rename(tmp, this.targetsFile);
+    });
+    return this.writing;
+  }
+}
+
+export function scrapeConfig(targetsFile: string): string {
+  return [
+    "global:",
+    "  scrape_interval: 1s",
+    "  evaluation_interval: 1s",
+    "scrape_configs:",
+    "  - job_name: ina-emu",
+    "    file_sd_configs:",
+    "      - files:",
+    `          - ${JSON.stringify(targetsFile)}`,
+    "        refresh_interval: 1s",
+    // Our metrics carry their own `job` label (the ina-emu job id): keep it.
+    "    honor_labels: true",
+    "",
+  ].join("\n");
+}
+
+/** The `prometheus` binary on PATH, or null. */
+export function findPrometheus(): string | null {
+  const found = spawnSync("sh", ["-c", "command -v prometheus"], { encoding: "utf8" });
+  const path = found.stdout.trim();
+  return found.status === 0 && path !== "" ? path : null;
+}
+
+/** A free TCP port on 127.0.0.1 (Prometheus takes an address, not port 0). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      const port = typeof address === "object" && address !== null ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Starts Prometheus on 127.0.0.1 with `configFile` and storage in `dir`, and
+ * waits (bounded) until it answers ready. Stop it with `stop()` on the result.
+ */
+export async function startPrometheus(
+  binary: string,
+  configFile: string,
+  dir: string,
+  timeoutMs = 30_000,
+): Promise<{ child: ChildNode; url: string }> {
+  const port = await freePort();
+  const child = new ChildNode(
+    "prometheus",
+    binary,
+    [
+      `--config.file=${configFile}`,
+      `--storage.tsdb.path=${join(dir, "tsdb")}`,
+      `--web.listen-address=127.0.0.1:${port}`,
+      "--log.level=warn",
+    ],
+    undefined,
+    { raw: true },
+  );
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (child.exitCode !== null) {
+      throw new Error(`prometheus exited (${child.exitCode}): ${child.stderr.trim().slice(-500)}`);
+    }
+    try {
+      const response = await fetch(`${url}/-/ready`);
+      if (response.ok) return { child, url };
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      await child.stop();
+      throw new Error(`prometheus not ready within ${timeoutMs} ms`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}
+
+/** One instant query through Prometheus's HTTP API: the samples' values by label set. */
+export async function queryPrometheus(
+  url: string,
+  query: string,
+): Promise<Array<{ metric: Record<string, string>; value: number }>> {
+  const response = await fetch(`${url}/api/v1/query?query=${encodeURIComponent(query)}`);
+  const body = (await response.json()) as {
+    status: string;
+    error?: string;
+    data?: { result: Array<{ metric: Record<string, string>; value: [number, string] }> };
+  };
+  if (body.status !== "success")
+    throw new Error(`query ${query}: ${body.error ?? response.status}`);
+  return (body.data?.result ?? []).map((r) => ({ metric: r.metric, value: Number(r.value[1]) }));
+}
