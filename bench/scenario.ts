@@ -1,6 +1,6 @@
 import { z } from "zod";
-import { byteSize, UsageError } from "../proto/cli.js";
-import { formatZodError, JOB_MODES, type JobConfig } from "../proto/config.js";
+import { byteSize, parseOrUsage, UsageError } from "../proto/cli.js";
+import { JOB_MODES, type JobConfig } from "../proto/config.js";
 import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN, MAX_SCALE_BITS } from "../proto/wire.js";
 
 /**
@@ -94,9 +94,7 @@ export type Scenario = z.infer<typeof ScenarioSchema>;
 
 /** Validates a parsed scenario; a UsageError names every bad field (`runs[0].jobs[1].mode: ...`). */
 export function parseScenario(input: unknown, source = "scenario"): Scenario {
-  const parsed = ScenarioSchema.safeParse(input);
-  if (!parsed.success) throw new UsageError(`${source}:\n${formatZodError(parsed.error)}`);
-  return parsed.data;
+  return parseOrUsage(ScenarioSchema, input, source);
 }
 
 /** Settings the command line applies to every job (or run) of a scenario. */

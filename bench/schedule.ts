@@ -2,8 +2,8 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { z } from "zod";
-import { byteSize, UsageError } from "../proto/cli.js";
-import { formatZodError, type SwitchConfigInput } from "../proto/config.js";
+import { byteSize, parseOrUsage } from "../proto/cli.js";
+import type { SwitchConfigInput } from "../proto/config.js";
 import { MAX_FAN_IN } from "../proto/wire.js";
 import { POLICIES, type Policy } from "../switch/memory.js";
 import { ChildNode, type ProcessRecord } from "./processes.js";
@@ -67,9 +67,7 @@ export const ScheduleScenarioSchema = z.strictObject({
 export type ScheduleScenario = z.infer<typeof ScheduleScenarioSchema>;
 
 export function parseScheduleScenario(input: unknown, source = "scenario"): ScheduleScenario {
-  const parsed = ScheduleScenarioSchema.safeParse(input);
-  if (!parsed.success) throw new UsageError(`${source}:\n${formatZodError(parsed.error)}`);
-  return parsed.data;
+  return parseOrUsage(ScheduleScenarioSchema, input, source);
 }
 
 export interface ScheduledJobResult {

@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { z } from "zod";
-import { ConfigError, parseSwitchConfig, type SwitchConfig } from "./config.js";
+import { ConfigError, formatZodError, parseSwitchConfig, type SwitchConfig } from "./config.js";
 
 /**
  * What every ina-emu process agrees on at its command line: options are
@@ -287,4 +287,15 @@ export async function serveUntilSignal(o: {
   emitRecord({ event: "stats", final: true, cpuSeconds: cpuSeconds(), ...o.report() });
   await o.close();
   return EXIT_OK;
+}
+
+/** Validates `input` with `schema`; a UsageError from `source` names every bad field. */
+export function parseOrUsage<S extends z.ZodType>(
+  schema: S,
+  input: unknown,
+  source: string,
+): z.output<S> {
+  const parsed = schema.safeParse(input);
+  if (!parsed.success) throw new UsageError(`${source}:\n${formatZodError(parsed.error)}`);
+  return parsed.data;
 }
