@@ -55,15 +55,15 @@ export const JobSubmitSchema = z.strictObject({
 });
 export type JobSubmit = z.infer<typeof JobSubmitSchema>;
 
-const JobIdParams = z.strictObject({ id: z.coerce.number().int().min(0).max(0xffff) });
-const WorkerParams = z.strictObject({
-  id: z.coerce.number().int().min(0).max(0xffff),
-  workerId: z.coerce
-    .number()
-    .int()
-    .min(0)
-    .max(MAX_FAN_IN - 1),
-});
+/** A path segment that is a decimal integer in [0, max]. */
+const pathInt = (max: number) =>
+  z
+    .string()
+    .regex(/^\d{1,10}$/, "expected a decimal integer")
+    .transform(Number)
+    .pipe(z.int().min(0).max(max));
+const JobIdParams = z.strictObject({ id: pathInt(0xffff) });
+const WorkerParams = z.strictObject({ id: pathInt(0xffff), workerId: pathInt(MAX_FAN_IN - 1) });
 
 export interface ControlPlaneOptions {
   manager: MemoryManager;
@@ -147,25 +147,40 @@ export class ControlPlane {
         "mode: an ATP job needs a parameter server, and this switch's config names none",
       );
     }
+    if (body.class === "be" && body.deadlineS !== undefined) {
+      throw new HttpError(400, "badRequest", "deadlineS: only MD jobs have a deadline");
+    }
+    if (this.options.core.job(body.id) !== undefined && !this.options.manager.jobs.has(body.id)) {
+      throw new HttpError(409, "conflict", `job ${body.id} is a job of the switch's config`);
+    }
     const now = this.options.now();
+    // Set before submit (its decisions install the rule with it); undone if refused.
+    const previousWindow = this.windows.get(body.id);
     this.windows.set(body.id, body.window);
-    const decisions = this.options.manager.submit(
-      {
-        id: body.id,
-        name: body.name ?? `job-${body.id}`,
-        jobClass: body.class,
-        deadlineMs: body.deadlineS === undefined ? undefined : now + body.deadlineS * 1000,
-        mode: body.mode,
-        workers: body.workers,
-        modelBytes: body.modelBytes,
-        epochs: body.epochs,
-        computeMs: body.computeMs,
-        throughputBytesPerSecond: body.throughputMBps * 1e6,
-        rttMs: body.rttMs,
-        aggregators: body.aggregators,
-      },
-      now,
-    );
+    let decisions: Decision[];
+    try {
+      decisions = this.options.manager.submit(
+        {
+          id: body.id,
+          name: body.name ?? `job-${body.id}`,
+          jobClass: body.class,
+          deadlineMs: body.deadlineS === undefined ? undefined : now + body.deadlineS * 1000,
+          mode: body.mode,
+          workers: body.workers,
+          modelBytes: body.modelBytes,
+          epochs: body.epochs,
+          computeMs: body.computeMs,
+          throughputBytesPerSecond: body.throughputMBps * 1e6,
+          rttMs: body.rttMs,
+          aggregators: body.aggregators,
+        },
+        now,
+      );
+    } catch (error) {
+      if (previousWindow === undefined) this.windows.delete(body.id);
+      else this.windows.set(body.id, previousWindow);
+      throw error;
+    }
     this.apply(decisions);
     return { job: this.options.manager.get(body.id), decisions };
   }
@@ -198,7 +213,7 @@ export class ControlPlane {
         `workerId: job ${jobId} has ${job.spec.workers} workers`,
       );
     }
-    const done = (this.done.get(jobId) ?? 0) | (1 << workerId);
+    const done = ((this.done.get(jobId) ?? 0) | (1 << workerId)) >>> 0;
     this.done.set(jobId, done);
     if (done === 2 ** job.spec.workers - 1 && job.status === "running") {
       this.apply(this.options.manager.finish(jobId, this.options.now()));

@@ -18,7 +18,7 @@ import {
 import { AggregatorArray, AggregatorState } from "./aggregators.js";
 import { type AtpOutcome, AtpVerdict, atpContribute, atpRelease } from "./atp.js";
 import { FaultAction, FaultInjector } from "./faults.js";
-import { JobState, type RegionState } from "./jobs.js";
+import { type JobCounters, JobState, type RegionState } from "./jobs.js";
 import { netReduceContribute, type ProgramOutcome, Verdict } from "./netreduce.js";
 
 /** Where the switch's packets go: the UDP adapter, or a test's capture. */
@@ -162,12 +162,29 @@ export class SwitchCore {
     const slot = this.jobSlotById[id];
     if (slot < 0) return false;
     const job = this.jobs[slot];
+    this.retireCounters(job);
     this.jobs.splice(slot, 1);
     this.jobSlotById[id] = -1;
     for (let i = slot; i < this.jobs.length; i++) this.jobSlotById[this.jobs[i].id] = i;
     this.sweep(job, job.current);
     if (job.old !== null) this.sweep(job, job.old);
     return true;
+  }
+
+  /** Counters of removed jobs, by id, so a job's totals never go down if it is installed again. */
+  readonly retiredJobs = new Map<number, { mode: string; counters: JobCounters }>();
+
+  private retireCounters(job: JobState): void {
+    const kept = this.retiredJobs.get(job.id);
+    if (kept === undefined) {
+      this.retiredJobs.set(job.id, { mode: job.mode, counters: { ...job.counters } });
+      return;
+    }
+    for (const key of Object.keys(job.counters) as Array<keyof JobCounters>) {
+      if (key !== "firstContributionAt" && key !== "lastContributionAt") {
+        kept.counters[key] += job.counters[key];
+      }
+    }
   }
 
   /**
@@ -192,7 +209,7 @@ export class SwitchCore {
       this.sweep(job, old);
       job.current = { epoch, offset, size, start: 0 };
       this.freshRegion(job, job.current);
-      this.onRegionDrained?.(job.id, old.epoch);
+      this.onRegionDrained?.(job.id, (epoch + 255) % 256);
       this.multicastRegion(job);
       return;
     }
@@ -207,7 +224,11 @@ export class SwitchCore {
     this.multicastRegion(job);
   }
 
-  /** Called when a job's old region has drained: the manager may reuse it. */
+  /**
+   * Called when a job's regions of `epoch` and every older epoch have
+   * drained: the manager may reuse them. Called from inside receive() or
+   * changeRegion(); do not change regions from within it.
+   */
   onRegionDrained: ((jobId: number, epoch: number) => void) | null = null;
 
   private finishDrain(job: JobState): void {
@@ -221,7 +242,8 @@ export class SwitchCore {
     if (job.overlapping) this.multicastRegion(job, Flag.resend);
     job.overlapping = false;
     this.stats.regionChanges++;
-    this.onRegionDrained?.(job.id, old.epoch);
+    // Every epoch before the current one is done, also one a queued change skipped.
+    this.onRegionDrained?.(job.id, (job.current.epoch + 255) % 256);
     const queued = job.queuedChange;
     if (queued !== null) {
       job.queuedChange = null;
@@ -247,17 +269,29 @@ export class SwitchCore {
   }
 
   private multicastRegion(job: JobState, flags = 0): void {
-    this.writeRegionPacket(job, DESTINATION_ALL_WORKERS, flags);
+    this.writeRegionPacket(job, job.current, DESTINATION_ALL_WORKERS, flags);
     this.multicast(job, this.regionPacket, -1);
   }
 
-  /** Tells a worker the region its packet should have used. */
-  private sendRegion(job: JobState, workerId: number, port: number, address: string): void {
-    this.writeRegionPacket(job, workerId);
+  /** Tells a worker the region that serves `psn`, which its packet should have used. */
+  private sendRegion(
+    job: JobState,
+    psn: number,
+    workerId: number,
+    port: number,
+    address: string,
+  ): void {
+    const region = job.old !== null && psn < job.current.start ? job.old : job.current;
+    this.writeRegionPacket(job, region, workerId);
     this.emit(this.regionPacket, port, address);
   }
 
-  private writeRegionPacket(job: JobState, destination: number, flags = 0): void {
+  private writeRegionPacket(
+    job: JobState,
+    region: RegionState,
+    destination: number,
+    flags = 0,
+  ): void {
     const r = this.regionHeader;
     r.type = PacketType.region;
     r.flags = flags;
@@ -265,11 +299,11 @@ export class SwitchCore {
     r.workerId = WORKER_ID_NONE;
     r.fanIn = job.fanIn;
     r.elementCount = 0;
-    r.psn = job.current.start;
-    r.aggregatorIndex = job.current.offset;
-    r.bitmap = job.current.size;
+    r.psn = region.start;
+    r.aggregatorIndex = region.offset;
+    r.bitmap = region.size;
     r.scaleBits = 0;
-    r.regionEpoch = job.current.epoch;
+    r.regionEpoch = region.epoch;
     r.destination = destination;
     encodeHeader(this.regionView, 0, r);
   }
@@ -368,7 +402,7 @@ export class SwitchCore {
       if (region === null) {
         // The sender has not learned a change of region yet: tell it.
         this.dropPacket(DropReason.regionChanged, job);
-        this.sendRegion(job, h.workerId, port, address);
+        this.sendRegion(job, h.psn, h.workerId, port, address);
         return;
       }
       if (job.old !== null && region === job.current) {

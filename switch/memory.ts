@@ -178,12 +178,19 @@ export class MemoryManager {
     return this.end(id, "cancelled", now);
   }
 
-  /** The switch reports that a job's old region (of `epoch`) holds nothing anyone needs. */
+  /**
+   * The switch reports that a job's regions of `epoch` and older hold
+   * nothing anyone needs (a change it skipped drains with the one after it).
+   */
   drained(jobId: number, epoch: number, now: number): Decision[] {
-    const at = this.draining.findIndex((b) => b.jobId === jobId && b.epoch === epoch);
-    if (at < 0) return [];
-    this.draining.splice(at, 1);
-    return this.recompute(now);
+    const before = this.draining.length;
+    for (let i = this.draining.length - 1; i >= 0; i--) {
+      const b = this.draining[i];
+      if (b.jobId === jobId && (b.epoch === epoch || newerEpochThan(epoch, b.epoch))) {
+        this.draining.splice(i, 1);
+      }
+    }
+    return this.draining.length === before ? [] : this.recompute(now);
   }
 
   get(id: number): ManagedJob {
@@ -578,6 +585,12 @@ export class MemoryManager {
     }
     return out;
   }
+}
+
+/** Region epochs are 8 bits and wrap: `a` is newer than `b` if it is 1..127 ahead. */
+function newerEpochThan(a: number, b: number): boolean {
+  const ahead = (a - b) & 0xff;
+  return ahead >= 1 && ahead <= 127;
 }
 
 /** Splits `capacity` equally among demands, never giving more than a demand. */

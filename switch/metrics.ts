@@ -9,8 +9,9 @@ import type { MemoryManager } from "./memory.js";
 
 /**
  * The switch's metrics (data plane and memory manager) on `registry`, read
- * from its plain counters at scrape time. Jobs are labelled by id; jobs
- * removed from the switch leave their series (the manager still lists them).
+ * from its plain counters at scrape time. Jobs are labelled by id; a job
+ * removed from the switch keeps its counter series (the switch keeps its
+ * totals), its gauges go.
  */
 export function createSwitchMetrics(
   registry: Registry,
@@ -51,10 +52,21 @@ export function createSwitchMetrics(
     () => [...s.drops].flatMap((n, r) => (r === 0 ? [] : [[{ reason: DROP_REASON_NAMES[r] }, n]])),
   );
   // Per-job counters of the data plane.
-  const perJob = (field: keyof JobCounters) => () =>
-    core.jobs.map(
-      (job) => [{ job: String(job.id), mode: job.mode }, job.counters[field]] as const,
-    ) as Array<[{ job: string; mode: string }, number]>;
+  // Installed jobs plus what removed ones counted: a job's series stay, and never go down.
+  const perJob = (field: keyof JobCounters) => () => {
+    const totals = new Map<number, { mode: string; value: number }>();
+    for (const [id, kept] of core.retiredJobs) {
+      totals.set(id, { mode: kept.mode, value: kept.counters[field] });
+    }
+    for (const job of core.jobs) {
+      const kept = totals.get(job.id);
+      totals.set(job.id, { mode: job.mode, value: (kept?.value ?? 0) + job.counters[field] });
+    }
+    return [...totals].map(
+      ([id, t]) =>
+        [{ job: String(id), mode: t.mode }, t.value] as [{ job: string; mode: string }, number],
+    );
+  };
   const jobCounters: Array<[string, keyof JobCounters, string]> = [
     ["ina_switch_contributions_total", "contributions", "Worker contributions the switch received"],
     ["ina_switch_job_received_bytes_total", "bytesIn", "Bytes of the job's contributions"],

@@ -134,6 +134,8 @@ describe("control plane API", () => {
       ["POST", "/jobs", { id: 1 }, 400, /body\.class: /],
       ["POST", "/jobs", "{not json", 400, /JSON|json/],
       ["GET", "/jobs/abc", undefined, 400, /^params\.id: /],
+      ["GET", "/jobs/%20", undefined, 400, /^params\.id: /],
+      ["POST", "/jobs", job({ deadlineS: 5 }), 400, /^deadlineS: only MD jobs have a deadline/],
       ["GET", "/jobs/70000", undefined, 400, /^params\.id: Too big/],
       ["GET", "/jobs/9", undefined, 404, /^no job 9$/],
       ["DELETE", "/jobs/9", undefined, 404, /^no job 9$/],
@@ -156,6 +158,43 @@ describe("control plane API", () => {
       assert.equal(typeof body.code, "string");
       assert.match(body.message, message, `${method} ${url}`);
     }
+  });
+
+  it("a 32-worker job finishes when all report done; a refused duplicate keeps the window", async () => {
+    await post("/jobs", job({ workers: 32, aggregators: 16 }));
+    assert.equal((await post("/jobs", job({ window: 1000 }))).statusCode, 409);
+    assert.equal((await post("/jobs/1/workers")).json().window, 8, "the first submission's window");
+    for (let w = 0; w < 32; w++) await post(`/jobs/1/workers/${w}/done`);
+    assert.equal((await app.inject({ method: "GET", url: "/jobs/1" })).json().status, "finished");
+  });
+
+  it("ids of the switch config's own jobs are taken", async () => {
+    const withConfigJob = new SwitchCore(
+      parseSwitchConfig({
+        aggregators: 64,
+        jobs: [{ id: 5, mode: "netreduce", fanIn: 2, offset: 0, size: 16, window: 8 }],
+      }),
+      { send: () => {} },
+    );
+    const configApp = buildControlApp(
+      new ControlPlane({
+        manager: new MemoryManager({
+          aggregators: 64,
+          bytesPerAggregator: 1024,
+          policy: "edf",
+          reserved: [[0, 16]],
+        }),
+        core: withConfigJob,
+        dataAddress: { host: "127.0.0.1", port: 1 },
+        now: () => 0,
+      }),
+    );
+    const r = await configApp.inject({ method: "POST", url: "/jobs", payload: job({ id: 5 }) });
+    assert.equal(r.statusCode, 409);
+    assert.match(r.json().message, /job 5 is a job of the switch's config/);
+    assert.deepEqual(withConfigJob.job(5)?.current, { epoch: 0, offset: 0, size: 16, start: 0 });
+    const other = await configApp.inject({ method: "POST", url: "/jobs", payload: job({ id: 6 }) });
+    assert.equal(other.json().job.region.offset, 16, "the config's region is reserved");
   });
 
   it("conflict on a duplicate id, 503 when the switch cannot hold even the minimum", async () => {

@@ -204,6 +204,20 @@ describe("memory manager", () => {
     );
   });
 
+  it("a drain report frees the job's blocks of that epoch and older ones", () => {
+    const m = manager(100);
+    m.submit(spec(1, { aggregators: 100 }), 0);
+    m.submit(spec(2, { aggregators: 40, jobClass: "md", deadlineMs: 60_000 }), 1);
+    m.submit(spec(3, { aggregators: 30, jobClass: "md", deadlineMs: 50_000 }), 2);
+    assert.deepEqual(
+      m.draining.map((b) => b.epoch),
+      [0, 1],
+      "job 1 shrank twice before the switch drained either",
+    );
+    m.drained(1, 1, 3); // the switch skipped epoch 1 and reports epoch 1 and older drained
+    assert.deepEqual(m.draining, []);
+  });
+
   it("rejects a job that cannot fit even its minimum", () => {
     const m = manager(1);
     const [d] = m.submit(spec(1, { mode: "netreduce" }), 0);

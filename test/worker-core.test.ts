@@ -1,15 +1,17 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { atpIndex } from "../proto/addressing.js";
+import { parseSwitchConfig } from "../proto/config.js";
 import { DropReason } from "../proto/drops.js";
 import { Flag, PacketType } from "../proto/wire.js";
+import { SwitchCore } from "../switch/core.js";
 import {
   DEFAULT_RTO,
   WorkerCore,
   type WorkerCoreOptions,
   type WorkerTransmit,
 } from "../worker/core.js";
-import { verifyAllReduce } from "../worker/workload.js";
+import { makeGradient, verifyAllReduce } from "../worker/workload.js";
 import { packet } from "./packets.js";
 import { testSeed } from "./seed.js";
 import { simulate } from "./simnet.js";
@@ -128,6 +130,77 @@ describe("worker and switch over a simulated network", () => {
     );
     psWorker.begin(new Float32Array(2), new Float32Array(2), 0);
     assert.equal(sent.at(-1)?.readUInt32LE(16), 0);
+  });
+
+  it("a worker that missed region changes, or joined with a stale epoch, is told and finishes exact", () => {
+    for (const variant of ["missed", "late joiner"]) {
+      const config = parseSwitchConfig({
+        aggregators: 24,
+        elementsPerAggregator: 4,
+        jobs: [{ id: 1, mode: "netreduce", fanIn: 2, offset: 0, size: 4, window: 2 }],
+      });
+      let queue: Array<{ to: number; bytes: Buffer }> = [];
+      const sw = new SwitchCore(config, {
+        send: (b, port) => queue.push({ to: port, bytes: Buffer.from(b) }),
+      });
+      const workers: WorkerCore[] = [];
+      const make = (w: number, epoch: number, offset: number) =>
+        new WorkerCore(
+          {
+            ...DEFAULT_RTO,
+            mode: "netreduce",
+            jobId: 1,
+            workerId: w,
+            fanIn: 2,
+            regionOffset: offset,
+            regionSize: 4,
+            regionEpoch: epoch,
+            window: 2,
+            elementsPerPacket: 4,
+            scaleBits: 20,
+          },
+          { send: (b) => queue.push({ to: -1 - w, bytes: Buffer.from(b) }) },
+        );
+      const inputs = [makeGradient(40, 7, 0), makeGradient(40, 7, 1)];
+      const outputs = [new Float32Array(40), new Float32Array(40)];
+      let now = 0;
+      const run = (ms: number) => {
+        for (let t = 0; t < ms && !(workers.length === 2 && workers.every((w) => w.done)); t++) {
+          now++;
+          for (let hops = 0; hops < 50 && queue.length > 0; hops++) {
+            const batch = queue;
+            queue = [];
+            for (const p of batch) {
+              if (p.to < 0) sw.receive(p.bytes, 100 - 1 - p.to, "127.0.0.1", now);
+              else workers[p.to - 100]?.receive(p.bytes, now);
+            }
+          }
+          sw.tick(now);
+          for (const w of workers) w?.tick(now);
+        }
+      };
+      if (variant === "missed") {
+        sw.changeRegion(1, 8, 4, 1); // before any traffic: at once, nobody to tell
+        workers[1] = make(1, 0, 0);
+        workers[1].begin(inputs[1], outputs[1], now);
+        run(5);
+        sw.changeRegion(1, 16, 4, 2);
+        workers[0] = make(0, 0, 0); // still at epoch 0
+      } else {
+        workers[1] = make(1, 0, 0);
+        workers[1].begin(inputs[1], outputs[1], now);
+        run(5);
+        sw.changeRegion(1, 16, 4, 1);
+        workers[0] = make(0, 1, 16); // the job's new epoch, without its switchover PSN
+      }
+      workers[0].begin(inputs[0], outputs[0], now);
+      run(200_000);
+      for (const [w, out] of outputs.entries()) {
+        assert.equal(workers[w].failure, null, `${variant}: worker ${w}`);
+        assert.equal(verifyAllReduce(out, 7, 2, 20).verified, true, `${variant}: worker ${w}`);
+      }
+      assert.ok(sw.stats.drops[DropReason.regionChanged] > 0, "told by refusals");
+    }
   });
 
   it("gives up with a reason after maxSendsPerPacket, instead of retrying forever", () => {

@@ -147,7 +147,8 @@ export class WorkerCore {
   private readonly slots: PacketSlots;
   /** the region PSNs are addressed in now, and one announced for later PSNs */
   private region: WorkerRegion;
-  private pending: WorkerRegion | null = null;
+  /** regions the switch announced for later PSNs, by start */
+  private upcoming: WorkerRegion[] = [];
   /** the last epoch whose held-back packets this worker sent again */
   private releasedEpoch = -1;
   /** packets in flight now: the window, or less when a NetReduce region is smaller than 2 x window */
@@ -389,11 +390,14 @@ export class WorkerCore {
   }
 
   private fillWindow(now: number): void {
-    if (this.pending !== null && this.base >= this.pending.start) this.adoptPending();
+    while (this.upcoming.length > 0 && this.base >= this.upcoming[0].start) {
+      this.adopt(this.upcoming[0]);
+      this.upcoming.shift();
+    }
     let limit = Math.min(this.endPsn, this.base + this.windowLimit);
     // PSNs from a switchover go out only once every older PSN has its result:
     // that is how the switch knows this worker no longer needs the old region.
-    if (this.pending !== null) limit = Math.min(limit, this.pending.start);
+    if (this.upcoming.length > 0) limit = Math.min(limit, this.upcoming[0].start);
     while (this.next < limit) this.sendNew(this.next++, now);
   }
 
@@ -406,36 +410,46 @@ export class WorkerCore {
     flags: number,
     now: number,
   ) {
-    if (epoch === this.region.epoch && this.pending === null) {
+    if (size < 1 || (this.options.mode === "netreduce" && size < 2)) {
+      this.drop(DropReason.badIndex);
+      return;
+    }
+    if (epoch === this.region.epoch) {
       // `resend`: the old region has drained, and the switch, which held the
       // first packets of this epoch back, takes them now. Once per epoch.
-      if ((flags & Flag.resend) !== 0 && this.releasedEpoch !== epoch && this.active) {
+      const release = (flags & Flag.resend) !== 0 && this.releasedEpoch !== epoch;
+      if (release && this.active && this.upcoming.length === 0) {
         this.releasedEpoch = epoch;
         this.resendFrom(Math.max(this.base, this.region.start), now);
       }
       return;
     }
-    const latest = this.pending ?? this.region;
-    if (!newerEpoch(epoch, latest.epoch)) return;
-    if (size < 1 || (this.options.mode === "netreduce" && size < 2)) {
-      this.drop(DropReason.badIndex);
-      return;
+    if (this.upcoming.some((r) => r.epoch === epoch)) return;
+    const region = { epoch, offset, size, start };
+    if (start <= this.base) {
+      // The switch answered a refused packet with the region that serves
+      // this worker's PSNs now (it may have missed announcements, or joined
+      // with a stale one): use it at once.
+      this.upcoming = this.upcoming.filter((r) => r.start > start);
+      this.adopt(region);
+    } else {
+      if (!newerEpoch(epoch, this.region.epoch)) return; // a late copy of an old announcement
+      this.upcoming = [...this.upcoming.filter((r) => r.start !== start), region].sort(
+        (a, b) => a.start - b.start,
+      );
     }
-    this.pending = { epoch, offset, size, start };
     if (this.active) this.fillWindow(now);
   }
 
-  /** Switches to the announced region (once every PSN before its start has its result). */
-  private adoptPending(): void {
-    const region = this.pending;
-    if (region === null) return;
-    this.pending = null;
+  /**
+   * Switches to `region` (for an announced switchover: once every PSN before
+   * its start has its result). PSNs from its start that went out in another
+   * epoch were refused: they are taken back and sent anew, within its window.
+   */
+  private adopt(region: WorkerRegion): void {
     this.region = region;
     this.windowLimit = this.windowFor(region);
     this.stats.regionChanges++;
-    // PSNs from the switchover that went out before the news were refused
-    // (wrong epoch): take them back and send them anew in the new region,
-    // within its window.
     const first = Math.max(this.base, region.start);
     if (this.next > first) this.next = first;
   }
