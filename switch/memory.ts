@@ -326,6 +326,17 @@ export class MemoryManager {
       const free = this.freeRuns();
       let size = t.size;
       let reason = t.reason;
+      if (size === 0 && this.options.policy === "edf") {
+        // The plan left nothing, but memory it gave others may sit idle (a
+        // job that cannot grow into it): backfill rather than wait, whole
+        // for a deadline job, at least the minimum for the others.
+        const largest = free.reduce((m, g) => Math.max(m, g.size), 0);
+        const least = job.spec.jobClass === "md" ? job.demand : job.minimum;
+        if (largest >= least) {
+          size = Math.min(job.demand, largest);
+          reason = `backfilled into ${size} idle aggregators`;
+        }
+      }
       let offset = free.find((g) => g.size >= size)?.offset ?? -1;
       if (size >= job.minimum && offset < 0 && this.runAfterDrain(size)) {
         // Draining takes about one round trip: waiting beats taking a fragment.
