@@ -257,7 +257,7 @@ export class MemoryManager {
    * far as needed, so nothing churns: a running job above its target shrinks
    * in place (its tail drains); one below it grows in place or moves to a
    * free run that holds its target, or else keeps what it has; a queued job
-   * takes the first free run that holds its target, or the largest run if
+   * takes the smallest free run that holds its target (best fit), or the largest run if
    * that is at least its minimum. Space that a region left stays draining
    * until the switch reports it drained.
    */
@@ -310,7 +310,7 @@ export class MemoryManager {
       const after = free.find((g) => g.offset === region.offset + region.size);
       let offset = -1;
       if (after !== undefined && region.size + after.size >= t.size) offset = region.offset;
-      else offset = free.find((g) => g.size >= t.size)?.offset ?? -1;
+      else offset = bestFit(free, t.size);
       if (offset < 0) {
         job.reason = `waiting for a free run of ${t.size} aggregators to grow into`;
         continue;
@@ -337,7 +337,7 @@ export class MemoryManager {
           reason = `backfilled into ${size} idle aggregators`;
         }
       }
-      let offset = free.find((g) => g.size >= size)?.offset ?? -1;
+      let offset = bestFit(free, size);
       if (size >= job.minimum && offset < 0 && this.runAfterDrain(size)) {
         // Draining takes about one round trip: waiting beats taking a fragment.
         const why = `waiting for draining aggregators to make a run of ${size}`;
@@ -623,6 +623,25 @@ export function waterFill(capacity: number, demands: number[]): number[] {
     open = next;
   }
   return sizes;
+}
+
+/**
+ * The offset of the smallest free run that holds `size` (-1 if none): big
+ * runs stay whole for big jobs, which keeps fragmentation down.
+ */
+export function bestFit(
+  free: ReadonlyArray<{ offset: number; size: number }>,
+  size: number,
+): number {
+  let best = -1;
+  let bestSize = Number.POSITIVE_INFINITY;
+  for (const run of free) {
+    if (run.size >= size && run.size < bestSize) {
+      best = run.offset;
+      bestSize = run.size;
+    }
+  }
+  return best;
 }
 
 /** Free runs of [0, total) not covered by the `[offset, size]` blocks. */

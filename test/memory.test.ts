@@ -165,7 +165,7 @@ describe("memory manager", () => {
     assert.throws(() => m.submit(spec(3), 8), /already exists/);
   });
 
-  it("places regions at offsets first-fit, and reduces a job when only fragments are free", () => {
+  it("places regions at offsets, best fit, and reduces a job when only fragments are free", () => {
     const m = manager(100, "fcfs");
     m.submit(spec(1, { aggregators: 30 }), 0);
     m.submit(spec(2, { aggregators: 20 }), 1);
