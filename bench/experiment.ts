@@ -260,6 +260,9 @@ async function writeResults(dir: string, name: string, startedAt: Date, output: 
 await runCli(spec, async (o) => {
   const json = await readJsonFile(o.scenario, "--scenario");
   const startedAt = new Date();
+  // A bad scenario is refused before anything is written or started.
+  if (isSchedule(json)) parseScheduleScenario(json, o.scenario);
+  else applyOverrides(parseScenario(json, o.scenario), o);
   const watch = await startWatching(o.scrapeDir, o.prometheus);
   try {
     return await runScenarioFile(o, json, startedAt, watch.targets);
@@ -267,6 +270,11 @@ await runCli(spec, async (o) => {
     await watch.stop();
   }
 });
+
+/** A scheduling scenario has `policies`; a plain one has `runs`. */
+function isSchedule(json: unknown): json is Record<string, unknown> {
+  return typeof json === "object" && json !== null && "policies" in json;
+}
 
 /** The scrape targets file, and Prometheus itself if asked for. */
 async function startWatching(scrapeDir: string, start: boolean) {
@@ -299,7 +307,7 @@ async function runScenarioFile(
   startedAt: Date,
   targets: ScrapeTargets | undefined,
 ): Promise<number> {
-  if (typeof json === "object" && json !== null && "policies" in json) {
+  if (isSchedule(json)) {
     const schedule = parseScheduleScenario(
       o.seed === undefined ? json : { ...json, seed: o.seed },
       o.scenario,

@@ -49,11 +49,17 @@ export class ScrapeTargets {
       labels: { ...labels, instance_name: name, __metrics_path__: url.pathname },
     }));
     const text = `${JSON.stringify(groups, null, 2)}\n`;
-    this.writing = this.writing.then(async () => {
-      const tmp = `${this.targetsFile}.tmp`;
-      await writeFile(tmp, text);
-      await rename(tmp, this.targetsFile);
-    });
+    this.writing = this.writing
+      .then(async () => {
+        // A name of its own: another run may share the folder.
+        const tmp = `${this.targetsFile}.${process.pid}.tmp`;
+        await writeFile(tmp, text);
+        await rename(tmp, this.targetsFile);
+      })
+      .catch((error: Error) => {
+        // Watching is a convenience: the run goes on without it.
+        process.stderr.write(`prometheus targets: ${error.message}\n`);
+      });
     return this.writing;
   }
 }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
@@ -148,6 +148,8 @@ describe("command lines, as real processes", () => {
       "5",
       "--results",
       dir,
+      "--scrape-dir",
+      join(dir, "prometheus"),
       "--json",
     ]);
     assert.equal(r.status, 0, r.stderr);
@@ -181,9 +183,13 @@ describe("command lines, as real processes", () => {
     assert.equal(atp.ps.aggregationsCompleted, packets, "the PS acks every ATP PSN once");
     assert.equal(ps.ps.aggregationsCompleted, packets);
     assert.equal(ps.switch.aggregationsCompleted, 0, "in PS mode the switch only forwards");
-    const saved = await readdir(dir);
+    const saved = (await readdir(dir)).filter((name) => name.endsWith(".json"));
     assert.equal(saved.length, 1);
     assert.match(saved[0], /^compare-.*\.json$/);
+    const scrape = await readdir(join(dir, "prometheus"));
+    assert.deepEqual(scrape.sort(), ["prometheus.yml", "targets.json"]);
+    const targets = JSON.parse(await readFile(join(dir, "prometheus", "targets.json"), "utf8"));
+    assert.deepEqual(targets, [], "every process left the target list when it ended");
   });
 
   it("the table names every column", () => {
@@ -195,6 +201,8 @@ describe("command lines, as real processes", () => {
       "--only",
       "atp",
       "--results",
+      "",
+      "--scrape-dir",
       "",
     ]);
     assert.equal(r.status, 0, r.stderr);
