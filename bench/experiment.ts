@@ -16,6 +16,7 @@ import {
 } from "../proto/cli.js";
 import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN, MAX_SCALE_BITS } from "../proto/wire.js";
 import { POLICIES } from "../switch/memory.js";
+import { stopAllChildren } from "./processes.js";
 import { findPrometheus, ScrapeTargets, startPrometheus } from "./prometheus.js";
 import { type RunResult, runScenarioRun } from "./run.js";
 import { applyOverrides, parseScenario } from "./scenario.js";
@@ -255,6 +256,14 @@ async function writeResults(dir: string, name: string, startedAt: Date, output: 
   const path = join(dir, `${safe}-${stamp}.json`);
   await writeFile(path, `${JSON.stringify(output, null, 2)}\n`);
   process.stderr.write(`results: ${path}\n`);
+}
+
+// Stopped (Ctrl-C, a timeout's SIGTERM): take every process of the run down too.
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.once(signal, () => {
+    process.stderr.write(`ina-experiment: ${signal}, stopping the run's processes\n`);
+    void stopAllChildren().finally(() => process.exit(130));
+  });
 }
 
 await runCli(spec, async (o) => {

@@ -1,6 +1,14 @@
 import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 
+/** Every child started here and not yet exited, so a runner can stop them all on a signal. */
+export const liveChildren = new Set<ChildNode>();
+
+/** Stops every live child (SIGTERM, then SIGKILL): for a runner that is itself being stopped. */
+export async function stopAllChildren(): Promise<void> {
+  await Promise.all([...liveChildren].map((child) => child.stop()));
+}
+
 /** A JSON record a child printed on one stdout line. */
 export type ProcessRecord = { event: string } & Record<string, unknown>;
 
@@ -27,8 +35,10 @@ export class ChildNode {
   ) {
     // stdio defaults to pipes on all three streams.
     this.child = options.raw ? spawn(script, args) : spawn(process.execPath, [script, ...args]);
+    liveChildren.add(this);
     this.exited = new Promise((resolve) => {
       this.child.once("exit", (code, signal) => {
+        liveChildren.delete(this);
         this.exitCode = code ?? (signal ? 128 : null);
         resolve(this.exitCode);
         this.wake();
