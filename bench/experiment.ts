@@ -5,11 +5,11 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import {
-  byteSize,
   cliInt,
   cliProbability,
   EXIT_FAILED,
   EXIT_OK,
+  float32Bytes,
   readJsonFile,
   runCli,
   UsageError,
@@ -19,8 +19,13 @@ import { POLICIES } from "../switch/memory.js";
 import { stopAllChildren } from "./processes.js";
 import { findPrometheus, ScrapeTargets, startPrometheus } from "./prometheus.js";
 import { type RunResult, runScenarioRun } from "./run.js";
-import { applyOverrides, parseScenario } from "./scenario.js";
-import { type PolicyResult, parseScheduleScenario, runSchedule } from "./schedule.js";
+import { applyOverrides, parseScenario, type Scenario } from "./scenario.js";
+import {
+  type PolicyResult,
+  parseScheduleScenario,
+  runSchedule,
+  type ScheduleScenario,
+} from "./schedule.js";
 
 export const SCENARIOS_DIR = fileURLToPath(new URL("../../bench/scenarios/", import.meta.url));
 const DEFAULT_SCENARIO = join(SCENARIOS_DIR, "compare.json");
@@ -128,7 +133,7 @@ const spec = {
         .transform((s) => s.split(",").map((name) => name.trim()))
         .optional(),
       workers: cliInt(1, MAX_FAN_IN).optional(),
-      size: byteSize.optional(),
+      size: float32Bytes.optional(),
       iterations: cliInt(1, 10_000).optional(),
       elementsPerPacket: cliInt(1, MAX_ELEMENTS_PER_PACKET).optional(),
       window: cliInt(1, 1 << 16).optional(),
@@ -142,10 +147,6 @@ const spec = {
       json: z.boolean().default(false),
       scrapeDir: z.string().default(join("results", "prometheus")),
       prometheus: z.boolean().default(false),
-    })
-    .refine((o) => o.size === undefined || (o.size > 0 && o.size % 4 === 0), {
-      path: ["size"],
-      message: "must be a positive multiple of 4 bytes",
     })
     .refine((o) => (o.loss ?? 0) + (o.duplicate ?? 0) + (o.reorder ?? 0) <= 1, {
       path: ["loss"],
@@ -270,11 +271,14 @@ await runCli(spec, async (o) => {
   const json = await readJsonFile(o.scenario, "--scenario");
   const startedAt = new Date();
   // A bad scenario is refused before anything is written or started.
-  if (isSchedule(json)) parseScheduleScenario(json, o.scenario);
-  else applyOverrides(parseScenario(json, o.scenario), o);
+  const schedule = isSchedule(json)
+    ? parseScheduleScenario(o.seed === undefined ? json : { ...json, seed: o.seed }, o.scenario)
+    : null;
+  const scenario = schedule === null ? applyOverrides(parseScenario(json, o.scenario), o) : null;
   const watch = await startWatching(o.scrapeDir, o.prometheus);
   try {
-    return await runScenarioFile(o, json, startedAt, watch.targets);
+    if (schedule !== null) return await runSchedules(o, schedule, startedAt, watch.targets);
+    return await runRuns(o, scenario as Scenario, startedAt, watch.targets);
   } finally {
     await watch.stop();
   }
@@ -310,40 +314,39 @@ async function startWatching(scrapeDir: string, start: boolean) {
   return { targets, stop: async () => void (await prometheus.child.stop()) };
 }
 
-async function runScenarioFile(
-  o: z.infer<(typeof spec)["schema"]>,
-  json: unknown,
+type Options = z.infer<(typeof spec)["schema"]>;
+
+async function runSchedules(
+  o: Options,
+  schedule: ScheduleScenario,
   startedAt: Date,
   targets: ScrapeTargets | undefined,
 ): Promise<number> {
-  if (isSchedule(json)) {
-    const schedule = parseScheduleScenario(
-      o.seed === undefined ? json : { ...json, seed: o.seed },
-      o.scenario,
-    );
-    const policies = o.policies ?? schedule.policies;
-    process.stderr.write(
-      `ina-experiment: scheduling scenario ${schedule.name}, policies ${policies.join(", ")}\n`,
-    );
-    const results: PolicyResult[] = [];
-    for (const policy of policies) {
-      process.stderr.write(`  policy ${policy} ...\n`);
-      results.push(await runSchedule(schedule, policy, { timeoutMs: o.timeoutS * 1000, targets }));
-    }
-    const verified = results.every((r) => r.verified);
-    const output = {
-      scenario: schedule.name,
-      description: schedule.description,
-      seed: schedule.seed,
-      startedAt: startedAt.toISOString(),
-      verified,
-      policies: results,
-    };
-    await writeResults(o.results, schedule.name, startedAt, output);
-    process.stdout.write(o.json ? `${JSON.stringify(output)}\n` : formatScheduleTable(results));
-    return verified ? EXIT_OK : EXIT_FAILED;
+  const policies = o.policies ?? schedule.policies;
+  process.stderr.write(
+    `ina-experiment: scheduling scenario ${schedule.name}, policies ${policies.join(", ")}\n`,
+  );
+  const results: PolicyResult[] = [];
+  for (const policy of policies) {
+    process.stderr.write(`  policy ${policy} ...\n`);
+    results.push(await runSchedule(schedule, policy, { timeoutMs: o.timeoutS * 1000, targets }));
   }
-  const scenario = applyOverrides(parseScenario(json, o.scenario), o);
+  return report(
+    o,
+    schedule,
+    startedAt,
+    { policies: results },
+    results,
+    formatScheduleTable(results),
+  );
+}
+
+async function runRuns(
+  o: Options,
+  scenario: Scenario,
+  startedAt: Date,
+  targets: ScrapeTargets | undefined,
+): Promise<number> {
   process.stderr.write(
     `ina-experiment: scenario ${scenario.name}, ${scenario.runs.length} run(s), seed ${scenario.seed}\n`,
   );
@@ -367,16 +370,28 @@ async function runScenarioFile(
     });
     runs.push(result);
   }
-  const verified = runs.every((r) => r.verified);
+  return report(o, scenario, startedAt, { runs }, runs, formatTable(runs));
+}
+
+/** Writes the results file and prints the table (or --json); exit 0 only if all verified. */
+async function report(
+  o: Options,
+  meta: { name: string; description?: string; seed: number },
+  startedAt: Date,
+  results: Record<string, unknown>,
+  verifiable: ReadonlyArray<{ verified: boolean }>,
+  table: string,
+): Promise<number> {
+  const verified = verifiable.every((r) => r.verified);
   const output = {
-    scenario: scenario.name,
-    description: scenario.description,
-    seed: scenario.seed,
+    scenario: meta.name,
+    description: meta.description,
+    seed: meta.seed,
     startedAt: startedAt.toISOString(),
     verified,
-    runs,
+    ...results,
   };
-  await writeResults(o.results, scenario.name, startedAt, output);
-  process.stdout.write(o.json ? `${JSON.stringify(output)}\n` : formatTable(runs));
+  await writeResults(o.results, meta.name, startedAt, output);
+  process.stdout.write(o.json ? `${JSON.stringify(output)}\n` : table);
   return verified ? EXIT_OK : EXIT_FAILED;
 }

@@ -106,6 +106,45 @@ export interface RunResult {
 }
 
 /**
+ * Starts a run's PS (when `withPs`, with `psArgs`) and then its switch on
+ * `config`, which gets the PS's address; both on ephemeral ports, both added
+ * to `children` (for the caller to stop) and to the scrape targets.
+ */
+export async function startSwitch(o: {
+  dir: string;
+  config: SwitchConfigInput;
+  withPs: boolean;
+  psArgs?: string[];
+  script?: string;
+  switchArgs?: string[];
+  children: ChildNode[];
+  targets: ScrapeTargets | undefined;
+  run: string;
+}): Promise<{ ps: ChildNode | null; sw: ChildNode; ready: ProcessRecord }> {
+  let ps: ChildNode | null = null;
+  if (o.withPs) {
+    const psConfigPath = join(o.dir, "ps.json");
+    await writeFile(psConfigPath, JSON.stringify(o.config, null, 2));
+    ps = new ChildNode("ps", SCRIPTS.ps, ["--config", psConfigPath, ...(o.psArgs ?? [])]);
+    o.children.push(ps);
+    const ready = await ps.waitFor("ready", 15_000);
+    scrapeWhileAlive(o.targets, ps, ready, { process: "ps", run: o.run });
+    o.config.parameterServer = { host: String(ready.dataAddress), port: Number(ready.dataPort) };
+  }
+  const configPath = join(o.dir, "switch.json");
+  await writeFile(configPath, JSON.stringify(o.config, null, 2));
+  const sw = new ChildNode("switch", o.script ?? SCRIPTS.switch, [
+    "--config",
+    configPath,
+    ...(o.switchArgs ?? []),
+  ]);
+  o.children.push(sw);
+  const ready = await sw.waitFor("ready", 15_000);
+  scrapeWhileAlive(o.targets, sw, ready, { process: "switch", run: o.run });
+  return { ps, sw, ready };
+}
+
+/**
  * Runs one scenario run with real processes on 127.0.0.1: the PS (when a job
  * needs it) and the switch on ephemeral ports, then every job's workers,
  * released at their start times. Every wait is bounded; every child is
@@ -129,25 +168,15 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
       jobs: jobs.map((j) => j.rule),
       faults: { seed: o.seed, ingress: rates, egress: rates },
     };
-    let ps: ChildNode | null = null;
-    if (jobs.some((j) => j.mode !== "netreduce")) {
-      const psConfigPath = join(dir, "ps.json");
-      await writeFile(psConfigPath, JSON.stringify(config, null, 2));
-      ps = new ChildNode("ps", SCRIPTS.ps, ["--config", psConfigPath]);
-      children.push(ps);
-      const ready = await ps.waitFor("ready", 15_000);
-      scrapeWhileAlive(o.targets, ps, ready, { process: "ps", run: run.name });
-      config.parameterServer = { host: String(ready.dataAddress), port: Number(ready.dataPort) };
-    }
-    const configPath = join(dir, "switch.json");
-    await writeFile(configPath, JSON.stringify(config, null, 2));
-    const sw = new ChildNode("switch", o.switchImpl === "floor" ? SCRIPTS.floor : SCRIPTS.switch, [
-      "--config",
-      configPath,
-    ]);
-    children.push(sw);
-    const ready = await sw.waitFor("ready", 15_000);
-    scrapeWhileAlive(o.targets, sw, ready, { process: "switch", run: run.name });
+    const { ps, sw, ready } = await startSwitch({
+      dir,
+      config,
+      withPs: jobs.some((j) => j.mode !== "netreduce"),
+      script: o.switchImpl === "floor" ? SCRIPTS.floor : SCRIPTS.switch,
+      children,
+      targets: o.targets,
+      run: run.name,
+    });
     const target = `${ready.dataAddress}:${ready.dataPort}`;
 
     const progress = new Map<string, Float64Array>();

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { byteSize, parseOrUsage, UsageError } from "../proto/cli.js";
+import { float32Bytes, parseOrUsage, UsageError } from "../proto/cli.js";
 import { JOB_MODES, type JobConfig } from "../proto/config.js";
 import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN, MAX_SCALE_BITS } from "../proto/wire.js";
 
@@ -20,9 +20,7 @@ export const ScenarioJobSchema = z.strictObject({
   mode: z.enum(JOB_MODES),
   workers: z.int().min(1).max(MAX_FAN_IN),
   /** gradient bytes per worker (float32), e.g. "16MiB" or 4194304 */
-  size: byteSize
-    .refine((n) => n > 0 && n % 4 === 0, "must be a positive multiple of 4 bytes (float32)")
-    .default(16 * 1024 * 1024),
+  size: float32Bytes.default(16 * 1024 * 1024),
   iterations: z.int().min(1).max(10_000).default(1),
   /** when the job's workers start, after the run's first job (ms) */
   startMs: z.number().min(0).max(3_600_000).default(0),

@@ -1,14 +1,14 @@
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { z } from "zod";
-import { byteSize, parseOrUsage } from "../proto/cli.js";
+import { float32Bytes, parseOrUsage } from "../proto/cli.js";
 import type { SwitchConfigInput } from "../proto/config.js";
 import { MAX_FAN_IN } from "../proto/wire.js";
 import { POLICIES, type Policy } from "../switch/memory.js";
 import { ChildNode, type ProcessRecord } from "./processes.js";
 import type { ScrapeTargets } from "./prometheus.js";
-import { SCRIPTS, scrapeWhileAlive } from "./run.js";
+import { SCRIPTS, scrapeWhileAlive, startSwitch } from "./run.js";
 
 /**
  * A scheduling scenario: jobs arrive over time at one switch and get their
@@ -25,7 +25,7 @@ export const ScheduleJobSchema = z
     mode: z.enum(["netreduce", "atp"]).default("netreduce"),
     workers: z.int().min(1).max(MAX_FAN_IN),
     /** model (gradient) bytes per worker, all-reduced once per epoch */
-    size: byteSize.refine((n) => n > 0 && n % 4 === 0, "must be a positive multiple of 4 bytes"),
+    size: float32Bytes,
     epochs: z.int().min(1).max(10_000).default(1),
     computeMs: z.number().min(0).max(3_600_000).default(0),
     /** when the job is submitted, after the run starts */
@@ -121,34 +121,17 @@ export async function runSchedule(
   const timers: NodeJS.Timeout[] = [];
   try {
     const config: SwitchConfigInput = { aggregators: scenario.aggregators, jobs: [] };
-    if (scenario.jobs.some((j) => j.mode === "atp")) {
-      const psConfig = join(dir, "ps.json");
-      await writeFile(psConfig, JSON.stringify(config));
-      const window = Math.max(...scenario.jobs.map((j) => j.window));
-      const ps = new ChildNode("ps", SCRIPTS.ps, [
-        "--config",
-        psConfig,
-        "--adopt-window",
-        String(window),
-      ]);
-      children.push(ps);
-      const ready = await ps.waitFor("ready", 15_000);
-      scrapeWhileAlive(targets, ps, ready, { process: "ps", run: policy });
-      config.parameterServer = { host: String(ready.dataAddress), port: Number(ready.dataPort) };
-    }
-    const configPath = join(dir, "switch.json");
-    await writeFile(configPath, JSON.stringify(config));
-    const sw = new ChildNode("switch", SCRIPTS.switch, [
-      "--config",
-      configPath,
-      "--policy",
-      policy,
-      "--partitions",
-      String(scenario.partitions),
-    ]);
-    children.push(sw);
-    const ready = await sw.waitFor("ready", 15_000);
-    scrapeWhileAlive(targets, sw, ready, { process: "switch", run: policy });
+    const { sw, ready } = await startSwitch({
+      dir,
+      config,
+      withPs: scenario.jobs.some((j) => j.mode === "atp"),
+      // The PS learns control-plane jobs from their packets.
+      psArgs: ["--adopt-window", String(Math.max(...scenario.jobs.map((j) => j.window)))],
+      switchArgs: ["--policy", policy, "--partitions", String(scenario.partitions)],
+      children,
+      targets,
+      run: policy,
+    });
     const control = String(ready.controlUrl);
 
     const workersOf: ChildNode[][] = scenario.jobs.map(() => []);

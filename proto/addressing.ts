@@ -1,3 +1,5 @@
+import type { JobMode } from "./config.js";
+
 /**
  * Where a PSN's aggregation lives in the switch's aggregator array. Workers
  * write the index into the header. For NetReduce the switch recomputes and
@@ -27,4 +29,20 @@ export function atpHash(jobId: number, psn: number): number {
 /** ATP: agtr.idx = Hash(JobID, PSN) % size + offset, over the job's slice of the shared pool. */
 export function atpIndex(jobId: number, psn: number, offset: number, size: number): number {
   return offset + (atpHash(jobId, psn) % size);
+}
+
+/**
+ * Packets a worker of a job with window `window` keeps in flight in a region
+ * of `size` aggregators: NetReduce's 2 x window rule caps it at size / 2
+ * (proto/README.md, sections 8 and 11); ATP and PS jobs keep their window.
+ */
+export function windowInRegion(mode: JobMode, window: number, size: number): number {
+  if (mode !== "netreduce") return window;
+  return Math.max(1, Math.min(window, Math.floor(size / 2)));
+}
+
+/** Region epochs are 8 bits and wrap: `a` is newer than `b` if it is 1..127 ahead. */
+export function newerEpoch(a: number, b: number): boolean {
+  const ahead = (a - b) & 0xff;
+  return ahead >= 1 && ahead <= 127;
 }

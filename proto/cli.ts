@@ -175,6 +175,12 @@ export const byteSize = z.union([z.number(), z.string()]).transform((value, ctx)
 });
 
 /** A whole number given on the command line. */
+/** A size in bytes of float32 values: a byte size that is a positive multiple of 4. */
+export const float32Bytes = byteSize.refine(
+  (n) => n > 0 && n % 4 === 0,
+  "must be a positive multiple of 4 bytes (float32)",
+);
+
 export const cliInt = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 
 /** A probability given on the command line. */

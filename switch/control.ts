@@ -93,7 +93,6 @@ export class ControlPlane {
   /** workers that joined each job, and those that reported their all-reduces done */
   private readonly joined = new Map<number, number>();
   private readonly done = new Map<number, number>();
-  private readonly windows = new Map<number, number>();
 
   constructor(readonly options: ControlPlaneOptions) {
     // Drain reports come from inside the data path: act on them afterwards.
@@ -120,7 +119,7 @@ export class ControlPlane {
           id: d.jobId,
           mode: job.spec.mode,
           fanIn: job.spec.workers,
-          window: this.windows.get(d.jobId) ?? 128,
+          window: job.spec.window ?? 128,
           offset: region.offset,
           size: region.size,
         });
@@ -154,33 +153,24 @@ export class ControlPlane {
       throw new HttpError(409, "conflict", `job ${body.id} is a job of the switch's config`);
     }
     const now = this.options.now();
-    // Set before submit (its decisions install the rule with it); undone if refused.
-    const previousWindow = this.windows.get(body.id);
-    this.windows.set(body.id, body.window);
-    let decisions: Decision[];
-    try {
-      decisions = this.options.manager.submit(
-        {
-          id: body.id,
-          name: body.name ?? `job-${body.id}`,
-          jobClass: body.class,
-          deadlineMs: body.deadlineS === undefined ? undefined : now + body.deadlineS * 1000,
-          mode: body.mode,
-          workers: body.workers,
-          modelBytes: body.modelBytes,
-          epochs: body.epochs,
-          computeMs: body.computeMs,
-          throughputBytesPerSecond: body.throughputMBps * 1e6,
-          rttMs: body.rttMs,
-          aggregators: body.aggregators,
-        },
-        now,
-      );
-    } catch (error) {
-      if (previousWindow === undefined) this.windows.delete(body.id);
-      else this.windows.set(body.id, previousWindow);
-      throw error;
-    }
+    const decisions = this.options.manager.submit(
+      {
+        id: body.id,
+        name: body.name ?? `job-${body.id}`,
+        jobClass: body.class,
+        deadlineMs: body.deadlineS === undefined ? undefined : now + body.deadlineS * 1000,
+        mode: body.mode,
+        workers: body.workers,
+        modelBytes: body.modelBytes,
+        epochs: body.epochs,
+        computeMs: body.computeMs,
+        throughputBytesPerSecond: body.throughputMBps * 1e6,
+        rttMs: body.rttMs,
+        aggregators: body.aggregators,
+        window: body.window,
+      },
+      now,
+    );
     this.apply(decisions);
     return { job: this.options.manager.get(body.id), decisions };
   }
@@ -222,7 +212,7 @@ export class ControlPlane {
   }
 
   southbound(job: ManagedJob) {
-    const window = this.windows.get(job.spec.id) ?? 128;
+    const window = job.spec.window ?? 128;
     return {
       jobId: job.spec.id,
       fanIn: job.spec.workers,

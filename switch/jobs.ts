@@ -1,3 +1,4 @@
+import { windowInRegion } from "../proto/addressing.js";
 import { type JobConfig, jobRegion } from "../proto/config.js";
 import { MAX_FAN_IN } from "../proto/wire.js";
 
@@ -111,8 +112,7 @@ export class JobState {
 
   /** Packets a worker keeps in flight in `region`: NetReduce's 2 x window rule caps it at size / 2. */
   windowIn(region: RegionState): number {
-    if (this.mode !== "netreduce") return this.window;
-    return Math.max(1, Math.min(this.window, Math.floor(region.size / 2)));
+    return windowInRegion(this.mode, this.window, region.size);
   }
 
   /** The region a contribution of `epoch` for `psn` uses, or null if none does. */

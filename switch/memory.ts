@@ -17,6 +17,8 @@
  * queued (why), or rejected (why); never silent.
  */
 
+import { newerEpoch } from "../proto/addressing.js";
+
 export const POLICIES = ["edf", "fcfs", "static"] as const;
 export type Policy = (typeof POLICIES)[number];
 
@@ -38,6 +40,8 @@ export interface JobSpec {
   rttMs: number;
   /** asks for this many aggregators instead of Throughput x RTT */
   aggregators?: number;
+  /** packets each worker keeps in flight (told to joining workers; default 128) */
+  window?: number;
 }
 
 export type JobStatus = "queued" | "running" | "finished" | "cancelled" | "rejected";
@@ -186,7 +190,7 @@ export class MemoryManager {
     const before = this.draining.length;
     for (let i = this.draining.length - 1; i >= 0; i--) {
       const b = this.draining[i];
-      if (b.jobId === jobId && (b.epoch === epoch || newerEpochThan(epoch, b.epoch))) {
+      if (b.jobId === jobId && (b.epoch === epoch || newerEpoch(epoch, b.epoch))) {
         this.draining.splice(i, 1);
       }
     }
@@ -596,12 +600,6 @@ export class MemoryManager {
     }
     return out;
   }
-}
-
-/** Region epochs are 8 bits and wrap: `a` is newer than `b` if it is 1..127 ahead. */
-function newerEpochThan(a: number, b: number): boolean {
-  const ahead = (a - b) & 0xff;
-  return ahead >= 1 && ahead <= 127;
 }
 
 /** Splits `capacity` equally among demands, never giving more than a demand. */

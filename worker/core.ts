@@ -1,4 +1,4 @@
-import { atpIndex, netReduceIndex } from "../proto/addressing.js";
+import { atpIndex, netReduceIndex, newerEpoch, windowInRegion } from "../proto/addressing.js";
 import { decodeHeader, encodeHeader } from "../proto/codec.js";
 import type { JobMode } from "../proto/config.js";
 import { DROP_REASON_COUNT, DropReason, type DropReasonValue } from "../proto/drops.js";
@@ -49,12 +49,6 @@ interface WorkerRegion {
   offset: number;
   size: number;
   start: number;
-}
-
-/** Epochs are 8 bits and wrap: `a` is newer than `b` if it is 1..127 ahead. */
-function newerEpoch(a: number, b: number): boolean {
-  const ahead = (a - b) & 0xff;
-  return ahead >= 1 && ahead <= 127;
 }
 
 export const DEFAULT_RTO = {
@@ -474,9 +468,7 @@ export class WorkerCore {
   }
 
   private windowFor(region: WorkerRegion): number {
-    // NetReduce's 2 x window rule bounds the window by the region.
-    if (this.options.mode !== "netreduce") return this.options.window;
-    return Math.max(1, Math.min(this.options.window, Math.floor(region.size / 2)));
+    return windowInRegion(this.options.mode, this.options.window, region.size);
   }
 
   private indexOf(psn: number): number {
