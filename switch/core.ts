@@ -407,7 +407,8 @@ export class SwitchCore {
       }
       if (job.old !== null && region === job.current) {
         // A worker sends in a new epoch only once it holds every result of the old one.
-        job.switched |= 1 << h.workerId;
+        // Unsigned, like fullBitmap: worker 31's bit is the sign bit.
+        job.switched = (job.switched | (1 << h.workerId)) >>> 0;
         if (job.switched === job.fullBitmap) this.finishDrain(job);
         else if (job.overlapping) {
           this.dropPacket(DropReason.regionDraining, job);

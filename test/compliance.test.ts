@@ -174,4 +174,37 @@ describe("changing a running job's region", () => {
       assert.equal(completions(c.mode, sim), sim.jobs[0].packets, "each PSN completes once");
     });
   }
+
+  it("a 32-worker job's old region drains (its full bitmap uses the sign bit)", () => {
+    const seed = testSeed("region change 32 workers", 32);
+    const drained: number[] = [];
+    const jobs: SimJob[] = [
+      {
+        mode: "netreduce",
+        workers: 32,
+        elements: 2_000,
+        window: 4,
+        elementsPerPacket: 20,
+        offset: 0,
+        size: 8,
+      },
+    ];
+    const sim = simulate({
+      jobs,
+      aggregators: 24,
+      rates: { drop: 0, duplicate: 0, reorder: 0 },
+      seed,
+      events: [
+        {
+          at: 0.3,
+          run: (sw) => {
+            sw.onRegionDrained = (_job, epoch) => drained.push(epoch);
+            sw.changeRegion(1, 8, 8, 1);
+          },
+        },
+      ],
+    });
+    assertExact(sim, jobs);
+    assert.deepEqual(drained, [0]);
+  });
 });
