@@ -9,13 +9,14 @@
  */
 import { performance } from "node:perf_hooks";
 import { z } from "zod";
-import { byteSize, EXIT_OK, runCli } from "../proto/cli.js";
 import { encodeHeader } from "../proto/codec.js";
 import { parseSwitchConfig } from "../proto/config.js";
+import { ScenarioRunSchema } from "../proto/scenario.js";
+import { byteSize } from "../proto/units.js";
 import { emptyHeader, HEADER_BYTES, PacketType } from "../proto/wire.js";
+import { EXIT_OK, runCli } from "../runtime/cli.js";
 import { SwitchCore } from "../switch/core.js";
 import { type RunResult, runScenarioRun } from "./run.js";
-import { ScenarioRunSchema } from "./scenario.js";
 
 /** One lossless NetReduce job of `workers` through the real switch or the floor relay. */
 function netReduceRun(workers: number, size: number, window: number, impl: "ina" | "floor") {

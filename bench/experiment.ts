@@ -4,28 +4,24 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
+import { POLICIES } from "../proto/config.js";
+import type { Scenario, ScheduleScenario } from "../proto/scenario.js";
+import { float32Bytes } from "../proto/units.js";
+import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN, MAX_SCALE_BITS } from "../proto/wire.js";
 import {
   cliInt,
   cliProbability,
   EXIT_FAILED,
   EXIT_OK,
-  float32Bytes,
   readJsonFile,
   runCli,
   UsageError,
-} from "../proto/cli.js";
-import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN, MAX_SCALE_BITS } from "../proto/wire.js";
-import { POLICIES } from "../switch/memory.js";
+} from "../runtime/cli.js";
 import { stopAllChildren } from "./processes.js";
 import { findPrometheus, ScrapeTargets, startPrometheus } from "./prometheus.js";
 import { type RunResult, runScenarioRun } from "./run.js";
-import { applyOverrides, parseScenario, type Scenario } from "./scenario.js";
-import {
-  type PolicyResult,
-  parseScheduleScenario,
-  runSchedule,
-  type ScheduleScenario,
-} from "./schedule.js";
+import { applyOverrides, parseScenario } from "./scenario.js";
+import { type PolicyResult, parseScheduleScenario, runSchedule } from "./schedule.js";
 
 export const SCENARIOS_DIR = fileURLToPath(new URL("../../bench/scenarios/", import.meta.url));
 const DEFAULT_SCENARIO = join(SCENARIOS_DIR, "compare.json");

@@ -4,11 +4,11 @@ import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import type { SwitchConfigInput } from "../proto/config.js";
-import type { PsReport } from "../ps/report.js";
-import type { SwitchReport } from "../switch/report.js";
+import type { PsStatsRecord, SwitchStatsRecord } from "../proto/records.js";
+import type { ScenarioRun } from "../proto/scenario.js";
 import { ChildNode, type ProcessRecord } from "./processes.js";
 import type { ScrapeTargets } from "./prometheus.js";
-import { type ResolvedJob, resolveJobs, type ScenarioRun } from "./scenario.js";
+import { type ResolvedJob, resolveJobs } from "./scenario.js";
 
 const here = (path: string) => fileURLToPath(new URL(path, import.meta.url));
 export const SCRIPTS = {
@@ -59,7 +59,7 @@ export interface WorkerOutcome {
 }
 
 /** Switch counters of one job (see switch/jobs.ts). */
-export type JobCountersReport = SwitchReport["jobs"][number];
+export type JobCountersReport = SwitchStatsRecord["jobs"][number];
 
 export interface JobResult {
   name: string;
@@ -101,8 +101,8 @@ export interface RunResult {
   seconds: number;
   jobs: JobResult[];
   verified: boolean;
-  switch: (SwitchReport & { cpuSeconds?: number }) | Record<string, unknown>;
-  ps: PsReport | null;
+  switch: (SwitchStatsRecord & { cpuSeconds?: number }) | Record<string, unknown>;
+  ps: PsStatsRecord | null;
 }
 
 /**
@@ -240,13 +240,14 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
     await sw.stop();
     const switchStats = (sw.records.find((r) => r.event === "stats" && r.final) ??
       {}) as RunResult["switch"];
-    let psStats: PsReport | null = null;
+    let psStats: PsStatsRecord | null = null;
     if (ps !== null) {
       await ps.stop();
-      psStats = (ps.records.find((r) => r.event === "stats" && r.final) ?? null) as PsReport | null;
+      psStats = (ps.records.find((r) => r.event === "stats" && r.final) ??
+        null) as PsStatsRecord | null;
     }
     const jobResults = jobs.map((job, j) =>
-      jobResult(job, results[j], switchStats as Partial<SwitchReport>),
+      jobResult(job, results[j], switchStats as Partial<SwitchStatsRecord>),
     );
     return {
       name: run.name,
@@ -301,7 +302,7 @@ function workerArgs(job: ResolvedJob, w: number, target: string): string[] {
 function jobResult(
   job: ResolvedJob,
   records: ProcessRecord[],
-  switchStats: Partial<SwitchReport>,
+  switchStats: Partial<SwitchStatsRecord>,
 ): JobResult {
   const perWorker: WorkerOutcome[] = records.map((r) => {
     const v = (r.verification ?? {}) as Record<string, number>;

@@ -1,70 +1,16 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { z } from "zod";
-import { float32Bytes, parseOrUsage } from "../proto/cli.js";
-import type { SwitchConfigInput } from "../proto/config.js";
-import { MAX_FAN_IN } from "../proto/wire.js";
-import { POLICIES, type Policy } from "../switch/memory.js";
+import type { Policy, SwitchConfigInput } from "../proto/config.js";
+import {
+  type ScheduleJob,
+  type ScheduleScenario,
+  ScheduleScenarioSchema,
+} from "../proto/scenario.js";
+import { parseOrUsage } from "../runtime/cli.js";
 import { ChildNode, type ProcessRecord } from "./processes.js";
 import type { ScrapeTargets } from "./prometheus.js";
 import { SCRIPTS, scrapeWhileAlive, startSwitch } from "./run.js";
-
-/**
- * A scheduling scenario: jobs arrive over time at one switch and get their
- * regions from its memory manager through the control plane. The same
- * arrivals run once per policy, so the policies can be compared: waiting
- * time, JCT, deadlines met.
- */
-export const ScheduleJobSchema = z
-  .strictObject({
-    name: z.string().min(1).max(40),
-    class: z.enum(["md", "be"]),
-    /** MD jobs: seconds after arrival */
-    deadlineS: z.number().positive().max(86_400).optional(),
-    mode: z.enum(["netreduce", "atp"]).default("netreduce"),
-    workers: z.int().min(1).max(MAX_FAN_IN),
-    /** model (gradient) bytes per worker, all-reduced once per epoch */
-    size: float32Bytes,
-    epochs: z.int().min(1).max(10_000).default(1),
-    computeMs: z.number().min(0).max(3_600_000).default(0),
-    /** when the job is submitted, after the run starts */
-    arriveMs: z.number().min(0).max(3_600_000).default(0),
-    window: z
-      .int()
-      .min(1)
-      .max(1 << 16)
-      .default(64),
-    /** the demand: this many aggregators, or Throughput x RTT */
-    aggregators: z
-      .int()
-      .min(1)
-      .max(1 << 20)
-      .optional(),
-    throughputMBps: z.number().positive().default(10),
-    rttMs: z.number().positive().default(1),
-  })
-  .refine((job) => job.class !== "md" || job.deadlineS !== undefined, {
-    path: ["deadlineS"],
-    message: "an MD job needs a deadline",
-  });
-export type ScheduleJob = z.infer<typeof ScheduleJobSchema>;
-
-export const ScheduleScenarioSchema = z.strictObject({
-  name: z.string().min(1).max(60),
-  description: z.string().optional(),
-  seed: z.int().min(0).max(0xffffffff).default(1),
-  policies: z.array(z.enum(POLICIES)).min(1).default(["edf", "fcfs", "static"]),
-  aggregators: z
-    .int()
-    .min(1)
-    .max(1 << 20)
-    .default(256),
-  /** `static`: equal partitions */
-  partitions: z.int().min(1).max(1024).default(2),
-  jobs: z.array(ScheduleJobSchema).min(1).max(32),
-});
-export type ScheduleScenario = z.infer<typeof ScheduleScenarioSchema>;
 
 export function parseScheduleScenario(input: unknown, source = "scenario"): ScheduleScenario {
   return parseOrUsage(ScheduleScenarioSchema, input, source);

@@ -29,14 +29,15 @@ export const FaultConfigSchema = z.strictObject({
 });
 export type FaultConfig = z.infer<typeof FaultConfigSchema>;
 
+/** The most packets a worker keeps in flight: a job's window. */
+export const MAX_WINDOW = 1 << 16;
+export const windowSchema = z.int().min(1).max(MAX_WINDOW);
+
 const jobCommon = {
   id: z.int().min(0).max(0xffff),
   fanIn: z.int().min(1).max(MAX_FAN_IN),
   /** most packets a worker of the job keeps in flight */
-  window: z
-    .int()
-    .min(1)
-    .max(1 << 16),
+  window: windowSchema,
 };
 
 /** NetReduce: the job owns [offset, offset + size); the switch addresses it by PSN % size. */
@@ -74,6 +75,10 @@ export const JobConfigSchema = z.discriminatedUnion("mode", [
 export type JobConfig = z.infer<typeof JobConfigSchema>;
 export type JobMode = JobConfig["mode"];
 export const JOB_MODES = ["netreduce", "atp", "ps"] as const satisfies readonly JobMode[];
+
+/** The memory manager's policies (switch --policy, scheduling scenarios). */
+export const POLICIES = ["edf", "fcfs", "static"] as const;
+export type Policy = (typeof POLICIES)[number];
 
 /** A job's region (offset, size) in the aggregator array; a PS job has none. */
 export function jobRegion(job: JobConfig): { offset: number; size: number } {

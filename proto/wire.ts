@@ -21,9 +21,6 @@ export const DESTINATION_ALL_WORKERS = 0xffff;
 /** destination: the job's parameter server. */
 export const DESTINATION_PS = 0xfffe;
 
-/** Receive and send buffer of every data-plane socket: smaller ones lose packets under incast. */
-export const SOCKET_BUFFER_BYTES = 4 * 1024 * 1024;
-
 /** Byte offsets of the header fields. */
 export const Field = {
   version: 0, // u8

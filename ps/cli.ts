@@ -1,16 +1,16 @@
 #!/usr/bin/env node
 import { Registry } from "prom-client";
 import { z } from "zod";
+import { parseSwitchConfig, type SwitchConfigInput } from "../proto/config.js";
 import {
   cliInt,
   loadSwitchConfigFile,
   runCli,
   SERVER_OPTIONS,
   SERVER_SCHEMA,
-  serveUntilSignal,
-} from "../proto/cli.js";
-import { parseSwitchConfig, type SwitchConfigInput } from "../proto/config.js";
-import { serveMetrics } from "../switch/server.js";
+} from "../runtime/cli.js";
+import { serveMetrics } from "../runtime/http.js";
+import { serveUntilSignal } from "../runtime/serve.js";
 import { createPsMetrics } from "./metrics.js";
 import { psReport } from "./report.js";
 import { PsServer } from "./server.js";

@@ -2,7 +2,7 @@ import { decodeHeader, encodeHeader } from "../proto/codec.js";
 import type { JobConfig } from "../proto/config.js";
 import { DROP_REASON_COUNT, DropReason, type DropReasonValue } from "../proto/drops.js";
 import { INT32_MAX, INT32_MIN } from "../proto/fixedpoint.js";
-import { PacketSlots } from "../proto/slots.js";
+import type { PsStatsRecord } from "../proto/records.js";
 import {
   DESTINATION_ALL_WORKERS,
   emptyHeader,
@@ -15,27 +15,15 @@ import {
   packetBytes,
   WORKER_ID_NONE,
 } from "../proto/wire.js";
+import { PacketSlots } from "../runtime/slots.js";
 
 /** Where the PS's acks go: the UDP adapter, or a test's capture. */
 export interface PsTransmit {
   send(packet: Buffer, port: number, address: string): void;
 }
 
-export interface PsStats {
-  rxPackets: number;
-  /** what arrived, by kind */
-  workerContributions: number;
-  collisions: number;
-  partials: number;
-  fullAggregates: number;
-  aggregationsCompleted: number;
-  /** partial aggregates added into a PSN's sum */
-  partialsMerged: number;
-  /** completions whose sum left int32 and went back as float32 */
-  floatResults: number;
-  /** acks sent again because a retransmission arrived after completion */
-  resultsResent: number;
-  acksSent: number;
+/** The counters of the `stats` record, drops by DropReason value. */
+export interface PsStats extends Omit<PsStatsRecord, "drops" | "statesHeld"> {
   drops: Float64Array;
 }
 

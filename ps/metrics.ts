@@ -1,6 +1,6 @@
 import type { Registry } from "prom-client";
 import { DROP_REASON_NAMES } from "../proto/drops.js";
-import { counterFrom, gaugeFrom } from "../proto/metrics.js";
+import { counterFrom, gaugeFrom } from "../runtime/metrics.js";
 import type { PsCore } from "./core.js";
 
 /** The parameter server's metrics on `registry`, read from its counters at scrape time. */

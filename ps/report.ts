@@ -1,8 +1,9 @@
 import { dropsByName } from "../proto/drops.js";
+import type { PsStatsRecord } from "../proto/records.js";
 import type { PsCore } from "./core.js";
 
 /** The parameter server's counters as one JSON-friendly record. */
-export function psReport(core: PsCore) {
+export function psReport(core: PsCore): PsStatsRecord {
   const s = core.stats;
   return {
     rxPackets: s.rxPackets,
@@ -19,4 +20,3 @@ export function psReport(core: PsCore) {
     drops: dropsByName(s.drops),
   };
 }
-export type PsReport = ReturnType<typeof psReport>;

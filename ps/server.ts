@@ -1,7 +1,7 @@
 import type { AddressInfo } from "node:net";
 import type { SocketAsPromised } from "dgram-as-promised";
 import type { JobConfig } from "../proto/config.js";
-import { bindDataSocket } from "../switch/server.js";
+import { bindDataSocket } from "../runtime/socket.js";
 import { PsCore } from "./core.js";
 
 export interface PsServerOptions {

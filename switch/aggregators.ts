@@ -1,5 +1,5 @@
-import { PacketSlots } from "../proto/slots.js";
 import { Flag, type PacketHeader } from "../proto/wire.js";
+import { PacketSlots } from "../runtime/slots.js";
 
 export const AggregatorState = {
   empty: 0,

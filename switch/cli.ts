@@ -3,17 +3,17 @@ import type { AddressInfo } from "node:net";
 import { performance } from "node:perf_hooks";
 import { Registry } from "prom-client";
 import { z } from "zod";
+import { jobRegion, POLICIES, parseSwitchConfig, type SwitchConfigInput } from "../proto/config.js";
 import {
   cliInt,
   loadSwitchConfigFile,
   runCli,
   SERVER_OPTIONS,
   SERVER_SCHEMA,
-  serveUntilSignal,
-} from "../proto/cli.js";
-import { jobRegion, parseSwitchConfig, type SwitchConfigInput } from "../proto/config.js";
+} from "../runtime/cli.js";
+import { serveUntilSignal } from "../runtime/serve.js";
 import { buildControlApp, ControlPlane } from "./control.js";
-import { MemoryManager, POLICIES } from "./memory.js";
+import { MemoryManager } from "./memory.js";
 import { createSwitchMetrics } from "./metrics.js";
 import { switchReport } from "./report.js";
 import { SwitchServer } from "./server.js";

@@ -7,11 +7,12 @@ import {
 } from "fastify-type-provider-zod";
 import type { Registry } from "prom-client";
 import { z } from "zod";
+import { type JobSubmit, JobSubmitSchema } from "../proto/control.js";
 import { MAX_FAN_IN } from "../proto/wire.js";
+import { addMetricsRoute } from "../runtime/http.js";
 import type { SwitchCore } from "./core.js";
 import { JobState } from "./jobs.js";
 import { type Decision, type ManagedJob, ManagerError, type MemoryManager } from "./memory.js";
-import { addMetricsRoute } from "./server.js";
 
 /**
  * The switch's control plane: the memory manager's northbound HTTP API
@@ -22,38 +23,6 @@ import { addMetricsRoute } from "./server.js";
  * are validated with zod; every error is JSON `{ code, message }` naming what
  * is wrong: 400 bad request, 404 unknown job, 409 conflict, 503 no resources.
  */
-
-export const JobSubmitSchema = z.strictObject({
-  id: z.int().min(0).max(0xffff),
-  name: z.string().min(1).max(60).optional(),
-  class: z.enum(["md", "be"]),
-  /** MD jobs: seconds from submission */
-  deadlineS: z.number().positive().max(86_400).optional(),
-  mode: z.enum(["netreduce", "atp"]),
-  workers: z.int().min(1).max(MAX_FAN_IN),
-  /** most packets a worker keeps in flight; a NetReduce region smaller than 2 x window lowers it */
-  window: z
-    .int()
-    .min(1)
-    .max(1 << 16)
-    .default(128),
-  modelBytes: z
-    .int()
-    .min(4)
-    .max(2 ** 40),
-  epochs: z.int().min(1).max(1_000_000).default(1),
-  computeMs: z.number().min(0).max(3_600_000).default(0),
-  /** expected throughput (MB/s) and RTT (ms): demand = Throughput x RTT */
-  throughputMBps: z.number().positive().max(1e6).default(10),
-  rttMs: z.number().positive().max(60_000).default(1),
-  /** asks for this many aggregators instead */
-  aggregators: z
-    .int()
-    .min(1)
-    .max(1 << 20)
-    .optional(),
-});
-export type JobSubmit = z.infer<typeof JobSubmitSchema>;
 
 /** A path segment that is a decimal integer in [0, max]. */
 const pathInt = (max: number) =>

@@ -1,8 +1,8 @@
-import { decodeHeader, encodeHeader } from "../proto/codec.js";
+import { decodeHeader } from "../proto/codec.js";
 import type { SwitchConfig } from "../proto/config.js";
 import { DROP_REASON_COUNT, DropReason, type DropReasonValue } from "../proto/drops.js";
-import { SampleRing } from "../proto/metrics.js";
 import { deriveSeed, Prng } from "../proto/prng.js";
+import type { JobCounters, SwitchStatsRecord } from "../proto/records.js";
 import {
   DESTINATION_ALL_WORKERS,
   emptyHeader,
@@ -15,11 +15,13 @@ import {
   packetBytes,
   WORKER_ID_NONE,
 } from "../proto/wire.js";
-import { AggregatorArray, AggregatorState } from "./aggregators.js";
+import { SampleRing } from "../runtime/sample-ring.js";
+import { AggregatorArray } from "./aggregators.js";
 import { type AtpOutcome, AtpVerdict, atpContribute, atpRelease } from "./atp.js";
 import { FaultAction, FaultInjector } from "./faults.js";
-import { type JobCounters, JobState, type RegionState } from "./jobs.js";
+import { JobState, type RegionState } from "./jobs.js";
 import { netReduceContribute, type ProgramOutcome, Verdict } from "./netreduce.js";
+import { RegionChanges } from "./regions.js";
 
 /** Where the switch's packets go: the UDP adapter, or a test's capture. */
 export interface Transmit {
@@ -27,22 +29,14 @@ export interface Transmit {
   send(packet: Buffer, port: number, address: string): void;
 }
 
-export interface SwitchStats {
-  rxPackets: number;
-  rxBytes: number;
-  txPackets: number;
-  txBytes: number;
+/** The counters of the `stats` record, and what the metrics read besides. */
+export interface SwitchStats
+  extends Omit<
+    SwitchStatsRecord,
+    "drops" | "activeSeconds" | "packetsPerSecond" | "injected" | "jobs"
+  > {
   /** drops by DropReason value */
   drops: Float64Array;
-  aggregationsCompleted: number;
-  resultsReplayed: number;
-  takeovers: number;
-  forwarded: number;
-  /** ATP and PS jobs: packets sent to the parameter server, and acks back from it */
-  toParameterServer: number;
-  acks: number;
-  /** region changes whose old region has drained */
-  regionChanges: number;
   /** datagrams received (well-formed) and sent, by packet type */
   rxByType: Float64Array;
   txByType: Float64Array;
@@ -84,19 +78,13 @@ export class SwitchCore {
     lastPacketAt: -1,
   };
   readonly aggregators: AggregatorArray;
+  private readonly regions: RegionChanges;
   readonly jobs: JobState[] = [];
   readonly ingressFaults: FaultInjector;
   readonly egressFaults: FaultInjector;
 
   private readonly jobSlotById = new Int32Array(0x10000).fill(-1);
   private readonly header = emptyHeader();
-  private readonly regionHeader = emptyHeader();
-  private readonly regionPacket = Buffer.alloc(HEADER_BYTES);
-  private readonly regionView = new DataView(
-    this.regionPacket.buffer,
-    this.regionPacket.byteOffset,
-    HEADER_BYTES,
-  );
   private readonly outcome: ProgramOutcome = { index: 0, dropReason: 0, tookOver: false };
   private readonly atpOutcome: AtpOutcome = {
     index: 0,
@@ -131,6 +119,15 @@ export class SwitchCore {
     private readonly transmit: Transmit,
   ) {
     this.aggregators = new AggregatorArray(config.aggregators, config.elementsPerAggregator);
+    this.regions = new RegionChanges(
+      this.aggregators,
+      {
+        multicast: (job, packet, except) => this.multicast(job, packet, except),
+        emit: (packet, port, address) => this.emit(packet, port, address),
+        drained: (jobId, epoch) => this.onRegionDrained?.(jobId, epoch),
+      },
+      this.stats,
+    );
     const scratchArena = new ArrayBuffer(packetBytes(config.elementsPerAggregator));
     this.scratch = Buffer.from(scratchArena);
     this.scratchView = new DataView(scratchArena);
@@ -154,7 +151,7 @@ export class SwitchCore {
     if (this.jobSlotById[job.id] >= 0) this.removeJob(job.id);
     this.jobSlotById[job.id] = this.jobs.length;
     this.jobs.push(job);
-    this.freshRegion(job, job.current);
+    this.regions.fresh(job, job.current);
   }
 
   /** Removes a job's rule and empties what it held. Returns whether it was installed. */
@@ -166,8 +163,8 @@ export class SwitchCore {
     this.jobs.splice(slot, 1);
     this.jobSlotById[id] = -1;
     for (let i = slot; i < this.jobs.length; i++) this.jobSlotById[this.jobs[i].id] = i;
-    this.sweep(job, job.current);
-    if (job.old !== null) this.sweep(job, job.old);
+    this.regions.sweep(job, job.current);
+    if (job.old !== null) this.regions.sweep(job, job.old);
     return true;
   }
 
@@ -188,40 +185,14 @@ export class SwitchCore {
   }
 
   /**
-   * Moves or resizes a job's region (proto/README.md, section 11). PSNs from
-   * a switchover PSN on use the new region and epoch: one past anything a
-   * worker can have sent yet (highest PSN seen + the window in the region). The old region
-   * serves the PSNs below it until every worker has sent in the new epoch
-   * (each does so only once it holds every result below the switchover);
-   * then it has drained, and `onRegionDrained` reports it. A change that
-   * arrives while another drains waits for it.
+   * Moves or resizes a job's region (proto/README.md, section 11; the
+   * protocol lives in regions.ts). A change that arrives while another
+   * drains waits for it.
    */
   changeRegion(id: number, offset: number, size: number, epoch: number): void {
     const job = this.job(id);
     if (job === undefined) throw new RangeError(`job ${id} is not installed`);
-    if (job.old !== null) {
-      job.queuedChange = { offset, size, epoch };
-      return;
-    }
-    const old = job.current;
-    if (job.maxPsn < 0) {
-      // Nothing sent yet: nothing to drain.
-      this.sweep(job, old);
-      job.current = { epoch, offset, size, start: 0 };
-      this.freshRegion(job, job.current);
-      this.onRegionDrained?.(job.id, (epoch + 255) % 256);
-      this.multicastRegion(job);
-      return;
-    }
-    job.old = old;
-    // No worker can have sent past the highest PSN seen + the window it runs
-    // with in this region (smaller than the job's for a small NetReduce region).
-    const start = Math.max(old.start, job.maxPsn + job.windowIn(old) + 1);
-    job.current = { epoch, offset, size, start };
-    job.switched = 0;
-    job.overlapping = offset < old.offset + old.size && old.offset < offset + size;
-    if (!job.overlapping) this.freshRegion(job, job.current);
-    this.multicastRegion(job);
+    this.regions.change(job, offset, size, epoch);
   }
 
   /**
@@ -230,83 +201,6 @@ export class SwitchCore {
    * changeRegion(); do not change regions from within it.
    */
   onRegionDrained: ((jobId: number, epoch: number) => void) | null = null;
-
-  private finishDrain(job: JobState): void {
-    const old = job.old;
-    if (old === null) return;
-    job.old = null;
-    // Overlapping: the new epoch was held back, so the region holds only old PSNs.
-    if (job.overlapping) this.freshRegion(job, job.current);
-    else this.sweep(job, old);
-    // Workers whose first new-epoch packets were held back may send again now.
-    if (job.overlapping) this.multicastRegion(job, Flag.resend);
-    job.overlapping = false;
-    this.stats.regionChanges++;
-    // Every epoch before the current one is done, also one a queued change skipped.
-    this.onRegionDrained?.(job.id, (job.current.epoch + 255) % 256);
-    const queued = job.queuedChange;
-    if (queued !== null) {
-      job.queuedChange = null;
-      this.changeRegion(job.id, queued.offset, queued.size, queued.epoch);
-    }
-  }
-
-  /** Readies a region for a job's new epoch: a NetReduce region starts empty. */
-  private freshRegion(job: JobState, region: RegionState): void {
-    // An ATP slice may be shared with running jobs; only a NetReduce region is the job's alone.
-    if (job.mode === "netreduce") this.aggregators.clear(region.offset, region.size);
-    else if (job.mode === "atp") this.sweep(job, region);
-  }
-
-  /** Empties whatever the job still holds in `region` (outside its current one, for ATP). */
-  private sweep(job: JobState, region: RegionState): void {
-    const a = this.aggregators;
-    for (let i = region.offset; i < region.offset + region.size; i++) {
-      if (a.state[i] !== AggregatorState.empty && a.jobId[i] === job.id) {
-        a.state[i] = AggregatorState.empty;
-      }
-    }
-  }
-
-  private multicastRegion(job: JobState, flags = 0): void {
-    this.writeRegionPacket(job, job.current, DESTINATION_ALL_WORKERS, flags);
-    this.multicast(job, this.regionPacket, -1);
-  }
-
-  /** Tells a worker the region that serves `psn`, which its packet should have used. */
-  private sendRegion(
-    job: JobState,
-    psn: number,
-    workerId: number,
-    port: number,
-    address: string,
-  ): void {
-    const region = job.old !== null && psn < job.current.start ? job.old : job.current;
-    this.writeRegionPacket(job, region, workerId);
-    this.emit(this.regionPacket, port, address);
-  }
-
-  private writeRegionPacket(
-    job: JobState,
-    region: RegionState,
-    destination: number,
-    flags = 0,
-  ): void {
-    const r = this.regionHeader;
-    r.type = PacketType.region;
-    r.flags = flags;
-    r.jobId = job.id;
-    r.workerId = WORKER_ID_NONE;
-    r.fanIn = job.fanIn;
-    r.elementCount = 0;
-    r.psn = region.start;
-    r.aggregatorIndex = region.offset;
-    r.bitmap = region.size;
-    r.scaleBits = 0;
-    r.regionEpoch = region.epoch;
-    r.destination = destination;
-    encodeHeader(this.regionView, 0, r);
-  }
 
   job(id: number): JobState | undefined {
     const slot = this.jobSlotById[id];
@@ -402,18 +296,16 @@ export class SwitchCore {
       if (region === null) {
         // The sender has not learned a change of region yet: tell it.
         this.dropPacket(DropReason.regionChanged, job);
-        this.sendRegion(job, h.psn, h.workerId, port, address);
+        this.regions.tell(job, h.psn, h.workerId, port, address);
         return;
       }
-      if (job.old !== null && region === job.current) {
-        // A worker sends in a new epoch only once it holds every result of the old one.
-        // Unsigned, like fullBitmap: worker 31's bit is the sign bit.
-        job.switched = (job.switched | (1 << h.workerId)) >>> 0;
-        if (job.switched === job.fullBitmap) this.finishDrain(job);
-        else if (job.overlapping) {
-          this.dropPacket(DropReason.regionDraining, job);
-          return;
-        }
+      if (
+        job.old !== null &&
+        region === job.current &&
+        !this.regions.admitNewEpoch(job, h.workerId)
+      ) {
+        this.dropPacket(DropReason.regionDraining, job);
+        return;
       }
       if (h.psn > job.maxPsn) job.maxPsn = h.psn;
       if (job.mode === "netreduce") this.netReduce(job, region, h, port, address);

@@ -1,44 +1,7 @@
 import { windowInRegion } from "../proto/addressing.js";
 import { type JobConfig, jobRegion } from "../proto/config.js";
+import type { JobCounters } from "../proto/records.js";
 import { MAX_FAN_IN } from "../proto/wire.js";
-
-/** Per-job counters, plain numbers bumped on the data path. */
-export interface JobCounters {
-  contributions: number;
-  /** contributions that carried the resend flag */
-  resends: number;
-  aggregationsCompleted: number;
-  /** results sent again to a worker that retransmitted after completion */
-  resultsReplayed: number;
-  /** aggregators taken over from a finished PSN by a new one */
-  takeovers: number;
-  drops: number;
-  bytesIn: number;
-  /** ATP: contributions that found the aggregator held by another (job, PSN) */
-  collisions: number;
-  /**
-   * ATP: worker contributions that reached the PS outside a full switch
-   * aggregate (passed through one by one, or inside an evicted partial)
-   */
-  fallbacks: number;
-  /** ATP: partial aggregates sent to the PS (on resend or overflow) */
-  evictions: number;
-  /** ATP: sums that overflowed int32 in the switch and went to the PS instead */
-  overflowFallbacks: number;
-  /** ATP: aggregators of this job freed because the job's own later PSNs showed them stale */
-  staleFreed: number;
-  /** ATP: acks that released one of this job's aggregators */
-  releases: number;
-  /** ATP: acks whose (job, PSN) the aggregator no longer held; released nothing */
-  acksWithoutMatch: number;
-  /** packets sent to the parameter server for this job */
-  toParameterServer: number;
-  /** acks from the parameter server delivered to this job's workers */
-  acks: number;
-  /** `now` of the job's first and latest contribution, for throughput */
-  firstContributionAt: number;
-  lastContributionAt: number;
-}
 
 /** A region of a job in one epoch: aggregators [offset, offset + size) for PSNs from `start`. */
 export interface RegionState {

@@ -8,19 +8,18 @@
  *   `bytesPerAggregator`, doubled for NetReduce (its 2 x window rule);
  * - duration: Time_job = Epochs x (Time_comp + Size_model / Throughput), the
  *   throughput scaled down when a job gets less than it asked for;
- * - policies: `edf` gives deadline (MD) jobs their demand in deadline order and
- *   shares what is left among best-effort (BE) jobs and MD jobs it cannot
- *   satisfy; `fcfs` serves jobs in arrival order; `static` splits the pool into
- *   equal partitions, one per job.
+ * - policies (policies.ts): `edf`, `fcfs` and `static` decide each job's size;
+ * - placement (placement.ts): free runs, best fit; this file moves regions
+ *   only as far as the sizes need, and tracks what drains.
  *
  * Every decision is explicit: granted, reduced (with the size and why),
  * queued (why), or rejected (why); never silent.
  */
 
 import { newerEpoch } from "../proto/addressing.js";
-
-export const POLICIES = ["edf", "fcfs", "static"] as const;
-export type Policy = (typeof POLICIES)[number];
+import type { Policy } from "../proto/config.js";
+import { bestFit, gaps, largestRun, totalSize } from "./placement.js";
+import { jobDurationMs, targetSizes } from "./policies.js";
 
 export interface JobSpec {
   id: number;
@@ -132,15 +131,9 @@ export class MemoryManager {
     return spec.mode === "netreduce" ? 2 : 1;
   }
 
-  /**
-   * Time_job = Epochs x (Time_comp + Size_model / Throughput), where a job
-   * granted `granted` of its `demand` aggregators gets that share of its
-   * throughput (its window shrinks with its region).
-   */
+  /** Time_job for `spec` granted `granted` of its `demand` aggregators (policies.ts). */
   durationMs(spec: JobSpec, granted: number, demand: number): number {
-    const share = Math.min(1, granted / demand);
-    const transferMs = (spec.modelBytes / (spec.throughputBytesPerSecond * share)) * 1000;
-    return spec.epochs * (spec.computeMs + transferMs);
+    return jobDurationMs(spec, granted, demand);
   }
 
   submit(spec: JobSpec, now: number): Decision[] {
@@ -230,7 +223,7 @@ export class MemoryManager {
       aggregators: this.options.aggregators,
       regions,
       free,
-      freeTotal: free.reduce((n, g) => n + g.size, 0),
+      freeTotal: totalSize(free),
     };
   }
 
@@ -269,7 +262,11 @@ export class MemoryManager {
     const active = [...this.jobs.values()].filter(
       (j) => j.status === "queued" || j.status === "running",
     );
-    const targets = this.targetSizes(active, now);
+    const targets = targetSizes(active, now, {
+      policy: this.options.policy,
+      partitions: this.options.partitions,
+      capacity: totalSize(gaps(this.options.aggregators, this.options.reserved)),
+    });
     const target = (job: ManagedJob) => targets.get(job.spec.id) ?? { size: 0, reason: null };
     const decisions: Decision[] = [];
     const decide = (job: ManagedJob, outcome: Decision["outcome"]) => {
@@ -334,7 +331,7 @@ export class MemoryManager {
         // The plan left nothing, but memory it gave others may sit idle (a
         // job that cannot grow into it): backfill rather than wait, whole
         // for a deadline job, at least the minimum for the others.
-        const largest = free.reduce((m, g) => Math.max(m, g.size), 0);
+        const largest = largestRun(free).size;
         const least = job.spec.jobClass === "md" ? job.demand : job.minimum;
         if (largest >= least) {
           size = Math.min(job.demand, largest);
@@ -354,10 +351,7 @@ export class MemoryManager {
         continue;
       }
       if (size >= job.minimum && offset < 0) {
-        const largest = free.reduce((best, g) => (g.size > best.size ? g : best), {
-          offset: -1,
-          size: 0,
-        });
+        const largest = largestRun(free);
         // A fragment under half the target would crawl (its window shrinks
         // with it); better to wait for a job to finish.
         if (largest.size >= Math.max(job.minimum, Math.floor(size / 2))) {
@@ -415,7 +409,7 @@ export class MemoryManager {
         blocks.push([other.region.offset, other.region.size]);
       }
     }
-    return gaps(this.options.aggregators, blocks).reduce((m, g) => Math.max(m, g.size), 0);
+    return largestRun(gaps(this.options.aggregators, blocks)).size;
   }
 
   /** Whether a run of `size` will be free once every draining block has drained. */
@@ -462,198 +456,14 @@ export class MemoryManager {
     const active = [...this.jobs.values()].filter(
       (j) => j.status === "queued" || j.status === "running",
     );
-    return new Map([...this.targetSizes(active, now)].map(([id, t]) => [id, t.size]));
-  }
-
-  /** The size each active job should have under the policy, and why it is less than its demand. */
-  private targetSizes(
-    active: ManagedJob[],
-    now: number,
-  ): Map<number, { size: number; reason: string | null }> {
-    const out = new Map<number, { size: number; reason: string | null }>();
-    // Targets plan the whole pool but reserved blocks; placement waits for draining space.
-    const capacity = gaps(this.options.aggregators, this.options.reserved).reduce(
-      (n, g) => n + g.size,
-      0,
+    return new Map(
+      [
+        ...targetSizes(active, now, {
+          policy: this.options.policy,
+          partitions: this.options.partitions,
+          capacity: totalSize(gaps(this.options.aggregators, this.options.reserved)),
+        }),
+      ].map(([id, t]) => [id, t.size]),
     );
-    const byArrival = [...active].sort(
-      (a, b) => a.submittedAt - b.submittedAt || a.spec.id - b.spec.id,
-    );
-    const policy = this.options.policy;
-    if (policy === "static") {
-      const partition = Math.floor(capacity / this.options.partitions);
-      byArrival.forEach((job, i) => {
-        if (i >= this.options.partitions) {
-          out.set(job.spec.id, {
-            size: 0,
-            reason: `all ${this.options.partitions} partitions in use`,
-          });
-        } else if (partition < job.minimum) {
-          out.set(job.spec.id, {
-            size: 0,
-            reason: `a partition of ${partition} is below its minimum`,
-          });
-        } else {
-          const size = Math.min(job.demand, partition);
-          out.set(job.spec.id, {
-            size,
-            reason: size < job.demand ? `static partition of ${partition}` : null,
-          });
-        }
-      });
-      return out;
-    }
-    if (policy === "fcfs") {
-      let remaining = capacity;
-      let blocked = false;
-      for (const job of byArrival) {
-        const size = blocked ? 0 : Math.min(job.demand, remaining);
-        if (size < job.minimum) {
-          blocked = true; // first come, first served: nobody overtakes a waiting job
-          out.set(job.spec.id, { size: 0, reason: "waiting for earlier jobs to release memory" });
-          continue;
-        }
-        remaining -= size;
-        out.set(job.spec.id, {
-          size,
-          reason: size < job.demand ? `only ${size} of ${job.demand} left` : null,
-        });
-      }
-      return out;
-    }
-    // edf: MD jobs in deadline order get their demand, or as much of it as
-    // still meets the deadline, keeping each running BE job's minimum; the
-    // rest share what is left.
-    let remaining = capacity;
-    // Running jobs are never preempted: each keeps at least its minimum.
-    let reserved = active.filter((j) => j.status === "running").reduce((n, j) => n + j.minimum, 0);
-    const md = byArrival
-      .filter((j) => j.spec.jobClass === "md")
-      .sort((a, b) => (a.spec.deadlineMs ?? 0) - (b.spec.deadlineMs ?? 0));
-    const shared: ManagedJob[] = [];
-    for (const job of md) {
-      const own = job.status === "running" ? job.minimum : 0;
-      const grant = Math.min(job.demand, remaining - reserved + own);
-      // A waiting job is admitted with its whole demand; a running one keeps what is left.
-      const meets =
-        grant >= job.minimum &&
-        (grant === job.demand || job.status === "running") &&
-        (job.startedAt ?? now) + this.durationMs(job.spec, grant, job.demand) <=
-          (job.spec.deadlineMs ?? 0);
-      if (meets) {
-        out.set(job.spec.id, {
-          size: grant,
-          reason:
-            grant < job.demand ? `deadline job: ${grant} of ${job.demand} still meets it` : null,
-        });
-        remaining -= grant;
-        reserved -= own;
-      } else shared.push(job);
-    }
-    for (const job of byArrival) if (job.spec.jobClass === "be") shared.push(job);
-    shared.sort((a, b) => a.submittedAt - b.submittedAt || a.spec.id - b.spec.id);
-    // Water-filling: equal shares, capped at demand, re-shared until stable;
-    // a job whose share is below its minimum waits (latest arrivals first).
-    let sharing = [...shared];
-    for (;;) {
-      // Running jobs' minimums come first; the rest is shared on top.
-      const floors = sharing.map((j) => (j.status === "running" ? j.minimum : 0));
-      const topUp = waterFill(
-        remaining - floors.reduce((a, b) => a + b, 0),
-        sharing.map((j, i) => j.demand - floors[i]),
-      );
-      const sizes = topUp.map((size, i) => size + floors[i]);
-      // The latest arrival that waits gives way first; a running job only if none is left.
-      let tooSmall = -1;
-      let runningTooSmall = -1;
-      sharing.forEach((job, i) => {
-        // A waiting deadline job joins the sharing only for half its demand or
-        // more: a sliver would crawl, and running it slows the jobs that fit.
-        const least =
-          job.spec.jobClass === "md" && job.status !== "running"
-            ? Math.max(job.minimum, Math.ceil(job.demand / 2))
-            : job.minimum;
-        if (sizes[i] >= least) return;
-        if (job.status === "running") runningTooSmall = i;
-        else tooSmall = i;
-      });
-      if (tooSmall < 0) tooSmall = runningTooSmall;
-      if (tooSmall < 0) {
-        sharing.forEach((job, i) => {
-          const missed =
-            job.spec.jobClass === "md" ? "deadline cannot be met at full demand, or no room; " : "";
-          out.set(job.spec.id, {
-            size: sizes[i],
-            reason:
-              sizes[i] < job.demand
-                ? `${missed}shares the remainder: ${sizes[i]} of ${job.demand}`
-                : null,
-          });
-        });
-        break;
-      }
-      out.set(sharing[tooSmall].spec.id, {
-        size: 0,
-        reason: "the shared remainder is too small for another job",
-      });
-      sharing = sharing.filter((_, i) => i !== tooSmall);
-    }
-    return out;
   }
-}
-
-/** Splits `capacity` equally among demands, never giving more than a demand. */
-export function waterFill(capacity: number, demands: number[]): number[] {
-  const sizes = demands.map(() => 0);
-  let left = capacity;
-  let open = demands.map((_, i) => i);
-  while (open.length > 0 && left > 0) {
-    const share = Math.floor(left / open.length);
-    if (share === 0) break;
-    const next: number[] = [];
-    for (const i of open) {
-      const give = Math.min(share, demands[i] - sizes[i]);
-      sizes[i] += give;
-      left -= give;
-      if (sizes[i] < demands[i]) next.push(i);
-    }
-    // Capped jobs leave their unused share to the others on the next round.
-    open = next;
-  }
-  return sizes;
-}
-
-/**
- * The offset of the smallest free run that holds `size` (-1 if none): big
- * runs stay whole for big jobs, which keeps fragmentation down.
- */
-export function bestFit(
-  free: ReadonlyArray<{ offset: number; size: number }>,
-  size: number,
-): number {
-  let best = -1;
-  let bestSize = Number.POSITIVE_INFINITY;
-  for (const run of free) {
-    if (run.size >= size && run.size < bestSize) {
-      best = run.offset;
-      bestSize = run.size;
-    }
-  }
-  return best;
-}
-
-/** Free runs of [0, total) not covered by the `[offset, size]` blocks. */
-export function gaps(
-  total: number,
-  blocks: ReadonlyArray<readonly [number, number]>,
-): Array<{ offset: number; size: number }> {
-  const sorted = [...blocks].sort((a, b) => a[0] - b[0]);
-  const out: Array<{ offset: number; size: number }> = [];
-  let at = 0;
-  for (const [offset, size] of sorted) {
-    if (offset > at) out.push({ offset: at, size: offset - at });
-    at = Math.max(at, offset + size);
-  }
-  if (at < total) out.push({ offset: at, size: total - at });
-  return out;
 }

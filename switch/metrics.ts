@@ -1,10 +1,10 @@
 import { Histogram, type Registry } from "prom-client";
 import { DROP_REASON_NAMES } from "../proto/drops.js";
-import { counterFrom, gaugeFrom } from "../proto/metrics.js";
+import type { JobCounters } from "../proto/records.js";
 import { PACKET_TYPE_NAMES } from "../proto/wire.js";
+import { counterFrom, gaugeFrom } from "../runtime/metrics.js";
 import { AggregatorState } from "./aggregators.js";
 import type { SwitchCore } from "./core.js";
-import type { JobCounters } from "./jobs.js";
 import type { MemoryManager } from "./memory.js";
 
 /**

@@ -1,8 +1,9 @@
 import { dropsByName } from "../proto/drops.js";
+import type { SwitchStatsRecord } from "../proto/records.js";
 import type { SwitchCore } from "./core.js";
 
 /** The switch's counters as one JSON-friendly record (for the `stats` line and reports). */
-export function switchReport(core: SwitchCore) {
+export function switchReport(core: SwitchCore): SwitchStatsRecord {
   const s = core.stats;
   const activeSeconds = s.firstPacketAt < 0 ? 0 : (s.lastPacketAt - s.firstPacketAt) / 1000;
   return {
@@ -27,4 +28,3 @@ export function switchReport(core: SwitchCore) {
     jobs: core.jobs.map((job) => ({ id: job.id, mode: job.mode, ...job.counters })),
   };
 }
-export type SwitchReport = ReturnType<typeof switchReport>;

@@ -1,10 +1,8 @@
 import type { AddressInfo } from "node:net";
 import { performance } from "node:perf_hooks";
-import DgramAsPromised, { type SocketAsPromised } from "dgram-as-promised";
-import Fastify, { type FastifyInstance } from "fastify";
-import type { Registry } from "prom-client";
+import type { SocketAsPromised } from "dgram-as-promised";
 import type { SwitchConfig } from "../proto/config.js";
-import { SOCKET_BUFFER_BYTES } from "../proto/wire.js";
+import { bindDataSocket } from "../runtime/socket.js";
 import { SwitchCore } from "./core.js";
 
 export interface SwitchServerOptions {
@@ -61,45 +59,4 @@ export class SwitchServer {
     clearInterval(this.timer);
     await this.socket.close();
   }
-}
-
-/**
- * A bound, unconnected data-plane socket with large buffers, shared by the
- * switch and the PS. Destinations are IP literals learned from packets:
- * answering the lookup at once keeps send() synchronous (no DNS call, no
- * nextTick), so a send buffer may be reused as soon as send() returns.
- */
-export async function bindDataSocket(host: string, port: number): Promise<SocketAsPromised> {
-  const socket = DgramAsPromised.createSocket({
-    type: "udp4",
-    recvBufferSize: SOCKET_BUFFER_BYTES,
-    sendBufferSize: SOCKET_BUFFER_BYTES,
-    lookup: (address, _options, callback) => callback(null, address, 4),
-  });
-  await socket.bind(port, host);
-  return socket;
-}
-
-/**
- * A small HTTP server with `GET /metrics` for `registry`, for processes
- * without a control plane (the PS, workers). Binds `port` (0: any free one).
- */
-export async function serveMetrics(
-  registry: Registry,
-  host: string,
-  port: number,
-): Promise<{ url: string; close: () => Promise<void> }> {
-  const app = Fastify({ logger: false });
-  addMetricsRoute(app, registry);
-  await app.listen({ host, port });
-  const bound = (app.server.address() as AddressInfo).port;
-  return { url: `http://${host}:${bound}/metrics`, close: () => app.close() };
-}
-
-/** `GET /metrics`: the registry in Prometheus text format. */
-export function addMetricsRoute(app: FastifyInstance, registry: Registry): void {
-  app.get("/metrics", async (_request, reply) => {
-    reply.header("content-type", registry.contentType);
-    return registry.metrics();
-  });
 }

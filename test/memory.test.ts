@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { gaps, type JobSpec, MemoryManager, type Policy, waterFill } from "../switch/memory.js";
+import type { Policy } from "../proto/config.js";
+import { type JobSpec, MemoryManager } from "../switch/memory.js";
+import { gaps } from "../switch/placement.js";
+import { waterFill } from "../switch/policies.js";
 
 const BYTES = 1024;
 

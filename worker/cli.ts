@@ -3,24 +3,25 @@ import { performance } from "node:perf_hooks";
 import { createInterface } from "node:readline";
 import { Registry } from "prom-client";
 import { z } from "zod";
+import { JOB_MODES, type JobMode, MAX_WINDOW } from "../proto/config.js";
+import { dropsByName } from "../proto/drops.js";
+import type { Verification } from "../proto/records.js";
+import { float32Bytes } from "../proto/units.js";
+import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN, MAX_SCALE_BITS } from "../proto/wire.js";
 import {
   cliInt,
   cpuSeconds,
   EXIT_FAILED,
   EXIT_OK,
   emitRecord,
-  float32Bytes,
   parseHostPort,
   runCli,
   UsageError,
-} from "../proto/cli.js";
-import { JOB_MODES, type JobMode } from "../proto/config.js";
-import { dropsByName } from "../proto/drops.js";
-import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN, MAX_SCALE_BITS } from "../proto/wire.js";
-import { serveMetrics } from "../switch/server.js";
+} from "../runtime/cli.js";
+import { serveMetrics } from "../runtime/http.js";
 import { createWorkerMetrics } from "./metrics.js";
 import { AllReduceOverflowError, Worker } from "./worker.js";
-import { makeGradient, type Verification, verifyAllReduce } from "./workload.js";
+import { makeGradient, verifyAllReduce } from "./workload.js";
 
 const spec = {
   command: "ina-worker",
@@ -160,7 +161,7 @@ const spec = {
       fanIn: cliInt(1, MAX_FAN_IN).optional(),
       offset: cliInt(0, 1 << 20).default(0),
       size: cliInt(1, 1 << 20).optional(),
-      window: cliInt(1, 1 << 16).default(128),
+      window: cliInt(1, MAX_WINDOW).default(128),
       elementsPerPacket: cliInt(1, MAX_ELEMENTS_PER_PACKET).default(256),
       scaleBits: cliInt(0, MAX_SCALE_BITS).default(20),
       sizeBytes: float32Bytes.default(32 * 1024 * 1024),

@@ -3,7 +3,6 @@ import { decodeHeader, encodeHeader } from "../proto/codec.js";
 import type { JobMode } from "../proto/config.js";
 import { DROP_REASON_COUNT, DropReason, type DropReasonValue } from "../proto/drops.js";
 import { dequantizeInto, quantizeInto } from "../proto/fixedpoint.js";
-import { PacketSlots } from "../proto/slots.js";
 import {
   emptyHeader,
   Field,
@@ -15,6 +14,7 @@ import {
   PacketType,
   packetBytes,
 } from "../proto/wire.js";
+import { PacketSlots } from "../runtime/slots.js";
 
 export interface WorkerCoreOptions {
   /**

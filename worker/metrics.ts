@@ -1,5 +1,5 @@
 import { Histogram, type Registry } from "prom-client";
-import { counterFrom, gaugeFrom } from "../proto/metrics.js";
+import { counterFrom, gaugeFrom } from "../runtime/metrics.js";
 import type { WorkerCore } from "./core.js";
 
 /** A worker's metrics on `registry`, labelled by job and worker; read at scrape time. */

@@ -1,7 +1,7 @@
 import type { AddressInfo } from "node:net";
 import { performance } from "node:perf_hooks";
 import DgramAsPromised, { type SocketAsPromised } from "dgram-as-promised";
-import { SOCKET_BUFFER_BYTES } from "../proto/wire.js";
+import { SOCKET_BUFFER_BYTES } from "../runtime/socket.js";
 import { DEFAULT_RTO, WorkerCore, type WorkerCoreOptions } from "./core.js";
 
 export type WorkerOptions = Omit<WorkerCoreOptions, keyof typeof DEFAULT_RTO> &

@@ -1,5 +1,6 @@
 import { errorBound, quantize } from "../proto/fixedpoint.js";
 import { deriveSeed, Prng } from "../proto/prng.js";
+import type { Verification } from "../proto/records.js";
 
 /**
  * The seeded synthetic gradient of an experiment: worker w of a run seeded
@@ -19,17 +20,6 @@ export function makeGradient(elements: number, seed: number, workerId: number): 
   const out = new Float32Array(elements);
   for (let i = 0; i < elements; i++) out[i] = nextGradientValue(prng);
   return out;
-}
-
-export interface Verification {
-  elements: number;
-  /** largest |output - float64 sum of the inputs| */
-  maxAbsError: number;
-  /** elements whose error exceeds the fixed-point bound */
-  outOfBound: number;
-  /** elements that differ from the exact fixed-point sum, to the last bit */
-  notBitExact: number;
-  verified: boolean;
 }
 
 /**

@@ -1,10 +1,15 @@
 import { readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { z } from "zod";
-import { ConfigError, formatZodError, parseSwitchConfig, type SwitchConfig } from "./config.js";
+import {
+  ConfigError,
+  formatZodError,
+  parseSwitchConfig,
+  type SwitchConfig,
+} from "../proto/config.js";
 
 /**
- * What every ina-emu process agrees on at its command line: options are
+ * The command-line conventions every ina-emu process follows: options are
  * validated by a zod schema, a bad one is named and exits 2, and machine
  * output is one JSON record per line on stdout (`{"event": "ready", ...}`);
  * people's messages go to stderr.
@@ -141,46 +146,6 @@ export function emitRecord(record: { event: string } & Record<string, unknown>):
   process.stdout.write(`${JSON.stringify(record)}\n`);
 }
 
-const BYTE_UNITS: Record<string, number> = {
-  "": 1,
-  b: 1,
-  k: 1e3,
-  kb: 1e3,
-  kib: 1024,
-  m: 1e6,
-  mb: 1e6,
-  mib: 1024 ** 2,
-  g: 1e9,
-  gb: 1e9,
-  gib: 1024 ** 3,
-};
-
-/** "32MiB", "4kb", "1000" -> bytes; null if the text is not a size. */
-export function parseBytes(text: string): number | null {
-  const match = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(text);
-  if (!match) return null;
-  const unit = BYTE_UNITS[match[2].toLowerCase()];
-  if (unit === undefined) return null;
-  return Math.round(Number(match[1]) * unit);
-}
-
-/** A zod schema for a byte size given as text ("32MiB") or a number. */
-export const byteSize = z.union([z.number(), z.string()]).transform((value, ctx) => {
-  const bytes = typeof value === "number" ? value : parseBytes(value);
-  if (bytes === null || !Number.isFinite(bytes) || bytes < 0) {
-    ctx.addIssue({ code: "custom", message: `not a byte size: "${value}" (try 32MiB or 1000000)` });
-    return z.NEVER;
-  }
-  return bytes;
-});
-
-/** A whole number given on the command line. */
-/** A size in bytes of float32 values: a byte size that is a positive multiple of 4. */
-export const float32Bytes = byteSize.refine(
-  (n) => n > 0 && n % 4 === 0,
-  "must be a positive multiple of 4 bytes (float32)",
-);
-
 export const cliInt = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 
 /** A probability given on the command line. */
@@ -266,34 +231,6 @@ export const SERVER_SCHEMA = {
   port: cliInt(0, 65535).default(0),
   statsIntervalMs: cliInt(0, 3_600_000).default(0),
 };
-
-/**
- * A data-plane server's life after binding: print its `ready` record (only
- * once SIGTERM and SIGINT are handled, so a parent may stop it as soon as it
- * reads the line), print stats every `statsIntervalMs` (if > 0), wait for a
- * signal, print the final stats record with CPU time, then close.
- */
-export async function serveUntilSignal(o: {
-  ready: Record<string, unknown>;
-  statsIntervalMs: number;
-  report: () => Record<string, unknown>;
-  close: () => Promise<void>;
-}): Promise<number> {
-  const stopped = new Promise<void>((resolve) => {
-    process.once("SIGTERM", resolve);
-    process.once("SIGINT", resolve);
-  });
-  emitRecord({ event: "ready", ...o.ready });
-  const interval =
-    o.statsIntervalMs > 0
-      ? setInterval(() => emitRecord({ event: "stats", ...o.report() }), o.statsIntervalMs)
-      : null;
-  await stopped;
-  if (interval !== null) clearInterval(interval);
-  emitRecord({ event: "stats", final: true, cpuSeconds: cpuSeconds(), ...o.report() });
-  await o.close();
-  return EXIT_OK;
-}
 
 /** Validates `input` with `schema`; a UsageError from `source` names every bad field. */
 export function parseOrUsage<S extends z.ZodType>(

@@ -1,4 +1,4 @@
-import { HEADER_BYTES } from "./wire.js";
+import { HEADER_BYTES } from "../proto/wire.js";
 
 /**
  * Preallocated datagrams: `count` slots of a 32-byte header followed by

@@ -1,0 +1,33 @@
+import { z } from "zod";
+import { windowSchema } from "./config.js";
+import { MAX_FAN_IN } from "./wire.js";
+
+/** The control plane's request bodies (see README.md, "Scheduling"): what an operator sends the switch. */
+
+export const JobSubmitSchema = z.strictObject({
+  id: z.int().min(0).max(0xffff),
+  name: z.string().min(1).max(60).optional(),
+  class: z.enum(["md", "be"]),
+  /** MD jobs: seconds from submission */
+  deadlineS: z.number().positive().max(86_400).optional(),
+  mode: z.enum(["netreduce", "atp"]),
+  workers: z.int().min(1).max(MAX_FAN_IN),
+  /** most packets a worker keeps in flight; a NetReduce region smaller than 2 x window lowers it */
+  window: windowSchema.default(128),
+  modelBytes: z
+    .int()
+    .min(4)
+    .max(2 ** 40),
+  epochs: z.int().min(1).max(1_000_000).default(1),
+  computeMs: z.number().min(0).max(3_600_000).default(0),
+  /** expected throughput (MB/s) and RTT (ms): demand = Throughput x RTT */
+  throughputMBps: z.number().positive().max(1e6).default(10),
+  rttMs: z.number().positive().max(60_000).default(1),
+  /** asks for this many aggregators instead */
+  aggregators: z
+    .int()
+    .min(1)
+    .max(1 << 20)
+    .optional(),
+});
+export type JobSubmit = z.infer<typeof JobSubmitSchema>;

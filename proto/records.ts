@@ -1,0 +1,177 @@
+import type { JobConfig, JobMode } from "./config.js";
+
+/**
+ * The JSON records each command prints, one per line on stdout (section
+ * "Commands" of README.md): what a process tells its operator and the
+ * experiment runner. A runner reads these, never a role's insides.
+ */
+
+/** Drop counts by reason name (see drops.ts), zero counts left out. */
+export type DropCounts = Record<string, number>;
+
+/** A job's counters at the switch (plain numbers the data path bumps), as its stats record reports them. */
+export interface JobCounters {
+  contributions: number;
+  /** contributions that carried the resend flag */
+  resends: number;
+  aggregationsCompleted: number;
+  /** results sent again to a worker that retransmitted after completion */
+  resultsReplayed: number;
+  /** aggregators taken over from a finished PSN by a new one */
+  takeovers: number;
+  drops: number;
+  bytesIn: number;
+  /** ATP: contributions that found the aggregator held by another (job, PSN) */
+  collisions: number;
+  /**
+   * ATP: worker contributions that reached the PS outside a full switch
+   * aggregate (passed through one by one, or inside an evicted partial)
+   */
+  fallbacks: number;
+  /** ATP: partial aggregates sent to the PS (on resend or overflow) */
+  evictions: number;
+  /** ATP: sums that overflowed int32 in the switch and went to the PS instead */
+  overflowFallbacks: number;
+  /** ATP: aggregators of this job freed because the job's own later PSNs showed them stale */
+  staleFreed: number;
+  /** ATP: acks that released one of this job's aggregators */
+  releases: number;
+  /** ATP: acks whose (job, PSN) the aggregator no longer held; released nothing */
+  acksWithoutMatch: number;
+  /** packets sent to the parameter server for this job */
+  toParameterServer: number;
+  /** acks from the parameter server delivered to this job's workers */
+  acks: number;
+  /** `now` of the job's first and latest contribution, for throughput */
+  firstContributionAt: number;
+  lastContributionAt: number;
+}
+
+/** ina-switch's `stats` record (at exit, and every --stats-interval-ms). */
+export interface SwitchStatsRecord {
+  rxPackets: number;
+  txPackets: number;
+  rxBytes: number;
+  txBytes: number;
+  /** first to latest datagram, seconds */
+  activeSeconds: number;
+  packetsPerSecond: number;
+  aggregationsCompleted: number;
+  resultsReplayed: number;
+  takeovers: number;
+  forwarded: number;
+  /** ATP and PS jobs: packets sent to the parameter server, and acks back from it */
+  toParameterServer: number;
+  acks: number;
+  /** region changes whose old region has drained */
+  regionChanges: number;
+  drops: DropCounts;
+  /** faults the switch injected, each direction */
+  injected: {
+    ingress: { drop: number; duplicate: number; reorder: number };
+    egress: { drop: number; duplicate: number; reorder: number };
+  };
+  jobs: Array<{ id: number; mode: JobMode } & JobCounters>;
+}
+
+/** ina-ps's `stats` record. */
+export interface PsStatsRecord {
+  rxPackets: number;
+  /** what arrived, by kind */
+  workerContributions: number;
+  collisions: number;
+  partials: number;
+  fullAggregates: number;
+  aggregationsCompleted: number;
+  /** partial aggregates added into a PSN's sum */
+  partialsMerged: number;
+  /** completions whose sum left int32 and went back as float32 */
+  floatResults: number;
+  /** acks sent again because a retransmission arrived after completion */
+  resultsResent: number;
+  acksSent: number;
+  /** PSNs the PS holds state for now */
+  statesHeld: number;
+  drops: DropCounts;
+}
+
+/** What the final `stats` record adds: the process's CPU time and socket errors. */
+export interface FinalStats {
+  final?: true;
+  cpuSeconds?: number;
+  socketErrors?: number;
+}
+
+/** ina-switch's `ready` record. */
+export interface SwitchReadyRecord {
+  pid: number;
+  dataAddress: string;
+  dataPort: number;
+  controlUrl: string;
+  metricsUrl: string;
+  controlPort: number;
+  policy: string;
+  jobs: JobConfig[];
+}
+
+/** ina-ps's `ready` record. */
+export interface PsReadyRecord {
+  pid: number;
+  dataAddress: string;
+  dataPort: number;
+  metricsUrl: string;
+  jobs: Array<{ id: number; mode: JobMode; fanIn: number }>;
+}
+
+/** ina-worker's `ready` record. */
+export interface WorkerReadyRecord {
+  pid: number;
+  metricsUrl: string;
+  workerId: number;
+  /** the worker's own UDP port */
+  port: number;
+  region: { offset: number; size: number; epoch: number };
+}
+
+/** ina-worker's `progress` record. */
+export interface WorkerProgressRecord {
+  workerId: number;
+  iteration: number;
+  completedPackets: number;
+  totalPackets: number;
+}
+
+/** How a worker's output compares with the float64 reference sum of every worker's input. */
+export interface Verification {
+  elements: number;
+  /** largest |output - float64 sum of the inputs| */
+  maxAbsError: number;
+  /** elements whose error exceeds the fixed-point bound */
+  outOfBound: number;
+  /** elements that differ from the exact fixed-point sum, to the last bit */
+  notBitExact: number;
+  verified: boolean;
+}
+
+/** ina-worker's `result` record. */
+export interface WorkerResultRecord {
+  workerId: number;
+  regionChanges: number;
+  bytes: number;
+  seconds: number;
+  iterationSeconds: number[];
+  goodputMBps: number;
+  cpuSeconds: number;
+  packetsSent: number;
+  retransmissions: number;
+  timeouts: number;
+  resultsReceived: number;
+  duplicateResults: number;
+  overflowedResults: number;
+  saturatedValues: number;
+  srttMs: number;
+  drops: DropCounts;
+  /** null with --no-verify */
+  verification: Verification | null;
+  verified: boolean;
+}

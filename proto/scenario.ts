@@ -1,0 +1,139 @@
+import { z } from "zod";
+import { JOB_MODES, POLICIES, windowSchema } from "./config.js";
+import { float32Bytes } from "./units.js";
+import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN, MAX_SCALE_BITS } from "./wire.js";
+
+/**
+ * An experiment scenario (JSON): one or more runs, each a fresh switch (and
+ * PS when a job needs one) with jobs that start at given times and share it.
+ * Runs execute one after another, so a scenario can compare modes on the same
+ * workload (one run per mode) or sweep a parameter such as the ATP pool size.
+ */
+
+const probability = z.number().min(0).max(1);
+
+export const ScenarioJobSchema = z.strictObject({
+  /** shown in tables; defaults to "<mode>-<id>" */
+  name: z.string().min(1).max(40).optional(),
+  /** job id on the wire; defaults to the job's position + 1 */
+  id: z.int().min(0).max(0xffff).optional(),
+  mode: z.enum(JOB_MODES),
+  workers: z.int().min(1).max(MAX_FAN_IN),
+  /** gradient bytes per worker (float32), e.g. "16MiB" or 4194304 */
+  size: float32Bytes.default(16 * 1024 * 1024),
+  iterations: z.int().min(1).max(10_000).default(1),
+  /** when the job's workers start, after the run's first job (ms) */
+  startMs: z.number().min(0).max(3_600_000).default(0),
+  window: windowSchema.default(128),
+  elementsPerPacket: z.int().min(1).max(MAX_ELEMENTS_PER_PACKET).default(256),
+  scaleBits: z.int().min(0).max(MAX_SCALE_BITS).default(20),
+  /**
+   * NetReduce: the job's region (default: the next 2 x window aggregators).
+   * ATP: the job's slice of the pool (default: every aggregator no NetReduce
+   * job holds, shared by all ATP jobs). PS: unused.
+   */
+  offset: z.int().min(0).optional(),
+  regionSize: z.int().min(1).optional(),
+  /** seed of the job's gradients; defaults to the scenario's seed + id */
+  seed: z.int().min(0).max(0xffffffff).optional(),
+});
+export type ScenarioJob = z.infer<typeof ScenarioJobSchema>;
+
+export const ScenarioRunSchema = z.strictObject({
+  name: z.string().min(1).max(40),
+  /** aggregators in the switch */
+  aggregators: z
+    .int()
+    .min(1)
+    .max(1 << 20)
+    .default(512),
+  /** fault rates at the switch, each direction */
+  faults: z
+    .strictObject({
+      loss: probability.default(0),
+      duplicate: probability.default(0),
+      reorder: probability.default(0),
+    })
+    .refine((f) => f.loss + f.duplicate + f.reorder <= 1, {
+      message: "loss + duplicate + reorder must not exceed 1",
+    })
+    .default({ loss: 0, duplicate: 0, reorder: 0 }),
+  jobs: z
+    .array(ScenarioJobSchema)
+    .min(1)
+    .max(16)
+    .superRefine((jobs, ctx) => {
+      const ids = jobs.map((job, i) => job.id ?? i + 1);
+      ids.forEach((id, i) => {
+        const first = ids.indexOf(id);
+        if (first !== i) {
+          ctx.addIssue({
+            code: "custom",
+            path: [i, "id"],
+            message: `job id ${id} is already used by jobs[${first}]`,
+          });
+        }
+      });
+    }),
+});
+export type ScenarioRun = z.infer<typeof ScenarioRunSchema>;
+
+export const ScenarioSchema = z.strictObject({
+  name: z.string().min(1).max(60),
+  description: z.string().optional(),
+  seed: z.int().min(0).max(0xffffffff).default(1),
+  runs: z.array(ScenarioRunSchema).min(1),
+});
+export type Scenario = z.infer<typeof ScenarioSchema>;
+
+/**
+ * A scheduling scenario: jobs arrive over time at one switch and get their
+ * regions from its memory manager through the control plane. The same
+ * arrivals run once per policy, so the policies can be compared: waiting
+ * time, JCT, deadlines met.
+ */
+export const ScheduleJobSchema = z
+  .strictObject({
+    name: z.string().min(1).max(40),
+    class: z.enum(["md", "be"]),
+    /** MD jobs: seconds after arrival */
+    deadlineS: z.number().positive().max(86_400).optional(),
+    mode: z.enum(["netreduce", "atp"]).default("netreduce"),
+    workers: z.int().min(1).max(MAX_FAN_IN),
+    /** model (gradient) bytes per worker, all-reduced once per epoch */
+    size: float32Bytes,
+    epochs: z.int().min(1).max(10_000).default(1),
+    computeMs: z.number().min(0).max(3_600_000).default(0),
+    /** when the job is submitted, after the run starts */
+    arriveMs: z.number().min(0).max(3_600_000).default(0),
+    window: windowSchema.default(64),
+    /** the demand: this many aggregators, or Throughput x RTT */
+    aggregators: z
+      .int()
+      .min(1)
+      .max(1 << 20)
+      .optional(),
+    throughputMBps: z.number().positive().default(10),
+    rttMs: z.number().positive().default(1),
+  })
+  .refine((job) => job.class !== "md" || job.deadlineS !== undefined, {
+    path: ["deadlineS"],
+    message: "an MD job needs a deadline",
+  });
+export type ScheduleJob = z.infer<typeof ScheduleJobSchema>;
+
+export const ScheduleScenarioSchema = z.strictObject({
+  name: z.string().min(1).max(60),
+  description: z.string().optional(),
+  seed: z.int().min(0).max(0xffffffff).default(1),
+  policies: z.array(z.enum(POLICIES)).min(1).default(["edf", "fcfs", "static"]),
+  aggregators: z
+    .int()
+    .min(1)
+    .max(1 << 20)
+    .default(256),
+  /** `static`: equal partitions */
+  partitions: z.int().min(1).max(1024).default(2),
+  jobs: z.array(ScheduleJobSchema).min(1).max(32),
+});
+export type ScheduleScenario = z.infer<typeof ScheduleScenarioSchema>;

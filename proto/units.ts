@@ -1,0 +1,42 @@
+import { z } from "zod";
+
+// Sizes as configs, scenarios and command lines write them: "32MiB", "4kb", 1000.
+
+const BYTE_UNITS: Record<string, number> = {
+  "": 1,
+  b: 1,
+  k: 1e3,
+  kb: 1e3,
+  kib: 1024,
+  m: 1e6,
+  mb: 1e6,
+  mib: 1024 ** 2,
+  g: 1e9,
+  gb: 1e9,
+  gib: 1024 ** 3,
+};
+
+/** "32MiB", "4kb", "1000" -> bytes; null if the text is not a size. */
+export function parseBytes(text: string): number | null {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(text);
+  if (!match) return null;
+  const unit = BYTE_UNITS[match[2].toLowerCase()];
+  if (unit === undefined) return null;
+  return Math.round(Number(match[1]) * unit);
+}
+
+/** A zod schema for a byte size given as text ("32MiB") or a number. */
+export const byteSize = z.union([z.number(), z.string()]).transform((value, ctx) => {
+  const bytes = typeof value === "number" ? value : parseBytes(value);
+  if (bytes === null || !Number.isFinite(bytes) || bytes < 0) {
+    ctx.addIssue({ code: "custom", message: `not a byte size: "${value}" (try 32MiB or 1000000)` });
+    return z.NEVER;
+  }
+  return bytes;
+});
+
+/** A size in bytes of float32 values: a byte size that is a positive multiple of 4. */
+export const float32Bytes = byteSize.refine(
+  (n) => n > 0 && n % 4 === 0,
+  "must be a positive multiple of 4 bytes (float32)",
+);
