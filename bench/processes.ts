@@ -37,7 +37,9 @@ export class ChildNode {
     this.child = options.raw ? spawn(script, args) : spawn(process.execPath, [script, ...args]);
     liveChildren.add(this);
     this.exited = new Promise((resolve) => {
-      this.child.once("exit", (code, signal) => {
+      // "close", not "exit": exit may fire before the child's last stdout
+      // lines are read, and a waiter would see it exit without its result.
+      this.child.once("close", (code, signal) => {
         liveChildren.delete(this);
         this.exitCode = code ?? (signal ? 128 : null);
         resolve(this.exitCode);

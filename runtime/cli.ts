@@ -127,17 +127,30 @@ export async function runCli<S extends z.ZodType>(
     process.stdout.write(helpText(spec));
     return;
   }
-  let code: number;
+  let code = EXIT_FAILED;
   try {
     code = await main(options);
   } catch (error) {
     const usage = error instanceof UsageError;
     process.stderr.write(`${spec.command}: ${usage ? "" : "error: "}${(error as Error).message}\n`);
-    // Exit now: a failed main may leave sockets or timers open. Writes to
-    // pipes and files are synchronous on Linux, so nothing printed is lost.
-    process.exit(usage ? EXIT_USAGE : EXIT_FAILED);
+    // Exit now: a failed main may leave sockets or timers open.
+    await exitWhenFlushed(usage ? EXIT_USAGE : EXIT_FAILED);
   }
   // main is done; stdin or a stray handle must not keep the process alive.
+  await exitWhenFlushed(code);
+}
+
+/**
+ * Exits once stdout and stderr have handed everything to the OS: a pipe to
+ * a parent takes a large write in pieces, and exiting earlier loses its tail
+ * (a runner would see the process exit without its result record). A reader
+ * that never reads cannot hold the exit back for more than `graceMs`.
+ */
+async function exitWhenFlushed(code: number, graceMs = 5000): Promise<never> {
+  setTimeout(() => process.exit(code), graceMs).unref();
+  const flushed = (stream: NodeJS.WriteStream) =>
+    new Promise<void>((resolve) => stream.write("", () => resolve()));
+  await Promise.all([flushed(process.stdout), flushed(process.stderr)]);
   process.exit(code);
 }
 

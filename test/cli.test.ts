@@ -8,6 +8,7 @@ import { ChildNode } from "../bench/processes.js";
 import { SCRIPTS } from "../bench/run.js";
 
 const EXPERIMENT = SCRIPTS.switch.replace(/switch\/cli\.js$/, "bench/experiment.js");
+const RUNTIME_CLI = SCRIPTS.switch.replace(/switch\/cli\.js$/, "runtime/cli.js");
 
 function run(script: string, args: string[]) {
   return spawnSync(process.execPath, [script, ...args], { encoding: "utf8", timeout: 120_000 });
@@ -19,6 +20,35 @@ describe("command lines, as real processes", () => {
   after(async () => {
     await Promise.all(children.map((c) => c.stop()));
     await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
+  });
+
+  it("a command's last record reaches the runner, however large, when it exits right after", async () => {
+    // A pipe takes a big write in pieces: the command must not exit before
+    // its tail is out, and the runner must wait for stdout to close, not for
+    // the exit, before it decides the record never came.
+    const dir = await mkdtemp(join(tmpdir(), "ina-test-"));
+    dirs.push(dir);
+    const script = join(dir, "writer.mjs");
+    await writeFile(
+      script,
+      [
+        `import { emitRecord, runCli } from ${JSON.stringify(RUNTIME_CLI)};`,
+        "const schema = { safeParse: (data) => ({ success: true, data }) };",
+        "const spec = { command: 'writer', summary: '', options: {}, schema };",
+        "await runCli(spec, async () => {",
+        "  emitRecord({ event: 'progress' });",
+        "  emitRecord({ event: 'result', pad: 'x'.repeat(1 << 21) });",
+        "  return 0;",
+        "});",
+      ].join("\n"),
+    );
+    for (let i = 0; i < 5; i++) {
+      const child = new ChildNode(`writer-${i}`, script, []);
+      children.push(child);
+      const result = await child.waitFor("result", 30_000);
+      assert.equal((result.pad as string).length, 1 << 21);
+      assert.equal(await child.waitExit(30_000), 0);
+    }
   });
 
   it("every command has a --help that names its options", () => {
