@@ -18,9 +18,12 @@ import { createSwitchMetrics } from "./metrics.js";
 import { switchReport } from "./report.js";
 import { SwitchServer } from "./server.js";
 
-/** Used when no --config is given: one NetReduce job of 4 workers. */
+/**
+ * Used when no --config is given: one NetReduce job of 4 workers in the
+ * first 256 aggregators, and 256 more for jobs submitted to the control plane.
+ */
 export const DEFAULT_SWITCH_CONFIG: SwitchConfigInput = {
-  aggregators: 256,
+  aggregators: 512,
   elementsPerAggregator: 256,
   jobs: [{ id: 1, mode: "netreduce", fanIn: 4, offset: 0, size: 256, window: 128 }],
 };
@@ -40,7 +43,9 @@ const spec = {
       type: "string",
       valueName: "FILE",
       description: "switch config (JSON)",
-      defaultText: "one 4-worker NetReduce job, id 1, 256 aggregators",
+      defaultText:
+        "512 aggregators: one 4-worker NetReduce job, id 1, in the first 256; the rest for\n" +
+        "jobs submitted to the control plane",
     },
     ...SERVER_OPTIONS,
     "control-port": {

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { ChildNode } from "../bench/processes.js";
 import { SCRIPTS } from "../bench/run.js";
+import type { SwitchStatsRecord } from "../proto/records.js";
 
 const EXPERIMENT = SCRIPTS.switch.replace(/switch\/cli\.js$/, "bench/experiment.js");
 const RUNTIME_CLI = SCRIPTS.switch.replace(/switch\/cli\.js$/, "runtime/cli.js");
@@ -118,6 +119,100 @@ describe("command lines, as real processes", () => {
     assert.equal(await sw.stop(), 0);
     const stats = sw.records.find((r) => r.event === "stats");
     assert.equal(stats?.rxPackets, 0);
+  });
+
+  it("a worker the switch does not answer says so, then gives up with a clear message", async () => {
+    // The default switch serves job 1 with fan-in 4; job 9 is unknown to it.
+    const sw = new ChildNode("switch", SCRIPTS.switch, []);
+    children.push(sw);
+    const ready = await sw.waitFor("ready", 15_000);
+    const address = `127.0.0.1:${ready.dataPort}`;
+    const worker = new ChildNode("worker", SCRIPTS.worker, [
+      ...["--switch", address, "--job", "9", "--worker", "0", "--fan-in", "2"],
+      ...["--size-bytes", "64KiB", "--warn-after-s", "1", "--give-up-s", "4"],
+    ]);
+    children.push(worker);
+    assert.equal(await worker.waitExit(60_000), 1);
+    assert.match(
+      worker.stderr,
+      new RegExp(`no answer from the switch at ${address} for [1-4] s; \\d+ packets unanswered`),
+    );
+    assert.match(
+      worker.stderr,
+      /error: worker 0 of job 9 \(netreduce, fan-in 2\), switch .*: no answer from the switch for 4\.0 s/,
+    );
+    assert.match(worker.stderr, /unknownJob, fanInMismatch/);
+    assert.equal(await sw.stop(), 0);
+    const stats = sw.records.find((r) => r.event === "stats") as unknown as SwitchStatsRecord;
+    assert.ok(stats.drops.unknownJob > 0, "the switch counted the packets it could not place");
+  });
+
+  it("a worker of a queued job says it is queued and why, and gives up at --join-timeout-s", async () => {
+    const sw = new ChildNode("switch", SCRIPTS.switch, []);
+    children.push(sw);
+    const ready = await sw.waitFor("ready", 15_000);
+    const url = String(ready.controlUrl);
+    // A deadline job takes the 256 aggregators the default config leaves free.
+    const submit = (id: number, jobClass: "md" | "be") =>
+      fetch(`${url}/jobs`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({
+          id,
+          class: jobClass,
+          ...(jobClass === "md" ? { deadlineS: 3600 } : {}),
+          mode: "netreduce",
+          workers: 1,
+          modelBytes: 65536,
+          aggregators: 256,
+        }),
+      });
+    assert.equal((await submit(6, "md")).status, 201, "running");
+    assert.equal((await submit(7, "md")).status, 202, "queued");
+    const worker = new ChildNode("worker", SCRIPTS.worker, [
+      ...["--control", url, "--job", "7", "--size-bytes", "64KiB", "--join-timeout-s", "2"],
+    ]);
+    children.push(worker);
+    assert.equal(await worker.waitExit(60_000), 1);
+    assert.match(worker.stderr, /job 7 is queued: [^;\n]+; waiting for a region/);
+    assert.match(worker.stderr, /job 7 got no region within 2 s/);
+    await sw.stop();
+  });
+
+  it("the README's control-plane job runs at once on the default switch", async () => {
+    const sw = new ChildNode("switch", SCRIPTS.switch, []);
+    children.push(sw);
+    const ready = await sw.waitFor("ready", 15_000);
+    const url = String(ready.controlUrl);
+    const submit = await fetch(`${url}/jobs`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        id: 7,
+        class: "md",
+        deadlineS: 30,
+        mode: "netreduce",
+        workers: 2,
+        modelBytes: 8388608,
+        aggregators: 128,
+      }),
+    });
+    assert.equal(submit.status, 201, "running");
+    const workers = [0, 1].map((i) => {
+      const w = new ChildNode(`worker-${i}`, SCRIPTS.worker, [
+        ...["--control", url, "--job", "7", "--size-bytes", "1MiB"],
+      ]);
+      children.push(w);
+      return w;
+    });
+    for (const w of workers) {
+      const result = await w.waitFor("result", 60_000);
+      assert.equal(result.verified, true);
+      assert.equal(await w.waitExit(30_000), 0);
+    }
+    const job = (await (await fetch(`${url}/jobs/7`)).json()) as { status: string };
+    assert.equal(job.status, "finished");
+    await sw.stop();
   });
 
   it("a bad scenario is refused with the field named", async () => {

@@ -211,6 +211,29 @@ describe("worker and switch over a simulated network", () => {
     assert.match(core.failure ?? "", /no result for PSN 0 after 3 sends/);
   });
 
+  it("gives up after giveUpAfterMs without an answer, and any answer restarts the wait", () => {
+    const core = smallWorker({ giveUpAfterMs: 5000, maxSendsPerPacket: 1e6 }, () => {});
+    core.begin(new Float32Array(8), new Float32Array(8), 0);
+    assert.equal(core.unansweredPackets, 2, "a window of 2 in flight");
+    core.tick(4000);
+    assert.equal(core.quietMs(4000), 4000);
+    // A result of PSN 0 at 4.5 s: the switch is there, the wait starts again.
+    core.receive(
+      packet({ type: PacketType.result, jobId: 1, psn: 0, fanIn: 2, bitmap: 3 }, [0, 0]),
+      4500,
+    );
+    assert.equal(core.quietMs(4600), 100);
+    core.tick(9000);
+    assert.equal(core.done, false, "4.5 s after the last answer");
+    core.tick(9500);
+    assert.equal(core.done, true);
+    assert.match(
+      core.failure ?? "",
+      /no answer from the switch for 5\.0 s \(2 packets unanswered, 1 of 4 done\): check that the switch runs/,
+    );
+    assert.equal(core.quietMs(9600), 0, "nothing running");
+  });
+
   it("refuses options it cannot run with, naming them", () => {
     const base = {
       ...DEFAULT_RTO,

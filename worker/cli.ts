@@ -19,6 +19,7 @@ import {
   UsageError,
 } from "../runtime/cli.js";
 import { serveMetrics } from "../runtime/http.js";
+import { NO_ANSWER_HINT } from "./core.js";
 import { createWorkerMetrics } from "./metrics.js";
 import { AllReduceOverflowError, Worker } from "./worker.js";
 import { makeGradient, verifyAllReduce } from "./workload.js";
@@ -126,6 +127,20 @@ const spec = {
       description: "computation before each all-reduce (Time_comp)",
       defaultText: "0",
     },
+    "warn-after-s": {
+      type: "string",
+      valueName: "S",
+      description:
+        "say on stderr when the switch has not answered for this long, and again\n" +
+        "every S seconds (0: never)",
+      defaultText: "5",
+    },
+    "give-up-s": {
+      type: "string",
+      valueName: "S",
+      description: "fail (exit 1) when the switch has not answered for this long (0: never)",
+      defaultText: "60",
+    },
     "join-timeout-s": {
       type: "string",
       valueName: "S",
@@ -172,6 +187,8 @@ const spec = {
       rtoFloorMs: z.coerce.number().min(1).max(60_000).default(50),
       computeMs: z.coerce.number().min(0).max(3_600_000).default(0),
       joinTimeoutS: z.coerce.number().positive().max(86_400).default(600),
+      warnAfterS: z.coerce.number().min(0).max(86_400).default(5),
+      giveUpS: z.coerce.number().min(0).max(86_400).default(60),
       progressMs: cliInt(0, 3_600_000).default(500),
       metricsPort: cliInt(0, 65535).default(0),
       lingerMs: cliInt(0, 3_600_000).default(0),
@@ -246,13 +263,27 @@ async function join(control: string, jobId: number, timeoutS: number): Promise<J
   const base = control.replace(/\/$/, "");
   const answer = await controlRequest(`${base}/jobs/${jobId}/workers`, "POST");
   let region = answer.region as { offset: number; size: number; epoch: number } | null;
-  const deadline = performance.now() + timeoutS * 1000;
+  const started = performance.now();
+  let said = "";
+  let saidAt = 0;
   while (region === null) {
-    if (performance.now() > deadline) {
-      throw new Error(`--control: job ${jobId} got no region within ${timeoutS} s`);
+    const waitedS = (performance.now() - started) / 1000;
+    if (waitedS > timeoutS) {
+      throw new Error(`--control: job ${jobId} got no region within ${timeoutS} s (${said})`);
     }
     await sleep(20);
-    region = (await controlRequest(`${base}/jobs/${jobId}`, "GET")).region as typeof region;
+    const job = await controlRequest(`${base}/jobs/${jobId}`, "GET");
+    region = job.region as typeof region;
+    // A queued worker says so, and why, when the reason changes and every 10 s.
+    const why = `${String(job.status)}: ${String(job.reason ?? "no reason given")}`;
+    if (region === null && (why !== said || waitedS - saidAt >= 10)) {
+      process.stderr.write(
+        `ina-worker: job ${jobId} is ${why}; waiting for a region ` +
+          `(${waitedS.toFixed(0)} of at most ${timeoutS} s, --join-timeout-s)\n`,
+      );
+      said = why;
+      saidAt = waitedS;
+    }
   }
   const data = answer.data as { host: string; port: number };
   return {
@@ -266,6 +297,39 @@ async function join(control: string, jobId: number, timeoutS: number): Promise<J
     switchHost: data.host,
     switchPort: data.port,
   };
+}
+
+/**
+ * Says on stderr, every `everyS` seconds of silence, that the switch has not
+ * answered: a misconfigured job (unknown id, wrong fan-in) or a dead switch
+ * otherwise looks like a worker that only retries.
+ */
+function warnWhenQuiet(
+  core: Worker["core"],
+  everyS: number,
+  p: JobPlacement,
+  jobId: number,
+  switchAddress: string,
+): NodeJS.Timeout {
+  let warnedAtS = 0;
+  return setInterval(
+    () => {
+      const quietS = core.quietMs(performance.now()) / 1000;
+      if (quietS < everyS) {
+        warnedAtS = 0;
+        return;
+      }
+      if (quietS - warnedAtS < everyS) return;
+      warnedAtS = quietS;
+      process.stderr.write(
+        `ina-worker ${p.workerId} (job ${jobId}, ${p.mode}, fan-in ${p.fanIn}): no answer from ` +
+          `the switch at ${switchAddress} for ${quietS.toFixed(0)} s; ` +
+          `${core.unansweredPackets} packets unanswered, ${core.completedPackets} of ` +
+          `${core.totalPackets} done: ${NO_ANSWER_HINT}\n`,
+      );
+    },
+    Math.min(1000, everyS * 250),
+  );
 }
 
 await runCli(spec, async (o) => {
@@ -321,6 +385,7 @@ await runCli(spec, async (o) => {
     elementsPerPacket: o.elementsPerPacket,
     scaleBits: o.scaleBits,
     rtoFloorMs: o.rtoFloorMs,
+    giveUpAfterMs: o.giveUpS * 1000,
     switchHost: p.switchHost,
     switchPort: p.switchPort,
   });
@@ -350,6 +415,9 @@ await runCli(spec, async (o) => {
           });
         }, o.progressMs)
       : null;
+  const switchAddress = `${p.switchHost}:${p.switchPort}`;
+  const watchdog =
+    o.warnAfterS > 0 ? warnWhenQuiet(core, o.warnAfterS, p, o.job, switchAddress) : null;
   let iteration = 0;
   let overflowed = false;
   const started = performance.now();
@@ -361,7 +429,12 @@ await runCli(spec, async (o) => {
     try {
       await worker.allreduce(input, output);
     } catch (error) {
-      if (!(error instanceof AllReduceOverflowError)) throw error;
+      if (!(error instanceof AllReduceOverflowError)) {
+        throw new Error(
+          `worker ${p.workerId} of job ${o.job} (${p.mode}, fan-in ${p.fanIn}), switch ` +
+            `${switchAddress}: ${(error as Error).message}`,
+        );
+      }
       overflowed = true;
     }
     iterationSeconds.push((performance.now() - t) / 1000);
@@ -373,6 +446,7 @@ await runCli(spec, async (o) => {
   const seconds = (performance.now() - started) / 1000;
   const allReduceCpuSeconds = cpuSeconds() - cpuBefore;
   if (progress !== null) clearInterval(progress);
+  if (watchdog !== null) clearInterval(watchdog);
   await worker.close();
 
   // The last iteration's output is checked; every iteration sums the same inputs.

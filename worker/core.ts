@@ -39,6 +39,8 @@ export interface WorkerCoreOptions {
   rtoMaxMs: number;
   /** sends of one PSN after which the all-reduce fails instead of retrying forever */
   maxSendsPerPacket: number;
+  /** an all-reduce with no answer from the switch for this long fails (ms; 0: never) */
+  giveUpAfterMs?: number;
   /** epoch of the region given (by the control plane); 0 for a static config */
   regionEpoch?: number;
 }
@@ -57,6 +59,11 @@ export const DEFAULT_RTO = {
   rtoMaxMs: 2000,
   maxSendsPerPacket: 40,
 } as const;
+
+/** What a worker that gets no answer says, whatever the cause: where to look. */
+export const NO_ANSWER_HINT =
+  "check that the switch runs at that address and serves this job with this mode and fan-in " +
+  "(it drops other packets and counts them in its stats: unknownJob, fanInMismatch)";
 
 /** Throws a RangeError naming the first option a worker cannot run with. */
 export function validateWorkerOptions(o: WorkerCoreOptions): void {
@@ -91,6 +98,10 @@ export function validateWorkerOptions(o: WorkerCoreOptions): void {
     `scaleBits must be 0..${MAX_SCALE_BITS}, got ${o.scaleBits}`,
   );
   check(o.rtoFloorMs > 0 && o.rtoFloorMs <= o.rtoMaxMs, "need 0 < rtoFloorMs <= rtoMaxMs");
+  check(
+    o.giveUpAfterMs === undefined || (Number.isFinite(o.giveUpAfterMs) && o.giveUpAfterMs >= 0),
+    `giveUpAfterMs must be >= 0, got ${o.giveUpAfterMs}`,
+  );
   check(
     int(o.maxSendsPerPacket, 1, 1e9),
     `maxSendsPerPacket must be >= 1, got ${o.maxSendsPerPacket}`,
@@ -136,6 +147,8 @@ export class WorkerCore {
   nextCallPsn = 0;
   /** why the current all-reduce gave up, or null */
   failure: string | null = null;
+  /** `now` of the latest packet from the switch for this job (or of begin()) */
+  private lastAnswerAt = 0;
 
   /** one preallocated datagram per window position (PSN % window) */
   private readonly slots: PacketSlots;
@@ -233,6 +246,20 @@ export class WorkerCore {
     return this.endPsn - this.firstPsn;
   }
 
+  /** Packets sent and still without their result. */
+  get unansweredPackets(): number {
+    let n = 0;
+    for (let psn = this.base; psn < this.next; psn++) {
+      if (this.slotDone[psn % this.options.window] === 0) n++;
+    }
+    return n;
+  }
+
+  /** How long the running all-reduce has heard nothing from the switch for this job (ms). */
+  quietMs(now: number): number {
+    return this.active ? now - this.lastAnswerAt : 0;
+  }
+
   /** Starts an all-reduce of `input` into `output` (same length) and fills the window. */
   begin(input: Float32Array, output: Float32Array, now: number): void {
     if (this.active) throw new Error("an all-reduce is already running on this worker");
@@ -252,6 +279,7 @@ export class WorkerCore {
     this.base = this.firstPsn;
     this.next = this.firstPsn;
     this.active = packets > 0;
+    this.lastAnswerAt = now;
     this.fillWindow(now);
   }
 
@@ -268,6 +296,7 @@ export class WorkerCore {
       return;
     }
     if (h.type === PacketType.region && h.jobId === this.options.jobId) {
+      this.lastAnswerAt = now;
       this.regionAnnounced(h.regionEpoch, h.aggregatorIndex, h.bitmap, h.psn, h.flags, now);
       return;
     }
@@ -279,6 +308,7 @@ export class WorkerCore {
       this.drop(DropReason.unknownJob);
       return;
     }
+    this.lastAnswerAt = now;
     const psn = h.psn;
     if (!this.active || psn < this.base || psn >= this.next) {
       // A result for a PSN already finished is a late duplicate, not an error.
@@ -337,6 +367,15 @@ export class WorkerCore {
   /** Retransmits every packet whose timeout has passed; call every few ms. */
   tick(now: number): void {
     if (!this.active) return;
+    const giveUp = this.options.giveUpAfterMs ?? 0;
+    if (giveUp > 0 && now - this.lastAnswerAt >= giveUp) {
+      this.fail(
+        `no answer from the switch for ${(giveUp / 1000).toFixed(1)} s ` +
+          `(${this.unansweredPackets} packets unanswered, ${this.completedPackets} of ` +
+          `${this.totalPackets} done): ${NO_ANSWER_HINT}`,
+      );
+      return;
+    }
     const rto = this.stats.rtoMs;
     let timedOut = false;
     for (let psn = this.base; psn < this.next; psn++) {
@@ -344,8 +383,7 @@ export class WorkerCore {
       if (this.slotDone[slot] === 0 && now - this.slotSentAt[slot] >= rto) {
         if (this.slotSends[slot] >= this.options.maxSendsPerPacket) {
           this.fail(
-            `no result for PSN ${psn} after ${this.slotSends[slot]} sends; ` +
-              "the switch may be dropping this job's packets (see its drop counters)",
+            `no result for PSN ${psn} after ${this.slotSends[slot]} sends: ${NO_ANSWER_HINT}`,
           );
           return;
         }
