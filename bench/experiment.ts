@@ -20,7 +20,7 @@ import {
 import { stopAllChildren } from "./processes.js";
 import { findPrometheus, ScrapeTargets, startPrometheus } from "./prometheus.js";
 import { type RunResult, runScenarioRun } from "./run.js";
-import { applyOverrides, parseScenario } from "./scenario.js";
+import { applyOverrides, checkRegions, parseScenario } from "./scenario.js";
 import { type PolicyResult, parseScheduleScenario, runSchedule } from "./schedule.js";
 
 export const SCENARIOS_DIR = fileURLToPath(new URL("../../bench/scenarios/", import.meta.url));
@@ -271,6 +271,7 @@ await runCli(spec, async (o) => {
     ? parseScheduleScenario(o.seed === undefined ? json : { ...json, seed: o.seed }, o.scenario)
     : null;
   const scenario = schedule === null ? applyOverrides(parseScenario(json, o.scenario), o) : null;
+  if (scenario !== null) checkRegions(scenario, o.scenario);
   const watch = await startWatching(o.scrapeDir, o.prometheus);
   try {
     if (schedule !== null) return await runSchedules(o, schedule, startedAt, watch.targets);

@@ -8,7 +8,7 @@ import type { PsStatsRecord, SwitchStatsRecord } from "../proto/records.js";
 import type { ScenarioRun } from "../proto/scenario.js";
 import { ChildNode, type ProcessRecord } from "./processes.js";
 import type { ScrapeTargets } from "./prometheus.js";
-import { type ResolvedJob, resolveJobs } from "./scenario.js";
+import { type ResolvedJob, resolveJobs, switchConfigOf } from "./scenario.js";
 
 const here = (path: string) => fileURLToPath(new URL(path, import.meta.url));
 export const SCRIPTS = {
@@ -157,17 +157,7 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
   let progressTimer: NodeJS.Timeout | null = null;
   const startTimers: NodeJS.Timeout[] = [];
   try {
-    const rates = {
-      drop: run.faults.loss,
-      duplicate: run.faults.duplicate,
-      reorder: run.faults.reorder,
-    };
-    const config: SwitchConfigInput = {
-      aggregators: run.aggregators,
-      elementsPerAggregator: Math.max(...jobs.map((j) => j.elementsPerPacket)),
-      jobs: jobs.map((j) => j.rule),
-      faults: { seed: o.seed, ingress: rates, egress: rates },
-    };
+    const config = switchConfigOf(run, jobs, o.seed);
     const { ps, sw, ready } = await startSwitch({
       dir,
       config,

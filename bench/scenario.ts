@@ -1,4 +1,4 @@
-import type { JobConfig } from "../proto/config.js";
+import { type JobConfig, type SwitchConfigInput, SwitchConfigSchema } from "../proto/config.js";
 import {
   type Scenario,
   type ScenarioJob,
@@ -71,8 +71,7 @@ export interface ResolvedJob extends ScenarioJob {
  * Gives each job its id, seed and region: NetReduce jobs without one get
  * consecutive 2 x window regions from aggregator 0; ATP jobs without one
  * share every aggregator after the last NetReduce region. Region problems
- * (overlap, too small, past the pool) are left to the switch config's
- * validation, which names the field.
+ * (overlap, too small, past the pool) are found by checkRegions().
  */
 export function resolveJobs(run: ScenarioRun, scenarioSeed: number): ResolvedJob[] {
   let nextFree = 0;
@@ -106,4 +105,52 @@ export function resolveJobs(run: ScenarioRun, scenarioSeed: number): ResolvedJob
       rule,
     };
   });
+}
+
+/** The switch config of a run: its aggregators, its jobs' rules, faults at `seed`. */
+export function switchConfigOf(
+  run: ScenarioRun,
+  jobs: readonly ResolvedJob[],
+  seed: number,
+): SwitchConfigInput {
+  const rates = {
+    drop: run.faults.loss,
+    duplicate: run.faults.duplicate,
+    reorder: run.faults.reorder,
+  };
+  return {
+    aggregators: run.aggregators,
+    elementsPerAggregator: Math.max(...jobs.map((j) => j.elementsPerPacket)),
+    jobs: jobs.map((j) => j.rule),
+    faults: { seed, ingress: rates, egress: rates },
+  };
+}
+
+/** Switch config fields of a job rule, by the scenario field that sets them. */
+const SCENARIO_FIELD: Record<string, string> = {
+  size: "regionSize",
+  fanIn: "workers",
+};
+
+/**
+ * Checks every run's regions as its switch will, before anything starts: a
+ * region past the pool, overlapping another, or under 2 x window is a
+ * UsageError naming the scenario's field (`runs[0].jobs[1].regionSize: ...`).
+ */
+export function checkRegions(scenario: Scenario, source: string): void {
+  const problems: string[] = [];
+  scenario.runs.forEach((run, r) => {
+    const jobs = resolveJobs(run, scenario.seed);
+    const parsed = SwitchConfigSchema.safeParse(switchConfigOf(run, jobs, scenario.seed));
+    if (parsed.success) return;
+    for (const issue of parsed.error.issues) {
+      const [top, index, field] = issue.path;
+      const where =
+        top === "jobs" && typeof index === "number"
+          ? `runs[${r}].jobs[${index}]${field === undefined ? "" : `.${SCENARIO_FIELD[String(field)] ?? String(field)}`}`
+          : `runs[${r}]${top === undefined ? "" : `.${String(top)}`}`;
+      problems.push(`${where}: ${issue.message}`);
+    }
+  });
+  if (problems.length > 0) throw new UsageError(`${source}:\n${problems.join("\n")}`);
 }

@@ -242,6 +242,37 @@ describe("command lines, as real processes", () => {
     assert.match(r.stderr, /runs\[0\]\.jobs\[1\]\.size: must be a positive multiple of 4/);
     assert.match(r.stderr, /runs\[0\]\.jobs\[2\]\.id: job id 5 is already used by jobs\[1\]/);
     assert.match(r.stderr, /runs\[0\]\.faults: loss \+ duplicate \+ reorder must not exceed 1/);
+    // Regions are checked as the switch will, before anything starts.
+    const regions = join(dir, "bad-regions.json");
+    await writeFile(
+      regions,
+      JSON.stringify({
+        name: "regions",
+        runs: [
+          {
+            name: "r",
+            aggregators: 300,
+            jobs: [
+              { mode: "netreduce", workers: 2, window: 64, offset: 0, regionSize: 128 },
+              { mode: "netreduce", workers: 2, window: 64, offset: 100, regionSize: 128 },
+              { mode: "atp", workers: 2, offset: 280, regionSize: 64 },
+            ],
+          },
+        ],
+      }),
+    );
+    const g = run(EXPERIMENT, ["--scenario", regions, "--results", "", "--scrape-dir", ""]);
+    assert.equal(g.status, 2, g.stderr);
+    assert.match(g.stderr, /runs\[0\]\.jobs\[1\]\.offset: region \[100, 228\) overlaps jobs\[0\]/);
+    assert.match(
+      g.stderr,
+      /runs\[0\]\.jobs\[2\]\.regionSize: region \[280, 344\) ends past the 300/,
+    );
+    assert.doesNotMatch(g.stderr, /switch\.json|elementsPerAggregator/, "no switch-config names");
+    // An override that makes a default region too large is named too.
+    const w = run(EXPERIMENT, ["--only", "netreduce", "--window", "200", "--results", ""]);
+    assert.equal(w.status, 2, w.stderr);
+    assert.match(w.stderr, /runs\[0\]\.jobs\[0\]\.regionSize: region \[0, 400\) ends past the 256/);
     const schedule = join(dir, "bad-schedule.json");
     await writeFile(
       schedule,
