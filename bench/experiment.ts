@@ -198,9 +198,19 @@ export function formatTable(runs: RunResult[]): string {
   return [
     line(header),
     ...rows.map(line),
+    ...failures(runs),
     ...(notes.length > 0 ? ["", `faults: ${notes.join("; ")}`] : []),
     "",
   ].join("\n");
+}
+
+/** One line per run (or policy) that failed: the table keeps what the others measured. */
+function failures(
+  results: ReadonlyArray<{ error?: string } & ({ name: string } | { policy: string })>,
+) {
+  return results.flatMap((r) =>
+    r.error === undefined ? [] : [`${"name" in r ? r.name : r.policy}: FAILED: ${r.error}`],
+  );
 }
 
 /** Scheduling results: one row per policy and job, then each policy's summary. */
@@ -236,12 +246,14 @@ export function formatScheduleTable(results: PolicyResult[]): string {
   );
   const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c].length)));
   const line = (cells: string[]) => cells.map((cell, c) => cell.padEnd(widths[c])).join("  ");
-  const summary = results.map(
-    (r) =>
-      `${r.policy}: average JCT ${r.averageJctS.toFixed(2)} s, deadlines met ${r.deadlinesMet}/${r.deadlineJobs}` +
-      (r.deadlineJobs > 0 ? ` (${((100 * r.deadlinesMet) / r.deadlineJobs).toFixed(0)}%)` : ""),
-  );
-  return [line(header), ...rows.map(line), "", ...summary, ""].join("\n");
+  const summary = results
+    .filter((r) => r.error === undefined)
+    .map(
+      (r) =>
+        `${r.policy}: average JCT ${r.averageJctS.toFixed(2)} s, deadlines met ${r.deadlinesMet}/${r.deadlineJobs}` +
+        (r.deadlineJobs > 0 ? ` (${((100 * r.deadlinesMet) / r.deadlineJobs).toFixed(0)}%)` : ""),
+    );
+  return [line(header), ...rows.map(line), ...failures(results), "", ...summary, ""].join("\n");
 }
 
 async function writeResults(dir: string, name: string, startedAt: Date, output: unknown) {
@@ -270,8 +282,17 @@ await runCli(spec, async (o) => {
   const schedule = isSchedule(json)
     ? parseScheduleScenario(o.seed === undefined ? json : { ...json, seed: o.seed }, o.scenario)
     : null;
+  refuseOptionsThatDoNotApply(o, schedule !== null);
   const scenario = schedule === null ? applyOverrides(parseScenario(json, o.scenario), o) : null;
   if (scenario !== null) checkRegions(scenario, o.scenario);
+  if (o.json && process.env.npm_lifecycle_event !== undefined) {
+    if (process.env.npm_config_loglevel !== "silent") {
+      process.stderr.write(
+        "ina-experiment: npm printed its banner on stdout before this JSON; for JSON alone run " +
+          "npm start --silent -- --json (the same object is also written to --results)\n",
+      );
+    }
+  }
   const watch = await startWatching(o.scrapeDir, o.prometheus);
   try {
     if (schedule !== null) return await runSchedules(o, schedule, startedAt, watch.targets);
@@ -280,6 +301,30 @@ await runCli(spec, async (o) => {
     await watch.stop();
   }
 });
+
+/** Options of one kind of scenario are refused for the other, not silently ignored. */
+function refuseOptionsThatDoNotApply(o: Options, scheduling: boolean): void {
+  const runOnly: Array<keyof Options> = [
+    "only",
+    "workers",
+    "size",
+    "iterations",
+    "elementsPerPacket",
+    "window",
+    "scaleBits",
+    "loss",
+    "duplicate",
+    "reorder",
+  ];
+  const given = (scheduling ? runOnly : ["policies" as const]).filter((k) => o[k] !== undefined);
+  if (given.length === 0) return;
+  const names = given.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`);
+  throw new UsageError(
+    scheduling
+      ? `${names.join(", ")}: not for a scheduling scenario (${o.scenario} has policies; its jobs set their own sizes)`
+      : `${names.join(", ")}: only for a scheduling scenario (one with policies, e.g. bench/scenarios/deadlines.json); ${o.scenario} has runs`,
+  );
+}
 
 /** A scheduling scenario has `policies`; a plain one has `runs`. */
 function isSchedule(json: unknown): json is Record<string, unknown> {
@@ -326,7 +371,23 @@ async function runSchedules(
   const results: PolicyResult[] = [];
   for (const policy of policies) {
     process.stderr.write(`  policy ${policy} ...\n`);
-    results.push(await runSchedule(schedule, policy, { timeoutMs: o.timeoutS * 1000, targets }));
+    try {
+      results.push(await runSchedule(schedule, policy, { timeoutMs: o.timeoutS * 1000, targets }));
+    } catch (error) {
+      // Keep what the other policies measured; this one is reported as failed.
+      const message = (error as Error).message;
+      process.stderr.write(`  policy ${policy} failed: ${message}\n`);
+      results.push({
+        policy,
+        jobs: [],
+        averageJctS: 0,
+        deadlinesMet: 0,
+        deadlineJobs: 0,
+        verified: false,
+        switch: {},
+        error: message,
+      });
+    }
   }
   return report(
     o,
@@ -352,20 +413,40 @@ async function runRuns(
     const t0 = Date.now();
     let lastPrinted = 0;
     process.stderr.write(`  run ${run.name}: ${run.jobs.map((j) => j.mode).join(" + ")}\n`);
-    const result = await runScenarioRun(run, {
-      seed: scenario.seed,
-      timeoutMs: o.timeoutS * 1000,
-      targets,
-      onProgress: (fractions) => {
-        const elapsed = Date.now() - t0;
-        if (elapsed > 2000 && elapsed - lastPrinted >= 2000) {
-          lastPrinted = elapsed;
-          const parts = Object.entries(fractions).map(([n, f]) => `${n} ${(f * 100).toFixed(0)}%`);
-          process.stderr.write(`    ${(elapsed / 1000).toFixed(0)} s: ${parts.join(", ")}\n`);
-        }
-      },
-    });
-    runs.push(result);
+    try {
+      const result = await runScenarioRun(run, {
+        seed: scenario.seed,
+        timeoutMs: o.timeoutS * 1000,
+        targets,
+        onProgress: (jobs) => {
+          const elapsed = Date.now() - t0;
+          if (elapsed > 2000 && elapsed - lastPrinted >= 2000) {
+            lastPrinted = elapsed;
+            const parts = Object.entries(jobs).map(
+              ([n, p]) =>
+                `${n} ${(p.fraction * 100).toFixed(0)}%${p.phase === "allreduce" ? "" : ` (${p.phase})`}`,
+            );
+            process.stderr.write(`    ${(elapsed / 1000).toFixed(0)} s: ${parts.join(", ")}\n`);
+          }
+        },
+      });
+      runs.push(result);
+    } catch (error) {
+      // Keep the finished runs' results; this one is reported as failed.
+      const message = (error as Error).message;
+      process.stderr.write(`  run ${run.name} failed: ${message}\n`);
+      runs.push({
+        name: run.name,
+        aggregators: run.aggregators,
+        faults: run.faults,
+        seconds: 0,
+        jobs: [],
+        verified: false,
+        switch: {},
+        ps: null,
+        error: message,
+      });
+    }
   }
   return report(o, scenario, startedAt, { runs }, runs, formatTable(runs));
 }

@@ -82,7 +82,16 @@ export class ChildNode {
         );
       }
       const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`${this.name}: no "${event}" within ${timeoutMs} ms`);
+      if (left <= 0) {
+        // Say what the process was doing: its last record and stderr.
+        const last = this.records.at(-1);
+        const doing = last === undefined ? "no record yet" : `last record ${JSON.stringify(last)}`;
+        const stderr = this.stderr.trim().slice(-500);
+        throw new Error(
+          `${this.name}: no "${event}" within ${timeoutMs} ms; ${doing.slice(0, 400)}` +
+            (stderr === "" ? "" : `; stderr: ${stderr}`),
+        );
+      }
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, left);
         this.waiters.push(() => {

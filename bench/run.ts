@@ -18,14 +18,23 @@ export const SCRIPTS = {
   worker: here("../worker/cli.js"),
 };
 
+/** What a job's slowest worker is doing. */
+export type JobPhase = "allreduce" | "verifying" | "done";
+
+export interface JobProgress {
+  /** packets completed, of all the job's packets */
+  fraction: number;
+  phase: JobPhase;
+}
+
 export interface RunOptions {
   /** seed of faults, and of gradients for jobs without their own */
   seed: number;
   timeoutMs: number;
   /** "ina": the real switch; "floor": bench/floor-switch.ts (one lossless NetReduce job) */
   switchImpl?: "ina" | "floor";
-  /** called with each job's fraction of packets completed, about every 500 ms */
-  onProgress?: (fractions: Record<string, number>) => void;
+  /** called with each job's progress, about every 500 ms */
+  onProgress?: (jobs: Record<string, JobProgress>) => void;
   /** lists every process's /metrics for Prometheus while it runs */
   targets?: ScrapeTargets;
 }
@@ -103,6 +112,8 @@ export interface RunResult {
   verified: boolean;
   switch: (SwitchStatsRecord & { cpuSeconds?: number }) | Record<string, unknown>;
   ps: PsStatsRecord | null;
+  /** why the run failed; its jobs are then empty */
+  error?: string;
 }
 
 /**
@@ -169,13 +180,24 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
     });
     const target = `${ready.dataAddress}:${ready.dataPort}`;
 
-    const progress = new Map<string, Float64Array>();
+    const progress = new Map<string, { fractions: Float64Array; phases: JobPhase[] }>();
     const workersOf = jobs.map((job) => {
       const fractions = new Float64Array(job.workers);
-      progress.set(job.name, fractions);
+      const phases: JobPhase[] = new Array(job.workers).fill("allreduce");
+      progress.set(job.name, { fractions, phases });
       const packetsPerIteration = Math.ceil(job.size / 4 / job.elementsPerPacket);
       const onRecord = (w: number) => (record: ProcessRecord) => {
+        if (record.event === "result") {
+          fractions[w] = 1;
+          phases[w] = "done";
+          return;
+        }
         if (record.event !== "progress") return;
+        if (record.phase === "verifying") {
+          fractions[w] = 1;
+          phases[w] = "verifying";
+          return;
+        }
         const done =
           Number(record.iteration) * packetsPerIteration + Number(record.completedPackets);
         fractions[w] = done / (packetsPerIteration * job.iterations);
@@ -206,8 +228,16 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
     if (o.onProgress) {
       const report = o.onProgress;
       progressTimer = setInterval(() => {
-        const out: Record<string, number> = {};
-        for (const [name, f] of progress) out[name] = Math.min(...f);
+        const out: Record<string, JobProgress> = {};
+        for (const [name, { fractions, phases }] of progress) {
+          // A job is as far as its slowest worker.
+          const phase = phases.includes("allreduce")
+            ? "allreduce"
+            : phases.includes("verifying")
+              ? "verifying"
+              : "done";
+          out[name] = { fraction: Math.min(...fractions), phase };
+        }
         report(out);
       }, 500);
     }

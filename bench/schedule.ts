@@ -48,6 +48,8 @@ export interface PolicyResult {
   verified: boolean;
   /** the switch's final stats record */
   switch: Record<string, unknown>;
+  /** why this policy's run failed; its jobs are then empty */
+  error?: string;
 }
 
 /**

@@ -135,6 +135,8 @@ export interface WorkerReadyRecord {
 
 /** ina-worker's `progress` record. */
 export interface WorkerProgressRecord {
+  /** all-reducing, or checking the output against the reference sum */
+  phase: "allreduce" | "verifying";
   workerId: number;
   iteration: number;
   completedPackets: number;

@@ -9,6 +9,10 @@ import { SCRIPTS } from "../bench/run.js";
 import type { SwitchStatsRecord } from "../proto/records.js";
 
 const EXPERIMENT = SCRIPTS.switch.replace(/switch\/cli\.js$/, "bench/experiment.js");
+const DEADLINES = SCRIPTS.switch.replace(
+  /dist\/switch\/cli\.js$/,
+  "bench/scenarios/deadlines.json",
+);
 const RUNTIME_CLI = SCRIPTS.switch.replace(/switch\/cli\.js$/, "runtime/cli.js");
 
 function run(script: string, args: string[]) {
@@ -84,6 +88,12 @@ describe("command lines, as real processes", () => {
         /--switch: expected HOST:PORT/,
       ],
       [SCRIPTS.switch, ["--config", "/nonexistent/ina.json"], /--config: cannot read/],
+      [EXPERIMENT, ["--policies", "edf"], /--policies: only for a scheduling scenario/],
+      [
+        EXPERIMENT,
+        ["--scenario", DEADLINES, "--workers", "2", "--loss", "0.1"],
+        /--workers, --loss: not for a scheduling scenario/,
+      ],
     ];
     for (const [script, args, message] of cases) {
       const r = run(script, args);
@@ -209,6 +219,9 @@ describe("command lines, as real processes", () => {
       const result = await w.waitFor("result", 60_000);
       assert.equal(result.verified, true);
       assert.equal(await w.waitExit(30_000), 0);
+      // Between the all-reduce and its result, a worker says it is verifying.
+      const phases = w.records.filter((r) => r.event === "progress").map((r) => r.phase);
+      assert.equal(phases.at(-1), "verifying");
     }
     const job = (await (await fetch(`${url}/jobs/7`)).json()) as { status: string };
     assert.equal(job.status, "finished");
@@ -346,6 +359,73 @@ describe("command lines, as real processes", () => {
     assert.deepEqual(scrape.sort(), ["prometheus.yml", "targets.json"]);
     const targets = JSON.parse(await readFile(join(dir, "prometheus", "targets.json"), "utf8"));
     assert.deepEqual(targets, [], "every process left the target list when it ended");
+  });
+
+  it("a failed run keeps the other runs' results, and its error says what the workers were doing", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "ina-test-"));
+    dirs.push(dir);
+    const path = join(dir, "two-runs.json");
+    const job = { mode: "netreduce", workers: 2, size: "64KiB" };
+    await writeFile(
+      path,
+      JSON.stringify({
+        name: "two-runs",
+        runs: [
+          { name: "clean", jobs: [job] },
+          { name: "dark", faults: { loss: 1 }, jobs: [job] },
+          { name: "after", jobs: [job] },
+        ],
+      }),
+    );
+    const r = spawnSync(
+      process.execPath,
+      [EXPERIMENT, "--scenario", path, "--timeout-s", "5", "--results", dir, "--scrape-dir", ""],
+      { encoding: "utf8", timeout: 120_000, env: { ...process.env, npm_lifecycle_event: "start" } },
+    );
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stdout, /^clean\s+netreduce-1\s+netreduce\s+2\s.*\syes$/m);
+    assert.match(r.stdout, /^after\s+netreduce-1\s+netreduce\s+2\s.*\syes$/m);
+    assert.match(
+      r.stdout,
+      /^dark: FAILED: .*worker \d: no "result" within 5000 ms; last record \{"event":"progress","phase":"allreduce"/m,
+    );
+    const saved = (await readdir(dir)).filter(
+      (name) => name.endsWith(".json") && name !== "two-runs.json",
+    );
+    const output = JSON.parse(await readFile(join(dir, saved[0]), "utf8"));
+    assert.equal(output.verified, false);
+    assert.deepEqual(
+      output.runs.map((run: { name: string; verified: boolean }) => [run.name, run.verified]),
+      [
+        ["clean", true],
+        ["dark", false],
+        ["after", true],
+      ],
+    );
+    assert.match(output.runs[1].error, /no "result" within 5000 ms/);
+    assert.doesNotMatch(r.stderr, /npm printed its banner/, "no --json, no hint");
+  });
+
+  it("--json under npm without --silent says how to get JSON alone", () => {
+    const silent = spawnSync(
+      process.execPath,
+      [EXPERIMENT, "--json", "--only", "ps", "--workers", "1", "--size", "4KiB", "--results", ""],
+      {
+        encoding: "utf8",
+        timeout: 60_000,
+        env: { ...process.env, npm_lifecycle_event: "start", npm_config_loglevel: "silent" },
+      },
+    );
+    assert.equal(silent.status, 0, silent.stderr);
+    assert.doesNotMatch(silent.stderr, /npm printed its banner/);
+    assert.equal(JSON.parse(silent.stdout).verified, true);
+    const loud = spawnSync(
+      process.execPath,
+      [EXPERIMENT, "--json", "--only", "ps", "--workers", "1", "--size", "4KiB", "--results", ""],
+      { encoding: "utf8", timeout: 60_000, env: { ...process.env, npm_lifecycle_event: "start" } },
+    );
+    assert.equal(loud.status, 0, loud.stderr);
+    assert.match(loud.stderr, /npm start --silent -- --json/);
   });
 
   it("the table names every column", () => {

@@ -408,6 +408,7 @@ await runCli(spec, async (o) => {
       ? setInterval(() => {
           emitRecord({
             event: "progress",
+            phase: "allreduce",
             workerId: p.workerId,
             iteration: iteration,
             completedPackets: core.completedPackets,
@@ -450,6 +451,16 @@ await runCli(spec, async (o) => {
   await worker.close();
 
   // The last iteration's output is checked; every iteration sums the same inputs.
+  if (!o.noVerify && o.progressMs > 0) {
+    emitRecord({
+      event: "progress",
+      phase: "verifying",
+      workerId: p.workerId,
+      iteration,
+      completedPackets: core.completedPackets,
+      totalPackets: core.totalPackets,
+    });
+  }
   const check: Verification | null = o.noVerify
     ? null
     : verifyAllReduce(output, o.seed, p.fanIn, o.scaleBits);
