@@ -159,7 +159,30 @@ export function emitRecord(record: { event: string } & Record<string, unknown>):
   process.stdout.write(`${JSON.stringify(record)}\n`);
 }
 
-export const cliInt = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+/**
+ * A whole number in [min, max] given on the command line; anything else is
+ * named as it was typed (`expected a whole number, got "4MiB"`), with `hint`.
+ */
+export const cliInt = (min: number, max: number, hint?: string) =>
+  z
+    .union([z.number(), z.string()])
+    .transform((value, ctx) => {
+      const n =
+        typeof value === "number"
+          ? value
+          : /^\s*-?\d+\s*$/.test(value)
+            ? Number(value)
+            : Number.NaN;
+      if (!Number.isInteger(n)) {
+        ctx.addIssue({
+          code: "custom",
+          message: `expected a whole number, got "${value}"${hint ? ` (${hint})` : ""}`,
+        });
+        return z.NEVER;
+      }
+      return n;
+    })
+    .pipe(z.int().min(min).max(max));
 
 /** A probability given on the command line. */
 export const cliProbability = z.coerce.number().min(0).max(1);

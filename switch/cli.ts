@@ -98,6 +98,7 @@ await runCli(spec, async (options) => {
     core: server.core,
     dataAddress: { host: address.address, port: address.port },
     now: () => performance.now(),
+    clockOrigin: new Date(performance.timeOrigin),
     hasParameterServer: config.parameterServer !== undefined,
   });
   const registry = new Registry();

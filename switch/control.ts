@@ -39,8 +39,13 @@ export interface ControlPlaneOptions {
   core: SwitchCore;
   /** where workers send their packets */
   dataAddress: { host: string; port: number };
-  /** the manager's clock, ms */
+  /**
+   * the manager's clock, ms: every time the API shows (submittedAt, startedAt,
+   * finishedAt, deadlineAt, estimatedFinishAt, history[].at) is on it
+   */
   now: () => number;
+  /** the wall-clock time at which `now()` was 0, shown by GET /health to convert times */
+  clockOrigin?: Date;
   /** whether the switch has a parameter server, which ATP jobs need */
   hasParameterServer?: boolean;
 }
@@ -232,6 +237,8 @@ function describeValidation(
 /** Builds the fastify app; tests use inject(), the switch process listens on a port. */
 export function buildControlApp(control: ControlPlane, registry?: Registry): FastifyInstance {
   const app = Fastify({ logger: false });
+  // Bodies are JSON only: anything else is a 415 naming the content type to use.
+  app.removeContentTypeParser("text/plain");
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   app.setErrorHandler((error, _request, reply) => {
@@ -250,6 +257,12 @@ export function buildControlApp(control: ControlPlane, registry?: Registry): Fas
         .send({ code: error.code, message: error.message });
     }
     const status = (error as { statusCode?: number }).statusCode ?? 500;
+    if (status === 415) {
+      return reply.code(415).send({
+        code: "unsupportedMediaType",
+        message: `send the body as JSON with content-type: application/json (${(error as Error).message})`,
+      });
+    }
     if (status >= 400 && status < 500) {
       // fastify's own: malformed JSON, wrong content type, body too large
       return reply.code(status).send({ code: "badRequest", message: (error as Error).message });
@@ -269,6 +282,9 @@ export function buildControlApp(control: ControlPlane, registry?: Registry): Fas
     policy: manager.options.policy,
     aggregators: manager.options.aggregators,
     jobs: manager.jobs.size,
+    // Job times are ms on the switch's clock: this is when it read 0, and what it reads now.
+    clockOrigin: control.options.clockOrigin?.toISOString() ?? null,
+    clockMs: control.options.now(),
   }));
 
   api.post("/jobs", { schema: { body: JobSubmitSchema } }, async (request, reply) => {

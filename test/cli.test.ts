@@ -90,6 +90,11 @@ describe("command lines, as real processes", () => {
       [SCRIPTS.switch, ["--config", "/nonexistent/ina.json"], /--config: cannot read/],
       [EXPERIMENT, ["--policies", "edf"], /--policies: only for a scheduling scenario/],
       [
+        SCRIPTS.worker,
+        ["--switch", "127.0.0.1:9", "--worker", "0", "--fan-in", "2", "--size", "4MiB"],
+        /--size: expected a whole number, got "4MiB" \(--size counts aggregators; the gradient's bytes are --size-bytes\)/,
+      ],
+      [
         EXPERIMENT,
         ["--scenario", DEADLINES, "--workers", "2", "--loss", "0.1"],
         /--workers, --loss: not for a scheduling scenario/,

@@ -32,14 +32,23 @@ describe("control plane API", () => {
       core,
       dataAddress: { host: "127.0.0.1", port: 4567 },
       now: () => clock,
+      clockOrigin: new Date("2026-01-01T00:00:00Z"),
     });
     app = buildControlApp(control);
   });
 
-  it("health", async () => {
+  it("health, with the clock that every job time is on", async () => {
+    clock = 1234.5;
     const r = await app.inject({ method: "GET", url: "/health" });
     assert.equal(r.statusCode, 200);
-    assert.deepEqual(r.json(), { status: "ok", policy: "edf", aggregators: 64, jobs: 0 });
+    assert.deepEqual(r.json(), {
+      status: "ok",
+      policy: "edf",
+      aggregators: 64,
+      jobs: 0,
+      clockOrigin: "2026-01-01T00:00:00.000Z",
+      clockMs: 1234.5,
+    });
   });
 
   it("submit grants a region and installs the job's rule in the switch", async () => {
@@ -157,6 +166,18 @@ describe("control plane API", () => {
       const body = r.json();
       assert.equal(typeof body.code, "string");
       assert.match(body.message, message, `${method} ${url}`);
+    }
+    // A body that is not declared JSON is named as such, not as a generic bad request.
+    for (const headers of [{ "content-type": "text/plain" }, {}]) {
+      const plain = await app.inject({
+        method: "POST",
+        url: "/jobs",
+        payload: Buffer.from(JSON.stringify(job({}))),
+        headers,
+      });
+      assert.equal(plain.statusCode, 415, JSON.stringify(headers));
+      assert.equal(plain.json().code, "unsupportedMediaType");
+      assert.match(plain.json().message, /content-type: application\/json/);
     }
   });
 

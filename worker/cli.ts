@@ -71,7 +71,8 @@ const spec = {
     size: {
       type: "string",
       valueName: "N",
-      description: "aggregators in the job's region or pool slice",
+      description:
+        "aggregators in the job's region or pool slice (the gradient's bytes: --size-bytes)",
       defaultText: "2 x window",
     },
     window: {
@@ -175,7 +176,11 @@ const spec = {
       worker: cliInt(0, MAX_FAN_IN - 1).optional(),
       fanIn: cliInt(1, MAX_FAN_IN).optional(),
       offset: cliInt(0, 1 << 20).default(0),
-      size: cliInt(1, 1 << 20).optional(),
+      size: cliInt(
+        1,
+        1 << 20,
+        "--size counts aggregators; the gradient's bytes are --size-bytes",
+      ).optional(),
       window: cliInt(1, MAX_WINDOW).default(128),
       elementsPerPacket: cliInt(1, MAX_ELEMENTS_PER_PACKET).default(256),
       scaleBits: cliInt(0, MAX_SCALE_BITS).default(20),
