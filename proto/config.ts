@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { LinksSchema, largestPacketBytes, linkProblems } from "./links.js";
 import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN } from "./wire.js";
 
 /**
@@ -105,6 +106,8 @@ export const SwitchConfigSchema = z
     jobs: z.array(JobConfigSchema).default([]),
     /** where ATP fallbacks and PS-mode traffic go; required when any job is "atp" or "ps" */
     parameterServer: HostPortSchema.optional(),
+    /** emulated links (proto/links.ts); absent: packets go as fast as the host sends them */
+    links: LinksSchema.optional(),
     faults: FaultConfigSchema.default({
       seed: 1,
       ingress: { drop: 0, duplicate: 0, reorder: 0 },
@@ -112,6 +115,14 @@ export const SwitchConfigSchema = z
     }),
   })
   .superRefine((config, ctx) => {
+    if (config.links !== undefined) {
+      for (const p of linkProblems(
+        config.links,
+        largestPacketBytes(config.elementsPerAggregator),
+      )) {
+        ctx.addIssue({ code: "custom", path: ["links", ...p.path], message: p.message });
+      }
+    }
     const seen = new Map<number, number>();
     config.jobs.forEach((job, i) => {
       const path = ["jobs", i];

@@ -40,3 +40,56 @@ export const float32Bytes = byteSize.refine(
   (n) => n > 0 && n % 4 === 0,
   "must be a positive multiple of 4 bytes (float32)",
 );
+
+const RATE_UNITS: Record<string, number> = {
+  "": 1,
+  bps: 1,
+  kbps: 1e3,
+  mbps: 1e6,
+  gbps: 1e9,
+  tbps: 1e12,
+};
+
+/** "10Gbps", "100Mbps", "1e9" -> bits per second; null if the text is not a rate. */
+export function parseRate(text: string): number | null {
+  const match = /^\s*(\d+(?:\.\d+)?(?:e\d+)?)\s*([a-z]*)\s*$/i.exec(text);
+  if (!match) return null;
+  const unit = RATE_UNITS[match[2].toLowerCase()];
+  return unit === undefined ? null : Number(match[1]) * unit;
+}
+
+/** A zod schema for a line rate: "10Gbps", "100Mbps", or a number of bits per second. */
+export const rateSchema = z.union([z.number(), z.string()]).transform((value, ctx) => {
+  const rate = typeof value === "number" ? value : parseRate(value);
+  if (rate === null || !Number.isFinite(rate) || rate <= 0) {
+    ctx.addIssue({
+      code: "custom",
+      message: `not a positive rate: "${value}" (try 10Gbps, 100Mbps or a number of bits/s)`,
+    });
+    return z.NEVER;
+  }
+  return rate;
+});
+
+const DURATION_UNITS: Record<string, number> = { ns: 1e-6, us: 1e-3, ms: 1, s: 1000 };
+
+/** "50us", "2ms", "1s" -> milliseconds; a bare number is milliseconds; null if not a duration. */
+export function parseDuration(text: string): number | null {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(text);
+  if (!match) return null;
+  const unit = match[2] === "" ? 1 : DURATION_UNITS[match[2].toLowerCase()];
+  return unit === undefined ? null : Number(match[1]) * unit;
+}
+
+/** A zod schema for a duration: "50us", "2ms", "1s", or a number of milliseconds. */
+export const durationSchema = z.union([z.number(), z.string()]).transform((value, ctx) => {
+  const ms = typeof value === "number" ? value : parseDuration(value);
+  if (ms === null || !Number.isFinite(ms) || ms < 0) {
+    ctx.addIssue({
+      code: "custom",
+      message: `not a duration: "${value}" (try 50us, 2ms or a number of milliseconds)`,
+    });
+    return z.NEVER;
+  }
+  return ms;
+});

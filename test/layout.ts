@@ -7,8 +7,9 @@ import { dirname, join, normalize, relative, sep } from "node:path";
  * - proto/ is the contract between processes: it imports only proto/ and
  *   zod, no Node module, no `process`; every file in it is listed in
  *   proto/README.md's table of the contract's files.
- * - runtime/ is what every process shares to run: it imports proto/ and
- *   runtime/, never a role.
+ * - runtime/ is what every process shares to run: it imports proto/,
+ *   runtime/ and link/ (its adapters pace packets by the link model), never
+ *   a role.
  * - The roles (switch/, worker/, ps/) import proto/, runtime/ and their own
  *   folder: they meet only over the wire.
  * - bench/ talks to processes through their records and HTTP APIs: proto/,
@@ -44,7 +45,7 @@ interface Rule {
 
 export const RULES: Record<string, Rule> = {
   proto: { folders: [], packages: ["zod"], node: false },
-  runtime: { folders: ["proto"], node: true },
+  runtime: { folders: ["proto", "link"], node: true },
   switch: { folders: ["proto", "runtime"], node: true },
   worker: { folders: ["proto", "runtime"], node: true },
   ps: { folders: ["proto", "runtime"], node: true },
