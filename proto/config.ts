@@ -77,6 +77,10 @@ export type JobConfig = z.infer<typeof JobConfigSchema>;
 export type JobMode = JobConfig["mode"];
 export const JOB_MODES = ["netreduce", "atp", "ps"] as const satisfies readonly JobMode[];
 
+/** How a worker reacts to ECN marks on its results (worker/congestion.ts). */
+export const CONGESTION_CONTROLS = ["none", "aimd", "dctcp"] as const;
+export type CongestionControl = (typeof CONGESTION_CONTROLS)[number];
+
 /** The memory manager's policies (switch --policy, scheduling scenarios). */
 export const POLICIES = ["edf", "fcfs", "static"] as const;
 export type Policy = (typeof POLICIES)[number];

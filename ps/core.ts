@@ -41,6 +41,8 @@ class PsJob {
   readonly state: Uint8Array;
   readonly bitmap: Uint32Array;
   readonly overflow: Uint8Array;
+  /** some piece of the PSN was ECN-marked: the ack carries the mark */
+  readonly ecn: Uint8Array;
   readonly elementCount: Uint16Array;
   readonly scaleBits: Uint8Array;
   readonly aggregatorIndex: Uint32Array;
@@ -72,6 +74,7 @@ class PsJob {
     this.state = new Uint8Array(this.capacity);
     this.bitmap = new Uint32Array(this.capacity);
     this.overflow = new Uint8Array(this.capacity);
+    this.ecn = new Uint8Array(this.capacity);
     this.elementCount = new Uint16Array(this.capacity);
     this.scaleBits = new Uint8Array(this.capacity);
     this.aggregatorIndex = new Uint32Array(this.capacity);
@@ -229,6 +232,7 @@ export class PsCore {
       job.psn[entry] = h.psn;
       job.bitmap[entry] = 0;
       job.overflow[entry] = 0;
+      job.ecn[entry] = 0;
       job.elementCount[entry] = h.elementCount;
       job.scaleBits[entry] = h.scaleBits;
       job.aggregatorIndex[entry] = h.aggregatorIndex;
@@ -269,6 +273,7 @@ export class PsCore {
     }
     if (!fromWorker) this.stats.partialsMerged++;
     if (h.flags & Flag.overflow) job.overflow[entry] = 1;
+    if (h.flags & Flag.ecn) job.ecn[entry] = 1;
     if (job.bitmap[entry] === job.fullBitmap) this.complete(job, h, entry, port, address);
     return DropReason.ok;
   }
@@ -300,7 +305,10 @@ export class PsCore {
     }
     const a = this.ackHeader;
     a.type = PacketType.ack;
-    a.flags = (job.overflow[entry] ? Flag.overflow : 0) | (fitsInt32 ? 0 : Flag.float32);
+    a.flags =
+      (job.overflow[entry] ? Flag.overflow : 0) |
+      (job.ecn[entry] ? Flag.ecn : 0) |
+      (fitsInt32 ? 0 : Flag.float32);
     a.jobId = job.id;
     a.workerId = WORKER_ID_NONE;
     a.fanIn = job.fanIn;

@@ -35,6 +35,8 @@ export class AggregatorArray {
   readonly contributions: Uint8Array;
   readonly state: Uint8Array;
   readonly overflow: Uint8Array;
+  /** some packet aggregated here was ECN-marked: the result carries the mark to every worker */
+  readonly ecn: Uint8Array;
   readonly elementCount: Uint16Array;
   readonly scaleBits: Uint8Array;
   /** when each aggregator was claimed, for the completion-latency metric */
@@ -52,6 +54,7 @@ export class AggregatorArray {
     this.contributions = new Uint8Array(count);
     this.state = new Uint8Array(count);
     this.overflow = new Uint8Array(count);
+    this.ecn = new Uint8Array(count);
     this.elementCount = new Uint16Array(count);
     this.scaleBits = new Uint8Array(count);
     this.claimedAt = new Float64Array(count);
@@ -75,6 +78,7 @@ export class AggregatorArray {
     this.bitmap[index] = bit;
     this.contributions[index] = 1;
     this.overflow[index] = h.flags & Flag.overflow ? 1 : 0;
+    this.ecn[index] = h.flags & Flag.ecn ? 1 : 0;
     this.elementCount[index] = h.elementCount;
     this.scaleBits[index] = h.scaleBits;
     const values = this.slots.values;
@@ -95,5 +99,11 @@ export class AggregatorArray {
     this.bitmap.fill(0, offset, offset + size);
     this.contributions.fill(0, offset, offset + size);
     this.overflow.fill(0, offset, offset + size);
+    this.ecn.fill(0, offset, offset + size);
+  }
+
+  /** The flags a finished aggregate carries: overflow and ECN, ORed over what was aggregated. */
+  carriedFlags(index: number): number {
+    return (this.overflow[index] ? Flag.overflow : 0) | (this.ecn[index] ? Flag.ecn : 0);
   }
 }

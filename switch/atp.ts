@@ -116,6 +116,7 @@ export function atpContribute(
     return evict(aggregators, job, h, index, outcome);
   }
   if (h.flags & Flag.overflow) aggregators.overflow[index] = 1;
+  if (h.flags & Flag.ecn) aggregators.ecn[index] = 1;
   aggregators.bitmap[index] |= bit;
   aggregators.contributions[index]++;
   if (aggregators.contributions[index] === job.fanIn) return complete(aggregators, job, h, index);
@@ -157,7 +158,7 @@ function writePieceHeader(
   flags: number,
 ): void {
   pieceHeader.type = PacketType.contribution;
-  pieceHeader.flags = flags | Flag.toPs | (aggregators.overflow[index] ? Flag.overflow : 0);
+  pieceHeader.flags = flags | Flag.toPs | aggregators.carriedFlags(index);
   pieceHeader.jobId = job.id;
   pieceHeader.workerId = WORKER_ID_NONE;
   pieceHeader.fanIn = job.fanIn;

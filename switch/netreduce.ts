@@ -91,6 +91,7 @@ export function netReduceContribute(
   ) {
     aggregators.overflow[index] = 1;
   }
+  if (h.flags & Flag.ecn) aggregators.ecn[index] = 1;
   aggregators.bitmap[index] |= bit;
   aggregators.contributions[index]++;
   if (aggregators.contributions[index] === job.fanIn) return complete(aggregators, job, h, index);
@@ -113,7 +114,7 @@ function complete(
 ): VerdictValue {
   aggregators.state[index] = AggregatorState.complete;
   resultHeader.type = PacketType.result;
-  resultHeader.flags = aggregators.overflow[index] ? Flag.overflow : 0;
+  resultHeader.flags = aggregators.carriedFlags(index);
   resultHeader.jobId = job.id;
   resultHeader.workerId = WORKER_ID_NONE;
   resultHeader.fanIn = job.fanIn;

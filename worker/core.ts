@@ -1,6 +1,6 @@
 import { atpIndex, netReduceIndex, newerEpoch, windowInRegion } from "../proto/addressing.js";
 import { decodeHeader, encodeHeader } from "../proto/codec.js";
-import type { JobMode } from "../proto/config.js";
+import type { CongestionControl, JobMode } from "../proto/config.js";
 import { DROP_REASON_COUNT, DropReason, type DropReasonValue } from "../proto/drops.js";
 import { dequantizeInto, quantizeInto } from "../proto/fixedpoint.js";
 import {
@@ -15,6 +15,7 @@ import {
   packetBytes,
 } from "../proto/wire.js";
 import { PacketSlots } from "../runtime/slots.js";
+import { CongestionWindow } from "./congestion.js";
 
 export interface WorkerCoreOptions {
   /**
@@ -41,6 +42,8 @@ export interface WorkerCoreOptions {
   maxSendsPerPacket: number;
   /** an all-reduce with no answer from the switch for this long fails (ms; 0: never) */
   giveUpAfterMs?: number;
+  /** how the window reacts to ECN-marked results (default none) */
+  congestionControl?: CongestionControl;
   /** epoch of the region given (by the control plane); 0 for a static config */
   regionEpoch?: number;
 }
@@ -125,6 +128,8 @@ export interface WorkerStats {
   duplicateResults: number;
   /** region changes the switch announced and this worker adopted */
   regionChanges: number;
+  /** results (or acks) that carried an ECN mark */
+  ecnMarkedResults: number;
   /** results flagged overflow, and values that saturated while quantizing */
   overflowedResults: number;
   saturatedValues: number;
@@ -160,6 +165,8 @@ export class WorkerCore {
   private releasedEpoch = -1;
   /** packets in flight now: the window, or less when a NetReduce region is smaller than 2 x window */
   private windowLimit: number;
+  /** the congestion window within windowLimit */
+  readonly congestion: CongestionWindow;
   private readonly slotSentAt: Float64Array;
   private readonly slotSends: Uint32Array;
   private readonly slotDone: Uint8Array;
@@ -209,6 +216,7 @@ export class WorkerCore {
       start: 0,
     };
     this.windowLimit = this.windowFor(this.region);
+    this.congestion = new CongestionWindow(options.congestionControl ?? "none", this.windowLimit);
     this.scale = 2 ** options.scaleBits;
     this.inverseScale = 2 ** -options.scaleBits;
     this.stats = {
@@ -221,6 +229,7 @@ export class WorkerCore {
       overflowedResults: 0,
       saturatedValues: 0,
       regionChanges: 0,
+      ecnMarkedResults: 0,
       drops: new Float64Array(DROP_REASON_COUNT),
       srttMs: 0,
       rtoMs: options.rtoInitialMs,
@@ -232,9 +241,12 @@ export class WorkerCore {
     return !this.active;
   }
 
-  /** Packets this worker may keep in flight now (its window, or less in a small NetReduce region). */
+  /**
+   * Packets this worker may keep in flight now: its window, or less in a
+   * small NetReduce region, or less while its congestion control backs off.
+   */
   get window(): number {
-    return this.windowLimit;
+    return this.congestion.packets;
   }
 
   /** Packets of the current all-reduce that have their result, and how many there are. */
@@ -346,6 +358,9 @@ export class WorkerCore {
       );
     }
     if (h.flags & Flag.overflow) this.stats.overflowedResults++;
+    const marked = (h.flags & Flag.ecn) !== 0;
+    if (marked) this.stats.ecnMarkedResults++;
+    this.congestion.onResult(marked, psn, this.next);
     this.stats.resultsReceived++;
     this.slotDone[slot] = 1;
     // Karn: only a packet sent once gives an unambiguous RTT sample.
@@ -426,7 +441,7 @@ export class WorkerCore {
       this.adopt(this.upcoming[0]);
       this.upcoming.shift();
     }
-    let limit = Math.min(this.endPsn, this.base + this.windowLimit);
+    let limit = Math.min(this.endPsn, this.base + this.congestion.packets);
     // PSNs from a switchover go out only once every older PSN has its result:
     // that is how the switch knows this worker no longer needs the old region.
     if (this.upcoming.length > 0) limit = Math.min(limit, this.upcoming[0].start);
@@ -481,6 +496,7 @@ export class WorkerCore {
   private adopt(region: WorkerRegion): void {
     this.region = region;
     this.windowLimit = this.windowFor(region);
+    this.congestion.setMax(this.windowLimit);
     this.stats.regionChanges++;
     const first = Math.max(this.base, region.start);
     if (this.next > first) this.next = first;
