@@ -9,6 +9,9 @@ export async function stopAllChildren(): Promise<void> {
   await Promise.all([...liveChildren].map((child) => child.stop()));
 }
 
+/** Rank and size variables of the launchers a worker reads (worker/launcher.ts). */
+const LAUNCHER_VARIABLE = /^(OMPI_COMM_WORLD_|PMI_|PMIX_RANK$|SLURM_PROCID$|SLURM_NTASKS$)/;
+
 /** A JSON record a child printed on one stdout line. */
 export type ProcessRecord = { event: string } & Record<string, unknown>;
 
@@ -34,7 +37,14 @@ export class ChildNode {
     options: { raw?: boolean } = {},
   ) {
     // stdio defaults to pipes on all three streams.
-    this.child = options.raw ? spawn(script, args) : spawn(process.execPath, [script, ...args]);
+    // A runner started by mpirun or srun must not hand its own rank to the
+    // workers it starts: they would all claim it when joining a job.
+    const env = Object.fromEntries(
+      Object.entries(process.env).filter(([name]) => !LAUNCHER_VARIABLE.test(name)),
+    );
+    this.child = options.raw
+      ? spawn(script, args, { env })
+      : spawn(process.execPath, [script, ...args], { env });
     liveChildren.add(this);
     this.exited = new Promise((resolve) => {
       // "close", not "exit": exit may fire before the child's last stdout

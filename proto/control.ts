@@ -31,3 +31,19 @@ export const JobSubmitSchema = z.strictObject({
     .optional(),
 });
 export type JobSubmit = z.infer<typeof JobSubmitSchema>;
+
+/**
+ * A worker joining a job (`POST /jobs/:id/workers`, body optional): the id and
+ * fan-in its launcher gave it (an MPI or Slurm rank and size). Without
+ * `workerId` the switch gives the lowest id not yet joined; `fanIn`, when
+ * given, must equal the job's `workers`.
+ */
+export const WorkerJoinSchema = z.strictObject({
+  workerId: z
+    .int()
+    .min(0)
+    .max(MAX_FAN_IN - 1)
+    .optional(),
+  fanIn: z.int().min(1).max(MAX_FAN_IN).optional(),
+});
+export type WorkerJoin = z.infer<typeof WorkerJoinSchema>;

@@ -123,11 +123,19 @@ export interface PsReadyRecord {
   jobs: Array<{ id: number; mode: JobMode; fanIn: number }>;
 }
 
+/**
+ * What gave a worker its id: `--worker`, the rank variable of the launcher
+ * that started it (`OMPI_COMM_WORLD_RANK`, `PMI_RANK`, `SLURM_PROCID`), or
+ * the control plane, which gives the lowest id not yet joined.
+ */
+export type WorkerIdSource = "--worker" | "control plane" | (string & {});
+
 /** ina-worker's `ready` record. */
 export interface WorkerReadyRecord {
   pid: number;
   metricsUrl: string;
   workerId: number;
+  workerIdSource: WorkerIdSource;
   /** the worker's own UDP port */
   port: number;
   region: { offset: number; size: number; epoch: number };

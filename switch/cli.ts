@@ -37,7 +37,9 @@ const spec = {
     'and {"event":"stats",...} when it stops (SIGTERM or SIGINT).',
   details:
     "The config file (JSON) lists the aggregator array, the jobs and their regions, and the fault\n" +
-    "injector's rates; see README.md. Exit codes: 0 stopped cleanly, 1 failed, 2 bad option or config.",
+    "injector's rates; see README.md. With --host 0.0.0.0, a worker joining through the control\n" +
+    "plane is told to send to the address it reached the control plane at.\n" +
+    "Exit codes: 0 stopped cleanly, 1 failed, 2 bad option or config.",
   options: {
     config: {
       type: "string",
@@ -48,6 +50,10 @@ const spec = {
         "jobs submitted to the control plane",
     },
     ...SERVER_OPTIONS,
+    host: {
+      ...SERVER_OPTIONS.host,
+      description: "address to bind, data and control plane; 0.0.0.0: every interface",
+    },
     "control-port": {
       type: "string",
       valueName: "PORT",

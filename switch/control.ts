@@ -7,7 +7,12 @@ import {
 } from "fastify-type-provider-zod";
 import type { Registry } from "prom-client";
 import { z } from "zod";
-import { type JobSubmit, JobSubmitSchema } from "../proto/control.js";
+import {
+  type JobSubmit,
+  JobSubmitSchema,
+  type WorkerJoin,
+  WorkerJoinSchema,
+} from "../proto/control.js";
 import { MAX_FAN_IN } from "../proto/wire.js";
 import { addMetricsRoute } from "../runtime/http.js";
 import type { SwitchCore } from "./core.js";
@@ -17,8 +22,9 @@ import { type Decision, type ManagedJob, ManagerError, type MemoryManager } from
 /**
  * The switch's control plane: the memory manager's northbound HTTP API
  * (submit, list, get, cancel and finish jobs; the allocation table; health)
- * and its southbound side: a worker joining a job learns its worker id,
- * fan-in, mode, region and the switch's data address, and the switch installs,
+ * and its southbound side: a worker joining a job learns its worker id (or
+ * asks for the one its launcher gave it), fan-in, mode, region and the
+ * switch's data address, and the switch installs,
  * changes and removes job rules as the manager decides. Bodies and parameters
  * are validated with zod; every error is JSON `{ code, message }` naming what
  * is wrong: 400 bad request, 404 unknown job, 409 conflict, 503 no resources.
@@ -37,7 +43,10 @@ const WorkerParams = z.strictObject({ id: pathInt(0xffff), workerId: pathInt(MAX
 export interface ControlPlaneOptions {
   manager: MemoryManager;
   core: SwitchCore;
-  /** where workers send their packets */
+  /**
+   * where workers send their packets; a wildcard host (0.0.0.0) is answered
+   * with the address each worker reached the control plane at
+   */
   dataAddress: { host: string; port: number };
   /**
    * the manager's clock, ms: every time the API shows (submittedAt, startedAt,
@@ -60,11 +69,14 @@ class HttpError extends Error {
   }
 }
 
+/** Bind addresses that mean "every interface": no address a worker could send to. */
+const WILDCARD_HOSTS = new Set(["0.0.0.0", "::", ""]);
+
 const STATUS_OF_MANAGER_ERROR = { conflict: 409, notFound: 404, invalid: 400 } as const;
 
 /** The control plane of one switch: its routes, and the link from the manager's decisions to the data plane. */
 export class ControlPlane {
-  /** workers that joined each job, and those that reported their all-reduces done */
+  /** bitmaps of the workers that joined each job, and of those that reported their all-reduces done */
   private readonly joined = new Map<number, number>();
   private readonly done = new Map<number, number>();
 
@@ -149,22 +161,49 @@ export class ControlPlane {
     return { job: this.options.manager.get(body.id), decisions };
   }
 
-  /** The southbound answer to a worker joining `jobId`. */
-  join(jobId: number) {
+  /**
+   * The southbound answer to a worker joining `jobId`: the id it asked for, or
+   * the lowest one not yet joined. `localAddress` is the control plane's end
+   * of the worker's connection, where a switch bound to every interface tells
+   * the worker to send.
+   */
+  join(jobId: number, request: WorkerJoin = {}, localAddress?: string) {
     const job = this.options.manager.get(jobId);
     if (job.status !== "queued" && job.status !== "running") {
       throw new HttpError(409, "conflict", `job ${jobId} is ${job.status}`);
     }
-    const workerId = this.joined.get(jobId) ?? 0;
-    if (workerId >= job.spec.workers) {
+    const workers = job.spec.workers;
+    if (request.fanIn !== undefined && request.fanIn !== workers) {
       throw new HttpError(
         409,
         "conflict",
-        `all ${job.spec.workers} workers of job ${jobId} have joined`,
+        `fanIn: job ${jobId} has ${workers} workers, this worker was started as one of ${request.fanIn}`,
       );
     }
-    this.joined.set(jobId, workerId + 1);
-    return { workerId, ...this.southbound(job) };
+    const joined = this.joined.get(jobId) ?? 0;
+    const has = (w: number) => ((joined >>> w) & 1) === 1;
+    let workerId = request.workerId;
+    if (workerId === undefined) {
+      workerId = 0;
+      while (workerId < workers && has(workerId)) workerId++;
+      if (workerId === workers) {
+        throw new HttpError(409, "conflict", `all ${workers} workers of job ${jobId} have joined`);
+      }
+    } else if (workerId >= workers) {
+      throw new HttpError(
+        400,
+        "badRequest",
+        `workerId: job ${jobId} has ${workers} workers (ids 0 .. ${workers - 1}), got ${workerId}`,
+      );
+    } else if (has(workerId)) {
+      throw new HttpError(
+        409,
+        "conflict",
+        `workerId: worker ${workerId} of job ${jobId} has already joined`,
+      );
+    }
+    this.joined.set(jobId, (joined | (1 << workerId)) >>> 0);
+    return { workerId, ...this.southbound(job, localAddress) };
   }
 
   /** A worker finished its all-reduces; the job finishes when all have. */
@@ -185,7 +224,7 @@ export class ControlPlane {
     return view(this.options.manager.get(jobId));
   }
 
-  southbound(job: ManagedJob) {
+  southbound(job: ManagedJob, localAddress?: string) {
     const window = job.spec.window ?? 128;
     return {
       jobId: job.spec.id,
@@ -194,8 +233,23 @@ export class ControlPlane {
       status: job.status,
       window,
       region: job.region,
-      data: this.options.dataAddress,
+      data: this.dataAddressFor(localAddress),
     };
+  }
+
+  /** The data address a worker is told, given where it reached the control plane. */
+  dataAddressFor(localAddress: string | undefined): { host: string; port: number } {
+    const { host, port } = this.options.dataAddress;
+    if (!WILDCARD_HOSTS.has(host)) return { host, port };
+    if (localAddress === undefined) {
+      throw new HttpError(
+        500,
+        "internal",
+        `the switch binds every interface (${host}) and this request came on no known local address`,
+      );
+    }
+    // A dual-stack listener reports IPv4 peers as ::ffff:a.b.c.d.
+    return { host: localAddress.replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/, ""), port };
   }
 }
 
@@ -314,8 +368,14 @@ export function buildControlApp(control: ControlPlane, registry?: Registry): Fas
     return view(manager.get(request.params.id));
   });
 
-  api.post("/jobs/:id/workers", { schema: { params: JobIdParams } }, async (request, reply) =>
-    reply.code(201).send(control.join(request.params.id)),
+  api.post(
+    "/jobs/:id/workers",
+    // No body (fastify passes null): the switch picks the worker id.
+    { schema: { params: JobIdParams, body: WorkerJoinSchema.nullish() } },
+    async (request, reply) =>
+      reply
+        .code(201)
+        .send(control.join(request.params.id, request.body ?? {}, request.socket.localAddress)),
   );
 
   api.post(

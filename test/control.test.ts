@@ -89,6 +89,102 @@ describe("control plane API", () => {
     assert.match(c.json().message, /all 2 workers of job 1 have joined/);
   });
 
+  it("a worker may ask for the id and fan-in its launcher gave it; the others fill the gaps", async () => {
+    await post("/jobs", job({ workers: 3 }));
+    const two = await post("/jobs/1/workers", { workerId: 2, fanIn: 3 });
+    assert.equal(two.statusCode, 201, two.body);
+    assert.equal(two.json().workerId, 2);
+    assert.equal(two.json().fanIn, 3);
+    assert.equal((await post("/jobs/1/workers")).json().workerId, 0, "the lowest free id");
+    assert.equal((await post("/jobs/1/workers", { fanIn: 3 })).json().workerId, 1);
+    const full = await post("/jobs/1/workers");
+    assert.equal(full.statusCode, 409);
+    assert.deepEqual(full.json(), {
+      code: "conflict",
+      message: "all 3 workers of job 1 have joined",
+    });
+  });
+
+  it("refuses a taken worker id and a fan-in other than the job's, and keeps the id free", async () => {
+    await post("/jobs", job({ workers: 3 }));
+    assert.equal((await post("/jobs/1/workers", { workerId: 1 })).statusCode, 201);
+    const taken = await post("/jobs/1/workers", { workerId: 1, fanIn: 3 });
+    assert.equal(taken.statusCode, 409);
+    assert.deepEqual(taken.json(), {
+      code: "conflict",
+      message: "workerId: worker 1 of job 1 has already joined",
+    });
+    const wrongFanIn = await post("/jobs/1/workers", { workerId: 0, fanIn: 4 });
+    assert.equal(wrongFanIn.statusCode, 409);
+    assert.deepEqual(wrongFanIn.json(), {
+      code: "conflict",
+      message: "fanIn: job 1 has 3 workers, this worker was started as one of 4",
+    });
+    const outOfRange = await post("/jobs/1/workers", { workerId: 3 });
+    assert.equal(outOfRange.statusCode, 400);
+    assert.deepEqual(outOfRange.json(), {
+      code: "badRequest",
+      message: "workerId: job 1 has 3 workers (ids 0 .. 2), got 3",
+    });
+    const zero = await post("/jobs/1/workers", { workerId: 0, fanIn: 3 });
+    assert.equal(zero.statusCode, 201, "refused joins took no id");
+    assert.equal(zero.json().workerId, 0);
+    assert.equal((await post("/jobs/1/workers")).json().workerId, 2);
+  });
+
+  it("a bad join body is a 400 naming the field", async () => {
+    await post("/jobs", job());
+    const cases: Array<[unknown, RegExp]> = [
+      [{ workerId: -1 }, /^body\.workerId: Too small/],
+      [{ workerId: 32 }, /^body\.workerId: Too big/],
+      [{ workerId: "0" }, /^body\.workerId: /],
+      [{ workerId: 0.5 }, /^body\.workerId: /],
+      [{ fanIn: 0 }, /^body\.fanIn: Too small/],
+      [{ rank: 0 }, /rank/],
+      ["[1]", /^body: /],
+      ["{not json", /JSON|json/],
+    ];
+    for (const [payload, message] of cases) {
+      const r = await app.inject({
+        method: "POST",
+        url: "/jobs/1/workers",
+        payload: typeof payload === "string" ? payload : (payload as object),
+        headers: { "content-type": "application/json" },
+      });
+      assert.equal(r.statusCode, 400, `${JSON.stringify(payload)}: ${r.body}`);
+      assert.equal(r.json().code, "badRequest");
+      assert.match(r.json().message, message, JSON.stringify(payload));
+    }
+    assert.equal((await post("/jobs/1/workers")).json().workerId, 0, "no bad body took an id");
+  });
+
+  it("a switch bound to every interface tells a worker the address it reached the control plane at", async (t) => {
+    const wildcard = buildControlApp(
+      new ControlPlane({
+        manager: new MemoryManager({ aggregators: 64, bytesPerAggregator: 1024, policy: "edf" }),
+        core: new SwitchCore(parseSwitchConfig({ aggregators: 64 }), { send: () => {} }),
+        dataAddress: { host: "0.0.0.0", port: 4567 },
+        now: () => 0,
+      }),
+    );
+    t.after(() => wildcard.close());
+    // A real listener: inject() has no connection, so no local address.
+    const url = await wildcard.listen({ host: "127.0.0.1", port: 0 });
+    console.log(`wildcard control plane: ${url}`);
+    const submitted = await fetch(`${url}/jobs`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(job()),
+    });
+    assert.equal(submitted.status, 201);
+    const joined = await fetch(`${url}/jobs/1/workers`, { method: "POST" });
+    assert.equal(joined.status, 201);
+    assert.deepEqual((await joined.json()).data, { host: "127.0.0.1", port: 4567 });
+    const injected = await wildcard.inject({ method: "POST", url: "/jobs/1/workers" });
+    assert.equal(injected.statusCode, 500);
+    assert.match(injected.json().message, /binds every interface \(0\.0\.0\.0\)/);
+  });
+
   it("finishes a job when every worker reports done, and frees its region", async () => {
     await post("/jobs", job());
     await post("/jobs/1/workers/0/done");

@@ -4,8 +4,9 @@ import { createInterface } from "node:readline";
 import { Registry } from "prom-client";
 import { z } from "zod";
 import { JOB_MODES, type JobMode, MAX_WINDOW } from "../proto/config.js";
+import type { WorkerJoin } from "../proto/control.js";
 import { dropsByName } from "../proto/drops.js";
-import type { Verification } from "../proto/records.js";
+import type { Verification, WorkerIdSource } from "../proto/records.js";
 import { float32Bytes } from "../proto/units.js";
 import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN, MAX_SCALE_BITS } from "../proto/wire.js";
 import {
@@ -20,6 +21,7 @@ import {
 } from "../runtime/cli.js";
 import { serveMetrics } from "../runtime/http.js";
 import { NO_ANSWER_HINT } from "./core.js";
+import { launcherRank } from "./launcher.js";
 import { createWorkerMetrics } from "./metrics.js";
 import { AllReduceOverflowError, Worker } from "./worker.js";
 import { makeGradient, verifyAllReduce } from "./workload.js";
@@ -35,14 +37,20 @@ const spec = {
     "Every worker of a job must be given the same --mode, --job, --fan-in, --offset, --size,\n" +
     "--window, --size-bytes, --elements-per-packet, --scale-bits and --seed. In atp mode --offset\n" +
     "and --size are the job's slice of the shared pool (any size); in ps mode they are unused.\n" +
+    "With --control and no --worker, the worker id and fan-in come from the launcher that started\n" +
+    "the process, if any: OMPI_COMM_WORLD_RANK/SIZE (Open MPI's mpirun), PMI_RANK/SIZE (MPICH,\n" +
+    "Intel MPI, srun --mpi=pmi2), SLURM_PROCID/NTASKS (srun), checked in that order; without\n" +
+    "one, the control plane gives the lowest id not yet joined. --worker and --fan-in win over\n" +
+    "the environment. The ready record's workerIdSource says which gave the id.\n" +
     "Exit codes: 0 verified, 1 failed, 2 bad option.",
   options: {
     control: {
       type: "string",
       valueName: "URL",
       description:
-        "join --job through the switch's control plane (http://HOST:PORT): it assigns the worker\n" +
-        "id and gives fan-in, mode, window, region and data address; waits while the job is queued",
+        "join --job through the switch's control plane (http://HOST:PORT): it gives fan-in, mode,\n" +
+        "window, region, data address and (without --worker or a launcher's rank) the worker id;\n" +
+        "waits while the job is queued",
     },
     switch: {
       type: "string",
@@ -59,9 +67,15 @@ const spec = {
     worker: {
       type: "string",
       valueName: "ID",
-      description: "this worker's id, 0 .. fan-in - 1 (required)",
+      description:
+        "this worker's id, 0 .. fan-in - 1 (required without --control; with it, the id to ask for)",
     },
-    "fan-in": { type: "string", valueName: "N", description: "workers in the job (required)" },
+    "fan-in": {
+      type: "string",
+      valueName: "N",
+      description:
+        "workers in the job (required without --control; with it, checked against the job)",
+    },
     offset: {
       type: "string",
       valueName: "N",
@@ -247,10 +261,20 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 async function controlRequest(
   url: string,
   method: "GET" | "POST",
+  payload?: Record<string, unknown>,
 ): Promise<Record<string, unknown>> {
   let response: Response;
   try {
-    response = await fetch(url, { method });
+    response = await fetch(
+      url,
+      payload === undefined
+        ? { method }
+        : {
+            method,
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify(payload),
+          },
+    );
   } catch (error) {
     throw new Error(`--control: cannot reach ${url}: ${(error as Error).message}`);
   }
@@ -263,10 +287,52 @@ async function controlRequest(
   return body;
 }
 
+/** Who this worker is, as far as it knows before joining: from its options, its launcher, or neither. */
+interface Identity {
+  workerId?: number;
+  fanIn?: number;
+  /** what gave the worker id: "--worker", a launcher's rank variable, or "control plane" */
+  source: WorkerIdSource;
+  /** what gave the fan-in, when something did */
+  fanInSource?: string;
+}
+
+/** --worker and --fan-in win; else the launcher's rank and size; else the control plane decides. */
+function identity(o: { worker?: number; fanIn?: number }, env: NodeJS.ProcessEnv): Identity {
+  const launched = o.worker === undefined ? launcherRank(env) : null;
+  const workerId = o.worker ?? launched?.rank;
+  const fanIn = o.fanIn ?? launched?.size;
+  if (workerId !== undefined && fanIn !== undefined && workerId >= fanIn) {
+    // Only a launcher's rank against an explicit --fan-in gets here: the
+    // schema checks --worker against --fan-in, launcherRank rank against size.
+    throw new UsageError(
+      `--fan-in: ${fanIn} workers, but this worker's id from ${launched?.rankVariable} is ${workerId}`,
+    );
+  }
+  return {
+    workerId,
+    fanIn,
+    source: o.worker !== undefined ? "--worker" : (launched?.rankVariable ?? "control plane"),
+    fanInSource: o.fanIn !== undefined ? "--fan-in" : launched?.sizeVariable,
+  };
+}
+
 /** Joins the job through the control plane and waits until the job has a region. */
-async function join(control: string, jobId: number, timeoutS: number): Promise<JobPlacement> {
+async function join(
+  control: string,
+  jobId: number,
+  timeoutS: number,
+  who: Identity,
+): Promise<JobPlacement> {
   const base = control.replace(/\/$/, "");
-  const answer = await controlRequest(`${base}/jobs/${jobId}/workers`, "POST");
+  const request: WorkerJoin = {};
+  if (who.workerId !== undefined) request.workerId = who.workerId;
+  if (who.fanIn !== undefined) request.fanIn = who.fanIn;
+  const answer = await controlRequest(
+    `${base}/jobs/${jobId}/workers`,
+    "POST",
+    Object.keys(request).length > 0 ? request : undefined,
+  );
   let region = answer.region as { offset: number; size: number; epoch: number } | null;
   const started = performance.now();
   let said = "";
@@ -339,8 +405,16 @@ function warnWhenQuiet(
 
 await runCli(spec, async (o) => {
   let placement: JobPlacement;
+  let idSource: WorkerIdSource = "--worker";
   if (o.control !== undefined) {
-    placement = await join(o.control, o.job, o.joinTimeoutS);
+    const who = identity(o, process.env);
+    placement = await join(o.control, o.job, o.joinTimeoutS, who);
+    idSource = who.source;
+    process.stderr.write(
+      `ina-worker: job ${o.job}: worker ${placement.workerId} of ${placement.fanIn}, id ${
+        who.source === "control plane" ? "given by the control plane" : `from ${who.source}`
+      }${who.fanInSource === undefined ? "" : `, fan-in from ${who.fanInSource}`}\n`,
+    );
   } else {
     const target = parseHostPort(o.switch ?? "", "--switch");
     const regionSize = o.size ?? 2 * o.window;
@@ -402,6 +476,7 @@ await runCli(spec, async (o) => {
     pid: process.pid,
     metricsUrl: metricsServer.url,
     workerId: p.workerId,
+    workerIdSource: idSource,
     port: worker.address().port,
     region: { offset: p.regionOffset, size: p.regionSize, epoch: p.regionEpoch },
   });

@@ -8,7 +8,10 @@ export type WorkerOptions = Omit<WorkerCoreOptions, keyof typeof DEFAULT_RTO> &
   Partial<Pick<WorkerCoreOptions, keyof typeof DEFAULT_RTO>> & {
     switchHost: string;
     switchPort: number;
-    /** local address to bind; port 0 */
+    /**
+     * local address to bind (port 0); default 127.0.0.1 when the switch is on
+     * the loopback, else 0.0.0.0 (the route to the switch picks the source)
+     */
     host?: string;
     /** how often retransmission timeouts are checked */
     tickMs?: number;
@@ -25,6 +28,11 @@ export class AllReduceOverflowError extends Error {
       `${overflowedResults} result packet(s) saturated the int32 range: lower scaleBits or the input magnitude`,
     );
   }
+}
+
+/** A socket bound to the loopback cannot reach a switch on another machine. */
+function defaultBindHost(switchHost: string): string {
+  return switchHost === "localhost" || /^127\./.test(switchHost) ? "127.0.0.1" : "0.0.0.0";
 }
 
 /**
@@ -65,7 +73,7 @@ export class Worker {
       recvBufferSize: SOCKET_BUFFER_BYTES,
       sendBufferSize: SOCKET_BUFFER_BYTES,
     });
-    await socket.bind(0, options.host ?? "127.0.0.1");
+    await socket.bind(0, options.host ?? defaultBindHost(options.switchHost));
     const raw = socket.socket;
     await new Promise<void>((resolve, reject) => {
       raw.once("error", reject);
@@ -93,7 +101,10 @@ export class Worker {
   }
 
   /** Sums `input` with every other worker of the job; resolves with the sum. */
-  allreduce(input: Float32Array, output = new Float32Array(input.length)): Promise<Float32Array> {
+  allreduce(
+    input: Float32Array,
+    output: Float32Array = new Float32Array(input.length),
+  ): Promise<Float32Array> {
     if (this.finish !== null) {
       return Promise.reject(new Error("an all-reduce is already running on this worker"));
     }
