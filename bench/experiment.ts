@@ -4,9 +4,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
-import { POLICIES } from "../proto/config.js";
+import { CONGESTION_CONTROLS, POLICIES } from "../proto/config.js";
 import type { Scenario, ScheduleScenario } from "../proto/scenario.js";
-import { float32Bytes } from "../proto/units.js";
+import { byteSize, durationSchema, float32Bytes, rateSchema } from "../proto/units.js";
 import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN, MAX_SCALE_BITS } from "../proto/wire.js";
 import {
   cliInt,
@@ -67,6 +67,29 @@ const spec = {
       description: `workers of every job (1..${MAX_FAN_IN})`,
     },
     size: { type: "string", valueName: "BYTES", description: "gradient per worker, e.g. 32MiB" },
+    "link-rate": {
+      type: "string",
+      valueName: "RATE",
+      description:
+        "emulated links in every run: each host's line rate (10Gbps, 100Mbps, bits/s);\n" +
+        "overrides the scenario's default rate (per-host overrides stay)",
+    },
+    "link-delay": {
+      type: "string",
+      valueName: "TIME",
+      description: "links' one-way delay (50us, 2ms)",
+    },
+    "link-buffer": { type: "string", valueName: "BYTES", description: "links' queue buffers" },
+    "link-ecn-threshold": {
+      type: "string",
+      valueName: "BYTES",
+      description: "links' ECN marking threshold",
+    },
+    "congestion-control": {
+      type: "string",
+      valueName: "CC",
+      description: "every job's reaction to ECN marks: none, aimd or dctcp",
+    },
     iterations: { type: "string", valueName: "N", description: "all-reduces per worker" },
     "elements-per-packet": {
       type: "string",
@@ -130,6 +153,11 @@ const spec = {
         .optional(),
       workers: cliInt(1, MAX_FAN_IN).optional(),
       size: float32Bytes.optional(),
+      linkRate: rateSchema.optional(),
+      linkDelay: durationSchema.optional(),
+      linkBuffer: byteSize.optional(),
+      linkEcnThreshold: byteSize.optional(),
+      congestionControl: z.enum(CONGESTION_CONTROLS).optional(),
       iterations: cliInt(1, 10_000).optional(),
       elementsPerPacket: cliInt(1, MAX_ELEMENTS_PER_PACKET).optional(),
       window: cliInt(1, 1 << 16).optional(),
@@ -166,6 +194,7 @@ export function formatTable(runs: RunResult[]): string {
     "collisions",
     "fallback",
     "retransmits",
+    "bound",
     "verified",
   ];
   const rows = runs.flatMap((run) =>
@@ -182,6 +211,7 @@ export function formatTable(runs: RunResult[]): string {
       j.mode === "atp" ? String(j.collisions) : "-",
       j.mode === "atp" ? pct(j.fallbackFraction) : j.mode === "ps" ? "all" : "-",
       String(j.retransmissions),
+      run.bound ?? "-",
       j.verified ? "yes" : "NO",
     ]),
   );
@@ -202,6 +232,29 @@ export function formatTable(runs: RunResult[]): string {
     ...(notes.length > 0 ? ["", `faults: ${notes.join("; ")}`] : []),
     "",
   ].join("\n");
+}
+
+/** What bound a run with links, and its busiest link direction. */
+export function describeBound(run: RunResult): string {
+  const b = run.links?.[0];
+  const busiest =
+    b === undefined
+      ? "no traffic"
+      : `busiest ${b.host} ${b.direction} ${(100 * b.utilization).toFixed(0)}% of ${formatRate(b.rateBitsPerSecond)}` +
+        (b.drops > 0 ? `, ${b.drops} drops` : "") +
+        (b.marks > 0 ? `, ${b.marks} marks` : "");
+  return `${run.name}: ${run.bound}-bound (${busiest})`;
+}
+
+function formatRate(bitsPerSecond: number): string {
+  for (const [unit, scale] of [
+    ["Gbps", 1e9],
+    ["Mbps", 1e6],
+    ["kbps", 1e3],
+  ] as const) {
+    if (bitsPerSecond >= scale) return `${Number((bitsPerSecond / scale).toPrecision(4))}${unit}`;
+  }
+  return `${bitsPerSecond}bps`;
 }
 
 /** One line per run (or policy) that failed: the table keeps what the others measured. */
@@ -306,6 +359,11 @@ await runCli(spec, async (o) => {
 function refuseOptionsThatDoNotApply(o: Options, scheduling: boolean): void {
   const runOnly: Array<keyof Options> = [
     "only",
+    "linkRate",
+    "linkDelay",
+    "linkBuffer",
+    "linkEcnThreshold",
+    "congestionControl",
     "workers",
     "size",
     "iterations",
@@ -431,6 +489,13 @@ async function runRuns(
         },
       });
       runs.push(result);
+      if (result.bound !== null) process.stderr.write(`    ${describeBound(result)}\n`);
+      if (result.bound === "host") {
+        process.stderr.write(
+          `ina-experiment: warning: run ${run.name} has emulated links but was host-bound: its ` +
+            "numbers describe this host's CPU, not the emulated network (lower the link rate)\n",
+        );
+      }
     } catch (error) {
       // Keep the finished runs' results; this one is reported as failed.
       const message = (error as Error).message;
@@ -444,6 +509,8 @@ async function runRuns(
         verified: false,
         switch: {},
         ps: null,
+        links: null,
+        bound: null,
         error: message,
       });
     }

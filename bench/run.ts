@@ -4,7 +4,8 @@ import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import type { SwitchConfigInput } from "../proto/config.js";
-import type { PsStatsRecord, SwitchStatsRecord } from "../proto/records.js";
+import { linkParamsFor } from "../proto/links.js";
+import type { LinkPortRecord, PsStatsRecord, SwitchStatsRecord } from "../proto/records.js";
 import type { ScenarioRun } from "../proto/scenario.js";
 import { ChildNode, type ProcessRecord } from "./processes.js";
 import type { ScrapeTargets } from "./prometheus.js";
@@ -60,6 +61,13 @@ export interface WorkerOutcome {
   cpuSeconds: number;
   packetsSent: number;
   retransmissions: number;
+  timeouts: number;
+  /** smoothed RTT and retransmission timeout at the end (ms) */
+  srttMs: number;
+  rtoMs: number;
+  /** results that carried an ECN mark, and the window at the end (packets) */
+  ecnMarkedResults: number;
+  window: number;
   duplicateResults: number;
   maxAbsError: number;
   notBitExact: number;
@@ -106,14 +114,79 @@ export interface RunResult {
   name: string;
   aggregators: number;
   faults: ScenarioRun["faults"];
-  /** first "go" to the last job's last result */
+  /** first "go" to the last job's last result record (its verification included) */
   seconds: number;
   jobs: JobResult[];
   verified: boolean;
   switch: (SwitchStatsRecord & { cpuSeconds?: number }) | Record<string, unknown>;
   ps: PsStatsRecord | null;
+  /** with emulated links: every link direction's load, busiest first */
+  links: LinkLoad[] | null;
+  /**
+   * with emulated links: "link" when the busiest link direction was above
+   * LINK_BOUND_UTILIZATION (the run measured the emulated network), "host"
+   * when none was (the host's CPU limited it); null without links
+   */
+  bound: "link" | "host" | null;
   /** why the run failed; its jobs are then empty */
   error?: string;
+}
+
+/** A link direction busier than this bounds a run. */
+export const LINK_BOUND_UTILIZATION = 0.9;
+
+/** One direction of one host's link over a run. */
+export interface LinkLoad {
+  /** "netreduce-1 worker 0", "ps" */
+  host: string;
+  /** up: the host's NIC towards the switch; down: the switch's port towards the host */
+  direction: "up" | "down";
+  rateBitsPerSecond: number;
+  bytes: number;
+  /** bytes x 8 / (rate x the run's seconds) */
+  utilization: number;
+  drops: number;
+  marks: number;
+  queueHighWaterBytes: number;
+}
+
+/** Every link direction's load over `seconds`, busiest first, and what bound the run. */
+export function linkLoads(
+  jobs: readonly ResolvedJob[],
+  workerRecords: ProcessRecord[][],
+  switchStats: Partial<SwitchStatsRecord>,
+  psStats: PsStatsRecord | null,
+  seconds: number,
+): { links: LinkLoad[]; bound: "link" | "host" } {
+  const load = (host: string, direction: "up" | "down", r: LinkPortRecord): LinkLoad => ({
+    host,
+    direction,
+    rateBitsPerSecond: r.rateBitsPerSecond,
+    bytes: r.bytes,
+    utilization: seconds > 0 ? (r.bytes * 8) / (r.rateBitsPerSecond * seconds) : 0,
+    drops: r.drops,
+    marks: r.marks,
+    queueHighWaterBytes: r.queueHighWaterBytes,
+  });
+  const links: LinkLoad[] = [];
+  jobs.forEach((job, j) => {
+    for (const record of workerRecords[j]) {
+      const nic = record.link as LinkPortRecord | undefined;
+      if (nic !== undefined) links.push(load(`${job.name} worker ${record.workerId}`, "up", nic));
+    }
+  });
+  if (psStats?.link !== undefined) links.push(load("ps", "up", psStats.link));
+  const nameOf = new Map(jobs.map((job) => [job.id, job.name]));
+  for (const port of switchStats.links ?? []) {
+    const match = /^job (\d+) worker (\d+)$/.exec(port.host);
+    const host = match
+      ? `${nameOf.get(Number(match[1])) ?? `job ${match[1]}`} worker ${match[2]}`
+      : port.host;
+    links.push(load(host, "down", port));
+  }
+  links.sort((a, b) => b.utilization - a.utilization);
+  const busiest = links[0]?.utilization ?? 0;
+  return { links, bound: busiest > LINK_BOUND_UTILIZATION ? "link" : "host" };
 }
 
 /**
@@ -206,7 +279,7 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
         const child = new ChildNode(
           `${job.name} worker ${w}`,
           SCRIPTS.worker,
-          workerArgs(job, w, target),
+          workerArgs(job, w, target, run.links),
           onRecord(w),
         );
         children.push(child);
@@ -269,6 +342,19 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
     const jobResults = jobs.map((job, j) =>
       jobResult(job, results[j], switchStats as Partial<SwitchStatsRecord>),
     );
+    // Links carry traffic from the first "go" to the last all-reduce's end;
+    // the run's seconds also hold the workers' verification.
+    const trafficSeconds = Math.max(...jobResults.map((r) => r.startMs / 1000 + r.seconds));
+    const loads =
+      run.links === undefined
+        ? null
+        : linkLoads(
+            jobs,
+            results,
+            switchStats as Partial<SwitchStatsRecord>,
+            psStats,
+            trafficSeconds,
+          );
     return {
       name: run.name,
       aggregators: run.aggregators,
@@ -278,6 +364,8 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
       verified: jobResults.every((r) => r.verified),
       switch: switchStats,
       ps: psStats,
+      links: loads?.links ?? null,
+      bound: loads?.bound ?? null,
     };
   } finally {
     if (progressTimer !== null) clearInterval(progressTimer);
@@ -287,8 +375,26 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
   }
 }
 
-function workerArgs(job: ResolvedJob, w: number, target: string): string[] {
+function workerArgs(
+  job: ResolvedJob,
+  w: number,
+  target: string,
+  links: ScenarioRun["links"],
+): string[] {
+  const link = links === undefined ? null : linkParamsFor(links, { job: job.id, worker: w });
   return [
+    ...(link === null
+      ? []
+      : [
+          ...["--link-rate", String(link.rateBitsPerSecond)],
+          ...["--link-delay", String(link.delayMs)],
+          ...["--link-buffer", String(link.bufferBytes)],
+          ...(Number.isFinite(link.ecnThresholdBytes)
+            ? ["--link-ecn-threshold", String(link.ecnThresholdBytes)]
+            : []),
+        ]),
+    "--congestion-control",
+    job.congestionControl,
     "--switch",
     target,
     "--mode",
@@ -333,6 +439,11 @@ function jobResult(
       cpuSeconds: Number(r.cpuSeconds),
       packetsSent: Number(r.packetsSent),
       retransmissions: Number(r.retransmissions),
+      timeouts: Number(r.timeouts),
+      srttMs: Number(r.srttMs),
+      rtoMs: Number(r.rtoMs),
+      ecnMarkedResults: Number(r.ecnMarkedResults ?? 0),
+      window: Number(r.window),
       duplicateResults: Number(r.duplicateResults),
       maxAbsError: Number(v.maxAbsError ?? Number.NaN),
       notBitExact: Number(v.notBitExact ?? Number.NaN),

@@ -1,4 +1,10 @@
-import { type JobConfig, type SwitchConfigInput, SwitchConfigSchema } from "../proto/config.js";
+import {
+  type CongestionControl,
+  type JobConfig,
+  type SwitchConfigInput,
+  SwitchConfigSchema,
+} from "../proto/config.js";
+import { LinksSchema } from "../proto/links.js";
 import {
   type Scenario,
   type ScenarioJob,
@@ -24,8 +30,33 @@ export interface ScenarioOverrides {
   loss?: number;
   duplicate?: number;
   reorder?: number;
+  /** links: the default rate, delay, buffer and ECN threshold of every run */
+  linkRate?: number;
+  linkDelay?: number;
+  linkBuffer?: number;
+  linkEcnThreshold?: number;
+  congestionControl?: CongestionControl;
   /** keep only runs with these names */
   only?: string[];
+}
+
+/** A run's links with the command line's link options applied (they need a rate from somewhere). */
+function overrideLinks(run: ScenarioRun, o: ScenarioOverrides): ScenarioRun["links"] {
+  const given = o.linkDelay ?? o.linkBuffer ?? o.linkEcnThreshold;
+  if (o.linkRate === undefined && given === undefined) return run.links;
+  const rate = o.linkRate ?? run.links?.rate;
+  if (rate === undefined) {
+    throw new UsageError(
+      `--link-delay, --link-buffer and --link-ecn-threshold need --link-rate (run ${run.name} has no links)`,
+    );
+  }
+  return LinksSchema.parse({
+    ...(run.links ?? {}),
+    rate,
+    ...(o.linkDelay === undefined ? {} : { delay: o.linkDelay }),
+    ...(o.linkBuffer === undefined ? {} : { buffer: o.linkBuffer }),
+    ...(o.linkEcnThreshold === undefined ? {} : { ecnThreshold: o.linkEcnThreshold }),
+  });
 }
 
 export function applyOverrides(scenario: Scenario, o: ScenarioOverrides): Scenario {
@@ -34,6 +65,7 @@ export function applyOverrides(scenario: Scenario, o: ScenarioOverrides): Scenar
     .filter((run) => o.only === undefined || o.only.includes(run.name))
     .map((run) => ({
       ...run,
+      links: overrideLinks(run, o),
       faults: {
         loss: pick(o.loss, run.faults.loss),
         duplicate: pick(o.duplicate, run.faults.duplicate),
@@ -47,6 +79,7 @@ export function applyOverrides(scenario: Scenario, o: ScenarioOverrides): Scenar
         window: pick(o.window, job.window),
         elementsPerPacket: pick(o.elementsPerPacket, job.elementsPerPacket),
         scaleBits: pick(o.scaleBits, job.scaleBits),
+        congestionControl: pick(o.congestionControl, job.congestionControl),
       })),
     }));
   if (runs.length === 0) {
@@ -123,6 +156,7 @@ export function switchConfigOf(
     elementsPerAggregator: Math.max(...jobs.map((j) => j.elementsPerPacket)),
     jobs: jobs.map((j) => j.rule),
     faults: { seed, ingress: rates, egress: rates },
+    ...(run.links === undefined ? {} : { links: run.links }),
   };
 }
 
@@ -152,7 +186,7 @@ export function checkRegions(scenario: Scenario, source: string): void {
       const where =
         top === "jobs" && typeof index === "number"
           ? `runs[${r}].jobs[${index}]${field === undefined ? "" : `.${SCENARIO_FIELD[String(field)] ?? String(field)}`}`
-          : `runs[${r}]${top === undefined ? "" : `.${String(top)}`}`;
+          : `runs[${r}]${issue.path.map((p) => (typeof p === "number" ? `[${p}]` : `.${String(p)}`)).join("")}`;
       problems.push(`${where}: ${issue.message}`);
     }
   });

@@ -15,6 +15,7 @@
  */
 
 import type { LinkParams } from "../proto/links.js";
+import type { LinkPortRecord } from "../proto/records.js";
 
 /** What offer() decided; one object per caller, reused. */
 export interface PortVerdict {
@@ -106,21 +107,19 @@ export class LinkPort {
   }
 }
 
-/** A port's state as reports show it: its parameters, counters and utilization over `seconds`. */
-export function portReport(port: LinkPort, seconds: number) {
+/** A port's parameters and counters as a record (utilization is the reader's: it knows the run's duration). */
+export function portRecord(port: LinkPort): LinkPortRecord {
   const c = port.counters;
+  const p = port.params;
   return {
-    rateBitsPerSecond: port.params.rateBitsPerSecond,
-    delayMs: port.params.delayMs,
-    bufferBytes: port.params.bufferBytes,
-    ecnThresholdBytes: Number.isFinite(port.params.ecnThresholdBytes)
-      ? port.params.ecnThresholdBytes
-      : null,
+    rateBitsPerSecond: p.rateBitsPerSecond,
+    delayMs: p.delayMs,
+    bufferBytes: p.bufferBytes,
+    ecnThresholdBytes: Number.isFinite(p.ecnThresholdBytes) ? p.ecnThresholdBytes : null,
     bytes: c.bytes,
     packets: c.packets,
     drops: c.drops,
     marks: c.marks,
     queueHighWaterBytes: Math.round(c.queueHighWaterBytes),
-    utilization: port.utilization(seconds),
   };
 }

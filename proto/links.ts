@@ -74,6 +74,11 @@ function merge(base: Override & { rate: number }, over: Override | undefined): L
   };
 }
 
+/** The links' defaults: every host's link where no override applies. */
+export function defaultLinkParams(links: Links): LinkParams {
+  return merge(links, undefined);
+}
+
 /** Who is at the far end of a link: a worker of a job, or the parameter server. */
 export type LinkHost = { job: number; worker: number } | "ps";
 
@@ -121,7 +126,7 @@ export function linkProblems(
       }
     }
   };
-  check(merge(links, undefined), []);
+  check(defaultLinkParams(links), []);
   if (links.parameterServer !== undefined) check(linkParamsFor(links, "ps"), ["parameterServer"]);
   links.workers.forEach((w, i) => {
     check(linkParamsFor(links, { job: w.job, worker: w.worker ?? 0 }), ["workers", i]);

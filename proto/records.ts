@@ -47,6 +47,32 @@ export interface JobCounters {
   lastContributionAt: number;
 }
 
+/** One egress port of an emulated link: its parameters and what went through it. */
+export interface LinkPortRecord {
+  rateBitsPerSecond: number;
+  delayMs: number;
+  bufferBytes: number;
+  /** null: never marks */
+  ecnThresholdBytes: number | null;
+  /** bytes and packets sent */
+  bytes: number;
+  packets: number;
+  /** tail drops: the buffer was full */
+  drops: number;
+  /** ECN marks set on packets leaving this port */
+  marks: number;
+  /** most bytes ever queued */
+  queueHighWaterBytes: number;
+}
+
+/** The switch's port towards one host. */
+export interface SwitchLinkRecord extends LinkPortRecord {
+  /** "job 1 worker 0", "ps", or the address when the host is not known */
+  host: string;
+  address: string;
+  port: number;
+}
+
 /** ina-switch's `stats` record (at exit, and every --stats-interval-ms). */
 export interface SwitchStatsRecord {
   rxPackets: number;
@@ -72,6 +98,8 @@ export interface SwitchStatsRecord {
     egress: { drop: number; duplicate: number; reorder: number };
   };
   jobs: Array<{ id: number; mode: JobMode } & JobCounters>;
+  /** with emulated links: the switch's egress port towards each host */
+  links?: SwitchLinkRecord[];
 }
 
 /** ina-ps's `stats` record. */
@@ -93,6 +121,8 @@ export interface PsStatsRecord {
   /** PSNs the PS holds state for now */
   statesHeld: number;
   drops: DropCounts;
+  /** with emulated links: the PS's own egress (its NIC) */
+  link?: LinkPortRecord;
 }
 
 /** What the final `stats` record adds: the process's CPU time and socket errors. */
@@ -180,7 +210,14 @@ export interface WorkerResultRecord {
   overflowedResults: number;
   saturatedValues: number;
   srttMs: number;
+  /** retransmission timeout at the end */
+  rtoMs: number;
+  /** results or acks that carried an ECN mark, and the window at the end (packets) */
+  ecnMarkedResults: number;
+  window: number;
   drops: DropCounts;
+  /** with emulated links: the worker's own egress (its NIC) */
+  link?: LinkPortRecord;
   /** null with --no-verify */
   verification: Verification | null;
   verified: boolean;

@@ -1,5 +1,6 @@
 import { z } from "zod";
-import { JOB_MODES, POLICIES, windowSchema } from "./config.js";
+import { CONGESTION_CONTROLS, JOB_MODES, POLICIES, windowSchema } from "./config.js";
+import { LinksSchema } from "./links.js";
 import { float32Bytes } from "./units.js";
 import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN, MAX_SCALE_BITS } from "./wire.js";
 
@@ -34,6 +35,8 @@ export const ScenarioJobSchema = z.strictObject({
    */
   offset: z.int().min(0).optional(),
   regionSize: z.int().min(1).optional(),
+  /** how the workers' windows react to ECN-marked results (with links): none, aimd, dctcp */
+  congestionControl: z.enum(CONGESTION_CONTROLS).default("none"),
   /** seed of the job's gradients; defaults to the scenario's seed + id */
   seed: z.int().min(0).max(0xffffffff).optional(),
 });
@@ -58,6 +61,8 @@ export const ScenarioRunSchema = z.strictObject({
       message: "loss + duplicate + reorder must not exceed 1",
     })
     .default({ loss: 0, duplicate: 0, reorder: 0 }),
+  /** emulated links between every host and the switch (proto/links.ts); absent: none */
+  links: LinksSchema.optional(),
   jobs: z
     .array(ScenarioJobSchema)
     .min(1)

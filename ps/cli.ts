@@ -2,6 +2,7 @@
 import { Registry } from "prom-client";
 import { z } from "zod";
 import { parseSwitchConfig, type SwitchConfigInput } from "../proto/config.js";
+import { linkParamsFor } from "../proto/links.js";
 import {
   cliInt,
   loadSwitchConfigFile,
@@ -75,6 +76,7 @@ await runCli(spec, async (options) => {
     host: options.host,
     port: options.port,
     adoptWindow: options.adoptWindow,
+    link: config.links === undefined ? undefined : linkParamsFor(config.links, "ps"),
   });
   const address = server.address();
   const registry = new Registry();
@@ -89,7 +91,11 @@ await runCli(spec, async (options) => {
       jobs: server.core.jobs.map((job) => ({ id: job.id, mode: job.mode, fanIn: job.fanIn })),
     },
     statsIntervalMs: options.statsIntervalMs,
-    report: () => ({ socketErrors: server.socketErrors, ...psReport(server.core) }),
+    report: () => ({
+      socketErrors: server.socketErrors,
+      ...psReport(server.core),
+      link: server.nic?.record(),
+    }),
     close: async () => {
       await metrics.close();
       await server.close();

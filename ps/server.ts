@@ -1,6 +1,8 @@
 import type { AddressInfo } from "node:net";
 import type { SocketAsPromised } from "dgram-as-promised";
 import type { JobConfig } from "../proto/config.js";
+import { type LinkParams, largestPacketBytes } from "../proto/links.js";
+import { PacedPort, ReleaseClock } from "../runtime/pacer.js";
 import { bindDataSocket } from "../runtime/socket.js";
 import { PsCore } from "./core.js";
 
@@ -12,6 +14,8 @@ export interface PsServerOptions {
   port?: number;
   /** serve unlisted jobs too, assuming this window (0: drop their packets) */
   adoptWindow?: number;
+  /** the PS's emulated link: its acks are paced through its NIC's queue */
+  link?: LinkParams;
 }
 
 /**
@@ -24,6 +28,8 @@ export class PsServer {
   private constructor(
     private readonly socket: SocketAsPromised,
     readonly core: PsCore,
+    /** the PS's NIC on its emulated link, or null without one */
+    readonly nic: PacedPort | null,
   ) {
     socket.socket.on("message", (msg, rinfo) => core.receive(msg, rinfo.port, rinfo.address));
     socket.socket.on("error", () => {
@@ -36,17 +42,32 @@ export class PsServer {
     // bindDataSocket), so an ack buffer is free again when send() returns.
     const socket = await bindDataSocket(options.host ?? "127.0.0.1", options.port ?? 0);
     const raw = socket.socket;
+    const sendNow = (packet: Buffer, port: number, address: string) => {
+      raw.send(packet, port, address);
+    };
+    const nic =
+      options.link === undefined
+        ? null
+        : new PacedPort(
+            options.link,
+            largestPacketBytes(options.elementsPerAggregator),
+            sendNow,
+            new ReleaseClock(),
+          );
     const core = new PsCore(
       options.jobs,
       options.elementsPerAggregator,
       {
-        send(packet, port, address) {
-          raw.send(packet, port, address);
-        },
+        send:
+          nic === null
+            ? sendNow
+            : (packet, port, address) => {
+                nic.send(packet, port, address);
+              },
       },
       options.adoptWindow ?? 0,
     );
-    return new PsServer(socket, core);
+    return new PsServer(socket, core, nic);
   }
 
   address(): AddressInfo {
@@ -54,6 +75,7 @@ export class PsServer {
   }
 
   async close(): Promise<void> {
+    this.nic?.clock.stop();
     await this.socket.close();
   }
 }

@@ -124,7 +124,11 @@ await runCli(spec, async (options) => {
       jobs: config.jobs,
     },
     statsIntervalMs: options.statsIntervalMs,
-    report: () => ({ socketErrors: server.socketErrors, ...switchReport(server.core) }),
+    report: () => ({
+      socketErrors: server.socketErrors,
+      ...switchReport(server.core),
+      links: server.linkRecords(),
+    }),
     close: async () => {
       await app.close();
       await server.close();

@@ -1,6 +1,7 @@
 import { decodeHeader } from "../proto/codec.js";
 import type { SwitchConfig } from "../proto/config.js";
 import { DROP_REASON_COUNT, DropReason, type DropReasonValue } from "../proto/drops.js";
+import type { LinkHost } from "../proto/links.js";
 import { deriveSeed, Prng } from "../proto/prng.js";
 import type { JobCounters, SwitchStatsRecord } from "../proto/records.js";
 import {
@@ -201,6 +202,19 @@ export class SwitchCore {
    * changeRegion(); do not change regions from within it.
    */
   onRegionDrained: ((jobId: number, epoch: number) => void) | null = null;
+
+  /** Who is at `address:port`, as far as the switch has learned: a job's worker, or the PS. */
+  hostAt(port: number, address: string): LinkHost | null {
+    if (port === this.psPort && address === this.psAddress) return "ps";
+    for (const job of this.jobs) {
+      for (let w = 0; w < job.fanIn; w++) {
+        if (job.hostPort[w] === port && job.hostAddress[w] === address) {
+          return { job: job.id, worker: w };
+        }
+      }
+    }
+    return null;
+  }
 
   job(id: number): JobState | undefined {
     const slot = this.jobSlotById[id];

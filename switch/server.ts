@@ -2,6 +2,9 @@ import type { AddressInfo } from "node:net";
 import { performance } from "node:perf_hooks";
 import type { SocketAsPromised } from "dgram-as-promised";
 import type { SwitchConfig } from "../proto/config.js";
+import { largestPacketBytes, linkParamsFor } from "../proto/links.js";
+import type { SwitchLinkRecord } from "../proto/records.js";
+import { PortsByDestination, ReleaseClock } from "../runtime/pacer.js";
 import { bindDataSocket } from "../runtime/socket.js";
 import { SwitchCore } from "./core.js";
 
@@ -17,7 +20,8 @@ export interface SwitchServerOptions {
 /**
  * The switch's UDP adapter: one socket, the data path on node:dgram events
  * straight into SwitchCore, and a timer for tick(). dgram-as-promised is used
- * only for the socket's lifecycle.
+ * only for the socket's lifecycle. With emulated links (config `links`),
+ * every packet leaves through the paced port towards its host.
  */
 export class SwitchServer {
   readonly core: SwitchCore;
@@ -29,6 +33,8 @@ export class SwitchServer {
     private readonly socket: SocketAsPromised,
     core: SwitchCore,
     tickMs: number,
+    /** the egress ports of the emulated links, or null without links */
+    readonly ports: PortsByDestination | null,
   ) {
     this.core = core;
     socket.socket.on("message", (msg, rinfo) => {
@@ -43,12 +49,47 @@ export class SwitchServer {
   static async start(options: SwitchServerOptions): Promise<SwitchServer> {
     const socket = await bindDataSocket(options.host ?? "127.0.0.1", options.port ?? 0);
     const raw = socket.socket;
+    const sendNow = (packet: Buffer, port: number, address: string) => {
+      raw.send(packet, port, address);
+    };
+    const links = options.config.links;
+    let ports: PortsByDestination | null = null;
     const core = new SwitchCore(options.config, {
-      send(packet, port, address) {
-        raw.send(packet, port, address);
-      },
+      send:
+        links === undefined
+          ? sendNow
+          : (packet, port, address) => {
+              ports?.send(packet, port, address);
+            },
     });
-    return new SwitchServer(socket, core, options.tickMs ?? 5);
+    if (links !== undefined) {
+      ports = new PortsByDestination(
+        (port, address) => {
+          const host = core.hostAt(port, address);
+          const name =
+            host === null
+              ? `${address}:${port}`
+              : host === "ps"
+                ? "ps"
+                : `job ${host.job} worker ${host.worker}`;
+          return { name, params: linkParamsFor(links, host ?? { job: -1, worker: -1 }) };
+        },
+        largestPacketBytes(options.config.elementsPerAggregator),
+        sendNow,
+        new ReleaseClock(),
+      );
+    }
+    return new SwitchServer(socket, core, options.tickMs ?? 5, ports);
+  }
+
+  /** The egress port towards each host, with emulated links; undefined without. */
+  linkRecords(): SwitchLinkRecord[] | undefined {
+    return this.ports?.all.map(({ name, address, port, paced }) => ({
+      host: name,
+      address,
+      port,
+      ...paced.record(),
+    }));
   }
 
   address(): AddressInfo {
@@ -57,6 +98,7 @@ export class SwitchServer {
 
   async close(): Promise<void> {
     clearInterval(this.timer);
+    this.ports?.clock.stop();
     await this.socket.close();
   }
 }

@@ -3,12 +3,13 @@ import { performance } from "node:perf_hooks";
 import { createInterface } from "node:readline";
 import { Registry } from "prom-client";
 import { z } from "zod";
-import { JOB_MODES, type JobMode, MAX_WINDOW } from "../proto/config.js";
+import { CONGESTION_CONTROLS, JOB_MODES, type JobMode, MAX_WINDOW } from "../proto/config.js";
 import type { WorkerJoin } from "../proto/control.js";
 import { dropsByName } from "../proto/drops.js";
+import { defaultLinkParams, type LinkParams, LinksSchema, linkProblems } from "../proto/links.js";
 import type { Verification, WorkerIdSource } from "../proto/records.js";
-import { float32Bytes } from "../proto/units.js";
-import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN, MAX_SCALE_BITS } from "../proto/wire.js";
+import { byteSize, durationSchema, float32Bytes, rateSchema } from "../proto/units.js";
+import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN, MAX_SCALE_BITS, packetBytes } from "../proto/wire.js";
 import {
   cliInt,
   cpuSeconds,
@@ -130,6 +131,38 @@ const spec = {
       description: 'after "ready", wait for a line "go" on stdin before starting',
     },
     "no-verify": { type: "boolean", description: "skip the check against the reference sum" },
+    "link-rate": {
+      type: "string",
+      valueName: "RATE",
+      description:
+        "emulate this worker's link: its NIC sends at RATE (10Gbps, 100Mbps, bits/s);\n" +
+        "without it packets go as fast as the host sends them",
+    },
+    "link-delay": {
+      type: "string",
+      valueName: "TIME",
+      description: "with --link-rate: one-way propagation delay (50us, 2ms)",
+      defaultText: "0",
+    },
+    "link-buffer": {
+      type: "string",
+      valueName: "BYTES",
+      description:
+        "with --link-rate: the NIC queue's buffer; a packet that finds it full is dropped",
+      defaultText: "512KiB",
+    },
+    "link-ecn-threshold": {
+      type: "string",
+      valueName: "BYTES",
+      description:
+        "with --link-rate: mark packets that find more than this queued (default: never)",
+    },
+    "congestion-control": {
+      type: "string",
+      valueName: "CC",
+      description: "how the window reacts to ECN-marked results: none, aimd (ATP) or dctcp",
+      defaultText: "none",
+    },
     "rto-floor-ms": {
       type: "string",
       valueName: "MS",
@@ -204,6 +237,11 @@ const spec = {
       waitGo: z.boolean().default(false),
       noVerify: z.boolean().default(false),
       rtoFloorMs: z.coerce.number().min(1).max(60_000).default(50),
+      linkRate: rateSchema.optional(),
+      linkDelay: durationSchema.optional(),
+      linkBuffer: byteSize.optional(),
+      linkEcnThreshold: byteSize.optional(),
+      congestionControl: z.enum(CONGESTION_CONTROLS).default("none"),
       computeMs: z.coerce.number().min(0).max(3_600_000).default(0),
       joinTimeoutS: z.coerce.number().positive().max(86_400).default(600),
       warnAfterS: z.coerce.number().min(0).max(86_400).default(5),
@@ -370,6 +408,39 @@ async function join(
   };
 }
 
+/** The worker's link from --link-*, checked against its packets; undefined without --link-rate. */
+function workerLink(o: {
+  linkRate?: number;
+  linkDelay?: number;
+  linkBuffer?: number;
+  linkEcnThreshold?: number;
+  elementsPerPacket: number;
+}): LinkParams | undefined {
+  if (o.linkRate === undefined) {
+    const stray = (["linkDelay", "linkBuffer", "linkEcnThreshold"] as const).find(
+      (k) => o[k] !== undefined,
+    );
+    if (stray !== undefined) {
+      throw new UsageError(
+        `--${stray.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}: needs --link-rate`,
+      );
+    }
+    return undefined;
+  }
+  const links = LinksSchema.parse({
+    rate: o.linkRate,
+    delay: o.linkDelay ?? 0,
+    buffer: o.linkBuffer,
+    ecnThreshold: o.linkEcnThreshold,
+  });
+  const [problem] = linkProblems(links, packetBytes(o.elementsPerPacket));
+  if (problem !== undefined) {
+    const option = problem.path.at(-1) === "buffer" ? "--link-buffer" : "--link-ecn-threshold";
+    throw new UsageError(`${option}: ${problem.message}`);
+  }
+  return defaultLinkParams(links);
+}
+
 /**
  * Says on stderr, every `everyS` seconds of silence, that the switch has not
  * answered: a misconfigured job (unknown id, wrong fan-in) or a dead switch
@@ -465,6 +536,8 @@ await runCli(spec, async (o) => {
     scaleBits: o.scaleBits,
     rtoFloorMs: o.rtoFloorMs,
     giveUpAfterMs: o.giveUpS * 1000,
+    congestionControl: o.congestionControl,
+    link: workerLink(o),
     switchHost: p.switchHost,
     switchPort: p.switchPort,
   });
@@ -569,6 +642,10 @@ await runCli(spec, async (o) => {
     overflowedResults: s.overflowedResults,
     saturatedValues: s.saturatedValues,
     srttMs: s.srttMs,
+    rtoMs: s.rtoMs,
+    ecnMarkedResults: s.ecnMarkedResults,
+    window: core.window,
+    link: worker.nic?.record(),
     drops: dropsByName(s.drops),
     verification: check,
     verified,

@@ -1,6 +1,9 @@
 import type { AddressInfo } from "node:net";
 import { performance } from "node:perf_hooks";
 import DgramAsPromised, { type SocketAsPromised } from "dgram-as-promised";
+import type { LinkParams } from "../proto/links.js";
+import { packetBytes } from "../proto/wire.js";
+import { PacedPort, ReleaseClock } from "../runtime/pacer.js";
 import { SOCKET_BUFFER_BYTES } from "../runtime/socket.js";
 import { DEFAULT_RTO, WorkerCore, type WorkerCoreOptions } from "./core.js";
 
@@ -15,6 +18,8 @@ export type WorkerOptions = Omit<WorkerCoreOptions, keyof typeof DEFAULT_RTO> &
     host?: string;
     /** how often retransmission timeouts are checked */
     tickMs?: number;
+    /** the worker's emulated link: its sends are paced through its NIC's queue */
+    link?: LinkParams;
   };
 
 /** A result whose sum saturated somewhere: the output is not exact. */
@@ -85,16 +90,37 @@ export class Worker {
     // A connected socket sends without a lookup; if the kernel queue is full
     // libuv keeps the slot's memory, which WorkerCore leaves untouched until
     // that PSN's result arrives.
+    const sendNow = (packet: Buffer) => {
+      raw.send(packet);
+    };
+    let nic: PacedPort | null = null;
+    if (options.link !== undefined) {
+      nic = new PacedPort(
+        options.link,
+        packetBytes(options.elementsPerPacket),
+        sendNow,
+        new ReleaseClock(),
+      );
+    }
+    const paced = nic;
     const core = new WorkerCore(
       { ...DEFAULT_RTO, ...options },
       {
-        send(packet) {
-          raw.send(packet);
-        },
+        send:
+          paced === null
+            ? sendNow
+            : (packet) => {
+                paced.send(packet, options.switchPort, options.switchHost);
+              },
       },
     );
-    return new Worker(socket, core, options.tickMs ?? 5);
+    const worker = new Worker(socket, core, options.tickMs ?? 5);
+    worker.nic = nic;
+    return worker;
   }
+
+  /** The worker's NIC on its emulated link, or null without one. */
+  nic: PacedPort | null = null;
 
   address(): AddressInfo {
     return this.socket.address();
@@ -139,6 +165,7 @@ export class Worker {
   async close(): Promise<void> {
     if (this.timer !== null) clearInterval(this.timer);
     this.timer = null;
+    this.nic?.clock.stop();
     await this.socket.close();
   }
 }
