@@ -74,7 +74,10 @@ socket.on("message", (msg, rinfo) => {
     }
   }
 });
+const cpuSeconds = () => (process.cpuUsage().user + process.cpuUsage().system) / 1e6;
+let startupCpuSeconds = 0;
 socket.bind(0, "127.0.0.1", () => {
+  startupCpuSeconds = cpuSeconds();
   const address = socket.address();
   process.stdout.write(
     `${JSON.stringify({ event: "ready", pid: process.pid, dataAddress: address.address, dataPort: address.port })}\n`,
@@ -86,7 +89,9 @@ const stop = () => {
     `${JSON.stringify({
       event: "stats",
       final: true,
-      cpuSeconds: (process.cpuUsage().user + process.cpuUsage().system) / 1e6,
+      cpuSeconds: cpuSeconds(),
+      startupCpuSeconds,
+      dataPathCpuSeconds: cpuSeconds() - startupCpuSeconds,
       rxPackets: rx,
       txPackets: tx,
       activeSeconds,

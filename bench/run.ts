@@ -5,7 +5,12 @@ import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import type { SwitchConfigInput } from "../proto/config.js";
 import { linkParamsFor } from "../proto/links.js";
-import type { LinkPortRecord, PsStatsRecord, SwitchStatsRecord } from "../proto/records.js";
+import type {
+  FinalStats,
+  LinkPortRecord,
+  PsStatsRecord,
+  SwitchStatsRecord,
+} from "../proto/records.js";
 import type { ScenarioRun } from "../proto/scenario.js";
 import { ChildNode, type ProcessRecord } from "./processes.js";
 import type { ScrapeTargets } from "./prometheus.js";
@@ -118,7 +123,7 @@ export interface RunResult {
   seconds: number;
   jobs: JobResult[];
   verified: boolean;
-  switch: (SwitchStatsRecord & { cpuSeconds?: number }) | Record<string, unknown>;
+  switch: (SwitchStatsRecord & FinalStats) | Record<string, unknown>;
   ps: PsStatsRecord | null;
   /** with emulated links: every link direction's load, busiest first */
   links: LinkLoad[] | null;

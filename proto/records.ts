@@ -128,7 +128,10 @@ export interface PsStatsRecord {
 /** What the final `stats` record adds: the process's CPU time and socket errors. */
 export interface FinalStats {
   final?: true;
+  /** all CPU time; the part before `ready` (start-up); the rest (serving) */
   cpuSeconds?: number;
+  startupCpuSeconds?: number;
+  dataPathCpuSeconds?: number;
   socketErrors?: number;
 }
 

@@ -4,7 +4,9 @@ import { cpuSeconds, EXIT_OK, emitRecord } from "./cli.js";
  * A data-plane server's life after binding: print its `ready` record (only
  * once SIGTERM and SIGINT are handled, so a parent may stop it as soon as it
  * reads the line), print stats every `statsIntervalMs` (if > 0), wait for a
- * signal, print the final stats record with CPU time, then close.
+ * signal, print the final stats record with CPU time, then close. The CPU
+ * spent starting up (loading, binding: about as much as a small run's data
+ * path) is reported apart, so a run's data-path CPU can be told from it.
  */
 export async function serveUntilSignal(o: {
   ready: Record<string, unknown>;
@@ -16,14 +18,23 @@ export async function serveUntilSignal(o: {
     process.once("SIGTERM", resolve);
     process.once("SIGINT", resolve);
   });
-  emitRecord({ event: "ready", ...o.ready });
+  const startupCpuSeconds = cpuSeconds();
+  emitRecord({ event: "ready", startupCpuSeconds, ...o.ready });
   const interval =
     o.statsIntervalMs > 0
       ? setInterval(() => emitRecord({ event: "stats", ...o.report() }), o.statsIntervalMs)
       : null;
   await stopped;
   if (interval !== null) clearInterval(interval);
-  emitRecord({ event: "stats", final: true, cpuSeconds: cpuSeconds(), ...o.report() });
+  const total = cpuSeconds();
+  emitRecord({
+    event: "stats",
+    final: true,
+    cpuSeconds: total,
+    startupCpuSeconds,
+    dataPathCpuSeconds: total - startupCpuSeconds,
+    ...o.report(),
+  });
   await o.close();
   return EXIT_OK;
 }
