@@ -4,6 +4,9 @@ import { LinkPort, newVerdict } from "../link/link.js";
 import { ConfigError, parseSwitchConfig } from "../proto/config.js";
 import { LinksSchema, linkParamsFor } from "../proto/links.js";
 import { parseDuration, parseRate } from "../proto/units.js";
+import { verifyAllReduce } from "../worker/workload.js";
+import { testSeed } from "./seed.js";
+import { simulate } from "./simnet.js";
 
 // 8 Mbps: one byte per microsecond, 1000 bytes per ms, so times read as bytes.
 const params = {
@@ -127,5 +130,100 @@ describe("link model", () => {
     const ok = parseSwitchConfig({ aggregators: 16, links: { rate: "100Mbps", delay: "50us" } });
     assert.equal(ok.links?.rate, 1e8);
     assert.equal(ok.links?.delay, 0.05);
+  });
+});
+
+describe("the programs over emulated links (virtual time)", () => {
+  // 8 Mbps: 1000 bytes per ms; a full 256-element packet is 1056 bytes.
+  const link = {
+    rateBitsPerSecond: 8e6,
+    delayMs: 0.5,
+    bufferBytes: 64 * 1024,
+    ecnThresholdBytes: Infinity,
+  };
+
+  for (const mode of ["netreduce", "atp", "ps"] as const) {
+    it(`${mode}: exact, and each worker's goodput is what the link model predicts`, () => {
+      const seed = testSeed(`links ${mode}`, 11);
+      const workers = 4;
+      const elements = 256 * 200;
+      const { jobs, now, ports } = simulate({
+        jobs: [{ mode, workers, elements, window: 16, elementsPerPacket: 256 }],
+        aggregators: 64,
+        rates: { drop: 0, duplicate: 0, reorder: 0 },
+        seed,
+        links: link,
+      });
+      for (const out of jobs[0].outputs) {
+        assert.equal(verifyAllReduce(out, seed, workers, 20).verified, true);
+      }
+      // Every worker sends 200 packets of 1056 bytes up its own link; the
+      // results come down the switch's ports. With a PS, its link carries
+      // every worker's packets: N x the bytes, N x the time.
+      const onePath = (200 * 1056) / 1000;
+      // ATP aggregates most PSNs in the switch, so its PS link carries
+      // between one and N times a worker's bytes.
+      const [least, most] =
+        mode === "netreduce"
+          ? [onePath, onePath * 1.15]
+          : mode === "ps"
+            ? [workers * onePath, workers * onePath * 1.15]
+            : [onePath, workers * onePath * 1.15];
+      assert.ok(
+        now > least && now < most,
+        `${mode}: finished at ${now.toFixed(1)} ms; the link model says ${least.toFixed(0)} to ${most.toFixed(0)}`,
+      );
+      const drops = [...ports.values()].reduce((n, p) => n + p.counters.drops, 0);
+      assert.equal(drops, 0, "a window of 16 fits every buffer");
+    });
+  }
+
+  it("ECN marks reach every worker through the aggregate; aimd and dctcp back off, none does not", () => {
+    const seed = testSeed("links ecn", 12);
+    const run = (congestionControl: "none" | "aimd" | "dctcp") =>
+      simulate({
+        jobs: [
+          {
+            mode: "netreduce",
+            workers: 4,
+            elements: 256 * 400,
+            window: 64,
+            elementsPerPacket: 256,
+            congestionControl,
+          },
+        ],
+        aggregators: 128,
+        rates: { drop: 0, duplicate: 0, reorder: 0 },
+        seed,
+        links: { ...link, bufferBytes: 48 * 1024, ecnThresholdBytes: 8 * 1024 },
+      });
+    const outcome = Object.fromEntries(
+      (["none", "aimd", "dctcp"] as const).map((cc) => {
+        const { jobs, ports } = run(cc);
+        for (const out of jobs[0].outputs) {
+          assert.equal(verifyAllReduce(out, seed, 4, 20).verified, true, `${cc}: exact`);
+        }
+        const counters = [...ports.values()].map((p) => p.counters);
+        return [
+          cc,
+          {
+            marked: jobs[0].workers.reduce((n, w) => n + w.stats.ecnMarkedResults, 0),
+            window: Math.max(...jobs[0].workers.map((w) => w.window)),
+            drops: counters.reduce((n, c) => n + c.drops, 0),
+            queue: Math.max(...counters.map((c) => c.queueHighWaterBytes)),
+          },
+        ];
+      }),
+    );
+    assert.ok(outcome.none.marked > 0, "a window of 64 x 1056 bytes queues past 8 KiB: marked");
+    assert.equal(outcome.none.window, 64, "none keeps its window");
+    assert.ok(outcome.none.drops > 0, "and overflows a 48 KiB buffer");
+    for (const cc of ["aimd", "dctcp"] as const) {
+      assert.ok(outcome[cc].window < 64, `${cc} shrank its window: ${outcome[cc].window}`);
+      assert.ok(
+        outcome[cc].drops < outcome.none.drops,
+        `${cc}: ${outcome[cc].drops} drops, none: ${outcome.none.drops}`,
+      );
+    }
   });
 });

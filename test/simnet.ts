@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
-import { type JobMode, parseSwitchConfig } from "../proto/config.js";
+import { LinkPort, newVerdict } from "../link/link.js";
+import { type CongestionControl, type JobMode, parseSwitchConfig } from "../proto/config.js";
+import type { LinkParams } from "../proto/links.js";
 import { Prng } from "../proto/prng.js";
+import { Field, Flag } from "../proto/wire.js";
 import { PsCore } from "../ps/core.js";
 import { SwitchCore } from "../switch/core.js";
 import { DEFAULT_RTO, WorkerCore } from "../worker/core.js";
@@ -18,6 +21,7 @@ export interface SimJob {
   scaleBits?: number;
   /** seed of the job's gradients; defaults to the simulation's */
   seed?: number;
+  congestionControl?: CongestionControl;
 }
 
 export interface SimOptions {
@@ -30,6 +34,12 @@ export interface SimOptions {
   calls?: number;
   /** things done to the switch at virtual times (ms), e.g. region changes */
   events?: Array<{ at: number; run: (sw: SwitchCore) => void }>;
+  /**
+   * emulated links, the same for every host: each hop leaves through its
+   * sender's egress port (a worker's or the PS's NIC, the switch's port
+   * towards the host) of the link model, instead of the fixed jittered hop
+   */
+  links?: LinkParams;
 }
 
 const SWITCH_PORT = 1000;
@@ -66,8 +76,24 @@ export function simulate(o: SimOptions) {
   type InFlight = { at: number; to: number; from: number; bytes: Buffer };
   const network: InFlight[] = [];
   let now = 0;
+  const ports = new Map<string, LinkPort>();
+  const verdict = newVerdict();
   const deliver = (from: number, to: number, buf: Buffer) => {
-    network.push({ at: now + 0.05 + jitter.nextFloat() * 0.05, to, from, bytes: Buffer.from(buf) });
+    const bytes = Buffer.from(buf);
+    if (o.links === undefined) {
+      network.push({ at: now + 0.05 + jitter.nextFloat() * 0.05, to, from, bytes });
+      return;
+    }
+    const key = `${from}>${to}`;
+    let port = ports.get(key);
+    if (port === undefined) {
+      port = new LinkPort(o.links);
+      ports.set(key, port);
+    }
+    const v = port.offer(bytes.length, now, verdict);
+    if (v.dropped) return;
+    if (v.marked) bytes.writeUInt16LE(bytes.readUInt16LE(Field.flags) | Flag.ecn, Field.flags);
+    network.push({ at: v.arriveAt, to, from, bytes });
   };
   const sw = new SwitchCore(config, { send: (buf, port) => deliver(SWITCH_PORT, port, buf) });
   const ps = new PsCore(config.jobs, config.elementsPerAggregator, {
@@ -91,6 +117,7 @@ export function simulate(o: SimOptions) {
             window: job.window,
             elementsPerPacket: job.elementsPerPacket,
             scaleBits: job.scaleBits ?? 20,
+            congestionControl: job.congestionControl,
           },
           { send: (buf) => deliver(workerPort(j, w), SWITCH_PORT, buf) },
         ),
@@ -144,5 +171,5 @@ export function simulate(o: SimOptions) {
     }
   }
   for (const w of all) assert.equal(w.failure, null, `a worker gave up: ${w.failure}`);
-  return { sw, ps, jobs };
+  return { sw, ps, jobs, ports, now };
 }
