@@ -1,0 +1,58 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { runScenarioRun } from "../bench/run.js";
+import { ScenarioRunSchema } from "../proto/scenario.js";
+import { testSeed } from "./seed.js";
+
+/**
+ * Real processes on loopback with emulated links slow enough to dominate the
+ * host: the run is link-bound and its numbers are the network's. Timing is
+ * asserted loosely (the host is shared); the precise figures are the
+ * benchmark's and the fidelity scenarios'.
+ */
+describe("emulated links with real processes", () => {
+  const rate = 20e6;
+  const workers = 4;
+  const run = (mode: "netreduce" | "ps", seed: number) =>
+    runScenarioRun(
+      ScenarioRunSchema.parse({
+        name: mode,
+        links: { rate, delay: "1ms" },
+        jobs: [{ mode, workers, size: "2MiB", window: 32 }],
+      }),
+      { seed, timeoutMs: 120_000 },
+    );
+
+  it("NetReduce on 20 Mbps links is exact, link-bound, at the goodput the link model predicts; PS takes about N times as long", async () => {
+    const seed = testSeed("links real processes", 21);
+    const netreduce = await run("netreduce", seed);
+    assert.equal(netreduce.verified, true);
+    assert.equal(netreduce.bound, "link", JSON.stringify(netreduce.links?.slice(0, 2)));
+    const [job] = netreduce.jobs;
+    // Payload share of each 1056-byte packet on the line: 1024 bytes.
+    const predictedMBps = ((rate / 8) * (1024 / 1056)) / 1e6;
+    assert.ok(
+      Math.abs(job.goodputMBps - predictedMBps) / predictedMBps < 0.15,
+      `goodput ${job.goodputMBps.toFixed(2)} MB/s, predicted ${predictedMBps.toFixed(2)}`,
+    );
+    for (const w of job.perWorker) {
+      assert.ok(w.srttMs > 0 && w.rtoMs > 0, "smoothed RTT and RTO reported");
+    }
+    const links = netreduce.links ?? [];
+    assert.equal(links.length, 2 * workers, "every worker's link, both directions");
+    assert.ok(
+      links.every((l) => l.drops === 0),
+      "a window of 32 fits the buffers",
+    );
+
+    const ps = await run("ps", seed);
+    assert.equal(ps.verified, true);
+    assert.equal(ps.bound, "link");
+    assert.equal(ps.links?.[0].host, "ps", "the PS's link is the busiest");
+    const ratio = ps.jobs[0].seconds / job.seconds;
+    assert.ok(
+      ratio > 0.6 * workers && ratio < 1.4 * workers,
+      `PS / NetReduce time ${ratio.toFixed(2)}, expected about ${workers}`,
+    );
+  });
+});
