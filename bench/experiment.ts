@@ -22,6 +22,7 @@ import { findPrometheus, ScrapeTargets, startPrometheus } from "./prometheus.js"
 import { type RunResult, runScenarioRun } from "./run.js";
 import { applyOverrides, checkRegions, parseScenario } from "./scenario.js";
 import { type PolicyResult, parseScheduleScenario, runSchedule } from "./schedule.js";
+import { analyzeShape } from "./shapes.js";
 
 export const SCENARIOS_DIR = fileURLToPath(new URL("../../bench/scenarios/", import.meta.url));
 const DEFAULT_SCENARIO = join(SCENARIOS_DIR, "compare.json");
@@ -515,7 +516,18 @@ async function runRuns(
       });
     }
   }
-  return report(o, scenario, startedAt, { runs }, runs, formatTable(runs));
+  const shape = analyzeShape(scenario, runs);
+  const table =
+    formatTable(runs) +
+    (shape === null ? "" : `\n${shape.shape}: measured, and the model's\n${shape.table}`);
+  return report(
+    o,
+    scenario,
+    startedAt,
+    { runs, ...(shape === null ? {} : { shape: { name: shape.shape, ...shape.data } }) },
+    runs,
+    table,
+  );
 }
 
 /** Writes the results file and prints the table (or --json); exit 0 only if all verified. */

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import type { SwitchConfigInput } from "../proto/config.js";
-import { linkParamsFor } from "../proto/links.js";
+import { type Links, linkParamsFor } from "../proto/links.js";
 import type {
   FinalStats,
   LinkPortRecord,
@@ -128,14 +128,21 @@ export interface RunResult {
   /** with emulated links: every link direction's load, busiest first */
   links: LinkLoad[] | null;
   /**
-   * with emulated links: "link" when the busiest link direction was above
-   * LINK_BOUND_UTILIZATION (the run measured the emulated network), "host"
-   * when none was (the host's CPU limited it); null without links
+   * with emulated links, what limited the run: "link" when the busiest link
+   * direction was above LINK_BOUND_UTILIZATION, or a port tail-dropped (its
+   * buffer was full); "window" when no link was
+   * but every job's window is below its path's bandwidth-delay product and
+   * the job reached what that window allows (window / RTT, both by the
+   * model): the emulated network with that window limited it; "host" when
+   * neither (the host's CPU limited it, and the numbers are not the
+   * network's); null without links
    */
-  bound: "link" | "host" | null;
+  bound: RunBound | null;
   /** why the run failed; its jobs are then empty */
   error?: string;
 }
+
+export type RunBound = "link" | "window" | "host";
 
 /** A link direction busier than this bounds a run. */
 export const LINK_BOUND_UTILIZATION = 0.9;
@@ -162,7 +169,7 @@ export function linkLoads(
   switchStats: Partial<SwitchStatsRecord>,
   psStats: PsStatsRecord | null,
   seconds: number,
-): { links: LinkLoad[]; bound: "link" | "host" } {
+): LinkLoad[] {
   const load = (host: string, direction: "up" | "down", r: LinkPortRecord): LinkLoad => ({
     host,
     direction,
@@ -190,8 +197,53 @@ export function linkLoads(
     links.push(load(host, "down", port));
   }
   links.sort((a, b) => b.utilization - a.utilization);
-  const busiest = links[0]?.utilization ?? 0;
-  return { links, bound: busiest > LINK_BOUND_UTILIZATION ? "link" : "host" };
+  return links;
+}
+
+/**
+ * The goodput per worker (MB/s) a job's window allows on its path by the
+ * link model: a window of packets per round trip, the round trip being the
+ * propagation and one packet's serialization on each hop (two hops for
+ * NetReduce; four through the PS for ATP and PS), capped at the line rate.
+ */
+export function windowLimitedMBps(job: ResolvedJob, links: Links): number {
+  const { rttMs, lineMBps } = pathModel(job, links);
+  const window =
+    job.mode === "netreduce" ? Math.min(job.window, Math.floor(job.regionSize / 2)) : job.window;
+  return Math.min(lineMBps, (window * 4 * job.elementsPerPacket) / rttMs / 1000);
+}
+
+/** A job's path by the link model: round trip (ms), payload goodput at the line rate (MB/s), packet bytes. */
+export function pathModel(job: ResolvedJob, links: Links) {
+  const link = linkParamsFor(links, { job: job.id, worker: 0 });
+  const packetBytes = 32 + 4 * job.elementsPerPacket;
+  const bytesPerMs = link.rateBitsPerSecond / 8 / 1000;
+  const hops = job.mode === "netreduce" ? 2 : 4;
+  return {
+    rttMs: hops * (link.delayMs + packetBytes / bytesPerMs),
+    lineMBps: (bytesPerMs * (4 * job.elementsPerPacket)) / packetBytes / 1000,
+    packetBytes,
+    bytesPerMs,
+  };
+}
+
+/** What limited a run with links (see RunResult.bound). */
+export function runBound(
+  links: readonly LinkLoad[],
+  jobs: readonly ResolvedJob[],
+  results: readonly JobResult[],
+  config: Links,
+): RunBound {
+  // A port that tail-dropped had its buffer full: that link was the bottleneck.
+  if ((links[0]?.utilization ?? 0) > LINK_BOUND_UTILIZATION || links.some((l) => l.drops > 0)) {
+    return "link";
+  }
+  const windowLimited = jobs.every((job, j) => {
+    const allowed = windowLimitedMBps(job, config);
+    const { lineMBps } = pathModel(job, config);
+    return allowed < LINK_BOUND_UTILIZATION * lineMBps && results[j].goodputMBps >= 0.7 * allowed;
+  });
+  return windowLimited ? "window" : "host";
 }
 
 /**
@@ -369,8 +421,11 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
       verified: jobResults.every((r) => r.verified),
       switch: switchStats,
       ps: psStats,
-      links: loads?.links ?? null,
-      bound: loads?.bound ?? null,
+      links: loads,
+      bound:
+        loads === null || run.links === undefined
+          ? null
+          : runBound(loads, jobs, jobResults, run.links),
     };
   } finally {
     if (progressTimer !== null) clearInterval(progressTimer);

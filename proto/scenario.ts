@@ -83,9 +83,13 @@ export const ScenarioRunSchema = z.strictObject({
 });
 export type ScenarioRun = z.infer<typeof ScenarioRunSchema>;
 
+/** The fidelity experiments: a scenario may ask for its runs' shape next to the model's (bench/shapes.ts). */
+export const SHAPES = ["ps-vs-ina", "window-knee", "incast-ecn"] as const;
+
 export const ScenarioSchema = z.strictObject({
   name: z.string().min(1).max(60),
   description: z.string().optional(),
+  shape: z.enum(SHAPES).optional(),
   seed: z.int().min(0).max(0xffffffff).default(1),
   runs: z.array(ScenarioRunSchema).min(1),
 });

@@ -1,0 +1,147 @@
+import type { Scenario } from "../proto/scenario.js";
+import { pathModel, type RunResult, windowLimitedMBps } from "./run.js";
+import { resolveJobs } from "./scenario.js";
+
+/**
+ * The fidelity experiments' shapes: what a scenario's runs measured, next to
+ * what the emulated network predicts. Each analysis reads the runs by name
+ * (as the shipped scenarios name them) and returns a table for people and
+ * the same figures as data for the results file.
+ */
+export interface ShapeReport {
+  shape: string;
+  table: string;
+  data: Record<string, unknown>;
+}
+
+export function analyzeShape(scenario: Scenario, runs: RunResult[]): ShapeReport | null {
+  switch (scenario.shape) {
+    case "ps-vs-ina":
+      return psVsIna(runs);
+    case "window-knee":
+      return windowKnee(scenario, runs);
+    case "incast-ecn":
+      return incastEcn(runs);
+    default:
+      return null;
+  }
+}
+
+function format(rows: string[][]): string {
+  const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
+  return `${rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c])).join("  ")).join("\n")}\n`;
+}
+
+const ok = (run: RunResult | undefined): run is RunResult =>
+  run !== undefined && run.error === undefined && run.jobs.length > 0;
+
+/** time(PS) / time(NetReduce) at each N: the PS's link carries N x M, a worker's M. */
+function psVsIna(runs: RunResult[]): ShapeReport {
+  const byName = new Map(runs.map((r) => [r.name, r]));
+  const sizes = [
+    ...new Set(runs.map((r) => Number(/-(\d+)$/.exec(r.name)?.[1])).filter((n) => n > 0)),
+  ].sort((a, b) => a - b);
+  const rows = [["N", "NetReduce s", "PS s", "PS / NetReduce", "expected", "bound"]];
+  const data: Array<Record<string, unknown>> = [];
+  for (const n of sizes) {
+    const ina = byName.get(`netreduce-${n}`);
+    const ps = byName.get(`ps-${n}`);
+    if (!ok(ina) || !ok(ps)) continue;
+    const ratio = ps.jobs[0].seconds / ina.jobs[0].seconds;
+    rows.push([
+      String(n),
+      ina.jobs[0].seconds.toFixed(2),
+      ps.jobs[0].seconds.toFixed(2),
+      ratio.toFixed(2),
+      String(n),
+      `${ina.bound ?? "-"} / ${ps.bound ?? "-"}`,
+    ]);
+    data.push({
+      workers: n,
+      netreduceSeconds: ina.jobs[0].seconds,
+      psSeconds: ps.jobs[0].seconds,
+      ratio,
+      expected: n,
+      bound: [ina.bound, ps.bound],
+    });
+  }
+  return { shape: "ps-vs-ina", table: format(rows), data: { points: data } };
+}
+
+/**
+ * Goodput against the window: about window x payload / RTT until window x
+ * packet reaches rate x RTT (the bandwidth-delay product), then the line
+ * rate (bench/run.ts: pathModel, windowLimitedMBps).
+ */
+function windowKnee(scenario: Scenario, runs: RunResult[]): ShapeReport {
+  const first = scenario.runs[0];
+  if (first?.links === undefined) {
+    return { shape: "window-knee", table: "window-knee: needs runs with links\n", data: {} };
+  }
+  const links = first.links;
+  const { rttMs, lineMBps, packetBytes, bytesPerMs } = pathModel(
+    resolveJobs(first, scenario.seed)[0],
+    links,
+  );
+  const predictedKnee = (bytesPerMs * rttMs) / packetBytes;
+  const resolved = new Map(scenario.runs.map((r) => [r.name, resolveJobs(r, scenario.seed)[0]]));
+  const points = runs.filter(ok).map((r) => {
+    const job = resolved.get(r.name);
+    return {
+      window: r.jobs[0].window,
+      predictedMBps: job === undefined ? Number.NaN : windowLimitedMBps(job, links),
+      measuredMBps: r.jobs[0].goodputMBps,
+      bound: r.bound,
+    };
+  });
+  points.sort((a, b) => a.window - b.window);
+  const best = Math.max(...points.map((p) => p.measuredMBps));
+  // The measured knee: the smallest window within 10 % of the best goodput.
+  const measuredKnee = points.find((p) => p.measuredMBps >= 0.9 * best)?.window ?? null;
+  const rows = [["window", "predicted MB/s", "measured MB/s", "bound"]];
+  for (const p of points) {
+    rows.push([
+      String(p.window),
+      p.predictedMBps.toFixed(2),
+      p.measuredMBps.toFixed(2),
+      p.bound ?? "-",
+    ]);
+  }
+  const summary =
+    `knee: predicted at a window of ${predictedKnee.toFixed(1)} packets ` +
+    `(rate x RTT = ${(bytesPerMs * rttMs).toFixed(0)} bytes, RTT ${rttMs.toFixed(2)} ms), ` +
+    `measured at ${measuredKnee ?? "-"} (the smallest window within 10% of the best goodput)\n`;
+  return {
+    shape: "window-knee",
+    table: format(rows) + summary,
+    data: { rttMs, lineMBps, predictedKnee, measuredKnee, points },
+  };
+}
+
+/** Drops and marks at the PS's port, per congestion control. */
+function incastEcn(runs: RunResult[]): ShapeReport {
+  const rows = [["run", "PS port drops", "PS port marks", "retransmits", "seconds", "verified"]];
+  const data: Array<Record<string, unknown>> = [];
+  for (const r of runs.filter(ok)) {
+    const psPort = r.links?.find((l) => l.host === "ps" && l.direction === "down");
+    const retransmits = r.jobs.reduce((n, j) => n + j.retransmissions, 0);
+    const seconds = Math.max(...r.jobs.map((j) => j.startMs / 1000 + j.seconds));
+    rows.push([
+      r.name,
+      String(psPort?.drops ?? 0),
+      String(psPort?.marks ?? 0),
+      String(retransmits),
+      seconds.toFixed(2),
+      r.verified ? "yes" : "NO",
+    ]);
+    data.push({
+      run: r.name,
+      psPortDrops: psPort?.drops ?? 0,
+      psPortMarks: psPort?.marks ?? 0,
+      retransmits,
+      seconds,
+      verified: r.verified,
+    });
+  }
+  return { shape: "incast-ecn", table: format(rows), data: { points: data } };
+}
