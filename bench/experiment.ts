@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import { CONGESTION_CONTROLS, POLICIES } from "../proto/config.js";
+import { largestPacketBytes, linkProblems } from "../proto/links.js";
 import type { Scenario, ScheduleScenario } from "../proto/scenario.js";
 import { byteSize, durationSchema, float32Bytes, rateSchema } from "../proto/units.js";
 import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN, MAX_SCALE_BITS } from "../proto/wire.js";
@@ -20,7 +21,7 @@ import {
 import { stopAllChildren } from "./processes.js";
 import { findPrometheus, ScrapeTargets, startPrometheus } from "./prometheus.js";
 import { type RunResult, runScenarioRun } from "./run.js";
-import { applyOverrides, checkRegions, parseScenario } from "./scenario.js";
+import { applyOverrides, checkRegions, overrideLinks, parseScenario } from "./scenario.js";
 import { type PolicyResult, parseScheduleScenario, runSchedule } from "./schedule.js";
 import { analyzeShape } from "./shapes.js";
 
@@ -333,9 +334,25 @@ await runCli(spec, async (o) => {
   const json = await readJsonFile(o.scenario, "--scenario");
   const startedAt = new Date();
   // A bad scenario is refused before anything is written or started.
-  const schedule = isSchedule(json)
+  const parsedSchedule = isSchedule(json)
     ? parseScheduleScenario(o.seed === undefined ? json : { ...json, seed: o.seed }, o.scenario)
     : null;
+  const schedule =
+    parsedSchedule === null
+      ? null
+      : {
+          ...parsedSchedule,
+          links: overrideLinks(parsedSchedule.links, `scenario ${parsedSchedule.name}`, o),
+        };
+  if (schedule?.links !== undefined) {
+    // Its switch holds 256 elements per aggregator: one packet is 1056 bytes.
+    const problems = linkProblems(schedule.links, largestPacketBytes(256));
+    if (problems.length > 0) {
+      throw new UsageError(
+        `${o.scenario}:\n${problems.map((p) => `links.${p.path.join(".")}: ${p.message}`).join("\n")}`,
+      );
+    }
+  }
   refuseOptionsThatDoNotApply(o, schedule !== null);
   const scenario = schedule === null ? applyOverrides(parseScenario(json, o.scenario), o) : null;
   if (scenario !== null) checkRegions(scenario, o.scenario);
@@ -360,10 +377,6 @@ await runCli(spec, async (o) => {
 function refuseOptionsThatDoNotApply(o: Options, scheduling: boolean): void {
   const runOnly: Array<keyof Options> = [
     "only",
-    "linkRate",
-    "linkDelay",
-    "linkBuffer",
-    "linkEcnThreshold",
     "congestionControl",
     "workers",
     "size",

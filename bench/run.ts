@@ -435,24 +435,31 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
   }
 }
 
+/** A worker's --link-* options for its link in `links` (none without links). */
+export function linkArgs(
+  links: Links | undefined,
+  host: { job: number; worker: number },
+): string[] {
+  if (links === undefined) return [];
+  const link = linkParamsFor(links, host);
+  return [
+    ...["--link-rate", String(link.rateBitsPerSecond)],
+    ...["--link-delay", String(link.delayMs)],
+    ...["--link-buffer", String(link.bufferBytes)],
+    ...(Number.isFinite(link.ecnThresholdBytes)
+      ? ["--link-ecn-threshold", String(link.ecnThresholdBytes)]
+      : []),
+  ];
+}
+
 function workerArgs(
   job: ResolvedJob,
   w: number,
   target: string,
   links: ScenarioRun["links"],
 ): string[] {
-  const link = links === undefined ? null : linkParamsFor(links, { job: job.id, worker: w });
   return [
-    ...(link === null
-      ? []
-      : [
-          ...["--link-rate", String(link.rateBitsPerSecond)],
-          ...["--link-delay", String(link.delayMs)],
-          ...["--link-buffer", String(link.bufferBytes)],
-          ...(Number.isFinite(link.ecnThresholdBytes)
-            ? ["--link-ecn-threshold", String(link.ecnThresholdBytes)]
-            : []),
-        ]),
+    ...linkArgs(links, { job: job.id, worker: w }),
     "--congestion-control",
     job.congestionControl,
     "--switch",

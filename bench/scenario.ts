@@ -4,7 +4,7 @@ import {
   type SwitchConfigInput,
   SwitchConfigSchema,
 } from "../proto/config.js";
-import { LinksSchema } from "../proto/links.js";
+import { type Links, LinksSchema } from "../proto/links.js";
 import {
   type Scenario,
   type ScenarioJob,
@@ -40,18 +40,25 @@ export interface ScenarioOverrides {
   only?: string[];
 }
 
-/** A run's links with the command line's link options applied (they need a rate from somewhere). */
-function overrideLinks(run: ScenarioRun, o: ScenarioOverrides): ScenarioRun["links"] {
+/**
+ * A run's (or scheduling scenario's) links with the command line's link
+ * options applied: they override the defaults; per-host overrides stay.
+ */
+export function overrideLinks(
+  links: Links | undefined,
+  name: string,
+  o: ScenarioOverrides,
+): Links | undefined {
   const given = o.linkDelay ?? o.linkBuffer ?? o.linkEcnThreshold;
-  if (o.linkRate === undefined && given === undefined) return run.links;
-  const rate = o.linkRate ?? run.links?.rate;
+  if (o.linkRate === undefined && given === undefined) return links;
+  const rate = o.linkRate ?? links?.rate;
   if (rate === undefined) {
     throw new UsageError(
-      `--link-delay, --link-buffer and --link-ecn-threshold need --link-rate (run ${run.name} has no links)`,
+      `--link-delay, --link-buffer and --link-ecn-threshold need --link-rate (${name} has no links)`,
     );
   }
   return LinksSchema.parse({
-    ...(run.links ?? {}),
+    ...(links ?? {}),
     rate,
     ...(o.linkDelay === undefined ? {} : { delay: o.linkDelay }),
     ...(o.linkBuffer === undefined ? {} : { buffer: o.linkBuffer }),
@@ -65,7 +72,7 @@ export function applyOverrides(scenario: Scenario, o: ScenarioOverrides): Scenar
     .filter((run) => o.only === undefined || o.only.includes(run.name))
     .map((run) => ({
       ...run,
-      links: overrideLinks(run, o),
+      links: overrideLinks(run.links, `run ${run.name}`, o),
       faults: {
         loss: pick(o.loss, run.faults.loss),
         duplicate: pick(o.duplicate, run.faults.duplicate),

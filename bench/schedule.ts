@@ -10,7 +10,7 @@ import {
 import { parseOrUsage } from "../runtime/cli.js";
 import { ChildNode, type ProcessRecord } from "./processes.js";
 import type { ScrapeTargets } from "./prometheus.js";
-import { SCRIPTS, scrapeWhileAlive, startSwitch } from "./run.js";
+import { linkArgs, SCRIPTS, scrapeWhileAlive, startSwitch } from "./run.js";
 
 export function parseScheduleScenario(input: unknown, source = "scenario"): ScheduleScenario {
   return parseOrUsage(ScheduleScenarioSchema, input, source);
@@ -68,7 +68,11 @@ export async function runSchedule(
   const children: ChildNode[] = [];
   const timers: NodeJS.Timeout[] = [];
   try {
-    const config: SwitchConfigInput = { aggregators: scenario.aggregators, jobs: [] };
+    const config: SwitchConfigInput = {
+      aggregators: scenario.aggregators,
+      jobs: [],
+      ...(scenario.links === undefined ? {} : { links: scenario.links }),
+    };
     const { sw, ready } = await startSwitch({
       dir,
       config,
@@ -96,6 +100,10 @@ export async function runSchedule(
                       control,
                       "--job",
                       String(j + 1),
+                      // The id is asked for, so the worker's own link is known.
+                      "--worker",
+                      String(w),
+                      ...linkArgs(scenario.links, { job: j + 1, worker: w }),
                       "--size-bytes",
                       String(job.size),
                       "--iterations",

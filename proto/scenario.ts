@@ -143,6 +143,8 @@ export const ScheduleScenarioSchema = z.strictObject({
     .default(256),
   /** `static`: equal partitions */
   partitions: z.int().min(1).max(1024).default(2),
+  /** emulated links between every host and the switch (proto/links.ts); absent: none */
+  links: LinksSchema.optional(),
   jobs: z.array(ScheduleJobSchema).min(1).max(32),
 });
 export type ScheduleScenario = z.infer<typeof ScheduleScenarioSchema>;
