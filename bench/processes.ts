@@ -30,11 +30,14 @@ export class ChildNode {
     script: string,
     args: string[],
     onRecord?: (record: ProcessRecord) => void,
-    /** raw: `script` is an executable, not a Node script */
-    options: { raw?: boolean } = {},
+    /** raw: `script` is an executable, not a Node script; cwd, env: as for spawn */
+    options: { raw?: boolean; cwd?: string; env?: NodeJS.ProcessEnv } = {},
   ) {
     // stdio defaults to pipes on all three streams.
-    this.child = options.raw ? spawn(script, args) : spawn(process.execPath, [script, ...args]);
+    const spawnOptions = { cwd: options.cwd, env: options.env };
+    this.child = options.raw
+      ? spawn(script, args, spawnOptions)
+      : spawn(process.execPath, [script, ...args], spawnOptions);
     liveChildren.add(this);
     this.exited = new Promise((resolve) => {
       this.child.once("exit", (code, signal) => {
