@@ -100,8 +100,9 @@ export function scrapeConfig(targetsFile: string): string {
     "      - files:",
     `          - ${JSON.stringify(targetsFile)}`,
     "        refresh_interval: 1s",
-    // Our metrics carry their own `job` label (the ina-emu job id): keep it.
-    "    honor_labels: true",
+    // No honor_labels: `job` and `instance` are the scrape target's (the
+    // ina-emu job is `ina_job`); a target label a process also exported
+    // would show up as `exported_<name>`.
     "",
   ].join("\n");
 }

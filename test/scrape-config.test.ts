@@ -150,7 +150,26 @@ describe("the README's own-Prometheus recipe, on a fresh folder", () => {
       const nr = found.filter((s) => s.value === packets);
       return nr.length > 0 ? found : null;
     });
-    assert.equal(completed.length, 2, "one series per job of the run");
+    // The scenario's job names reach the switch's series (through its config) and the workers'.
+    assert.deepEqual(
+      completed
+        .map((c): Record<string, string> => ({ ...c.metric, instance: "", instance_name: "" }))
+        .sort((x, y) => x.ina_job.localeCompare(y.ina_job)),
+      [
+        ["1", "nr"],
+        ["2", "held"],
+      ].map(([id, name]) => ({
+        __name__: "ina_switch_aggregations_completed_total",
+        job: "ina-emu",
+        instance: "",
+        instance_name: "",
+        process: "switch",
+        run: "watched",
+        ina_job: id,
+        ina_job_name: name,
+        mode: "netreduce",
+      })),
+    );
     const held = await poll("the held worker's progress", 60_000, async () => {
       const found = await queryPrometheus(
         prometheus.url,
@@ -158,7 +177,11 @@ describe("the README's own-Prometheus recipe, on a fresh folder", () => {
       );
       return found.length > 0 ? found : null;
     });
+    assert.equal(held.length, 1);
     assert.equal(held[0].value, 0, "the held job has not started");
+    assert.equal(held[0].metric.ina_job, "2");
+    assert.equal(held[0].metric.ina_job_name, "held");
+    assert.equal(held[0].metric.job, "ina-emu");
 
     // Stopping the experiment stops the run's processes.
     assert.equal(await run.stop(10_000), 130);
