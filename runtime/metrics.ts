@@ -1,5 +1,6 @@
-import { spawnSync } from "node:child_process";
+import { execFile } from "node:child_process";
 import { readFileSync, realpathSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Counter, collectDefaultMetrics, Gauge, type Registry } from "prom-client";
@@ -59,43 +60,60 @@ export function gaugeFrom<L extends string>(
  */
 export function createProcessMetrics(registry: Registry): void {
   collectDefaultMetrics({ register: registry });
+  // Read in the background from now on: neither startup nor a scrape blocks on git.
   const info = buildInfo();
   new Gauge({
     name: "ina_build_info",
     help: "ina-emu's version (package.json) and git commit (unknown outside a git checkout); always 1",
     labelNames: ["version", "commit"],
     registers: [registry],
-  }).set(info, 1);
+    async collect() {
+      this.reset();
+      this.set(await info, 1);
+    },
+  });
 }
 
-let cached: { version: string; commit: string } | null = null;
+export interface BuildInfo {
+  version: string;
+  commit: string;
+}
+
+let ours: Promise<BuildInfo> | null = null;
 
 /**
  * ina-emu's version, from its package.json, and the short commit of HEAD when
  * the package's folder is the top of a git checkout: "unknown" for either
- * when it cannot be read (no package.json, no git, not a checkout). Read once
- * per process, at startup, never at scrape time.
+ * when it cannot be read (no package.json, no git, not a checkout, no commit
+ * yet). Never rejects. Without `root`, this package's, read once per process.
  */
-export function buildInfo(root?: string): { version: string; commit: string } {
-  if (root === undefined && cached !== null) return cached;
-  const dir = root ?? packageRoot();
+export function buildInfo(root?: string): Promise<BuildInfo> {
+  if (root !== undefined) return readBuildInfo(root);
+  ours ??= readBuildInfo(packageRoot());
+  return ours;
+}
+
+async function readBuildInfo(dir: string | null): Promise<BuildInfo> {
   const info = { version: "unknown", commit: "unknown" };
   if (dir === null) return info;
   try {
-    const version = JSON.parse(readFileSync(join(dir, "package.json"), "utf8")).version;
+    const version = JSON.parse(await readFile(join(dir, "package.json"), "utf8")).version;
     if (typeof version === "string" && version !== "") info.version = version;
   } catch {
     // no readable package.json: unknown
   }
-  const git = spawnSync("git", ["-C", dir, "rev-parse", "--show-toplevel", "--short", "HEAD"], {
-    encoding: "utf8",
-    timeout: 5000,
-    stdio: ["ignore", "pipe", "ignore"],
+  info.commit = await new Promise<string>((resolve) => {
+    execFile(
+      "git",
+      ["-C", dir, "rev-parse", "--show-toplevel", "--short", "HEAD"],
+      { encoding: "utf8", timeout: 5000 },
+      (error, stdout) => {
+        const [top, commit] = error === null ? stdout.trim().split("\n") : [];
+        // Only the package's own checkout, not a repository it happens to sit in.
+        resolve(commit !== undefined && samePath(top, dir) ? commit : "unknown");
+      },
+    );
   });
-  const [top, commit] = (git.stdout ?? "").trim().split("\n");
-  // Only the package's own checkout, not a repository it happens to sit in.
-  if (git.status === 0 && commit !== undefined && samePath(top, dir)) info.commit = commit;
-  if (root === undefined) cached = info;
   return info;
 }
 

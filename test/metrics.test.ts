@@ -14,6 +14,7 @@ import {
 } from "../bench/prometheus.js";
 import { SCRIPTS } from "../bench/run.js";
 import { buildInfo } from "../runtime/metrics.js";
+import { poll } from "./poll.js";
 import { testSeed } from "./seed.js";
 
 /** `name{labels}` (labels sorted by name) -> value, from a Prometheus text exposition. */
@@ -72,21 +73,6 @@ const DEFAULT_METRICS_LINT = new Set([
 interface Series {
   metric: Record<string, string>;
   value: number;
-}
-
-/** Polls `check` every 500 ms until it returns a value, for at most `timeoutMs`. */
-async function poll<T>(
-  what: string,
-  timeoutMs: number,
-  check: () => Promise<T | null>,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const found = await check();
-    if (found !== null) return found;
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 500));
-  }
 }
 
 /**
@@ -248,14 +234,23 @@ describe("metrics, Prometheus and the dashboard", () => {
     try {
       await writeFile(join(fresh, "package.json"), JSON.stringify({ version: "9.8.7" }));
       // Not a git checkout (and not the top of one): the commit is unknown, nothing throws.
-      assert.deepEqual(buildInfo(fresh), { version: "9.8.7", commit: "unknown" });
-      await mkdir(join(fresh, "sub"));
-      assert.deepEqual(buildInfo(join(fresh, "sub")), { version: "unknown", commit: "unknown" });
-      const init = spawnSync("git", ["-C", fresh, "init", "-q"], { encoding: "utf8" });
-      if (init.status === 0) {
-        // A checkout without a commit yet: HEAD does not resolve.
-        assert.equal(buildInfo(fresh).commit, "unknown");
-      }
+      assert.deepEqual(await buildInfo(fresh), { version: "9.8.7", commit: "unknown" });
+      const sub = join(fresh, "sub");
+      await mkdir(sub);
+      assert.deepEqual(await buildInfo(sub), { version: "unknown", commit: "unknown" });
+      const git = (...args: string[]) =>
+        spawnSync("git", ["-C", fresh, "-c", "user.name=t", "-c", "user.email=t@t", ...args], {
+          encoding: "utf8",
+        });
+      assert.equal(git("init", "-q").status, 0, "git is installed");
+      // A checkout without a commit yet: HEAD does not resolve.
+      assert.equal((await buildInfo(fresh)).commit, "unknown");
+      assert.equal(git("commit", "-q", "--allow-empty", "-m", "first").status, 0);
+      const head = git("rev-parse", "--short", "HEAD").stdout.trim();
+      assert.deepEqual(await buildInfo(fresh), { version: "9.8.7", commit: head });
+      // A package inside someone else's checkout does not take its commit.
+      await writeFile(join(sub, "package.json"), JSON.stringify({ version: "1.0.0" }));
+      assert.deepEqual(await buildInfo(sub), { version: "1.0.0", commit: "unknown" });
     } finally {
       await rm(fresh, { recursive: true, force: true });
     }

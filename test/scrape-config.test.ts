@@ -6,30 +6,9 @@ import { after, describe, it } from "node:test";
 import { ChildNode } from "../bench/processes.js";
 import { findPrometheus, queryPrometheus, startPrometheus } from "../bench/prometheus.js";
 import { SCRIPTS } from "../bench/run.js";
+import { poll } from "./poll.js";
 
 const EXPERIMENT = SCRIPTS.switch.replace(/switch\/cli\.js$/, "bench/experiment.js");
-
-/** Polls `check` every 250 ms until it returns a value, for at most `timeoutMs`. */
-async function poll<T>(
-  what: string,
-  timeoutMs: number,
-  check: () => Promise<T | null>,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown = null;
-  for (;;) {
-    try {
-      const found = await check();
-      if (found !== null) return found;
-    } catch (error) {
-      last = error;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`${what}: not within ${timeoutMs} ms${last ? ` (${String(last)})` : ""}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
-}
 
 /**
  * The README's "run your own Prometheus" recipe, on a fresh folder standing in
@@ -170,14 +149,15 @@ describe("the README's own-Prometheus recipe, on a fresh folder", () => {
         mode: "netreduce",
       })),
     );
+    // By name: the nr job's workers may still be listed, or just gone, by now.
     const held = await poll("the held worker's progress", 60_000, async () => {
       const found = await queryPrometheus(
         prometheus.url,
-        'ina_worker_progress_ratio{run="watched"}',
+        'ina_worker_progress_ratio{run="watched", ina_job_name="held"}',
       );
       return found.length > 0 ? found : null;
     });
-    assert.equal(held.length, 1);
+    assert.equal(held.length, 1, "the held job's one worker");
     assert.equal(held[0].value, 0, "the held job has not started");
     assert.equal(held[0].metric.ina_job, "2");
     assert.equal(held[0].metric.ina_job_name, "held");
