@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -14,6 +14,7 @@ import {
   cliProbability,
   EXIT_FAILED,
   EXIT_OK,
+  emitRecord,
   readJsonFile,
   runCli,
   UsageError,
@@ -140,6 +141,12 @@ const spec = {
       type: "boolean",
       description: "start the local prometheus binary on that config for the run and print its URL",
     },
+    "write-scrape-config": {
+      type: "boolean",
+      description:
+        "only write the scrape config (and an empty target list) to --scrape-dir, for a\n" +
+        "Prometheus of your own started before any run; prints their paths and exits",
+    },
   },
   schema: z
     .strictObject({
@@ -173,6 +180,7 @@ const spec = {
       json: z.boolean().default(false),
       scrapeDir: z.string().default(join("results", "prometheus")),
       prometheus: z.boolean().default(false),
+      writeScrapeConfig: z.boolean().default(false),
     })
     .refine((o) => (o.loss ?? 0) + (o.duplicate ?? 0) + (o.reorder ?? 0) <= 1, {
       path: ["loss"],
@@ -331,6 +339,7 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
 }
 
 await runCli(spec, async (o) => {
+  if (o.writeScrapeConfig) return writeScrapeConfig(o.scrapeDir);
   const json = await readJsonFile(o.scenario, "--scenario");
   const startedAt = new Date();
   // A bad scenario is refused before anything is written or started.
@@ -403,6 +412,25 @@ function isSchedule(json: unknown): json is Record<string, unknown> {
   return typeof json === "object" && json !== null && "policies" in json;
 }
 
+/** --write-scrape-config: the config and an empty target list, their paths on stdout. */
+async function writeScrapeConfig(scrapeDir: string): Promise<number> {
+  if (scrapeDir === "") throw new UsageError("--write-scrape-config needs a --scrape-dir");
+  const targets = new ScrapeTargets(scrapeDir);
+  await targets.writeConfig();
+  emitRecord({
+    event: "scrape-config",
+    configFile: targets.configFile,
+    targetsFile: targets.targetsFile,
+  });
+  process.stderr.write(
+    `prometheus scrape config: ${targets.configFile}\n` +
+      `targets (rewritten by every run with the same --scrape-dir): ${targets.targetsFile}\n` +
+      `start Prometheus on it, e.g.: prometheus --config.file=${targets.configFile} ` +
+      "--storage.tsdb.path=/tmp/ina-prom --web.listen-address=127.0.0.1:9090\n",
+  );
+  return EXIT_OK;
+}
+
 /** The scrape targets file, and Prometheus itself if asked for. */
 async function startWatching(scrapeDir: string, start: boolean) {
   if (scrapeDir === "") {
@@ -419,13 +447,21 @@ async function startWatching(scrapeDir: string, start: boolean) {
       "--prometheus: no prometheus binary on PATH (Debian: apt-get install prometheus)",
     );
   }
-  const prometheus = await startPrometheus(
-    binary,
-    targets.configFile,
-    await mkdtemp(join(tmpdir(), "ina-prom-")),
+  const storage = await mkdtemp(join(tmpdir(), "ina-prom-"));
+  const prometheus = await startPrometheus(binary, targets.configFile, storage).catch(
+    async (error: Error) => {
+      await rm(storage, { recursive: true, force: true });
+      throw error;
+    },
   );
   process.stderr.write(`prometheus: ${prometheus.url} (stops when the run ends)\n`);
-  return { targets, stop: async () => void (await prometheus.child.stop()) };
+  return {
+    targets,
+    stop: async () => {
+      await prometheus.child.stop();
+      await rm(storage, { recursive: true, force: true });
+    },
+  };
 }
 
 type Options = z.infer<(typeof spec)["schema"]>;

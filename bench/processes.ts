@@ -33,18 +33,19 @@ export class ChildNode {
     script: string,
     args: string[],
     onRecord?: (record: ProcessRecord) => void,
-    /** raw: `script` is an executable, not a Node script */
-    options: { raw?: boolean } = {},
+    /** raw: `script` is an executable, not a Node script; cwd, env: as for spawn */
+    options: { raw?: boolean; cwd?: string; env?: NodeJS.ProcessEnv } = {},
   ) {
     // stdio defaults to pipes on all three streams.
     // A runner started by mpirun or srun must not hand its own rank to the
     // workers it starts: they would all claim it when joining a job.
     const env = Object.fromEntries(
-      Object.entries(process.env).filter(([name]) => !LAUNCHER_VARIABLE.test(name)),
+      Object.entries(options.env ?? process.env).filter(([name]) => !LAUNCHER_VARIABLE.test(name)),
     );
+    const spawnOptions = { cwd: options.cwd, env };
     this.child = options.raw
-      ? spawn(script, args, { env })
-      : spawn(process.execPath, [script, ...args], { env });
+      ? spawn(script, args, spawnOptions)
+      : spawn(process.execPath, [script, ...args], spawnOptions);
     liveChildren.add(this);
     this.exited = new Promise((resolve) => {
       // "close", not "exit": exit may fire before the child's last stdout

@@ -1,7 +1,7 @@
 import { spawnSync } from "node:child_process";
 import { mkdir, rename, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
-import { join } from "node:path";
+import { isAbsolute, join, resolve } from "node:path";
 import { ChildNode } from "./processes.js";
 
 /**
@@ -14,7 +14,12 @@ export class ScrapeTargets {
   private readonly targets = new Map<string, { url: URL; labels: Record<string, string> }>();
   private writing: Promise<void> = Promise.resolve();
 
-  constructor(readonly dir: string) {}
+  /** The folder, absolute: the config names the target list by its absolute path. */
+  readonly dir: string;
+
+  constructor(dir: string) {
+    this.dir = resolve(dir);
+  }
 
   /** The file_sd file Prometheus watches. */
   get targetsFile(): string {
@@ -27,9 +32,23 @@ export class ScrapeTargets {
 
   /** Writes the scrape config (1 s interval) and an empty target list. */
   async init(): Promise<void> {
+    await this.writeConfig();
+    await this.flush();
+  }
+
+  /**
+   * Writes the scrape config, and an empty target list if there is none yet
+   * (a run using the folder keeps its list): for a Prometheus started before
+   * any run.
+   */
+  async writeConfig(): Promise<void> {
     await mkdir(this.dir, { recursive: true });
     await writeFile(this.configFile, scrapeConfig(this.targetsFile));
-    await this.flush();
+    try {
+      await writeFile(this.targetsFile, "[]\n", { flag: "wx" });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+    }
   }
 
   add(name: string, metricsUrl: string, labels: Record<string, string>): Promise<void> {
@@ -64,7 +83,13 @@ export class ScrapeTargets {
   }
 }
 
+/**
+ * The scrape config. Prometheus resolves a relative file_sd path against the
+ * config file's own folder, not its working directory: the target list is
+ * named by its absolute path.
+ */
 export function scrapeConfig(targetsFile: string): string {
+  if (!isAbsolute(targetsFile)) throw new Error(`scrapeConfig: ${targetsFile} is not absolute`);
   return [
     "global:",
     "  scrape_interval: 1s",
@@ -75,8 +100,9 @@ export function scrapeConfig(targetsFile: string): string {
     "      - files:",
     `          - ${JSON.stringify(targetsFile)}`,
     "        refresh_interval: 1s",
-    // Our metrics carry their own `job` label (the ina-emu job id): keep it.
-    "    honor_labels: true",
+    // No honor_labels: `job` and `instance` are the scrape target's (the
+    // ina-emu job is `ina_job`); a target label a process also exported
+    // would show up as `exported_<name>`.
     "",
   ].join("\n");
 }
@@ -102,15 +128,17 @@ export function freePort(): Promise<number> {
 }
 
 /**
- * Starts Prometheus on 127.0.0.1 with `configFile` and storage in `dir`, and
- * waits (bounded) until it answers ready. Stop it with `stop()` on the result.
+ * Starts Prometheus on 127.0.0.1 with `configFile` and storage in `dir`
+ * (both relative to `cwd` when relative), and waits (bounded) until it
+ * answers ready. Stop it with `child.stop()` on the result.
  */
 export async function startPrometheus(
   binary: string,
   configFile: string,
   dir: string,
-  timeoutMs = 30_000,
+  options: { cwd?: string; timeoutMs?: number } = {},
 ): Promise<{ child: ChildNode; url: string }> {
+  const timeoutMs = options.timeoutMs ?? 30_000;
   const port = await freePort();
   const child = new ChildNode(
     "prometheus",
@@ -122,7 +150,7 @@ export async function startPrometheus(
       "--log.level=warn",
     ],
     undefined,
-    { raw: true },
+    { raw: true, cwd: options.cwd },
   );
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + timeoutMs;

@@ -45,7 +45,12 @@ export interface RunOptions {
   targets?: ScrapeTargets;
 }
 
-/** Lists `child`'s /metrics (from its ready record) while it lives. */
+/**
+ * Lists `child`'s /metrics (from its ready record) while it lives. `labels`
+ * become target labels (`process`, `run`, a worker's `ina_job_name`): only
+ * what the process does not export itself, or Prometheus would rename its own
+ * to `exported_<name>`.
+ */
 export function scrapeWhileAlive(
   targets: ScrapeTargets | undefined,
   child: ChildNode,
@@ -345,12 +350,13 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
     });
     // Inputs are generated before "ready", so the timed part is the all-reduce alone.
     await Promise.all(
-      workersOf.flatMap((workers) =>
+      workersOf.flatMap((workers, j) =>
         workers.map(async (child) => {
           const record = await child.waitFor("ready", 60_000);
           scrapeWhileAlive(o.targets, child, record, {
             process: "worker",
             run: run.name,
+            ina_job_name: jobs[j].name,
           });
         }),
       ),

@@ -161,7 +161,8 @@ export function switchConfigOf(
   return {
     aggregators: run.aggregators,
     elementsPerAggregator: Math.max(...jobs.map((j) => j.elementsPerPacket)),
-    jobs: jobs.map((j) => j.rule),
+    // The switch labels each job's metrics with its scenario name (ina_job_name).
+    jobs: jobs.map((j) => ({ ...j.rule, name: j.name })),
     faults: { seed, ingress: rates, egress: rates },
     ...(run.links === undefined ? {} : { links: run.links }),
   };

@@ -123,6 +123,7 @@ export async function runSchedule(
                         scrapeWhileAlive(targets, child, record, {
                           process: "worker",
                           run: policy,
+                          ina_job_name: job.name,
                         }),
                       )
                       .catch(() => {});

@@ -36,6 +36,8 @@ export const windowSchema = z.int().min(1).max(MAX_WINDOW);
 
 const jobCommon = {
   id: z.int().min(0).max(0xffff),
+  /** optional, for people: the switch labels the job's metrics with it (`ina_job_name`) */
+  name: z.string().min(1).max(60).optional(),
   fanIn: z.int().min(1).max(MAX_FAN_IN),
   /** most packets a worker of the job keeps in flight */
   window: windowSchema,

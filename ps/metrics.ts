@@ -1,10 +1,14 @@
 import type { Registry } from "prom-client";
 import { DROP_REASON_NAMES } from "../proto/drops.js";
-import { counterFrom, gaugeFrom } from "../runtime/metrics.js";
+import { counterFrom, createProcessMetrics, gaugeFrom } from "../runtime/metrics.js";
 import type { PsCore } from "./core.js";
 
-/** The parameter server's metrics on `registry`, read from its counters at scrape time. */
+/**
+ * The parameter server's metrics on `registry`, read from its counters at
+ * scrape time, and the process's own.
+ */
 export function createPsMetrics(registry: Registry, core: PsCore): void {
+  createProcessMetrics(registry);
   const s = core.stats;
   counterFrom(
     registry,

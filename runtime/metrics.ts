@@ -1,4 +1,9 @@
-import { Counter, Gauge, type Registry } from "prom-client";
+import { execFile } from "node:child_process";
+import { readFileSync, realpathSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { Counter, collectDefaultMetrics, Gauge, type Registry } from "prom-client";
 
 /**
  * Scrape-time metrics on a private prom-client registry. The data path only
@@ -47,4 +52,91 @@ export function gaugeFrom<L extends string>(
       for (const [labels, value] of read()) this.set(labels as Record<L, string | number>, value);
     },
   });
+}
+
+/**
+ * What every process exports besides its own families: prom-client's default
+ * `process_*` and `nodejs_*` metrics and `ina_build_info{version,commit} 1`.
+ */
+export function createProcessMetrics(registry: Registry): void {
+  collectDefaultMetrics({ register: registry });
+  // Read in the background from now on: neither startup nor a scrape blocks on git.
+  const info = buildInfo();
+  new Gauge({
+    name: "ina_build_info",
+    help: "ina-emu's version (package.json) and git commit (unknown outside a git checkout); always 1",
+    labelNames: ["version", "commit"],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      this.set(await info, 1);
+    },
+  });
+}
+
+export interface BuildInfo {
+  version: string;
+  commit: string;
+}
+
+let ours: Promise<BuildInfo> | null = null;
+
+/**
+ * ina-emu's version, from its package.json, and the short commit of HEAD when
+ * the package's folder is the top of a git checkout: "unknown" for either
+ * when it cannot be read (no package.json, no git, not a checkout, no commit
+ * yet). Never rejects. Without `root`, this package's, read once per process.
+ */
+export function buildInfo(root?: string): Promise<BuildInfo> {
+  if (root !== undefined) return readBuildInfo(root);
+  ours ??= readBuildInfo(packageRoot());
+  return ours;
+}
+
+async function readBuildInfo(dir: string | null): Promise<BuildInfo> {
+  const info = { version: "unknown", commit: "unknown" };
+  if (dir === null) return info;
+  try {
+    const version = JSON.parse(await readFile(join(dir, "package.json"), "utf8")).version;
+    if (typeof version === "string" && version !== "") info.version = version;
+  } catch {
+    // no readable package.json: unknown
+  }
+  info.commit = await new Promise<string>((resolve) => {
+    execFile(
+      "git",
+      ["-C", dir, "rev-parse", "--show-toplevel", "--short", "HEAD"],
+      { encoding: "utf8", timeout: 5000 },
+      (error, stdout) => {
+        const [top, commit] = error === null ? stdout.trim().split("\n") : [];
+        // Only the package's own checkout, not a repository it happens to sit in.
+        resolve(commit !== undefined && samePath(top, dir) ? commit : "unknown");
+      },
+    );
+  });
+  return info;
+}
+
+/** The folder of ina-emu's package.json, above this module (dist/runtime/ or runtime/). */
+function packageRoot(): string | null {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    try {
+      const pkg = JSON.parse(readFileSync(join(dir, "package.json"), "utf8"));
+      if (pkg.name === "ina-emu") return dir;
+    } catch {
+      // not here: one folder up
+    }
+    const parent = dirname(dir);
+    if (parent === dir) return null;
+    dir = parent;
+  }
+}
+
+function samePath(a: string, b: string): boolean {
+  try {
+    return realpathSync(a) === realpathSync(b);
+  } catch {
+    return false;
+  }
 }

@@ -108,7 +108,8 @@ await runCli(spec, async (options) => {
     hasParameterServer: config.parameterServer !== undefined,
   });
   const registry = new Registry();
-  createSwitchMetrics(registry, server.core, manager);
+  const names = new Map(config.jobs.flatMap((job) => (job.name ? [[job.id, job.name]] : [])));
+  createSwitchMetrics(registry, server.core, manager, names);
   const app = buildControlApp(control, registry);
   await app.listen({ host: options.host, port: options.controlPort });
   const controlPort = (app.server.address() as AddressInfo).port;

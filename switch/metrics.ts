@@ -2,23 +2,36 @@ import { Histogram, type Registry } from "prom-client";
 import { DROP_REASON_NAMES } from "../proto/drops.js";
 import type { JobCounters } from "../proto/records.js";
 import { PACKET_TYPE_NAMES } from "../proto/wire.js";
-import { counterFrom, gaugeFrom } from "../runtime/metrics.js";
+import { counterFrom, createProcessMetrics, gaugeFrom } from "../runtime/metrics.js";
 import { AggregatorState } from "./aggregators.js";
 import type { SwitchCore } from "./core.js";
 import type { MemoryManager } from "./memory.js";
 
+const JOB_LABELS = ["ina_job", "mode", "ina_job_name"] as const;
+type JobLabels = { ina_job: string; mode: string; ina_job_name?: string };
+
 /**
  * The switch's metrics (data plane and memory manager) on `registry`, read
- * from its plain counters at scrape time. Jobs are labelled by id; a job
- * removed from the switch keeps its counter series (the switch keeps its
- * totals), its gauges go.
+ * from its plain counters at scrape time, and the process's own. Jobs are
+ * labelled `ina_job` (the ina-emu job id: Prometheus's `job` is the scrape
+ * job), `mode`, and `ina_job_name` when `names` (from the config's jobs) has
+ * one; a job removed from the switch keeps its counter series (the switch
+ * keeps its totals), its gauges go.
  */
 export function createSwitchMetrics(
   registry: Registry,
   core: SwitchCore,
   manager: MemoryManager | null,
+  names: ReadonlyMap<number, string> = new Map(),
 ): void {
+  createProcessMetrics(registry);
   const s = core.stats;
+  const jobLabels = (id: number, mode: string): JobLabels => {
+    const name = names.get(id);
+    return name === undefined
+      ? { ina_job: String(id), mode }
+      : { ina_job: String(id), mode, ina_job_name: name };
+  };
   const byType = (counts: Float64Array) => () =>
     [...counts].flatMap((n, t) =>
       PACKET_TYPE_NAMES[t] === undefined ? [] : [[{ type: PACKET_TYPE_NAMES[t] }, n] as const],
@@ -62,10 +75,7 @@ export function createSwitchMetrics(
       const kept = totals.get(job.id);
       totals.set(job.id, { mode: job.mode, value: (kept?.value ?? 0) + job.counters[field] });
     }
-    return [...totals].map(
-      ([id, t]) =>
-        [{ job: String(id), mode: t.mode }, t.value] as [{ job: string; mode: string }, number],
-    );
+    return [...totals].map(([id, t]) => [jobLabels(id, t.mode), t.value] as [JobLabels, number]);
   };
   const jobCounters: Array<[string, keyof JobCounters, string]> = [
     ["ina_switch_contributions_total", "contributions", "Worker contributions the switch received"],
@@ -100,13 +110,13 @@ export function createSwitchMetrics(
     ],
   ];
   for (const [name, field, help] of jobCounters) {
-    counterFrom(registry, name, help, ["job", "mode"], perJob(field));
+    counterFrom(registry, name, help, JOB_LABELS, perJob(field));
   }
   gaugeFrom(
     registry,
     "ina_switch_aggregators_in_use",
     "Aggregators holding a (job, PSN), per job",
-    ["job"],
+    JOB_LABELS,
     () => {
       const a = core.aggregators;
       const inUse = new Map<number, number>();
@@ -115,8 +125,8 @@ export function createSwitchMetrics(
           inUse.set(a.jobId[i], (inUse.get(a.jobId[i]) ?? 0) + 1);
       }
       return core.jobs.map(
-        (job) => [{ job: String(job.id) }, inUse.get(job.id) ?? 0] as const,
-      ) as Array<[{ job: string }, number]>;
+        (job) => [jobLabels(job.id, job.mode), inUse.get(job.id) ?? 0] as [JobLabels, number],
+      );
     },
   );
   gaugeFrom(registry, "ina_switch_aggregators", "Aggregators in the switch's array", [], () => [
@@ -126,11 +136,11 @@ export function createSwitchMetrics(
     registry,
     "ina_switch_region_size_aggregators",
     "Aggregators in the job's current region (NetReduce) or pool slice (ATP)",
-    ["job", "mode"],
+    JOB_LABELS,
     () =>
       core.jobs.map(
-        (job) => [{ job: String(job.id), mode: job.mode }, job.current.size] as const,
-      ) as Array<[{ job: string; mode: string }, number]>,
+        (job) => [jobLabels(job.id, job.mode), job.current.size] as [JobLabels, number],
+      ),
   );
   counterFrom(
     registry,
@@ -181,18 +191,29 @@ function createManagerMetrics(registry: Registry, manager: MemoryManager): void 
     registry,
     "ina_manager_memory_granted_aggregators",
     "Aggregators granted to each active job",
-    ["job"],
+    ["ina_job", "mode"],
     () =>
       active().map(
-        (j) => [{ job: String(j.spec.id) }, j.region?.size ?? 0] as [{ job: string }, number],
+        (j) =>
+          [{ ina_job: String(j.spec.id), mode: j.spec.mode }, j.region?.size ?? 0] as [
+            { ina_job: string; mode: string },
+            number,
+          ],
       ),
   );
   gaugeFrom(
     registry,
     "ina_manager_memory_requested_aggregators",
     "Aggregators each active job asked for (Throughput x RTT, x2 for NetReduce)",
-    ["job"],
-    () => active().map((j) => [{ job: String(j.spec.id) }, j.demand] as [{ job: string }, number]),
+    ["ina_job", "mode"],
+    () =>
+      active().map(
+        (j) =>
+          [{ ina_job: String(j.spec.id), mode: j.spec.mode }, j.demand] as [
+            { ina_job: string; mode: string },
+            number,
+          ],
+      ),
   );
   gaugeFrom(
     registry,

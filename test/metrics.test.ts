@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -13,17 +13,46 @@ import {
   startPrometheus,
 } from "../bench/prometheus.js";
 import { SCRIPTS } from "../bench/run.js";
+import { buildInfo } from "../runtime/metrics.js";
+import { poll } from "./poll.js";
 import { testSeed } from "./seed.js";
 
-/** `name{labels}` -> value, from a Prometheus text exposition. */
+/** `name{labels}` (labels sorted by name) -> value, from a Prometheus text exposition. */
 function parseExposition(text: string): Map<string, number> {
   const out = new Map<string, number>();
   for (const line of text.split("\n")) {
     if (line === "" || line.startsWith("#")) continue;
     const at = line.lastIndexOf(" ");
-    out.set(line.slice(0, at), Number(line.slice(at + 1)));
+    const series = line.slice(0, at);
+    const brace = series.indexOf("{");
+    const labels: Record<string, string> = {};
+    if (brace >= 0) {
+      for (const m of series.slice(brace + 1, -1).matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) {
+        labels[m[1]] = m[2];
+      }
+    }
+    out.set(key(brace >= 0 ? series.slice(0, brace) : series, labels), Number(line.slice(at + 1)));
   }
   return out;
+}
+
+/** The key parseExposition gives a series: `name{a="1",b="2"}`, labels sorted. */
+function key(name: string, labels: Record<string, string> = {}): string {
+  const pairs = Object.keys(labels)
+    .sort()
+    .map((l) => `${l}="${labels[l]}"`);
+  return pairs.length === 0 ? name : `${name}{${pairs.join(",")}}`;
+}
+
+/** The ina_ metric families a PromQL query (or a Grafana label_values query) reads. */
+function familiesIn(query: string): string[] {
+  const values = /^label_values\(([^,)]+)/.exec(query);
+  const expr = (values === null ? query : values[1])
+    .replace(/\{[^}]*\}/g, "")
+    .replace(/\b(by|without)\s*\([^)]*\)/g, "");
+  return [...expr.matchAll(/\bina_[a-z0-9_]+/g)].map((m) =>
+    m[0].replace(/_(bucket|sum|count)$/, ""),
+  );
 }
 
 /** Metric family names in an exposition (from its # TYPE lines). */
@@ -31,7 +60,20 @@ function families(text: string): Set<string> {
   return new Set([...text.matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1]));
 }
 
-const DASHBOARD = fileURLToPath(new URL("../../grafana/dashboards/ina-emu.json", import.meta.url));
+const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+const DASHBOARD = join(ROOT, "grafana", "dashboards", "ina-emu.json");
+
+/** Gauges of prom-client's default metrics that promtool's lint flags (a `_total` gauge). */
+const DEFAULT_METRICS_LINT = new Set([
+  "nodejs_active_handles_total",
+  "nodejs_active_requests_total",
+  "nodejs_active_resources_total",
+]);
+
+interface Series {
+  metric: Record<string, string>;
+  value: number;
+}
 
 /**
  * One short run as real processes (a PS, a switch and two 2-worker jobs,
@@ -46,6 +88,10 @@ describe("metrics, Prometheus and the dashboard", () => {
   const expositions = new Map<string, string>();
   const results: ProcessRecord[] = [];
   const metricsUrls = new Map<string, string>();
+  /** the Prometheus the scrape test starts, for the dashboard's queries */
+  let prometheusUrl = "";
+  const RUN = "metrics-run";
+  const NAMES = ["nr", "atp"];
 
   before(async () => {
     const seed = testSeed("metrics run", 51);
@@ -53,8 +99,8 @@ describe("metrics, Prometheus and the dashboard", () => {
     const config: Record<string, unknown> = {
       aggregators: 68,
       jobs: [
-        { id: 1, mode: "netreduce", fanIn: 2, offset: 0, size: 64, window: 32 },
-        { id: 2, mode: "atp", fanIn: 2, offset: 64, size: 4, window: 32 },
+        { id: 1, name: "nr", mode: "netreduce", fanIn: 2, offset: 0, size: 64, window: 32 },
+        { id: 2, name: "atp", mode: "atp", fanIn: 2, offset: 64, size: 4, window: 32 },
       ],
       faults: { seed, ingress: { drop: 0.01 }, egress: { drop: 0.01 } },
     };
@@ -106,21 +152,20 @@ describe("metrics, Prometheus and the dashboard", () => {
   it("every process exposes its families, and the values match the run", () => {
     for (const r of results) assert.equal(r.verified, true);
     const sw = parseExposition(expositions.get("switch") ?? "");
-    assert.equal(
-      sw.get('ina_switch_aggregations_completed_total{job="1",mode="netreduce"}'),
-      packets,
-    );
+    // The ina-emu job is `ina_job` (Prometheus's `job` is the scrape job), with its mode and name.
+    const nr = { ina_job: "1", mode: "netreduce", ina_job_name: "nr" };
+    const atp = { ina_job: "2", mode: "atp", ina_job_name: "atp" };
+    assert.equal(sw.get(key("ina_switch_aggregations_completed_total", nr)), packets);
+    assert.ok((sw.get(key("ina_switch_collisions_total", atp)) ?? 0) > 0, "forced collisions");
+    assert.ok((sw.get(key("ina_switch_fallbacks_total", atp)) ?? 0) > 0);
+    assert.equal(sw.get(key("ina_switch_collisions_total", nr)), 0);
+    assert.ok((sw.get(key("ina_switch_drops_total", { reason: "injectedDrop" })) ?? 0) > 0);
     assert.ok(
-      (sw.get('ina_switch_collisions_total{job="2",mode="atp"}') ?? 0) > 0,
-      "forced collisions",
+      (sw.get(key("ina_switch_packets_received_total", { type: "contribution" })) ?? 0) >=
+        4 * packets,
     );
-    assert.ok((sw.get('ina_switch_fallbacks_total{job="2",mode="atp"}') ?? 0) > 0);
-    assert.equal(sw.get('ina_switch_collisions_total{job="1",mode="netreduce"}'), 0);
-    assert.ok((sw.get('ina_switch_drops_total{reason="injectedDrop"}') ?? 0) > 0);
-    assert.ok(
-      (sw.get('ina_switch_packets_received_total{type="contribution"}') ?? 0) >= 4 * packets,
-    );
-    assert.equal(sw.get('ina_switch_region_size_aggregators{job="2",mode="atp"}'), 4);
+    assert.equal(sw.get(key("ina_switch_region_size_aggregators", atp)), 4);
+    assert.ok(sw.has(key("ina_switch_aggregators_in_use", nr)));
     for (const family of [
       "ina_switch_aggregators_in_use",
       "ina_switch_aggregation_latency_seconds",
@@ -139,15 +184,75 @@ describe("metrics, Prometheus and the dashboard", () => {
       packets,
       "the PS acks each ATP PSN once",
     );
-    assert.ok((ps.get('ina_ps_pieces_received_total{kind="full"}') ?? 0) > 0);
-    assert.ok((ps.get('ina_ps_pieces_received_total{kind="collision"}') ?? 0) > 0);
+    assert.ok((ps.get(key("ina_ps_pieces_received_total", { kind: "full" })) ?? 0) > 0);
+    assert.ok((ps.get(key("ina_ps_pieces_received_total", { kind: "collision" })) ?? 0) > 0);
     for (const [i, r] of results.entries()) {
       const worker = parseExposition(expositions.get(`worker-${i}`) ?? "");
-      const labels = `{job="${i < 2 ? 1 : 2}",worker="${i % 2}"}`;
-      assert.equal(worker.get(`ina_worker_retransmissions_total${labels}`), r.retransmissions);
-      assert.equal(worker.get(`ina_worker_packets_sent_total${labels}`), r.packetsSent);
-      assert.equal(worker.get(`ina_worker_allreduce_duration_seconds_count${labels}`), 1);
-      assert.equal(worker.get(`ina_worker_progress_ratio${labels}`), 1);
+      const labels =
+        i < 2
+          ? { ina_job: "1", worker: String(i % 2), mode: "netreduce" }
+          : { ina_job: "2", worker: String(i % 2), mode: "atp" };
+      assert.equal(worker.get(key("ina_worker_retransmissions_total", labels)), r.retransmissions);
+      assert.equal(worker.get(key("ina_worker_packets_sent_total", labels)), r.packetsSent);
+      assert.equal(worker.get(key("ina_worker_allreduce_duration_seconds_count", labels)), 1);
+      assert.equal(worker.get(key("ina_worker_progress_ratio", labels)), 1);
+    }
+  });
+
+  it("no series exports a `job` label; every process exports build info and the default process metrics", async () => {
+    const pkg = JSON.parse(await readFile(join(ROOT, "package.json"), "utf8"));
+    const head = spawnSync("git", ["-C", ROOT, "rev-parse", "--short", "HEAD"], {
+      encoding: "utf8",
+    });
+    // This test runs in a git checkout (a release tarball would say "unknown").
+    const commit = head.status === 0 ? head.stdout.trim() : "unknown";
+    for (const [name, text] of expositions) {
+      assert.doesNotMatch(text, /[{,]job="/, `${name}: a job label clashes with the scrape job`);
+      const values = parseExposition(text);
+      assert.equal(
+        values.get(key("ina_build_info", { version: pkg.version, commit })),
+        1,
+        `${name}: ina_build_info{version="${pkg.version}",commit="${commit}"} 1`,
+      );
+      const exported = families(text);
+      for (const family of [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_start_time_seconds",
+        "nodejs_eventloop_lag_seconds",
+        "nodejs_heap_size_used_bytes",
+        "nodejs_gc_duration_seconds",
+      ]) {
+        assert.ok(exported.has(family), `${name} exports ${family}`);
+      }
+      assert.ok((values.get("process_cpu_seconds_total") ?? 0) > 0, `${name}: it used CPU`);
+    }
+  });
+
+  it("build info: the version from package.json, the commit only in the package's own checkout", async () => {
+    const fresh = await mkdtemp(join(tmpdir(), "ina-build-"));
+    try {
+      await writeFile(join(fresh, "package.json"), JSON.stringify({ version: "9.8.7" }));
+      // Not a git checkout (and not the top of one): the commit is unknown, nothing throws.
+      assert.deepEqual(await buildInfo(fresh), { version: "9.8.7", commit: "unknown" });
+      const sub = join(fresh, "sub");
+      await mkdir(sub);
+      assert.deepEqual(await buildInfo(sub), { version: "unknown", commit: "unknown" });
+      const git = (...args: string[]) =>
+        spawnSync("git", ["-C", fresh, "-c", "user.name=t", "-c", "user.email=t@t", ...args], {
+          encoding: "utf8",
+        });
+      assert.equal(git("init", "-q").status, 0, "git is installed");
+      // A checkout without a commit yet: HEAD does not resolve.
+      assert.equal((await buildInfo(fresh)).commit, "unknown");
+      assert.equal(git("commit", "-q", "--allow-empty", "-m", "first").status, 0);
+      const head = git("rev-parse", "--short", "HEAD").stdout.trim();
+      assert.deepEqual(await buildInfo(fresh), { version: "9.8.7", commit: head });
+      // A package inside someone else's checkout does not take its commit.
+      await writeFile(join(sub, "package.json"), JSON.stringify({ version: "1.0.0" }));
+      assert.deepEqual(await buildInfo(sub), { version: "1.0.0", commit: "unknown" });
+    } finally {
+      await rm(fresh, { recursive: true, force: true });
     }
   });
 
@@ -160,43 +265,98 @@ describe("metrics, Prometheus and the dashboard", () => {
     );
     for (const [name, text] of expositions) {
       const r = spawnSync("promtool", ["check", "metrics"], { input: text, encoding: "utf8" });
-      assert.equal(r.status, 0, `${name}: ${r.stdout}${r.stderr}`);
+      // promtool reports lint problems as `metric_name message` lines, exit status 3.
+      const problems = `${r.stdout}${r.stderr}`.split("\n").filter((line) => line.trim() !== "");
+      const ours = problems.filter((line) => !DEFAULT_METRICS_LINT.has(line.split(" ")[0]));
+      assert.deepEqual(ours, [], `${name}: promtool check metrics`);
+      assert.ok(
+        r.status === 0 || (r.status === 3 && problems.length > 0),
+        `${name}: promtool exited ${r.status}: ${r.stdout}${r.stderr}`,
+      );
     }
   });
 
-  it("a real Prometheus scrapes the run; its HTTP API returns the switch's and workers' counters", async () => {
+  it("a real Prometheus scrapes the run: `job` is the scrape job, `ina_job` the ina-emu job", async () => {
     const binary = findPrometheus();
     assert.notEqual(binary, null, "prometheus not found: install Debian's prometheus package");
     const targets = new ScrapeTargets(join(dir, "prometheus"));
     await targets.init();
+    // The target labels the runner gives (bench/run.ts): process, run, a worker's job name.
     for (const [name, url] of metricsUrls) {
-      await targets.add(name, url, { process: name.replace(/-\d+$/, "") });
+      const worker = /^worker-(\d+)$/.exec(name);
+      await targets.add(name, url, {
+        process: name.replace(/-\d+$/, ""),
+        run: RUN,
+        ...(worker === null ? {} : { ina_job_name: NAMES[Number(worker[1]) < 2 ? 0 : 1] }),
+      });
     }
     const prometheus = await startPrometheus(binary as string, targets.configFile, dir);
     children.push(prometheus.child);
-    let aggregations: Array<{ metric: Record<string, string>; value: number }> = [];
-    let retransmissions: typeof aggregations = [];
-    const deadline = Date.now() + 60_000;
-    while (Date.now() < deadline) {
+    prometheusUrl = prometheus.url;
+    let aggregations: Series[] = [];
+    let retransmissions: Series[] = [];
+    await poll("the switch and all four workers scraped", 60_000, async () => {
       aggregations = await queryPrometheus(
         prometheus.url,
-        'ina_switch_aggregations_completed_total{job="1"}',
+        'ina_switch_aggregations_completed_total{ina_job="1"}',
       );
       retransmissions = await queryPrometheus(prometheus.url, "ina_worker_retransmissions_total");
-      if (aggregations.length > 0 && retransmissions.length === 4) break;
-      await new Promise((resolve) => setTimeout(resolve, 500));
-    }
+      return aggregations.length > 0 && retransmissions.length === 4 ? true : null;
+    });
     assert.equal(aggregations.length, 1, "the switch was scraped");
     assert.equal(aggregations[0].value, packets);
+    assert.deepEqual(
+      { ...aggregations[0].metric, instance: "", instance_name: "" },
+      {
+        __name__: "ina_switch_aggregations_completed_total",
+        job: "ina-emu",
+        instance: "",
+        instance_name: "",
+        process: "switch",
+        run: RUN,
+        ina_job: "1",
+        ina_job_name: "nr",
+        mode: "netreduce",
+      },
+    );
     assert.equal(retransmissions.length, 4, "all four workers were scraped");
     const total = retransmissions.reduce((n, r) => n + r.value, 0);
     assert.equal(
       total,
       results.reduce((n, r) => n + Number(r.retransmissions), 0),
     );
+    for (const r of retransmissions) {
+      assert.equal(r.metric.job, "ina-emu");
+      const nr = r.metric.ina_job === "1";
+      assert.equal(r.metric.mode, nr ? "netreduce" : "atp");
+      assert.equal(r.metric.ina_job_name, nr ? "nr" : "atp");
+      assert.equal(r.metric.run, RUN);
+    }
     const up = await queryPrometheus(prometheus.url, "up");
     assert.equal(up.length, metricsUrls.size);
     assert.ok(up.every((u) => u.value === 1));
+    // One meaning of `job` on every series, up and the PS's included; nothing renamed aside.
+    const jobs = await queryPrometheus(prometheus.url, 'count by (job) ({__name__=~".+"})');
+    assert.deepEqual(
+      jobs.map((j) => j.metric),
+      [{ job: "ina-emu" }],
+    );
+    const labels = (await (await fetch(`${prometheus.url}/api/v1/labels`)).json()) as {
+      data: string[];
+    };
+    assert.deepEqual(
+      labels.data.filter((l) => l.startsWith("exported_")),
+      [],
+    );
+    const builds = await queryPrometheus(prometheus.url, "ina_build_info");
+    assert.deepEqual(builds.map((b) => b.metric.process).sort(), [
+      "ps",
+      "switch",
+      "worker",
+      "worker",
+      "worker",
+      "worker",
+    ]);
   });
 
   it("the dashboard parses and every panel's query names an exported metric", async () => {
@@ -206,14 +366,67 @@ describe("metrics, Prometheus and the dashboard", () => {
     const queries: string[] = dashboard.panels.flatMap((p: { targets: Array<{ expr: string }> }) =>
       p.targets.map((t) => t.expr),
     );
-    queries.push(dashboard.templating.list[0].query.query);
+    const variables: Array<{ name: string; query: { query: string } }> = dashboard.templating.list;
+    assert.deepEqual(
+      variables.map((v) => v.name),
+      ["run", "mode", "ina_job"],
+    );
+    queries.push(...variables.map((v) => v.query.query));
     assert.ok(queries.length >= 15);
     for (const query of queries) {
-      const names = [...query.matchAll(/\bina_[a-z0-9_]+/g)].map((m) =>
-        m[0].replace(/_(bucket|sum|count)$/, ""),
-      );
+      const names = familiesIn(query);
       assert.ok(names.length > 0, `a query without an ina_ metric: ${query}`);
       for (const name of names) assert.ok(exported.has(name), `${name} is not exported (${query})`);
+      assert.doesNotMatch(
+        query,
+        /\bjob\s*[=!~]/,
+        `the scrape job is not the ina-emu job: ${query}`,
+      );
+    }
+  });
+
+  it("the dashboard's per-job panels tell runs, modes and jobs apart, on the live Prometheus", async () => {
+    assert.notEqual(prometheusUrl, "", "the scrape test started Prometheus");
+    const dashboard = JSON.parse(await readFile(DASHBOARD, "utf8"));
+    const targets: Array<{ expr: string; legendFormat: string }> = dashboard.panels.flatMap(
+      (p: { targets: Array<{ expr: string; legendFormat: string }> }) => p.targets,
+    );
+    // Every variable at "All".
+    const live = (expr: string) => expr.replace(/\$(run|mode|ina_job)\b/g, ".*");
+    const perJob = targets.filter((t) => t.expr.includes("$ina_job"));
+    assert.ok(perJob.length >= 10);
+    for (const t of perJob) {
+      assert.match(t.expr, /run=~"\$run"/, t.expr);
+      assert.match(t.expr, /mode=~"\$mode"/, t.expr);
+      for (const label of ["run", "mode", "ina_job"]) {
+        assert.ok(t.legendFormat.includes(`{{${label}}}`), `${t.expr}: legend shows ${label}`);
+      }
+    }
+    // The switch's and workers' per-job panels have both jobs, as separate series.
+    const ofTheRun = perJob.filter((t) => /ina_(switch|worker)_/.test(t.expr));
+    const answers = await poll(
+      "every switch and worker panel answers (rates need 2 scrapes)",
+      60_000,
+      async () => {
+        const out = await Promise.all(
+          ofTheRun.map((t) => queryPrometheus(prometheusUrl, live(t.expr))),
+        );
+        return out.every((series) => series.length >= 2) ? out : null;
+      },
+    );
+    for (const [i, t] of ofTheRun.entries()) {
+      const modes = answers[i].map((series) => `${series.metric.mode} ${series.metric.ina_job}`);
+      assert.deepEqual([...new Set(modes)].sort(), ["atp 2", "netreduce 1"], t.expr);
+    }
+    // Every label a legend shows is on every series its query returns.
+    for (const t of targets) {
+      const series = await queryPrometheus(prometheusUrl, live(t.expr));
+      const shown = [...t.legendFormat.matchAll(/\{\{(\w+)\}\}/g)].map((m) => m[1]);
+      for (const s of series) {
+        for (const label of shown) {
+          assert.ok((s.metric[label] ?? "") !== "", `${t.expr}: no ${label} for ${t.legendFormat}`);
+        }
+      }
     }
   });
 });

@@ -542,7 +542,11 @@ await runCli(spec, async (o) => {
     switchPort: p.switchPort,
   });
   const registry = new Registry();
-  const metrics = createWorkerMetrics(registry, worker.core, { job: o.job, worker: p.workerId });
+  const metrics = createWorkerMetrics(registry, worker.core, {
+    job: o.job,
+    worker: p.workerId,
+    mode: p.mode,
+  });
   const metricsServer = await serveMetrics(registry, "127.0.0.1", o.metricsPort);
   emitRecord({
     event: "ready",
@@ -592,10 +596,7 @@ await runCli(spec, async (o) => {
       overflowed = true;
     }
     iterationSeconds.push((performance.now() - t) / 1000);
-    metrics.allReduceSeconds.observe(
-      { job: String(o.job), worker: String(p.workerId) },
-      (performance.now() - t) / 1000,
-    );
+    metrics.observeAllReduce((performance.now() - t) / 1000);
   }
   const seconds = (performance.now() - started) / 1000;
   const allReduceCpuSeconds = cpuSeconds() - cpuBefore;

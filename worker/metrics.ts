@@ -1,15 +1,21 @@
 import { Histogram, type Registry } from "prom-client";
-import { counterFrom, gaugeFrom } from "../runtime/metrics.js";
+import { counterFrom, createProcessMetrics, gaugeFrom } from "../runtime/metrics.js";
 import type { WorkerCore } from "./core.js";
 
-/** A worker's metrics on `registry`, labelled by job and worker; read at scrape time. */
+/**
+ * A worker's metrics on `registry`, labelled `ina_job` (the ina-emu job id:
+ * Prometheus's `job` is the scrape job), `worker` and `mode`, read at scrape
+ * time; and the process's own. `observeAllReduce` records one all-reduce's
+ * duration.
+ */
 export function createWorkerMetrics(
   registry: Registry,
   core: WorkerCore,
-  labels: { job: number; worker: number },
-): { allReduceSeconds: Histogram<"job" | "worker"> } {
-  const l = { job: String(labels.job), worker: String(labels.worker) };
-  const names = ["job", "worker"] as const;
+  labels: { job: number; worker: number; mode: string },
+): { observeAllReduce: (seconds: number) => void } {
+  createProcessMetrics(registry);
+  const l = { ina_job: String(labels.job), worker: String(labels.worker), mode: labels.mode };
+  const names = ["ina_job", "worker", "mode"] as const;
   const s = core.stats;
   counterFrom(
     registry,
@@ -81,5 +87,5 @@ export function createWorkerMetrics(
     registers: [registry],
   });
   allReduceSeconds.zero(l);
-  return { allReduceSeconds };
+  return { observeAllReduce: (seconds) => allReduceSeconds.observe(l, seconds) };
 }

@@ -1,0 +1,169 @@
+import assert from "node:assert/strict";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import { ChildNode } from "../bench/processes.js";
+import { findPrometheus, queryPrometheus, startPrometheus } from "../bench/prometheus.js";
+import { SCRIPTS } from "../bench/run.js";
+import { poll } from "./poll.js";
+
+const EXPERIMENT = SCRIPTS.switch.replace(/switch\/cli\.js$/, "bench/experiment.js");
+
+/**
+ * The README's "run your own Prometheus" recipe, on a fresh folder standing in
+ * for a fresh clone: write the scrape config before any run, start Prometheus
+ * on it by its relative path from that folder, run an experiment there with
+ * the default (relative) --scrape-dir, and find the run's series through
+ * Prometheus's HTTP API. The run holds itself open with a job that starts an
+ * hour later, so the scrape never races the run's end; the test stops it.
+ */
+describe("the README's own-Prometheus recipe, on a fresh folder", () => {
+  const children: ChildNode[] = [];
+  let home = "";
+  const packets = (256 * 1024) / 4 / 256;
+
+  after(async () => {
+    await Promise.all(children.map((c) => c.stop()));
+    if (home !== "") await rm(home, { recursive: true, force: true });
+  });
+
+  it("writes the scrape config before any run; Prometheus started on it scrapes the run", async () => {
+    const binary = findPrometheus();
+    assert.notEqual(binary, null, "prometheus not found: install Debian's prometheus package");
+    home = await mkdtemp(join(tmpdir(), "ina-recipe-"));
+
+    // 1. npm start -- --write-scrape-config (no run yet)
+    const write = new ChildNode(
+      "write-scrape-config",
+      EXPERIMENT,
+      ["--write-scrape-config"],
+      undefined,
+      {
+        cwd: home,
+      },
+    );
+    children.push(write);
+    assert.equal(await write.waitExit(30_000), 0, write.stderr);
+    const printed = write.records.find((r) => r.event === "scrape-config");
+    const configFile = join(home, "results", "prometheus", "prometheus.yml");
+    const targetsFile = join(home, "results", "prometheus", "targets.json");
+    assert.deepEqual(printed, { event: "scrape-config", configFile, targetsFile });
+    assert.deepEqual(JSON.parse(await readFile(targetsFile, "utf8")), []);
+
+    // 2. prometheus --config.file=results/prometheus/prometheus.yml, from the same folder
+    const prometheus = await startPrometheus(
+      binary as string,
+      join("results", "prometheus", "prometheus.yml"),
+      await mkdtemp(join(home, "tsdb-")),
+      { cwd: home },
+    );
+    children.push(prometheus.child);
+
+    // 3. npm start -- --scenario watched.json (default --scrape-dir, relative to the folder)
+    await writeFile(
+      join(home, "watched.json"),
+      JSON.stringify({
+        name: "watched",
+        seed: 3,
+        runs: [
+          {
+            name: "watched",
+            aggregators: 64,
+            jobs: [
+              { name: "nr", mode: "netreduce", workers: 2, size: "256KiB", window: 16 },
+              // holds the run (switch and this worker) open until the test stops it
+              {
+                name: "held",
+                mode: "netreduce",
+                workers: 1,
+                size: "4KiB",
+                window: 16,
+                startMs: 3_600_000,
+              },
+            ],
+          },
+        ],
+      }),
+    );
+    const run = new ChildNode(
+      "experiment",
+      EXPERIMENT,
+      ["--scenario", "watched.json", "--results", ""],
+      undefined,
+      // Stopped by a signal, the experiment leaves its run's temporary folder: keep it in ours.
+      { cwd: home, env: { ...process.env, TMPDIR: await mkdtemp(join(home, "tmp-")) } },
+    );
+    children.push(run);
+
+    // 4. The run's series, through the HTTP API.
+    const targets = await poll(
+      "two targets up (the switch and the held worker)",
+      60_000,
+      async () => {
+        if (run.exitCode !== null) throw new Error(`experiment exited: ${run.stderr}`);
+        const response = await fetch(`${prometheus.url}/api/v1/targets?state=active`);
+        const body = (await response.json()) as {
+          data: {
+            activeTargets: Array<{
+              health: string;
+              labels: Record<string, string>;
+              discoveredLabels: Record<string, string>;
+            }>;
+          };
+        };
+        const up = body.data.activeTargets.filter(
+          (t) => t.health === "up" && t.labels.run === "watched",
+        );
+        const processes = new Set(up.map((t) => t.labels.process));
+        return processes.has("switch") && processes.has("worker") ? up : null;
+      },
+    );
+    for (const t of targets) assert.equal(t.discoveredLabels.__meta_filepath, targetsFile);
+    const completed = await poll("the nr job's aggregations, all of them", 60_000, async () => {
+      if (run.exitCode !== null) throw new Error(`experiment exited: ${run.stderr}`);
+      const found = await queryPrometheus(
+        prometheus.url,
+        'ina_switch_aggregations_completed_total{run="watched"}',
+      );
+      const nr = found.filter((s) => s.value === packets);
+      return nr.length > 0 ? found : null;
+    });
+    // The scenario's job names reach the switch's series (through its config) and the workers'.
+    assert.deepEqual(
+      completed
+        .map((c): Record<string, string> => ({ ...c.metric, instance: "", instance_name: "" }))
+        .sort((x, y) => x.ina_job.localeCompare(y.ina_job)),
+      [
+        ["1", "nr"],
+        ["2", "held"],
+      ].map(([id, name]) => ({
+        __name__: "ina_switch_aggregations_completed_total",
+        job: "ina-emu",
+        instance: "",
+        instance_name: "",
+        process: "switch",
+        run: "watched",
+        ina_job: id,
+        ina_job_name: name,
+        mode: "netreduce",
+      })),
+    );
+    // By name: the nr job's workers may still be listed, or just gone, by now.
+    const held = await poll("the held worker's progress", 60_000, async () => {
+      const found = await queryPrometheus(
+        prometheus.url,
+        'ina_worker_progress_ratio{run="watched", ina_job_name="held"}',
+      );
+      return found.length > 0 ? found : null;
+    });
+    assert.equal(held.length, 1, "the held job's one worker");
+    assert.equal(held[0].value, 0, "the held job has not started");
+    assert.equal(held[0].metric.ina_job, "2");
+    assert.equal(held[0].metric.ina_job_name, "held");
+    assert.equal(held[0].metric.job, "ina-emu");
+
+    // Stopping the experiment stops the run's processes.
+    assert.equal(await run.stop(10_000), 130);
+  });
+});
