@@ -16,13 +16,16 @@ describe("scheduling through the control plane, real processes", () => {
       seed,
       policies: ["edf"],
       aggregators: 64,
+      // 20 Mbps links keep the BE job running for about 3.5 s, whatever the
+      // host's load: the deadline jobs arrive while it sends, so its region
+      // changes under traffic and must drain.
+      links: { rate: "20Mbps" },
       jobs: [
         {
           name: "be",
           class: "be",
           workers: 2,
-          size: "2MiB",
-          epochs: 2,
+          size: "8MiB",
           aggregators: 64,
           window: 16,
         },
@@ -33,7 +36,7 @@ describe("scheduling through the control plane, real processes", () => {
           deadlineS: 60,
           workers: 2,
           size: "1MiB",
-          arriveMs: 150,
+          arriveMs: 2000,
           aggregators: 32,
           window: 16,
         },
@@ -44,7 +47,7 @@ describe("scheduling through the control plane, real processes", () => {
           deadlineS: 30,
           workers: 3,
           size: "1MiB",
-          arriveMs: 300,
+          arriveMs: 2150,
           aggregators: 32,
           window: 16,
         },
