@@ -313,10 +313,30 @@ export class MemoryManager {
       if (after !== undefined && region.size + after.size >= t.size) offset = region.offset;
       else offset = bestFit(free, t.size);
       if (offset < 0) {
+        // The job's own region may be what splits the free space: grow over
+        // it, within the run it lies in, keeping as much of it as fits.
+        const around = this.freeRuns(job).find(
+          (g) =>
+            g.size >= t.size &&
+            g.offset <= region.offset &&
+            region.offset + region.size <= g.offset + g.size,
+        );
+        if (around !== undefined) {
+          offset = Math.max(
+            around.offset,
+            Math.min(region.offset, around.offset + around.size - t.size),
+          );
+        }
+      }
+      if (offset < 0) {
         job.reason = `waiting for a free run of ${t.size} aggregators to grow into`;
         continue;
       }
-      if (offset !== region.offset) this.retire(job, region.offset, region.size);
+      // A new region that covers the old one drains it in place (the switch
+      // holds the new epoch back until the old one has drained); any other
+      // move leaves the old region draining.
+      const covers = offset <= region.offset && region.offset + region.size <= offset + t.size;
+      if (!covers) this.retire(job, region.offset, region.size);
       this.assign(job, offset, t.size, now);
       job.reason = t.size < job.demand ? t.reason : null;
       decide(job, t.size < job.demand ? "reduced" : "granted");
@@ -389,14 +409,16 @@ export class MemoryManager {
     if (job.startedAt === null) job.startedAt = now;
   }
 
-  /** Free runs: not in any job's region nor draining. */
-  private freeRuns(): Array<{ offset: number; size: number }> {
+  /** Free runs: not in any job's region (but `except`'s) nor draining. */
+  private freeRuns(except?: ManagedJob): Array<{ offset: number; size: number }> {
     const blocks: Array<[number, number]> = [
       ...this.options.reserved,
       ...this.draining.map((b): [number, number] => [b.offset, b.size]),
     ];
     for (const job of this.jobs.values()) {
-      if (job.region !== null) blocks.push([job.region.offset, job.region.size]);
+      if (job.region !== null && job !== except) {
+        blocks.push([job.region.offset, job.region.size]);
+      }
     }
     return gaps(this.options.aggregators, blocks);
   }

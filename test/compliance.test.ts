@@ -131,6 +131,7 @@ describe("changing a running job's region", () => {
   const cases = [
     { mode: "netreduce", name: "shrinks in place (overlapping: the new epoch waits)", to: [0, 8] },
     { mode: "netreduce", name: "moves to a disjoint region", to: [16, 16] },
+    { mode: "netreduce", name: "grows over its own region (overlapping)", to: [0, 32] },
     { mode: "atp", name: "moves its pool slice", to: [20, 4] },
   ] as const;
   for (const c of cases) {

@@ -221,6 +221,38 @@ describe("memory manager", () => {
     assert.deepEqual(m.draining, []);
   });
 
+  it("a running job grows back over its own region when that region is what splits the free space", () => {
+    // The deadlines scenario's arrivals: a BE job shrinks to a sliver in the
+    // middle of the pool while deadline jobs run, then must get the whole
+    // pool back (it waited forever for a free run of 256 before).
+    const m = manager(256);
+    const drainAll = (now: number) => {
+      for (const b of [...m.draining]) m.drained(b.jobId, b.epoch, now);
+    };
+    const md = (id: number, deadline: number) =>
+      spec(id, { mode: "netreduce", jobClass: "md", deadlineMs: deadline, aggregators: 126 });
+    m.submit(spec(1, { mode: "netreduce", aggregators: 256, modelBytes: 1e9 }), 0);
+    m.submit(md(2, 6000), 300);
+    drainAll(310);
+    m.submit(md(3, 6400), 400);
+    drainAll(410);
+    m.submit(md(4, 5500), 500);
+    drainAll(510);
+    const be = m.get(1);
+    assert.ok((be.region?.size ?? 0) < 256, `the BE job shrank: ${JSON.stringify(be.region)}`);
+    for (const [id, at] of [
+      [2, 4000],
+      [4, 4500],
+      [3, 6000],
+    ]) {
+      m.finish(id, at);
+      drainAll(at + 10);
+      drainAll(at + 20);
+    }
+    assert.deepEqual(be.region && [be.region.offset, be.region.size], [0, 256], be.reason ?? "");
+    assert.equal(m.allocation().freeTotal, 0);
+  });
+
   it("rejects a job that cannot fit even its minimum", () => {
     const m = manager(1);
     const [d] = m.submit(spec(1, { mode: "netreduce" }), 0);
