@@ -11,6 +11,7 @@ import {
   SERVER_SCHEMA,
 } from "../runtime/cli.js";
 import { serveMetrics } from "../runtime/http.js";
+import { createLinkMetrics } from "../runtime/metrics.js";
 import { serveUntilSignal } from "../runtime/serve.js";
 import { createPsMetrics } from "./metrics.js";
 import { psReport } from "./report.js";
@@ -81,6 +82,9 @@ await runCli(spec, async (options) => {
   const address = server.address();
   const registry = new Registry();
   createPsMetrics(registry, server.core);
+  createLinkMetrics(registry, () =>
+    server.nic === null ? [] : [{ host: "switch", direction: "up", record: server.nic.record() }],
+  );
   const metrics = await serveMetrics(registry, options.host, options.metricsPort);
   return serveUntilSignal({
     ready: {

@@ -4,6 +4,7 @@ import { readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Counter, collectDefaultMetrics, Gauge, type Registry } from "prom-client";
+import type { LinkPortRecord } from "../proto/records.js";
 
 /**
  * Scrape-time metrics on a private prom-client registry. The data path only
@@ -139,4 +140,71 @@ function samePath(a: string, b: string): boolean {
   } catch {
     return false;
   }
+}
+
+/** One paced port as the link metrics see it. */
+export interface LinkPortSample {
+  /** the far end: "ps", "job 1 worker 0", or "switch" for a host's own NIC */
+  host: string;
+  /** up: a host's NIC towards the switch; down: the switch's port towards a host */
+  direction: "up" | "down";
+  record: LinkPortRecord;
+}
+
+/**
+ * The emulated links' egress ports of a process (`ina_link_*`), read at
+ * scrape time: bytes, packets, tail drops and ECN marks sent, the queue's
+ * high-water mark and the line rate, by far end and direction.
+ */
+export function createLinkMetrics(registry: Registry, read: () => LinkPortSample[]): void {
+  const labels = ["host", "direction"] as const;
+  const each = (value: (r: LinkPortRecord) => number) => () =>
+    read().map(
+      ({ host, direction, record }): Sample<"host" | "direction"> => [
+        { host, direction },
+        value(record),
+      ],
+    );
+  counterFrom(
+    registry,
+    "ina_link_sent_bytes_total",
+    "Bytes a link's egress port sent",
+    labels,
+    each((r) => r.bytes),
+  );
+  counterFrom(
+    registry,
+    "ina_link_sent_packets_total",
+    "Packets a link's egress port sent",
+    labels,
+    each((r) => r.packets),
+  );
+  counterFrom(
+    registry,
+    "ina_link_drops_total",
+    "Packets a link's egress port tail-dropped (its buffer was full)",
+    labels,
+    each((r) => r.drops),
+  );
+  counterFrom(
+    registry,
+    "ina_link_ecn_marks_total",
+    "Packets a link's egress port ECN-marked (its queue was above the threshold)",
+    labels,
+    each((r) => r.marks),
+  );
+  gaugeFrom(
+    registry,
+    "ina_link_queue_high_water_bytes",
+    "Most bytes a link's egress queue ever held",
+    labels,
+    each((r) => r.queueHighWaterBytes),
+  );
+  gaugeFrom(
+    registry,
+    "ina_link_rate_bits_per_second",
+    "A link's line rate",
+    labels,
+    each((r) => r.rateBitsPerSecond),
+  );
 }

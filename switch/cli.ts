@@ -11,6 +11,7 @@ import {
   SERVER_OPTIONS,
   SERVER_SCHEMA,
 } from "../runtime/cli.js";
+import { createLinkMetrics } from "../runtime/metrics.js";
 import { serveUntilSignal } from "../runtime/serve.js";
 import { buildControlApp, ControlPlane } from "./control.js";
 import { MemoryManager } from "./memory.js";
@@ -110,6 +111,13 @@ await runCli(spec, async (options) => {
   const registry = new Registry();
   const names = new Map(config.jobs.flatMap((job) => (job.name ? [[job.id, job.name]] : [])));
   createSwitchMetrics(registry, server.core, manager, names);
+  createLinkMetrics(registry, () =>
+    (server.linkRecords() ?? []).map((record) => ({
+      host: record.host,
+      direction: "down",
+      record,
+    })),
+  );
   const app = buildControlApp(control, registry);
   await app.listen({ host: options.host, port: options.controlPort });
   const controlPort = (app.server.address() as AddressInfo).port;

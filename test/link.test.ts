@@ -1,9 +1,12 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { Registry } from "prom-client";
 import { LinkPort, newVerdict } from "../link/link.js";
 import { ConfigError, parseSwitchConfig } from "../proto/config.js";
 import { LinksSchema, linkParamsFor } from "../proto/links.js";
 import { parseDuration, parseRate } from "../proto/units.js";
+import { createLinkMetrics } from "../runtime/metrics.js";
+import { PacedPort, ReleaseClock } from "../runtime/pacer.js";
 import { verifyAllReduce } from "../worker/workload.js";
 import { testSeed } from "./seed.js";
 import { simulate } from "./simnet.js";
@@ -225,5 +228,30 @@ describe("the programs over emulated links (virtual time)", () => {
         `${cc}: ${outcome[cc].drops} drops, none: ${outcome.none.drops}`,
       );
     }
+  });
+});
+
+describe("link metrics", () => {
+  it("every paced port's counters, by far end and direction, read at scrape time", async () => {
+    const port = new PacedPort(
+      { rateBitsPerSecond: 8e6, delayMs: 0, bufferBytes: 2000, ecnThresholdBytes: 500 },
+      1056,
+      () => {},
+      new ReleaseClock(),
+    );
+    const registry = new Registry();
+    createLinkMetrics(registry, () => [{ host: "ps", direction: "down", record: port.record() }]);
+    const packet = Buffer.alloc(1000);
+    for (let i = 0; i < 3; i++) port.send(packet, 1, "127.0.0.1", 0);
+    port.clock.stop();
+    const text = await registry.metrics();
+    const value = (name: string) =>
+      Number(new RegExp(`^${name}\\{host="ps",direction="down"\\} (\\S+)$`, "m").exec(text)?.[1]);
+    assert.equal(value("ina_link_sent_bytes_total"), 2000);
+    assert.equal(value("ina_link_sent_packets_total"), 2);
+    assert.equal(value("ina_link_drops_total"), 1, "the third finds 2000 bytes queued");
+    assert.equal(value("ina_link_ecn_marks_total"), 1, "the second finds 1000 > 500");
+    assert.equal(value("ina_link_queue_high_water_bytes"), 2000);
+    assert.equal(value("ina_link_rate_bits_per_second"), 8e6);
   });
 });

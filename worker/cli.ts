@@ -21,6 +21,7 @@ import {
   UsageError,
 } from "../runtime/cli.js";
 import { serveMetrics } from "../runtime/http.js";
+import { createLinkMetrics } from "../runtime/metrics.js";
 import { NO_ANSWER_HINT } from "./core.js";
 import { launcherRank } from "./launcher.js";
 import { createWorkerMetrics } from "./metrics.js";
@@ -547,6 +548,10 @@ await runCli(spec, async (o) => {
     worker: p.workerId,
     mode: p.mode,
   });
+  const nic = worker.nic;
+  createLinkMetrics(registry, () =>
+    nic === null ? [] : [{ host: "switch", direction: "up", record: nic.record() }],
+  );
   const metricsServer = await serveMetrics(registry, "127.0.0.1", o.metricsPort);
   emitRecord({
     event: "ready",
