@@ -47,3 +47,13 @@ export const WorkerJoinSchema = z.strictObject({
   fanIn: z.int().min(1).max(MAX_FAN_IN).optional(),
 });
 export type WorkerJoin = z.infer<typeof WorkerJoinSchema>;
+
+/**
+ * A joined worker's data address: the switch accepts the worker's packets
+ * only from it. The host is the address the request came from; the port is
+ * the worker's UDP port.
+ */
+export const WorkerAddressSchema = z.strictObject({
+  port: z.int().min(1).max(65535),
+});
+export type WorkerAddress = z.infer<typeof WorkerAddressSchema>;

@@ -66,6 +66,11 @@ export const DropReason = {
   regionDraining: 28,
   /** a contribution in a region epoch the job no longer uses for that PSN; answered with the region */
   regionChanged: 29,
+  /**
+   * a worker's packet from an address other than the one bound to (job,
+   * worker); (PS) a piece from an address other than the switch's
+   */
+  wrongSource: 30,
 } as const;
 
 export type DropReasonValue = (typeof DropReason)[keyof typeof DropReason];

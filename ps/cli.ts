@@ -6,6 +6,7 @@ import { linkParamsFor } from "../proto/links.js";
 import {
   cliInt,
   loadSwitchConfigFile,
+  parseHostPort,
   runCli,
   SERVER_OPTIONS,
   SERVER_SCHEMA,
@@ -50,6 +51,13 @@ const spec = {
       description: "TCP port of GET /metrics (Prometheus) on --host; 0 picks a free one",
       defaultText: "0",
     },
+    switch: {
+      type: "string",
+      valueName: "HOST:PORT",
+      description:
+        "take pieces only from the switch at this address (default: the source of the first\n" +
+        "accepted piece, trust on first use)",
+    },
     "adopt-window": {
       type: "string",
       valueName: "W",
@@ -62,6 +70,7 @@ const spec = {
   schema: z.strictObject({
     ...SERVER_SCHEMA,
     adoptWindow: cliInt(0, 1 << 16).default(0),
+    switch: z.string().optional(),
     metricsPort: cliInt(0, 65535).default(0),
   }),
 } as const;
@@ -80,6 +89,10 @@ await runCli(spec, async (options) => {
     link: config.links === undefined ? undefined : linkParamsFor(config.links, "ps"),
   });
   const address = server.address();
+  if (options.switch !== undefined) {
+    const trusted = parseHostPort(options.switch, "--switch");
+    server.core.trustSwitch(trusted.port, trusted.host);
+  }
   const registry = new Registry();
   createPsMetrics(registry, server.core);
   createLinkMetrics(registry, () =>

@@ -176,7 +176,21 @@ export class PsCore {
     this.stats.rxPackets++;
     const reason = this.accept(datagram, port, address);
     if (reason !== DropReason.ok) this.stats.drops[reason]++;
+    else if (this.switchPort < 0) this.trustSwitch(port, address);
   }
+
+  /**
+   * Takes pieces only from the switch at `address:port` from now on. Without
+   * it, the first accepted piece's source is taken as the switch's (trust on
+   * first use).
+   */
+  trustSwitch(port: number, address: string): void {
+    this.switchPort = port;
+    this.switchAddress = address;
+  }
+
+  private switchPort = -1;
+  private switchAddress = "";
 
   /** Takes one piece into its PSN's sum; returns why it was not used, or ok. */
   private accept(datagram: Buffer, port: number, address: string): DropReasonValue {
@@ -185,6 +199,10 @@ export class PsCore {
     datagram.copy(this.scratch, 0, 0, datagram.length);
     const reason = decodeHeader(this.scratchView, 0, datagram.length, h);
     if (reason !== DropReason.ok) return reason;
+    // Pieces come through the switch, never straight from anyone else.
+    if (this.switchPort >= 0 && (port !== this.switchPort || address !== this.switchAddress)) {
+      return DropReason.wrongSource;
+    }
     if (h.type !== PacketType.contribution) return DropReason.unexpectedType;
     let slot = this.jobSlotById[h.jobId];
     if (slot < 0) {

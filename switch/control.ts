@@ -10,6 +10,7 @@ import { z } from "zod";
 import {
   type JobSubmit,
   JobSubmitSchema,
+  WorkerAddressSchema,
   type WorkerJoin,
   WorkerJoinSchema,
 } from "../proto/control.js";
@@ -206,6 +207,30 @@ export class ControlPlane {
     return { workerId, ...this.southbound(job, localAddress) };
   }
 
+  /**
+   * Binds a joined worker's data address: from now on the switch takes that
+   * worker's packets only from `address:port` (the request's source address,
+   * the worker's UDP port).
+   */
+  bindAddress(jobId: number, workerId: number, port: number, address: string) {
+    const job = this.options.manager.get(jobId);
+    if (workerId >= job.spec.workers) {
+      throw new HttpError(
+        400,
+        "badRequest",
+        `workerId: job ${jobId} has ${job.spec.workers} workers`,
+      );
+    }
+    const installed = this.options.core.job(jobId);
+    if (installed === undefined) {
+      throw new HttpError(409, "conflict", `job ${jobId} has no region yet: bind after it has one`);
+    }
+    // An IPv4 peer may show as ::ffff:a.b.c.d; the data plane speaks IPv4.
+    const host = address.replace(/^::ffff:/, "");
+    installed.bindHost(workerId, port, host);
+    return { jobId, workerId, host, port };
+  }
+
   /** A worker finished its all-reduces; the job finishes when all have. */
   workerDone(jobId: number, workerId: number) {
     const job = this.options.manager.get(jobId);
@@ -376,6 +401,18 @@ export function buildControlApp(control: ControlPlane, registry?: Registry): Fas
       reply
         .code(201)
         .send(control.join(request.params.id, request.body ?? {}, request.socket.localAddress)),
+  );
+
+  api.put(
+    "/jobs/:id/workers/:workerId/address",
+    { schema: { params: WorkerParams, body: WorkerAddressSchema } },
+    async (request) =>
+      control.bindAddress(
+        request.params.id,
+        request.params.workerId,
+        request.body.port,
+        request.socket.remoteAddress ?? "",
+      ),
   );
 
   api.post(

@@ -283,6 +283,16 @@ export class SwitchCore {
       this.dropPacket(DropReason.fanInMismatch, job);
       return;
     }
+    // A worker's packet counts only from the address bound to (job, worker):
+    // before it touches an aggregator, a region, a watermark or an address.
+    if (
+      h.workerId < job.fanIn &&
+      (h.type === PacketType.contribution || h.type === PacketType.forward) &&
+      !job.fromBoundHost(h.workerId, port, address)
+    ) {
+      this.dropPacket(DropReason.wrongSource, job);
+      return;
+    }
 
     if (h.type === PacketType.contribution) {
       if (h.elementCount > this.aggregators.elements || copied < datagram.length) {
@@ -302,7 +312,7 @@ export class SwitchCore {
       if (h.flags & Flag.resend) counters.resends++;
       if (job.mode === "ps") {
         // Parameter-server baseline: the switch is a plain forwarder.
-        job.learnHost(h.workerId, port, address);
+        job.bindOnFirstUse(h.workerId, port, address);
         this.toParameterServer(job, datagram, Flag.toPs);
         return;
       }
@@ -337,9 +347,9 @@ export class SwitchCore {
     }
 
     if (h.type === PacketType.forward && h.workerId < job.fanIn) {
-      job.learnHost(h.workerId, port, address);
       reason = this.forward(job, h.destination, h.workerId, datagram);
       if (reason !== DropReason.ok) this.dropPacket(reason, job);
+      else job.bindOnFirstUse(h.workerId, port, address);
       return;
     }
     this.dropPacket(DropReason.unexpectedType, job);
@@ -363,9 +373,9 @@ export class SwitchCore {
       HEADER_BYTES / 4,
       outcome,
     );
-    // Learn the sender's address only from a contribution the program
-    // accepted, so a stray process cannot divert a worker's results.
-    if (verdict !== Verdict.drop) job.learnHost(h.workerId, port, address);
+    // An unbound worker's address is taken only from a contribution the
+    // program accepted, so a stray packet cannot divert its results.
+    if (verdict !== Verdict.drop) job.bindOnFirstUse(h.workerId, port, address);
     if (outcome.tookOver) {
       this.stats.takeovers++;
       counters.takeovers++;
@@ -407,7 +417,7 @@ export class SwitchCore {
       this.dropPacket(outcome.dropReason, job);
       return;
     }
-    job.learnHost(h.workerId, port, address);
+    job.bindOnFirstUse(h.workerId, port, address);
     if (outcome.freedStale) counters.staleFreed++;
     switch (verdict) {
       case AtpVerdict.aggregateToPs:

@@ -87,10 +87,28 @@ export class JobState {
   }
 
   /** Remembers where worker `workerId` sends from, so results can reach it. */
-  learnHost(workerId: number, port: number, address: string): void {
-    if (this.hostPort[workerId] !== port || this.hostAddress[workerId] !== address) {
-      this.hostPort[workerId] = port;
-      this.hostAddress[workerId] = address;
-    }
+  /**
+   * Whether a packet of worker `workerId` from `address:port` may be
+   * considered: it comes from the address bound to (job, worker), or nobody
+   * is bound yet. The first accepted packet of an unbound worker (a
+   * config-file job's) binds it, trust on first use (bindOnFirstUse); the
+   * control plane binds a joining worker's address (bindHost).
+   */
+  fromBoundHost(workerId: number, port: number, address: string): boolean {
+    const bound = this.hostPort[workerId];
+    return bound < 0 || (bound === port && this.hostAddress[workerId] === address);
+  }
+
+  /** After a packet of an unbound worker was accepted: its address is the worker's from now on. */
+  bindOnFirstUse(workerId: number, port: number, address: string): void {
+    if (this.hostPort[workerId] >= 0) return;
+    this.hostPort[workerId] = port;
+    this.hostAddress[workerId] = address;
+  }
+
+  /** Binds worker `workerId`'s data address (the control plane, for a joining worker). */
+  bindHost(workerId: number, port: number, address: string): void {
+    this.hostPort[workerId] = port;
+    this.hostAddress[workerId] = address;
   }
 }

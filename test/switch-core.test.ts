@@ -120,7 +120,8 @@ describe("NetReduce aggregation in the switch", () => {
     ];
     for (const [buf, reason] of cases) {
       const before = core.stats.drops[reason];
-      core.receive(buf, 6000, "127.0.0.1", 0);
+      // From worker 0's own address, which its first contribution bound.
+      core.receive(buf, portOf(0), "127.0.0.1", 0);
       assert.equal(core.stats.drops[reason], before + 1, `reason ${reason}`);
     }
     send(1, 0, [2]);

@@ -299,7 +299,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function controlRequest(
   url: string,
-  method: "GET" | "POST",
+  method: "GET" | "POST" | "PUT",
   payload?: Record<string, unknown>,
 ): Promise<Record<string, unknown>> {
   let response: Response;
@@ -542,6 +542,14 @@ await runCli(spec, async (o) => {
     switchHost: p.switchHost,
     switchPort: p.switchPort,
   });
+  if (o.control !== undefined) {
+    // The switch takes this worker's packets only from the address bound here.
+    await controlRequest(
+      `${o.control.replace(/\/$/, "")}/jobs/${o.job}/workers/${p.workerId}/address`,
+      "PUT",
+      { port: worker.address().port },
+    );
+  }
   const registry = new Registry();
   const metrics = createWorkerMetrics(registry, worker.core, {
     job: o.job,

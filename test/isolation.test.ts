@@ -1,0 +1,185 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { parseSwitchConfig } from "../proto/config.js";
+import { DropReason } from "../proto/drops.js";
+import { Flag, PacketType, WORKER_ID_NONE } from "../proto/wire.js";
+import { PsCore } from "../ps/core.js";
+import { buildControlApp, ControlPlane } from "../switch/control.js";
+import { SwitchCore } from "../switch/core.js";
+import { MemoryManager } from "../switch/memory.js";
+import { captureTransmit, contribution, packet } from "./packets.js";
+
+/**
+ * Data-plane isolation (proto/README.md, section 15): a worker's packets
+ * count only from the address bound to (job, worker), the PS takes pieces
+ * only from the switch, and nothing a refused packet carries reaches an
+ * aggregator or a learned address.
+ */
+const job = { id: 7, mode: "netreduce" as const, fanIn: 3, offset: 0, size: 4, window: 2 };
+const portOf = (w: number) => 5000 + w;
+const STRANGER = 6666;
+const HOST = "127.0.0.1";
+
+function netReduceSwitch() {
+  const capture = captureTransmit();
+  const core = new SwitchCore(
+    parseSwitchConfig({ aggregators: 8, elementsPerAggregator: 4, jobs: [job] }),
+    capture,
+  );
+  const send = (w: number, psn: number, values: number[], port = portOf(w)) =>
+    core.receive(contribution(job, w, psn, values), port, HOST, 0);
+  return { capture, core, send };
+}
+
+describe("data-plane isolation", () => {
+  it("contributions claiming a bound worker from another address are refused before they are added", () => {
+    const { capture, core, send } = netReduceSwitch();
+    for (let w = 0; w < 3; w++) send(w, 0, [w + 1]); // binds each worker's address
+    assert.equal(capture.sent.length, 3);
+    // A stranger sends PSN 1 for every worker, ahead of them.
+    for (let w = 0; w < 3; w++) send(w, 1, [1000], STRANGER);
+    assert.equal(core.stats.drops[DropReason.wrongSource], 3);
+    assert.equal(core.job(7)?.maxPsn, 0, "no watermark moved");
+    for (let w = 0; w < 3; w++) send(w, 1, [w + 1]);
+    const results = capture.sent.filter((s) => s.header.psn === 1);
+    assert.equal(results.length, 3);
+    for (const r of results) {
+      assert.deepEqual(r.values, [6], "only the real workers' values");
+      assert.equal(r.address, HOST);
+      assert.notEqual(r.port, STRANGER);
+    }
+  });
+
+  it("an address is taken only from an accepted packet: a refused one binds nothing", () => {
+    const { capture, core, send } = netReduceSwitch();
+    // Worker 2's first packet ever comes from a stranger, with a forged index: dropped, unbound.
+    core.receive(contribution(job, 2, 0, [9], { aggregatorIndex: 3 }), STRANGER, HOST, 0);
+    assert.equal(core.stats.drops[DropReason.badIndex], 1);
+    for (let w = 0; w < 3; w++) send(w, 0, [1]);
+    assert.deepEqual(
+      capture.sent.map((s) => s.port).sort(),
+      [portOf(0), portOf(1), portOf(2)],
+      "worker 2 bound its own address",
+    );
+  });
+
+  it("a forward claiming a worker from another address neither forwards nor re-points its results", () => {
+    const { capture, core, send } = netReduceSwitch();
+    for (let w = 0; w < 3; w++) send(w, 0, [1]);
+    capture.sent.length = 0;
+    const hijack = packet(
+      { type: PacketType.forward, jobId: 7, fanIn: 3, workerId: 0, destination: 1 },
+      [1],
+    );
+    core.receive(hijack, STRANGER, HOST, 0);
+    assert.equal(core.stats.drops[DropReason.wrongSource], 1);
+    assert.equal(capture.sent.length, 0, "nothing forwarded");
+    for (let w = 0; w < 3; w++) send(w, 1, [1]);
+    assert.deepEqual(
+      capture.sent.map((s) => s.port).sort(),
+      [portOf(0), portOf(1), portOf(2)],
+      "worker 0's results still go to worker 0",
+    );
+  });
+
+  it("a worker that joined through the control plane is bound before it sends: a first packet from elsewhere is refused", async () => {
+    const core = new SwitchCore(parseSwitchConfig({ aggregators: 64 }), captureTransmit());
+    const manager = new MemoryManager({ aggregators: 64, bytesPerAggregator: 1024, policy: "edf" });
+    const app = buildControlApp(
+      new ControlPlane({ manager, core, dataAddress: { host: HOST, port: 1 }, now: () => 0 }),
+    );
+    const submit = await app.inject({
+      method: "POST",
+      url: "/jobs",
+      payload: {
+        id: 3,
+        class: "be",
+        mode: "netreduce",
+        workers: 2,
+        window: 2,
+        modelBytes: 64,
+        aggregators: 4,
+      },
+    });
+    assert.equal(submit.statusCode, 201);
+    const bind = await app.inject({
+      method: "PUT",
+      url: "/jobs/3/workers/0/address",
+      payload: { port: portOf(0) },
+      remoteAddress: HOST,
+    });
+    assert.equal(bind.statusCode, 200, bind.body);
+    assert.deepEqual(bind.json(), { jobId: 3, workerId: 0, host: HOST, port: portOf(0) });
+    const rule = { id: 3, fanIn: 2, offset: 0, size: 4 };
+    core.receive(contribution(rule, 0, 0, [5]), STRANGER, HOST, 0);
+    assert.equal(core.stats.drops[DropReason.wrongSource], 1, "refused although it came first");
+    core.receive(contribution(rule, 0, 0, [5]), portOf(0), HOST, 0);
+    assert.equal(core.stats.drops[DropReason.wrongSource], 1);
+    const bad = await app.inject({
+      method: "PUT",
+      url: "/jobs/3/workers/5/address",
+      payload: { port: 9 },
+    });
+    assert.equal(bad.statusCode, 400);
+    assert.match(bad.json().message, /workerId: job 3 has 2 workers/);
+  });
+
+  it("the PS takes pieces only from the switch", () => {
+    const capture = captureTransmit();
+    const atpJob = { id: 4, mode: "atp" as const, fanIn: 2, offset: 0, size: 8, window: 4 };
+    const ps = new PsCore([atpJob], 4, capture);
+    const SWITCH = 7000;
+    const piece = (w: number, values: number[]) =>
+      packet(
+        {
+          type: PacketType.contribution,
+          flags: Flag.toPs,
+          jobId: 4,
+          workerId: w,
+          fanIn: 2,
+          psn: 0,
+          bitmap: 1 << w,
+          scaleBits: 8,
+        },
+        values,
+      );
+    ps.trustSwitch(SWITCH, HOST);
+    ps.receive(piece(0, [1000]), STRANGER, HOST);
+    ps.receive(
+      packet(
+        {
+          type: PacketType.contribution,
+          jobId: 4,
+          workerId: WORKER_ID_NONE,
+          fanIn: 2,
+          bitmap: 0b11,
+          scaleBits: 8,
+        },
+        [5000],
+      ),
+      STRANGER,
+      HOST,
+    );
+    assert.equal(ps.stats.drops[DropReason.wrongSource], 2);
+    ps.receive(piece(0, [1]), SWITCH, HOST);
+    ps.receive(piece(1, [2]), SWITCH, HOST);
+    assert.equal(capture.sent.length, 1);
+    assert.deepEqual(capture.sent[0].values, [3], "only what came through the switch");
+    assert.equal(capture.sent[0].port, SWITCH);
+  });
+
+  it("without --switch, the PS trusts the first accepted piece's source", () => {
+    const ps = new PsCore(
+      [{ id: 4, mode: "atp", fanIn: 1, offset: 0, size: 8, window: 4 }],
+      4,
+      captureTransmit(),
+    );
+    const piece = packet(
+      { type: PacketType.contribution, jobId: 4, workerId: 0, fanIn: 1, bitmap: 1, scaleBits: 8 },
+      [1],
+    );
+    ps.receive(piece, 7000, HOST);
+    ps.receive(piece, STRANGER, HOST);
+    assert.equal(ps.stats.drops[DropReason.wrongSource], 1);
+  });
+});
