@@ -2,6 +2,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Policy, SwitchConfigInput } from "../proto/config.js";
+import { CREDENTIAL_ENV } from "../proto/control.js";
 import {
   type ScheduleJob,
   type ScheduleScenario,
@@ -93,28 +94,35 @@ export async function runSchedule(
           timers.push(
             setTimeout(() => {
               submit(control, job, j + 1)
-                .then(() => {
+                .then((credential) => {
                   for (let w = 0; w < job.workers; w++) {
-                    const child = new ChildNode(`${job.name} worker`, SCRIPTS.worker, [
-                      "--control",
-                      control,
-                      "--job",
-                      String(j + 1),
-                      // The id is asked for, so the worker's own link is known.
-                      "--worker",
-                      String(w),
-                      ...linkArgs(scenario.links, { job: j + 1, worker: w }),
-                      "--size-bytes",
-                      String(job.size),
-                      "--iterations",
-                      String(job.epochs),
-                      "--compute-ms",
-                      String(job.computeMs),
-                      "--seed",
-                      String(scenario.seed + j + 1),
-                      "--progress-ms",
-                      "0",
-                    ]);
+                    const child = new ChildNode(
+                      `${job.name} worker`,
+                      SCRIPTS.worker,
+                      [
+                        "--control",
+                        control,
+                        "--job",
+                        String(j + 1),
+                        // The id is asked for, so the worker's own link is known.
+                        "--worker",
+                        String(w),
+                        ...linkArgs(scenario.links, { job: j + 1, worker: w }),
+                        "--size-bytes",
+                        String(job.size),
+                        "--iterations",
+                        String(job.epochs),
+                        "--compute-ms",
+                        String(job.computeMs),
+                        "--seed",
+                        String(scenario.seed + j + 1),
+                        "--progress-ms",
+                        "0",
+                      ],
+                      undefined,
+                      // Not on the command line, where every process could read it.
+                      { env: { ...process.env, [CREDENTIAL_ENV]: credential } },
+                    );
                     children.push(child);
                     workersOf[j].push(child);
                     child
@@ -184,7 +192,8 @@ interface JobView {
   history: Array<{ at: number; offset: number; size: number; epoch: number }>;
 }
 
-async function submit(control: string, job: ScheduleJob, id: number): Promise<void> {
+/** Submits `job` as `id`; resolves with the job's credential. */
+async function submit(control: string, job: ScheduleJob, id: number): Promise<string> {
   const response = await fetch(`${control}/jobs`, {
     method: "POST",
     headers: { "content-type": "application/json" },
@@ -208,6 +217,7 @@ async function submit(control: string, job: ScheduleJob, id: number): Promise<vo
     const body = (await response.json().catch(() => ({}))) as { message?: string };
     throw new Error(`submitting ${job.name}: ${response.status} ${body.message ?? ""}`);
   }
+  return String(((await response.json()) as { credential: string }).credential);
 }
 
 function jobResult(

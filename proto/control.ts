@@ -57,3 +57,18 @@ export const WorkerAddressSchema = z.strictObject({
   port: z.int().min(1).max(65535),
 });
 export type WorkerAddress = z.infer<typeof WorkerAddressSchema>;
+
+/**
+ * Credentials: submitting a job answers with the job's `credential`, which
+ * cancelling, finishing, joining, binding an address and reporting done
+ * require, as `authorization: Bearer CREDENTIAL`; the switch's operator
+ * token (ina-switch --operator-token, or INA_OPERATOR_TOKEN) may do all of
+ * them for any job. Everything readable (GET) needs none.
+ */
+export const CREDENTIAL_ENV = "INA_JOB_CREDENTIAL";
+export const OPERATOR_TOKEN_ENV = "INA_OPERATOR_TOKEN";
+
+/** The header value that presents `token`. */
+export function bearer(token: string): string {
+  return `Bearer ${token}`;
+}

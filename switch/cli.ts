@@ -4,12 +4,14 @@ import { performance } from "node:perf_hooks";
 import { Registry } from "prom-client";
 import { z } from "zod";
 import { jobRegion, POLICIES, parseSwitchConfig, type SwitchConfigInput } from "../proto/config.js";
+import { OPERATOR_TOKEN_ENV } from "../proto/control.js";
 import {
   cliInt,
   loadSwitchConfigFile,
   runCli,
   SERVER_OPTIONS,
   SERVER_SCHEMA,
+  UsageError,
 } from "../runtime/cli.js";
 import { createLinkMetrics } from "../runtime/metrics.js";
 import { serveUntilSignal } from "../runtime/serve.js";
@@ -55,6 +57,13 @@ const spec = {
       ...SERVER_OPTIONS.host,
       description: "address to bind, data and control plane; 0.0.0.0: every interface",
     },
+    "operator-token": {
+      type: "string",
+      valueName: "TOKEN",
+      description:
+        "the control plane's operator token: may cancel, finish, join and report for any job\n" +
+        "(default: $INA_OPERATOR_TOKEN; none: only each job's own credential)",
+    },
     "control-port": {
       type: "string",
       valueName: "PORT",
@@ -77,6 +86,7 @@ const spec = {
   schema: z.strictObject({
     ...SERVER_SCHEMA,
     controlPort: cliInt(0, 65535).default(0),
+    operatorToken: z.string().min(16, "use at least 16 characters").optional(),
     policy: z.enum(POLICIES).default("edf"),
     partitions: cliInt(1, 1024).default(4),
   }),
@@ -107,6 +117,7 @@ await runCli(spec, async (options) => {
     now: () => performance.now(),
     clockOrigin: new Date(performance.timeOrigin),
     hasParameterServer: config.parameterServer !== undefined,
+    operatorToken: options.operatorToken ?? operatorTokenFromEnvironment(),
   });
   const registry = new Registry();
   const names = new Map(config.jobs.flatMap((job) => (job.name ? [[job.id, job.name]] : [])));
@@ -144,3 +155,10 @@ await runCli(spec, async (options) => {
     },
   });
 });
+
+function operatorTokenFromEnvironment(): string | undefined {
+  const token = process.env[OPERATOR_TOKEN_ENV];
+  if (token === undefined || token === "") return undefined;
+  if (token.length < 16) throw new UsageError(`${OPERATOR_TOKEN_ENV}: use at least 16 characters`);
+  return token;
+}

@@ -1,3 +1,4 @@
+import { randomBytes, timingSafeEqual } from "node:crypto";
 import Fastify, { type FastifyInstance } from "fastify";
 import {
   hasZodFastifySchemaValidationErrors,
@@ -56,6 +57,10 @@ export interface ControlPlaneOptions {
   now: () => number;
   /** the wall-clock time at which `now()` was 0, shown by GET /health to convert times */
   clockOrigin?: Date;
+  /** may do anything to any job (section "Credentials" of proto/control.ts); none: only job credentials */
+  operatorToken?: string;
+  /** finished, cancelled and rejected jobs kept for GET, the oldest purged first */
+  retainedJobs?: number;
   /** whether the switch has a parameter server, which ATP jobs need */
   hasParameterServer?: boolean;
 }
@@ -80,6 +85,49 @@ export class ControlPlane {
   /** bitmaps of the workers that joined each job, and of those that reported their all-reduces done */
   private readonly joined = new Map<number, number>();
   private readonly done = new Map<number, number>();
+  /** each job's credential, given once when it is submitted */
+  private readonly credentials = new Map<number, string>();
+
+  /**
+   * Lets a request act on job `jobId` only with the job's credential or the
+   * operator token: 401 when it shows none, 403 when it shows another.
+   */
+  authorize(jobId: number, authorization: string | undefined): void {
+    const token = /^Bearer (\S+)$/.exec(authorization ?? "")?.[1];
+    if (token === undefined) {
+      throw new HttpError(
+        401,
+        "unauthorized",
+        `job ${jobId}: this request needs the job's credential (from POST /jobs) or the operator token, as authorization: Bearer TOKEN`,
+      );
+    }
+    const operator = this.options.operatorToken;
+    if (operator !== undefined && sameToken(token, operator)) return;
+    const own = this.credentials.get(jobId);
+    if (own === undefined) {
+      // Unknown (or a config-file job): nothing but the operator may touch it.
+      this.options.manager.get(jobId);
+      throw new HttpError(403, "forbidden", `job ${jobId}: only the operator token may do this`);
+    }
+    if (!sameToken(token, own)) {
+      throw new HttpError(403, "forbidden", `job ${jobId}: wrong credential`);
+    }
+  }
+
+  /** Forgets the oldest ended jobs beyond `retainedJobs`, so no store grows without bound. */
+  private purge(): void {
+    const keep = this.options.retainedJobs ?? 1000;
+    const ended = [...this.options.manager.jobs.values()]
+      .filter((j) => j.status === "finished" || j.status === "cancelled" || j.status === "rejected")
+      .sort((a, b) => (a.finishedAt ?? a.submittedAt) - (b.finishedAt ?? b.submittedAt));
+    for (const job of ended.slice(0, Math.max(0, ended.length - keep))) {
+      const id = job.spec.id;
+      this.options.manager.jobs.delete(id);
+      this.credentials.delete(id);
+      this.joined.delete(id);
+      this.done.delete(id);
+    }
+  }
 
   constructor(readonly options: ControlPlaneOptions) {
     // Drain reports come from inside the data path: act on them afterwards.
@@ -122,7 +170,7 @@ export class ControlPlane {
     }
   }
 
-  submit(body: JobSubmit): { job: ManagedJob; decisions: Decision[] } {
+  submit(body: JobSubmit): { job: ManagedJob; decisions: Decision[]; credential: string } {
     if (body.class === "md" && body.deadlineS === undefined) {
       throw new HttpError(400, "badRequest", "deadlineS: an MD job needs a deadline");
     }
@@ -159,7 +207,13 @@ export class ControlPlane {
       now,
     );
     this.apply(decisions);
-    return { job: this.options.manager.get(body.id), decisions };
+    this.credentials.set(body.id, randomBytes(24).toString("base64url"));
+    this.purge();
+    return {
+      job: this.options.manager.get(body.id),
+      decisions,
+      credential: this.credentials.get(body.id) as string,
+    };
   }
 
   /**
@@ -367,14 +421,14 @@ export function buildControlApp(control: ControlPlane, registry?: Registry): Fas
   }));
 
   api.post("/jobs", { schema: { body: JobSubmitSchema } }, async (request, reply) => {
-    const { job, decisions } = control.submit(request.body);
+    const { job, decisions, credential } = control.submit(request.body);
     const own = decisions.find((d) => d.jobId === job.spec.id);
     if (job.status === "rejected") {
       return reply.code(503).send({ code: "noResources", message: job.reason ?? "no resources" });
     }
     return reply
       .code(job.status === "queued" ? 202 : 201)
-      .send({ job: view(job), decision: own ?? null });
+      .send({ job: view(job), decision: own ?? null, credential });
   });
 
   api.get("/jobs", async () => ({ jobs: [...manager.jobs.values()].map(view) }));
@@ -383,20 +437,31 @@ export function buildControlApp(control: ControlPlane, registry?: Registry): Fas
     view(manager.get(request.params.id)),
   );
 
-  api.delete("/jobs/:id", { schema: { params: JobIdParams } }, async (request) => {
+  // Every route that changes a job needs its credential or the operator token.
+  const authorized = {
+    preHandler: async (request: { params: unknown; headers: { authorization?: string } }) => {
+      control.authorize((request.params as { id: number }).id, request.headers.authorization);
+    },
+  };
+
+  api.delete("/jobs/:id", { schema: { params: JobIdParams }, ...authorized }, async (request) => {
     control.apply(manager.cancel(request.params.id, control.options.now()));
     return view(manager.get(request.params.id));
   });
 
-  api.post("/jobs/:id/finish", { schema: { params: JobIdParams } }, async (request) => {
-    control.apply(manager.finish(request.params.id, control.options.now()));
-    return view(manager.get(request.params.id));
-  });
+  api.post(
+    "/jobs/:id/finish",
+    { schema: { params: JobIdParams }, ...authorized },
+    async (request) => {
+      control.apply(manager.finish(request.params.id, control.options.now()));
+      return view(manager.get(request.params.id));
+    },
+  );
 
   api.post(
     "/jobs/:id/workers",
     // No body (fastify passes null): the switch picks the worker id.
-    { schema: { params: JobIdParams, body: WorkerJoinSchema.nullish() } },
+    { schema: { params: JobIdParams, body: WorkerJoinSchema.nullish() }, ...authorized },
     async (request, reply) =>
       reply
         .code(201)
@@ -405,7 +470,7 @@ export function buildControlApp(control: ControlPlane, registry?: Registry): Fas
 
   api.put(
     "/jobs/:id/workers/:workerId/address",
-    { schema: { params: WorkerParams, body: WorkerAddressSchema } },
+    { schema: { params: WorkerParams, body: WorkerAddressSchema }, ...authorized },
     async (request) =>
       control.bindAddress(
         request.params.id,
@@ -417,7 +482,7 @@ export function buildControlApp(control: ControlPlane, registry?: Registry): Fas
 
   api.post(
     "/jobs/:id/workers/:workerId/done",
-    { schema: { params: WorkerParams } },
+    { schema: { params: WorkerParams }, ...authorized },
     async (request) => control.workerDone(request.params.id, request.params.workerId),
   );
 
@@ -426,4 +491,11 @@ export function buildControlApp(control: ControlPlane, registry?: Registry): Fas
   if (registry !== undefined) addMetricsRoute(app, registry);
 
   return app;
+}
+
+/** Compares two tokens in time that does not depend on where they differ. */
+function sameToken(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
 }

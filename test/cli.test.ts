@@ -211,10 +211,16 @@ describe("command lines, as real processes", () => {
         }),
       });
     assert.equal((await submit(6, "md")).status, 201, "running");
-    assert.equal((await submit(7, "md")).status, 202, "queued");
-    const worker = new ChildNode("worker", SCRIPTS.worker, [
-      ...["--control", url, "--job", "7", "--size-bytes", "64KiB", "--join-timeout-s", "2"],
-    ]);
+    const queued = await submit(7, "md");
+    assert.equal(queued.status, 202, "queued");
+    const { credential } = (await queued.json()) as { credential: string };
+    const worker = new ChildNode(
+      "worker",
+      SCRIPTS.worker,
+      [...["--control", url, "--job", "7", "--size-bytes", "64KiB", "--join-timeout-s", "2"]],
+      undefined,
+      { env: { ...process.env, INA_JOB_CREDENTIAL: credential } },
+    );
     children.push(worker);
     assert.equal(await worker.waitExit(60_000), 1);
     assert.match(worker.stderr, /job 7 is queued: [^;\n]+; waiting for a region/);
@@ -241,10 +247,16 @@ describe("command lines, as real processes", () => {
       }),
     });
     assert.equal(submit.status, 201, "running");
+    // As the README says: the submission's credential goes to the workers.
+    const { credential } = (await submit.json()) as { credential: string };
     const workers = [0, 1].map((i) => {
-      const w = new ChildNode(`worker-${i}`, SCRIPTS.worker, [
-        ...["--control", url, "--job", "7", "--size-bytes", "1MiB"],
-      ]);
+      const w = new ChildNode(
+        `worker-${i}`,
+        SCRIPTS.worker,
+        [...["--control", url, "--job", "7", "--size-bytes", "1MiB"]],
+        undefined,
+        { env: { ...process.env, INA_JOB_CREDENTIAL: credential } },
+      );
       children.push(w);
       return w;
     });

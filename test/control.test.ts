@@ -1,9 +1,13 @@
 import assert from "node:assert/strict";
 import { beforeEach, describe, it } from "node:test";
+import type { InjectOptions } from "fastify";
 import { parseSwitchConfig } from "../proto/config.js";
+import { bearer } from "../proto/control.js";
 import { buildControlApp, ControlPlane } from "../switch/control.js";
 import { SwitchCore } from "../switch/core.js";
 import { MemoryManager } from "../switch/memory.js";
+
+const OPERATOR = "operator-token-for-tests";
 
 /** The control plane through fastify's inject(): no port, no socket. */
 describe("control plane API", () => {
@@ -20,8 +24,11 @@ describe("control plane API", () => {
     aggregators: 16,
     ...extra,
   });
+  // The operator may do everything; the credentials themselves are tested below.
+  const inject = (o: InjectOptions) =>
+    app.inject({ ...o, headers: { authorization: bearer(OPERATOR), ...(o.headers ?? {}) } });
   const post = (url: string, payload?: Record<string, unknown>) =>
-    app.inject({ method: "POST", url, ...(payload === undefined ? {} : { payload }) });
+    inject({ method: "POST", url, ...(payload === undefined ? {} : { payload }) });
 
   beforeEach(() => {
     clock = 0;
@@ -32,6 +39,7 @@ describe("control plane API", () => {
       core,
       dataAddress: { host: "127.0.0.1", port: 4567 },
       now: () => clock,
+      operatorToken: OPERATOR,
       clockOrigin: new Date("2026-01-01T00:00:00Z"),
     });
     app = buildControlApp(control);
@@ -39,7 +47,7 @@ describe("control plane API", () => {
 
   it("health, with the clock that every job time is on", async () => {
     clock = 1234.5;
-    const r = await app.inject({ method: "GET", url: "/health" });
+    const r = await inject({ method: "GET", url: "/health" });
     assert.equal(r.statusCode, 200);
     assert.deepEqual(r.json(), {
       status: "ok",
@@ -59,12 +67,12 @@ describe("control plane API", () => {
     assert.deepEqual(body.job.region, { offset: 0, size: 16, epoch: 0 });
     assert.equal(body.decision.outcome, "granted");
     assert.deepEqual(core.job(1)?.current, { epoch: 0, offset: 0, size: 16, start: 0 });
-    const list = (await app.inject({ method: "GET", url: "/jobs" })).json();
+    const list = (await inject({ method: "GET", url: "/jobs" })).json();
     assert.deepEqual(
       list.jobs.map((j: { id: number }) => j.id),
       [1],
     );
-    const one = await app.inject({ method: "GET", url: "/jobs/1" });
+    const one = await inject({ method: "GET", url: "/jobs/1" });
     assert.equal(one.json().demand, 16);
   });
 
@@ -145,7 +153,7 @@ describe("control plane API", () => {
       ["{not json", /JSON|json/],
     ];
     for (const [payload, message] of cases) {
-      const r = await app.inject({
+      const r = await inject({
         method: "POST",
         url: "/jobs/1/workers",
         payload: typeof payload === "string" ? payload : (payload as object),
@@ -165,6 +173,7 @@ describe("control plane API", () => {
         core: new SwitchCore(parseSwitchConfig({ aggregators: 64 }), { send: () => {} }),
         dataAddress: { host: "0.0.0.0", port: 4567 },
         now: () => 0,
+        operatorToken: OPERATOR,
       }),
     );
     t.after(() => wildcard.close());
@@ -177,10 +186,17 @@ describe("control plane API", () => {
       body: JSON.stringify(job()),
     });
     assert.equal(submitted.status, 201);
-    const joined = await fetch(`${url}/jobs/1/workers`, { method: "POST" });
+    const joined = await fetch(`${url}/jobs/1/workers`, {
+      method: "POST",
+      headers: { authorization: bearer(OPERATOR) },
+    });
     assert.equal(joined.status, 201);
     assert.deepEqual((await joined.json()).data, { host: "127.0.0.1", port: 4567 });
-    const injected = await wildcard.inject({ method: "POST", url: "/jobs/1/workers" });
+    const injected = await wildcard.inject({
+      method: "POST",
+      url: "/jobs/1/workers",
+      headers: { authorization: bearer(OPERATOR) },
+    });
     assert.equal(injected.statusCode, 500);
     assert.match(injected.json().message, /binds every interface \(0\.0\.0\.0\)/);
   });
@@ -188,21 +204,21 @@ describe("control plane API", () => {
   it("finishes a job when every worker reports done, and frees its region", async () => {
     await post("/jobs", job());
     await post("/jobs/1/workers/0/done");
-    assert.equal((await app.inject({ method: "GET", url: "/jobs/1" })).json().status, "running");
+    assert.equal((await inject({ method: "GET", url: "/jobs/1" })).json().status, "running");
     const r = await post("/jobs/1/workers/1/done");
     assert.equal(r.json().status, "finished");
     assert.equal(core.job(1), undefined, "rule removed");
-    const alloc = (await app.inject({ method: "GET", url: "/allocation" })).json();
+    const alloc = (await inject({ method: "GET", url: "/allocation" })).json();
     assert.deepEqual(alloc.free, [{ offset: 0, size: 64 }]);
     assert.equal(alloc.freeTotal, 64);
   });
 
   it("cancel, then conflicts for a cancelled job", async () => {
     await post("/jobs", job());
-    const r = await app.inject({ method: "DELETE", url: "/jobs/1" });
+    const r = await inject({ method: "DELETE", url: "/jobs/1" });
     assert.equal(r.statusCode, 200);
     assert.equal(r.json().status, "cancelled");
-    const again = await app.inject({ method: "DELETE", url: "/jobs/1" });
+    const again = await inject({ method: "DELETE", url: "/jobs/1" });
     assert.equal(again.statusCode, 409);
     assert.deepEqual(again.json(), { code: "conflict", message: "job 1 is already cancelled" });
     assert.equal((await post("/jobs/1/workers")).statusCode, 409);
@@ -220,11 +236,90 @@ describe("control plane API", () => {
     assert.equal(core.job(1)?.current.size, 16, "the BE job keeps the rest");
     // The switch reports the drain (at once: no packets were in flight).
     await new Promise((resolve) => setImmediate(resolve));
-    const two = (await app.inject({ method: "GET", url: "/jobs/2" })).json();
+    const two = (await inject({ method: "GET", url: "/jobs/2" })).json();
     assert.equal(two.status, "running");
     assert.deepEqual(two.region, { offset: 16, size: 48, epoch: 0 });
     assert.equal(two.reason, null);
     assert.deepEqual(core.job(2)?.current, { epoch: 0, offset: 16, size: 48, start: 0 });
+  });
+
+  it("every route that changes a job needs its credential or the operator token; without, or with a wrong one, nothing changes", async () => {
+    const submitted = await app.inject({ method: "POST", url: "/jobs", payload: job() });
+    assert.equal(submitted.statusCode, 201, "anyone may submit");
+    const credential = submitted.json().credential as string;
+    assert.match(credential, /^[A-Za-z0-9_-]{32}$/, "unguessable: 24 random bytes");
+    const other = (
+      await app.inject({ method: "POST", url: "/jobs", payload: job({ id: 2 }) })
+    ).json().credential as string;
+    assert.notEqual(other, credential);
+    const routes: Array<{ method: "POST" | "PUT" | "DELETE"; url: string; payload?: object }> = [
+      { method: "POST", url: "/jobs/1/workers" },
+      { method: "PUT", url: "/jobs/1/workers/0/address", payload: { port: 4000 } },
+      { method: "POST", url: "/jobs/1/workers/0/done" },
+      { method: "POST", url: "/jobs/1/finish" },
+      { method: "DELETE", url: "/jobs/1" },
+    ];
+    const state = async () => (await app.inject({ method: "GET", url: "/jobs/1" })).json();
+    for (const route of routes) {
+      const before = await state();
+      for (const [authorization, status, code] of [
+        [undefined, 401, "unauthorized"],
+        ["Basic x", 401, "unauthorized"],
+        [bearer("not-the-credential"), 403, "forbidden"],
+        [bearer(other), 403, "forbidden"],
+      ] as const) {
+        const r = await app.inject({
+          ...route,
+          headers: authorization === undefined ? {} : { authorization },
+        });
+        assert.equal(r.statusCode, status, `${route.method} ${route.url} ${authorization}`);
+        assert.equal(r.json().code, code);
+        assert.match(r.json().message, /job 1/);
+      }
+      assert.deepEqual(await state(), before, `${route.method} ${route.url}: nothing changed`);
+    }
+    // The job's own credential does each of them (cancelling a finished job
+    // is then a conflict, past the credential check).
+    for (const route of routes) {
+      const r = await app.inject({ ...route, headers: { authorization: bearer(credential) } });
+      const expected = route.method === "DELETE" ? 409 : r.statusCode < 300 ? r.statusCode : 200;
+      assert.equal(r.statusCode, expected, `${route.method} ${route.url}: ${r.body}`);
+    }
+    assert.equal((await state()).status, "finished");
+    // The operator may act on any job; reading needs nothing.
+    const cancel = await inject({ method: "DELETE", url: "/jobs/2" });
+    assert.equal(cancel.json().status, "cancelled");
+    assert.equal((await app.inject({ method: "GET", url: "/jobs" })).statusCode, 200);
+    const unknown = await inject({ method: "DELETE", url: "/jobs/9" });
+    assert.equal(unknown.statusCode, 404);
+  });
+
+  it("ended jobs are purged beyond the retention, so no store grows without bound", async () => {
+    const manager = new MemoryManager({ aggregators: 64, bytesPerAggregator: 1024, policy: "edf" });
+    const small = buildControlApp(
+      new ControlPlane({
+        manager,
+        core: new SwitchCore(parseSwitchConfig({ aggregators: 64 }), { send: () => {} }),
+        dataAddress: { host: "127.0.0.1", port: 1 },
+        now: () => 0,
+        operatorToken: OPERATOR,
+        retainedJobs: 2,
+      }),
+    );
+    for (let id = 1; id <= 6; id++) {
+      await small.inject({ method: "POST", url: "/jobs", payload: job({ id }) });
+      await small.inject({
+        method: "POST",
+        url: `/jobs/${id}/finish`,
+        headers: { authorization: bearer(OPERATOR) },
+      });
+    }
+    await small.inject({ method: "POST", url: "/jobs", payload: job({ id: 7 }) });
+    const ids = (await small.inject({ method: "GET", url: "/jobs" }))
+      .json()
+      .jobs.map((j: { id: number }) => j.id);
+    assert.deepEqual(ids, [5, 6, 7], "the two newest ended jobs and the running one");
+    assert.equal(manager.jobs.size, 3);
   });
 
   it("every error is JSON naming what is wrong", async () => {
@@ -249,7 +344,7 @@ describe("control plane API", () => {
       ["GET", "/nowhere", undefined, 404, /no route GET \/nowhere/],
     ];
     for (const [method, url, payload, status, message] of cases) {
-      const r = await app.inject({
+      const r = await inject({
         method: method as "GET",
         url,
         ...(payload === undefined
@@ -265,7 +360,7 @@ describe("control plane API", () => {
     }
     // A body that is not declared JSON is named as such, not as a generic bad request.
     for (const headers of [{ "content-type": "text/plain" }, {}]) {
-      const plain = await app.inject({
+      const plain = await inject({
         method: "POST",
         url: "/jobs",
         payload: Buffer.from(JSON.stringify(job({}))),
@@ -282,7 +377,7 @@ describe("control plane API", () => {
     assert.equal((await post("/jobs", job({ window: 1000 }))).statusCode, 409);
     assert.equal((await post("/jobs/1/workers")).json().window, 8, "the first submission's window");
     for (let w = 0; w < 32; w++) await post(`/jobs/1/workers/${w}/done`);
-    assert.equal((await app.inject({ method: "GET", url: "/jobs/1" })).json().status, "finished");
+    assert.equal((await inject({ method: "GET", url: "/jobs/1" })).json().status, "finished");
   });
 
   it("ids of the switch config's own jobs are taken", async () => {

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { parseSwitchConfig } from "../proto/config.js";
+import { bearer } from "../proto/control.js";
 import { DropReason } from "../proto/drops.js";
 import { Flag, PacketType, WORKER_ID_NONE } from "../proto/wire.js";
 import { PsCore } from "../ps/core.js";
@@ -88,6 +89,7 @@ describe("data-plane isolation", () => {
     const app = buildControlApp(
       new ControlPlane({ manager, core, dataAddress: { host: HOST, port: 1 }, now: () => 0 }),
     );
+    const auth = (credential: string) => ({ authorization: bearer(credential) });
     const submit = await app.inject({
       method: "POST",
       url: "/jobs",
@@ -102,11 +104,13 @@ describe("data-plane isolation", () => {
       },
     });
     assert.equal(submit.statusCode, 201);
+    const credential = submit.json().credential;
     const bind = await app.inject({
       method: "PUT",
       url: "/jobs/3/workers/0/address",
       payload: { port: portOf(0) },
       remoteAddress: HOST,
+      headers: auth(credential),
     });
     assert.equal(bind.statusCode, 200, bind.body);
     assert.deepEqual(bind.json(), { jobId: 3, workerId: 0, host: HOST, port: portOf(0) });
@@ -119,6 +123,7 @@ describe("data-plane isolation", () => {
       method: "PUT",
       url: "/jobs/3/workers/5/address",
       payload: { port: 9 },
+      headers: auth(credential),
     });
     assert.equal(bad.statusCode, 400);
     assert.match(bad.json().message, /workerId: job 3 has 2 workers/);

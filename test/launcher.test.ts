@@ -24,6 +24,8 @@ function findOnPath(command: string): string | null {
   return null;
 }
 
+const OPERATOR = "operator-token-for-launcher-tests";
+
 describe("launcher ranks: the environment a launcher gives its processes", () => {
   it("reads Open MPI, PMI and Slurm variables, in that order", () => {
     assert.equal(launcherRank({}), null);
@@ -84,7 +86,9 @@ describe("workers started by a launcher join with its ranks, as real processes",
     dir = await mkdtemp(join(tmpdir(), "ina-launcher-"));
     const config = join(dir, "switch.json");
     await writeFile(config, JSON.stringify({ aggregators: 256, jobs: [] }));
-    const sw = new ChildNode("switch", SCRIPTS.switch, ["--config", config, "--port", "0"]);
+    const sw = new ChildNode("switch", SCRIPTS.switch, [
+      ...["--config", config, "--port", "0", "--operator-token", OPERATOR],
+    ]);
     children.push(sw);
     const ready = await sw.waitFor("ready", 15_000);
     control = String(ready.controlUrl);
@@ -128,6 +132,9 @@ describe("workers started by a launcher join with its ranks, as real processes",
     String(seed),
     "--progress-ms",
     "0",
+    // The operator token stands in for each job's credential.
+    "--credential",
+    OPERATOR,
   ];
 
   /** A worker whose environment holds exactly `env` of the launcher variables. */

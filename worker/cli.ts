@@ -4,7 +4,7 @@ import { createInterface } from "node:readline";
 import { Registry } from "prom-client";
 import { z } from "zod";
 import { CONGESTION_CONTROLS, JOB_MODES, type JobMode, MAX_WINDOW } from "../proto/config.js";
-import type { WorkerJoin } from "../proto/control.js";
+import { bearer, CREDENTIAL_ENV, type WorkerJoin } from "../proto/control.js";
 import { dropsByName } from "../proto/drops.js";
 import { defaultLinkParams, type LinkParams, LinksSchema, linkProblems } from "../proto/links.js";
 import type { Verification, WorkerIdSource } from "../proto/records.js";
@@ -190,6 +190,13 @@ const spec = {
       description: "fail (exit 1) when the switch has not answered for this long (0: never)",
       defaultText: "60",
     },
+    credential: {
+      type: "string",
+      valueName: "TOKEN",
+      description:
+        "with --control: the job's credential (POST /jobs answered it) or the operator token\n" +
+        "(default: $INA_JOB_CREDENTIAL)",
+    },
     "join-timeout-s": {
       type: "string",
       valueName: "S",
@@ -245,6 +252,7 @@ const spec = {
       congestionControl: z.enum(CONGESTION_CONTROLS).default("none"),
       computeMs: z.coerce.number().min(0).max(3_600_000).default(0),
       joinTimeoutS: z.coerce.number().positive().max(86_400).default(600),
+      credential: z.string().min(1).optional(),
       warnAfterS: z.coerce.number().min(0).max(86_400).default(5),
       giveUpS: z.coerce.number().min(0).max(86_400).default(60),
       progressMs: cliInt(0, 3_600_000).default(500),
@@ -297,20 +305,25 @@ interface JobPlacement {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** The job's credential for the control plane: --credential, else the environment's. */
+let credential: string | undefined;
+
 async function controlRequest(
   url: string,
   method: "GET" | "POST" | "PUT",
   payload?: Record<string, unknown>,
 ): Promise<Record<string, unknown>> {
   let response: Response;
+  const auth: Record<string, string> =
+    credential === undefined ? {} : { authorization: bearer(credential) };
   try {
     response = await fetch(
       url,
       payload === undefined
-        ? { method }
+        ? { method, headers: auth }
         : {
             method,
-            headers: { "content-type": "application/json" },
+            headers: { "content-type": "application/json", ...auth },
             body: JSON.stringify(payload),
           },
     );
@@ -476,6 +489,7 @@ function warnWhenQuiet(
 }
 
 await runCli(spec, async (o) => {
+  credential = o.credential ?? (process.env[CREDENTIAL_ENV] || undefined);
   let placement: JobPlacement;
   let idSource: WorkerIdSource = "--worker";
   if (o.control !== undefined) {
