@@ -64,6 +64,14 @@ const spec = {
         "the control plane's operator token: may cancel, finish, join and report for any job\n" +
         "(default: $INA_OPERATOR_TOKEN; none: only each job's own credential)",
     },
+    "control-rate": {
+      type: "string",
+      valueName: "N",
+      description:
+        "changes (POST, PUT, DELETE) the control plane serves per second; beyond: 429, so a\n" +
+        "flood cannot starve the data path, which shares its event loop",
+      defaultText: "100",
+    },
     "control-port": {
       type: "string",
       valueName: "PORT",
@@ -87,6 +95,7 @@ const spec = {
     ...SERVER_SCHEMA,
     controlPort: cliInt(0, 65535).default(0),
     operatorToken: z.string().min(16, "use at least 16 characters").optional(),
+    controlRate: cliInt(1, 100_000).default(100),
     policy: z.enum(POLICIES).default("edf"),
     partitions: cliInt(1, 1024).default(4),
   }),
@@ -118,6 +127,7 @@ await runCli(spec, async (options) => {
     clockOrigin: new Date(performance.timeOrigin),
     hasParameterServer: config.parameterServer !== undefined,
     operatorToken: options.operatorToken ?? operatorTokenFromEnvironment(),
+    changesPerSecond: options.controlRate,
   });
   const registry = new Registry();
   const names = new Map(config.jobs.flatMap((job) => (job.name ? [[job.id, job.name]] : [])));

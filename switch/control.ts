@@ -59,8 +59,14 @@ export interface ControlPlaneOptions {
   clockOrigin?: Date;
   /** may do anything to any job (section "Credentials" of proto/control.ts); none: only job credentials */
   operatorToken?: string;
-  /** finished, cancelled and rejected jobs kept for GET, the oldest purged first */
+  /** finished, cancelled and rejected jobs kept for GET, the oldest purged first (200) */
   retainedJobs?: number;
+  /**
+   * requests that change something (POST, PUT, DELETE) the control plane
+   * serves per second, in bursts of as many; beyond: 429. It shares the
+   * data plane's event loop, which a flood must not starve (100)
+   */
+  changesPerSecond?: number;
   /** whether the switch has a parameter server, which ATP jobs need */
   hasParameterServer?: boolean;
 }
@@ -116,7 +122,7 @@ export class ControlPlane {
 
   /** Forgets the oldest ended jobs beyond `retainedJobs`, so no store grows without bound. */
   private purge(): void {
-    const keep = this.options.retainedJobs ?? 1000;
+    const keep = this.options.retainedJobs ?? 200;
     const ended = [...this.options.manager.jobs.values()]
       .filter((j) => j.status === "finished" || j.status === "cancelled" || j.status === "rejected")
       .sort((a, b) => (a.finishedAt ?? a.submittedAt) - (b.finishedAt ?? b.submittedAt));
@@ -406,6 +412,24 @@ export function buildControlApp(control: ControlPlane, registry?: Registry): Fas
     reply
       .code(404)
       .send({ code: "notFound", message: `no route ${request.method} ${request.url}` });
+  });
+  // A token bucket for requests that change something: reads stay cheap,
+  // and a flood of submissions cannot take the data path's event loop.
+  const rate = control.options.changesPerSecond ?? 100;
+  let tokens = rate;
+  let filledAt = control.options.now();
+  app.addHook("onRequest", async (request, reply) => {
+    if (request.method === "GET" || request.method === "HEAD") return;
+    const now = control.options.now();
+    tokens = Math.min(rate, tokens + ((now - filledAt) / 1000) * rate);
+    filledAt = now;
+    if (tokens < 1) {
+      return reply.code(429).send({
+        code: "tooManyRequests",
+        message: `the control plane serves at most ${rate} changes per second: retry in a moment`,
+      });
+    }
+    tokens -= 1;
   });
   const api = app.withTypeProvider<ZodTypeProvider>();
   const manager = control.options.manager;
