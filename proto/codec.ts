@@ -29,7 +29,7 @@ export function decodeHeader(
   out.version = view.getUint8(offset + Field.version);
   if (out.version !== PROTOCOL_VERSION) return DropReason.badVersion;
   out.type = view.getUint8(offset + Field.type);
-  if (out.type < PacketType.contribution || out.type > PacketType.region) {
+  if (out.type < PacketType.contribution || out.type > PacketType.failed) {
     return DropReason.badType;
   }
   out.flags = view.getUint16(offset + Field.flags, true);

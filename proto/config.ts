@@ -112,6 +112,12 @@ export const SwitchConfigSchema = z
     jobs: z.array(JobConfigSchema).default([]),
     /** where ATP fallbacks and PS-mode traffic go; required when any job is "atp" or "ps" */
     parameterServer: HostPortSchema.optional(),
+    /**
+     * a job fails when one of its aggregations waits this long (ms) for a
+     * worker while the others' contributions arrived, or a packet to the PS
+     * waits this long for an ack; 0: never (switch/liveness.ts)
+     */
+    deadPeerMs: z.int().min(0).max(3_600_000).default(5000),
     /** emulated links (proto/links.ts); absent: packets go as fast as the host sends them */
     links: LinksSchema.optional(),
     faults: FaultConfigSchema.default({

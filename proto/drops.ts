@@ -71,6 +71,8 @@ export const DropReason = {
    * worker); (PS) a piece from an address other than the switch's
    */
   wrongSource: 30,
+  /** a packet of a job the switch failed (a worker stopped sending); answered with a `failed` packet */
+  jobFailed: 31,
 } as const;
 
 export type DropReasonValue = (typeof DropReason)[keyof typeof DropReason];

@@ -91,6 +91,8 @@ export interface SwitchStatsRecord {
   acks: number;
   /** region changes whose old region has drained */
   regionChanges: number;
+  /** jobs failed because a worker or the PS stopped answering */
+  jobsFailed: number;
   drops: DropCounts;
   /** faults the switch injected, each direction */
   injected: {

@@ -58,16 +58,23 @@ export const PacketType = {
    * No payload.
    */
   region: 5,
+  /**
+   * switch -> workers: the job has failed and the switch dropped it. `bitmap`
+   * names the workers it waited for in vain, `psn` the PSN that waited, and
+   * `aggregatorIndex` how long it waited (ms). No payload.
+   */
+  failed: 6,
 } as const;
 export type PacketTypeValue = (typeof PacketType)[keyof typeof PacketType];
 /** Packet type values are below this: arrays indexed by type have this length. */
-export const PACKET_TYPE_COUNT = 6;
+export const PACKET_TYPE_COUNT = 7;
 export const PACKET_TYPE_NAMES: Record<number, string> = {
   1: "contribution",
   2: "result",
   3: "ack",
   4: "forward",
   5: "region",
+  6: "failed",
 };
 
 export const Flag = {

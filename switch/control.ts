@@ -124,7 +124,13 @@ export class ControlPlane {
   private purge(): void {
     const keep = this.options.retainedJobs ?? 200;
     const ended = [...this.options.manager.jobs.values()]
-      .filter((j) => j.status === "finished" || j.status === "cancelled" || j.status === "rejected")
+      .filter(
+        (j) =>
+          j.status === "finished" ||
+          j.status === "cancelled" ||
+          j.status === "rejected" ||
+          j.status === "failed",
+      )
       .sort((a, b) => (a.finishedAt ?? a.submittedAt) - (b.finishedAt ?? b.submittedAt));
     for (const job of ended.slice(0, Math.max(0, ended.length - keep))) {
       const id = job.spec.id;
@@ -139,6 +145,14 @@ export class ControlPlane {
     // Drain reports come from inside the data path: act on them afterwards.
     options.core.onRegionDrained = (jobId, epoch) => {
       setImmediate(() => this.apply(options.manager.drained(jobId, epoch, options.now())));
+    };
+    // A job the switch failed gives its memory back; the manager reschedules.
+    options.core.onJobFailed = (jobId, reason) => {
+      setImmediate(() => {
+        const job = options.manager.jobs.get(jobId);
+        if (job === undefined || (job.status !== "running" && job.status !== "queued")) return;
+        this.apply(options.manager.fail(jobId, reason, options.now()));
+      });
     };
   }
 

@@ -1,6 +1,7 @@
-import { decodeHeader } from "../proto/codec.js";
+import { decodeHeader, encodeHeader } from "../proto/codec.js";
 import type { SwitchConfig } from "../proto/config.js";
 import { DROP_REASON_COUNT, DropReason, type DropReasonValue } from "../proto/drops.js";
+import { describeFailure } from "../proto/failure.js";
 import type { LinkHost } from "../proto/links.js";
 import { deriveSeed, Prng } from "../proto/prng.js";
 import type { JobCounters, SwitchStatsRecord } from "../proto/records.js";
@@ -21,6 +22,7 @@ import { AggregatorArray } from "./aggregators.js";
 import { type AtpOutcome, AtpVerdict, atpContribute, atpRelease } from "./atp.js";
 import { FaultAction, FaultInjector } from "./faults.js";
 import { JobState, type RegionState } from "./jobs.js";
+import { type JobFailure, Liveness } from "./liveness.js";
 import { netReduceContribute, type ProgramOutcome, Verdict } from "./netreduce.js";
 import { RegionChanges } from "./regions.js";
 
@@ -72,6 +74,7 @@ export class SwitchCore {
     toParameterServer: 0,
     acks: 0,
     regionChanges: 0,
+    jobsFailed: 0,
     rxByType: new Float64Array(PACKET_TYPE_COUNT),
     txByType: new Float64Array(PACKET_TYPE_COUNT),
     completionLatencyMs: new SampleRing(),
@@ -80,6 +83,14 @@ export class SwitchCore {
   };
   readonly aggregators: AggregatorArray;
   private readonly regions: RegionChanges;
+  private readonly liveness: Liveness;
+  private readonly failureHeader = emptyHeader();
+  private readonly failurePacket = Buffer.alloc(HEADER_BYTES);
+  private readonly failureView = new DataView(
+    this.failurePacket.buffer,
+    this.failurePacket.byteOffset,
+    HEADER_BYTES,
+  );
   readonly jobs: JobState[] = [];
   readonly ingressFaults: FaultInjector;
   readonly egressFaults: FaultInjector;
@@ -120,6 +131,7 @@ export class SwitchCore {
     private readonly transmit: Transmit,
   ) {
     this.aggregators = new AggregatorArray(config.aggregators, config.elementsPerAggregator);
+    this.liveness = new Liveness(this.aggregators, config.deadPeerMs);
     this.regions = new RegionChanges(
       this.aggregators,
       {
@@ -149,6 +161,7 @@ export class SwitchCore {
 
   /** Installs a job's rule; a job id already installed is replaced. */
   installJob(job: JobState): void {
+    this.failedJobs.delete(job.id);
     if (this.jobSlotById[job.id] >= 0) this.removeJob(job.id);
     this.jobSlotById[job.id] = this.jobs.length;
     this.jobs.push(job);
@@ -250,9 +263,52 @@ export class SwitchCore {
   }
 
   /** Lets held-back packets go when traffic pauses; call every few ms. */
-  tick(_now: number): void {
+  tick(now: number): void {
     this.releaseHeldIn();
     this.releaseHeldOut();
+    const failure = this.liveness.check(this.jobs, now);
+    if (failure !== null) this.failJob(failure);
+  }
+
+  /**
+   * Jobs the switch failed (a worker or the PS stopped answering), by id:
+   * their packets are answered with a `failed` packet. The newest 256 are kept.
+   */
+  readonly failedJobs = new Map<number, JobFailure>();
+
+  /** Called when a job fails, with why in words; the job's rule is gone already. */
+  onJobFailed: ((jobId: number, reason: string) => void) | null = null;
+
+  /** Drops a failed job: tells its workers, frees its aggregators, reports it. */
+  private failJob(failure: JobFailure): void {
+    const job = this.job(failure.jobId);
+    if (job === undefined) return;
+    this.stats.jobsFailed++;
+    this.failedJobs.set(failure.jobId, failure);
+    if (this.failedJobs.size > 256) {
+      this.failedJobs.delete(this.failedJobs.keys().next().value as number);
+    }
+    this.writeFailure(failure);
+    this.multicast(job, this.failurePacket, -1);
+    this.removeJob(failure.jobId);
+    this.onJobFailed?.(failure.jobId, describeFailure(failure));
+  }
+
+  private writeFailure(f: JobFailure): void {
+    const h = this.failureHeader;
+    h.type = PacketType.failed;
+    h.flags = 0;
+    h.jobId = f.jobId;
+    h.workerId = WORKER_ID_NONE;
+    h.fanIn = f.fanIn;
+    h.elementCount = 0;
+    h.psn = f.psn;
+    h.aggregatorIndex = Math.min(0xffffffff, Math.round(f.waitedMs));
+    h.bitmap = f.deadWorkers;
+    h.scaleBits = 0;
+    h.regionEpoch = 0;
+    h.destination = DESTINATION_ALL_WORKERS;
+    encodeHeader(this.failureView, 0, h);
   }
 
   private releaseHeldIn(): void {
@@ -275,7 +331,17 @@ export class SwitchCore {
     stats.rxByType[h.type]++;
     const slot = this.jobSlotById[h.jobId];
     if (slot < 0) {
-      this.dropPacket(DropReason.unknownJob, null);
+      const failed = this.failedJobs.get(h.jobId);
+      if (failed === undefined) {
+        this.dropPacket(DropReason.unknownJob, null);
+        return;
+      }
+      // A worker that missed the news of its job's failure hears it now.
+      this.dropPacket(DropReason.jobFailed, null);
+      if (h.type === PacketType.contribution && h.workerId !== WORKER_ID_NONE) {
+        this.writeFailure(failed);
+        this.emit(this.failurePacket, port, address);
+      }
       return;
     }
     const job = this.jobs[slot];
@@ -480,6 +546,7 @@ export class SwitchCore {
     }
     this.stats.acks++;
     counters.acks++;
+    job.awaitingAckSince = -1;
     if (toAll) this.multicast(job, datagram, -1);
     else this.emit(datagram, job.hostPort[h.destination], job.hostAddress[h.destination]);
   }
@@ -495,6 +562,7 @@ export class SwitchCore {
     }
     this.stats.toParameterServer++;
     job.counters.toParameterServer++;
+    if (job.awaitingAckSince < 0) job.awaitingAckSince = this.aggregators.now;
     this.emit(packet, this.psPort, this.psAddress);
   }
 

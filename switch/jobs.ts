@@ -32,6 +32,8 @@ export class JobState {
   /** bitmap with one bit per worker: the value of a complete aggregation */
   readonly fullBitmap: number;
   /** learned from each worker's packets; -1 until the worker has sent one */
+  /** when a packet went to the PS with no ack since (ms), or -1: the PS's liveness */
+  awaitingAckSince = -1;
   readonly hostPort = new Int32Array(MAX_FAN_IN).fill(-1);
   readonly hostAddress: string[] = new Array(MAX_FAN_IN).fill("");
   readonly counters: JobCounters = {

@@ -43,7 +43,7 @@ export interface JobSpec {
   window?: number;
 }
 
-export type JobStatus = "queued" | "running" | "finished" | "cancelled" | "rejected";
+export type JobStatus = "queued" | "running" | "finished" | "cancelled" | "rejected" | "failed";
 
 export interface Region {
   offset: number;
@@ -175,6 +175,13 @@ export class MemoryManager {
     return this.end(id, "cancelled", now);
   }
 
+  /** The switch failed the job (a worker or the PS stopped answering): its memory goes back. */
+  fail(id: number, reason: string, now: number): Decision[] {
+    const decisions = this.end(id, "failed", now);
+    this.get(id).reason = reason;
+    return decisions;
+  }
+
   /**
    * The switch reports that a job's regions of `epoch` and older hold
    * nothing anyone needs (a change it skipped drains with the one after it).
@@ -227,9 +234,14 @@ export class MemoryManager {
     };
   }
 
-  private end(id: number, status: "finished" | "cancelled", now: number): Decision[] {
+  private end(id: number, status: "finished" | "cancelled" | "failed", now: number): Decision[] {
     const job = this.get(id);
-    if (job.status === "finished" || job.status === "cancelled" || job.status === "rejected") {
+    if (
+      job.status === "finished" ||
+      job.status === "cancelled" ||
+      job.status === "rejected" ||
+      job.status === "failed"
+    ) {
       throw new ManagerError("conflict", `job ${id} is already ${job.status}`);
     }
     job.status = status;

@@ -171,7 +171,7 @@ function createManagerMetrics(registry: Registry, manager: MemoryManager): void 
     () => {
       const counts = new Map<string, number>();
       for (const cls of ["md", "be"]) {
-        for (const state of ["queued", "running", "finished", "cancelled", "rejected"]) {
+        for (const state of ["queued", "running", "finished", "cancelled", "rejected", "failed"]) {
           counts.set(`${cls}/${state}`, 0);
         }
       }

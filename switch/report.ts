@@ -20,6 +20,7 @@ export function switchReport(core: SwitchCore): SwitchStatsRecord {
     toParameterServer: s.toParameterServer,
     acks: s.acks,
     regionChanges: s.regionChanges,
+    jobsFailed: s.jobsFailed,
     drops: dropsByName(s.drops),
     injected: {
       ingress: { ...core.ingressFaults.injected },

@@ -2,6 +2,7 @@ import { atpIndex, netReduceIndex, newerEpoch, windowInRegion } from "../proto/a
 import { decodeHeader, encodeHeader } from "../proto/codec.js";
 import type { CongestionControl, JobMode } from "../proto/config.js";
 import { DROP_REASON_COUNT, DropReason, type DropReasonValue } from "../proto/drops.js";
+import { describeFailure } from "../proto/failure.js";
 import { dequantizeInto, quantizeInto } from "../proto/fixedpoint.js";
 import {
   emptyHeader,
@@ -307,6 +308,12 @@ export class WorkerCore {
       this.drop(reason);
       return;
     }
+    if (h.type === PacketType.failed && h.jobId === this.options.jobId) {
+      // The switch gave up on the job: a peer (or the PS) stopped answering.
+      if (this.active)
+        this.fail(`the switch failed ${failureText(h.jobId, h.bitmap, h.psn, h.aggregatorIndex)}`);
+      return;
+    }
     if (h.type === PacketType.region && h.jobId === this.options.jobId) {
       this.lastAnswerAt = now;
       this.regionAnnounced(h.regionEpoch, h.aggregatorIndex, h.bitmap, h.psn, h.flags, now);
@@ -606,4 +613,9 @@ export class WorkerCore {
   private drop(reason: DropReasonValue): void {
     this.stats.drops[reason]++;
   }
+}
+
+/** A `failed` packet in words (its fields: dead workers, the PSN, how long it waited in ms). */
+function failureText(jobId: number, deadWorkers: number, psn: number, waitedMs: number): string {
+  return describeFailure({ jobId, deadWorkers, psn, waitedMs });
 }

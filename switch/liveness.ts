@@ -1,0 +1,89 @@
+import { type AggregatorArray, AggregatorState } from "./aggregators.js";
+import type { JobState } from "./jobs.js";
+
+/** Why a job failed: the workers it waited for in vain (0: the parameter server), where, how long. */
+export interface JobFailure {
+  jobId: number;
+  fanIn: number;
+  /** workers nobody heard from; 0 when the parameter server stopped answering */
+  deadWorkers: number;
+  /** the PSN that waited */
+  psn: number;
+  /** how long it waited (ms) */
+  waitedMs: number;
+}
+
+/**
+ * Notices dead peers of a job, sans-IO, from what the switch already holds:
+ *
+ * - a worker is dead when an aggregation of its job has waited longer than
+ *   `deadAfterMs` for that worker's contribution while the others' arrived
+ *   (a partial aggregator, claimed that long ago, without its bit): its
+ *   peers wait on it. A job between all-reduces holds no partial aggregate,
+ *   so a pause is never taken for a death;
+ * - the parameter server is dead when a packet sent to it for the job has
+ *   waited longer than `deadAfterMs` with no ack since.
+ *
+ * The default (5 s) is far above a round trip, even on slow emulated links,
+ * and above the scheduling stalls of a busy host (100 ms and more).
+ */
+export class Liveness {
+  private lastScanAt = Number.NEGATIVE_INFINITY;
+
+  constructor(
+    private readonly aggregators: AggregatorArray,
+    readonly deadAfterMs: number,
+    /** how often tick() looks (ms): a scan reads the job's aggregators */
+    private readonly scanEveryMs = 250,
+  ) {}
+
+  /** The first failure among `jobs` at `now`, or null. */
+  check(jobs: readonly JobState[], now: number): JobFailure | null {
+    if (this.deadAfterMs <= 0 || now - this.lastScanAt < this.scanEveryMs) return null;
+    this.lastScanAt = now;
+    for (const job of jobs) {
+      if (job.awaitingAckSince >= 0 && now - job.awaitingAckSince > this.deadAfterMs) {
+        return {
+          jobId: job.id,
+          fanIn: job.fanIn,
+          deadWorkers: 0,
+          psn: job.maxPsn,
+          waitedMs: now - job.awaitingAckSince,
+        };
+      }
+      if (job.mode === "ps") continue;
+      const stuck = this.oldestStuck(job, now);
+      if (stuck >= 0) {
+        const a = this.aggregators;
+        return {
+          jobId: job.id,
+          fanIn: job.fanIn,
+          deadWorkers: (job.fullBitmap & ~a.bitmap[stuck]) >>> 0,
+          psn: a.psn[stuck],
+          waitedMs: now - a.claimedAt[stuck],
+        };
+      }
+    }
+    return null;
+  }
+
+  /** The job's partial aggregator that has waited longest beyond deadAfterMs, or -1. */
+  private oldestStuck(job: JobState, now: number): number {
+    const a = this.aggregators;
+    let oldest = -1;
+    const regions = job.old === null ? [job.current] : [job.current, job.old];
+    for (const region of regions) {
+      for (let i = region.offset; i < region.offset + region.size; i++) {
+        if (
+          a.state[i] === AggregatorState.partial &&
+          a.jobId[i] === job.id &&
+          now - a.claimedAt[i] > this.deadAfterMs &&
+          (oldest < 0 || a.claimedAt[i] < a.claimedAt[oldest])
+        ) {
+          oldest = i;
+        }
+      }
+    }
+    return oldest;
+  }
+}
