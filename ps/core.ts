@@ -18,6 +18,9 @@ import {
 import { PacketSlots } from "../runtime/slots.js";
 
 /** Where the PS's acks go: the UDP adapter, or a test's capture. */
+/** Jobs a PS holds state for at most, listed and adopted together. */
+export const MAX_PS_JOBS = 1024;
+
 export interface PsTransmit {
   send(packet: Buffer, port: number, address: string): void;
 }
@@ -206,7 +209,9 @@ export class PsCore {
     if (h.type !== PacketType.contribution) return DropReason.unexpectedType;
     let slot = this.jobSlotById[h.jobId];
     if (slot < 0) {
-      if (this.adoptWindow === 0) return DropReason.unknownJob;
+      // Adopted jobs take memory: their number is bounded (and pieces come
+      // only from the switch, which forwards only the jobs it serves).
+      if (this.adoptWindow === 0 || this.jobs.length >= MAX_PS_JOBS) return DropReason.unknownJob;
       slot = this.jobs.length;
       this.jobSlotById[h.jobId] = slot;
       this.jobs.push(

@@ -359,6 +359,7 @@ export class SwitchCore {
       this.dropPacket(DropReason.wrongSource, job);
       return;
     }
+    if (h.workerId < job.fanIn) job.heardAt[h.workerId] = stats.lastPacketAt;
 
     if (h.type === PacketType.contribution) {
       if (h.elementCount > this.aggregators.elements || copied < datagram.length) {
@@ -397,7 +398,6 @@ export class SwitchCore {
         this.dropPacket(DropReason.regionDraining, job);
         return;
       }
-      if (h.psn > job.maxPsn) job.maxPsn = h.psn;
       if (job.mode === "netreduce") this.netReduce(job, region, h, port, address);
       else this.atp(job, region, h, datagram, port, address);
       return;
@@ -441,7 +441,12 @@ export class SwitchCore {
     );
     // An unbound worker's address is taken only from a contribution the
     // program accepted, so a stray packet cannot divert its results.
-    if (verdict !== Verdict.drop) job.bindOnFirstUse(h.workerId, port, address);
+    if (verdict !== Verdict.drop) {
+      job.bindOnFirstUse(h.workerId, port, address);
+      // Only an accepted PSN may move the switchover of a region change: a
+      // stray far-ahead one must not keep the old region from draining.
+      if (h.psn > job.maxPsn) job.maxPsn = h.psn;
+    }
     if (outcome.tookOver) {
       this.stats.takeovers++;
       counters.takeovers++;
@@ -484,6 +489,7 @@ export class SwitchCore {
       return;
     }
     job.bindOnFirstUse(h.workerId, port, address);
+    if (h.psn > job.maxPsn) job.maxPsn = h.psn;
     if (outcome.freedStale) counters.staleFreed++;
     switch (verdict) {
       case AtpVerdict.aggregateToPs:

@@ -34,6 +34,8 @@ export class JobState {
   /** learned from each worker's packets; -1 until the worker has sent one */
   /** when a packet went to the PS with no ack since (ms), or -1: the PS's liveness */
   awaitingAckSince = -1;
+  /** when each worker was last heard from, from its bound address (ms) */
+  readonly heardAt = new Float64Array(MAX_FAN_IN);
   readonly hostPort = new Int32Array(MAX_FAN_IN).fill(-1);
   readonly hostAddress: string[] = new Array(MAX_FAN_IN).fill("");
   readonly counters: JobCounters = {

@@ -18,9 +18,11 @@ export interface JobFailure {
  *
  * - a worker is dead when an aggregation of its job has waited longer than
  *   `deadAfterMs` for that worker's contribution while the others' arrived
- *   (a partial aggregator, claimed that long ago, without its bit): its
- *   peers wait on it. A job between all-reduces holds no partial aggregate,
- *   so a pause is never taken for a death;
+ *   (a partial aggregator, claimed that long ago, without its bit), and the
+ *   switch has heard nothing at all from it for as long: its peers wait on
+ *   it. A live worker whose packets are lost still retransmits within its
+ *   RTO (2 s at most), and a job between all-reduces holds no partial
+ *   aggregate, so neither loss nor a pause is taken for a death;
  * - the parameter server is dead when a packet sent to it for the job has
  *   waited longer than `deadAfterMs` with no ack since.
  *
@@ -55,13 +57,20 @@ export class Liveness {
       const stuck = this.oldestStuck(job, now);
       if (stuck >= 0) {
         const a = this.aggregators;
-        return {
-          jobId: job.id,
-          fanIn: job.fanIn,
-          deadWorkers: (job.fullBitmap & ~a.bitmap[stuck]) >>> 0,
-          psn: a.psn[stuck],
-          waitedMs: now - a.claimedAt[stuck],
-        };
+        let silent = 0;
+        const missing = (job.fullBitmap & ~a.bitmap[stuck]) >>> 0;
+        for (let w = 0; w < job.fanIn; w++) {
+          if ((missing >>> w) & 1 && now - job.heardAt[w] > this.deadAfterMs) silent |= 1 << w;
+        }
+        if (silent !== 0) {
+          return {
+            jobId: job.id,
+            fanIn: job.fanIn,
+            deadWorkers: silent >>> 0,
+            psn: a.psn[stuck],
+            waitedMs: now - a.claimedAt[stuck],
+          };
+        }
       }
     }
     return null;

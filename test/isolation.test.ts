@@ -51,6 +51,30 @@ describe("data-plane isolation", () => {
     }
   });
 
+  it("a refused far-ahead PSN moves no watermark: a region change still drains", () => {
+    const { core, send } = netReduceSwitch();
+    for (let w = 0; w < 3; w++) send(w, 0, [1]);
+    send(0, 1000, [1]); // breaks the window: refused
+    assert.equal(core.stats.drops[DropReason.windowViolation], 1);
+    assert.equal(core.job(7)?.maxPsn, 0);
+    let drained = -1;
+    core.onRegionDrained = (_id, epoch) => {
+      drained = epoch;
+    };
+    core.changeRegion(7, 4, 4, 1);
+    const start = core.job(7)?.current.start ?? -1;
+    assert.ok(start < 10, `the switchover is near the real PSNs: ${start}`);
+    for (let w = 0; w < 3; w++) {
+      core.receive(
+        contribution({ ...job, offset: 4, size: 4 }, w, start, [1], { regionEpoch: 1 }),
+        portOf(w),
+        HOST,
+        0,
+      );
+    }
+    assert.equal(drained, 0, "every worker sent in the new epoch: the old region drained");
+  });
+
   it("an address is taken only from an accepted packet: a refused one binds nothing", () => {
     const { capture, core, send } = netReduceSwitch();
     // Worker 2's first packet ever comes from a stranger, with a forged index: dropped, unbound.

@@ -62,6 +62,19 @@ describe("dead peers", () => {
     assert.equal(capture.sent[0].port, portOf(0));
   });
 
+  it("a worker whose one contribution keeps getting lost, but which is still heard, is not dead", () => {
+    const { core, failures, send } = setup();
+    for (const w of [0, 1, 2]) send(w, 0, 0);
+    for (const w of [0, 1]) send(w, 1, 10); // worker 2's PSN 1 is lost, again and again...
+    send(2, 2, 3000); // ...while it is heard otherwise
+    send(2, 2, 5000);
+    core.tick(5100);
+    assert.deepEqual(failures, [], "PSN 1 waited 5.1 s, but worker 2 spoke 0.1 s ago");
+    core.tick(10_100);
+    assert.equal(failures.length, 1, "then silence for 5.1 s: dead");
+    assert.match(failures[0], /worker 2 stopped sending \(PSN 1 waited 10\.1 s/);
+  });
+
   it("a job between all-reduces is never taken for dead, however long it pauses", () => {
     const { core, failures, send } = setup();
     for (let psn = 0; psn < 4; psn++) for (const w of [0, 1, 2]) send(w, psn, psn);
