@@ -34,6 +34,8 @@ export interface JobCounters {
   overflowFallbacks: number;
   /** ATP: aggregators of this job freed because the job's own later PSNs showed them stale */
   staleFreed: number;
+  /** ATP: shared aggregators this job took back from another job's claim that outlived its lease */
+  leaseReclaims: number;
   /** ATP: acks that released one of this job's aggregators */
   releases: number;
   /** ATP: acks whose (job, PSN) the aggregator no longer held; released nothing */

@@ -39,6 +39,9 @@ export class AggregatorArray {
   readonly ecn: Uint8Array;
   readonly elementCount: Uint16Array;
   readonly scaleBits: Uint8Array;
+  /** the fan-in and region epoch of the claim: enough to hand an ATP partial to the PS later */
+  readonly fanIn: Uint8Array;
+  readonly regionEpoch: Uint8Array;
   /** when each aggregator was claimed, for the completion-latency metric */
   readonly claimedAt: Float64Array;
   /** the time of the packet being processed (ms), set by the switch before each program call */
@@ -57,6 +60,8 @@ export class AggregatorArray {
     this.ecn = new Uint8Array(count);
     this.elementCount = new Uint16Array(count);
     this.scaleBits = new Uint8Array(count);
+    this.fanIn = new Uint8Array(count);
+    this.regionEpoch = new Uint8Array(count);
     this.claimedAt = new Float64Array(count);
   }
 
@@ -81,6 +86,8 @@ export class AggregatorArray {
     this.ecn[index] = h.flags & Flag.ecn ? 1 : 0;
     this.elementCount[index] = h.elementCount;
     this.scaleBits[index] = h.scaleBits;
+    this.fanIn[index] = h.fanIn;
+    this.regionEpoch[index] = h.regionEpoch;
     const values = this.slots.values;
     const start = this.slots.valuesStart(index);
     for (let i = 0; i < h.elementCount; i++) values[start + i] = payload[payloadStart + i];

@@ -18,6 +18,12 @@ export const AtpVerdict = {
   aggregateToPsAgain: 4,
   /** not used; the reason is in `outcome.dropReason` */
   drop: 5,
+  /**
+   * another job's partial held the aggregator past its lease: send it to the
+   * PS (it is written ready), then offer the contribution again, which now
+   * finds the aggregator empty
+   */
+  evictForeign: 6,
 } as const;
 export type AtpVerdictValue = (typeof AtpVerdict)[keyof typeof AtpVerdict];
 
@@ -33,7 +39,16 @@ export interface AtpOutcome {
   freedStale: boolean;
   /** workers in the partial an evictAndPassThrough sends */
   evictedBitmap: number;
+  /** another job's expired claim was taken back first */
+  reclaimed: boolean;
 }
+
+/**
+ * How long another job's claim on a shared aggregator holds (ms) before a
+ * contribution that needs the aggregator may take it back: no tenant can pin
+ * the pool with PSNs that never complete. Far above an aggregation's time.
+ */
+export const ATP_LEASE_MS = 1000;
 
 /**
  * The ATP program for one contribution (seed 004, scheme 2). The worker
@@ -64,6 +79,7 @@ export function atpContribute(
   outcome.overflowed = false;
   outcome.freedStale = false;
   outcome.evictedBitmap = 0;
+  outcome.reclaimed = false;
   if (index < region.offset || index >= region.offset + region.size) {
     outcome.dropReason = DropReason.badIndex;
     return AtpVerdict.drop;
@@ -80,6 +96,24 @@ export function atpContribute(
     state = AggregatorState.empty;
     held = false;
     outcome.freedStale = true;
+  }
+  if (
+    state !== AggregatorState.empty &&
+    !held &&
+    !resend &&
+    aggregators.now - aggregators.claimedAt[index] > ATP_LEASE_MS
+  ) {
+    // Another job's claim outlived its lease: take the aggregator back. A
+    // partial's values go to the PS first, so no worker's work is lost.
+    outcome.reclaimed = true;
+    if (state === AggregatorState.partial) {
+      writeForeignPiece(aggregators, index);
+      aggregators.state[index] = AggregatorState.empty;
+      outcome.evictedBitmap = aggregators.bitmap[index];
+      return AtpVerdict.evictForeign;
+    }
+    aggregators.state[index] = AggregatorState.empty;
+    state = AggregatorState.empty;
   }
   if (!held || aggregators.psn[index] !== h.psn) {
     if (state === AggregatorState.empty && !resend) {
@@ -168,6 +202,23 @@ function writePieceHeader(
   pieceHeader.bitmap = aggregators.bitmap[index];
   pieceHeader.scaleBits = aggregators.scaleBits[index];
   pieceHeader.regionEpoch = h.regionEpoch;
+  pieceHeader.destination = 0;
+  encodeHeader(aggregators.slots.view, aggregators.slots.headerOffset(index), pieceHeader);
+}
+
+/** Writes the header of another job's partial, from what its claim recorded, for the PS. */
+function writeForeignPiece(aggregators: AggregatorArray, index: number): void {
+  pieceHeader.type = PacketType.contribution;
+  pieceHeader.flags = Flag.resend | Flag.toPs | aggregators.carriedFlags(index);
+  pieceHeader.jobId = aggregators.jobId[index];
+  pieceHeader.workerId = WORKER_ID_NONE;
+  pieceHeader.fanIn = aggregators.fanIn[index];
+  pieceHeader.elementCount = aggregators.elementCount[index];
+  pieceHeader.psn = aggregators.psn[index];
+  pieceHeader.aggregatorIndex = index;
+  pieceHeader.bitmap = aggregators.bitmap[index];
+  pieceHeader.scaleBits = aggregators.scaleBits[index];
+  pieceHeader.regionEpoch = aggregators.regionEpoch[index];
   pieceHeader.destination = 0;
   encodeHeader(aggregators.slots.view, aggregators.slots.headerOffset(index), pieceHeader);
 }

@@ -105,6 +105,7 @@ export class SwitchCore {
     overflowed: false,
     freedStale: false,
     evictedBitmap: 0,
+    reclaimed: false,
   };
   /** where ATP fallbacks and PS-mode traffic go; port -1 when no job needs a PS */
   private readonly psPort: number;
@@ -488,6 +489,16 @@ export class SwitchCore {
       this.dropPacket(outcome.dropReason, job);
       return;
     }
+    if (verdict === AtpVerdict.evictForeign) {
+      // The other job's partial goes to the PS (its workers' values are not
+      // lost); then this contribution finds the aggregator empty.
+      counters.leaseReclaims++;
+      this.stats.toParameterServer++;
+      this.emit(this.aggregate(outcome.index), this.psPort, this.psAddress);
+      this.atp(job, region, h, datagram, port, address);
+      return;
+    }
+    if (outcome.reclaimed) counters.leaseReclaims++;
     job.bindOnFirstUse(h.workerId, port, address);
     if (h.psn > job.maxPsn) job.maxPsn = h.psn;
     if (outcome.freedStale) counters.staleFreed++;

@@ -52,6 +52,7 @@ export class JobState {
     overflowFallbacks: 0,
     staleFreed: 0,
     releases: 0,
+    leaseReclaims: 0,
     acksWithoutMatch: 0,
     toParameterServer: 0,
     acks: 0,

@@ -6,6 +6,7 @@ import { DropReason } from "../proto/drops.js";
 import { INT32_MAX } from "../proto/fixedpoint.js";
 import { DESTINATION_ALL_WORKERS, Flag, PacketType, WORKER_ID_NONE } from "../proto/wire.js";
 import { AggregatorState } from "../switch/aggregators.js";
+import { ATP_LEASE_MS } from "../switch/atp.js";
 import { SwitchCore } from "../switch/core.js";
 import { captureTransmit, contribution, packet } from "./packets.js";
 
@@ -197,6 +198,44 @@ describe("ATP program in the switch", () => {
     // job A's partial is untouched
     send(atpA, 1, 0, [6]);
     assert.deepEqual(toPs()[1].values, [11]);
+  });
+
+  it("no tenant pins the pool: another job's claim past its lease is taken back, its partial sent to the PS first", () => {
+    const index = atpIndex(1, 0, 0, 4);
+    const psnB = psnAt(2, index);
+    const at = (
+      job: { id: number; fanIn: number },
+      w: number,
+      psn: number,
+      v: number[],
+      t: number,
+    ) =>
+      core.receive(
+        contribution({ ...job, offset: 0, size: 4 }, w, psn, v, {
+          aggregatorIndex: atpIndex(job.id, psn, 0, 4),
+        }),
+        portOf(job.id, w),
+        "127.0.0.1",
+        t,
+      );
+    at(atpA, 0, 0, [5], 0); // job A claims, and never completes PSN 0
+    at(atpB, 0, psnB, [7], 500); // within the lease: a collision
+    assert.equal(core.job(2)?.counters.collisions, 1);
+    capture.sent.length = 0;
+    at(atpB, 1, psnB, [8], ATP_LEASE_MS + 10); // past it: B takes the aggregator back
+    const [evicted] = toPs();
+    assert.equal(evicted.header.jobId, 1, "A's partial goes to the PS first");
+    assert.equal(evicted.header.workerId, WORKER_ID_NONE);
+    assert.equal(evicted.header.bitmap, 0b01);
+    assert.deepEqual(evicted.values, [5]);
+    assert.equal(evicted.header.flags & Flag.resend, Flag.resend);
+    assert.equal(core.aggregators.jobId[index], 2, "B holds it now");
+    assert.equal(core.aggregators.state[index], AggregatorState.partial);
+    assert.equal(core.job(2)?.counters.leaseReclaims, 1);
+    // A's next contribution for PSN 0 now collides and goes to the PS, where
+    // it meets A's evicted partial.
+    at(atpA, 1, 0, [6], ATP_LEASE_MS + 20);
+    assert.equal(toPs().at(-1)?.header.flags, Flag.toPs | Flag.collision);
   });
 
   it("a resend that finds its own partial evicts it to the PS and holds the PSN in fallback", () => {
