@@ -130,7 +130,14 @@ export function resolveJobs(run: ScenarioRun, scenarioSeed: number): ResolvedJob
       offset = job.offset ?? nextFree;
       regionSize = job.regionSize ?? Math.max(1, run.aggregators - offset);
     }
-    const common = { id, fanIn: job.workers, window: job.window };
+    // The switch knows the job's shape, so no other can claim its aggregators.
+    const common = {
+      id,
+      fanIn: job.workers,
+      window: job.window,
+      elementsPerPacket: job.elementsPerPacket,
+      scaleBits: job.scaleBits,
+    };
     const rule: JobConfig =
       job.mode === "ps"
         ? { ...common, mode: "ps" }

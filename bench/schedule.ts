@@ -205,6 +205,9 @@ async function submit(control: string, job: ScheduleJob, id: number): Promise<st
       mode: job.mode,
       workers: job.workers,
       window: job.window,
+      // the workers' defaults (--elements-per-packet, --scale-bits)
+      elementsPerPacket: 256,
+      scaleBits: 20,
       modelBytes: job.size,
       epochs: job.epochs,
       computeMs: job.computeMs,

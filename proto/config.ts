@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { LinksSchema, largestPacketBytes, linkProblems } from "./links.js";
-import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN } from "./wire.js";
+import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN, MAX_SCALE_BITS } from "./wire.js";
 
 /**
  * Configuration the switch, the parameter server and the end hosts must agree
@@ -41,6 +41,13 @@ const jobCommon = {
   fanIn: z.int().min(1).max(MAX_FAN_IN),
   /** most packets a worker of the job keeps in flight */
   window: windowSchema,
+  /**
+   * the job's packet shape, when known: contributions carry at most this
+   * many elements (a tensor's last packet may carry fewer) at this scale;
+   * any other shape is refused before it can claim an aggregator
+   */
+  elementsPerPacket: z.int().min(1).max(MAX_ELEMENTS_PER_PACKET).optional(),
+  scaleBits: z.int().min(0).max(MAX_SCALE_BITS).optional(),
 };
 
 /** NetReduce: the job owns [offset, offset + size); the switch addresses it by PSN % size. */

@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { windowSchema } from "./config.js";
-import { MAX_FAN_IN } from "./wire.js";
+import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN, MAX_SCALE_BITS } from "./wire.js";
 
 /** The control plane's request bodies (see README.md, "Scheduling"): what an operator sends the switch. */
 
@@ -23,6 +23,9 @@ export const JobSubmitSchema = z.strictObject({
   /** expected throughput (MB/s) and RTT (ms): demand = Throughput x RTT */
   throughputMBps: z.number().positive().max(1e6).default(10),
   rttMs: z.number().positive().max(60_000).default(1),
+  /** the job's packet shape (refused otherwise): elements per packet and fixed-point scale */
+  elementsPerPacket: z.int().min(1).max(MAX_ELEMENTS_PER_PACKET).optional(),
+  scaleBits: z.int().min(0).max(MAX_SCALE_BITS).optional(),
   /** asks for this many aggregators instead */
   aggregators: z
     .int()

@@ -177,6 +177,8 @@ export class ControlPlane {
           window: job.spec.window ?? 128,
           offset: region.offset,
           size: region.size,
+          elementsPerPacket: job.spec.elementsPerPacket,
+          scaleBits: job.spec.scaleBits,
         });
         state.current.epoch = region.epoch;
         core.installJob(state);
@@ -223,6 +225,8 @@ export class ControlPlane {
         rttMs: body.rttMs,
         aggregators: body.aggregators,
         window: body.window,
+        elementsPerPacket: body.elementsPerPacket,
+        scaleBits: body.scaleBits,
       },
       now,
     );

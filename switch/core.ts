@@ -372,6 +372,14 @@ export class SwitchCore {
         this.dropPacket(DropReason.badWorkerId, job);
         return;
       }
+      if (
+        (job.scaleBits >= 0 && h.scaleBits !== job.scaleBits) ||
+        (job.elementsPerPacket > 0 && h.elementCount > job.elementsPerPacket)
+      ) {
+        // Not the job's shape: it must not claim an aggregator the job needs.
+        this.dropPacket(DropReason.shapeMismatch, job);
+        return;
+      }
       const counters = job.counters;
       counters.contributions++;
       counters.bytesIn += datagram.length;

@@ -32,6 +32,9 @@ export class JobState {
   /** bitmap with one bit per worker: the value of a complete aggregation */
   readonly fullBitmap: number;
   /** learned from each worker's packets; -1 until the worker has sent one */
+  /** the job's packet shape, when known (0 and -1: any): see JobConfig */
+  readonly elementsPerPacket: number;
+  readonly scaleBits: number;
   /** when a packet went to the PS with no ack since (ms), or -1: the PS's liveness */
   awaitingAckSince = -1;
   /** when each worker was last heard from, from its bound address (ms) */
@@ -67,6 +70,8 @@ export class JobState {
     const region = jobRegion(config);
     this.current = { epoch: 0, offset: region.offset, size: region.size, start: 0 };
     this.window = config.window;
+    this.elementsPerPacket = config.elementsPerPacket ?? 0;
+    this.scaleBits = config.scaleBits ?? -1;
     this.fullBitmap = config.fanIn === 32 ? 0xffffffff : (1 << config.fanIn) - 1;
   }
 

@@ -41,6 +41,9 @@ export interface JobSpec {
   aggregators?: number;
   /** packets each worker keeps in flight (told to joining workers; default 128) */
   window?: number;
+  /** the job's packet shape, when given: the switch refuses other shapes */
+  elementsPerPacket?: number;
+  scaleBits?: number;
 }
 
 export type JobStatus = "queued" | "running" | "finished" | "cancelled" | "rejected" | "failed";

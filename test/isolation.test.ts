@@ -51,6 +51,21 @@ describe("data-plane isolation", () => {
     }
   });
 
+  it("a contribution of another shape than the job's cannot claim an aggregator", () => {
+    const capture = captureTransmit();
+    const shaped = { ...job, elementsPerPacket: 2, scaleBits: 8 };
+    const core = new SwitchCore(
+      parseSwitchConfig({ aggregators: 8, elementsPerAggregator: 4, jobs: [shaped] }),
+      capture,
+    );
+    core.receive(contribution(job, 0, 0, [9], { scaleBits: 3 }), portOf(0), HOST, 0);
+    core.receive(contribution(job, 0, 0, [9, 9, 9]), portOf(0), HOST, 0);
+    assert.equal(core.stats.drops[DropReason.shapeMismatch], 2);
+    assert.equal(core.aggregators.state[0], 0, "nothing claimed");
+    for (let w = 0; w < 3; w++) core.receive(contribution(job, w, 0, [1, 2]), portOf(w), HOST, 0);
+    assert.deepEqual(capture.sent[0].values, [3, 6]);
+  });
+
   it("a refused far-ahead PSN moves no watermark: a region change still drains", () => {
     const { core, send } = netReduceSwitch();
     for (let w = 0; w < 3; w++) send(w, 0, [1]);
