@@ -43,6 +43,8 @@ export interface RunOptions {
   onProgress?: (jobs: Record<string, JobProgress>) => void;
   /** lists every process's /metrics for Prometheus while it runs */
   targets?: ScrapeTargets;
+  /** called once the workers are started, with where the switch and PS listen (on 127.0.0.1) */
+  onRunning?: (run: { switchPort: number; psPort: number | null; jobs: ResolvedJob[] }) => void;
 }
 
 /**
@@ -384,6 +386,11 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
           for (const child of workersOf[j]) child.send("go");
         }, job.startMs),
       );
+    });
+    o.onRunning?.({
+      switchPort: Number(ready.dataPort),
+      psPort: ps === null ? null : Number(config.parameterServer?.port),
+      jobs,
     });
     const lastStart = Math.max(...jobs.map((j) => j.startMs));
     const results = await Promise.all(

@@ -1,0 +1,463 @@
+#!/usr/bin/env node
+import { createSocket, type Socket } from "node:dgram";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { performance } from "node:perf_hooks";
+import { z } from "zod";
+import { encodeHeader } from "../proto/codec.js";
+import { bearer } from "../proto/control.js";
+import { Prng } from "../proto/prng.js";
+import { ScenarioRunSchema } from "../proto/scenario.js";
+import { emptyHeader, HEADER_BYTES, PacketType, WORKER_ID_NONE } from "../proto/wire.js";
+import { cliInt, EXIT_FAILED, EXIT_OK, emitRecord, runCli } from "../runtime/cli.js";
+import { ChildNode } from "./processes.js";
+import { type RunResult, runScenarioRun, SCRIPTS } from "./run.js";
+
+/**
+ * The reliability suite: long, not part of `npm test`. Real processes on
+ * 127.0.0.1 under attack and failure, each check reporting its figures:
+ *
+ * - junk: seeded random datagrams at the switch's and the PS's ports while a
+ *   NetReduce job and an ATP job run; every job must stay exact;
+ * - attacks from a stranger's socket during the same run: contributions and
+ *   forwards claiming a running worker, pieces injected at the PS; each must
+ *   be refused (counted as wrongSource) and the victims exact;
+ * - kills (SIGKILL) of a worker, the PS and the switch mid-job: how long
+ *   until the survivors fail with a clear reason;
+ * - the control plane: seeded random requests (no 5xx allowed) and a job's
+ *   time alone and under a flood of submissions;
+ * - a soak at 5 % loss, duplication and reordering each way: every mode exact.
+ */
+
+const spec = {
+  command: "node dist/bench/reliability.js",
+  summary:
+    "Runs the reliability suite (attacks, junk, kills, control-plane fuzz and flood, fault soak).",
+  options: {
+    junk: {
+      type: "string",
+      valueName: "N",
+      description: "junk datagrams in all, half at the switch, half at the PS",
+      defaultText: "1000000",
+    },
+    seed: {
+      type: "string",
+      valueName: "N",
+      description: "seed of every random choice",
+      defaultText: "1",
+    },
+    json: { type: "boolean", description: "print the results as one JSON record" },
+  },
+  schema: z.strictObject({
+    junk: cliInt(0, 100_000_000).default(1_000_000),
+    seed: cliInt(0, 0xffffffff).default(1),
+    json: z.boolean().default(false),
+  }),
+} as const;
+
+interface Row {
+  check: string;
+  figure: string;
+  ok: boolean;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const HOST = "127.0.0.1";
+
+function openSocket(): Promise<Socket> {
+  const socket = createSocket("udp4");
+  return new Promise((resolve) => socket.bind(0, HOST, () => resolve(socket)));
+}
+
+function header(fields: Partial<ReturnType<typeof emptyHeader>>, values = 1): Buffer {
+  const buf = Buffer.alloc(HEADER_BYTES + 4 * values);
+  encodeHeader(new DataView(buf.buffer, buf.byteOffset, buf.length), 0, {
+    ...emptyHeader(),
+    elementCount: values,
+    ...fields,
+  });
+  return buf;
+}
+
+const switchDrops = (r: RunResult) => (r.switch as { drops?: Record<string, number> }).drops ?? {};
+
+/** Junk and attacks at a live NetReduce + ATP run. */
+async function underFire(seed: number, junk: number): Promise<Row[]> {
+  const prng = new Prng(seed);
+  const stranger = await openSocket();
+  let stop = false;
+  const sent = { junk: 0, spoofed: 0, hijack: 0, injected: 0 };
+  let firing: Promise<void> = Promise.resolve();
+  const run = ScenarioRunSchema.parse({
+    name: "under-fire",
+    aggregators: 96,
+    jobs: [
+      { name: "nr", mode: "netreduce", workers: 3, size: "16MiB", window: 16, id: 1 },
+      { name: "atp", mode: "atp", workers: 2, size: "16MiB", window: 16, id: 2 },
+    ],
+  });
+  const started = performance.now();
+  const result = await runScenarioRun(run, {
+    seed,
+    timeoutMs: 600_000,
+    onRunning: ({ switchPort, psPort }) => {
+      firing = (async () => {
+        let i = 0;
+        while (!stop && sent.junk < junk) {
+          // A burst per turn, then yield: the processes under test need the CPU too.
+          for (let k = 0; k < 200 && sent.junk < junk; k++, i++) {
+            const bytes = Buffer.alloc(prng.nextUint32() % 300);
+            for (let b = 0; b < bytes.length; b++) bytes[b] = prng.nextUint32() & 0xff;
+            stranger.send(bytes, (i & 1) === 0 || psPort === null ? switchPort : psPort, HOST);
+            sent.junk++;
+          }
+          // Well-formed lies: worker 0 of the NetReduce job, a forward as it, a piece at the PS.
+          const psn = prng.nextUint32() % 4096;
+          stranger.send(
+            header({
+              type: PacketType.contribution,
+              jobId: 1,
+              workerId: 0,
+              fanIn: 3,
+              psn,
+              aggregatorIndex: psn % 32,
+              bitmap: 1,
+              scaleBits: 20,
+            }),
+            switchPort,
+            HOST,
+          );
+          sent.spoofed++;
+          stranger.send(
+            header({ type: PacketType.forward, jobId: 1, workerId: 0, fanIn: 3, destination: 1 }),
+            switchPort,
+            HOST,
+          );
+          sent.hijack++;
+          if (psPort !== null) {
+            stranger.send(
+              header({
+                type: PacketType.contribution,
+                jobId: 2,
+                workerId: WORKER_ID_NONE,
+                fanIn: 2,
+                psn,
+                bitmap: 3,
+                scaleBits: 20,
+              }),
+              psPort,
+              HOST,
+            );
+            sent.injected++;
+          }
+          await sleep(1);
+        }
+      })();
+    },
+  });
+  stop = true;
+  await firing;
+  stranger.close();
+  const seconds = (performance.now() - started) / 1000;
+  const drops = switchDrops(result);
+  const psDrops = result.ps?.drops ?? {};
+  return [
+    {
+      check: "junk at the switch and PS during a NetReduce and an ATP job",
+      figure: `${sent.junk} datagrams in ${seconds.toFixed(1)} s; jobs ${result.jobs.map((j) => `${j.name} ${j.verified ? "exact" : "WRONG"} in ${j.seconds.toFixed(1)} s`).join(", ")}`,
+      ok: result.verified,
+    },
+    {
+      check: "spoofed contributions and forwards claiming a running worker",
+      figure: `${sent.spoofed + sent.hijack} sent, ${drops.wrongSource ?? 0} refused as wrongSource at the switch`,
+      ok: result.verified && (drops.wrongSource ?? 0) > 0,
+    },
+    {
+      check: "pieces injected at the PS by a stranger",
+      figure: `${sent.injected} sent, ${psDrops.wrongSource ?? 0} refused as wrongSource at the PS`,
+      ok: result.verified && (psDrops.wrongSource ?? 0) > 0,
+    },
+  ];
+}
+
+/** Starts a switch (and PS) on a config file and `workers` workers of job 1; the workers wait for "go". */
+async function startJob(
+  dir: string,
+  mode: "netreduce" | "atp",
+  workers: number,
+  children: ChildNode[],
+): Promise<{ sw: ChildNode; ps: ChildNode | null; workers: ChildNode[] }> {
+  const config: Record<string, unknown> = {
+    aggregators: 64,
+    deadPeerMs: 2000,
+    jobs: [{ id: 1, mode, fanIn: workers, offset: 0, size: 32, window: 16 }],
+  };
+  let ps: ChildNode | null = null;
+  if (mode === "atp") {
+    await writeFile(join(dir, "ps.json"), JSON.stringify(config));
+    ps = new ChildNode("ps", SCRIPTS.ps, ["--config", join(dir, "ps.json")]);
+    children.push(ps);
+    const ready = await ps.waitFor("ready", 15_000);
+    config.parameterServer = { host: HOST, port: Number(ready.dataPort) };
+  }
+  await writeFile(join(dir, "switch.json"), JSON.stringify(config));
+  const sw = new ChildNode("switch", SCRIPTS.switch, ["--config", join(dir, "switch.json")]);
+  children.push(sw);
+  const ready = await sw.waitFor("ready", 15_000);
+  const list = Array.from({ length: workers }, (_, w) => {
+    const child = new ChildNode(`worker ${w}`, SCRIPTS.worker, [
+      ...["--switch", `${HOST}:${ready.dataPort}`, "--mode", mode, "--worker", String(w)],
+      ...["--fan-in", String(workers), "--size", "32", "--window", "16"],
+      ...["--size-bytes", "8MiB", "--link-rate", "10Mbps", "--wait-go", "--progress-ms", "100"],
+    ]);
+    children.push(child);
+    return child;
+  });
+  for (const w of list) await w.waitFor("ready", 30_000);
+  for (const w of list) w.send("go");
+  // Dead once it is part of the job: wait for a first result.
+  for (let i = 0; i < 500; i++) {
+    if (
+      list.every(
+        (w) =>
+          Number(w.records.filter((r) => r.event === "progress").at(-1)?.completedPackets ?? 0) > 0,
+      )
+    )
+      break;
+    await sleep(20);
+  }
+  return { sw, ps, workers: list };
+}
+
+/** How long survivors take to fail, with what message, after `victim` is killed. */
+async function kill(
+  what: "worker" | "PS" | "switch",
+  mode: "netreduce" | "atp",
+  expect: RegExp,
+): Promise<Row> {
+  const dir = await mkdtemp(join(tmpdir(), "ina-reliability-"));
+  const children: ChildNode[] = [];
+  try {
+    const { sw, ps, workers } = await startJob(dir, mode, 3, children);
+    const victim = what === "worker" ? workers[2] : what === "PS" ? ps : sw;
+    const survivors = what === "worker" ? workers.slice(0, 2) : workers;
+    const killedAt = performance.now();
+    victim?.child.kill("SIGKILL");
+    let seconds = Number.NaN;
+    let message = "";
+    const outcomes = await Promise.all(
+      survivors.map(async (w) => {
+        for (;;) {
+          if (expect.test(w.stderr)) return { at: performance.now(), text: w.stderr };
+          if (w.exitCode !== null) return { at: performance.now(), text: w.stderr };
+          if (performance.now() - killedAt > 120_000) return { at: Number.NaN, text: w.stderr };
+          await sleep(20);
+        }
+      }),
+    );
+    seconds = Math.max(...outcomes.map((o) => o.at - killedAt)) / 1000;
+    message = (
+      expect.exec(outcomes[0].text)?.[0] ??
+      outcomes[0].text.trim().split("\n").at(-1) ??
+      ""
+    ).slice(0, 110);
+    const ok = outcomes.every((o) => expect.test(o.text));
+    return {
+      check: `kill -9 the ${what} of a ${mode} job`,
+      figure: `survivors said so in ${seconds.toFixed(1)} s: "${message}"`,
+      ok,
+    };
+  } finally {
+    await Promise.all(children.map((c) => c.stop()));
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** Seeded random control-plane requests (no 5xx), then a job's time alone and under a submit flood. */
+async function controlPlane(seed: number): Promise<Row[]> {
+  const prng = new Prng(seed ^ 0xc0de);
+  const children: ChildNode[] = [];
+  try {
+    const sw = new ChildNode("switch", SCRIPTS.switch, ["--control-rate", "100000"]);
+    children.push(sw);
+    const ready = await sw.waitFor("ready", 15_000);
+    const url = String(ready.controlUrl);
+    const pick = <T>(list: readonly T[]) => list[prng.nextUint32() % list.length];
+    const values = [0, -1, 1, 2, 32, 33, 65535, 1e12, "x", null, true, [], {}, "9".repeat(40)];
+    let fiveHundreds = 0;
+    const requests = 2000;
+    for (let i = 0; i < requests; i++) {
+      const body: Record<string, unknown> = {};
+      for (const key of [
+        "id",
+        "class",
+        "mode",
+        "workers",
+        "modelBytes",
+        "deadlineS",
+        "window",
+        "aggregators",
+        "port",
+        "workerId",
+        "fanIn",
+        "extra",
+      ]) {
+        if (prng.nextUint32() % 2 === 0) body[key] = pick(values);
+      }
+      const method = pick(["GET", "POST", "PUT", "DELETE"] as const);
+      const path = pick([
+        "/jobs",
+        `/jobs/${pick(values)}`,
+        `/jobs/1/workers`,
+        `/jobs/1/workers/0/address`,
+        `/jobs/1/workers/0/done`,
+        "/jobs/1/finish",
+        "/allocation",
+        "/nowhere",
+      ]);
+      const response = await fetch(`${url}${path}`, {
+        method,
+        headers: {
+          "content-type": pick(["application/json", "text/plain"]),
+          authorization: pick([bearer("guess"), "", "Bearer"]),
+        },
+        ...(method === "GET"
+          ? {}
+          : { body: prng.nextUint32() % 5 === 0 ? "{not json" : JSON.stringify(body) }),
+      });
+      if (response.status >= 500) fiveHundreds++;
+      await response.arrayBuffer();
+    }
+    await sw.stop();
+    const alone = await floodedJob(false);
+    const flooded = await floodedJob(true);
+    return [
+      {
+        check: "seeded random control-plane requests",
+        figure: `${requests} requests, ${fiveHundreds} answered 5xx`,
+        ok: fiveHundreds === 0,
+      },
+      {
+        check: "a NetReduce job alone, and under a flood of submissions",
+        figure: `${alone.seconds.toFixed(2)} s alone, ${flooded.seconds.toFixed(2)} s flooded (x${(flooded.seconds / alone.seconds).toFixed(2)}), ${flooded.refused} of ${flooded.sent} submissions answered 429`,
+        ok: flooded.seconds <= 1.2 * alone.seconds,
+      },
+    ];
+  } finally {
+    await Promise.all(children.map((c) => c.stop()));
+  }
+}
+
+/** The default switch's job 1 (4 workers), with or without a flood of POST /jobs. */
+async function floodedJob(
+  flood: boolean,
+): Promise<{ seconds: number; sent: number; refused: number }> {
+  const children: ChildNode[] = [];
+  let stop = false;
+  let sent = 0;
+  let refused = 0;
+  try {
+    const sw = new ChildNode("switch", SCRIPTS.switch, []);
+    children.push(sw);
+    const ready = await sw.waitFor("ready", 15_000);
+    const url = String(ready.controlUrl);
+    const workers = [0, 1, 2, 3].map((w) => {
+      const child = new ChildNode(`worker ${w}`, SCRIPTS.worker, [
+        ...["--switch", `${HOST}:${ready.dataPort}`, "--worker", String(w), "--fan-in", "4"],
+        ...["--size-bytes", "8MiB", "--wait-go", "--progress-ms", "0"],
+      ]);
+      children.push(child);
+      return child;
+    });
+    for (const w of workers) await w.waitFor("ready", 30_000);
+    const flooding = (async () => {
+      let id = 1000;
+      while (flood && !stop) {
+        const batch = Array.from({ length: 20 }, () =>
+          fetch(`${url}/jobs`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify({
+              id: id++ % 60000,
+              class: "be",
+              mode: "netreduce",
+              workers: 2,
+              modelBytes: 1024,
+              aggregators: 2,
+            }),
+          }).then(async (r) => {
+            sent++;
+            if (r.status === 429) refused++;
+            await r.arrayBuffer();
+          }),
+        );
+        await Promise.all(batch);
+      }
+    })();
+    for (const w of workers) w.send("go");
+    const results = await Promise.all(workers.map((w) => w.waitFor("result", 300_000)));
+    stop = true;
+    await flooding;
+    return { seconds: Math.max(...results.map((r) => Number(r.seconds))), sent, refused };
+  } finally {
+    stop = true;
+    await Promise.all(children.map((c) => c.stop()));
+  }
+}
+
+/** Every mode at 5 % loss, duplication and reordering each way. */
+async function soak(seed: number): Promise<Row[]> {
+  const rows: Row[] = [];
+  for (const mode of ["netreduce", "atp", "ps"] as const) {
+    const run = ScenarioRunSchema.parse({
+      name: mode,
+      faults: { loss: 0.05, duplicate: 0.05, reorder: 0.05 },
+      jobs: [{ mode, workers: 4, size: "2MiB", window: 32 }],
+    });
+    const result = await runScenarioRun(run, { seed, timeoutMs: 600_000 });
+    const [job] = result.jobs;
+    rows.push({
+      check: `5% loss, duplication and reordering each way: ${mode}`,
+      figure: `${job.verified ? "exact" : "WRONG"} in ${job.seconds.toFixed(1)} s, ${job.retransmissions} retransmissions`,
+      ok: result.verified,
+    });
+  }
+  return rows;
+}
+
+await runCli(spec, async (o) => {
+  process.stderr.write(`reliability suite: seed ${o.seed}, ${o.junk} junk datagrams\n`);
+  const rows: Row[] = [];
+  const step = async (name: string, f: () => Promise<Row | Row[]>) => {
+    process.stderr.write(`  ${name} ...\n`);
+    try {
+      const out = await f();
+      rows.push(...(Array.isArray(out) ? out : [out]));
+    } catch (error) {
+      rows.push({
+        check: name,
+        figure: `failed: ${(error as Error).message.slice(0, 200)}`,
+        ok: false,
+      });
+    }
+  };
+  await step("junk and attacks", () => underFire(o.seed, o.junk));
+  await step("kill a worker", () =>
+    kill("worker", "netreduce", /the switch failed job 1: worker 2 stopped sending/),
+  );
+  await step("kill the PS", () => kill("PS", "atp", /the parameter server is unreachable/));
+  await step("kill the switch", () =>
+    kill("switch", "netreduce", /no answer from the switch at [^ ]+ for \d+ s/),
+  );
+  await step("control plane", () => controlPlane(o.seed));
+  await step("fault soak", () => soak(o.seed));
+  if (o.json) emitRecord({ event: "reliability", seed: o.seed, rows });
+  else {
+    const width = Math.max(...rows.map((r) => r.check.length));
+    for (const r of rows) {
+      process.stdout.write(`${r.ok ? "ok  " : "FAIL"}  ${r.check.padEnd(width)}  ${r.figure}\n`);
+    }
+  }
+  return rows.every((r) => r.ok) ? EXIT_OK : EXIT_FAILED;
+});
