@@ -93,8 +93,8 @@ async function underFire(seed: number, junk: number): Promise<Row[]> {
     name: "under-fire",
     aggregators: 96,
     jobs: [
-      { name: "nr", mode: "netreduce", workers: 3, size: "16MiB", window: 16, id: 1 },
-      { name: "atp", mode: "atp", workers: 2, size: "16MiB", window: 16, id: 2 },
+      { name: "nr", mode: "netreduce", workers: 3, size: "32MiB", window: 16, id: 1 },
+      { name: "atp", mode: "atp", workers: 2, size: "32MiB", window: 16, id: 2 },
     ],
   });
   const started = performance.now();
@@ -106,7 +106,7 @@ async function underFire(seed: number, junk: number): Promise<Row[]> {
         let i = 0;
         while (!stop && sent.junk < junk) {
           // A burst per turn, then yield: the processes under test need the CPU too.
-          for (let k = 0; k < 200 && sent.junk < junk; k++, i++) {
+          for (let k = 0; k < 1000 && sent.junk < junk; k++, i++) {
             const bytes = Buffer.alloc(prng.nextUint32() % 300);
             for (let b = 0; b < bytes.length; b++) bytes[b] = prng.nextUint32() & 0xff;
             stranger.send(bytes, (i & 1) === 0 || psPort === null ? switchPort : psPort, HOST);
