@@ -291,14 +291,7 @@ export class ControlPlane {
    * the worker's UDP port).
    */
   bindAddress(jobId: number, workerId: number, port: number, address: string) {
-    const job = this.options.manager.get(jobId);
-    if (workerId >= job.spec.workers) {
-      throw new HttpError(
-        400,
-        "badRequest",
-        `workerId: job ${jobId} has ${job.spec.workers} workers`,
-      );
-    }
+    this.jobWithWorker(jobId, workerId);
     const installed = this.options.core.job(jobId);
     if (installed === undefined) {
       throw new HttpError(409, "conflict", `job ${jobId} has no region yet: bind after it has one`);
@@ -309,8 +302,8 @@ export class ControlPlane {
     return { jobId, workerId, host, port };
   }
 
-  /** A worker finished its all-reduces; the job finishes when all have. */
-  workerDone(jobId: number, workerId: number) {
+  /** Job `jobId`, if it has a worker `workerId` (404 or 400 otherwise). */
+  private jobWithWorker(jobId: number, workerId: number): ManagedJob {
     const job = this.options.manager.get(jobId);
     if (workerId >= job.spec.workers) {
       throw new HttpError(
@@ -319,6 +312,12 @@ export class ControlPlane {
         `workerId: job ${jobId} has ${job.spec.workers} workers`,
       );
     }
+    return job;
+  }
+
+  /** A worker finished its all-reduces; the job finishes when all have. */
+  workerDone(jobId: number, workerId: number) {
+    const job = this.jobWithWorker(jobId, workerId);
     const done = ((this.done.get(jobId) ?? 0) | (1 << workerId)) >>> 0;
     this.done.set(jobId, done);
     if (done === 2 ** job.spec.workers - 1 && job.status === "running") {
