@@ -1,5 +1,4 @@
 #!/usr/bin/env node
-import type { AddressInfo } from "node:net";
 import { performance } from "node:perf_hooks";
 import { Registry } from "prom-client";
 import { z } from "zod";
@@ -13,6 +12,7 @@ import {
   SERVER_SCHEMA,
   UsageError,
 } from "../runtime/cli.js";
+import { serveFromThread } from "../runtime/http-front.js";
 import { createLinkMetrics } from "../runtime/metrics.js";
 import { serveUntilSignal } from "../runtime/serve.js";
 import { buildControlApp, ControlPlane } from "./control.js";
@@ -140,8 +140,14 @@ await runCli(spec, async (options) => {
     })),
   );
   const app = buildControlApp(control, registry);
-  await app.listen({ host: options.host, port: options.controlPort });
-  const controlPort = (app.server.address() as AddressInfo).port;
+  // HTTP is parsed, and floods refused, in a thread of its own: the data
+  // path's event loop sees only the requests the control plane serves.
+  const front = await serveFromThread(app, {
+    host: options.host,
+    port: options.controlPort,
+    changesPerSecond: options.controlRate,
+  });
+  const controlPort = front.port;
   return serveUntilSignal({
     ready: {
       pid: process.pid,
@@ -160,7 +166,7 @@ await runCli(spec, async (options) => {
       links: server.linkRecords(),
     }),
     close: async () => {
-      await app.close();
+      await front.close();
       await server.close();
     },
   });

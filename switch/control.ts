@@ -17,6 +17,7 @@ import {
 } from "../proto/control.js";
 import { MAX_FAN_IN } from "../proto/wire.js";
 import { addMetricsRoute } from "../runtime/http.js";
+import { LOCAL_ADDRESS_HEADER } from "../runtime/http-front.js";
 import type { SwitchCore } from "./core.js";
 import { JobState } from "./jobs.js";
 import { type Decision, type ManagedJob, ManagerError, type MemoryManager } from "./memory.js";
@@ -61,6 +62,8 @@ export interface ControlPlaneOptions {
   operatorToken?: string;
   /** finished, cancelled and rejected jobs kept for GET, the oldest purged first (200) */
   retainedJobs?: number;
+  /** queued and running jobs at most (256): a submission beyond is refused with 503 */
+  maxActiveJobs?: number;
   /**
    * requests that change something (POST, PUT, DELETE) the control plane
    * serves per second, in bursts of as many; beyond: 429. It shares the
@@ -205,6 +208,17 @@ export class ControlPlane {
     }
     if (body.class === "be" && body.deadlineS !== undefined) {
       throw new HttpError(400, "badRequest", "deadlineS: only MD jobs have a deadline");
+    }
+    const active = [...this.options.manager.jobs.values()].filter(
+      (j) => j.status === "queued" || j.status === "running",
+    ).length;
+    const most = this.options.maxActiveJobs ?? 256;
+    if (active >= most) {
+      throw new HttpError(
+        503,
+        "tooManyJobs",
+        `the switch holds ${active} queued and running jobs, its most: retry when one ends`,
+      );
     }
     if (this.options.core.job(body.id) !== undefined && !this.options.manager.jobs.has(body.id)) {
       throw new HttpError(409, "conflict", `job ${body.id} is a job of the switch's config`);
@@ -504,9 +518,14 @@ export function buildControlApp(control: ControlPlane, registry?: Registry): Fas
     // No body (fastify passes null): the switch picks the worker id.
     { schema: { params: JobIdParams, body: WorkerJoinSchema.nullish() }, ...authorized },
     async (request, reply) =>
-      reply
-        .code(201)
-        .send(control.join(request.params.id, request.body ?? {}, request.socket.localAddress)),
+      reply.code(201).send(
+        control.join(
+          request.params.id,
+          request.body ?? {},
+          // Behind the HTTP front (runtime/http-front.ts) the socket is the front's.
+          request.socket.localAddress ?? headerText(request.headers[LOCAL_ADDRESS_HEADER]),
+        ),
+      ),
   );
 
   api.put(
@@ -539,4 +558,8 @@ function sameToken(a: string, b: string): boolean {
   const x = Buffer.from(a);
   const y = Buffer.from(b);
   return x.length === y.length && timingSafeEqual(x, y);
+}
+
+function headerText(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
 }

@@ -322,6 +322,29 @@ describe("control plane API", () => {
     assert.equal(manager.jobs.size, 3);
   });
 
+  it("queued and running jobs are bounded: a submission beyond gets 503", async () => {
+    const bounded = buildControlApp(
+      new ControlPlane({
+        manager: new MemoryManager({ aggregators: 64, bytesPerAggregator: 1024, policy: "edf" }),
+        core: new SwitchCore(parseSwitchConfig({ aggregators: 64 }), { send: () => {} }),
+        dataAddress: { host: "127.0.0.1", port: 1 },
+        now: () => 0,
+        maxActiveJobs: 3,
+      }),
+    );
+    for (let id = 1; id <= 3; id++) {
+      const r = await bounded.inject({
+        method: "POST",
+        url: "/jobs",
+        payload: job({ id, aggregators: 40 }),
+      });
+      assert.ok(r.statusCode === 201 || r.statusCode === 202, r.body);
+    }
+    const refused = await bounded.inject({ method: "POST", url: "/jobs", payload: job({ id: 4 }) });
+    assert.equal(refused.statusCode, 503);
+    assert.equal(refused.json().code, "tooManyJobs");
+  });
+
   it("changes beyond the rate are refused with 429; reads are never limited", async () => {
     let now = 0;
     const limited = buildControlApp(
