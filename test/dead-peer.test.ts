@@ -61,4 +61,88 @@ describe("a dead worker, as real processes", () => {
     const stats = sw.records.find((r) => r.event === "stats");
     assert.equal(stats?.jobsFailed, 1);
   });
+
+  it("a control-plane job whose worker dies is failed, its region goes back to the pool, and another job stays exact", async () => {
+    const sw = new ChildNode("switch", SCRIPTS.switch, []);
+    children.push(sw);
+    const ready = await sw.waitFor("ready", 15_000);
+    const url = String(ready.controlUrl);
+    const submit = async (id: number, workers: number) => {
+      const r = await fetch(`${url}/jobs`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({
+          id,
+          class: "be",
+          mode: "netreduce",
+          workers,
+          modelBytes: 4 << 20,
+          aggregators: 32,
+          window: 16,
+        }),
+      });
+      const text = await r.text();
+      assert.equal(r.status, 201, text);
+      return (JSON.parse(text) as { credential: string }).credential;
+    };
+    const start = (job: number, credential: string, w: number) => {
+      const child = new ChildNode(
+        `job ${job} worker ${w}`,
+        SCRIPTS.worker,
+        [
+          ...[
+            "--control",
+            url,
+            "--job",
+            String(job),
+            "--worker",
+            String(w),
+            "--size-bytes",
+            "4MiB",
+          ],
+          ...["--link-rate", "5Mbps", "--progress-ms", "100"],
+        ],
+        undefined,
+        { env: { ...process.env, INA_JOB_CREDENTIAL: credential } },
+      );
+      children.push(child);
+      return child;
+    };
+    const credential7 = await submit(7, 2);
+    const credential8 = await submit(8, 2);
+    const doomed = [0, 1].map((w) => start(7, credential7, w));
+    const other = [0, 1].map((w) => start(8, credential8, w));
+    const progressed = (c: ChildNode) =>
+      Number(c.records.filter((r) => r.event === "progress").at(-1)?.completedPackets ?? 0) > 0;
+    for (let i = 0; i < 1500 && !doomed.every(progressed); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    const killedAt = Date.now();
+    doomed[1].child.kill("SIGKILL");
+    assert.equal(await doomed[0].waitExit(60_000), 1, doomed[0].stderr);
+    assert.match(doomed[0].stderr, /the switch failed job 7: worker 1 stopped sending/);
+    console.log(
+      `worker 0 of job 7 exited ${((Date.now() - killedAt) / 1000).toFixed(1)} s after the kill`,
+    );
+    const view = (await (await fetch(`${url}/jobs/7`)).json()) as {
+      status: string;
+      reason: string;
+    };
+    assert.equal(view.status, "failed");
+    assert.match(view.reason, /worker 1 stopped sending/);
+    const allocation = (await (await fetch(`${url}/allocation`)).json()) as {
+      regions: Array<{ jobId: number }>;
+    };
+    assert.ok(
+      allocation.regions.every((r) => r.jobId !== 7),
+      `job 7 holds nothing: ${JSON.stringify(allocation.regions)}`,
+    );
+    for (const c of other) {
+      assert.equal(
+        (await c.waitFor("result", 120_000)).verified,
+        true,
+        "the other job stays exact",
+      );
+    }
+  });
 });
