@@ -11,7 +11,9 @@ import { testSeed } from "./seed.js";
  * benchmark's and the fidelity scenarios'.
  */
 describe("emulated links with real processes", () => {
-  const rate = 20e6;
+  // Slow enough that the links, not this host, bound the run even when the
+  // host is busy with other work (at 20 Mbps a doubly loaded host was not).
+  const rate = 10e6;
   const workers = 4;
   const run = (mode: "netreduce" | "ps", seed: number) =>
     runScenarioRun(
@@ -23,7 +25,7 @@ describe("emulated links with real processes", () => {
       { seed, timeoutMs: 120_000 },
     );
 
-  it("NetReduce on 20 Mbps links is exact, link-bound, at the goodput the link model predicts; PS takes about N times as long", async () => {
+  it("NetReduce on 10 Mbps links is exact, link-bound, at the goodput the link model predicts; PS takes about N times as long", async () => {
     const seed = testSeed("links real processes", 21);
     const netreduce = await run("netreduce", seed);
     assert.equal(netreduce.verified, true);

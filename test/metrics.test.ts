@@ -332,7 +332,11 @@ describe("metrics, Prometheus and the dashboard", () => {
       assert.equal(r.metric.ina_job_name, nr ? "nr" : "atp");
       assert.equal(r.metric.run, RUN);
     }
-    const up = await queryPrometheus(prometheus.url, "up");
+    // Every target scraped at least once (a loaded host may lag a scrape).
+    const up = await poll("every target's up series", 60_000, async () => {
+      const series = await queryPrometheus(prometheus.url, "up");
+      return series.length === metricsUrls.size ? series : null;
+    });
     assert.equal(up.length, metricsUrls.size);
     assert.ok(up.every((u) => u.value === 1));
     // One meaning of `job` on every series, up and the PS's included; nothing renamed aside.
