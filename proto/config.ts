@@ -69,6 +69,12 @@ export const AtpJobSchema = z.strictObject({
   mode: z.literal("atp"),
   offset: z.int().min(0),
   size: z.int().min(1),
+  /**
+   * most aggregators of its slice the job may hold at once (default: the
+   * whole slice); beyond, its contributions go straight to the PS, so one
+   * tenant cannot fill a shared pool
+   */
+  quota: z.int().min(1).optional(),
 });
 
 /** Parameter-server baseline: the switch only forwards; the PS aggregates everything. */

@@ -36,6 +36,8 @@ export interface JobCounters {
   staleFreed: number;
   /** ATP: shared aggregators this job took back from another job's claim that outlived its lease */
   leaseReclaims: number;
+  /** ATP: contributions that went to the PS because the job held its quota of the pool */
+  overQuota: number;
   /** ATP: acks that released one of this job's aggregators */
   releases: number;
   /** ATP: acks whose (job, PSN) the aggregator no longer held; released nothing */

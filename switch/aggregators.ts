@@ -17,6 +17,7 @@ export const AggregatorState = {
    */
   fallback: 3,
 } as const;
+export type AggregatorStateValue = (typeof AggregatorState)[keyof typeof AggregatorState];
 
 /**
  * The switch's aggregator array as parallel typed arrays. Each aggregator's
@@ -44,6 +45,8 @@ export class AggregatorArray {
   readonly regionEpoch: Uint8Array;
   /** when each aggregator was claimed, for the completion-latency metric */
   readonly claimedAt: Float64Array;
+  /** non-empty aggregators tagged with each job id: how much of a shared pool a job holds */
+  readonly heldBy = new Uint32Array(0x10000);
   /** the time of the packet being processed (ms), set by the switch before each program call */
   now = 0;
 
@@ -78,7 +81,9 @@ export class AggregatorArray {
     payload: Int32Array,
     payloadStart: number,
   ): void {
+    if (this.state[index] !== AggregatorState.empty) this.heldBy[this.jobId[index]]--;
     this.jobId[index] = jobId;
+    this.heldBy[jobId]++;
     this.psn[index] = h.psn;
     this.bitmap[index] = bit;
     this.contributions[index] = 1;
@@ -100,9 +105,20 @@ export class AggregatorArray {
     return this.slots.packet(index, elementCount);
   }
 
+  /** Sets aggregator `index`'s state, keeping heldBy true: every state change goes through here or claim(). */
+  setState(index: number, state: AggregatorStateValue): void {
+    const before = this.state[index];
+    if (before === AggregatorState.empty) {
+      if (state !== AggregatorState.empty) this.heldBy[this.jobId[index]]++;
+    } else if (state === AggregatorState.empty) {
+      this.heldBy[this.jobId[index]]--;
+    }
+    this.state[index] = state;
+  }
+
   /** Empties [offset, offset + size), e.g. when a job's region is installed. */
   clear(offset: number, size: number): void {
-    this.state.fill(AggregatorState.empty, offset, offset + size);
+    for (let i = offset; i < offset + size; i++) this.setState(i, AggregatorState.empty);
     this.bitmap.fill(0, offset, offset + size);
     this.contributions.fill(0, offset, offset + size);
     this.overflow.fill(0, offset, offset + size);

@@ -41,6 +41,8 @@ export interface AtpOutcome {
   evictedBitmap: number;
   /** another job's expired claim was taken back first */
   reclaimed: boolean;
+  /** the job held its quota of the pool: the contribution passes through to the PS */
+  overQuota: boolean;
 }
 
 /**
@@ -80,6 +82,7 @@ export function atpContribute(
   outcome.freedStale = false;
   outcome.evictedBitmap = 0;
   outcome.reclaimed = false;
+  outcome.overQuota = false;
   if (index < region.offset || index >= region.offset + region.size) {
     outcome.dropReason = DropReason.badIndex;
     return AtpVerdict.drop;
@@ -92,7 +95,7 @@ export function atpContribute(
   // p - window, so the PS has finished those: whatever the job still holds
   // for one of them (a late duplicate's claim, a lost ack) is only in the way.
   if (held && aggregators.psn[index] + job.window <= h.psn) {
-    aggregators.state[index] = AggregatorState.empty;
+    aggregators.setState(index, AggregatorState.empty);
     state = AggregatorState.empty;
     held = false;
     outcome.freedStale = true;
@@ -108,14 +111,21 @@ export function atpContribute(
     outcome.reclaimed = true;
     if (state === AggregatorState.partial) {
       writeForeignPiece(aggregators, index);
-      aggregators.state[index] = AggregatorState.empty;
+      aggregators.setState(index, AggregatorState.empty);
       outcome.evictedBitmap = aggregators.bitmap[index];
       return AtpVerdict.evictForeign;
     }
-    aggregators.state[index] = AggregatorState.empty;
+    aggregators.setState(index, AggregatorState.empty);
     state = AggregatorState.empty;
   }
   if (!held || aggregators.psn[index] !== h.psn) {
+    if (state === AggregatorState.empty && !resend && job.quota > 0) {
+      // A job at its quota leaves the rest of the shared pool to the others.
+      if (aggregators.heldBy[job.id] >= job.quota) {
+        outcome.overQuota = true;
+        return AtpVerdict.passThrough;
+      }
+    }
     if (state === AggregatorState.empty && !resend) {
       aggregators.claim(index, job.id, h, bit, payload, payloadStart);
       return job.fanIn === 1 ? complete(aggregators, job, h, index) : AtpVerdict.absorbed;
@@ -177,7 +187,7 @@ export function atpRelease(
   ) {
     return false;
   }
-  aggregators.state[index] = AggregatorState.empty;
+  aggregators.setState(index, AggregatorState.empty);
   return true;
 }
 
@@ -229,7 +239,7 @@ function complete(
   h: PacketHeader,
   index: number,
 ): AtpVerdictValue {
-  aggregators.state[index] = AggregatorState.complete;
+  aggregators.setState(index, AggregatorState.complete);
   writePieceHeader(aggregators, job, h, index, 0);
   return AtpVerdict.aggregateToPs;
 }
@@ -241,7 +251,7 @@ function evict(
   index: number,
   outcome: AtpOutcome,
 ): AtpVerdictValue {
-  aggregators.state[index] = AggregatorState.fallback;
+  aggregators.setState(index, AggregatorState.fallback);
   outcome.evictedBitmap = aggregators.bitmap[index];
   writePieceHeader(aggregators, job, h, index, Flag.resend);
   return AtpVerdict.evictAndPassThrough;

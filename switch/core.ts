@@ -106,6 +106,7 @@ export class SwitchCore {
     freedStale: false,
     evictedBitmap: 0,
     reclaimed: false,
+    overQuota: false,
   };
   /** where ATP fallbacks and PS-mode traffic go; port -1 when no job needs a PS */
   private readonly psPort: number;
@@ -531,6 +532,7 @@ export class SwitchCore {
         return;
       case AtpVerdict.passThrough:
         counters.fallbacks++;
+        if (outcome.overQuota) counters.overQuota++;
         if (outcome.collision) counters.collisions++;
         this.toParameterServer(job, datagram, Flag.toPs | (outcome.collision ? Flag.collision : 0));
         return;

@@ -32,6 +32,8 @@ export class JobState {
   /** bitmap with one bit per worker: the value of a complete aggregation */
   readonly fullBitmap: number;
   /** learned from each worker's packets; -1 until the worker has sent one */
+  /** ATP: most aggregators the job may hold at once; 0: its whole slice */
+  readonly quota: number;
   /** the job's packet shape, when known (0 and -1: any): see JobConfig */
   readonly elementsPerPacket: number;
   readonly scaleBits: number;
@@ -56,6 +58,7 @@ export class JobState {
     staleFreed: 0,
     releases: 0,
     leaseReclaims: 0,
+    overQuota: 0,
     acksWithoutMatch: 0,
     toParameterServer: 0,
     acks: 0,
@@ -71,6 +74,7 @@ export class JobState {
     this.current = { epoch: 0, offset: region.offset, size: region.size, start: 0 };
     this.window = config.window;
     this.elementsPerPacket = config.elementsPerPacket ?? 0;
+    this.quota = config.mode === "atp" ? (config.quota ?? 0) : 0;
     this.scaleBits = config.scaleBits ?? -1;
     this.fullBitmap = config.fanIn === 32 ? 0xffffffff : (1 << config.fanIn) - 1;
   }

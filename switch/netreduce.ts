@@ -112,7 +112,7 @@ function complete(
   h: PacketHeader,
   index: number,
 ): VerdictValue {
-  aggregators.state[index] = AggregatorState.complete;
+  aggregators.setState(index, AggregatorState.complete);
   resultHeader.type = PacketType.result;
   resultHeader.flags = aggregators.carriedFlags(index);
   resultHeader.jobId = job.id;

@@ -117,7 +117,7 @@ export class RegionChanges {
     const a = this.aggregators;
     for (let i = region.offset; i < region.offset + region.size; i++) {
       if (a.state[i] !== AggregatorState.empty && a.jobId[i] === job.id) {
-        a.state[i] = AggregatorState.empty;
+        a.setState(i, AggregatorState.empty);
       }
     }
   }

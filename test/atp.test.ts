@@ -238,6 +238,37 @@ describe("ATP program in the switch", () => {
     assert.equal(toPs().at(-1)?.header.flags, Flag.toPs | Flag.collision);
   });
 
+  it("a job at its quota of the shared pool sends the rest to the PS, leaving the pool to others", () => {
+    core = new SwitchCore(
+      parseSwitchConfig({
+        aggregators: 8,
+        elementsPerAggregator: 4,
+        jobs: [{ ...atpA, quota: 1 }, atpB],
+        parameterServer: PS,
+      }),
+      capture,
+    );
+    const first = psnAt(1, 0);
+    const second = psnAt(1, 1);
+    send(atpA, 0, first, [1]); // A holds one aggregator: its quota
+    assert.equal(core.aggregators.heldBy[1], 1);
+    send(atpA, 0, second, [2]); // a second would exceed it
+    const passed = toPs().at(-1);
+    assert.equal(passed?.header.jobId, 1);
+    assert.equal(passed?.header.psn, second);
+    assert.equal(passed?.header.flags, Flag.toPs, "not a collision: over quota");
+    assert.equal(core.job(1)?.counters.overQuota, 1);
+    assert.equal(core.aggregators.state[1], AggregatorState.empty, "left to others");
+    send(atpB, 0, psnAt(2, 1), [5]);
+    assert.equal(core.aggregators.jobId[1], 2, "B takes it");
+    // When A's aggregate is acked and released, A may claim again.
+    send(atpA, 1, first, [1]);
+    ack(atpA, first, 0, [2]);
+    assert.equal(core.aggregators.heldBy[1], 0);
+    send(atpA, 0, psnAt(1, 2, second + 1), [3]);
+    assert.equal(core.aggregators.heldBy[1], 1);
+  });
+
   it("a resend that finds its own partial evicts it to the PS and holds the PSN in fallback", () => {
     const index = atpIndex(1, 0, 0, 4);
     send(atpA, 0, 0, [5]);

@@ -27,6 +27,15 @@ function assertExact(sim: ReturnType<typeof simulate>, jobs: SimJob[]): void {
       assert.equal(v.verified, true, `job ${j} worker ${w}`);
     }
   });
+  // What each job holds of the pool (ATP quotas) is counted exactly.
+  const a = sim.sw.aggregators;
+  const held = new Map<number, number>();
+  for (let i = 0; i < a.count; i++) {
+    if (a.state[i] !== 0) held.set(a.jobId[i], (held.get(a.jobId[i]) ?? 0) + 1);
+  }
+  for (let id = 0; id < 16; id++) {
+    assert.equal(a.heldBy[id], held.get(id) ?? 0, `aggregators held by job ${id}`);
+  }
 }
 
 for (const mode of JOB_MODES) {
