@@ -7,7 +7,7 @@ import { ChildNode } from "../bench/processes.js";
 import { SCRIPTS } from "../bench/run.js";
 
 /** A worker killed mid-job, as real processes: its peers hear of it from the switch and say who died. */
-describe("a dead worker, as real processes", () => {
+describe("dead peers, as real processes", () => {
   const children: ChildNode[] = [];
   let dir = "";
   after(async () => {
@@ -144,5 +144,77 @@ describe("a dead worker, as real processes", () => {
         "the other job stays exact",
       );
     }
+  });
+
+  /** A 2-worker job of `mode` on a config file, its workers on a slow NIC, started and past their first results. */
+  async function runningJob(mode: "netreduce" | "atp", workerArgs: string[] = []) {
+    const jobDir = await mkdtemp(join(tmpdir(), "ina-dead-"));
+    const config: Record<string, unknown> = {
+      aggregators: 64,
+      deadPeerMs: 2000,
+      jobs: [{ id: 1, mode, fanIn: 2, offset: 0, size: 32, window: 16 }],
+    };
+    let ps: ChildNode | null = null;
+    if (mode === "atp") {
+      await writeFile(join(jobDir, "ps.json"), JSON.stringify(config));
+      ps = new ChildNode("ps", SCRIPTS.ps, ["--config", join(jobDir, "ps.json")]);
+      children.push(ps);
+      const psReady = await ps.waitFor("ready", 15_000);
+      config.parameterServer = { host: "127.0.0.1", port: Number(psReady.dataPort) };
+    }
+    await writeFile(join(jobDir, "switch.json"), JSON.stringify(config));
+    const sw = new ChildNode("switch", SCRIPTS.switch, ["--config", join(jobDir, "switch.json")]);
+    children.push(sw);
+    const ready = await sw.waitFor("ready", 15_000);
+    const workers = [0, 1].map((w) => {
+      const child = new ChildNode(`worker ${w}`, SCRIPTS.worker, [
+        ...["--switch", `127.0.0.1:${ready.dataPort}`, "--mode", mode, "--worker", String(w)],
+        ...["--fan-in", "2", "--size", "32", "--window", "16", "--size-bytes", "4MiB"],
+        ...["--link-rate", "5Mbps", "--wait-go", "--progress-ms", "100", ...workerArgs],
+      ]);
+      children.push(child);
+      return child;
+    });
+    for (const w of workers) await w.waitFor("ready", 30_000);
+    for (const w of workers) w.send("go");
+    const progressed = (c: ChildNode) =>
+      Number(c.records.filter((r) => r.event === "progress").at(-1)?.completedPackets ?? 0) > 0;
+    for (let i = 0; i < 1500 && !workers.every(progressed); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    return { sw, ps, workers, dir: jobDir };
+  }
+
+  it("kill -9 the PS: an ATP job's workers exit 1 saying the parameter server is unreachable", async () => {
+    const { ps, workers, dir: jobDir } = await runningJob("atp");
+    const killedAt = Date.now();
+    ps?.child.kill("SIGKILL");
+    for (const w of workers) {
+      assert.equal(await w.waitExit(60_000), 1, w.stderr);
+      assert.match(w.stderr, /the switch failed job 1: the parameter server is unreachable/);
+    }
+    console.log(
+      `workers exited ${((Date.now() - killedAt) / 1000).toFixed(1)} s after the PS was killed`,
+    );
+    await rm(jobDir, { recursive: true, force: true });
+  });
+
+  it("kill -9 the switch: workers say so within seconds and give up with a clear error", async () => {
+    const {
+      sw,
+      workers,
+      dir: jobDir,
+    } = await runningJob("netreduce", [...["--warn-after-s", "2", "--give-up-s", "6"]]);
+    const killedAt = Date.now();
+    sw.child.kill("SIGKILL");
+    for (const w of workers) {
+      assert.equal(await w.waitExit(60_000), 1, w.stderr);
+      assert.match(w.stderr, /no answer from the switch at 127\.0\.0\.1:\d+ for [2-6] s/);
+      assert.match(w.stderr, /error: .*no answer from the switch for 6\.0 s/);
+    }
+    console.log(
+      `workers gave up ${((Date.now() - killedAt) / 1000).toFixed(1)} s after the switch was killed`,
+    );
+    await rm(jobDir, { recursive: true, force: true });
   });
 });
