@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
-import { CONGESTION_CONTROLS, POLICIES } from "../proto/config.js";
+import { CONGESTION_CONTROLS, POLICIES, windowInputSchema } from "../proto/config.js";
 import { largestPacketBytes, linkProblems } from "../proto/links.js";
 import type { Scenario, ScheduleScenario } from "../proto/scenario.js";
 import { byteSize, durationSchema, float32Bytes, rateSchema } from "../proto/units.js";
@@ -99,7 +99,19 @@ const spec = {
       valueName: "K",
       description: "int32 elements per packet",
     },
-    window: { type: "string", valueName: "W", description: "packets in flight per worker" },
+    window: {
+      type: "string",
+      valueName: "N|BYTES",
+      description: "packets in flight per worker (128), or bytes in flight (512KiB)",
+    },
+    "packets-per-datagram": {
+      type: "string",
+      valueName: "N",
+      description:
+        "most packets a switch, PS or worker puts in one datagram (emulated segmentation\n" +
+        "offload; 1: none)",
+      defaultText: "64",
+    },
     "scale-bits": { type: "string", valueName: "S", description: "fixed point: value x 2^S" },
     loss: {
       type: "string",
@@ -169,7 +181,8 @@ const spec = {
       congestionControl: z.enum(CONGESTION_CONTROLS).optional(),
       iterations: cliInt(1, 10_000).optional(),
       elementsPerPacket: cliInt(1, MAX_ELEMENTS_PER_PACKET).optional(),
-      window: cliInt(1, 1 << 16).optional(),
+      window: windowInputSchema.optional(),
+      packetsPerDatagram: cliInt(1, 4096).optional(),
       scaleBits: cliInt(0, MAX_SCALE_BITS).optional(),
       loss: cliProbability.optional(),
       duplicate: cliProbability.optional(),
@@ -392,6 +405,7 @@ function refuseOptionsThatDoNotApply(o: Options, scheduling: boolean): void {
     "iterations",
     "elementsPerPacket",
     "window",
+    "packetsPerDatagram",
     "scaleBits",
     "loss",
     "duplicate",
@@ -559,6 +573,7 @@ async function runRuns(
         verified: false,
         switch: {},
         ps: null,
+        warnings: [],
         links: null,
         bound: null,
         error: message,

@@ -132,6 +132,8 @@ export interface RunResult {
   verified: boolean;
   switch: (SwitchStatsRecord & FinalStats) | Record<string, unknown>;
   ps: PsStatsRecord | null;
+  /** what the switch and the workers warned about at start (a window their receive buffers cannot hold) */
+  warnings: string[];
   /** with emulated links: every link direction's load, busiest first */
   links: LinkLoad[] | null;
   /**
@@ -306,10 +308,16 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
   const startTimers: NodeJS.Timeout[] = [];
   try {
     const config = switchConfigOf(run, jobs, o.seed);
+    const datagramArgs =
+      run.packetsPerDatagram === undefined
+        ? []
+        : ["--packets-per-datagram", String(run.packetsPerDatagram)];
     const { ps, sw, ready } = await startSwitch({
       dir,
       config,
       withPs: jobs.some((j) => j.mode !== "netreduce"),
+      psArgs: datagramArgs,
+      switchArgs: datagramArgs,
       script: o.switchImpl === "floor" ? SCRIPTS.floor : SCRIPTS.switch,
       children,
       targets: o.targets,
@@ -343,7 +351,7 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
         const child = new ChildNode(
           `${job.name} worker ${w}`,
           SCRIPTS.worker,
-          workerArgs(job, w, target, run.links),
+          [...workerArgs(job, w, target, run.links), ...datagramArgs],
           onRecord(w),
         );
         children.push(child);
@@ -393,6 +401,13 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
       jobs,
     });
     const lastStart = Math.max(...jobs.map((j) => j.startMs));
+    const warnings = [
+      ...new Set(
+        [ready, ...workersOf.flat().map((child) => child.records.find((r) => r.event === "ready"))]
+          .flatMap((record) => (Array.isArray(record?.warnings) ? record.warnings : []))
+          .map(String),
+      ),
+    ];
     const results = await Promise.all(
       workersOf.map((workers) =>
         Promise.all(workers.map((child) => child.waitFor("result", o.timeoutMs + lastStart))),
@@ -434,6 +449,7 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
       verified: jobResults.every((r) => r.verified),
       switch: switchStats,
       ps: psStats,
+      warnings,
       links: loads,
       bound:
         loads === null || run.links === undefined

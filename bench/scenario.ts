@@ -3,6 +3,8 @@ import {
   type JobConfig,
   type SwitchConfigInput,
   SwitchConfigSchema,
+  type WindowInput,
+  windowPackets,
 } from "../proto/config.js";
 import { type Links, LinksSchema } from "../proto/links.js";
 import {
@@ -23,7 +25,8 @@ export interface ScenarioOverrides {
   workers?: number;
   size?: number;
   iterations?: number;
-  window?: number;
+  window?: WindowInput;
+  packetsPerDatagram?: number;
   elementsPerPacket?: number;
   scaleBits?: number;
   seed?: number;
@@ -73,21 +76,25 @@ export function applyOverrides(scenario: Scenario, o: ScenarioOverrides): Scenar
     .map((run) => ({
       ...run,
       links: overrideLinks(run.links, `run ${run.name}`, o),
+      packetsPerDatagram: pick(o.packetsPerDatagram, run.packetsPerDatagram),
       faults: {
         loss: pick(o.loss, run.faults.loss),
         duplicate: pick(o.duplicate, run.faults.duplicate),
         reorder: pick(o.reorder, run.faults.reorder),
       },
-      jobs: run.jobs.map((job) => ({
-        ...job,
-        workers: pick(o.workers, job.workers),
-        size: pick(o.size, job.size),
-        iterations: pick(o.iterations, job.iterations),
-        window: pick(o.window, job.window),
-        elementsPerPacket: pick(o.elementsPerPacket, job.elementsPerPacket),
-        scaleBits: pick(o.scaleBits, job.scaleBits),
-        congestionControl: pick(o.congestionControl, job.congestionControl),
-      })),
+      jobs: run.jobs.map((job) => {
+        const elementsPerPacket = pick(o.elementsPerPacket, job.elementsPerPacket);
+        return {
+          ...job,
+          workers: pick(o.workers, job.workers),
+          size: pick(o.size, job.size),
+          iterations: pick(o.iterations, job.iterations),
+          window: o.window === undefined ? job.window : windowPackets(o.window, elementsPerPacket),
+          elementsPerPacket,
+          scaleBits: pick(o.scaleBits, job.scaleBits),
+          congestionControl: pick(o.congestionControl, job.congestionControl),
+        };
+      }),
     }));
   if (runs.length === 0) {
     throw new UsageError(

@@ -60,6 +60,35 @@ export function decodeHeader(
   return DropReason.ok;
 }
 
+/**
+ * Checks a datagram's framing (proto/README.md, section 2.1): the packets it
+ * carries lie back to back, each 32 + 4 x elementCount bytes long, and end
+ * exactly at its end. Returns how many packets it carries (at least 1), or,
+ * when the framing is not certain, minus the reason to drop the whole
+ * datagram: `tooShort` (an empty datagram), `badVersion` (a header of another
+ * version, whose length field cannot be trusted) or `badLength` (a packet
+ * runs past the end, or bytes are left over that are no packet). Reads only
+ * each header's version and elementCount; decodeHeader checks the rest.
+ */
+export function datagramPackets(bytes: Uint8Array, length: number): number {
+  let packets = 0;
+  let at = 0;
+  while (at < length) {
+    if (length - at < HEADER_BYTES) return at === 0 ? -DropReason.tooShort : -DropReason.badLength;
+    if (bytes[at + Field.version] !== PROTOCOL_VERSION) return -DropReason.badVersion;
+    at += packetBytesAt(bytes, at);
+    packets++;
+  }
+  if (at > length) return -DropReason.badLength;
+  return packets === 0 ? -DropReason.tooShort : packets;
+}
+
+/** The length of the packet whose header starts at `at` of `bytes`: 32 + 4 x its elementCount. */
+export function packetBytesAt(bytes: Uint8Array, at: number): number {
+  const elementCount = bytes[at + Field.elementCount] | (bytes[at + Field.elementCount + 1] << 8);
+  return HEADER_BYTES + elementCount * ELEMENT_BYTES;
+}
+
 /** Writes `h` as a header at `offset` of `view`. The caller keeps values in range. */
 export function encodeHeader(view: DataView, offset: number, h: PacketHeader): void {
   view.setUint8(offset + Field.version, h.version);

@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { LinksSchema, largestPacketBytes, linkProblems } from "./links.js";
-import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN, MAX_SCALE_BITS } from "./wire.js";
+import { parseBytes } from "./units.js";
+import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN, MAX_SCALE_BITS, packetBytes } from "./wire.js";
 
 /**
  * Configuration the switch, the parameter server and the end hosts must agree
@@ -33,6 +34,42 @@ export type FaultConfig = z.infer<typeof FaultConfigSchema>;
 /** The most packets a worker keeps in flight: a job's window. */
 export const MAX_WINDOW = 1 << 16;
 export const windowSchema = z.int().min(1).max(MAX_WINDOW);
+
+/**
+ * A window as people give it: packets in flight (128, "128"), or bytes in
+ * flight ("512KiB", "1MB"), which is what overflows a receive buffer and
+ * what a link's bandwidth-delay product limits. windowPackets() turns it into
+ * packets once the packet size is known.
+ */
+export type WindowInput = { packets: number } | { bytes: number };
+
+export const windowInputSchema = z
+  .union([z.number(), z.string()])
+  .transform((value, ctx): WindowInput => {
+    const text = String(value).trim();
+    if (/^\d+$/.test(text)) {
+      const packets = Number(text);
+      if (packets >= 1 && packets <= MAX_WINDOW) return { packets };
+    } else if (typeof value === "string") {
+      const bytes = parseBytes(value);
+      if (bytes !== null && bytes >= 1) return { bytes };
+    }
+    ctx.addIssue({
+      code: "custom",
+      message: `expected packets in flight (1..${MAX_WINDOW}, e.g. 128) or bytes in flight (e.g. 512KiB), got "${value}"`,
+    });
+    return z.NEVER;
+  });
+
+/**
+ * The window in packets of `elementsPerPacket` elements: a byte window holds
+ * as many whole packets as fit (at least 1, at most MAX_WINDOW).
+ */
+export function windowPackets(window: WindowInput, elementsPerPacket: number): number {
+  if ("packets" in window) return window.packets;
+  const fit = Math.floor(window.bytes / packetBytes(elementsPerPacket));
+  return Math.min(MAX_WINDOW, Math.max(1, fit));
+}
 
 const jobCommon = {
   id: z.int().min(0).max(0xffff),

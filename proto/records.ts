@@ -79,8 +79,12 @@ export interface SwitchLinkRecord extends LinkPortRecord {
 
 /** ina-switch's `stats` record (at exit, and every --stats-interval-ms). */
 export interface SwitchStatsRecord {
+  /** packets, each counted on its own even when several share a datagram */
   rxPackets: number;
   txPackets: number;
+  /** datagrams (one or several packets each); txDatagrams only from a running switch */
+  rxDatagrams: number;
+  txDatagrams?: number;
   rxBytes: number;
   txBytes: number;
   /** first to latest datagram, seconds */
@@ -110,7 +114,11 @@ export interface SwitchStatsRecord {
 
 /** ina-ps's `stats` record. */
 export interface PsStatsRecord {
+  /** packets, each counted on its own, and the datagrams they came in */
   rxPackets: number;
+  rxDatagrams: number;
+  /** datagrams sent (acks to the switch share them); only from a running PS */
+  txDatagrams?: number;
   /** what arrived, by kind */
   workerContributions: number;
   collisions: number;

@@ -1,5 +1,12 @@
 import { z } from "zod";
-import { CONGESTION_CONTROLS, JOB_MODES, POLICIES, windowSchema } from "./config.js";
+import {
+  CONGESTION_CONTROLS,
+  JOB_MODES,
+  POLICIES,
+  windowInputSchema,
+  windowPackets,
+  windowSchema,
+} from "./config.js";
 import { LinksSchema } from "./links.js";
 import { float32Bytes } from "./units.js";
 import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN, MAX_SCALE_BITS } from "./wire.js";
@@ -13,33 +20,36 @@ import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN, MAX_SCALE_BITS } from "./wire.js";
 
 const probability = z.number().min(0).max(1);
 
-export const ScenarioJobSchema = z.strictObject({
-  /** shown in tables; defaults to "<mode>-<id>" */
-  name: z.string().min(1).max(40).optional(),
-  /** job id on the wire; defaults to the job's position + 1 */
-  id: z.int().min(0).max(0xffff).optional(),
-  mode: z.enum(JOB_MODES),
-  workers: z.int().min(1).max(MAX_FAN_IN),
-  /** gradient bytes per worker (float32), e.g. "16MiB" or 4194304 */
-  size: float32Bytes.default(16 * 1024 * 1024),
-  iterations: z.int().min(1).max(10_000).default(1),
-  /** when the job's workers start, after the run's first job (ms) */
-  startMs: z.number().min(0).max(3_600_000).default(0),
-  window: windowSchema.default(128),
-  elementsPerPacket: z.int().min(1).max(MAX_ELEMENTS_PER_PACKET).default(256),
-  scaleBits: z.int().min(0).max(MAX_SCALE_BITS).default(20),
-  /**
-   * NetReduce: the job's region (default: the next 2 x window aggregators).
-   * ATP: the job's slice of the pool (default: every aggregator no NetReduce
-   * job holds, shared by all ATP jobs). PS: unused.
-   */
-  offset: z.int().min(0).optional(),
-  regionSize: z.int().min(1).optional(),
-  /** how the workers' windows react to ECN-marked results (with links): none, aimd, dctcp */
-  congestionControl: z.enum(CONGESTION_CONTROLS).default("none"),
-  /** seed of the job's gradients; defaults to the scenario's seed + id */
-  seed: z.int().min(0).max(0xffffffff).optional(),
-});
+export const ScenarioJobSchema = z
+  .strictObject({
+    /** shown in tables; defaults to "<mode>-<id>" */
+    name: z.string().min(1).max(40).optional(),
+    /** job id on the wire; defaults to the job's position + 1 */
+    id: z.int().min(0).max(0xffff).optional(),
+    mode: z.enum(JOB_MODES),
+    workers: z.int().min(1).max(MAX_FAN_IN),
+    /** gradient bytes per worker (float32), e.g. "16MiB" or 4194304 */
+    size: float32Bytes.default(16 * 1024 * 1024),
+    iterations: z.int().min(1).max(10_000).default(1),
+    /** when the job's workers start, after the run's first job (ms) */
+    startMs: z.number().min(0).max(3_600_000).default(0),
+    /** packets in flight per worker (128), or bytes in flight ("512KiB") */
+    window: windowInputSchema.default({ packets: 128 }),
+    elementsPerPacket: z.int().min(1).max(MAX_ELEMENTS_PER_PACKET).default(256),
+    scaleBits: z.int().min(0).max(MAX_SCALE_BITS).default(20),
+    /**
+     * NetReduce: the job's region (default: the next 2 x window aggregators).
+     * ATP: the job's slice of the pool (default: every aggregator no NetReduce
+     * job holds, shared by all ATP jobs). PS: unused.
+     */
+    offset: z.int().min(0).optional(),
+    regionSize: z.int().min(1).optional(),
+    /** how the workers' windows react to ECN-marked results (with links): none, aimd, dctcp */
+    congestionControl: z.enum(CONGESTION_CONTROLS).default("none"),
+    /** seed of the job's gradients; defaults to the scenario's seed + id */
+    seed: z.int().min(0).max(0xffffffff).optional(),
+  })
+  .transform((job) => ({ ...job, window: windowPackets(job.window, job.elementsPerPacket) }));
 export type ScenarioJob = z.infer<typeof ScenarioJobSchema>;
 
 export const ScenarioRunSchema = z.strictObject({
@@ -63,6 +73,8 @@ export const ScenarioRunSchema = z.strictObject({
     .default({ loss: 0, duplicate: 0, reorder: 0 }),
   /** emulated links between every host and the switch (proto/links.ts); absent: none */
   links: LinksSchema.optional(),
+  /** most packets per datagram at every sender (1: no coalescing); absent: each process's default */
+  packetsPerDatagram: z.int().min(1).max(4096).optional(),
   jobs: z
     .array(ScenarioJobSchema)
     .min(1)

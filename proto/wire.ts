@@ -94,9 +94,15 @@ export const Flag = {
    * int32 and was completed in floating point. Only on acks and results.
    */
   float32: 1 << 5,
+  /**
+   * The worker that sent this packet accepts datagrams of several packets
+   * (section 2.1): the switch may coalesce the packets it sends that worker.
+   * Only on a worker's contributions.
+   */
+  batches: 1 << 6,
 } as const;
 export const KNOWN_FLAGS =
-  Flag.resend | Flag.collision | Flag.overflow | Flag.ecn | Flag.toPs | Flag.float32;
+  Flag.resend | Flag.collision | Flag.overflow | Flag.ecn | Flag.toPs | Flag.float32 | Flag.batches;
 
 /** One decoded header. Decoders fill a caller-owned instance; never allocate per packet. */
 export interface PacketHeader {
@@ -132,6 +138,9 @@ export function emptyHeader(): PacketHeader {
     destination: 0,
   };
 }
+
+/** The largest UDP/IPv4 payload: no datagram, of one packet or several, is longer. */
+export const MAX_DATAGRAM_BYTES = 65507;
 
 /** Bytes a packet with `elementCount` elements occupies on the wire. */
 export function packetBytes(elementCount: number): number {

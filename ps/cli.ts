@@ -87,6 +87,7 @@ await runCli(spec, async (options) => {
     port: options.port,
     adoptWindow: options.adoptWindow,
     link: config.links === undefined ? undefined : linkParamsFor(config.links, "ps"),
+    datagram: { packets: options.packetsPerDatagram, bytes: options.datagramBytes },
   });
   const address = server.address();
   if (options.switch !== undefined) {
@@ -106,11 +107,14 @@ await runCli(spec, async (options) => {
       dataPort: address.port,
       metricsUrl: metrics.url,
       jobs: server.core.jobs.map((job) => ({ id: job.id, mode: job.mode, fanIn: job.fanIn })),
+      datagram: server.coalescer.limits,
+      socketBuffers: server.buffers,
     },
     statsIntervalMs: options.statsIntervalMs,
     report: () => ({
       socketErrors: server.socketErrors,
       ...psReport(server.core),
+      txDatagrams: server.coalescer.datagramsSent,
       link: server.nic?.record(),
     }),
     close: async () => {

@@ -1,4 +1,4 @@
-import { decodeHeader, encodeHeader } from "../proto/codec.js";
+import { datagramPackets, decodeHeader, encodeHeader, packetBytesAt } from "../proto/codec.js";
 import type { JobConfig } from "../proto/config.js";
 import { DROP_REASON_COUNT, DropReason, type DropReasonValue } from "../proto/drops.js";
 import { INT32_MAX, INT32_MIN } from "../proto/fixedpoint.js";
@@ -125,6 +125,7 @@ class PsJob {
 export class PsCore {
   readonly stats: PsStats = {
     rxPackets: 0,
+    rxDatagrams: 0,
     workerContributions: 0,
     collisions: 0,
     partials: 0,
@@ -174,12 +175,28 @@ export class PsCore {
     return n;
   }
 
-  /** One datagram (normally from the switch). Never throws on bad input. */
+  /**
+   * One datagram (normally from the switch): each of its packets in turn
+   * (proto/README.md, section 2.1). Never throws on bad input.
+   */
   receive(datagram: Buffer, port: number, address: string): void {
-    this.stats.rxPackets++;
-    const reason = this.accept(datagram, port, address);
-    if (reason !== DropReason.ok) this.stats.drops[reason]++;
-    else if (this.switchPort < 0) this.trustSwitch(port, address);
+    this.stats.rxDatagrams++;
+    const packets = datagramPackets(datagram, datagram.length);
+    if (packets < 0) {
+      // The framing is not certain: the whole datagram goes, counted once.
+      this.stats.rxPackets++;
+      this.stats.drops[-packets]++;
+      return;
+    }
+    let at = 0;
+    for (let k = 0; k < packets; k++) {
+      const length = packetBytesAt(datagram, at);
+      this.stats.rxPackets++;
+      const reason = this.accept(datagram, at, length, port, address);
+      if (reason !== DropReason.ok) this.stats.drops[reason]++;
+      else if (this.switchPort < 0) this.trustSwitch(port, address);
+      at += length;
+    }
   }
 
   /**
@@ -196,11 +213,17 @@ export class PsCore {
   private switchAddress = "";
 
   /** Takes one piece into its PSN's sum; returns why it was not used, or ok. */
-  private accept(datagram: Buffer, port: number, address: string): DropReasonValue {
+  private accept(
+    datagram: Buffer,
+    at: number,
+    length: number,
+    port: number,
+    address: string,
+  ): DropReasonValue {
     const h = this.header;
-    if (datagram.length > this.scratch.length) return DropReason.tooManyElements;
-    datagram.copy(this.scratch, 0, 0, datagram.length);
-    const reason = decodeHeader(this.scratchView, 0, datagram.length, h);
+    if (length > this.scratch.length) return DropReason.tooManyElements;
+    datagram.copy(this.scratch, 0, at, at + length);
+    const reason = decodeHeader(this.scratchView, 0, length, h);
     if (reason !== DropReason.ok) return reason;
     // Pieces come through the switch, never straight from anyone else.
     if (this.switchPort >= 0 && (port !== this.switchPort || address !== this.switchAddress)) {

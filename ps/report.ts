@@ -7,6 +7,7 @@ export function psReport(core: PsCore): PsStatsRecord {
   const s = core.stats;
   return {
     rxPackets: s.rxPackets,
+    rxDatagrams: s.rxDatagrams,
     workerContributions: s.workerContributions,
     collisions: s.collisions,
     partials: s.partials,

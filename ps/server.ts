@@ -2,8 +2,19 @@ import type { AddressInfo } from "node:net";
 import type { SocketAsPromised } from "dgram-as-promised";
 import type { JobConfig } from "../proto/config.js";
 import { type LinkParams, largestPacketBytes } from "../proto/links.js";
+import {
+  type Coalescer,
+  type DatagramLimits,
+  DEFAULT_DATAGRAM_LIMITS,
+  socketCoalescer,
+} from "../runtime/coalesce.js";
 import { PacedPort, ReleaseClock } from "../runtime/pacer.js";
-import { bindDataSocket } from "../runtime/socket.js";
+import {
+  bindDataSocket,
+  SOCKET_BUFFER_BYTES,
+  type SocketBuffers,
+  socketBuffers,
+} from "../runtime/socket.js";
 import { PsCore } from "./core.js";
 
 export interface PsServerOptions {
@@ -16,6 +27,8 @@ export interface PsServerOptions {
   adoptWindow?: number;
   /** the PS's emulated link: its acks are paced through its NIC's queue */
   link?: LinkParams;
+  /** how many packets (and bytes) one datagram to the switch may carry; default 64 */
+  datagram?: DatagramLimits;
 }
 
 /**
@@ -30,6 +43,9 @@ export class PsServer {
     readonly core: PsCore,
     /** the PS's NIC on its emulated link, or null without one */
     readonly nic: PacedPort | null,
+    /** acks for the switch leaving in one turn share datagrams */
+    readonly coalescer: Coalescer,
+    readonly buffers: SocketBuffers,
   ) {
     socket.socket.on("message", (msg, rinfo) => core.receive(msg, rinfo.port, rinfo.address));
     socket.socket.on("error", () => {
@@ -42,8 +58,16 @@ export class PsServer {
     // bindDataSocket), so an ack buffer is free again when send() returns.
     const socket = await bindDataSocket(options.host ?? "127.0.0.1", options.port ?? 0);
     const raw = socket.socket;
+    // The PS only ever answers the switch, which accepts datagrams of several packets.
+    const coalescer = socketCoalescer(
+      options.datagram ?? DEFAULT_DATAGRAM_LIMITS,
+      (datagram, port, address) => {
+        raw.send(datagram, port, address);
+      },
+      true,
+    );
     const sendNow = (packet: Buffer, port: number, address: string) => {
-      raw.send(packet, port, address);
+      coalescer.send(packet, port, address);
     };
     const nic =
       options.link === undefined
@@ -67,7 +91,7 @@ export class PsServer {
       },
       options.adoptWindow ?? 0,
     );
-    return new PsServer(socket, core, nic);
+    return new PsServer(socket, core, nic, coalescer, socketBuffers(raw, SOCKET_BUFFER_BYTES));
   }
 
   address(): AddressInfo {

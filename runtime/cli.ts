@@ -7,6 +7,8 @@ import {
   parseSwitchConfig,
   type SwitchConfig,
 } from "../proto/config.js";
+import { MAX_DATAGRAM_BYTES } from "../proto/wire.js";
+import { DEFAULT_DATAGRAM_LIMITS } from "./coalesce.js";
 
 /**
  * The command-line conventions every ina-emu process follows: options are
@@ -240,6 +242,30 @@ export async function loadSwitchConfigFile(
 }
 
 /** Options every data-plane server (switch, PS) takes besides its config. */
+/** How senders coalesce packets into datagrams (proto/README.md, section 2.1). */
+export const DATAGRAM_OPTIONS = {
+  "packets-per-datagram": {
+    type: "string",
+    valueName: "N",
+    description:
+      "put up to N packets for the same destination, produced in one turn of the event loop,\n" +
+      "into one datagram (emulated segmentation offload; every packet is still emulated,\n" +
+      "dropped and counted on its own); 1: one packet per datagram",
+    defaultText: String(DEFAULT_DATAGRAM_LIMITS.packets),
+  },
+  "datagram-bytes": {
+    type: "string",
+    valueName: "BYTES",
+    description: "largest datagram of several packets",
+    defaultText: String(DEFAULT_DATAGRAM_LIMITS.bytes),
+  },
+} as const satisfies Record<string, OptionSpec>;
+
+export const DATAGRAM_SCHEMA = {
+  packetsPerDatagram: cliInt(1, 4096).default(DEFAULT_DATAGRAM_LIMITS.packets),
+  datagramBytes: cliInt(32, MAX_DATAGRAM_BYTES).default(DEFAULT_DATAGRAM_LIMITS.bytes),
+};
+
 export const SERVER_OPTIONS = {
   host: {
     type: "string",
@@ -259,6 +285,7 @@ export const SERVER_OPTIONS = {
     description: "also print a stats record this often; 0 = only at exit",
     defaultText: "0",
   },
+  ...DATAGRAM_OPTIONS,
 } as const satisfies Record<string, OptionSpec>;
 
 export const SERVER_SCHEMA = {
@@ -266,6 +293,7 @@ export const SERVER_SCHEMA = {
   host: z.string().default("127.0.0.1"),
   port: cliInt(0, 65535).default(0),
   statsIntervalMs: cliInt(0, 3_600_000).default(0),
+  ...DATAGRAM_SCHEMA,
 };
 
 /** Validates `input` with `schema`; a UsageError from `source` names every bad field. */

@@ -106,7 +106,13 @@ await runCli(spec, async (options) => {
     options.config === undefined
       ? parseSwitchConfig(DEFAULT_SWITCH_CONFIG)
       : await loadSwitchConfigFile(options.config);
-  const server = await SwitchServer.start({ config, host: options.host, port: options.port });
+  const server = await SwitchServer.start({
+    config,
+    host: options.host,
+    port: options.port,
+    datagram: { packets: options.packetsPerDatagram, bytes: options.datagramBytes },
+  });
+  if (server.bufferWarning !== null) process.stderr.write(`warning: ${server.bufferWarning}\n`);
   const address = server.address();
   // The memory manager hands out what the config's own jobs leave free.
   const manager = new MemoryManager({
@@ -158,11 +164,15 @@ await runCli(spec, async (options) => {
       controlPort,
       policy: options.policy,
       jobs: config.jobs,
+      datagram: server.coalescer.limits,
+      socketBuffers: server.buffers,
+      warnings: server.bufferWarning === null ? [] : [server.bufferWarning],
     },
     statsIntervalMs: options.statsIntervalMs,
     report: () => ({
       socketErrors: server.socketErrors,
       ...switchReport(server.core),
+      txDatagrams: server.coalescer.datagramsSent,
       links: server.linkRecords(),
     }),
     close: async () => {

@@ -1,4 +1,4 @@
-import { decodeHeader, encodeHeader } from "../proto/codec.js";
+import { datagramPackets, decodeHeader, encodeHeader, packetBytesAt } from "../proto/codec.js";
 import type { SwitchConfig } from "../proto/config.js";
 import { DROP_REASON_COUNT, DropReason, type DropReasonValue } from "../proto/drops.js";
 import { describeFailure } from "../proto/failure.js";
@@ -11,10 +11,10 @@ import {
   Field,
   Flag,
   HEADER_BYTES,
+  MAX_DATAGRAM_BYTES,
   PACKET_TYPE_COUNT,
   type PacketHeader,
   PacketType,
-  packetBytes,
   WORKER_ID_NONE,
 } from "../proto/wire.js";
 import { SampleRing } from "../runtime/sample-ring.js";
@@ -28,8 +28,10 @@ import { RegionChanges } from "./regions.js";
 
 /** Where the switch's packets go: the UDP adapter, or a test's capture. */
 export interface Transmit {
-  /** Sends all of `packet`, which stays unchanged until the send has happened (see SwitchCore). */
+  /** Sends all of `packet`; the buffer may change once send() returns (see SwitchCore). */
   send(packet: Buffer, port: number, address: string): void;
+  /** The worker at `address:port` accepts datagrams of several packets (it set `batches`). */
+  acceptsBatches?(port: number, address: string): void;
 }
 
 /** The counters of the `stats` record, and what the metrics read besides. */
@@ -40,7 +42,7 @@ export interface SwitchStats
   > {
   /** drops by DropReason value */
   drops: Float64Array;
-  /** datagrams received (well-formed) and sent, by packet type */
+  /** packets received (well-formed) and sent, by packet type */
   rxByType: Float64Array;
   txByType: Float64Array;
   /** every 16th aggregation's time from first contribution to completion (ms) */
@@ -52,17 +54,18 @@ export interface SwitchStats
 
 /**
  * The switch's data plane, sans-IO: datagrams and time go in through
- * receive() and tick(), packets come out through `transmit`. Per datagram it
- * runs a straight pipeline: ingress faults, parse, job rule, program
- * (NetReduce), then egress faults and send. Nothing here allocates per packet.
+ * receive() and tick(), packets come out through `transmit`. A datagram may
+ * carry several packets (proto/README.md, section 2.1); per packet it runs a
+ * straight pipeline: ingress faults, parse, job rule, program (NetReduce,
+ * ATP), then egress faults and send. Nothing here allocates per packet.
  *
- * Buffers handed to transmit are aggregator slots or received datagrams; a
- * slot is rewritten only when a newer PSN takes it over, after every worker
- * has the result (the 2 x window rule), so sends never see a changing buffer.
+ * Buffers handed to transmit are aggregator slots or the packet being
+ * processed; transmit sends or copies them before it returns.
  */
 export class SwitchCore {
   readonly stats: SwitchStats = {
     rxPackets: 0,
+    rxDatagrams: 0,
     rxBytes: 0,
     txPackets: 0,
     txBytes: 0,
@@ -111,14 +114,17 @@ export class SwitchCore {
   /** where ATP fallbacks and PS-mode traffic go; port -1 when no job needs a PS */
   private readonly psPort: number;
   private readonly psAddress: string;
-  // Received datagrams are copied here so the header and payload are read
-  // through views made once, whatever the datagram's own alignment.
+  // Each received packet is copied here so its header and payload are read
+  // through views made once, whatever its offset in the datagram; a packet
+  // passed on unchanged (to the PS, a forward, an ack) is sent from here.
   private readonly scratch: Buffer;
   private readonly scratchView: DataView;
   private readonly scratchValues: Int32Array;
+  private scratchPacketView: Buffer;
 
-  // One datagram held back by an ingress reorder, released after the next one.
-  private heldIn: Buffer | null = null;
+  // One packet held back by an ingress reorder (a copy), released after the next one.
+  private readonly heldInCopy = Buffer.alloc(MAX_DATAGRAM_BYTES);
+  private heldInLength = -1;
   private heldInPort = 0;
   private heldInAddress = "";
   // One send held back by an egress reorder, released after the next send.
@@ -143,8 +149,9 @@ export class SwitchCore {
       },
       this.stats,
     );
-    const scratchArena = new ArrayBuffer(packetBytes(config.elementsPerAggregator));
+    const scratchArena = new ArrayBuffer(MAX_DATAGRAM_BYTES + 1);
     this.scratch = Buffer.from(scratchArena);
+    this.scratchPacketView = this.scratch.subarray(0, HEADER_BYTES);
     this.scratchView = new DataView(scratchArena);
     this.scratchValues = new Int32Array(scratchArena);
     this.heldOutCopy = Buffer.alloc(65536);
@@ -236,31 +243,59 @@ export class SwitchCore {
     return slot < 0 ? undefined : this.jobs[slot];
   }
 
-  /** One datagram from `address:port`, at time `now` (ms). Never throws on bad input. */
+  /**
+   * One datagram from `address:port`, at time `now` (ms): each of its
+   * packets in turn, as if it had come alone. Never throws on bad input.
+   */
   receive(datagram: Buffer, port: number, address: string, now: number): void {
     const stats = this.stats;
-    stats.rxPackets++;
+    stats.rxDatagrams++;
     stats.rxBytes += datagram.length;
     if (stats.firstPacketAt < 0) stats.firstPacketAt = now;
     stats.lastPacketAt = now;
     this.aggregators.now = now;
+    const packets = datagramPackets(datagram, datagram.length);
+    if (packets < 0) {
+      // The framing is not certain: the whole datagram goes, counted once.
+      stats.rxPackets++;
+      this.dropPacket(-packets as DropReasonValue, null);
+      return;
+    }
+    let at = 0;
+    for (let k = 0; k < packets; k++) {
+      const length = packetBytesAt(datagram, at);
+      this.receivePacket(datagram, at, length, port, address);
+      at += length;
+    }
+  }
+
+  private receivePacket(
+    datagram: Buffer,
+    at: number,
+    length: number,
+    port: number,
+    address: string,
+  ): void {
+    const stats = this.stats;
+    stats.rxPackets++;
     switch (this.ingressFaults.decide()) {
       case FaultAction.drop:
         stats.drops[DropReason.injectedDrop]++;
         return;
       case FaultAction.duplicate:
-        this.process(datagram, port, address);
+        this.process(datagram, at, length, port, address);
         break;
       case FaultAction.reorder:
-        if (this.heldIn === null) {
-          this.heldIn = datagram;
+        if (this.heldInLength < 0) {
+          datagram.copy(this.heldInCopy, 0, at, at + length);
+          this.heldInLength = length;
           this.heldInPort = port;
           this.heldInAddress = address;
           return;
         }
         break;
     }
-    this.process(datagram, port, address);
+    this.process(datagram, at, length, port, address);
     this.releaseHeldIn();
   }
 
@@ -314,22 +349,37 @@ export class SwitchCore {
   }
 
   private releaseHeldIn(): void {
-    const held = this.heldIn;
-    if (held === null) return;
-    this.heldIn = null;
-    this.process(held, this.heldInPort, this.heldInAddress);
+    const length = this.heldInLength;
+    if (length < 0) return;
+    this.heldInLength = -1;
+    this.process(this.heldInCopy, 0, length, this.heldInPort, this.heldInAddress);
   }
 
-  private process(datagram: Buffer, port: number, address: string): void {
+  /** The packet in scratch as a Buffer of its exact length (a view made once per length). */
+  private scratchPacket(length: number): Buffer {
+    if (this.scratchPacketView.length !== length) {
+      this.scratchPacketView = this.scratch.subarray(0, length);
+    }
+    return this.scratchPacketView;
+  }
+
+  /** One framed packet: bytes [at, at + length) of `datagram`. */
+  private process(
+    datagram: Buffer,
+    at: number,
+    length: number,
+    port: number,
+    address: string,
+  ): void {
     const stats = this.stats;
     const h = this.header;
-    const scratch = this.scratch;
-    const copied = datagram.copy(scratch, 0, 0, Math.min(datagram.length, scratch.length));
-    let reason = decodeHeader(this.scratchView, 0, datagram.length, h);
+    datagram.copy(this.scratch, 0, at, at + length);
+    let reason = decodeHeader(this.scratchView, 0, length, h);
     if (reason !== DropReason.ok) {
       this.dropPacket(reason, null);
       return;
     }
+    const packet = this.scratchPacket(length);
     stats.rxByType[h.type]++;
     const slot = this.jobSlotById[h.jobId];
     if (slot < 0) {
@@ -364,7 +414,16 @@ export class SwitchCore {
     if (h.workerId < job.fanIn) job.heardAt[h.workerId] = stats.lastPacketAt;
 
     if (h.type === PacketType.contribution) {
-      if (h.elementCount > this.aggregators.elements || copied < datagram.length) {
+      if (
+        (h.flags & Flag.batches) !== 0 &&
+        h.workerId < job.fanIn &&
+        (job.batchesPort[h.workerId] !== port || job.batchesAddress[h.workerId] !== address)
+      ) {
+        job.batchesPort[h.workerId] = port;
+        job.batchesAddress[h.workerId] = address;
+        this.transmit.acceptsBatches?.(port, address);
+      }
+      if (h.elementCount > this.aggregators.elements) {
         this.dropPacket(DropReason.tooManyElements, job);
         return;
       }
@@ -383,14 +442,14 @@ export class SwitchCore {
       }
       const counters = job.counters;
       counters.contributions++;
-      counters.bytesIn += datagram.length;
+      counters.bytesIn += length;
       if (counters.firstContributionAt < 0) counters.firstContributionAt = stats.lastPacketAt;
       counters.lastContributionAt = stats.lastPacketAt;
       if (h.flags & Flag.resend) counters.resends++;
       if (job.mode === "ps") {
         // Parameter-server baseline: the switch is a plain forwarder.
         job.bindOnFirstUse(h.workerId, port, address);
-        this.toParameterServer(job, datagram, Flag.toPs);
+        this.toParameterServer(job, packet, Flag.toPs);
         return;
       }
       const region = job.regionFor(h.regionEpoch, h.psn);
@@ -409,7 +468,7 @@ export class SwitchCore {
         return;
       }
       if (job.mode === "netreduce") this.netReduce(job, region, h, port, address);
-      else this.atp(job, region, h, datagram, port, address);
+      else this.atp(job, region, h, packet, port, address);
       return;
     }
 
@@ -418,12 +477,12 @@ export class SwitchCore {
         this.dropPacket(DropReason.notFromParameterServer, job);
         return;
       }
-      this.ack(job, h, datagram);
+      this.ack(job, h, packet);
       return;
     }
 
     if (h.type === PacketType.forward && h.workerId < job.fanIn) {
-      reason = this.forward(job, h.destination, h.workerId, datagram);
+      reason = this.forward(job, h.destination, h.workerId, packet);
       if (reason !== DropReason.ok) this.dropPacket(reason, job);
       else job.bindOnFirstUse(h.workerId, port, address);
       return;
@@ -579,9 +638,9 @@ export class SwitchCore {
   }
 
   /**
-   * Sends `packet` to the parameter server with `setFlags` added. A received
-   * datagram is rewritten in place: it is this process's own buffer, and the
-   * send is synchronous (see SwitchServer).
+   * Sends `packet` to the parameter server with `setFlags` added. A packet
+   * passed on is rewritten in scratch, which transmit is done with when
+   * send() returns.
    */
   private toParameterServer(job: JobState, packet: Buffer, setFlags: number): void {
     if (setFlags !== 0) {

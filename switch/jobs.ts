@@ -43,6 +43,9 @@ export class JobState {
   readonly heardAt = new Float64Array(MAX_FAN_IN);
   readonly hostPort = new Int32Array(MAX_FAN_IN).fill(-1);
   readonly hostAddress: string[] = new Array(MAX_FAN_IN).fill("");
+  /** the address each worker last said, with the `batches` flag, accepts datagrams of several packets */
+  readonly batchesPort = new Int32Array(MAX_FAN_IN).fill(-1);
+  readonly batchesAddress: string[] = new Array(MAX_FAN_IN).fill("");
   readonly counters: JobCounters = {
     contributions: 0,
     resends: 0,

@@ -9,6 +9,7 @@ export function switchReport(core: SwitchCore): SwitchStatsRecord {
   return {
     rxPackets: s.rxPackets,
     txPackets: s.txPackets,
+    rxDatagrams: s.rxDatagrams,
     rxBytes: s.rxBytes,
     txBytes: s.txBytes,
     activeSeconds,

@@ -4,8 +4,21 @@ import type { SocketAsPromised } from "dgram-as-promised";
 import type { SwitchConfig } from "../proto/config.js";
 import { largestPacketBytes, linkParamsFor } from "../proto/links.js";
 import type { SwitchLinkRecord } from "../proto/records.js";
+import { packetBytes } from "../proto/wire.js";
+import {
+  type Coalescer,
+  type DatagramLimits,
+  DEFAULT_DATAGRAM_LIMITS,
+  socketCoalescer,
+} from "../runtime/coalesce.js";
 import { PortsByDestination, ReleaseClock } from "../runtime/pacer.js";
-import { bindDataSocket } from "../runtime/socket.js";
+import {
+  bindDataSocket,
+  bufferWarning,
+  SOCKET_BUFFER_BYTES,
+  type SocketBuffers,
+  socketBuffers,
+} from "../runtime/socket.js";
 import { SwitchCore } from "./core.js";
 
 export interface SwitchServerOptions {
@@ -15,13 +28,27 @@ export interface SwitchServerOptions {
   port?: number;
   /** how often held-back (reordered) packets are released when traffic pauses */
   tickMs?: number;
+  /** how many packets (and bytes) one datagram may carry; default 64 */
+  datagram?: DatagramLimits;
+}
+
+/** Bytes the config's jobs may have in flight towards the switch at once: every worker's window. */
+export function configInFlightBytes(config: SwitchConfig): number {
+  let bytes = 0;
+  for (const job of config.jobs) {
+    const elements = job.elementsPerPacket ?? config.elementsPerAggregator;
+    bytes += job.fanIn * job.window * packetBytes(Math.min(elements, config.elementsPerAggregator));
+  }
+  return bytes;
 }
 
 /**
  * The switch's UDP adapter: one socket, the data path on node:dgram events
  * straight into SwitchCore, and a timer for tick(). dgram-as-promised is used
  * only for the socket's lifecycle. With emulated links (config `links`),
- * every packet leaves through the paced port towards its host.
+ * every packet leaves through the paced port towards its host; then the
+ * coalescer puts the packets for one host that leave in one turn of the
+ * event loop into one datagram.
  */
 export class SwitchServer {
   readonly core: SwitchCore;
@@ -35,6 +62,10 @@ export class SwitchServer {
     tickMs: number,
     /** the egress ports of the emulated links, or null without links */
     readonly ports: PortsByDestination | null,
+    readonly coalescer: Coalescer,
+    /** the data socket's buffers, and a warning when the config's windows overflow them */
+    readonly buffers: SocketBuffers,
+    readonly bufferWarning: string | null,
   ) {
     this.core = core;
     socket.socket.on("message", (msg, rinfo) => {
@@ -47,10 +78,19 @@ export class SwitchServer {
   }
 
   static async start(options: SwitchServerOptions): Promise<SwitchServer> {
-    const socket = await bindDataSocket(options.host ?? "127.0.0.1", options.port ?? 0);
+    const inFlight = configInFlightBytes(options.config);
+    const requested = Math.max(SOCKET_BUFFER_BYTES, inFlight);
+    const socket = await bindDataSocket(options.host ?? "127.0.0.1", options.port ?? 0, requested);
     const raw = socket.socket;
+    const buffers = socketBuffers(raw, requested);
+    const sendDatagram = (datagram: Buffer, port: number, address: string) => {
+      raw.send(datagram, port, address);
+    };
+    const coalescer = socketCoalescer(options.datagram ?? DEFAULT_DATAGRAM_LIMITS, sendDatagram);
+    const parameterServer = options.config.parameterServer;
+    if (parameterServer !== undefined) coalescer.accept(parameterServer.port, parameterServer.host);
     const sendNow = (packet: Buffer, port: number, address: string) => {
-      raw.send(packet, port, address);
+      coalescer.send(packet, port, address);
     };
     const links = options.config.links;
     let ports: PortsByDestination | null = null;
@@ -61,6 +101,7 @@ export class SwitchServer {
           : (packet, port, address) => {
               ports?.send(packet, port, address);
             },
+      acceptsBatches: (port, address) => coalescer.accept(port, address),
     });
     if (links !== undefined) {
       ports = new PortsByDestination(
@@ -79,7 +120,15 @@ export class SwitchServer {
         new ReleaseClock(),
       );
     }
-    return new SwitchServer(socket, core, options.tickMs ?? 5, ports);
+    return new SwitchServer(
+      socket,
+      core,
+      options.tickMs ?? 5,
+      ports,
+      coalescer,
+      buffers,
+      bufferWarning("ina-switch", inFlight, buffers),
+    );
   }
 
   /** The egress port towards each host, with emulated links; undefined without. */

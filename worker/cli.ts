@@ -3,7 +3,13 @@ import { performance } from "node:perf_hooks";
 import { createInterface } from "node:readline";
 import { Registry } from "prom-client";
 import { z } from "zod";
-import { CONGESTION_CONTROLS, JOB_MODES, type JobMode, MAX_WINDOW } from "../proto/config.js";
+import {
+  CONGESTION_CONTROLS,
+  JOB_MODES,
+  type JobMode,
+  windowInputSchema,
+  windowPackets,
+} from "../proto/config.js";
 import { bearer, CREDENTIAL_ENV, type WorkerJoin } from "../proto/control.js";
 import { dropsByName } from "../proto/drops.js";
 import { defaultLinkParams, type LinkParams, LinksSchema, linkProblems } from "../proto/links.js";
@@ -13,6 +19,8 @@ import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN, MAX_SCALE_BITS, packetBytes } from
 import {
   cliInt,
   cpuSeconds,
+  DATAGRAM_OPTIONS,
+  DATAGRAM_SCHEMA,
   EXIT_FAILED,
   EXIT_OK,
   emitRecord,
@@ -93,8 +101,9 @@ const spec = {
     },
     window: {
       type: "string",
-      valueName: "N",
-      description: "packets in flight",
+      valueName: "N|BYTES",
+      description:
+        "packets in flight (128), or bytes in flight (512KiB: as many whole packets as fit)",
       defaultText: "128",
     },
     "elements-per-packet": {
@@ -221,6 +230,7 @@ const spec = {
       description: "progress record interval; 0 = none",
       defaultText: "500",
     },
+    ...DATAGRAM_OPTIONS,
   },
   schema: z
     .strictObject({
@@ -236,7 +246,7 @@ const spec = {
         1 << 20,
         "--size counts aggregators; the gradient's bytes are --size-bytes",
       ).optional(),
-      window: cliInt(1, MAX_WINDOW).default(128),
+      window: windowInputSchema.default({ packets: 128 }),
       elementsPerPacket: cliInt(1, MAX_ELEMENTS_PER_PACKET).default(256),
       scaleBits: cliInt(0, MAX_SCALE_BITS).default(20),
       sizeBytes: float32Bytes.default(32 * 1024 * 1024),
@@ -258,6 +268,7 @@ const spec = {
       progressMs: cliInt(0, 3_600_000).default(500),
       metricsPort: cliInt(0, 65535).default(0),
       lingerMs: cliInt(0, 3_600_000).default(0),
+      ...DATAGRAM_SCHEMA,
     })
     .refine((o) => o.control !== undefined || o.switch !== undefined, {
       path: ["switch"],
@@ -503,17 +514,18 @@ await runCli(spec, async (o) => {
     );
   } else {
     const target = parseHostPort(o.switch ?? "", "--switch");
-    const regionSize = o.size ?? 2 * o.window;
-    if (o.mode === "netreduce" && regionSize < 2 * o.window) {
+    const window = windowPackets(o.window, o.elementsPerPacket);
+    const regionSize = o.size ?? 2 * window;
+    if (o.mode === "netreduce" && regionSize < 2 * window) {
       throw new UsageError(
-        `--size: a NetReduce region needs at least 2 x window = ${2 * o.window} aggregators`,
+        `--size: a NetReduce region needs at least 2 x window = ${2 * window} aggregators`,
       );
     }
     placement = {
       mode: o.mode,
       workerId: o.worker ?? 0,
       fanIn: o.fanIn ?? 1,
-      window: o.window,
+      window,
       regionOffset: o.offset,
       regionSize,
       regionEpoch: 0,
@@ -555,7 +567,9 @@ await runCli(spec, async (o) => {
     link: workerLink(o),
     switchHost: p.switchHost,
     switchPort: p.switchPort,
+    datagram: { packets: o.packetsPerDatagram, bytes: o.datagramBytes },
   });
+  if (worker.bufferWarning !== null) process.stderr.write(`warning: ${worker.bufferWarning}\n`);
   if (o.control !== undefined) {
     // The switch takes this worker's packets only from the address bound here.
     await controlRequest(
@@ -583,6 +597,10 @@ await runCli(spec, async (o) => {
     workerIdSource: idSource,
     port: worker.address().port,
     region: { offset: p.regionOffset, size: p.regionSize, epoch: p.regionEpoch },
+    window: p.window,
+    datagram: worker.coalescer.limits,
+    socketBuffers: worker.buffers,
+    warnings: worker.bufferWarning === null ? [] : [worker.bufferWarning],
   });
   if (o.waitGo) await waitForGo();
 
@@ -663,6 +681,8 @@ await runCli(spec, async (o) => {
     goodputMBps: (o.sizeBytes * o.iterations) / 1e6 / seconds,
     cpuSeconds: allReduceCpuSeconds,
     packetsSent: s.packetsSent,
+    datagramsSent: worker.coalescer.datagramsSent,
+    datagramsReceived: s.datagramsReceived,
     retransmissions: s.retransmissions,
     timeouts: s.timeouts,
     resultsReceived: s.resultsReceived,

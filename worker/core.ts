@@ -1,5 +1,5 @@
 import { atpIndex, netReduceIndex, newerEpoch, windowInRegion } from "../proto/addressing.js";
-import { decodeHeader, encodeHeader } from "../proto/codec.js";
+import { datagramPackets, decodeHeader, encodeHeader, packetBytesAt } from "../proto/codec.js";
 import type { CongestionControl, JobMode } from "../proto/config.js";
 import { DROP_REASON_COUNT, DropReason, type DropReasonValue } from "../proto/drops.js";
 import { describeFailure } from "../proto/failure.js";
@@ -120,6 +120,8 @@ export interface WorkerTransmit {
 
 export interface WorkerStats {
   packetsSent: number;
+  /** datagrams from the switch (each one packet or several) */
+  datagramsReceived: number;
   bytesSent: number;
   /** packets sent again, by timeout or because later results showed a gap */
   retransmissions: number;
@@ -222,6 +224,7 @@ export class WorkerCore {
     this.inverseScale = 2 ** -options.scaleBits;
     this.stats = {
       packetsSent: 0,
+      datagramsReceived: 0,
       bytesSent: 0,
       retransmissions: 0,
       timeouts: 0,
@@ -296,14 +299,34 @@ export class WorkerCore {
     this.fillWindow(now);
   }
 
+  /**
+   * One datagram from the switch: each of its packets in turn
+   * (proto/README.md, section 2.1). Never throws on bad input.
+   */
   receive(datagram: Buffer, now: number): void {
+    this.stats.datagramsReceived++;
+    const packets = datagramPackets(datagram, datagram.length);
+    if (packets < 0) {
+      // The framing is not certain: the whole datagram goes, counted once.
+      this.drop(-packets as DropReasonValue);
+      return;
+    }
+    let at = 0;
+    for (let k = 0; k < packets; k++) {
+      const length = packetBytesAt(datagram, at);
+      this.receivePacket(datagram, at, length, now);
+      at += length;
+    }
+  }
+
+  private receivePacket(datagram: Buffer, at: number, length: number, now: number): void {
     const h = this.header;
-    if (datagram.length > this.scratch.length) {
+    if (length > this.scratch.length) {
       this.drop(DropReason.tooManyElements);
       return;
     }
-    datagram.copy(this.scratch, 0, 0, datagram.length);
-    const reason = decodeHeader(this.scratchView, 0, datagram.length, h);
+    datagram.copy(this.scratch, 0, at, at + length);
+    const reason = decodeHeader(this.scratchView, 0, length, h);
     if (reason !== DropReason.ok) {
       this.drop(reason);
       return;
@@ -557,7 +580,8 @@ export class WorkerCore {
     );
     const h = this.header;
     h.type = PacketType.contribution;
-    h.flags = saturated > 0 ? Flag.overflow : 0;
+    // `batches`: this worker takes results several to a datagram (section 2.1).
+    h.flags = Flag.batches | (saturated > 0 ? Flag.overflow : 0);
     h.jobId = o.jobId;
     h.workerId = o.workerId;
     h.fanIn = o.fanIn;

@@ -3,8 +3,19 @@ import { performance } from "node:perf_hooks";
 import DgramAsPromised, { type SocketAsPromised } from "dgram-as-promised";
 import type { LinkParams } from "../proto/links.js";
 import { packetBytes } from "../proto/wire.js";
+import {
+  type Coalescer,
+  type DatagramLimits,
+  DEFAULT_DATAGRAM_LIMITS,
+  socketCoalescer,
+} from "../runtime/coalesce.js";
 import { PacedPort, ReleaseClock } from "../runtime/pacer.js";
-import { SOCKET_BUFFER_BYTES } from "../runtime/socket.js";
+import {
+  bufferWarning,
+  SOCKET_BUFFER_BYTES,
+  type SocketBuffers,
+  socketBuffers,
+} from "../runtime/socket.js";
 import { DEFAULT_RTO, WorkerCore, type WorkerCoreOptions } from "./core.js";
 
 export type WorkerOptions = Omit<WorkerCoreOptions, keyof typeof DEFAULT_RTO> &
@@ -20,6 +31,8 @@ export type WorkerOptions = Omit<WorkerCoreOptions, keyof typeof DEFAULT_RTO> &
     tickMs?: number;
     /** the worker's emulated link: its sends are paced through its NIC's queue */
     link?: LinkParams;
+    /** how many packets (and bytes) one datagram to the switch may carry; default 64 */
+    datagram?: DatagramLimits;
   };
 
 /** A result whose sum saturated somewhere: the output is not exact. */
@@ -73,10 +86,13 @@ export class Worker {
   }
 
   static async connect(options: WorkerOptions): Promise<Worker> {
+    // A window of results may arrive at once: the receive buffer must hold it.
+    const inFlight = options.window * packetBytes(options.elementsPerPacket);
+    const requested = Math.max(SOCKET_BUFFER_BYTES, inFlight);
     const socket = DgramAsPromised.createSocket({
       type: "udp4",
-      recvBufferSize: SOCKET_BUFFER_BYTES,
-      sendBufferSize: SOCKET_BUFFER_BYTES,
+      recvBufferSize: requested,
+      sendBufferSize: requested,
     });
     await socket.bind(0, options.host ?? defaultBindHost(options.switchHost));
     const raw = socket.socket;
@@ -90,8 +106,15 @@ export class Worker {
     // A connected socket sends without a lookup; if the kernel queue is full
     // libuv keeps the slot's memory, which WorkerCore leaves untouched until
     // that PSN's result arrives.
+    const coalescer = socketCoalescer(
+      options.datagram ?? DEFAULT_DATAGRAM_LIMITS,
+      (datagram) => {
+        raw.send(datagram);
+      },
+      true,
+    );
     const sendNow = (packet: Buffer) => {
-      raw.send(packet);
+      coalescer.send(packet, options.switchPort, options.switchHost);
     };
     let nic: PacedPort | null = null;
     if (options.link !== undefined) {
@@ -116,8 +139,17 @@ export class Worker {
     );
     const worker = new Worker(socket, core, options.tickMs ?? 5);
     worker.nic = nic;
+    worker.coalescer = coalescer;
+    worker.buffers = socketBuffers(raw, requested);
+    worker.bufferWarning = bufferWarning("ina-worker", inFlight, worker.buffers);
     return worker;
   }
+
+  /** Packets to the switch leaving in one turn share datagrams. */
+  coalescer!: Coalescer;
+  /** The socket's buffers, and a warning when a window of results overflows them. */
+  buffers!: SocketBuffers;
+  bufferWarning: string | null = null;
 
   /** The worker's NIC on its emulated link, or null without one. */
   nic: PacedPort | null = null;
