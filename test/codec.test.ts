@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { decodeHeader, encodeHeader, formatHeader } from "../proto/codec.js";
+import {
+  datagramPackets,
+  decodeHeader,
+  encodeHeader,
+  formatHeader,
+  packetBytesAt,
+} from "../proto/codec.js";
 import { DropReason } from "../proto/drops.js";
 import { Prng } from "../proto/prng.js";
 import {
@@ -161,6 +167,128 @@ describe("header codec", () => {
       if (buf.length > 0 && prng.nextFloat() < 0.5) buf[0] = 1;
       const { reason } = decode(buf, out);
       assert.ok(reason >= 0 && reason <= DropReason.emptyContribution);
+    }
+  });
+});
+
+describe("datagrams of several packets (section 2.1)", () => {
+  /** Random valid packets from the naive reference encoder, and their headers. */
+  function randomPackets(prng: Prng, count: number) {
+    return Array.from({ length: count }, () => {
+      const h = randomHeader(prng);
+      if (h.type === PacketType.contribution && h.elementCount === 0) h.elementCount = 1;
+      h.elementCount %= 40;
+      if (h.type === PacketType.contribution && h.elementCount === 0) h.elementCount = 1;
+      const payload = Array.from({ length: h.elementCount }, () => prng.nextUint32() | 0);
+      return { h, payload, bytes: naiveEncode({ ...h }, payload) };
+    });
+  }
+
+  it("finds 1 to 64 packets back to back, each decoding as it would alone", () => {
+    const prng = new Prng(testSeed("codec datagrams", 20261129));
+    for (let round = 0; round < 300; round++) {
+      const packets = randomPackets(prng, 1 + (prng.nextUint32() % 64));
+      const datagram = Buffer.concat(packets.map((p) => p.bytes));
+      assert.equal(datagramPackets(datagram, datagram.length), packets.length, `round ${round}`);
+      let at = 0;
+      const out = emptyHeader();
+      for (const p of packets) {
+        const length = packetBytesAt(datagram, at);
+        assert.equal(length, p.bytes.length);
+        const view = new DataView(datagram.buffer, datagram.byteOffset, datagram.length);
+        assert.equal(decodeHeader(view, at, length, out), DropReason.ok);
+        assert.deepEqual(out, p.h);
+        assert.deepEqual(naiveDecode(datagram.subarray(at, at + length)).payload, p.payload);
+        at += length;
+      }
+      assert.equal(at, datagram.length);
+    }
+  });
+
+  it("a datagram of one packet is exactly the single-packet format", () => {
+    const prng = new Prng(testSeed("codec one packet", 3));
+    for (const p of randomPackets(prng, 50)) {
+      assert.equal(datagramPackets(p.bytes, p.bytes.length), 1);
+      assert.equal(decode(p.bytes).reason, DropReason.ok);
+    }
+  });
+
+  it("drops the whole datagram when its framing is not certain", () => {
+    const prng = new Prng(testSeed("codec framing", 4));
+    const three = randomPackets(prng, 3).map((p) => p.bytes);
+    const whole = Buffer.concat(three);
+    const framing = (buf: Buffer) => datagramPackets(buf, buf.length);
+    assert.equal(framing(Buffer.alloc(0)), -DropReason.tooShort, "empty");
+    assert.equal(framing(Buffer.alloc(31)), -DropReason.tooShort, "one short header");
+    assert.equal(framing(whole.subarray(0, whole.length - 4)), -DropReason.badLength, "last cut");
+    assert.equal(
+      framing(Buffer.concat([whole, Buffer.alloc(4)])),
+      -DropReason.badLength,
+      "4 bytes left over",
+    );
+    assert.equal(
+      framing(Buffer.concat([whole, Buffer.alloc(40)])),
+      -DropReason.badVersion,
+      "40 zero bytes left over: version 0",
+    );
+    const otherVersion = Buffer.from(whole);
+    otherVersion[three[0].length] = 2;
+    assert.equal(framing(otherVersion), -DropReason.badVersion, "a middle packet of version 2");
+    const claim = (at: number) => {
+      const buf = Buffer.from(whole);
+      buf.writeUInt16LE(buf.readUInt16LE(at + 10) + 1, at + 10);
+      return framing(buf);
+    };
+    const last = three[0].length + three[1].length;
+    assert.equal(claim(last), -DropReason.badLength, "the last packet claims 4 bytes more");
+    // The next header is then read 4 bytes off: framing is lost one way or another.
+    assert.ok(claim(three[0].length) < 0, "a middle packet claims 4 bytes more");
+  });
+
+  it("keeps the other packets when one is malformed but framed", () => {
+    const prng = new Prng(testSeed("codec inner packet", 5));
+    const packets = randomPackets(prng, 5);
+    const datagram = Buffer.concat(packets.map((p) => p.bytes));
+    const middle = packets[0].bytes.length + packets[1].bytes.length;
+    datagram[middle + 1] = 9; // packet 2's type
+    datagram.writeUInt32LE(1, packets[0].bytes.length + 28); // packet 1's reserved field
+    assert.equal(datagramPackets(datagram, datagram.length), 5);
+    const view = new DataView(datagram.buffer, datagram.byteOffset, datagram.length);
+    const reasons: number[] = [];
+    for (let at = 0; at < datagram.length; ) {
+      const length = packetBytesAt(datagram, at);
+      reasons.push(decodeHeader(view, at, length, emptyHeader()));
+      at += length;
+    }
+    assert.deepEqual(reasons, [
+      DropReason.ok,
+      DropReason.badReserved,
+      DropReason.badType,
+      DropReason.ok,
+      DropReason.ok,
+    ]);
+  });
+
+  it("never throws on random datagrams", () => {
+    const prng = new Prng(testSeed("codec datagram fuzz", 6));
+    for (let i = 0; i < 5000; i++) {
+      const buf = Buffer.concat(
+        randomPackets(prng, 1 + (prng.nextUint32() % 4)).map((p) => p.bytes),
+      );
+      for (let k = prng.nextUint32() % 4; k > 0; k--) {
+        buf[prng.nextUint32() % buf.length] = prng.nextUint32() & 0xff;
+      }
+      const cut = buf.subarray(
+        0,
+        buf.length - (prng.nextUint32() % 3 === 0 ? prng.nextUint32() % buf.length : 0),
+      );
+      const n = datagramPackets(cut, cut.length);
+      assert.ok(
+        n === -DropReason.tooShort ||
+          n === -DropReason.badVersion ||
+          n === -DropReason.badLength ||
+          n >= 1,
+      );
     }
   });
 });

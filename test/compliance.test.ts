@@ -63,6 +63,33 @@ for (const mode of JOB_MODES) {
       assert.equal(completions(mode, sim), sim.jobs[0].packets);
     });
 
+    it("gives the same bits with several packets per datagram, under loss, duplication and reordering", () => {
+      const seed = testSeed(`compliance ${mode} coalescing`, 14);
+      const jobs = [job()];
+      const rates = { drop: 0.02, duplicate: 0.02, reorder: 0.05 };
+      const alone = simulate({ jobs, aggregators: 16, rates, seed, calls: 2 });
+      const coalesced = simulate({
+        jobs,
+        aggregators: 16,
+        rates,
+        seed,
+        calls: 2,
+        packetsPerDatagram: 16,
+      });
+      assertExact(alone, jobs);
+      assertExact(coalesced, jobs);
+      assert.equal(alone.datagrams, alone.packets, "one packet per datagram");
+      assert.ok(
+        coalesced.datagrams < 0.6 * coalesced.packets,
+        `coalesced: ${coalesced.datagrams} datagrams for ${coalesced.packets} packets`,
+      );
+      assert.ok(coalesced.sw.stats.rxDatagrams < coalesced.sw.stats.rxPackets);
+      coalesced.jobs[0].outputs.forEach((out, w) => {
+        assert.deepEqual(out, alone.jobs[0].outputs[w], `worker ${w}'s result`);
+      });
+      assert.equal(completions(mode, coalesced), 2 * coalesced.jobs[0].packets);
+    });
+
     for (const [name, rates] of [
       ["duplication", { drop: 0, duplicate: 0.1, reorder: 0 }],
       ["reordering", { drop: 0, duplicate: 0, reorder: 0.2 }],
@@ -85,55 +112,65 @@ for (const mode of JOB_MODES) {
 }
 
 describe("aggregator compliance: jobs of every mode on one switch", () => {
-  it("keeps each job exact while ATP jobs collide in a small shared pool", () => {
-    const seed = testSeed("compliance multi-tenant", 13);
-    const jobs: SimJob[] = [
-      {
-        mode: "netreduce",
-        workers: 3,
-        elements: 8_000,
-        window: 8,
-        elementsPerPacket: 40,
-        seed: seed + 1,
-      },
-      {
-        mode: "atp",
-        workers: 4,
-        elements: 8_000,
-        window: 8,
-        elementsPerPacket: 40,
-        offset: 16,
-        size: 6,
-        seed: seed + 2,
-      },
-      {
-        mode: "atp",
-        workers: 2,
-        elements: 8_000,
-        window: 8,
-        elementsPerPacket: 40,
-        offset: 16,
-        size: 6,
-        seed: seed + 3,
-      },
-      { mode: "ps", workers: 2, elements: 4_000, window: 8, elementsPerPacket: 40, seed: seed + 4 },
-    ];
-    const sim = simulate({
-      jobs,
-      aggregators: 22,
-      rates: { drop: 0.01, duplicate: 0.01, reorder: 0.02 },
-      seed,
+  for (const packetsPerDatagram of [1, 8])
+    it(`keeps each job exact while ATP jobs collide in a small shared pool (${packetsPerDatagram} packets per datagram at most)`, () => {
+      const seed = testSeed("compliance multi-tenant", 13);
+      const jobs: SimJob[] = [
+        {
+          mode: "netreduce",
+          workers: 3,
+          elements: 8_000,
+          window: 8,
+          elementsPerPacket: 40,
+          seed: seed + 1,
+        },
+        {
+          mode: "atp",
+          workers: 4,
+          elements: 8_000,
+          window: 8,
+          elementsPerPacket: 40,
+          offset: 16,
+          size: 6,
+          seed: seed + 2,
+        },
+        {
+          mode: "atp",
+          workers: 2,
+          elements: 8_000,
+          window: 8,
+          elementsPerPacket: 40,
+          offset: 16,
+          size: 6,
+          seed: seed + 3,
+        },
+        {
+          mode: "ps",
+          workers: 2,
+          elements: 4_000,
+          window: 8,
+          elementsPerPacket: 40,
+          seed: seed + 4,
+        },
+      ];
+      const sim = simulate({
+        jobs,
+        aggregators: 22,
+        rates: { drop: 0.01, duplicate: 0.01, reorder: 0.02 },
+        seed,
+        packetsPerDatagram,
+      });
+      assertExact(sim, jobs);
+      if (packetsPerDatagram > 1) assert.ok(sim.datagrams < sim.packets);
+      const [netreduce, atpA, atpB] = sim.sw.jobs;
+      assert.ok(
+        atpA.counters.collisions > 0 && atpB.counters.collisions > 0,
+        "the pool is contended",
+      );
+      assert.ok(atpA.counters.fallbacks > 0 && atpB.counters.fallbacks > 0);
+      assert.equal(netreduce.counters.collisions + netreduce.counters.fallbacks, 0);
+      assert.equal(netreduce.counters.aggregationsCompleted, sim.jobs[0].packets);
     });
-    assertExact(sim, jobs);
-    const [netreduce, atpA, atpB] = sim.sw.jobs;
-    assert.ok(
-      atpA.counters.collisions > 0 && atpB.counters.collisions > 0,
-      "the pool is contended",
-    );
-    assert.ok(atpA.counters.fallbacks > 0 && atpB.counters.fallbacks > 0);
-    assert.equal(netreduce.counters.collisions + netreduce.counters.fallbacks, 0);
-    assert.equal(netreduce.counters.aggregationsCompleted, sim.jobs[0].packets);
-  });
 });
 
 describe("changing a running job's region", () => {

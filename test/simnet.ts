@@ -3,8 +3,9 @@ import { LinkPort, newVerdict } from "../link/link.js";
 import { type CongestionControl, type JobMode, parseSwitchConfig } from "../proto/config.js";
 import type { LinkParams } from "../proto/links.js";
 import { Prng } from "../proto/prng.js";
-import { Field, Flag } from "../proto/wire.js";
+import { Field, Flag, MAX_DATAGRAM_BYTES } from "../proto/wire.js";
 import { PsCore } from "../ps/core.js";
+import { Coalescer } from "../runtime/coalesce.js";
 import { SwitchCore } from "../switch/core.js";
 import { DEFAULT_RTO, WorkerCore } from "../worker/core.js";
 import { makeGradient } from "../worker/workload.js";
@@ -40,6 +41,13 @@ export interface SimOptions {
    * towards the host) of the link model, instead of the fixed jittered hop
    */
   links?: LinkParams;
+  /**
+   * most packets per datagram at every host (proto/README.md, section 2.1):
+   * what a host sends to one destination while handling one event (a
+   * delivery or a tick) leaves in one datagram; default 1 (none). Not with
+   * links, whose model is per packet and comes before coalescing.
+   */
+  packetsPerDatagram?: number;
 }
 
 const SWITCH_PORT = 1000;
@@ -95,33 +103,58 @@ export function simulate(o: SimOptions) {
     if (v.marked) bytes.writeUInt16LE(bytes.readUInt16LE(Field.flags) | Flag.ecn, Field.flags);
     network.push({ at: v.arriveAt, to, from, bytes });
   };
-  const sw = new SwitchCore(config, { send: (buf, port) => deliver(SWITCH_PORT, port, buf) });
-  const ps = new PsCore(config.jobs, config.elementsPerAggregator, {
-    send: (buf, port) => deliver(PS_PORT, port, buf),
+  // Every host's sends pass through its coalescer; a host's batches are
+  // flushed after each event it handles.
+  const limits = { packets: o.packetsPerDatagram ?? 1, bytes: MAX_DATAGRAM_BYTES };
+  assert.ok(limits.packets === 1 || o.links === undefined, "coalescing comes after the link model");
+  const toFlush = new Set<Coalescer>();
+  const coalescers: Coalescer[] = [];
+  const coalescer = (from: number, acceptAll: boolean) => {
+    const c: Coalescer = new Coalescer(
+      limits,
+      (datagram, port) => deliver(from, port, datagram),
+      () => toFlush.add(c),
+      acceptAll,
+    );
+    coalescers.push(c);
+    return c;
+  };
+  const swOut = coalescer(SWITCH_PORT, false);
+  swOut.accept(PS_PORT, HOST);
+  const sw = new SwitchCore(config, {
+    send: (buf, port, address) => swOut.send(buf, port, address),
+    acceptsBatches: (port, address) => swOut.accept(port, address),
   });
+  const psOut = coalescer(PS_PORT, true);
+  const ps = new PsCore(config.jobs, config.elementsPerAggregator, {
+    send: (buf, port, address) => psOut.send(buf, port, address),
+  });
+  const flush = () => {
+    for (const c of toFlush) c.flush();
+    toFlush.clear();
+  };
   const jobs = o.jobs.map((job, j) => {
     const cfg = jobConfigs[j];
     const seed = job.seed ?? o.seed;
-    const workers = Array.from(
-      { length: job.workers },
-      (_, w) =>
-        new WorkerCore(
-          {
-            ...DEFAULT_RTO,
-            mode: job.mode,
-            jobId: cfg.id,
-            workerId: w,
-            fanIn: job.workers,
-            regionOffset: cfg.mode === "ps" ? 0 : cfg.offset,
-            regionSize: cfg.mode === "ps" ? 0 : cfg.size,
-            window: job.window,
-            elementsPerPacket: job.elementsPerPacket,
-            scaleBits: job.scaleBits ?? 20,
-            congestionControl: job.congestionControl,
-          },
-          { send: (buf) => deliver(workerPort(j, w), SWITCH_PORT, buf) },
-        ),
-    );
+    const workers = Array.from({ length: job.workers }, (_, w) => {
+      const out = coalescer(workerPort(j, w), true);
+      return new WorkerCore(
+        {
+          ...DEFAULT_RTO,
+          mode: job.mode,
+          jobId: cfg.id,
+          workerId: w,
+          fanIn: job.workers,
+          regionOffset: cfg.mode === "ps" ? 0 : cfg.offset,
+          regionSize: cfg.mode === "ps" ? 0 : cfg.size,
+          window: job.window,
+          elementsPerPacket: job.elementsPerPacket,
+          scaleBits: job.scaleBits ?? 20,
+          congestionControl: job.congestionControl,
+        },
+        { send: (buf) => out.send(buf, SWITCH_PORT, HOST) },
+      );
+    });
     const inputs = workers.map((_, w) => makeGradient(job.elements, seed, w));
     const outputs = workers.map(() => new Float32Array(job.elements));
     return {
@@ -150,6 +183,7 @@ export function simulate(o: SimOptions) {
         w.begin(job.inputs[i], job.outputs[i], now);
       });
     }
+    flush();
     let nextTick = now + 1;
     for (let steps = 0; all.some((w) => !w.done); steps++) {
       assert.ok(steps < 5_000_000, "simulation did not finish");
@@ -161,6 +195,7 @@ export function simulate(o: SimOptions) {
         nextTick += 1;
         sw.tick(now);
         for (const w of all) w.tick(now);
+        flush();
         continue;
       }
       now = next.at;
@@ -168,8 +203,11 @@ export function simulate(o: SimOptions) {
       if (next.to === SWITCH_PORT) sw.receive(next.bytes, next.from, HOST, now);
       else if (next.to === PS_PORT) ps.receive(next.bytes, next.from, HOST);
       else byPort.get(next.to)?.receive(next.bytes, now);
+      flush();
     }
   }
   for (const w of all) assert.equal(w.failure, null, `a worker gave up: ${w.failure}`);
-  return { sw, ps, jobs, ports, now };
+  const datagrams = coalescers.reduce((n, c) => n + c.datagramsSent, 0);
+  const packets = coalescers.reduce((n, c) => n + c.packetsSent, 0);
+  return { sw, ps, jobs, ports, now, datagrams, packets };
 }

@@ -132,6 +132,60 @@ describe("NetReduce aggregation in the switch", () => {
     );
   });
 
+  it("takes each packet of a datagram on its own, and drops only a malformed one", () => {
+    const a = contribution(job, 0, 0, [1]);
+    const bad = contribution(job, 0, 1, [5]);
+    bad[1] = 9; // an unknown type: framed, so only this packet goes
+    const b = contribution(job, 0, 1, [2]);
+    core.receive(Buffer.concat([a, bad, b]), portOf(0), "127.0.0.1", 0);
+    assert.equal(core.stats.rxDatagrams, 1);
+    assert.equal(core.stats.rxPackets, 3);
+    assert.equal(core.stats.drops[DropReason.badType], 1);
+    // Worker 1 sends both of its PSNs in one datagram, worker 2 alone.
+    core.receive(
+      Buffer.concat([contribution(job, 1, 0, [10]), contribution(job, 1, 1, [20])]),
+      portOf(1),
+      "127.0.0.1",
+      0,
+    );
+    send(2, 0, [100]);
+    send(2, 1, [200]);
+    assert.deepEqual(
+      capture.sent.map((s) => [s.header.psn, s.values[0]]),
+      [
+        [0, 111],
+        [0, 111],
+        [0, 111],
+        [1, 222],
+        [1, 222],
+        [1, 222],
+      ],
+    );
+    // A datagram whose framing fails is dropped whole, counted once.
+    const cut = Buffer.concat([contribution(job, 0, 2, [3]), contribution(job, 0, 3, [4])]);
+    core.receive(cut.subarray(0, cut.length - 2), portOf(0), "127.0.0.1", 0);
+    assert.equal(core.stats.drops[DropReason.badLength], 1);
+    assert.equal(core.stats.rxDatagrams, 5);
+  });
+
+  it("learns which workers take datagrams of several packets from the batches flag", () => {
+    const accepting: number[] = [];
+    core = new SwitchCore(
+      parseSwitchConfig({ aggregators: 8, elementsPerAggregator: 4, jobs: [job] }),
+      {
+        ...capture,
+        acceptsBatches: (port) => accepting.push(port),
+      },
+    );
+    send(0, 0, [1]);
+    send(1, 0, [1], { flags: Flag.batches });
+    send(1, 1, [1], { flags: Flag.batches });
+    send(2, 0, [1], { flags: Flag.batches | Flag.resend });
+    assert.deepEqual(accepting, [portOf(1), portOf(2)], "once per worker, only with the flag");
+    // Results never carry the flag: a worker that predates it would drop them.
+    for (const s of capture.sent) assert.equal(s.header.flags & Flag.batches, 0);
+  });
+
   it("forwards plain packets between a job's hosts", () => {
     send(0, 0, [1]);
     send(1, 0, [1]);
