@@ -6,6 +6,7 @@ import {
   errorBound,
   INT32_MAX,
   INT32_MIN,
+  isPowerOfTwo,
   quantize,
   quantizeInto,
 } from "../proto/fixedpoint.js";
@@ -147,6 +148,36 @@ describe("fixed point", () => {
     assert.equal(at(1, 0.49999999999999994), 0);
   });
 
+  it("takes the fast path only for a normal, positive power of two", () => {
+    for (const x of [1, 2, 0.5, 2 ** 30, 2 ** -1022, 2 ** 1023]) assert.ok(isPowerOfTwo(x), `${x}`);
+    for (const x of [0, -0, -1, -(2 ** 16), 3, 1 + 2 ** -52, 2 - 2 ** -52, 2 ** -1074, 2 ** -1023])
+      assert.ok(!isPowerOfTwo(x), `${x}`);
+    for (const x of [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY])
+      assert.ok(!isPowerOfTwo(x), `${x}`);
+  });
+
+  it("Math.floor(v + 0.5) equals Math.round(v) for doubles, except 1/2 - 2^-54 and |v| >= 2^52", () => {
+    // The claim quantizeInto's fast path rests on, checked around every
+    // half-integer and integer boundary the rounding could cross.
+    const exception = 0.5 - 2 ** -54;
+    for (let e = -60; e < 52; e++) {
+      for (const base of [2 ** e, 2 ** e + 0.5, 2 ** e - 0.5, 0.5, 1.5, 2.5]) {
+        for (const sign of [1, -1]) {
+          let v = sign * base;
+          for (let step = 0; step < 4; step++) v = nextDouble(v, -1);
+          for (let step = 0; step < 8; step++, v = nextDouble(v, 1)) {
+            if (v === exception) {
+              assert.equal(Math.floor(v + 0.5), 1);
+              assert.equal(Math.round(v), 0);
+            } else {
+              assert.equal(Math.floor(v + 0.5), Math.round(v) || 0, `v ${v}`);
+            }
+          }
+        }
+      }
+    }
+  });
+
   it("adds with saturation and reports overflow", () => {
     const acc = new Int32Array([INT32_MAX - 1, INT32_MIN + 1, 5, -7, INT32_MAX]);
     const add = new Int32Array([2, -2, 6, -8, INT32_MIN]);
@@ -219,4 +250,15 @@ function nextFloat32(x: number, direction: 1 | -1): number {
   f32[0] = x;
   u32[0] += x > 0 === direction > 0 ? 1 : -1;
   return f32[0];
+}
+
+const f64 = new Float64Array(1);
+const u64 = new BigUint64Array(f64.buffer);
+
+/** The double next to `x` toward +Infinity (direction 1) or -Infinity (-1). */
+function nextDouble(x: number, direction: 1 | -1): number {
+  if (x === 0) return direction * Number.MIN_VALUE;
+  f64[0] = x;
+  u64[0] += x > 0 === direction > 0 ? 1n : -1n;
+  return f64[0];
 }
