@@ -1,36 +1,145 @@
 #!/usr/bin/env node
 /**
- * `npm run bench`: how fast the switch is, and how far from the floor.
+ * `npm run bench`: how fast ina-emu moves gradients, and how far from the floors.
  * 1. The switch pipeline alone, in process, no sockets: cost per packet.
- * 2. For N workers (default 2, 4, 8), 1 KiB payloads: the full system with real
- *    processes, against bench/floor-switch.ts (the least a Node process can do
- *    for the same workers), with switch packets/s and CPU per packet.
- * Numbers are reported, never asserted: the machine is shared and noisy.
+ * 2. For N workers (default 2, 4, 8) and three packet shapes (1 KiB packets one
+ *    per datagram, 1 KiB packets several per datagram, 64 KiB packets with a
+ *    window in bytes): NetReduce, ATP and PS with real processes, next to
+ *    bench/floor-switch.ts (the least a Node process can do for the same
+ *    workers, coalescing too) and, with --reference, the C switch of
+ *    ../shared/reference. Goodput per worker, switch packets/s, CPU per
+ *    emulated packet at the switch and the workers, retransmissions.
+ * 3. A 64 MiB all-reduce over 4 workers, with --reference next to Open MPI's
+ *    MPI_Allreduce over TCP loopback.
+ * Every configuration runs --repeat times, interleaved (repeat by repeat, all
+ * configurations in turn), and the median is reported: the machine is
+ * shared and noisy. Numbers are reported, never asserted. The results go to
+ * results/bench-<time>.json.
  */
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { z } from "zod";
 import { encodeHeader } from "../proto/codec.js";
-import { parseSwitchConfig } from "../proto/config.js";
+import {
+  parseSwitchConfig,
+  type WindowInput,
+  windowInputSchema,
+  windowPackets,
+} from "../proto/config.js";
+import type { SwitchStatsRecord } from "../proto/records.js";
 import { ScenarioRunSchema } from "../proto/scenario.js";
 import { byteSize } from "../proto/units.js";
 import { emptyHeader, HEADER_BYTES, PacketType } from "../proto/wire.js";
 import { EXIT_OK, runCli } from "../runtime/cli.js";
 import { SwitchCore } from "../switch/core.js";
+import { mpiAllreduceSeconds, referenceGoodput } from "./reference.js";
 import { type RunResult, runScenarioRun } from "./run.js";
 
-/** One lossless NetReduce job of `workers` through the real switch or the floor relay. */
-function netReduceRun(workers: number, size: number, window: number, impl: "ina" | "floor") {
+/** A packet shape: packet size, window, packets per datagram. */
+interface Shape {
+  name: string;
+  elementsPerPacket: number;
+  window: WindowInput;
+  packetsPerDatagram: number;
+}
+
+type Impl = "floor" | "netreduce" | "atp" | "ps";
+
+/** One job of `workers` in `mode` through the real switch (or the floor relay), lossless. */
+function oneRun(impl: Impl, workers: number, size: number, shape: Shape): Promise<RunResult> {
+  const window = windowPackets(shape.window, shape.elementsPerPacket);
   const run = ScenarioRunSchema.parse({
     name: impl,
+    // ATP gets as many aggregators as NetReduce: the same switch memory.
     aggregators: 2 * window,
-    jobs: [{ mode: "netreduce", workers, size, window }],
+    packetsPerDatagram: shape.packetsPerDatagram,
+    jobs: [
+      {
+        mode: impl === "floor" ? "netreduce" : impl,
+        workers,
+        size,
+        window,
+        elementsPerPacket: shape.elementsPerPacket,
+      },
+    ],
   });
-  return runScenarioRun(run, { seed: 1, timeoutMs: 300_000, switchImpl: impl });
+  return runScenarioRun(run, {
+    seed: 1,
+    timeoutMs: 300_000,
+    switchImpl: impl === "floor" ? "floor" : "ina",
+  });
 }
+
+/** What one run measured, per the bench's columns. */
+interface Sample {
+  goodputMBps: number;
+  seconds: number;
+  switchPacketsPerSecond: number;
+  switchCpuUsPerPacket: number;
+  workerCpuUsPerPacket: number;
+  /** packets per datagram the switch received */
+  packetsPerDatagram: number;
+  retransmissions: number;
+  verified: boolean;
+}
+
+function sampleOf(r: RunResult): Sample {
+  const sw = r.switch as Partial<SwitchStatsRecord> & { dataPathCpuSeconds?: number };
+  const swPackets = Number(sw.rxPackets ?? 0) + Number(sw.txPackets ?? 0);
+  const job = r.jobs[0];
+  if (job === undefined) throw new Error(`run ${r.name} has no result`);
+  const workerCpu = job.perWorker.reduce((s, w) => s + w.cpuSeconds, 0) / job.workers;
+  // A worker handles each of its packets twice: sent, and its result received.
+  const perWorkerPackets = job.perWorker[0].packetsSent * 2;
+  return {
+    goodputMBps: job.goodputMBps,
+    seconds: job.seconds,
+    switchPacketsPerSecond: swPackets / job.seconds,
+    // Start-up CPU (about as much as a small run's data path) is left out.
+    switchCpuUsPerPacket: (Number(sw.dataPathCpuSeconds ?? Number.NaN) * 1e6) / swPackets,
+    workerCpuUsPerPacket: (workerCpu * 1e6) / perWorkerPackets,
+    packetsPerDatagram: Number(sw.rxPackets ?? 0) / Math.max(1, Number(sw.rxDatagrams ?? 0)),
+    retransmissions: job.retransmissions,
+    verified: job.verified,
+  };
+}
+
+function median(values: number[]): number {
+  const sorted = values.filter((v) => Number.isFinite(v)).sort((a, b) => a - b);
+  if (sorted.length === 0) return Number.NaN;
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+/** The median of every numeric field over samples; verified only if every sample was. */
+function medianSample(samples: Sample[]): Sample {
+  const m = (key: keyof Sample) => median(samples.map((s) => Number(s[key])));
+  return {
+    goodputMBps: m("goodputMBps"),
+    seconds: m("seconds"),
+    switchPacketsPerSecond: m("switchPacketsPerSecond"),
+    switchCpuUsPerPacket: m("switchCpuUsPerPacket"),
+    workerCpuUsPerPacket: m("workerCpuUsPerPacket"),
+    packetsPerDatagram: m("packetsPerDatagram"),
+    retransmissions: m("retransmissions"),
+    verified: samples.every((s) => s.verified),
+  };
+}
+
+const IMPLS: readonly Impl[] = ["floor", "netreduce", "atp", "ps"];
 
 const spec = {
   command: "npm run bench --",
-  summary: "Measures the switch pipeline alone, then the whole system against the transport floor.",
+  summary:
+    "Measures the switch pipeline alone, then NetReduce, ATP and PS with real processes for\n" +
+    "three packet shapes against the floor relay (and the C reference), then a 64 MiB all-reduce.",
+  details:
+    "Shapes: 1 KiB packets one per datagram; 1 KiB packets up to 64 per datagram; 64 KiB\n" +
+    "packets with a window in bytes (--big-window). Every configuration runs --repeat times,\n" +
+    "interleaved, and the medians are printed; results/bench-<time>.json keeps every run.\n" +
+    "--reference DIR also runs DIR/agg.sh (the C switch) beside each shape and DIR/mpi.sh\n" +
+    "(MPI_Allreduce over TCP) beside the 64 MiB all-reduce.",
   options: {
     workers: {
       type: "string",
@@ -46,9 +155,44 @@ const spec = {
     },
     window: {
       type: "string",
-      valueName: "W",
-      description: "packets in flight per worker",
+      valueName: "N|BYTES",
+      description: "window of the 1 KiB shapes",
       defaultText: "128",
+    },
+    "big-window": {
+      type: "string",
+      valueName: "N|BYTES",
+      description: "window of the 64 KiB shape",
+      defaultText: "512KiB",
+    },
+    only: {
+      type: "string",
+      valueName: "LIST",
+      description: "implementations: floor, netreduce, atp, ps",
+      defaultText: "all four",
+    },
+    repeat: {
+      type: "string",
+      valueName: "R",
+      description: "runs of each configuration (the median is shown)",
+      defaultText: "3",
+    },
+    "allreduce-size": {
+      type: "string",
+      valueName: "BYTES",
+      description: "the 4-worker all-reduce's size (0: skip it)",
+      defaultText: "64MiB",
+    },
+    reference: {
+      type: "string",
+      valueName: "DIR",
+      description: "run the C switch and MPI_Allreduce scripts from DIR too (../shared/reference)",
+    },
+    results: {
+      type: "string",
+      valueName: "DIR",
+      description: "where the JSON results go",
+      defaultText: "results",
     },
     json: { type: "boolean", description: "print the results as JSON" },
   },
@@ -60,7 +204,17 @@ const spec = {
       .refine((list) => list.every((n) => n >= 1 && n <= 32), "each count must be 1..32")
       .default([2, 4, 8]),
     size: byteSize.default(16 * 1024 * 1024),
-    window: z.coerce.number().int().min(1).max(4096).default(128),
+    window: windowInputSchema.default({ packets: 128 }),
+    bigWindow: windowInputSchema.default({ bytes: 512 * 1024 }),
+    only: z
+      .string()
+      .transform((s) => s.split(","))
+      .pipe(z.array(z.enum(IMPLS)).min(1))
+      .default([...IMPLS]),
+    repeat: z.coerce.number().int().min(1).max(50).default(3),
+    allreduceSize: byteSize.default(64 * 1024 * 1024),
+    reference: z.string().optional(),
+    results: z.string().default("results"),
     json: z.boolean().default(false),
   }),
 } as const;
@@ -105,61 +259,204 @@ function pipelineOnly(fanIn: number, psns: number): { nsPerPacket: number; packe
   return { nsPerPacket: ns / packets, packets };
 }
 
+interface Row {
+  workers: number;
+  shape: string;
+  impl: Impl | "C reference";
+  median: Sample;
+  samples: Sample[];
+}
+
 await runCli(spec, async (o) => {
   const pipeline = pipelineOnly(4, 200_000);
   const pipelineLine = `switch pipeline alone (4 workers, 256 int32 per packet): ${pipeline.nsPerPacket.toFixed(0)} ns per packet in (${(1e9 / pipeline.nsPerPacket / 1e6).toFixed(2)} M packets/s)`;
   if (!o.json) process.stdout.write(`${pipelineLine}\n\n`);
-  const rows: Array<{ workers: number; ina: RunResult; floor: RunResult }> = [];
-  for (const workers of o.workers) {
-    process.stderr.write(`bench: ${workers} workers ...\n`);
-    const floor = await netReduceRun(workers, o.size, o.window, "floor");
-    const ina = await netReduceRun(workers, o.size, o.window, "ina");
-    rows.push({ workers, ina, floor });
-  }
-  if (o.json) {
-    process.stdout.write(`${JSON.stringify({ pipeline, rows })}\n`);
-    return EXIT_OK;
-  }
-  const header = [
-    "N",
-    "switch",
-    "goodput/worker MB/s",
-    "switch pkt/s",
-    "switch CPU us/pkt",
-    "worker CPU us/pkt",
-    "vs floor",
-    "verified",
+  const shapes: Shape[] = [
+    { name: "1 KiB, 1/datagram", elementsPerPacket: 256, window: o.window, packetsPerDatagram: 1 },
+    {
+      name: "1 KiB, 64/datagram",
+      elementsPerPacket: 256,
+      window: o.window,
+      packetsPerDatagram: 64,
+    },
+    {
+      name: "64 KiB, byte window",
+      elementsPerPacket: 16_368,
+      window: o.bigWindow,
+      packetsPerDatagram: 64,
+    },
   ];
-  const table = [header];
-  for (const { workers, ina, floor } of rows) {
-    for (const r of [floor, ina]) {
-      const sw = r.switch as {
-        dataPathCpuSeconds?: number;
-        rxPackets?: number;
-        txPackets?: number;
-      };
-      const swPackets = Number(sw.rxPackets ?? 0) + Number(sw.txPackets ?? 0);
-      const job = r.jobs[0];
-      const workerCpu = job.perWorker.reduce((s, w) => s + w.cpuSeconds, 0) / job.workers;
-      const perWorkerPackets = job.perWorker[0].packetsSent * 2;
-      table.push([
-        String(workers),
-        r === ina ? "ina-switch" : "floor relay",
-        job.goodputMBps.toFixed(1),
-        String(Math.round(swPackets / job.seconds)),
-        // Start-up CPU (about as much as a small run's data path) is left out.
-        ((Number(sw.dataPathCpuSeconds ?? Number.NaN) * 1e6) / swPackets).toFixed(1),
-        ((workerCpu * 1e6) / perWorkerPackets).toFixed(1),
-        r === ina ? `${((100 * job.goodputMBps) / floor.jobs[0].goodputMBps).toFixed(0)}%` : "",
-        job.verified ? "yes" : r === floor ? "n/a" : "NO",
-      ]);
+  const samples = new Map<string, Sample[]>();
+  const key = (workers: number, shape: string, impl: string) => `${workers}|${shape}|${impl}`;
+  const add = (k: string, sample: Sample) => {
+    const list = samples.get(k) ?? [];
+    list.push(sample);
+    samples.set(k, list);
+  };
+  // Repeat by repeat, every configuration in turn: load drifts hit all alike.
+  for (let rep = 0; rep < o.repeat; rep++) {
+    for (const workers of o.workers) {
+      for (const shape of shapes) {
+        for (const impl of o.only) {
+          process.stderr.write(
+            `bench: repeat ${rep + 1}/${o.repeat}, N=${workers}, ${shape.name}, ${impl}\n`,
+          );
+          const result = await oneRun(impl, workers, o.size, shape);
+          add(key(workers, shape.name, impl), sampleOf(result));
+        }
+        if (o.reference !== undefined) {
+          const window = windowPackets(shape.window, shape.elementsPerPacket);
+          const goodput = await referenceGoodput(
+            o.reference,
+            workers,
+            shape.elementsPerPacket,
+            window,
+          );
+          if (goodput !== null) {
+            add(key(workers, shape.name, "C reference"), {
+              goodputMBps: goodput,
+              seconds: Number.NaN,
+              switchPacketsPerSecond: Number.NaN,
+              switchCpuUsPerPacket: Number.NaN,
+              workerCpuUsPerPacket: Number.NaN,
+              packetsPerDatagram: 1,
+              retransmissions: Number.NaN,
+              verified: true,
+            });
+          }
+        }
+      }
     }
   }
-  const widths = header.map((_, i) => Math.max(...table.map((row) => row[i].length)));
-  for (const row of table)
-    process.stdout.write(`${row.map((c, i) => c.padStart(widths[i])).join("  ")}\n`);
+  const rows: Row[] = [];
+  for (const workers of o.workers) {
+    for (const shape of shapes) {
+      for (const impl of [...o.only, "C reference" as const]) {
+        const list = samples.get(key(workers, shape.name, impl));
+        if (list !== undefined)
+          rows.push({
+            workers,
+            shape: shape.name,
+            impl,
+            median: medianSample(list),
+            samples: list,
+          });
+      }
+    }
+  }
+
+  // The 64 MiB all-reduce over 4 workers, both big shapes, next to MPI.
+  const allreduce: Array<{ shape: string; seconds: number[]; median: number }> = [];
+  let mpi: { tcpSeconds: number[]; sharedMemorySeconds: number[] } | null = null;
+  if (o.allreduceSize > 0) {
+    const times = new Map<string, number[]>();
+    for (let rep = 0; rep < o.repeat; rep++) {
+      for (const shape of shapes.slice(1)) {
+        process.stderr.write(
+          `bench: repeat ${rep + 1}/${o.repeat}, ${o.allreduceSize} B all-reduce, ${shape.name}\n`,
+        );
+        const result = await oneRun("netreduce", 4, o.allreduceSize, shape);
+        if (!result.verified) throw new Error(`the ${shape.name} all-reduce was not exact`);
+        const list = times.get(shape.name) ?? [];
+        list.push(result.jobs[0].seconds);
+        times.set(shape.name, list);
+      }
+      if (o.reference !== undefined) {
+        const m = await mpiAllreduceSeconds(o.reference, o.allreduceSize, 4);
+        if (m !== null) {
+          mpi ??= { tcpSeconds: [], sharedMemorySeconds: [] };
+          if (m.tcpSeconds !== null) mpi.tcpSeconds.push(m.tcpSeconds);
+          if (m.sharedMemorySeconds !== null) mpi.sharedMemorySeconds.push(m.sharedMemorySeconds);
+        }
+      }
+    }
+    for (const [shape, seconds] of times)
+      allreduce.push({ shape, seconds, median: median(seconds) });
+  }
+
+  const output = {
+    when: new Date().toISOString(),
+    options: o,
+    pipeline,
+    rows,
+    allreduce: { bytes: o.allreduceSize, workers: 4, runs: allreduce, mpi },
+  };
+  await mkdir(o.results, { recursive: true });
+  const file = join(o.results, `bench-${output.when.replace(/[:.]/g, "-")}.json`);
+  await writeFile(file, `${JSON.stringify(output, null, 2)}\n`);
+  if (o.json) {
+    process.stdout.write(`${JSON.stringify(output)}\n`);
+    return EXIT_OK;
+  }
+  process.stdout.write(renderTable(rows));
   process.stdout.write(
-    "\nswitch CPU per packet counts packets in and out, and includes startup; worker CPU counts its sends and receives.\n",
+    "\nMedians of " +
+      `${o.repeat} interleaved runs. pkt/dgram: packets per datagram the switch received. Switch CPU\n` +
+      "per packet counts packets in and out, without start-up; worker CPU counts its sends and\n" +
+      "results. vs floor: goodput / the floor relay's in the same shape; vs C: / the C reference's.\n",
   );
+  if (allreduce.length > 0) {
+    process.stdout.write(
+      `\n${(o.allreduceSize / 2 ** 20).toFixed(0)} MiB all-reduce, 4 workers, NetReduce:\n`,
+    );
+    for (const a of allreduce) {
+      process.stdout.write(`  ${a.shape.padEnd(20)} ${a.median.toFixed(2)} s\n`);
+    }
+    if (mpi !== null) {
+      const tcp = median(mpi.tcpSeconds);
+      const best = Math.min(...allreduce.map((a) => a.median));
+      process.stdout.write(
+        `  MPI_Allreduce (TCP)   ${tcp.toFixed(2)} s; shared memory ${median(mpi.sharedMemorySeconds).toFixed(2)} s\n` +
+          `  ina-emu / MPI (TCP):  ${(best / tcp).toFixed(1)}x\n`,
+      );
+    }
+  }
+  process.stdout.write(`\nresults: ${file}\n`);
   return EXIT_OK;
 });
+
+function renderTable(rows: Row[]): string {
+  const header = [
+    "N",
+    "shape",
+    "impl",
+    "MB/s/worker",
+    "switch pkt/s",
+    "pkt/dgram",
+    "switch us/pkt",
+    "worker us/pkt",
+    "retransmits",
+    "vs floor",
+    "vs C",
+    "verified",
+  ];
+  const find = (r: Row, impl: string) =>
+    rows.find((x) => x.workers === r.workers && x.shape === r.shape && x.impl === impl);
+  const ratio = (r: Row, impl: string) => {
+    const other = find(r, impl);
+    return other === undefined || other === r
+      ? ""
+      : `${(r.median.goodputMBps / other.median.goodputMBps).toFixed(2)}x`;
+  };
+  const fixed = (v: number, digits: number) => (Number.isFinite(v) ? v.toFixed(digits) : "-");
+  const table = [header];
+  for (const r of rows) {
+    const m = r.median;
+    table.push([
+      String(r.workers),
+      r.shape,
+      r.impl,
+      fixed(m.goodputMBps, 1),
+      fixed(m.switchPacketsPerSecond, 0),
+      fixed(m.packetsPerDatagram, 1),
+      fixed(m.switchCpuUsPerPacket, 2),
+      fixed(m.workerCpuUsPerPacket, 2),
+      fixed(m.retransmissions, 0),
+      r.impl === "C reference" ? "" : ratio(r, "floor"),
+      r.impl === "C reference" ? "" : ratio(r, "C reference"),
+      r.impl === "C reference" ? "-" : m.verified ? "yes" : r.impl === "floor" ? "n/a" : "NO",
+    ]);
+  }
+  const widths = header.map((_, i) => Math.max(...table.map((row) => row[i].length)));
+  return `${table.map((row) => row.map((c, i) => (i < 3 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ")).join("\n")}\n`;
+}

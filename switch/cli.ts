@@ -137,7 +137,7 @@ await runCli(spec, async (options) => {
   });
   const registry = new Registry();
   const names = new Map(config.jobs.flatMap((job) => (job.name ? [[job.id, job.name]] : [])));
-  createSwitchMetrics(registry, server.core, manager, names);
+  createSwitchMetrics(registry, server.core, manager, names, () => server.coalescer.datagramsSent);
   createLinkMetrics(registry, () =>
     (server.linkRecords() ?? []).map((record) => ({
       host: record.host,

@@ -23,6 +23,8 @@ export function createSwitchMetrics(
   core: SwitchCore,
   manager: MemoryManager | null,
   names: ReadonlyMap<number, string> = new Map(),
+  /** datagrams the switch's socket sent (its coalescer counts them) */
+  datagramsSent: () => number = () => 0,
 ): void {
   createProcessMetrics(registry);
   const s = core.stats;
@@ -39,16 +41,26 @@ export function createSwitchMetrics(
   counterFrom(
     registry,
     "ina_switch_packets_received_total",
-    "Well-formed datagrams the switch received, by packet type",
+    "Well-formed packets the switch received, by packet type (several may share a datagram)",
     ["type"],
     byType(s.rxByType),
   );
   counterFrom(
     registry,
     "ina_switch_packets_sent_total",
-    "Datagrams the switch sent, by packet type",
+    "Packets the switch sent, by packet type",
     ["type"],
     byType(s.txByType),
+  );
+  counterFrom(
+    registry,
+    "ina_switch_datagrams_total",
+    "Datagrams the switch received and sent, each one packet or several (packets_*: per packet)",
+    ["direction"],
+    () => [
+      [{ direction: "rx" }, s.rxDatagrams],
+      [{ direction: "tx" }, datagramsSent()],
+    ],
   );
   counterFrom(
     registry,
@@ -60,7 +72,7 @@ export function createSwitchMetrics(
   counterFrom(
     registry,
     "ina_switch_drops_total",
-    "Datagrams the switch dropped, by reason (injected = the fault injector)",
+    "Packets the switch dropped, by reason (injected = the fault injector; a datagram whose framing failed counts once)",
     ["reason"],
     () => [...s.drops].flatMap((n, r) => (r === 0 ? [] : [[{ reason: DROP_REASON_NAMES[r] }, n]])),
   );

@@ -177,10 +177,15 @@ export class Worker {
         else if (overflowed > 0) reject(new AllReduceOverflowError(output, overflowed));
         else resolve(output);
       };
-      this.timer = setInterval(() => {
+      // Timeouts are checked after the event loop's poll phase, not in its
+      // timers phase: after this process was descheduled for a while, the
+      // timer fires first, and results waiting in the socket would otherwise
+      // look lost and be sent for again.
+      const tick = () => {
         this.core.tick(performance.now());
         if (this.core.done && this.finish !== null) this.finish();
-      }, this.tickMs);
+      };
+      this.timer = setInterval(() => setImmediate(tick), this.tickMs);
       try {
         this.core.begin(input, output, performance.now());
       } catch (error) {
