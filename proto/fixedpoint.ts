@@ -180,7 +180,16 @@ export function addSaturating(
  * at most half a step), and the float32 output adds at most half an ulp.
  */
 export function errorBound(workers: number, scaleBits: number, referenceMagnitude: number): number {
-  const quantization = workers * 2 ** -(scaleBits + 1);
+  return errorBoundWith(quantizationBound(workers, scaleBits), referenceMagnitude);
+}
+
+/** The quantization part of errorBound: half a step per input. */
+export function quantizationBound(workers: number, scaleBits: number): number {
+  return workers * 2 ** -(scaleBits + 1);
+}
+
+/** errorBound with its quantization part computed once (for loops over many elements). */
+export function errorBoundWith(quantization: number, referenceMagnitude: number): number {
   return quantization + (Math.abs(referenceMagnitude) + quantization) * 2 ** -24;
 }
 
