@@ -9,11 +9,11 @@ import {
   Field,
   Flag,
   HEADER_BYTES,
+  MAX_DATAGRAM_BYTES,
   MAX_ELEMENTS_PER_PACKET,
   MAX_FAN_IN,
   MAX_SCALE_BITS,
   PacketType,
-  packetBytes,
 } from "../proto/wire.js";
 import { PacketSlots } from "../runtime/slots.js";
 import { CongestionWindow } from "./congestion.js";
@@ -206,7 +206,8 @@ export class WorkerCore {
     this.slotSentAt = new Float64Array(w);
     this.slotSends = new Uint32Array(w);
     this.slotDone = new Uint8Array(w);
-    const scratchArena = new ArrayBuffer(packetBytes(options.elementsPerPacket));
+    // A whole datagram is copied here at once (one native call, not one per packet).
+    const scratchArena = new ArrayBuffer(MAX_DATAGRAM_BYTES + 1);
     this.scratch = Buffer.from(scratchArena);
     this.scratchView = new DataView(scratchArena);
     this.scratchValues = new Int32Array(scratchArena);
@@ -311,24 +312,25 @@ export class WorkerCore {
       this.drop(-packets as DropReasonValue);
       return;
     }
+    datagram.copy(this.scratch, 0, 0, datagram.length);
     let at = 0;
     for (let k = 0; k < packets; k++) {
       const length = packetBytesAt(datagram, at);
-      this.receivePacket(datagram, at, length, now);
+      this.receivePacket(at, length, now);
       at += length;
     }
   }
 
-  private receivePacket(datagram: Buffer, at: number, length: number, now: number): void {
+  /** The packet at bytes [at, at + length) of scratch. */
+  private receivePacket(at: number, length: number, now: number): void {
     const h = this.header;
-    if (length > this.scratch.length) {
-      this.drop(DropReason.tooManyElements);
-      return;
-    }
-    datagram.copy(this.scratch, 0, at, at + length);
-    const reason = decodeHeader(this.scratchView, 0, length, h);
+    const reason = decodeHeader(this.scratchView, at, length, h);
     if (reason !== DropReason.ok) {
       this.drop(reason);
+      return;
+    }
+    if (h.elementCount > this.options.elementsPerPacket) {
+      this.drop(DropReason.tooManyElements);
       return;
     }
     if (h.type === PacketType.failed && h.jobId === this.options.jobId) {
@@ -376,11 +378,12 @@ export class WorkerCore {
       // The PS finished a sum that overflowed int32 in floating point.
       const floats = this.scratchFloats;
       const output = this.output;
-      for (let i = 0; i < count; i++) output[first + i] = floats[HEADER_BYTES / 4 + i];
+      const start = (at + HEADER_BYTES) >> 2;
+      for (let i = 0; i < count; i++) output[first + i] = floats[start + i];
     } else {
       dequantizeInto(
         this.scratchValues,
-        HEADER_BYTES / 4,
+        (at + HEADER_BYTES) >> 2,
         count,
         this.inverseScale,
         this.output,
