@@ -553,6 +553,9 @@ async function runRuns(
         },
       });
       runs.push(result);
+      for (const warning of result.warnings) {
+        process.stderr.write(`ina-experiment: warning: run ${run.name}: ${warning}\n`);
+      }
       if (result.bound !== null) process.stderr.write(`    ${describeBound(result)}\n`);
       if (result.bound === "host") {
         process.stderr.write(
