@@ -266,9 +266,16 @@ describe("worker and switch over a simulated network", () => {
     assert.equal(sent.length, 2);
     core.tick(DEFAULT_RTO.rtoInitialMs - 1);
     assert.equal(sent.length, 2);
+    // A first timeout resends only the oldest PSN, a probe.
     core.tick(DEFAULT_RTO.rtoInitialMs);
-    assert.equal(sent.length, 4);
+    assert.equal(sent.length, 3);
+    assert.equal(sent[2].readUInt32LE(12), 0, "the oldest PSN");
     assert.equal(sent[2].readUInt16LE(2) & 1, 1, "resend flag set");
     assert.equal(core.stats.rtoMs, 2 * DEFAULT_RTO.rtoInitialMs);
+    // No result before the backed-off RTO: every expired PSN goes again.
+    core.tick(2 * DEFAULT_RTO.rtoInitialMs);
+    assert.equal(sent.length, 4);
+    assert.equal(sent[3].readUInt32LE(12), 1);
+    assert.equal(core.stats.rtoMs, 4 * DEFAULT_RTO.rtoInitialMs);
   });
 });

@@ -193,6 +193,17 @@ export class WorkerCore {
   private next = 0;
   private active = false;
   private hasRttSample = false;
+  /**
+   * A timeout resent only the oldest PSN (F-RTO, RFC 5682, in spirit): on a
+   * busy host a peer or the switch stalls for longer than the RTO far more
+   * often than a window is lost, and resending every expired PSN then only
+   * adds load, while Karn's rule discards exactly the delayed samples that
+   * would teach the estimator. A result for a PSN sent once ends probing (the
+   * timeout was spurious, or the path works again and gap detection finds the
+   * rest); if none comes before the (doubled) RTO expires again, every
+   * expired PSN is resent, as before.
+   */
+  private probing = false;
   private rttVarMs = 0;
 
   constructor(
@@ -296,6 +307,7 @@ export class WorkerCore {
     this.base = this.firstPsn;
     this.next = this.firstPsn;
     this.active = packets > 0;
+    this.probing = false;
     this.lastAnswerAt = now;
     this.fillWindow(now);
   }
@@ -397,7 +409,10 @@ export class WorkerCore {
     this.stats.resultsReceived++;
     this.slotDone[slot] = 1;
     // Karn: only a packet sent once gives an unambiguous RTT sample.
-    if (this.slotSends[slot] === 1) this.sampleRtt(now - this.slotSentAt[slot]);
+    if (this.slotSends[slot] === 1) {
+      this.sampleRtt(now - this.slotSentAt[slot]);
+      this.probing = false;
+    }
     if (psn === this.base) {
       while (this.base < this.next && this.slotDone[this.base % this.options.window] === 1) {
         this.base++;
@@ -437,11 +452,14 @@ export class WorkerCore {
         }
         this.resend(slot, now);
         timedOut = true;
+        // A first timeout resends only the oldest PSN, a probe (see `probing`).
+        if (!this.probing) break;
       }
     }
     if (timedOut) {
       this.stats.timeouts++;
       this.stats.rtoMs = Math.min(this.options.rtoMaxMs, rto * 2);
+      this.probing = !this.probing;
     }
   }
 
