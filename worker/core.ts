@@ -471,11 +471,19 @@ export class WorkerCore {
   private resendGaps(psn: number, now: number): void {
     if (!this.hasRttSample) return;
     const waited = Math.max(2, this.stats.srttMs * 1.5 + this.rttVarMs);
+    // ATP: a PSN whose contributions split between its aggregator and the PS
+    // (a collision) completes once any one worker resends it, and every
+    // worker sees the same gap at the same time. One worker per PSN (psn mod
+    // fanIn) resends at once; the others wait three times as long, by which
+    // time that resend's ack has usually arrived.
+    const atp = this.options.mode === "atp";
+    const later = 3 * waited;
     // Bounded, so a long gap costs O(1) per result rather than O(window).
     const last = Math.min(psn - 3, this.base + 32);
     for (let p = this.base; p <= last; p++) {
       const slot = p % this.options.window;
-      if (this.slotDone[slot] === 0 && now - this.slotSentAt[slot] >= waited) {
+      const due = atp && p % this.options.fanIn !== this.options.workerId ? later : waited;
+      if (this.slotDone[slot] === 0 && now - this.slotSentAt[slot] >= due) {
         this.resend(slot, now);
       }
     }
