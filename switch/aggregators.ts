@@ -45,6 +45,13 @@ export class AggregatorArray {
   readonly regionEpoch: Uint8Array;
   /** when each aggregator was claimed, for the completion-latency metric */
   readonly claimedAt: Float64Array;
+  /**
+   * ATP: the latest (job, PSN) that passed through to the PS because this
+   * aggregator was held (job -1: none); its later contributions must follow
+   * it there rather than claim the aggregator (proto/README.md, section 9)
+   */
+  readonly pendingJob: Int32Array;
+  readonly pendingPsn: Uint32Array;
   /** non-empty aggregators tagged with each job id: how much of a shared pool a job holds */
   readonly heldBy = new Uint32Array(0x10000);
   /** the time of the packet being processed (ms), set by the switch before each program call */
@@ -66,6 +73,8 @@ export class AggregatorArray {
     this.fanIn = new Uint8Array(count);
     this.regionEpoch = new Uint8Array(count);
     this.claimedAt = new Float64Array(count);
+    this.pendingJob = new Int32Array(count).fill(-1);
+    this.pendingPsn = new Uint32Array(count);
   }
 
   /**

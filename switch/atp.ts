@@ -123,15 +123,24 @@ export function atpContribute(
       // A job at its quota leaves the rest of the shared pool to the others.
       if (aggregators.heldBy[job.id] >= job.quota) {
         outcome.overQuota = true;
-        return AtpVerdict.passThrough;
+        return passThroughPending(aggregators, job, h, index);
       }
     }
     if (state === AggregatorState.empty && !resend) {
       aggregators.claim(index, job.id, h, bit, payload, payloadStart);
+      if (aggregators.pendingJob[index] === job.id && aggregators.pendingPsn[index] === h.psn) {
+        // Some of this PSN's values went to the PS while the aggregator was
+        // held: the rest follow them there, or the PSN would complete nowhere.
+        aggregators.setState(index, AggregatorState.fallback);
+        aggregators.pendingJob[index] = -1;
+        return AtpVerdict.passThrough;
+      }
       return job.fanIn === 1 ? complete(aggregators, job, h, index) : AtpVerdict.absorbed;
     }
     outcome.collision = state !== AggregatorState.empty;
-    return AtpVerdict.passThrough;
+    return outcome.collision
+      ? passThroughPending(aggregators, job, h, index)
+      : AtpVerdict.passThrough;
   }
   if (
     aggregators.elementCount[index] !== h.elementCount ||
@@ -165,6 +174,18 @@ export function atpContribute(
   aggregators.contributions[index]++;
   if (aggregators.contributions[index] === job.fanIn) return complete(aggregators, job, h, index);
   return AtpVerdict.absorbed;
+}
+
+/** A first send passes through to the PS: its PSN becomes the aggregator's pending tag. */
+function passThroughPending(
+  aggregators: AggregatorArray,
+  job: JobState,
+  h: PacketHeader,
+  index: number,
+): AtpVerdictValue {
+  aggregators.pendingJob[index] = job.id;
+  aggregators.pendingPsn[index] = h.psn;
+  return AtpVerdict.passThrough;
 }
 
 /**

@@ -200,6 +200,29 @@ describe("ATP program in the switch", () => {
     assert.deepEqual(toPs()[1].values, [11]);
   });
 
+  it("sends the rest of a PSN that collided to the PS, even once its aggregator is free", () => {
+    const index = atpIndex(1, 0, 0, 4);
+    const psnB = psnAt(2, index);
+    send(atpA, 0, 0, [5]);
+    send(atpB, 0, psnB, [7]); // collides: B's worker 0 is at the PS now
+    send(atpA, 1, 0, [6]); // A completes, goes to the PS, whose ack frees the aggregator
+    ack(atpA, 0, index, [11]);
+    assert.equal(core.aggregators.state[index], AggregatorState.empty);
+    capture.sent.length = 0;
+    send(atpB, 1, psnB, [8]);
+    // Claiming it would split psnB: worker 0 at the PS, worker 1 here, complete nowhere.
+    const [followed] = toPs();
+    assert.equal(followed.header.workerId, 1);
+    assert.deepEqual(followed.values, [8]);
+    assert.equal(followed.header.flags, Flag.toPs, "no collision: the aggregator was free");
+    assert.equal(core.aggregators.state[index], AggregatorState.fallback);
+    assert.equal(core.aggregators.jobId[index], 2);
+    assert.equal(core.job(2)?.counters.fallbacks, 2);
+    // The PS's ack for psnB frees it.
+    ack(atpB, psnB, index, [15]);
+    assert.equal(core.aggregators.state[index], AggregatorState.empty);
+  });
+
   it("no tenant pins the pool: another job's claim past its lease is taken back, its partial sent to the PS first", () => {
     const index = atpIndex(1, 0, 0, 4);
     const psnB = psnAt(2, index);
@@ -230,7 +253,13 @@ describe("ATP program in the switch", () => {
     assert.deepEqual(evicted.values, [5]);
     assert.equal(evicted.header.flags & Flag.resend, Flag.resend);
     assert.equal(core.aggregators.jobId[index], 2, "B holds it now");
-    assert.equal(core.aggregators.state[index], AggregatorState.partial);
+    // B's worker 0 reached the PS through the collision: its worker 1 follows
+    // it there (fallback), so PSN psnB cannot split between switch and PS.
+    assert.equal(core.aggregators.state[index], AggregatorState.fallback);
+    const followed = toPs().at(-1);
+    assert.equal(followed?.header.jobId, 2);
+    assert.equal(followed?.header.workerId, 1);
+    assert.deepEqual(followed?.values, [8]);
     assert.equal(core.job(2)?.counters.leaseReclaims, 1);
     // A's next contribution for PSN 0 now collides and goes to the PS, where
     // it meets A's evicted partial.
