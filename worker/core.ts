@@ -204,6 +204,8 @@ export class WorkerCore {
    * expired PSN is resent, as before.
    */
   private probing = false;
+  /** the highest PSN of this all-reduce with its result (-1: none yet) */
+  private newestResult = -1;
   private rttVarMs = 0;
 
   constructor(
@@ -308,6 +310,7 @@ export class WorkerCore {
     this.next = this.firstPsn;
     this.active = packets > 0;
     this.probing = false;
+    this.newestResult = -1;
     this.lastAnswerAt = now;
     this.fillWindow(now);
   }
@@ -408,6 +411,7 @@ export class WorkerCore {
     this.congestion.onResult(marked, psn, this.next);
     this.stats.resultsReceived++;
     this.slotDone[slot] = 1;
+    if (psn > this.newestResult) this.newestResult = psn;
     // Karn: only a packet sent once gives an unambiguous RTT sample.
     if (this.slotSends[slot] === 1) {
       this.sampleRtt(now - this.slotSentAt[slot]);
@@ -439,6 +443,10 @@ export class WorkerCore {
       );
       return;
     }
+    // Gap detection runs on the clock too: when every later PSN of the
+    // window has its result, no result comes to trigger it, and only the
+    // timeout (far longer) would resend what is missing.
+    if (this.newestResult >= this.base + 3) this.resendGaps(this.newestResult, now);
     const rto = this.stats.rtoMs;
     let timedOut = false;
     for (let psn = this.base; psn < this.next; psn++) {
