@@ -214,23 +214,34 @@ export function formatTable(runs: RunResult[]): string {
     "start s",
     "seconds",
     "MB/s/worker",
+    "sent MiB/w",
+    "recv MiB/w",
+    "algbw MB/s",
+    "busbw MB/s",
     "collisions",
     "fallback",
     "retransmits",
     "bound",
     "verified",
   ];
+  const mib = (bytes: number) => (Number.isFinite(bytes) ? (bytes / 2 ** 20).toFixed(1) : "-");
   const rows = runs.flatMap((run) =>
     run.jobs.map((j) => [
       run.name,
       j.name,
-      j.mode,
+      j.mode === "ring" && j.operation !== "allReduce" ? `ring ${j.operation}` : j.mode,
       String(j.workers),
       `${((j.bytesPerWorker * j.iterations) / 2 ** 20).toFixed(1)}`,
-      j.mode === "ps" ? "-" : `${j.regionSize}${j.mode === "atp" ? " shared" : ""}`,
+      j.mode === "ps" || j.mode === "ring"
+        ? "-"
+        : `${j.regionSize}${j.mode === "atp" ? " shared" : ""}`,
       (j.startMs / 1000).toFixed(1),
       j.seconds.toFixed(2),
       j.goodputMBps.toFixed(1),
+      mib(j.bytesSentPerWorker),
+      mib(j.bytesReceivedPerWorker),
+      j.algbwMBps.toFixed(1),
+      j.busbwMBps.toFixed(1),
       j.mode === "atp" ? String(j.collisions) : "-",
       j.mode === "atp" ? pct(j.fallbackFraction) : j.mode === "ps" ? "all" : "-",
       String(j.retransmissions),

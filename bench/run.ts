@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
-import type { SwitchConfigInput } from "../proto/config.js";
+import type { Collective, SwitchConfigInput } from "../proto/config.js";
 import { type Links, linkParamsFor } from "../proto/links.js";
 import type {
   FinalStats,
@@ -81,6 +81,9 @@ export interface WorkerOutcome {
   ecnMarkedResults: number;
   window: number;
   duplicateResults: number;
+  /** gradient bytes the worker sent and took in, each packet once (headers and retransmissions aside) */
+  payloadBytesSent: number;
+  payloadBytesReceived: number;
   maxAbsError: number;
   notBitExact: number;
   outOfBound: number;
@@ -108,6 +111,14 @@ export interface JobResult {
   seconds: number;
   /** bytes all-reduced per worker per second (MB = 10^6 bytes) */
   goodputMBps: number;
+  /** what the workers ran: allReduce, or a ring job's collective */
+  operation: Collective;
+  /** gradient bytes per worker per iteration, sent and taken in (INA: about the tensor each way; ring: 2(N-1)/N of it) */
+  bytesSentPerWorker: number;
+  bytesReceivedPerWorker: number;
+  /** nccl-tests' algorithm bandwidth (tensor bytes / time) and bus bandwidth (algbw x the collective's factor), MB/s */
+  algbwMBps: number;
+  busbwMBps: number;
   retransmissions: number;
   /** ATP: contributions that found another (job, PSN) in their aggregator */
   collisions: number;
@@ -315,7 +326,7 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
     const { ps, sw, ready } = await startSwitch({
       dir,
       config,
-      withPs: jobs.some((j) => j.mode !== "netreduce"),
+      withPs: jobs.some((j) => j.mode === "atp" || j.mode === "ps"),
       psArgs: datagramArgs,
       switchArgs: datagramArgs,
       script: o.switchImpl === "floor" ? SCRIPTS.floor : SCRIPTS.switch,
@@ -504,7 +515,7 @@ function workerArgs(
     "--offset",
     String(job.offset),
     "--size",
-    String(job.mode === "ps" ? 2 * job.window : job.regionSize),
+    String(job.mode === "ps" || job.mode === "ring" ? 2 * job.window : job.regionSize),
     "--window",
     String(job.window),
     "--elements-per-packet",
@@ -518,7 +529,33 @@ function workerArgs(
     "--iterations",
     String(job.iterations),
     "--wait-go",
+    ...(job.mode === "ring" ? ["--operation", job.operation, "--root", String(job.root)] : []),
   ];
+}
+
+const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / Math.max(1, values.length);
+
+/**
+ * nccl-tests' bandwidths for a collective of `bytes` over `workers` taking
+ * `seconds`: algbw = bytes / seconds; busbw = algbw x 2(N-1)/N for
+ * all-reduce, x (N-1)/N for reduce-scatter, all-gather and all-to-all, x 1
+ * for broadcast and reduce: what each link carries, comparable across N.
+ */
+export function bandwidths(
+  op: Collective,
+  workers: number,
+  bytes: number,
+  seconds: number,
+): { algbwMBps: number; busbwMBps: number } {
+  const algbwMBps = bytes / 1e6 / seconds;
+  const n = workers;
+  const factor =
+    op === "allReduce"
+      ? (2 * (n - 1)) / n
+      : op === "broadcast" || op === "reduce"
+        ? 1
+        : (n - 1) / n;
+  return { algbwMBps, busbwMBps: algbwMBps * factor };
 }
 
 function jobResult(
@@ -541,6 +578,8 @@ function jobResult(
       ecnMarkedResults: Number(r.ecnMarkedResults ?? 0),
       window: Number(r.window),
       duplicateResults: Number(r.duplicateResults),
+      payloadBytesSent: Number(r.payloadBytesSent ?? Number.NaN),
+      payloadBytesReceived: Number(r.payloadBytesReceived ?? Number.NaN),
       maxAbsError: Number(v.maxAbsError ?? Number.NaN),
       notBitExact: Number(v.notBitExact ?? Number.NaN),
       outOfBound: Number(v.outOfBound ?? Number.NaN),
@@ -566,6 +605,15 @@ function jobResult(
     seed: job.seed,
     seconds,
     goodputMBps: (job.size * job.iterations) / 1e6 / seconds,
+    operation: job.mode === "ring" ? job.operation : "allReduce",
+    bytesSentPerWorker: mean(perWorker.map((w) => w.payloadBytesSent)) / job.iterations,
+    bytesReceivedPerWorker: mean(perWorker.map((w) => w.payloadBytesReceived)) / job.iterations,
+    ...bandwidths(
+      job.mode === "ring" ? job.operation : "allReduce",
+      job.workers,
+      job.size,
+      seconds / job.iterations,
+    ),
     retransmissions: perWorker.reduce((sum, w) => sum + w.retransmissions, 0),
     collisions: counters?.collisions ?? 0,
     fallbacks,

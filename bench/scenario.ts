@@ -146,8 +146,8 @@ export function resolveJobs(run: ScenarioRun, scenarioSeed: number): ResolvedJob
       scaleBits: job.scaleBits,
     };
     const rule: JobConfig =
-      job.mode === "ps"
-        ? { ...common, mode: "ps" }
+      job.mode === "ps" || job.mode === "ring"
+        ? { ...common, mode: job.mode }
         : { ...common, mode: job.mode, offset, size: regionSize };
     return {
       ...job,

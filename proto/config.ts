@@ -120,14 +120,39 @@ export const PsJobSchema = z.strictObject({
   mode: z.literal("ps"),
 });
 
+/**
+ * Ring all-reduce and the other host-based collectives: the workers sum and
+ * move data among themselves; the switch only forwards (proto/README.md,
+ * section 17). No aggregators, no PS.
+ */
+export const RingJobSchema = z.strictObject({
+  ...jobCommon,
+  mode: z.literal("ring"),
+});
+
 export const JobConfigSchema = z.discriminatedUnion("mode", [
   NetReduceJobSchema,
   AtpJobSchema,
   PsJobSchema,
+  RingJobSchema,
 ]);
 export type JobConfig = z.infer<typeof JobConfigSchema>;
 export type JobMode = JobConfig["mode"];
-export const JOB_MODES = ["netreduce", "atp", "ps"] as const satisfies readonly JobMode[];
+export const JOB_MODES = ["netreduce", "atp", "ps", "ring"] as const satisfies readonly JobMode[];
+/** The modes whose sums come back from the network (the switch or the PS): WorkerCore's. */
+export const SUMMED_MODES = ["netreduce", "atp", "ps"] as const satisfies readonly JobMode[];
+export type SummedMode = (typeof SUMMED_MODES)[number];
+
+/** What a ring job's workers run (worker/collective.ts; proto/README.md, section 17). */
+export const COLLECTIVES = [
+  "allReduce",
+  "reduceScatter",
+  "allGather",
+  "broadcast",
+  "reduce",
+  "allToAll",
+] as const;
+export type Collective = (typeof COLLECTIVES)[number];
 
 /** How a worker reacts to ECN marks on its results (worker/congestion.ts). */
 export const CONGESTION_CONTROLS = ["none", "aimd", "dctcp"] as const;
@@ -137,9 +162,11 @@ export type CongestionControl = (typeof CONGESTION_CONTROLS)[number];
 export const POLICIES = ["edf", "fcfs", "static"] as const;
 export type Policy = (typeof POLICIES)[number];
 
-/** A job's region (offset, size) in the aggregator array; a PS job has none. */
+/** A job's region (offset, size) in the aggregator array; a PS or ring job has none. */
 export function jobRegion(job: JobConfig): { offset: number; size: number } {
-  return job.mode === "ps" ? { offset: 0, size: 0 } : { offset: job.offset, size: job.size };
+  return job.mode === "ps" || job.mode === "ring"
+    ? { offset: 0, size: 0 }
+    : { offset: job.offset, size: job.size };
 }
 
 /** Most memory the PS may hold for one job's PSN states. */
@@ -197,6 +224,7 @@ export const SwitchConfigSchema = z
         });
       }
       seen.set(job.id, i);
+      if (job.mode === "ring") return;
       if (job.mode !== "netreduce" && config.parameterServer === undefined) {
         ctx.addIssue({
           code: "custom",
@@ -234,7 +262,8 @@ export const SwitchConfigSchema = z
       }
       // A NetReduce region is the job's alone; ATP slices may overlap each other.
       config.jobs.slice(0, i).forEach((other, j) => {
-        if (other.mode === "ps" || (job.mode === "atp" && other.mode === "atp")) return;
+        if (other.mode === "ps" || other.mode === "ring") return;
+        if (job.mode === "atp" && other.mode === "atp") return;
         if (job.offset < other.offset + other.size && other.offset < job.offset + job.size) {
           ctx.addIssue({
             code: "custom",

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import {
+  COLLECTIVES,
   CONGESTION_CONTROLS,
   JOB_MODES,
   POLICIES,
@@ -46,6 +47,17 @@ export const ScenarioJobSchema = z
     regionSize: z.int().min(1).optional(),
     /** how the workers' windows react to ECN-marked results (with links): none, aimd, dctcp */
     congestionControl: z.enum(CONGESTION_CONTROLS).default("none"),
+    /**
+     * ring jobs: the collective the workers run (allReduce, reduceScatter,
+     * allGather, broadcast, reduce, allToAll; `size` is the whole tensor) and
+     * the root of broadcast and reduce
+     */
+    operation: z.enum(COLLECTIVES).default("allReduce"),
+    root: z
+      .int()
+      .min(0)
+      .max(MAX_FAN_IN - 1)
+      .default(0),
     /** seed of the job's gradients; defaults to the scenario's seed + id */
     seed: z.int().min(0).max(0xffffffff).optional(),
   })

@@ -413,16 +413,23 @@ export class SwitchCore {
     }
     if (h.workerId < job.fanIn) job.heardAt[h.workerId] = stats.lastPacketAt;
 
+    if (
+      (h.flags & Flag.batches) !== 0 &&
+      h.workerId < job.fanIn &&
+      (h.type === PacketType.contribution || h.type === PacketType.forward) &&
+      (job.batchesPort[h.workerId] !== port || job.batchesAddress[h.workerId] !== address)
+    ) {
+      job.batchesPort[h.workerId] = port;
+      job.batchesAddress[h.workerId] = address;
+      this.transmit.acceptsBatches?.(port, address);
+    }
+
+    if (h.type === PacketType.contribution && job.mode === "ring") {
+      // A ring job's workers sum among themselves: nothing to aggregate here.
+      this.dropPacket(DropReason.unexpectedType, job);
+      return;
+    }
     if (h.type === PacketType.contribution) {
-      if (
-        (h.flags & Flag.batches) !== 0 &&
-        h.workerId < job.fanIn &&
-        (job.batchesPort[h.workerId] !== port || job.batchesAddress[h.workerId] !== address)
-      ) {
-        job.batchesPort[h.workerId] = port;
-        job.batchesAddress[h.workerId] = address;
-        this.transmit.acceptsBatches?.(port, address);
-      }
       if (h.elementCount > this.aggregators.elements) {
         this.dropPacket(DropReason.tooManyElements, job);
         return;
@@ -482,9 +489,11 @@ export class SwitchCore {
     }
 
     if (h.type === PacketType.forward && h.workerId < job.fanIn) {
+      // Bound first: a worker's forward to itself (a hello, section 17) is
+      // how it makes itself reachable before anyone has sent to it.
+      job.bindOnFirstUse(h.workerId, port, address);
       reason = this.forward(job, h.destination, h.workerId, packet);
       if (reason !== DropReason.ok) this.dropPacket(reason, job);
-      else job.bindOnFirstUse(h.workerId, port, address);
       return;
     }
     this.dropPacket(DropReason.unexpectedType, job);

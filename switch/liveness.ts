@@ -53,7 +53,7 @@ export class Liveness {
           waitedMs: now - job.awaitingAckSince,
         };
       }
-      if (job.mode === "ps") continue;
+      if (job.mode === "ps" || job.mode === "ring") continue;
       const stuck = this.oldestStuck(job, now);
       if (stuck >= 0) {
         const a = this.aggregators;

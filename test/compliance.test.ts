@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { JOB_MODES, type JobMode } from "../proto/config.js";
+import { type JobMode, SUMMED_MODES } from "../proto/config.js";
 import { verifyAllReduce } from "../worker/workload.js";
 import { testSeed } from "./seed.js";
 import { type SimJob, simulate } from "./simnet.js";
@@ -38,7 +38,7 @@ function assertExact(sim: ReturnType<typeof simulate>, jobs: SimJob[]): void {
   }
 }
 
-for (const mode of JOB_MODES) {
+for (const mode of SUMMED_MODES) {
   describe(`aggregator compliance: ${mode}`, () => {
     // A pool of 2 x window for ATP: hashing leaves some collisions even alone.
     const job = (extra: Partial<SimJob> = {}): SimJob => ({

@@ -51,7 +51,7 @@ describe("switch config", () => {
   it("rejects a wrong type with the field's name", () => {
     assert.match(configError({ aggregators: "many" }), /^aggregators: /);
     assert.match(
-      configError({ aggregators: 8, jobs: [{ ...job, mode: "ring" }] }),
+      configError({ aggregators: 8, jobs: [{ ...job, mode: "tree" }] }),
       /^jobs\[0\]\.mode: /,
     );
   });

@@ -7,8 +7,9 @@ import { Field, Flag, MAX_DATAGRAM_BYTES } from "../proto/wire.js";
 import { PsCore } from "../ps/core.js";
 import { Coalescer } from "../runtime/coalesce.js";
 import { SwitchCore } from "../switch/core.js";
+import { type Collective, CollectiveCore } from "../worker/collective.js";
 import { DEFAULT_RTO, WorkerCore } from "../worker/core.js";
-import { makeGradient } from "../worker/workload.js";
+import { collectiveInput, collectiveOutputLength, makeGradient } from "../worker/workload.js";
 
 export interface SimJob {
   mode: JobMode;
@@ -23,6 +24,9 @@ export interface SimJob {
   /** seed of the job's gradients; defaults to the simulation's */
   seed?: number;
   congestionControl?: CongestionControl;
+  /** ring jobs: the collective every worker runs (default allReduce), and its root */
+  operation?: Collective;
+  root?: number;
 }
 
 export interface SimOptions {
@@ -68,6 +72,7 @@ export function simulate(o: SimOptions) {
     const id = j + 1;
     const common = { id, fanIn: job.workers, window: job.window };
     if (job.mode === "ps") return { ...common, mode: "ps" as const };
+    if (job.mode === "ring") return { ...common, mode: "ring" as const };
     const size = job.size ?? 2 * job.window;
     const offset = job.offset ?? nextOffset;
     nextOffset = Math.max(nextOffset, offset + size);
@@ -136,8 +141,23 @@ export function simulate(o: SimOptions) {
   const jobs = o.jobs.map((job, j) => {
     const cfg = jobConfigs[j];
     const seed = job.seed ?? o.seed;
-    const workers = Array.from({ length: job.workers }, (_, w) => {
+    const op = job.operation ?? "allReduce";
+    const hosts = Array.from({ length: job.workers }, (_, w): WorkerCore | CollectiveCore => {
       const out = coalescer(workerPort(j, w), true);
+      if (job.mode === "ring") {
+        return new CollectiveCore(
+          {
+            ...DEFAULT_RTO,
+            jobId: cfg.id,
+            workerId: w,
+            fanIn: job.workers,
+            window: job.window,
+            elementsPerPacket: job.elementsPerPacket,
+            scaleBits: job.scaleBits ?? 20,
+          },
+          { send: (buf) => out.send(buf, SWITCH_PORT, HOST) },
+        );
+      }
       return new WorkerCore(
         {
           ...DEFAULT_RTO,
@@ -145,8 +165,8 @@ export function simulate(o: SimOptions) {
           jobId: cfg.id,
           workerId: w,
           fanIn: job.workers,
-          regionOffset: cfg.mode === "ps" ? 0 : cfg.offset,
-          regionSize: cfg.mode === "ps" ? 0 : cfg.size,
+          regionOffset: cfg.mode === "ps" || cfg.mode === "ring" ? 0 : cfg.offset,
+          regionSize: cfg.mode === "ps" || cfg.mode === "ring" ? 0 : cfg.size,
           window: job.window,
           elementsPerPacket: job.elementsPerPacket,
           scaleBits: job.scaleBits ?? 20,
@@ -155,19 +175,38 @@ export function simulate(o: SimOptions) {
         { send: (buf) => out.send(buf, SWITCH_PORT, HOST) },
       );
     });
-    const inputs = workers.map((_, w) => makeGradient(job.elements, seed, w));
-    const outputs = workers.map(() => new Float32Array(job.elements));
+    const inputs = hosts.map((_, w) =>
+      job.mode === "ring"
+        ? collectiveInput(op, job.elements, seed, w, job.workers)
+        : makeGradient(job.elements, seed, w),
+    );
+    const outputs = hosts.map((_, w) =>
+      job.mode === "ring"
+        ? new Float32Array(collectiveOutputLength(op, job.elements, job.workers, w))
+        : new Float32Array(job.elements),
+    );
+    const begin = (w: number, now: number) => {
+      const core = hosts[w];
+      if (core instanceof CollectiveCore) core.begin(op, inputs[w], outputs[w], now, job.root ?? 0);
+      else core.begin(inputs[w], outputs[w], now);
+    };
     return {
       seed,
-      workers,
+      op,
+      hosts,
+      /** a NetReduce, ATP or PS job's workers (none for a ring job) */
+      workers: hosts.filter((h): h is WorkerCore => h instanceof WorkerCore),
+      /** a ring job's workers (none for the others) */
+      collectives: hosts.filter((h): h is CollectiveCore => h instanceof CollectiveCore),
+      begin,
       inputs,
       outputs,
       packets: Math.ceil(job.elements / job.elementsPerPacket),
     };
   });
-  const byPort = new Map<number, WorkerCore>();
+  const byPort = new Map<number, WorkerCore | CollectiveCore>();
   jobs.forEach((job, j) => {
-    job.workers.forEach((w, i) => {
+    job.hosts.forEach((w, i) => {
       byPort.set(workerPort(j, i), w);
     });
   });
@@ -179,8 +218,8 @@ export function simulate(o: SimOptions) {
       job.outputs.forEach((out) => {
         out.fill(Number.NaN);
       });
-      job.workers.forEach((w, i) => {
-        w.begin(job.inputs[i], job.outputs[i], now);
+      job.hosts.forEach((_, i) => {
+        job.begin(i, now);
       });
     }
     flush();

@@ -30,11 +30,18 @@ import {
 } from "../runtime/cli.js";
 import { serveMetrics } from "../runtime/http.js";
 import { createLinkMetrics } from "../runtime/metrics.js";
+import { COLLECTIVES } from "./collective.js";
 import { NO_ANSWER_HINT } from "./core.js";
 import { launcherRank } from "./launcher.js";
 import { createWorkerMetrics } from "./metrics.js";
-import { AllReduceOverflowError, Worker } from "./worker.js";
-import { makeGradient, verifyAllReduce } from "./workload.js";
+import { AllReduceOverflowError, CollectiveWorker, Worker } from "./worker.js";
+import {
+  collectiveInput,
+  collectiveOutputLength,
+  makeGradient,
+  verifyAllReduce,
+  verifyCollective,
+} from "./workload.js";
 
 const spec = {
   command: "ina-worker",
@@ -70,8 +77,24 @@ const spec = {
     mode: {
       type: "string",
       valueName: "MODE",
-      description: "netreduce, atp or ps",
+      description:
+        "netreduce, atp, ps, or ring (the workers sum among themselves; the switch forwards)",
       defaultText: "netreduce",
+    },
+    operation: {
+      type: "string",
+      valueName: "OP",
+      description:
+        "ring mode: allReduce (ring all-reduce), reduceScatter, allGather, broadcast, reduce or\n" +
+        "allToAll; --size-bytes is the whole tensor (allGather: the output; each worker's input is\n" +
+        "its chunk)",
+      defaultText: "allReduce",
+    },
+    root: {
+      type: "string",
+      valueName: "ID",
+      description: "ring mode, broadcast and reduce: the root worker",
+      defaultText: "0",
     },
     job: { type: "string", valueName: "ID", description: "job id", defaultText: "1" },
     worker: {
@@ -237,6 +260,8 @@ const spec = {
       control: z.url({ protocol: /^https?$/ }).optional(),
       switch: z.string().optional(),
       mode: z.enum(JOB_MODES).default("netreduce"),
+      operation: z.enum(COLLECTIVES).default("allReduce"),
+      root: cliInt(0, MAX_FAN_IN - 1).default(0),
       job: cliInt(0, 0xffff).default(1),
       worker: cliInt(0, MAX_FAN_IN - 1).optional(),
       fanIn: cliInt(1, MAX_FAN_IN).optional(),
@@ -472,7 +497,7 @@ function workerLink(o: {
  * otherwise looks like a worker that only retries.
  */
 function warnWhenQuiet(
-  core: Worker["core"],
+  core: Worker["core"] | CollectiveWorker["core"],
   everyS: number,
   p: JobPlacement,
   jobId: number,
@@ -534,7 +559,22 @@ await runCli(spec, async (o) => {
     };
   }
   const elements = o.sizeBytes / 4;
-  const input = makeGradient(elements, o.seed, placement.workerId);
+  const ring = placement.mode === "ring";
+  const op = o.operation;
+  if (!ring && op !== "allReduce") {
+    throw new UsageError(`--operation ${op}: only ring mode runs other collectives than allReduce`);
+  }
+  if (ring && (op === "broadcast" || op === "reduce") && o.root >= placement.fanIn) {
+    throw new UsageError(`--root: must be below the fan-in ${placement.fanIn}`);
+  }
+  if (ring && op === "allToAll" && elements % placement.fanIn !== 0) {
+    throw new UsageError(
+      `--size-bytes: allToAll cuts the tensor into ${placement.fanIn} equal chunks; ${elements} elements do not`,
+    );
+  }
+  const input = ring
+    ? collectiveInput(op, elements, o.seed, placement.workerId, placement.fanIn)
+    : makeGradient(elements, o.seed, placement.workerId);
   if (o.control !== undefined) {
     // Making the input takes a while: start in the region the job has now.
     const now = await controlRequest(`${o.control.replace(/\/$/, "")}/jobs/${o.job}`, "GET");
@@ -549,26 +589,45 @@ await runCli(spec, async (o) => {
     }
   }
   const p = placement;
-  const output = new Float32Array(elements);
-  const worker = await Worker.connect({
-    mode: p.mode,
+  const output = new Float32Array(
+    ring ? collectiveOutputLength(op, elements, p.fanIn, p.workerId) : elements,
+  );
+  const path = {
     jobId: o.job,
     workerId: p.workerId,
     fanIn: p.fanIn,
-    regionOffset: p.regionOffset,
-    regionSize: p.regionSize,
-    regionEpoch: p.regionEpoch,
     window: p.window,
     elementsPerPacket: o.elementsPerPacket,
     scaleBits: o.scaleBits,
     rtoFloorMs: o.rtoFloorMs,
     giveUpAfterMs: o.giveUpS * 1000,
-    congestionControl: o.congestionControl,
     link: workerLink(o),
     switchHost: p.switchHost,
     switchPort: p.switchPort,
     datagram: { packets: o.packetsPerDatagram, bytes: o.datagramBytes },
-  });
+  };
+  const worker =
+    p.mode === "ring"
+      ? await CollectiveWorker.connect(path)
+      : await Worker.connect({
+          mode: p.mode,
+          jobId: o.job,
+          workerId: p.workerId,
+          fanIn: p.fanIn,
+          regionOffset: p.regionOffset,
+          regionSize: p.regionSize,
+          regionEpoch: p.regionEpoch,
+          window: p.window,
+          elementsPerPacket: o.elementsPerPacket,
+          scaleBits: o.scaleBits,
+          rtoFloorMs: o.rtoFloorMs,
+          giveUpAfterMs: o.giveUpS * 1000,
+          congestionControl: o.congestionControl,
+          link: workerLink(o),
+          switchHost: p.switchHost,
+          switchPort: p.switchPort,
+          datagram: { packets: o.packetsPerDatagram, bytes: o.datagramBytes },
+        });
   if (worker.bufferWarning !== null) process.stderr.write(`warning: ${worker.bufferWarning}\n`);
   if (o.control !== undefined) {
     // The switch takes this worker's packets only from the address bound here.
@@ -630,7 +689,8 @@ await runCli(spec, async (o) => {
     if (o.computeMs > 0) await sleep(o.computeMs);
     const t = performance.now();
     try {
-      await worker.allreduce(input, output);
+      if (worker instanceof CollectiveWorker) await worker.collective(op, input, output, o.root);
+      else await worker.allreduce(input, output);
     } catch (error) {
       if (!(error instanceof AllReduceOverflowError)) {
         throw new Error(
@@ -662,7 +722,16 @@ await runCli(spec, async (o) => {
   }
   const check: Verification | null = o.noVerify
     ? null
-    : verifyAllReduce(output, o.seed, p.fanIn, o.scaleBits);
+    : ring
+      ? verifyCollective(op, output, {
+          seed: o.seed,
+          workers: p.fanIn,
+          workerId: p.workerId,
+          root: o.root,
+          scaleBits: o.scaleBits,
+          length: elements,
+        })
+      : verifyAllReduce(output, o.seed, p.fanIn, o.scaleBits);
   if (o.control !== undefined) {
     await controlRequest(
       `${o.control.replace(/\/$/, "")}/jobs/${o.job}/workers/${p.workerId}/done`,
@@ -681,6 +750,9 @@ await runCli(spec, async (o) => {
     goodputMBps: (o.sizeBytes * o.iterations) / 1e6 / seconds,
     cpuSeconds: allReduceCpuSeconds,
     packetsSent: s.packetsSent,
+    operation: ring ? op : "allReduce",
+    payloadBytesSent: s.payloadBytesSent,
+    payloadBytesReceived: s.payloadBytesReceived,
     datagramsSent: worker.coalescer.datagramsSent,
     datagramsReceived: s.datagramsReceived,
     retransmissions: s.retransmissions,

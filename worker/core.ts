@@ -1,6 +1,6 @@
 import { atpIndex, netReduceIndex, newerEpoch, windowInRegion } from "../proto/addressing.js";
 import { datagramPackets, decodeHeader, encodeHeader, packetBytesAt } from "../proto/codec.js";
-import type { CongestionControl, JobMode } from "../proto/config.js";
+import type { CongestionControl, SummedMode } from "../proto/config.js";
 import { DROP_REASON_COUNT, DropReason, type DropReasonValue } from "../proto/drops.js";
 import { describeFailure } from "../proto/failure.js";
 import { dequantizeInto, quantizeInto } from "../proto/fixedpoint.js";
@@ -23,7 +23,7 @@ export interface WorkerCoreOptions {
    * netreduce: the switch sums and sends results; atp: hashed aggregators,
    * results come as the PS's acks; ps: every contribution goes to the PS
    */
-  mode: JobMode;
+  mode: SummedMode;
   jobId: number;
   workerId: number;
   fanIn: number;
@@ -120,6 +120,9 @@ export interface WorkerTransmit {
 
 export interface WorkerStats {
   packetsSent: number;
+  /** payload bytes, each counted once: contributions sent first, and results applied */
+  payloadBytesSent: number;
+  payloadBytesReceived: number;
   /** datagrams from the switch (each one packet or several) */
   datagramsReceived: number;
   bytesSent: number;
@@ -238,6 +241,8 @@ export class WorkerCore {
     this.inverseScale = 2 ** -options.scaleBits;
     this.stats = {
       packetsSent: 0,
+      payloadBytesSent: 0,
+      payloadBytesReceived: 0,
       datagramsReceived: 0,
       bytesSent: 0,
       retransmissions: 0,
@@ -410,6 +415,7 @@ export class WorkerCore {
     if (marked) this.stats.ecnMarkedResults++;
     this.congestion.onResult(marked, psn, this.next);
     this.stats.resultsReceived++;
+    this.stats.payloadBytesReceived += count * 4;
     this.slotDone[slot] = 1;
     if (psn > this.newestResult) this.newestResult = psn;
     // Karn: only a packet sent once gives an unambiguous RTT sample.
@@ -631,6 +637,7 @@ export class WorkerCore {
     h.destination = 0;
     encodeHeader(this.slots.view, this.slots.headerOffset(slot), h);
     this.stats.saturatedValues += saturated;
+    this.stats.payloadBytesSent += count * 4;
     this.slotDone[slot] = 0;
     this.slotSends[slot] = 1;
     this.slotSentAt[slot] = now;

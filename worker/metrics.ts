@@ -2,6 +2,12 @@ import { Histogram, type Registry } from "prom-client";
 import { counterFrom, createProcessMetrics, gaugeFrom } from "../runtime/metrics.js";
 import type { WorkerCore } from "./core.js";
 
+/** What the metrics read of a worker's core (WorkerCore, or a ring job's CollectiveCore). */
+export type MeasuredCore = Pick<
+  WorkerCore,
+  "stats" | "window" | "completedPackets" | "totalPackets"
+>;
+
 /**
  * A worker's metrics on `registry`, labelled `ina_job` (the ina-emu job id:
  * Prometheus's `job` is the scrape job), `worker` and `mode`, read at scrape
@@ -10,7 +16,7 @@ import type { WorkerCore } from "./core.js";
  */
 export function createWorkerMetrics(
   registry: Registry,
-  core: WorkerCore,
+  core: MeasuredCore,
   labels: { job: number; worker: number; mode: string },
 ): { observeAllReduce: (seconds: number) => void } {
   createProcessMetrics(registry);

@@ -16,7 +16,14 @@ import {
   type SocketBuffers,
   socketBuffers,
 } from "../runtime/socket.js";
-import { DEFAULT_RTO, WorkerCore, type WorkerCoreOptions } from "./core.js";
+import {
+  type Collective,
+  CollectiveCore,
+  type CollectiveOptions,
+  type CollectiveStats,
+  chunkStart,
+} from "./collective.js";
+import { DEFAULT_RTO, WorkerCore, type WorkerCoreOptions, type WorkerTransmit } from "./core.js";
 
 export type WorkerOptions = Omit<WorkerCoreOptions, keyof typeof DEFAULT_RTO> &
   Partial<Pick<WorkerCoreOptions, keyof typeof DEFAULT_RTO>> & {
@@ -53,27 +60,48 @@ function defaultBindHost(switchHost: string): string {
   return switchHost === "localhost" || /^127\./.test(switchHost) ? "127.0.0.1" : "0.0.0.0";
 }
 
+/** What the UDP adapter needs of a sans-IO end host. */
+interface HostCore {
+  receive(datagram: Buffer, now: number): void;
+  tick(now: number): void;
+  readonly done: boolean;
+  readonly failure: string | null;
+}
+
+/** Where an end host's socket talks to, and how. */
+interface PathOptions {
+  switchHost: string;
+  switchPort: number;
+  host?: string;
+  tickMs?: number;
+  link?: LinkParams;
+  datagram?: DatagramLimits;
+  window: number;
+  elementsPerPacket: number;
+}
+
 /**
- * A NetReduce end host over UDP: a socket connected to the switch, the data
- * path on node:dgram events into WorkerCore, and a timer for retransmission.
- *
- *   const worker = await Worker.connect({ ...options });
- *   const sum = await worker.allreduce(gradient);
+ * An end host's socket, connected to the switch, with its coalescer and
+ * (with a link) its paced NIC, the data path on node:dgram events into a
+ * sans-IO core, and a timer for retransmission.
  */
-export class Worker {
-  readonly core: WorkerCore;
+class Endpoint<C extends HostCore> {
   socketErrors = 0;
-  private readonly tickMs: number;
   private timer: NodeJS.Timeout | null = null;
   private finish: (() => void) | null = null;
 
-  private constructor(
+  protected constructor(
     private readonly socket: SocketAsPromised,
-    core: WorkerCore,
-    tickMs: number,
+    readonly core: C,
+    private readonly tickMs: number,
+    /** packets to the switch leaving in one turn share datagrams */
+    readonly coalescer: Coalescer,
+    /** the worker's NIC on its emulated link, or null without one */
+    readonly nic: PacedPort | null,
+    /** the socket's buffers, and a warning when a window of results overflows them */
+    readonly buffers: SocketBuffers,
+    readonly bufferWarning: string | null,
   ) {
-    this.core = core;
-    this.tickMs = tickMs;
     socket.socket.on("message", (msg) => {
       core.receive(msg, performance.now());
       if (core.done && this.finish !== null) this.finish();
@@ -85,7 +113,18 @@ export class Worker {
     });
   }
 
-  static async connect(options: WorkerOptions): Promise<Worker> {
+  /** Opens the socket and builds the core on it. */
+  protected static async open<C extends HostCore>(
+    options: PathOptions,
+    makeCore: (transmit: WorkerTransmit) => C,
+  ): Promise<{
+    socket: SocketAsPromised;
+    core: C;
+    coalescer: Coalescer;
+    nic: PacedPort | null;
+    buffers: SocketBuffers;
+    warning: string | null;
+  }> {
     // A window of results may arrive at once: the receive buffer must hold it.
     const inFlight = options.window * packetBytes(options.elementsPerPacket);
     const requested = Math.max(SOCKET_BUFFER_BYTES, inFlight);
@@ -103,9 +142,8 @@ export class Worker {
         resolve();
       });
     });
-    // A connected socket sends without a lookup; if the kernel queue is full
-    // libuv keeps the slot's memory, which WorkerCore leaves untouched until
-    // that PSN's result arrives.
+    // A connected socket sends without a lookup, synchronously; the
+    // coalescer copies what it batches.
     const coalescer = socketCoalescer(
       options.datagram ?? DEFAULT_DATAGRAM_LIMITS,
       (datagram) => {
@@ -116,66 +154,53 @@ export class Worker {
     const sendNow = (packet: Buffer) => {
       coalescer.send(packet, options.switchPort, options.switchHost);
     };
-    let nic: PacedPort | null = null;
-    if (options.link !== undefined) {
-      nic = new PacedPort(
-        options.link,
-        packetBytes(options.elementsPerPacket),
-        sendNow,
-        new ReleaseClock(),
-      );
-    }
-    const paced = nic;
-    const core = new WorkerCore(
-      { ...DEFAULT_RTO, ...options },
-      {
-        send:
-          paced === null
-            ? sendNow
-            : (packet) => {
-                paced.send(packet, options.switchPort, options.switchHost);
-              },
-      },
-    );
-    const worker = new Worker(socket, core, options.tickMs ?? 5);
-    worker.nic = nic;
-    worker.coalescer = coalescer;
-    worker.buffers = socketBuffers(raw, requested);
-    worker.bufferWarning = bufferWarning("ina-worker", inFlight, worker.buffers);
-    return worker;
+    const nic =
+      options.link === undefined
+        ? null
+        : new PacedPort(
+            options.link,
+            packetBytes(options.elementsPerPacket),
+            sendNow,
+            new ReleaseClock(),
+          );
+    const core = makeCore({
+      send:
+        nic === null
+          ? sendNow
+          : (packet) => {
+              nic.send(packet, options.switchPort, options.switchHost);
+            },
+    });
+    const buffers = socketBuffers(raw, requested);
+    return {
+      socket,
+      core,
+      coalescer,
+      nic,
+      buffers,
+      warning: bufferWarning("ina-worker", inFlight, buffers),
+    };
   }
-
-  /** Packets to the switch leaving in one turn share datagrams. */
-  coalescer!: Coalescer;
-  /** The socket's buffers, and a warning when a window of results overflows them. */
-  buffers!: SocketBuffers;
-  bufferWarning: string | null = null;
-
-  /** The worker's NIC on its emulated link, or null without one. */
-  nic: PacedPort | null = null;
 
   address(): AddressInfo {
     return this.socket.address();
   }
 
-  /** Sums `input` with every other worker of the job; resolves with the sum. */
-  allreduce(
-    input: Float32Array,
-    output: Float32Array = new Float32Array(input.length),
-  ): Promise<Float32Array> {
+  /**
+   * Runs one operation on the core: `start` begins it; resolves once the
+   * core is done, rejects with its failure.
+   */
+  protected run(start: (now: number) => void): Promise<void> {
     if (this.finish !== null) {
-      return Promise.reject(new Error("an all-reduce is already running on this worker"));
+      return Promise.reject(new Error("an operation is already running on this worker"));
     }
-    const overflowBefore = this.core.stats.overflowedResults;
-    return new Promise<Float32Array>((resolve, reject) => {
+    return new Promise<void>((resolve, reject) => {
       this.finish = () => {
         this.finish = null;
         if (this.timer !== null) clearInterval(this.timer);
         this.timer = null;
-        const overflowed = this.core.stats.overflowedResults - overflowBefore;
         if (this.core.failure !== null) reject(new Error(this.core.failure));
-        else if (overflowed > 0) reject(new AllReduceOverflowError(output, overflowed));
-        else resolve(output);
+        else resolve();
       };
       // Timeouts are checked after the event loop's poll phase, not in its
       // timers phase: after this process was descheduled for a while, the
@@ -187,7 +212,7 @@ export class Worker {
       };
       this.timer = setInterval(() => setImmediate(tick), this.tickMs);
       try {
-        this.core.begin(input, output, performance.now());
+        start(performance.now());
       } catch (error) {
         this.finish = null;
         clearInterval(this.timer);
@@ -199,10 +224,152 @@ export class Worker {
     });
   }
 
+  /**
+   * Sends what is still queued (the coalescer's batch, the NIC's queue, for
+   * at most a second), then closes the socket.
+   */
   async close(): Promise<void> {
     if (this.timer !== null) clearInterval(this.timer);
     this.timer = null;
-    this.nic?.clock.stop();
+    this.coalescer.flush();
+    const nic = this.nic;
+    if (nic !== null) {
+      for (let waited = 0; nic.pending > 0 && waited < 1000; waited += 10) await sleep(10);
+      nic.clock.stop();
+      this.coalescer.flush();
+    }
     await this.socket.close();
+  }
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * A NetReduce, ATP or PS end host over UDP: the switch (or the PS) sums.
+ *
+ *   const worker = await Worker.connect({ ...options });
+ *   const sum = await worker.allreduce(gradient);
+ */
+export class Worker extends Endpoint<WorkerCore> {
+  static async connect(options: WorkerOptions): Promise<Worker> {
+    const o = await Endpoint.open(
+      options,
+      (transmit) => new WorkerCore({ ...DEFAULT_RTO, ...options }, transmit),
+    );
+    return new Worker(
+      o.socket,
+      o.core,
+      options.tickMs ?? 5,
+      o.coalescer,
+      o.nic,
+      o.buffers,
+      o.warning,
+    );
+  }
+
+  /** Sums `input` with every other worker of the job; resolves with the sum. */
+  async allreduce(
+    input: Float32Array,
+    output: Float32Array = new Float32Array(input.length),
+  ): Promise<Float32Array> {
+    const overflowBefore = this.core.stats.overflowedResults;
+    await this.run((now) => this.core.begin(input, output, now));
+    const overflowed = this.core.stats.overflowedResults - overflowBefore;
+    if (overflowed > 0) throw new AllReduceOverflowError(output, overflowed);
+    return output;
+  }
+}
+
+export type CollectiveWorkerOptions = Omit<CollectiveOptions, keyof typeof DEFAULT_RTO> &
+  Partial<Pick<CollectiveOptions, keyof typeof DEFAULT_RTO>> &
+  Omit<PathOptions, "window" | "elementsPerPacket">;
+
+/**
+ * A worker of a `ring` job: ring all-reduce and the other collectives among
+ * the job's workers, through the switch's forwarding (proto/README.md,
+ * section 17). Every worker of the job calls the same collectives in the
+ * same order with the same lengths.
+ *
+ *   const worker = await CollectiveWorker.connect({ ...options });
+ *   const sum = await worker.allreduce(gradient);
+ *   const mine = await worker.reduceScatter(gradient);
+ */
+export class CollectiveWorker extends Endpoint<CollectiveCore> {
+  static async connect(options: CollectiveWorkerOptions): Promise<CollectiveWorker> {
+    const o = await Endpoint.open(
+      options,
+      (transmit) => new CollectiveCore({ ...DEFAULT_RTO, ...options }, transmit),
+    );
+    return new CollectiveWorker(
+      o.socket,
+      o.core,
+      options.tickMs ?? 5,
+      o.coalescer,
+      o.nic,
+      o.buffers,
+      o.warning,
+    );
+  }
+
+  get stats(): CollectiveStats {
+    return this.core.stats;
+  }
+
+  /**
+   * Keeps answering for `lingerMs` (default 500) before closing: a peer
+   * whose last acknowledgement from this worker was lost sends its packet
+   * again, and only an open socket acknowledges it (section 17).
+   */
+  override async close(lingerMs = 500): Promise<void> {
+    this.coalescer.flush();
+    if (lingerMs > 0) await sleep(lingerMs);
+    await super.close();
+  }
+
+  /** Runs collective `op` (lengths as CollectiveCore.begin says); resolves with `output`. */
+  async collective(
+    op: Collective,
+    input: Float32Array,
+    output: Float32Array,
+    root = 0,
+  ): Promise<Float32Array> {
+    const saturatedBefore = this.core.stats.saturatedValues;
+    await this.run((now) => this.core.begin(op, input, output, now, root));
+    const saturated = this.core.stats.saturatedValues - saturatedBefore;
+    if (saturated > 0) throw new AllReduceOverflowError(output, saturated);
+    return output;
+  }
+
+  /** Ring all-reduce: every worker gets the sum. */
+  allreduce(input: Float32Array, output = new Float32Array(input.length)) {
+    return this.collective("allReduce", input, output);
+  }
+
+  /** Worker w gets chunk w of the sum (chunk c: elements [floor(cL/N), floor((c+1)L/N))). */
+  reduceScatter(input: Float32Array, output?: Float32Array) {
+    const n = this.core.options.fanIn;
+    const w = this.core.options.workerId;
+    const length = chunkStart(input.length, n, w + 1) - chunkStart(input.length, n, w);
+    return this.collective("reduceScatter", input, output ?? new Float32Array(length));
+  }
+
+  /** Every worker gets every worker's chunk, in order: `length` elements in all. */
+  allGather(input: Float32Array, length: number, output = new Float32Array(length)) {
+    return this.collective("allGather", input, output);
+  }
+
+  /** Every worker gets the root's input. */
+  broadcast(input: Float32Array, root: number, output = new Float32Array(input.length)) {
+    return this.collective("broadcast", input, output, root);
+  }
+
+  /** The root gets the sum; the others' output is left as it is. */
+  reduce(input: Float32Array, root: number, output = new Float32Array(input.length)) {
+    return this.collective("reduce", input, output, root);
+  }
+
+  /** Chunk j of each worker's input goes to worker j; chunk i of the output came from worker i. */
+  allToAll(input: Float32Array, output = new Float32Array(input.length)) {
+    return this.collective("allToAll", input, output);
   }
 }

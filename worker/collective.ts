@@ -1,0 +1,732 @@
+import { datagramPackets, decodeHeader, encodeHeader, packetBytesAt } from "../proto/codec.js";
+import { DROP_REASON_COUNT, DropReason, type DropReasonValue } from "../proto/drops.js";
+import { addSaturating, dequantizeInto, quantizeInto } from "../proto/fixedpoint.js";
+import {
+  DESTINATION_ALL_WORKERS,
+  emptyHeader,
+  Field,
+  Flag,
+  HEADER_BYTES,
+  MAX_DATAGRAM_BYTES,
+  MAX_ELEMENTS_PER_PACKET,
+  MAX_FAN_IN,
+  MAX_SCALE_BITS,
+  PacketType,
+} from "../proto/wire.js";
+import { PacketSlots } from "../runtime/slots.js";
+import type { WorkerStats, WorkerTransmit } from "./core.js";
+
+/**
+ * Host-based collectives over the switch's forwarding (proto/README.md,
+ * section 17): ring all-reduce, reduce-scatter, all-gather, broadcast,
+ * reduce and all-to-all. Sans-IO like WorkerCore: begin() starts one
+ * collective, receive() takes datagrams, tick() drives retransmission.
+ *
+ * Every collective is a set of streams of packets between pairs of workers
+ * (or from a root to all, multicast by the switch). A stream's packets go
+ * out in order through a window, each acknowledged by its receiver; a
+ * packet may wait for one packet of an incoming stream (the ring's
+ * pipelining: what a worker sends in step s is what it received in step
+ * s - 1, plus its own). Receivers apply each packet exactly once (add or
+ * store) and acknowledge every copy.
+ */
+
+export { COLLECTIVES, type Collective } from "../proto/config.js";
+
+import type { Collective } from "../proto/config.js";
+
+/** Sums (fixed point, as the switch's) or moves float32 values unchanged. */
+const reduces = (op: Collective) => op === "allReduce" || op === "reduceScatter" || op === "reduce";
+
+export interface CollectiveOptions {
+  jobId: number;
+  workerId: number;
+  fanIn: number;
+  /** most unacknowledged packets per stream */
+  window: number;
+  elementsPerPacket: number;
+  scaleBits: number;
+  rtoInitialMs: number;
+  rtoFloorMs: number;
+  rtoMaxMs: number;
+  maxSendsPerPacket: number;
+  /** a collective that hears nothing for this long fails (ms; 0: never) */
+  giveUpAfterMs?: number;
+}
+
+/**
+ * A collective worker's counters: a WorkerCore's (a data packet applied
+ * counts as a result, a copy of one as a duplicate result), and what it received.
+ */
+export interface CollectiveStats extends WorkerStats {
+  packetsReceived: number;
+  bytesReceived: number;
+}
+
+/** The first element of chunk `c` when `length` elements are cut into `n` chunks. */
+export function chunkStart(length: number, n: number, c: number): number {
+  return Math.floor((c * length) / n);
+}
+
+/** Element ranges, steps and chunks of one stream's packets. */
+class StreamPlan {
+  readonly start: number[] = [];
+  readonly count: number[] = [];
+  readonly step: number[] = [];
+  readonly chunk: number[] = [];
+  /** outgoing: the incoming stream and packet this packet waits for (-1: none) */
+  readonly waitStream: number[] = [];
+  readonly waitPacket: number[] = [];
+
+  /** Adds chunk `c` of `length` elements as packets, for `step`. */
+  addChunk(length: number, n: number, c: number, step: number, epp: number): void {
+    const first = chunkStart(length, n, c);
+    const end = chunkStart(length, n, c + 1);
+    for (let at = first; at < end; at += epp) {
+      this.start.push(at);
+      this.count.push(Math.min(epp, end - at));
+      this.step.push(step);
+      this.chunk.push(c);
+      this.waitStream.push(-1);
+      this.waitPacket.push(-1);
+    }
+  }
+
+  get packets(): number {
+    return this.start.length;
+  }
+}
+
+/** An outgoing stream: its plan, window slots and their state. */
+class OutStream {
+  base = 0;
+  next = 0;
+  readonly slots: PacketSlots;
+  readonly sentAt: Float64Array;
+  readonly sends: Uint32Array;
+  /** acknowledgements still missing, per slot: a bit per receiver */
+  readonly awaiting: Uint32Array;
+  constructor(
+    readonly destination: number,
+    /** the bits of the workers whose acknowledgements complete a packet */
+    readonly receivers: number,
+    readonly plan: StreamPlan,
+    window: number,
+    elementsPerPacket: number,
+  ) {
+    this.slots = new PacketSlots(window, elementsPerPacket);
+    this.sentAt = new Float64Array(window);
+    this.sends = new Uint32Array(window);
+    this.awaiting = new Uint32Array(window);
+  }
+}
+
+/** An incoming stream: its plan, what arrived, and what each packet does. */
+class InStream {
+  readonly received: Uint8Array;
+  receivedCount = 0;
+  constructor(
+    readonly source: number,
+    readonly plan: StreamPlan,
+    /** per packet: add into the work buffer (true) or store (false) */
+    readonly add: boolean[],
+  ) {
+    this.received = new Uint8Array(plan.packets);
+  }
+}
+
+export class CollectiveCore {
+  readonly options: CollectiveOptions;
+  readonly stats: CollectiveStats;
+  failure: string | null = null;
+  /** the PSN of packet 0 of every stream of the current collective, and the span it reserves */
+  private callBase = 0;
+  private callSpan = 0;
+  private nextCallBase = 0;
+  private op: Collective = "allReduce";
+  private root = 0;
+  private length = 0;
+  private work: Int32Array<ArrayBuffer> = new Int32Array(0);
+  private workFloats: Float32Array<ArrayBuffer> = new Float32Array(0);
+  private output: Float32Array = new Float32Array(0);
+  private outs: OutStream[] = [];
+  private ins: InStream[] = [];
+  /** incoming stream index by source worker (-1: none) */
+  private inBySource = new Int32Array(MAX_FAN_IN).fill(-1);
+  private active = false;
+  private helloConfirmed = false;
+  private helloSentAt = -1;
+  private lastHeardAt = 0;
+  private hasRttSample = false;
+  private rttVarMs = 0;
+  private readonly header = emptyHeader();
+  private readonly scratch: Buffer;
+  private readonly scratchView: DataView;
+  private readonly scratchValues: Int32Array;
+  private readonly control: Buffer;
+  private readonly controlView: DataView;
+  private readonly scale: number;
+
+  constructor(
+    options: CollectiveOptions,
+    private readonly transmit: WorkerTransmit,
+  ) {
+    const o = options;
+    const int = (v: number, min: number, max: number) =>
+      Number.isInteger(v) && v >= min && v <= max;
+    const check = (ok: boolean, message: string) => {
+      if (!ok) throw new RangeError(message);
+    };
+    check(int(o.jobId, 0, 0xffff), `jobId must be 0..65535, got ${o.jobId}`);
+    check(int(o.fanIn, 1, MAX_FAN_IN), `fanIn must be 1..${MAX_FAN_IN}, got ${o.fanIn}`);
+    check(int(o.workerId, 0, o.fanIn - 1), `workerId must be 0..fanIn-1, got ${o.workerId}`);
+    check(int(o.window, 1, 1 << 16), `window must be 1..65536, got ${o.window}`);
+    check(
+      int(o.elementsPerPacket, 1, MAX_ELEMENTS_PER_PACKET),
+      `elementsPerPacket must be 1..${MAX_ELEMENTS_PER_PACKET}, got ${o.elementsPerPacket}`,
+    );
+    check(int(o.scaleBits, 0, MAX_SCALE_BITS), `scaleBits must be 0..${MAX_SCALE_BITS}`);
+    this.options = options;
+    this.scale = 2 ** o.scaleBits;
+    const arena = new ArrayBuffer(MAX_DATAGRAM_BYTES + 1);
+    this.scratch = Buffer.from(arena);
+    this.scratchView = new DataView(arena);
+    this.scratchValues = new Int32Array(arena);
+    this.control = Buffer.alloc(HEADER_BYTES);
+    this.controlView = new DataView(this.control.buffer, this.control.byteOffset, HEADER_BYTES);
+    this.stats = {
+      packetsSent: 0,
+      bytesSent: 0,
+      packetsReceived: 0,
+      bytesReceived: 0,
+      datagramsReceived: 0,
+      retransmissions: 0,
+      timeouts: 0,
+      duplicateResults: 0,
+      resultsReceived: 0,
+      regionChanges: 0,
+      ecnMarkedResults: 0,
+      overflowedResults: 0,
+      payloadBytesSent: 0,
+      payloadBytesReceived: 0,
+      saturatedValues: 0,
+      drops: new Float64Array(DROP_REASON_COUNT),
+      srttMs: 0,
+      rtoMs: o.rtoInitialMs,
+    };
+  }
+
+  get done(): boolean {
+    return !this.active;
+  }
+
+  /** Most packets in flight per stream. */
+  get window(): number {
+    return this.options.window;
+  }
+
+  /** Packets of the current collective sent and acknowledged, or received. */
+  get completedPackets(): number {
+    let n = 0;
+    for (const s of this.outs) n += s.base;
+    for (const s of this.ins) n += s.receivedCount;
+    return n;
+  }
+
+  get totalPackets(): number {
+    let n = 0;
+    for (const s of this.outs) n += s.plan.packets;
+    for (const s of this.ins) n += s.plan.packets;
+    return n;
+  }
+
+  get unansweredPackets(): number {
+    return this.totalPackets - this.completedPackets;
+  }
+
+  /** What the running collective still waits for, in words. */
+  private waitingFor(): string {
+    const parts: string[] = [];
+    for (const s of this.outs) {
+      const to = s.destination === DESTINATION_ALL_WORKERS ? "all" : `worker ${s.destination}`;
+      if (s.base < s.plan.packets) {
+        parts.push(
+          `${s.next - s.base} packets to ${to} unacknowledged, ${s.plan.packets - s.next} not sent yet`,
+        );
+      }
+    }
+    for (const s of this.ins) {
+      if (s.receivedCount < s.plan.packets) {
+        parts.push(
+          `${s.plan.packets - s.receivedCount} packets from worker ${s.source} not received`,
+        );
+      }
+    }
+    return parts.join("; ");
+  }
+
+  /** How long the running collective has heard nothing for this job (ms). */
+  quietMs(now: number): number {
+    return this.active ? now - this.lastHeardAt : 0;
+  }
+
+  /**
+   * Starts a collective. Lengths, with L the tensor's length and chunk c its
+   * elements [floor(c L / N), floor((c + 1) L / N)):
+   * - allReduce, reduce, broadcast: input and output L (reduce: the root's output
+   *   is the sum, others' is left as it is; broadcast: the root's input goes to all);
+   * - reduceScatter: input L, output chunk w;
+   * - allGather: input chunk w, output L;
+   * - allToAll: input and output L; input chunk j goes to worker j, output chunk i
+   *   comes from worker i.
+   */
+  begin(op: Collective, input: Float32Array, output: Float32Array, now: number, root = 0): void {
+    if (this.active) throw new Error("a collective is already running on this worker");
+    const n = this.options.fanIn;
+    const w = this.options.workerId;
+    if (!Number.isInteger(root) || root < 0 || root >= n) {
+      throw new RangeError(`root must be 0..${n - 1}, got ${root}`);
+    }
+    const length = op === "allGather" ? output.length : input.length;
+    const mine = chunkStart(length, n, w + 1) - chunkStart(length, n, w);
+    const expect = (what: string, got: number, want: number) => {
+      if (got !== want)
+        throw new RangeError(`${op}: ${what} has ${got} elements, expected ${want}`);
+    };
+    if (op === "reduceScatter") expect("output", output.length, mine);
+    else if (op === "allGather") expect("input", input.length, mine);
+    else expect("output", output.length, length);
+    if (op === "allToAll" && length % n !== 0) {
+      throw new RangeError(`allToAll: ${length} elements do not cut into ${n} equal chunks`);
+    }
+    this.op = op;
+    this.root = root;
+    this.length = length;
+    this.output = output;
+    this.failure = null;
+    this.work = new Int32Array(length);
+    this.workFloats = new Float32Array(this.work.buffer);
+    const epp = this.options.elementsPerPacket;
+    if (reduces(op)) {
+      this.stats.saturatedValues += quantizeInto(input, 0, length, this.scale, this.work, 0);
+    } else if (op === "allGather") {
+      this.workFloats.set(input, chunkStart(length, n, w));
+    } else {
+      this.workFloats.set(input);
+    }
+    this.plan(op, length, n, w, root, epp);
+    // Every worker reserves the same PSNs for a collective, from its length
+    // alone: no stream of any worker has more packets than this.
+    this.callBase = this.nextCallBase;
+    this.callSpan = 2 * (Math.ceil(length / epp) + n) + 1;
+    if (this.callBase + this.callSpan > 0xffffffff) {
+      throw new RangeError("PSN space exhausted: PSNs are 32-bit and do not wrap within a job");
+    }
+    this.nextCallBase = this.callBase + this.callSpan;
+    this.active = true;
+    this.lastHeardAt = now;
+    // Say hello, so the switch knows this worker's address before anyone sends to it.
+    this.helloConfirmed = false;
+    this.sendControl(w, 0, now);
+    this.helloSentAt = now;
+    this.finishIfDone();
+    for (const s of this.outs) this.fill(s, now);
+  }
+
+  /** Builds the streams of `op` for worker `w` of `n`. */
+  private plan(op: Collective, length: number, n: number, w: number, root: number, epp: number) {
+    this.outs = [];
+    this.ins = [];
+    this.inBySource.fill(-1);
+    const out = (destination: number, receivers: number, plan: StreamPlan) =>
+      this.outs.push(new OutStream(destination, receivers, plan, this.options.window, epp));
+    const inn = (source: number, plan: StreamPlan, add: boolean) => {
+      this.inBySource[source] = this.ins.length;
+      this.ins.push(new InStream(source, plan, new Array(plan.packets).fill(add)));
+    };
+    if (n === 1) return;
+    const mod = (x: number) => ((x % n) + n) % n;
+    if (op === "allReduce" || op === "reduceScatter" || op === "allGather") {
+      // Ring: in step s worker w sends chunk (w - s - 1) and receives chunk
+      // (w - s - 2) from its predecessor. Steps 0..N-2 reduce (after them w
+      // holds chunk w summed), steps N-1..2N-3 gather.
+      const first = op === "allGather" ? n - 1 : 0;
+      const last = op === "reduceScatter" ? n - 2 : 2 * n - 3;
+      const send = new StreamPlan();
+      const receive = new StreamPlan();
+      const adds: boolean[] = [];
+      const firstPacketOfStep: number[] = [];
+      for (let s = first; s <= last; s++) {
+        firstPacketOfStep[s] = receive.packets;
+        receive.addChunk(length, n, mod(w - s - 2), s, epp);
+        while (adds.length < receive.packets) adds.push(s <= n - 2);
+      }
+      for (let s = first; s <= last; s++) {
+        const from = send.packets;
+        send.addChunk(length, n, mod(w - s - 1), s, epp);
+        if (s > first) {
+          // What goes out in step s came in during step s - 1 (same chunk).
+          for (let k = from; k < send.packets; k++) {
+            send.waitStream[k] = 0;
+            send.waitPacket[k] = firstPacketOfStep[s - 1] + (k - from);
+          }
+        }
+      }
+      out(mod(w + 1), 1 << mod(w + 1), send);
+      this.inBySource[mod(w - 1)] = 0;
+      this.ins.push(new InStream(mod(w - 1), receive, adds));
+      return;
+    }
+    if (op === "broadcast") {
+      const plan = new StreamPlan();
+      plan.addChunk(length, 1, 0, 0, epp);
+      const others = (n === 32 ? 0xffffffff : (1 << n) - 1) & ~(1 << root);
+      if (w === root) out(DESTINATION_ALL_WORKERS, others >>> 0, plan);
+      else inn(root, plan, false);
+      return;
+    }
+    if (op === "reduce") {
+      const plan = new StreamPlan();
+      plan.addChunk(length, 1, 0, 0, epp);
+      if (w === root) {
+        for (let v = 0; v < n; v++) if (v !== root) inn(v, plan, true);
+      } else out(root, 1 << root, plan);
+      return;
+    }
+    // allToAll: chunk j of w's input goes to j; chunk i of w's output comes from i.
+    for (let v = 0; v < n; v++) {
+      if (v === w) continue;
+      const to = new StreamPlan();
+      to.addChunk(length, n, v, 0, epp);
+      out(v, 1 << v, to);
+      const from = new StreamPlan();
+      from.addChunk(length, n, w, 0, epp);
+      inn(v, from, false);
+    }
+    // What w receives from v lands in output chunk v: kept apart from w's input.
+    this.received = new Int32Array(length);
+  }
+
+  /** allToAll: the chunks received, as float32 bits, each where its sender's chunk goes. */
+  private received: Int32Array<ArrayBuffer> = new Int32Array(0);
+
+  receive(datagram: Buffer, now: number): void {
+    this.stats.datagramsReceived++;
+    const packets = datagramPackets(datagram, datagram.length);
+    if (packets < 0) {
+      this.drop(-packets as DropReasonValue);
+      return;
+    }
+    datagram.copy(this.scratch, 0, 0, datagram.length);
+    let at = 0;
+    for (let k = 0; k < packets; k++) {
+      const length = packetBytesAt(datagram, at);
+      this.receivePacket(at, length, now);
+      at += length;
+    }
+  }
+
+  private receivePacket(at: number, length: number, now: number): void {
+    const h = this.header;
+    const o = this.options;
+    const reason = decodeHeader(this.scratchView, at, length, h);
+    if (reason !== DropReason.ok) {
+      this.drop(reason);
+      return;
+    }
+    if (h.type === PacketType.failed && h.jobId === o.jobId) {
+      if (this.active)
+        this.fail(`the switch failed the job (workers 0x${h.bitmap.toString(16)} silent)`);
+      return;
+    }
+    if (h.type !== PacketType.forward) {
+      this.drop(DropReason.unexpectedType);
+      return;
+    }
+    if (h.jobId !== o.jobId || h.fanIn !== o.fanIn) {
+      this.drop(DropReason.unknownJob);
+      return;
+    }
+    if (h.workerId >= o.fanIn) {
+      this.drop(DropReason.badWorkerId);
+      return;
+    }
+    this.stats.packetsReceived++;
+    this.stats.bytesReceived += length;
+    this.lastHeardAt = now;
+    if (h.workerId === o.workerId) {
+      // Our own hello, back from the switch: it knows our address.
+      if (h.elementCount === 0) this.helloConfirmed = true;
+      return;
+    }
+    if (h.elementCount === 0) {
+      this.acknowledged(h.workerId, h.psn, now);
+      return;
+    }
+    const k = h.psn - this.callBase;
+    if (k < 0) {
+      // A copy of a packet of an earlier collective: it was applied; say so again.
+      this.stats.duplicateResults++;
+      this.sendControl(h.workerId, h.psn, now);
+      return;
+    }
+    // Streams stay after a collective ends, so copies of its packets are still acknowledged.
+    const index = this.inBySource[h.workerId];
+    if (index < 0 || k >= this.callSpan) {
+      // From a collective this worker has not begun: the sender will send it again.
+      this.drop(DropReason.unexpectedResult);
+      return;
+    }
+    const stream = this.ins[index];
+    const plan = stream.plan;
+    if (
+      k >= plan.packets ||
+      h.elementCount !== plan.count[k] ||
+      h.aggregatorIndex !== plan.step[k] ||
+      h.bitmap !== plan.chunk[k] ||
+      (reduces(this.op) && h.scaleBits !== o.scaleBits)
+    ) {
+      this.drop(DropReason.shapeMismatch);
+      return;
+    }
+    if (stream.received[k] === 1) {
+      this.stats.duplicateResults++;
+      this.sendControl(h.workerId, h.psn, now);
+      return;
+    }
+    const values = (at + HEADER_BYTES) >> 2;
+    const start = plan.start[k];
+    const count = plan.count[k];
+    if (stream.add[k]) {
+      addSaturating(this.work, start, this.scratchValues, values, count);
+    } else {
+      // allToAll: what worker v sends lands in output chunk v (chunks are equal).
+      const into = this.op === "allToAll" ? this.received : this.work;
+      const at0 =
+        this.op === "allToAll"
+          ? chunkStart(this.length, o.fanIn, h.workerId) +
+            (start - chunkStart(this.length, o.fanIn, o.workerId))
+          : start;
+      const from = this.scratchValues;
+      for (let i = 0; i < count; i++) into[at0 + i] = from[values + i];
+    }
+    this.stats.payloadBytesReceived += count * 4;
+    this.stats.resultsReceived++;
+    stream.received[k] = 1;
+    stream.receivedCount++;
+    this.sendControl(h.workerId, h.psn, now);
+    // What waited for this packet may go now (the ring's next step).
+    for (const s of this.outs) this.fill(s, now);
+    this.finishIfDone();
+  }
+
+  /** Retransmits what timed out, and the hello until the switch echoes it; call every few ms. */
+  tick(now: number): void {
+    if (!this.active) return;
+    const giveUp = this.options.giveUpAfterMs ?? 0;
+    if (giveUp > 0 && now - this.lastHeardAt >= giveUp) {
+      this.fail(
+        `no packet from the switch for ${(giveUp / 1000).toFixed(1)} s (${this.waitingFor()})`,
+      );
+      return;
+    }
+    const rto = this.stats.rtoMs;
+    if (!this.helloConfirmed && now - this.helloSentAt >= rto) {
+      this.sendControl(this.options.workerId, 0, now);
+      this.helloSentAt = now;
+    }
+    let timedOut = false;
+    for (const s of this.outs) {
+      const window = this.options.window;
+      for (let i = s.base; i < s.next; i++) {
+        const slot = i % window;
+        if (s.awaiting[slot] !== 0 && now - s.sentAt[slot] >= rto) {
+          if (s.sends[slot] >= this.options.maxSendsPerPacket) {
+            this.fail(
+              `no acknowledgement from worker(s) 0x${s.awaiting[slot].toString(16)} for PSN ${this.callBase + i} after ${s.sends[slot]} sends`,
+            );
+            return;
+          }
+          this.resend(s, slot, now);
+          timedOut = true;
+        }
+      }
+    }
+    if (timedOut) {
+      this.stats.timeouts++;
+      this.stats.rtoMs = Math.min(this.options.rtoMaxMs, rto * 2);
+    }
+  }
+
+  private acknowledged(from: number, psn: number, now: number): void {
+    const k = psn - this.callBase;
+    if (!this.active || k < 0) return; // late: that packet was done
+    for (const s of this.outs) {
+      if ((s.receivers & (1 << from)) === 0 || k < s.base || k >= s.next) continue;
+      const slot = k % this.options.window;
+      if ((s.awaiting[slot] & (1 << from)) === 0) return;
+      s.awaiting[slot] &= ~(1 << from);
+      if (s.awaiting[slot] !== 0) return;
+      if (s.sends[slot] === 1) this.sampleRtt(now - s.sentAt[slot]);
+      if (k === s.base) {
+        while (s.base < s.next && s.awaiting[s.base % this.options.window] === 0) s.base++;
+        this.fill(s, now);
+        this.finishIfDone();
+      } else this.resendGaps(s, k, now);
+      return;
+    }
+  }
+
+  /** An acknowledgement for a later packet while older ones wait well over an RTT: resend those. */
+  private resendGaps(s: OutStream, k: number, now: number): void {
+    if (!this.hasRttSample) return;
+    const waited = Math.max(2, this.stats.srttMs * 1.5 + this.rttVarMs);
+    const last = Math.min(k - 3, s.base + 32);
+    for (let i = s.base; i <= last; i++) {
+      const slot = i % this.options.window;
+      if (s.awaiting[slot] !== 0 && now - s.sentAt[slot] >= waited) this.resend(s, slot, now);
+    }
+  }
+
+  /** Sends the stream's next packets while its window has room and what they wait for has come. */
+  private fill(s: OutStream, now: number): void {
+    const plan = s.plan;
+    const window = this.options.window;
+    while (s.next < plan.packets && s.next - s.base < window) {
+      const k = s.next;
+      const wait = plan.waitStream[k];
+      if (wait >= 0 && this.ins[wait].received[plan.waitPacket[k]] === 0) return;
+      this.sendData(s, k, now);
+      s.next++;
+    }
+  }
+
+  private sendData(s: OutStream, k: number, now: number): void {
+    const o = this.options;
+    const slot = k % o.window;
+    const plan = s.plan;
+    const count = plan.count[k];
+    const values = s.slots.values;
+    const into = s.slots.valuesStart(slot);
+    const work = this.work;
+    const from = plan.start[k];
+    for (let i = 0; i < count; i++) values[into + i] = work[from + i];
+    this.stats.payloadBytesSent += count * 4;
+    const h = this.header;
+    h.type = PacketType.forward;
+    h.flags = Flag.batches | (reduces(this.op) ? 0 : Flag.float32);
+    h.jobId = o.jobId;
+    h.workerId = o.workerId;
+    h.fanIn = o.fanIn;
+    h.elementCount = count;
+    h.psn = this.callBase + k;
+    h.aggregatorIndex = plan.step[k];
+    h.bitmap = plan.chunk[k];
+    h.scaleBits = reduces(this.op) ? o.scaleBits : 0;
+    h.regionEpoch = 0;
+    h.destination = s.destination;
+    encodeHeader(s.slots.view, s.slots.headerOffset(slot), h);
+    s.awaiting[slot] = s.receivers;
+    s.sends[slot] = 1;
+    s.sentAt[slot] = now;
+    this.transmitPacket(s.slots.packet(slot, count));
+  }
+
+  private resend(s: OutStream, slot: number, now: number): void {
+    const view = s.slots.view;
+    const at = s.slots.headerOffset(slot);
+    view.setUint16(at + Field.flags, view.getUint16(at + Field.flags, true) | Flag.resend, true);
+    s.sends[slot]++;
+    s.sentAt[slot] = now;
+    this.stats.retransmissions++;
+    this.transmitPacket(s.slots.packet(slot, view.getUint16(at + Field.elementCount, true)));
+  }
+
+  /** An acknowledgement of `psn` to `to`, or (to = this worker) a hello: a forward with no payload. */
+  private sendControl(to: number, psn: number, _now: number): void {
+    const o = this.options;
+    const h = this.header;
+    h.type = PacketType.forward;
+    h.flags = Flag.batches;
+    h.jobId = o.jobId;
+    h.workerId = o.workerId;
+    h.fanIn = o.fanIn;
+    h.elementCount = 0;
+    h.psn = psn;
+    h.aggregatorIndex = 0;
+    h.bitmap = 0;
+    h.scaleBits = 0;
+    h.regionEpoch = 0;
+    h.destination = to;
+    encodeHeader(this.controlView, 0, h);
+    this.transmitPacket(this.control);
+  }
+
+  private transmitPacket(packet: Buffer): void {
+    this.stats.packetsSent++;
+    this.stats.bytesSent += packet.length;
+    this.transmit.send(packet);
+  }
+
+  private finishIfDone(): void {
+    if (!this.active) return;
+    for (const s of this.outs) if (s.base < s.plan.packets) return;
+    for (const s of this.ins) if (s.receivedCount < s.plan.packets) return;
+    this.active = false;
+    const o = this.options;
+    const n = o.fanIn;
+    const w = o.workerId;
+    const length = this.length;
+    switch (this.op) {
+      case "allReduce":
+        dequantizeInto(this.work, 0, length, 2 ** -o.scaleBits, this.output, 0);
+        return;
+      case "reduce":
+        if (w === this.root)
+          dequantizeInto(this.work, 0, length, 2 ** -o.scaleBits, this.output, 0);
+        return;
+      case "reduceScatter": {
+        const from = chunkStart(length, n, w);
+        dequantizeInto(this.work, from, this.output.length, 2 ** -o.scaleBits, this.output, 0);
+        return;
+      }
+      case "allGather":
+      case "broadcast":
+        this.output.set(this.workFloats);
+        return;
+      case "allToAll": {
+        // Chunk w of this worker's own input stays here.
+        const from = chunkStart(length, n, w);
+        const to = chunkStart(length, n, w + 1);
+        this.received.set(this.work.subarray(from, to), from);
+        this.output.set(new Float32Array(this.received.buffer));
+        return;
+      }
+    }
+  }
+
+  private fail(reason: string): void {
+    this.failure = reason;
+    this.active = false;
+  }
+
+  private sampleRtt(sampleMs: number): void {
+    const s = this.stats;
+    if (!this.hasRttSample) {
+      s.srttMs = sampleMs;
+      this.rttVarMs = sampleMs / 2;
+      this.hasRttSample = true;
+    } else {
+      this.rttVarMs = 0.75 * this.rttVarMs + 0.25 * Math.abs(s.srttMs - sampleMs);
+      s.srttMs = 0.875 * s.srttMs + 0.125 * sampleMs;
+    }
+    s.rtoMs = Math.min(
+      this.options.rtoMaxMs,
+      Math.max(this.options.rtoFloorMs, s.srttMs + 4 * this.rttVarMs),
+    );
+  }
+
+  private drop(reason: DropReasonValue): void {
+    this.stats.drops[reason]++;
+  }
+}
