@@ -61,6 +61,29 @@ export const ScenarioJobSchema = z
     /** seed of the job's gradients; defaults to the scenario's seed + id */
     seed: z.int().min(0).max(0xffffffff).optional(),
   })
+  .superRefine((job, ctx) => {
+    if (job.mode !== "ring" && job.operation !== "allReduce") {
+      ctx.addIssue({
+        code: "custom",
+        path: ["operation"],
+        message: `only ring jobs run other collectives than allReduce; this job is ${job.mode}`,
+      });
+    }
+    if (job.root >= job.workers) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["root"],
+        message: `the root must be one of the ${job.workers} workers (0..${job.workers - 1})`,
+      });
+    }
+    if (job.mode === "ring" && job.operation === "allToAll" && (job.size / 4) % job.workers !== 0) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["size"],
+        message: `allToAll cuts the tensor into ${job.workers} equal chunks; ${job.size / 4} elements do not`,
+      });
+    }
+  })
   .transform((job) => ({ ...job, window: windowPackets(job.window, job.elementsPerPacket) }));
 export type ScenarioJob = z.infer<typeof ScenarioJobSchema>;
 

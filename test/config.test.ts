@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { ConfigError, parseSwitchConfig } from "../proto/config.js";
 import { DROP_REASON_NAMES, DropReason } from "../proto/drops.js";
+import { ScenarioJobSchema } from "../proto/scenario.js";
 
 const job = { id: 1, mode: "netreduce", fanIn: 4, offset: 0, size: 16, window: 8 };
 
@@ -90,5 +91,35 @@ describe("drop reasons", () => {
     );
     assert.equal(new Set(DROP_REASON_NAMES).size, values.length);
     assert.equal(DROP_REASON_NAMES[DropReason.duplicate], "duplicate");
+  });
+});
+
+describe("scenario jobs", () => {
+  const parse = (job: Record<string, unknown>) =>
+    ScenarioJobSchema.safeParse({ mode: "ring", workers: 4, size: "1MiB", ...job });
+  it("takes a window in packets or bytes", () => {
+    const bytes = parse({ window: "256KiB", elementsPerPacket: 256 });
+    assert.equal(bytes.success && bytes.data.window, Math.floor((256 * 1024) / 1056));
+    const packets = parse({ window: 32 });
+    assert.equal(packets.success && packets.data.window, 32);
+    assert.match(
+      String(parse({ window: "lots" }).error),
+      /packets in flight .* or bytes in flight/,
+    );
+  });
+  it("runs collectives other than allReduce only in ring jobs, with a root among the workers", () => {
+    assert.equal(parse({ operation: "allGather" }).success, true);
+    assert.match(
+      String(parse({ mode: "netreduce", operation: "allGather" }).error),
+      /only ring jobs run other collectives/,
+    );
+    assert.match(
+      String(parse({ operation: "broadcast", root: 4 }).error),
+      /the root must be one of the 4/,
+    );
+    assert.match(
+      String(parse({ operation: "allToAll", size: 12 }).error),
+      /allToAll cuts the tensor into 4 equal chunks; 3 elements do not/,
+    );
   });
 });
