@@ -35,34 +35,61 @@ function format(rows: string[][]): string {
 const ok = (run: RunResult | undefined): run is RunResult =>
   run !== undefined && run.error === undefined && run.jobs.length > 0;
 
-/** time(PS) / time(NetReduce) at each N: the PS's link carries N x M, a worker's M. */
+/**
+ * time(PS) / time(NetReduce) at each N: the PS's link carries N x M, a
+ * worker's M; and time(ring) / time(NetReduce): a ring worker's link carries
+ * 2(N-1)/N x M.
+ */
 function psVsIna(runs: RunResult[]): ShapeReport {
   const byName = new Map(runs.map((r) => [r.name, r]));
   const sizes = [
     ...new Set(runs.map((r) => Number(/-(\d+)$/.exec(r.name)?.[1])).filter((n) => n > 0)),
   ].sort((a, b) => a - b);
-  const rows = [["N", "NetReduce s", "PS s", "PS / NetReduce", "expected", "bound"]];
+  const rows = [
+    [
+      "N",
+      "NetReduce s",
+      "PS s",
+      "PS / NetReduce",
+      "expected",
+      "ring s",
+      "ring / NetReduce",
+      "expected",
+      "bound",
+    ],
+  ];
   const data: Array<Record<string, unknown>> = [];
   for (const n of sizes) {
     const ina = byName.get(`netreduce-${n}`);
     const ps = byName.get(`ps-${n}`);
-    if (!ok(ina) || !ok(ps)) continue;
-    const ratio = ps.jobs[0].seconds / ina.jobs[0].seconds;
+    const ring = byName.get(`ring-${n}`);
+    if (!ok(ina)) continue;
+    const inaSeconds = ina.jobs[0].seconds;
+    const psSeconds = ok(ps) ? ps.jobs[0].seconds : Number.NaN;
+    const ringSeconds = ok(ring) ? ring.jobs[0].seconds : Number.NaN;
+    const ringExpected = (2 * (n - 1)) / n;
+    const fixed = (v: number) => (Number.isFinite(v) ? v.toFixed(2) : "-");
     rows.push([
       String(n),
-      ina.jobs[0].seconds.toFixed(2),
-      ps.jobs[0].seconds.toFixed(2),
-      ratio.toFixed(2),
+      fixed(inaSeconds),
+      fixed(psSeconds),
+      fixed(psSeconds / inaSeconds),
       String(n),
-      `${ina.bound ?? "-"} / ${ps.bound ?? "-"}`,
+      fixed(ringSeconds),
+      fixed(ringSeconds / inaSeconds),
+      ringExpected.toFixed(2),
+      [ina, ps, ring].map((r) => r?.bound ?? "-").join(" / "),
     ]);
     data.push({
       workers: n,
-      netreduceSeconds: ina.jobs[0].seconds,
-      psSeconds: ps.jobs[0].seconds,
-      ratio,
+      netreduceSeconds: inaSeconds,
+      psSeconds,
+      ratio: psSeconds / inaSeconds,
       expected: n,
-      bound: [ina.bound, ps.bound],
+      ringSeconds,
+      ringRatio: ringSeconds / inaSeconds,
+      ringExpected,
+      bound: [ina.bound, ps?.bound ?? null, ring?.bound ?? null],
     });
   }
   return { shape: "ps-vs-ina", table: format(rows), data: { points: data } };
