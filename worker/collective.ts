@@ -101,6 +101,8 @@ class StreamPlan {
 class OutStream {
   base = 0;
   next = 0;
+  /** the highest packet index acknowledged by all its receivers (-1: none) */
+  newestDone = -1;
   readonly slots: PacketSlots;
   readonly sentAt: Float64Array;
   readonly sends: Uint32Array;
@@ -158,6 +160,8 @@ export class CollectiveCore {
   private helloSentAt = -1;
   private lastHeardAt = 0;
   private hasRttSample = false;
+  /** the last timeout resent only a probe (see WorkerCore) */
+  private probing = false;
   private rttVarMs = 0;
   private readonly header = emptyHeader();
   private readonly scratch: Buffer;
@@ -324,6 +328,7 @@ export class CollectiveCore {
     }
     this.nextCallBase = this.callBase + this.callSpan;
     this.active = true;
+    this.probing = false;
     this.lastHeardAt = now;
     // Say hello, so the switch knows this worker's address before anyone sends to it.
     this.helloConfirmed = false;
@@ -537,6 +542,8 @@ export class CollectiveCore {
     }
     let timedOut = false;
     for (const s of this.outs) {
+      // Gap detection on the clock too, as WorkerCore does (section 7).
+      if (s.newestDone >= s.base + 3) this.resendGaps(s, s.newestDone, now);
       const window = this.options.window;
       for (let i = s.base; i < s.next; i++) {
         const slot = i % window;
@@ -549,13 +556,25 @@ export class CollectiveCore {
           }
           this.resend(s, slot, now);
           timedOut = true;
+          // A first timeout resends only the oldest packet, a probe (section 7).
+          if (!this.probing) break;
         }
       }
     }
     if (timedOut) {
       this.stats.timeouts++;
       this.stats.rtoMs = Math.min(this.options.rtoMaxMs, rto * 2);
+      this.probing = !this.probing;
     }
+  }
+
+  /**
+   * Says hello (section 17) outside a collective: a worker that does so as
+   * it starts is known to the switch before its peers send to it.
+   */
+  hello(now: number): void {
+    this.sendControl(this.options.workerId, 0, now);
+    this.helloSentAt = now;
   }
 
   private acknowledged(from: number, psn: number, now: number): void {
@@ -567,7 +586,11 @@ export class CollectiveCore {
       if ((s.awaiting[slot] & (1 << from)) === 0) return;
       s.awaiting[slot] &= ~(1 << from);
       if (s.awaiting[slot] !== 0) return;
-      if (s.sends[slot] === 1) this.sampleRtt(now - s.sentAt[slot]);
+      if (k > s.newestDone) s.newestDone = k;
+      if (s.sends[slot] === 1) {
+        this.sampleRtt(now - s.sentAt[slot]);
+        this.probing = false;
+      }
       if (k === s.base) {
         while (s.base < s.next && s.awaiting[s.base % this.options.window] === 0) s.base++;
         this.fill(s, now);

@@ -300,6 +300,9 @@ export class CollectiveWorker extends Endpoint<CollectiveCore> {
       options,
       (transmit) => new CollectiveCore({ ...DEFAULT_RTO, ...options }, transmit),
     );
+    // Known to the switch from now on, before any peer sends to this worker.
+    o.core.hello(performance.now());
+    o.coalescer.flush();
     return new CollectiveWorker(
       o.socket,
       o.core,
