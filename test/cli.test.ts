@@ -74,11 +74,16 @@ describe("command lines, as real processes", () => {
     const cases: Array<[string, string[], RegExp]> = [
       [EXPERIMENT, ["--workers", "0"], /--workers: Too small/],
       [EXPERIMENT, ["--size", "lots"], /--size: not a byte size: "lots"/],
-      [EXPERIMENT, ["--only", "ring"], /--only: no run named ring; runs: netreduce, atp, ps/],
+      [EXPERIMENT, ["--only", "tree"], /--only: no run named tree; runs: netreduce, atp, ps, ring/],
       [
         SCRIPTS.worker,
-        ["--switch", "127.0.0.1:9", "--worker", "0", "--fan-in", "2", "--mode", "ring"],
+        ["--switch", "127.0.0.1:9", "--worker", "0", "--fan-in", "2", "--mode", "tree"],
         /--mode: /,
+      ],
+      [
+        SCRIPTS.worker,
+        ["--switch", "127.0.0.1:9", "--worker", "0", "--fan-in", "2", "--operation", "allGather"],
+        /--operation allGather: only ring mode runs other collectives than allReduce/,
       ],
       [EXPERIMENT, ["--frobnicate"], /Unknown option '--frobnicate'/],
       [SCRIPTS.worker, ["--worker", "0", "--fan-in", "2"], /--switch: required/],
@@ -346,7 +351,7 @@ describe("command lines, as real processes", () => {
     assert.match(s.stderr, /jobs\[0\]\.deadlineS: an MD job needs a deadline/);
   });
 
-  it("the default experiment compares NetReduce, ATP and PS on one workload, verified, lossy", async () => {
+  it("the default experiment compares NetReduce, ATP, PS and ring on one workload, verified, lossy", async () => {
     const dir = await mkdtemp(join(tmpdir(), "ina-test-"));
     dirs.push(dir);
     const r = run(EXPERIMENT, [
@@ -371,7 +376,7 @@ describe("command lines, as real processes", () => {
     assert.equal(result.verified, true);
     assert.deepEqual(
       result.runs.map((run: { name: string }) => run.name),
-      ["netreduce", "atp", "ps"],
+      ["netreduce", "atp", "ps", "ring"],
     );
     const packets = (1024 * 1024) / 4 / 256;
     for (const run of result.runs) {
@@ -391,7 +396,13 @@ describe("command lines, as real processes", () => {
       assert.ok(job.retransmissions > 0, `${run.name} recovered losses`);
       assert.ok(job.maxAbsError <= 4 * 2 ** -21 * 1.001);
     }
-    const [netreduce, atp, ps] = result.runs;
+    const [netreduce, atp, ps, ring] = result.runs;
+    // Gradient bytes each worker sent: the tensor, except ring's 2(N-1)/N of it.
+    assert.equal(netreduce.jobs[0].bytesSentPerWorker, 1024 * 1024);
+    assert.equal(ring.jobs[0].bytesSentPerWorker, 1.5 * 1024 * 1024);
+    assert.equal(ring.jobs[0].bytesReceivedPerWorker, 1.5 * 1024 * 1024);
+    assert.equal(ring.ps, null, "ring needs no PS");
+    assert.equal(ring.switch.aggregationsCompleted, 0, "nor the switch's aggregators");
     assert.equal(netreduce.switch.aggregationsCompleted, packets);
     assert.equal(netreduce.ps, null, "NetReduce needs no PS");
     assert.equal(atp.ps.aggregationsCompleted, packets, "the PS acks every ATP PSN once");
