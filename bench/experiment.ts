@@ -25,6 +25,7 @@ import { type RunResult, runScenarioRun } from "./run.js";
 import { applyOverrides, checkRegions, overrideLinks, parseScenario } from "./scenario.js";
 import { type PolicyResult, parseScheduleScenario, runSchedule } from "./schedule.js";
 import { analyzeShape } from "./shapes.js";
+import { describeBound, failures, formatTable } from "./table.js";
 
 export const SCENARIOS_DIR = fileURLToPath(new URL("../../bench/scenarios/", import.meta.url));
 const DEFAULT_SCENARIO = join(SCENARIOS_DIR, "compare.json");
@@ -200,105 +201,6 @@ const spec = {
       message: "loss + duplicate + reorder must not exceed 1",
     }),
 } as const;
-
-const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
-
-export function formatTable(runs: RunResult[]): string {
-  const header = [
-    "run",
-    "job",
-    "mode",
-    "workers",
-    "MiB",
-    "aggregators",
-    "start s",
-    "seconds",
-    "MB/s/worker",
-    "sent MiB/w",
-    "recv MiB/w",
-    "algbw MB/s",
-    "busbw MB/s",
-    "collisions",
-    "fallback",
-    "retransmits",
-    "bound",
-    "verified",
-  ];
-  const mib = (bytes: number) => (Number.isFinite(bytes) ? (bytes / 2 ** 20).toFixed(1) : "-");
-  const rows = runs.flatMap((run) =>
-    run.jobs.map((j) => [
-      run.name,
-      j.name,
-      j.mode === "ring" && j.operation !== "allReduce" ? `ring ${j.operation}` : j.mode,
-      String(j.workers),
-      `${((j.bytesPerWorker * j.iterations) / 2 ** 20).toFixed(1)}`,
-      j.mode === "ps" || j.mode === "ring"
-        ? "-"
-        : `${j.regionSize}${j.mode === "atp" ? " shared" : ""}`,
-      (j.startMs / 1000).toFixed(1),
-      j.seconds.toFixed(2),
-      j.goodputMBps.toFixed(1),
-      mib(j.bytesSentPerWorker),
-      mib(j.bytesReceivedPerWorker),
-      j.algbwMBps.toFixed(1),
-      j.busbwMBps.toFixed(1),
-      j.mode === "atp" ? String(j.collisions) : "-",
-      j.mode === "atp" ? pct(j.fallbackFraction) : j.mode === "ps" ? "all" : "-",
-      String(j.retransmissions),
-      run.bound ?? "-",
-      j.verified ? "yes" : "NO",
-    ]),
-  );
-  const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c].length)));
-  const line = (cells: string[]) =>
-    cells.map((cell, c) => (c < 3 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join("  ");
-  const faults = runs.map((r) => {
-    const f = r.faults;
-    return f.loss + f.duplicate + f.reorder > 0
-      ? `${r.name}: loss ${f.loss}, duplicate ${f.duplicate}, reorder ${f.reorder} each way`
-      : null;
-  });
-  const notes = faults.filter((f) => f !== null);
-  return [
-    line(header),
-    ...rows.map(line),
-    ...failures(runs),
-    ...(notes.length > 0 ? ["", `faults: ${notes.join("; ")}`] : []),
-    "",
-  ].join("\n");
-}
-
-/** What bound a run with links, and its busiest link direction. */
-export function describeBound(run: RunResult): string {
-  const b = run.links?.[0];
-  const busiest =
-    b === undefined
-      ? "no traffic"
-      : `busiest ${b.host} ${b.direction} ${(100 * b.utilization).toFixed(0)}% of ${formatRate(b.rateBitsPerSecond)}` +
-        (b.drops > 0 ? `, ${b.drops} drops` : "") +
-        (b.marks > 0 ? `, ${b.marks} marks` : "");
-  return `${run.name}: ${run.bound}-bound (${busiest})`;
-}
-
-function formatRate(bitsPerSecond: number): string {
-  for (const [unit, scale] of [
-    ["Gbps", 1e9],
-    ["Mbps", 1e6],
-    ["kbps", 1e3],
-  ] as const) {
-    if (bitsPerSecond >= scale) return `${Number((bitsPerSecond / scale).toPrecision(4))}${unit}`;
-  }
-  return `${bitsPerSecond}bps`;
-}
-
-/** One line per run (or policy) that failed: the table keeps what the others measured. */
-function failures(
-  results: ReadonlyArray<{ error?: string } & ({ name: string } | { policy: string })>,
-) {
-  return results.flatMap((r) =>
-    r.error === undefined ? [] : [`${"name" in r ? r.name : r.policy}: FAILED: ${r.error}`],
-  );
-}
 
 /** Scheduling results: one row per policy and job, then each policy's summary. */
 export function formatScheduleTable(results: PolicyResult[]): string {

@@ -529,6 +529,7 @@ function workerArgs(
     "--iterations",
     String(job.iterations),
     "--wait-go",
+    ...(job.computeMs > 0 ? ["--compute-ms", String(job.computeMs)] : []),
     ...(job.mode === "ring" ? ["--operation", job.operation, "--root", String(job.root)] : []),
   ];
 }

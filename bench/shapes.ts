@@ -22,6 +22,8 @@ export function analyzeShape(scenario: Scenario, runs: RunResult[]): ShapeReport
       return windowKnee(scenario, runs);
     case "incast-ecn":
       return incastEcn(runs);
+    case "scale":
+      return scale(scenario, runs);
     default:
       return null;
   }
@@ -171,4 +173,69 @@ function incastEcn(runs: RunResult[]): ShapeReport {
     });
   }
   return { shape: "incast-ecn", table: format(rows), data: { points: data } };
+}
+
+/**
+ * NetReduce against ring as workers are added, on links fast enough that
+ * only the links matter: NetReduce moves the tensor once each way, so its
+ * time is about size / line rate + one round trip whatever N (aggregated
+ * elements per second flat); ring moves 2(N-1)/N of it, so its time grows
+ * towards twice that.
+ */
+function scale(scenario: Scenario, runs: RunResult[]): ShapeReport {
+  const byName = new Map(runs.map((r) => [r.name, r]));
+  const specs = new Map(scenario.runs.map((r) => [r.name, r]));
+  const sizes = [
+    ...new Set(runs.map((r) => Number(/-(\d+)$/.exec(r.name)?.[1])).filter((n) => n > 0)),
+  ].sort((a, b) => a - b);
+  const rows = [
+    [
+      "N",
+      "NetReduce s",
+      "expected s",
+      "NR Gelem/s",
+      "ring s",
+      "expected s",
+      "ring Gelem/s",
+      "ring / NR",
+      "2(N-1)/N",
+    ],
+  ];
+  const data: Array<Record<string, unknown>> = [];
+  const fixed = (v: number, d = 4) => (Number.isFinite(v) ? v.toFixed(d) : "-");
+  for (const n of sizes) {
+    const ina = byName.get(`netreduce-${n}`);
+    const ring = byName.get(`ring-${n}`);
+    const spec = specs.get(`netreduce-${n}`);
+    if (!ok(ina) || spec?.links === undefined) continue;
+    const job = resolveJobs(spec, scenario.seed)[0];
+    const { rttMs, lineMBps } = pathModel(job, spec.links);
+    const transferS = job.size / (lineMBps * 1e6);
+    const expectedIna = transferS + rttMs / 1000;
+    const expectedRing = ((2 * (n - 1)) / n) * transferS + rttMs / 1000;
+    const elements = job.size / 4;
+    const inaSeconds = ina.jobs[0].seconds;
+    const ringSeconds = ok(ring) ? ring.jobs[0].seconds : Number.NaN;
+    rows.push([
+      String(n),
+      fixed(inaSeconds),
+      fixed(expectedIna),
+      fixed(elements / inaSeconds / 1e9, 3),
+      fixed(ringSeconds),
+      fixed(expectedRing),
+      fixed(elements / ringSeconds / 1e9, 3),
+      fixed(ringSeconds / inaSeconds, 2),
+      ((2 * (n - 1)) / n).toFixed(2),
+    ]);
+    data.push({
+      workers: n,
+      netreduceSeconds: inaSeconds,
+      netreduceExpected: expectedIna,
+      ringSeconds,
+      ringExpected: expectedRing,
+      netreduceElementsPerSecond: elements / inaSeconds,
+      ringElementsPerSecond: elements / ringSeconds,
+    });
+  }
+  return { shape: "scale", table: format(rows), data: { points: data } };
 }

@@ -34,6 +34,8 @@ export const ScenarioJobSchema = z
     iterations: z.int().min(1).max(10_000).default(1),
     /** when the job's workers start, after the run's first job (ms) */
     startMs: z.number().min(0).max(3_600_000).default(0),
+    /** computation before each all-reduce (ms): a worker's backward pass */
+    computeMs: z.number().min(0).max(3_600_000).default(0),
     /** packets in flight per worker (128), or bytes in flight ("512KiB") */
     window: windowInputSchema.default({ packets: 128 }),
     elementsPerPacket: z.int().min(1).max(MAX_ELEMENTS_PER_PACKET).default(256),
@@ -131,7 +133,7 @@ export const ScenarioRunSchema = z.strictObject({
 export type ScenarioRun = z.infer<typeof ScenarioRunSchema>;
 
 /** The fidelity experiments: a scenario may ask for its runs' shape next to the model's (bench/shapes.ts). */
-export const SHAPES = ["ps-vs-ina", "window-knee", "incast-ecn"] as const;
+export const SHAPES = ["ps-vs-ina", "window-knee", "incast-ecn", "scale"] as const;
 
 export const ScenarioSchema = z.strictObject({
   name: z.string().min(1).max(60),

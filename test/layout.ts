@@ -16,7 +16,9 @@ import { dirname, join, normalize, relative, sep } from "node:path";
  *   runtime/, bench/; only the benchmark (bench/bench.ts) may import a role's
  *   sans-IO core, which it measures.
  * - link/ (the link model, sans-IO) imports proto/ only; sim/ (the simulator)
- *   imports proto/, runtime/, link/ and the roles' sans-IO cores.
+ *   imports proto/, runtime/, link/, the roles' sans-IO cores (and their
+ *   reports, the collectives, the workload) and the runner's scenario, result
+ *   and table modules, so its results are a real run's.
  * - test/ may import anything.
  */
 
@@ -51,7 +53,21 @@ export const RULES: Record<string, Rule> = {
   ps: { folders: ["proto", "runtime"], node: true },
   bench: { folders: ["proto", "runtime"], exceptions: { "bench/bench.ts": CORES }, node: true },
   link: { folders: ["proto"], packages: [], node: false },
-  sim: { folders: ["proto", "runtime", "link"], files: CORES, node: true },
+  sim: {
+    folders: ["proto", "runtime", "link"],
+    files: [
+      ...CORES,
+      "worker/collective.ts",
+      "worker/workload.ts",
+      "switch/report.ts",
+      "ps/report.ts",
+      "bench/scenario.ts",
+      "bench/run.ts",
+      "bench/table.ts",
+      "bench/shapes.ts",
+    ],
+    node: true,
+  },
 };
 
 const IMPORT =

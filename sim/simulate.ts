@@ -1,0 +1,433 @@
+import { performance } from "node:perf_hooks";
+import {
+  type JobCountersReport,
+  type JobResult,
+  type LinkLoad,
+  type RunResult,
+  runBound,
+  type WorkerOutcome,
+} from "../bench/run.js";
+import { type ResolvedJob, resolveJobs, switchConfigOf } from "../bench/scenario.js";
+import { LinkPort, newVerdict } from "../link/link.js";
+import { type Collective, parseSwitchConfig } from "../proto/config.js";
+import { type LinkHost, linkParamsFor } from "../proto/links.js";
+import type { Verification } from "../proto/records.js";
+import type { ScenarioRun } from "../proto/scenario.js";
+import { Field, Flag } from "../proto/wire.js";
+import { PsCore } from "../ps/core.js";
+import { psReport } from "../ps/report.js";
+import { SwitchCore } from "../switch/core.js";
+import { switchReport } from "../switch/report.js";
+import { CollectiveCore } from "../worker/collective.js";
+import { DEFAULT_RTO, WorkerCore } from "../worker/core.js";
+import {
+  collectiveInput,
+  collectiveOutputLength,
+  makeGradient,
+  verifyAllReduce,
+  verifyCollective,
+} from "../worker/workload.js";
+import { Engine } from "./engine.js";
+
+/** The simulated hosts' costs and the clock of their timers. */
+export interface SimTiming {
+  /** the switch's pipeline latency per packet, ns (default 1000) */
+  switchProcessingNs: number;
+  /** a host's receive latency per packet, ns (default 0) */
+  hostProcessingNs: number;
+  /** how often every core's tick() runs, ms of virtual time (default 1) */
+  tickMs: number;
+}
+
+export const DEFAULT_SIM_TIMING: SimTiming = {
+  switchProcessingNs: 1000,
+  hostProcessingNs: 0,
+  tickMs: 1,
+};
+
+/** What the simulator adds to a run's result: it is the same record as a real run's otherwise. */
+export interface SimRunResult extends RunResult {
+  clock: "virtual";
+  /** packet deliveries and timer ticks the engine ran */
+  events: number;
+}
+
+const SWITCH_PORT = 1;
+const PS_PORT = 2;
+const HOST = "127.0.0.1";
+const workerPort = (job: number, worker: number) => 1000 + 64 * job + worker;
+
+/** One simulated worker: its core, its tensors and its progress. */
+interface SimWorker {
+  job: number;
+  workerId: number;
+  port: number;
+  core: WorkerCore | CollectiveCore;
+  input: Float32Array;
+  output: Float32Array;
+  up: LinkPort | null;
+  down: LinkPort | null;
+  iteration: number;
+  running: boolean;
+  startedAt: number;
+  finishedAt: number;
+  /** CPU is not modelled: a worker's all-reduce costs no host time */
+  failure: string | null;
+}
+
+/**
+ * Runs one scenario run in virtual time with the real sans-IO cores: the
+ * switch, the PS and every worker exchange packets through the link model
+ * (each host's uplink and the switch's port towards it), in a star. Same
+ * scenario and seed, same result, to the byte.
+ */
+export function simulateRun(
+  run: ScenarioRun,
+  seed: number,
+  timing: SimTiming = DEFAULT_SIM_TIMING,
+  /** filled with the wall-clock time of the event loop alone (not in the result: it is not deterministic) */
+  wall?: { engineMs: number },
+): SimRunResult {
+  const engine = new Engine();
+  const jobs = resolveJobs(run, seed);
+  const needsPs = jobs.some((j) => j.mode === "atp" || j.mode === "ps");
+  const config = parseSwitchConfig({
+    ...switchConfigOf(run, jobs, seed),
+    ...(needsPs ? { parameterServer: { host: HOST, port: PS_PORT } } : {}),
+  });
+  const links = run.links;
+  const portFor = (host: LinkHost) =>
+    links === undefined ? null : new LinkPort(linkParamsFor(links, host));
+  const verdict = newVerdict();
+  const nowMs = () => engine.now / 1e6;
+
+  // Buffers in flight, reused once delivered (the receivers copy what they keep).
+  const pool = new Map<number, Buffer[]>();
+  const take = (bytes: Buffer): Buffer => {
+    const free = pool.get(bytes.length);
+    const copy = free?.pop() ?? Buffer.allocUnsafe(bytes.length);
+    bytes.copy(copy);
+    return copy;
+  };
+  const giveBack = (buffer: Buffer) => {
+    let free = pool.get(buffer.length);
+    if (free === undefined) {
+      free = [];
+      pool.set(buffer.length, free);
+    }
+    free.push(buffer);
+  };
+
+  /** Puts `packet` on `port` (or straight through without links) and delivers it `processingNs` after it arrives. */
+  const send = (
+    port: LinkPort | null,
+    packet: Buffer,
+    processingNs: number,
+    deliver: (bytes: Buffer, nowMs: number) => void,
+  ) => {
+    let arriveNs = engine.now;
+    let marked = false;
+    if (port !== null) {
+      const v = port.offer(packet.length, nowMs(), verdict);
+      if (v.dropped) return;
+      arriveNs = Math.round(v.arriveAt * 1e6);
+      marked = v.marked;
+    }
+    const copy = take(packet);
+    if (marked) copy.writeUInt16LE(copy.readUInt16LE(Field.flags) | Flag.ecn, Field.flags);
+    engine.at(arriveNs + processingNs, () => {
+      deliver(copy, nowMs());
+      giveBack(copy);
+    });
+  };
+
+  const byPort = new Map<number, SimWorker>();
+  const psUp = needsPs ? portFor("ps") : null;
+  const psDown = needsPs ? portFor("ps") : null;
+  let ps: PsCore | null = null;
+  const sw = new SwitchCore(config, {
+    send: (packet, port) => {
+      if (port === PS_PORT) {
+        const core = ps;
+        if (core !== null)
+          send(psDown, packet, timing.hostProcessingNs, (b) => core.receive(b, SWITCH_PORT, HOST));
+        return;
+      }
+      const w = byPort.get(port);
+      if (w === undefined) return;
+      send(w.down, packet, timing.hostProcessingNs, (b, now) => {
+        w.core.receive(b, now);
+        settle(w);
+      });
+    },
+  });
+  const toSwitch = (from: number, up: LinkPort | null) => (packet: Buffer) =>
+    send(up, packet, timing.switchProcessingNs, (b, now) => sw.receive(b, from, HOST, now));
+  if (needsPs) {
+    ps = new PsCore(config.jobs, config.elementsPerAggregator, {
+      send: (packet) => toSwitch(PS_PORT, psUp)(packet),
+    });
+    ps.trustSwitch(SWITCH_PORT, HOST);
+  }
+
+  const workers: SimWorker[][] = jobs.map((job, j) =>
+    Array.from({ length: job.workers }, (_, w) => {
+      const port = workerPort(j, w);
+      const host = { job: job.id, worker: w };
+      const up = portFor(host);
+      const transmit = { send: toSwitch(port, up) };
+      const op: Collective = job.mode === "ring" ? job.operation : "allReduce";
+      const core =
+        job.mode === "ring"
+          ? new CollectiveCore(
+              {
+                ...DEFAULT_RTO,
+                jobId: job.id,
+                workerId: w,
+                fanIn: job.workers,
+                window: job.window,
+                elementsPerPacket: job.elementsPerPacket,
+                scaleBits: job.scaleBits,
+              },
+              transmit,
+            )
+          : new WorkerCore(
+              {
+                ...DEFAULT_RTO,
+                mode: job.mode,
+                jobId: job.id,
+                workerId: w,
+                fanIn: job.workers,
+                regionOffset: job.offset,
+                regionSize: job.mode === "ps" ? 2 * job.window : job.regionSize,
+                window: job.window,
+                elementsPerPacket: job.elementsPerPacket,
+                scaleBits: job.scaleBits,
+                congestionControl: job.congestionControl,
+              },
+              transmit,
+            );
+      const length = job.size / 4;
+      const sim: SimWorker = {
+        job: j,
+        workerId: w,
+        port,
+        core,
+        input:
+          job.mode === "ring"
+            ? collectiveInput(op, length, job.seed, w, job.workers)
+            : makeGradient(length, job.seed, w),
+        output: new Float32Array(
+          job.mode === "ring" ? collectiveOutputLength(op, length, job.workers, w) : length,
+        ),
+        up,
+        down: portFor(host),
+        iteration: 0,
+        running: false,
+        startedAt: -1,
+        finishedAt: -1,
+        failure: null,
+      };
+      byPort.set(port, sim);
+      return sim;
+    }),
+  );
+  const all = workers.flat();
+
+  const begin = (w: SimWorker) => {
+    const job = jobs[w.job];
+    if (w.startedAt < 0) w.startedAt = engine.now;
+    w.running = true;
+    if (w.core instanceof CollectiveCore) {
+      w.core.begin(job.operation, w.input, w.output, nowMs(), job.root);
+    } else {
+      w.core.begin(w.input, w.output, nowMs());
+    }
+    settle(w);
+  };
+  /** After anything a worker did: an all-reduce that ended starts the next, after the compute time. */
+  const settle = (w: SimWorker) => {
+    if (!w.running || !w.core.done) return;
+    w.running = false;
+    if (w.core.failure !== null) {
+      w.failure = w.core.failure;
+      w.finishedAt = engine.now;
+      return;
+    }
+    w.iteration++;
+    const job = jobs[w.job];
+    if (w.iteration < job.iterations) {
+      engine.after(job.computeMs * 1e6, () => begin(w));
+    } else {
+      w.finishedAt = engine.now;
+    }
+  };
+  for (const w of all) {
+    const job = jobs[w.job];
+    engine.at((job.startMs + job.computeMs) * 1e6, () => begin(w));
+  }
+  const finished = () => all.every((w) => w.finishedAt >= 0);
+  const tick = () => {
+    const now = nowMs();
+    sw.tick(now);
+    for (const w of all) {
+      if (w.running) {
+        w.core.tick(now);
+        settle(w);
+      }
+    }
+    if (!finished()) engine.after(timing.tickMs * 1e6, tick);
+  };
+  engine.after(timing.tickMs * 1e6, tick);
+  // Ring workers say hello first, as CollectiveWorker.connect does.
+  for (const w of all) if (w.core instanceof CollectiveCore) w.core.hello(0);
+  const started = performance.now();
+  engine.run(Number.POSITIVE_INFINITY, finished);
+  if (wall !== undefined) wall.engineMs = performance.now() - started;
+
+  const switchStats = switchReport(sw);
+  const jobResults = jobs.map((job, j) => jobResult(job, workers[j], switchStats.jobs));
+  const firstStart = Math.min(...all.map((w) => w.startedAt));
+  const lastEnd = Math.max(...all.map((w) => w.finishedAt));
+  const seconds = (lastEnd - firstStart) / 1e9;
+  const loads = links === undefined ? null : linkLoadsOf(jobs, workers, psUp, psDown, seconds);
+  const failures = all.filter((w) => w.failure !== null);
+  return {
+    name: run.name,
+    aggregators: run.aggregators,
+    faults: run.faults,
+    seconds,
+    jobs: jobResults,
+    verified: jobResults.every((r) => r.verified),
+    switch: switchStats,
+    ps: ps === null ? null : psReport(ps),
+    warnings: [],
+    links: loads,
+    bound: loads === null || links === undefined ? null : runBound(loads, jobs, jobResults, links),
+    ...(failures.length > 0
+      ? {
+          error: `worker ${failures[0].workerId} of ${jobs[failures[0].job].name}: ${failures[0].failure}`,
+        }
+      : {}),
+    clock: "virtual",
+    events: engine.executed,
+  };
+}
+
+function jobResult(
+  job: ResolvedJob,
+  workers: SimWorker[],
+  counters: JobCountersReport[],
+): JobResult {
+  const op: Collective = job.mode === "ring" ? job.operation : "allReduce";
+  const perWorker: WorkerOutcome[] = workers.map((w) => {
+    const seconds = (w.finishedAt - w.startedAt) / 1e9;
+    const v: Verification =
+      job.mode === "ring"
+        ? verifyCollective(op, w.output, {
+            seed: job.seed,
+            workers: job.workers,
+            workerId: w.workerId,
+            root: job.root,
+            scaleBits: job.scaleBits,
+            length: job.size / 4,
+          })
+        : verifyAllReduce(w.output, job.seed, job.workers, job.scaleBits);
+    const s = w.core.stats;
+    return {
+      workerId: w.workerId,
+      seconds,
+      goodputMBps: (job.size * job.iterations) / 1e6 / seconds,
+      cpuSeconds: 0,
+      packetsSent: s.packetsSent,
+      retransmissions: s.retransmissions,
+      timeouts: s.timeouts,
+      srttMs: s.srttMs,
+      rtoMs: s.rtoMs,
+      ecnMarkedResults: s.ecnMarkedResults,
+      window: w.core.window,
+      duplicateResults: s.duplicateResults,
+      payloadBytesSent: s.payloadBytesSent,
+      payloadBytesReceived: s.payloadBytesReceived,
+      maxAbsError: v.maxAbsError,
+      notBitExact: v.notBitExact,
+      outOfBound: v.outOfBound,
+      verified: v.verified && w.failure === null,
+    };
+  });
+  const own = counters.find((c) => c.id === job.id) ?? null;
+  const seconds = Math.max(...perWorker.map((w) => w.seconds));
+  const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
+  const algbwMBps = job.size / 1e6 / (seconds / job.iterations);
+  const n = job.workers;
+  const factor =
+    op === "allReduce"
+      ? (2 * (n - 1)) / n
+      : op === "broadcast" || op === "reduce"
+        ? 1
+        : (n - 1) / n;
+  return {
+    name: job.name,
+    id: job.id,
+    mode: job.mode,
+    workers: job.workers,
+    bytesPerWorker: job.size,
+    iterations: job.iterations,
+    startMs: job.startMs,
+    window: job.window,
+    elementsPerPacket: job.elementsPerPacket,
+    offset: job.offset,
+    regionSize: job.regionSize,
+    seed: job.seed,
+    seconds,
+    goodputMBps: (job.size * job.iterations) / 1e6 / seconds,
+    operation: op,
+    bytesSentPerWorker: mean(perWorker.map((w) => w.payloadBytesSent)) / job.iterations,
+    bytesReceivedPerWorker: mean(perWorker.map((w) => w.payloadBytesReceived)) / job.iterations,
+    algbwMBps,
+    busbwMBps: algbwMBps * factor,
+    retransmissions: perWorker.reduce((sum, w) => sum + w.retransmissions, 0),
+    collisions: own?.collisions ?? 0,
+    fallbacks: own?.fallbacks ?? 0,
+    fallbackFraction: own !== null && own.contributions > 0 ? own.fallbacks / own.contributions : 0,
+    switchAggregations: own?.aggregationsCompleted ?? 0,
+    maxAbsError: Math.max(...perWorker.map((w) => w.maxAbsError)),
+    verified: perWorker.every((w) => w.verified),
+    perWorker,
+    switchCounters: own,
+  };
+}
+
+/** Every link direction's load over the run, busiest first (as a real run reports them). */
+function linkLoadsOf(
+  jobs: readonly ResolvedJob[],
+  workers: SimWorker[][],
+  psUp: LinkPort | null,
+  psDown: LinkPort | null,
+  seconds: number,
+): LinkLoad[] {
+  const load = (host: string, direction: "up" | "down", port: LinkPort): LinkLoad => {
+    const c = port.counters;
+    return {
+      host,
+      direction,
+      rateBitsPerSecond: port.params.rateBitsPerSecond,
+      bytes: c.bytes,
+      utilization: seconds > 0 ? (c.bytes * 8) / (port.params.rateBitsPerSecond * seconds) : 0,
+      drops: c.drops,
+      marks: c.marks,
+      queueHighWaterBytes: c.queueHighWaterBytes,
+    };
+  };
+  const loads: LinkLoad[] = [];
+  jobs.forEach((job, j) => {
+    for (const w of workers[j]) {
+      if (w.up !== null) loads.push(load(`${job.name} worker ${w.workerId}`, "up", w.up));
+      if (w.down !== null) loads.push(load(`${job.name} worker ${w.workerId}`, "down", w.down));
+    }
+  });
+  if (psUp !== null) loads.push(load("ps", "up", psUp));
+  if (psDown !== null) loads.push(load("ps", "down", psDown));
+  loads.sort((a, b) => b.utilization - a.utilization);
+  return loads;
+}
