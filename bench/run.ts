@@ -84,6 +84,8 @@ export interface WorkerOutcome {
   /** gradient bytes the worker sent and took in, each packet once (headers and retransmissions aside) */
   payloadBytesSent: number;
   payloadBytesReceived: number;
+  /** FNV-1a of the last output's bytes (worker/workload.ts): equal digests, equal outputs */
+  outputDigest: string;
   maxAbsError: number;
   notBitExact: number;
   outOfBound: number;
@@ -581,6 +583,7 @@ function jobResult(
       duplicateResults: Number(r.duplicateResults),
       payloadBytesSent: Number(r.payloadBytesSent ?? Number.NaN),
       payloadBytesReceived: Number(r.payloadBytesReceived ?? Number.NaN),
+      outputDigest: String(r.outputDigest ?? ""),
       maxAbsError: Number(v.maxAbsError ?? Number.NaN),
       notBitExact: Number(v.notBitExact ?? Number.NaN),
       outOfBound: Number(v.outOfBound ?? Number.NaN),

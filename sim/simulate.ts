@@ -24,6 +24,7 @@ import {
   collectiveInput,
   collectiveOutputLength,
   makeGradient,
+  outputDigest,
   verifyAllReduce,
   verifyCollective,
 } from "../worker/workload.js";
@@ -349,6 +350,7 @@ function jobResult(
       duplicateResults: s.duplicateResults,
       payloadBytesSent: s.payloadBytesSent,
       payloadBytesReceived: s.payloadBytesReceived,
+      outputDigest: outputDigest(w.output),
       maxAbsError: v.maxAbsError,
       notBitExact: v.notBitExact,
       outOfBound: v.outOfBound,

@@ -39,6 +39,7 @@ import {
   collectiveInput,
   collectiveOutputLength,
   makeGradient,
+  outputDigest,
   verifyAllReduce,
   verifyCollective,
 } from "./workload.js";
@@ -768,6 +769,7 @@ await runCli(spec, async (o) => {
     link: worker.nic?.record(),
     drops: dropsByName(s.drops),
     verification: check,
+    outputDigest: outputDigest(output),
     verified,
   });
   if (o.lingerMs > 0) await sleep(o.lingerMs);

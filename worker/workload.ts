@@ -185,3 +185,15 @@ function compareExactly(
     verified: notBitExact === 0,
   };
 }
+
+/**
+ * A 32-bit FNV-1a digest of an output's bytes, as 8 hex digits: two runs
+ * (real processes, the simulator, the test network) that print the same
+ * digest produced the same output, bit for bit.
+ */
+export function outputDigest(output: Float32Array): string {
+  const bytes = new Uint8Array(output.buffer, output.byteOffset, output.byteLength);
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < bytes.length; i++) hash = Math.imul(hash ^ bytes[i], 0x01000193);
+  return (hash >>> 0).toString(16).padStart(8, "0");
+}

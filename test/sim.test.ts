@@ -1,0 +1,131 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { runScenarioRun } from "../bench/run.js";
+import { ScenarioRunSchema } from "../proto/scenario.js";
+import { Engine } from "../sim/engine.js";
+import { simulateRun } from "../sim/simulate.js";
+import { outputDigest } from "../worker/workload.js";
+import { testSeed } from "./seed.js";
+import { simulate } from "./simnet.js";
+
+describe("the simulator's engine", () => {
+  it("runs events in time order, ties in the order scheduled, never going back in time", () => {
+    const engine = new Engine();
+    const seen: string[] = [];
+    engine.at(30, () => seen.push(`c@${engine.now}`));
+    engine.at(10, () => {
+      seen.push(`a@${engine.now}`);
+      engine.at(5, () => seen.push(`past@${engine.now}`)); // in the past: runs now
+      engine.after(0, () => seen.push(`same@${engine.now}`));
+    });
+    engine.at(10, () => seen.push(`b@${engine.now}`));
+    const cancelled = engine.at(20, () => seen.push("cancelled"));
+    engine.cancel(cancelled);
+    assert.equal(engine.run(), false);
+    assert.deepEqual(seen, ["a@10", "b@10", "past@10", "same@10", "c@30"]);
+    assert.equal(engine.executed, 5);
+  });
+
+  it("stops at a time or when asked, with the rest still queued", () => {
+    const engine = new Engine();
+    let count = 0;
+    for (let t = 1; t <= 100; t++) engine.at(t * 1000, () => count++);
+    assert.equal(engine.run(50_000), true);
+    assert.equal(count, 50);
+    assert.equal(engine.now, 50_000);
+    assert.equal(
+      engine.run(Number.POSITIVE_INFINITY, () => count === 60),
+      true,
+    );
+    assert.equal(count, 60);
+    assert.equal(engine.pending, 40);
+  });
+
+  it("keeps a heap's order over many random events", () => {
+    const engine = new Engine();
+    let state = testSeed("engine heap", 61);
+    const times: number[] = [];
+    for (let i = 0; i < 5000; i++) {
+      state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+      const t = state % 1000;
+      engine.at(t, () => times.push(engine.now));
+    }
+    engine.run();
+    for (let i = 1; i < times.length; i++) assert.ok(times[i] >= times[i - 1]);
+    assert.equal(times.length, 5000);
+  });
+});
+
+describe("ina-sim: scenarios in virtual time", () => {
+  const lossy = (mode: "netreduce" | "atp" | "ps" | "ring") =>
+    ScenarioRunSchema.parse({
+      name: mode,
+      aggregators: 64,
+      faults: { loss: 0.01, duplicate: 0.01, reorder: 0.01 },
+      links: { rate: "1Gbps", delay: "50us" },
+      jobs: [{ mode, workers: 3, size: "256KiB", window: 16 }],
+    });
+
+  it("gives the same result, to the byte, for the same scenario and seed", () => {
+    const seed = testSeed("sim determinism", 67);
+    for (const mode of ["netreduce", "atp", "ps", "ring"] as const) {
+      const a = JSON.stringify(simulateRun(lossy(mode), seed));
+      const b = JSON.stringify(simulateRun(lossy(mode), seed));
+      assert.equal(a, b, mode);
+      assert.equal(JSON.parse(a).verified, true, `${mode} verified`);
+      assert.notEqual(JSON.stringify(simulateRun(lossy(mode), seed + 1)), a, "the seed matters");
+    }
+  });
+
+  it("agrees with the link model: NetReduce near size / rate + a round trip, PS N times that", () => {
+    const run = (mode: "netreduce" | "ps", workers: number) =>
+      simulateRun(
+        ScenarioRunSchema.parse({
+          name: mode,
+          links: { rate: "100Mbps", delay: "100us" },
+          jobs: [{ mode, workers, size: "1MiB", window: 64 }],
+        }),
+        1,
+      );
+    const netreduce = run("netreduce", 4);
+    // 1 MiB of payload in 1056-byte packets of 1024 bytes at 12.5 MB/s.
+    const expected = (2 ** 20 * (1056 / 1024)) / 12.5e6;
+    assert.ok(
+      Math.abs(netreduce.seconds - expected) / expected < 0.05,
+      `NetReduce ${netreduce.seconds} s, expected about ${expected} s`,
+    );
+    assert.equal(netreduce.bound, "link");
+    const ps = run("ps", 4);
+    const ratio = ps.seconds / netreduce.seconds;
+    assert.ok(ratio > 3.6 && ratio < 4.4, `PS / NetReduce ${ratio}, expected about 4`);
+  });
+
+  it("produces the same outputs, bit for bit, as the test network and as real processes", async () => {
+    const seed = testSeed("sim equals real", 71);
+    const spec = { mode: "netreduce" as const, workers: 2, size: "128KiB", window: 16, seed };
+    const run = ScenarioRunSchema.parse({ name: "same", faults: { loss: 0.01 }, jobs: [spec] });
+    const simulated = simulateRun(run, seed);
+    const real = await runScenarioRun(run, { seed, timeoutMs: 60_000 });
+    const net = simulate({
+      jobs: [
+        {
+          mode: "netreduce",
+          workers: 2,
+          window: 16,
+          seed,
+          elements: (128 * 1024) / 4,
+          elementsPerPacket: 256,
+        },
+      ],
+      aggregators: 64,
+      rates: { drop: 0.01, duplicate: 0, reorder: 0 },
+      seed,
+    });
+    for (let w = 0; w < 2; w++) {
+      const digest = simulated.jobs[0].perWorker[w].outputDigest;
+      assert.equal(real.jobs[0].perWorker.find((p) => p.workerId === w)?.outputDigest, digest);
+      assert.equal(outputDigest(net.jobs[0].outputs[w]), digest);
+    }
+    assert.equal(simulated.verified && real.verified, true);
+  });
+});
