@@ -6,6 +6,7 @@ import { z } from "zod";
 import { applyOverrides, checkRegions, parseScenario } from "../bench/scenario.js";
 import { analyzeShape } from "../bench/shapes.js";
 import { failures, formatTable } from "../bench/table.js";
+import { byteSize } from "../proto/units.js";
 import { cliInt, EXIT_FAILED, EXIT_OK, readJsonFile, runCli, UsageError } from "../runtime/cli.js";
 import { DEFAULT_SIM_TIMING, type SimRunResult, simulateRun } from "./simulate.js";
 
@@ -53,6 +54,15 @@ const spec = {
       description: "how often the cores' timers run, in virtual time",
       defaultText: String(DEFAULT_SIM_TIMING.tickMs),
     },
+    "stream-above": {
+      type: "string",
+      valueName: "BYTES",
+      description:
+        "stream a NetReduce, ATP or PS job whose workers' tensors add up to more than this: made\n" +
+        "and checked packet by packet (digests equal across workers, every 64th packet exact)\n" +
+        "instead of held; 0: always",
+      defaultText: "256MiB",
+    },
     results: {
       type: "string",
       valueName: "DIR",
@@ -71,6 +81,7 @@ const spec = {
     switchProcessingNs: cliInt(0, 1_000_000_000).default(DEFAULT_SIM_TIMING.switchProcessingNs),
     hostProcessingNs: cliInt(0, 1_000_000_000).default(DEFAULT_SIM_TIMING.hostProcessingNs),
     tickMs: z.coerce.number().positive().max(1000).default(DEFAULT_SIM_TIMING.tickMs),
+    streamAbove: byteSize.default(DEFAULT_SIM_TIMING.streamAboveBytes),
     results: z.string().default("results"),
     json: z.boolean().default(false),
   }),
@@ -89,6 +100,7 @@ await runCli(spec, async (o) => {
     switchProcessingNs: o.switchProcessingNs,
     hostProcessingNs: o.hostProcessingNs,
     tickMs: o.tickMs,
+    streamAboveBytes: o.streamAbove,
   };
   process.stderr.write(
     `ina-sim: scenario ${scenario.name}, ${scenario.runs.length} run(s), seed ${scenario.seed}\n`,

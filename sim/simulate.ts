@@ -29,6 +29,7 @@ import {
   verifyCollective,
 } from "../worker/workload.js";
 import { Engine } from "./engine.js";
+import { StreamCheck } from "./stream.js";
 
 /** The simulated hosts' costs and the clock of their timers. */
 export interface SimTiming {
@@ -38,12 +39,19 @@ export interface SimTiming {
   hostProcessingNs: number;
   /** how often every core's tick() runs, ms of virtual time (default 1) */
   tickMs: number;
+  /**
+   * a NetReduce, ATP or PS job whose workers' tensors add up to more than
+   * this many bytes is streamed (sim/stream.ts): made and checked packet by
+   * packet, never held (default 256 MiB; 0: always; Infinity: never)
+   */
+  streamAboveBytes: number;
 }
 
 export const DEFAULT_SIM_TIMING: SimTiming = {
   switchProcessingNs: 1000,
   hostProcessingNs: 0,
   tickMs: 1,
+  streamAboveBytes: 256 * 2 ** 20,
 };
 
 /** What the simulator adds to a run's result: it is the same record as a real run's otherwise. */
@@ -66,6 +74,8 @@ interface SimWorker {
   core: WorkerCore | CollectiveCore;
   input: Float32Array;
   output: Float32Array;
+  /** a streamed job's check (input and output then stay empty) */
+  check: StreamCheck | null;
   up: LinkPort | null;
   down: LinkPort | null;
   iteration: number;
@@ -171,8 +181,14 @@ export function simulateRun(
     ps.trustSwitch(SWITCH_PORT, HOST);
   }
 
+  const checks = jobs.map((job) =>
+    job.mode !== "ring" && job.size * job.workers > timing.streamAboveBytes
+      ? new StreamCheck(job.seed, job.workers, job.size / 4, job.scaleBits, job.elementsPerPacket)
+      : null,
+  );
   const workers: SimWorker[][] = jobs.map((job, j) =>
     Array.from({ length: job.workers }, (_, w) => {
+      const check = checks[j];
       const port = workerPort(j, w);
       const host = { job: job.id, worker: w };
       const up = portFor(host);
@@ -215,12 +231,19 @@ export function simulateRun(
         port,
         core,
         input:
-          job.mode === "ring"
-            ? collectiveInput(op, length, job.seed, w, job.workers)
-            : makeGradient(length, job.seed, w),
+          check !== null
+            ? new Float32Array(0)
+            : job.mode === "ring"
+              ? collectiveInput(op, length, job.seed, w, job.workers)
+              : makeGradient(length, job.seed, w),
         output: new Float32Array(
-          job.mode === "ring" ? collectiveOutputLength(op, length, job.workers, w) : length,
+          check !== null
+            ? 0
+            : job.mode === "ring"
+              ? collectiveOutputLength(op, length, job.workers, w)
+              : length,
         ),
+        check,
         up,
         down: portFor(host),
         iteration: 0,
@@ -241,6 +264,8 @@ export function simulateRun(
     w.running = true;
     if (w.core instanceof CollectiveCore) {
       w.core.begin(job.operation, w.input, w.output, nowMs(), job.root);
+    } else if (w.check !== null) {
+      w.core.beginStream(w.check.streamFor(w.workerId), nowMs());
     } else {
       w.core.begin(w.input, w.output, nowMs());
     }
@@ -323,17 +348,26 @@ function jobResult(
   const op: Collective = job.mode === "ring" ? job.operation : "allReduce";
   const perWorker: WorkerOutcome[] = workers.map((w) => {
     const seconds = (w.finishedAt - w.startedAt) / 1e9;
+    const check = w.check;
     const v: Verification =
-      job.mode === "ring"
-        ? verifyCollective(op, w.output, {
-            seed: job.seed,
-            workers: job.workers,
-            workerId: w.workerId,
-            root: job.root,
-            scaleBits: job.scaleBits,
-            length: job.size / 4,
-          })
-        : verifyAllReduce(w.output, job.seed, job.workers, job.scaleBits);
+      check !== null
+        ? {
+            elements: w.workerId === 0 ? check.checkedElements : 0,
+            maxAbsError: 0,
+            outOfBound: check.wrongElements,
+            notBitExact: check.wrongElements + (check.verified(w.workerId) ? 0 : 1),
+            verified: check.verified(w.workerId),
+          }
+        : job.mode === "ring"
+          ? verifyCollective(op, w.output, {
+              seed: job.seed,
+              workers: job.workers,
+              workerId: w.workerId,
+              root: job.root,
+              scaleBits: job.scaleBits,
+              length: job.size / 4,
+            })
+          : verifyAllReduce(w.output, job.seed, job.workers, job.scaleBits);
     const s = w.core.stats;
     return {
       workerId: w.workerId,
@@ -350,7 +384,10 @@ function jobResult(
       duplicateResults: s.duplicateResults,
       payloadBytesSent: s.payloadBytesSent,
       payloadBytesReceived: s.payloadBytesReceived,
-      outputDigest: outputDigest(w.output),
+      outputDigest:
+        check !== null
+          ? check.digests[w.workerId].toString(16).padStart(8, "0")
+          : outputDigest(w.output),
       maxAbsError: v.maxAbsError,
       notBitExact: v.notBitExact,
       outOfBound: v.outOfBound,

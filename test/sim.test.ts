@@ -3,7 +3,8 @@ import { describe, it } from "node:test";
 import { runScenarioRun } from "../bench/run.js";
 import { ScenarioRunSchema } from "../proto/scenario.js";
 import { Engine } from "../sim/engine.js";
-import { simulateRun } from "../sim/simulate.js";
+import { DEFAULT_SIM_TIMING, simulateRun } from "../sim/simulate.js";
+import { packetFixedPoint, StreamCheck } from "../sim/stream.js";
 import { outputDigest } from "../worker/workload.js";
 import { testSeed } from "./seed.js";
 import { simulate } from "./simnet.js";
@@ -127,5 +128,44 @@ describe("ina-sim: scenarios in virtual time", () => {
       assert.equal(outputDigest(net.jobs[0].outputs[w]), digest);
     }
     assert.equal(simulated.verified && real.verified, true);
+  });
+});
+
+describe("ina-sim: streamed tensors", () => {
+  it("streams a large job's tensors: every worker's digest equal, sampled packets exact, under loss", () => {
+    const run = ScenarioRunSchema.parse({
+      name: "streamed",
+      faults: { loss: 0.01, duplicate: 0.01, reorder: 0.01 },
+      links: { rate: "10Gbps", delay: "5us" },
+      jobs: [
+        { mode: "netreduce", workers: 4, size: "4MiB", window: 32 },
+        { mode: "atp", workers: 3, size: "2MiB", window: 32 },
+      ],
+    });
+    const seed = testSeed("sim streamed", 73);
+    const streamed = simulateRun(run, seed, { ...DEFAULT_SIM_TIMING, streamAboveBytes: 0 });
+    assert.equal(streamed.verified, true, JSON.stringify(streamed.jobs.map((j) => j.perWorker)));
+    for (const job of streamed.jobs) {
+      const digests = new Set(job.perWorker.map((w) => w.outputDigest));
+      assert.equal(digests.size, 1, `${job.name}: one digest for every worker`);
+      assert.ok(job.retransmissions > 0, "loss was recovered");
+    }
+    // Worker 0 checked every 64th packet against the exact sum.
+    assert.equal(streamed.jobs[0].perWorker[0].notBitExact, 0);
+  });
+
+  it("catches a wrong sum and a worker that received something else", () => {
+    const check = new StreamCheck(9, 3, 512, 20, 256, 1);
+    const sums = new Int32Array(256);
+    for (let w = 0; w < 3; w++) packetFixedPoint(9, w, 0, 256, 2 ** 20, sums, 0, true);
+    check.streamFor(0).result(0, 256, sums, 0, false);
+    check.streamFor(1).result(0, 256, sums, 0, false);
+    assert.equal(check.verified(1), true);
+    assert.equal(check.checkedElements, 256);
+    sums[7]++;
+    check.streamFor(2).result(0, 256, sums, 0, false);
+    assert.equal(check.verified(2), false, "worker 2's digest differs");
+    check.streamFor(0).result(256, 256, sums, 0, false);
+    assert.ok(check.wrongElements > 0, "worker 0's sampled packet was not the exact sum");
   });
 });

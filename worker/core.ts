@@ -112,6 +112,18 @@ export function validateWorkerOptions(o: WorkerCoreOptions): void {
   );
 }
 
+/**
+ * A tensor too large to hold (the simulator's hundreds of workers): its
+ * input made on demand, packet by packet, and its result taken the same way.
+ */
+export interface TensorStream {
+  readonly length: number;
+  /** Writes input elements [first, first + count) in fixed point into dst; returns how many saturated. */
+  quantize(first: number, count: number, scale: number, dst: Int32Array, dstStart: number): number;
+  /** Takes result elements [first, first + count): int32 sums, or float32 bits when `floats`. */
+  result(first: number, count: number, src: Int32Array, srcStart: number, floats: boolean): void;
+}
+
 /** Where the worker's packets go: a connected socket, or a test's in-memory network. */
 export interface WorkerTransmit {
   /** Sends all of `packet`, a window slot: it is not rewritten until that PSN has its result. */
@@ -188,6 +200,10 @@ export class WorkerCore {
 
   private input: Float32Array = new Float32Array(0);
   private output: Float32Array = new Float32Array(0);
+  /** instead of input and output: a tensor made and taken packet by packet */
+  private stream: TensorStream | null = null;
+  /** elements of the current all-reduce */
+  private length = 0;
   private firstPsn = 0;
   private endPsn = 0;
   /** lowest PSN still without its result */
@@ -301,12 +317,25 @@ export class WorkerCore {
     if (output.length !== input.length) {
       throw new RangeError(`output has ${output.length} elements, input ${input.length}`);
     }
-    const packets = Math.ceil(input.length / this.options.elementsPerPacket);
+    this.input = input;
+    this.output = output;
+    this.stream = null;
+    this.start(input.length, now);
+  }
+
+  /** Starts an all-reduce of a tensor made and taken packet by packet. */
+  beginStream(stream: TensorStream, now: number): void {
+    if (this.active) throw new Error("an all-reduce is already running on this worker");
+    this.stream = stream;
+    this.start(stream.length, now);
+  }
+
+  private start(length: number, now: number): void {
+    const packets = Math.ceil(length / this.options.elementsPerPacket);
     if (this.nextCallPsn + packets > 0xffffffff) {
       throw new RangeError("PSN space exhausted: PSNs are 32-bit and do not wrap within a job");
     }
-    this.input = input;
-    this.output = output;
+    this.length = length;
     this.failure = null;
     this.firstPsn = this.nextCallPsn;
     this.endPsn = this.firstPsn + packets;
@@ -389,12 +418,20 @@ export class WorkerCore {
       return;
     }
     const first = (psn - this.firstPsn) * this.options.elementsPerPacket;
-    const count = Math.min(this.options.elementsPerPacket, this.input.length - first);
+    const count = Math.min(this.options.elementsPerPacket, this.length - first);
     if (h.elementCount !== count || h.scaleBits !== this.options.scaleBits) {
       this.drop(DropReason.shapeMismatch);
       return;
     }
-    if (h.flags & Flag.float32) {
+    if (this.stream !== null) {
+      this.stream.result(
+        first,
+        count,
+        this.scratchValues,
+        (at + HEADER_BYTES) >> 2,
+        (h.flags & Flag.float32) !== 0,
+      );
+    } else if (h.flags & Flag.float32) {
       // The PS finished a sum that overflowed int32 in floating point.
       const floats = this.scratchFloats;
       const output = this.output;
@@ -612,15 +649,24 @@ export class WorkerCore {
     const o = this.options;
     const slot = psn % o.window;
     const first = (psn - this.firstPsn) * o.elementsPerPacket;
-    const count = Math.min(o.elementsPerPacket, this.input.length - first);
-    const saturated = quantizeInto(
-      this.input,
-      first,
-      count,
-      this.scale,
-      this.slots.values,
-      this.slots.valuesStart(slot),
-    );
+    const count = Math.min(o.elementsPerPacket, this.length - first);
+    const saturated =
+      this.stream !== null
+        ? this.stream.quantize(
+            first,
+            count,
+            this.scale,
+            this.slots.values,
+            this.slots.valuesStart(slot),
+          )
+        : quantizeInto(
+            this.input,
+            first,
+            count,
+            this.scale,
+            this.slots.values,
+            this.slots.valuesStart(slot),
+          );
     const h = this.header;
     h.type = PacketType.contribution;
     // `batches`: this worker takes results several to a datagram (section 2.1).
