@@ -54,6 +54,18 @@ const spec = {
       description: "how often the cores' timers run, in virtual time",
       defaultText: String(DEFAULT_SIM_TIMING.tickMs),
     },
+    "rto-floor-ms": {
+      type: "string",
+      valueName: "MS",
+      description: "the workers' lowest retransmission timeout (the processes': 50)",
+      defaultText: String(DEFAULT_SIM_TIMING.rtoFloorMs),
+    },
+    "rto-initial-ms": {
+      type: "string",
+      valueName: "MS",
+      description: "their timeout before any RTT sample (the processes': 200)",
+      defaultText: String(DEFAULT_SIM_TIMING.rtoInitialMs),
+    },
     "stream-above": {
       type: "string",
       valueName: "BYTES",
@@ -82,6 +94,8 @@ const spec = {
     hostProcessingNs: cliInt(0, 1_000_000_000).default(DEFAULT_SIM_TIMING.hostProcessingNs),
     tickMs: z.coerce.number().positive().max(1000).default(DEFAULT_SIM_TIMING.tickMs),
     streamAbove: byteSize.default(DEFAULT_SIM_TIMING.streamAboveBytes),
+    rtoFloorMs: z.coerce.number().positive().max(60_000).default(DEFAULT_SIM_TIMING.rtoFloorMs),
+    rtoInitialMs: z.coerce.number().positive().max(60_000).default(DEFAULT_SIM_TIMING.rtoInitialMs),
     results: z.string().default("results"),
     json: z.boolean().default(false),
   }),
@@ -101,6 +115,8 @@ await runCli(spec, async (o) => {
     hostProcessingNs: o.hostProcessingNs,
     tickMs: o.tickMs,
     streamAboveBytes: o.streamAbove,
+    rtoFloorMs: o.rtoFloorMs,
+    rtoInitialMs: o.rtoInitialMs,
   };
   process.stderr.write(
     `ina-sim: scenario ${scenario.name}, ${scenario.runs.length} run(s), seed ${scenario.seed}\n`,

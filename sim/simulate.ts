@@ -45,13 +45,22 @@ export interface SimTiming {
    * packet, never held (default 256 MiB; 0: always; Infinity: never)
    */
   streamAboveBytes: number;
+  /**
+   * the workers' retransmission timeout before any RTT sample and its floor
+   * (ms): hardware round trips are microseconds, so the real processes'
+   * 200 ms and 50 ms (sized for a busy host) would make every timeout a stall
+   */
+  rtoInitialMs: number;
+  rtoFloorMs: number;
 }
 
 export const DEFAULT_SIM_TIMING: SimTiming = {
   switchProcessingNs: 1000,
   hostProcessingNs: 0,
-  tickMs: 1,
+  tickMs: 0.1,
   streamAboveBytes: 256 * 2 ** 20,
+  rtoInitialMs: 10,
+  rtoFloorMs: 1,
 };
 
 /** What the simulator adds to a run's result: it is the same record as a real run's otherwise. */
@@ -199,6 +208,8 @@ export function simulateRun(
           ? new CollectiveCore(
               {
                 ...DEFAULT_RTO,
+                rtoInitialMs: timing.rtoInitialMs,
+                rtoFloorMs: timing.rtoFloorMs,
                 jobId: job.id,
                 workerId: w,
                 fanIn: job.workers,
@@ -211,6 +222,8 @@ export function simulateRun(
           : new WorkerCore(
               {
                 ...DEFAULT_RTO,
+                rtoInitialMs: timing.rtoInitialMs,
+                rtoFloorMs: timing.rtoFloorMs,
                 mode: job.mode,
                 jobId: job.id,
                 workerId: w,
