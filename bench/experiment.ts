@@ -25,7 +25,7 @@ import { type RunResult, runScenarioRun } from "./run.js";
 import { applyOverrides, checkRegions, overrideLinks, parseScenario } from "./scenario.js";
 import { type PolicyResult, parseScheduleScenario, runSchedule } from "./schedule.js";
 import { analyzeShape } from "./shapes.js";
-import { describeBound, failures, formatTable } from "./table.js";
+import { describeBound, formatScheduleTable, formatTable } from "./table.js";
 
 export const SCENARIOS_DIR = fileURLToPath(new URL("../../bench/scenarios/", import.meta.url));
 const DEFAULT_SCENARIO = join(SCENARIOS_DIR, "compare.json");
@@ -201,49 +201,6 @@ const spec = {
       message: "loss + duplicate + reorder must not exceed 1",
     }),
 } as const;
-
-/** Scheduling results: one row per policy and job, then each policy's summary. */
-export function formatScheduleTable(results: PolicyResult[]): string {
-  const header = [
-    "policy",
-    "job",
-    "class",
-    "mode",
-    "arrive s",
-    "wait s",
-    "JCT s",
-    "deadline s",
-    "met",
-    "regions (s after submit: size)",
-    "verified",
-  ];
-  const f = (x: number | null) => (x === null ? "-" : x.toFixed(2));
-  const rows = results.flatMap((r) =>
-    r.jobs.map((j) => [
-      r.policy,
-      j.name,
-      j.class,
-      j.mode,
-      j.arriveS.toFixed(1),
-      f(j.waitS),
-      f(j.jctS),
-      j.deadlineS === null ? "-" : String(j.deadlineS),
-      j.deadlineMet === null ? "-" : j.deadlineMet ? "yes" : "NO",
-      j.regions.map((g) => `${g.atS.toFixed(1)}:${g.size}`).join(" ") || "-",
-      j.verified ? "yes" : "NO",
-    ]),
-  );
-  const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c].length)));
-  const line = (cells: string[]) => cells.map((cell, c) => cell.padEnd(widths[c])).join("  ");
-  const summary = results
-    .filter((r) => r.error === undefined)
-    .map(
-      (r) =>
-        `${r.policy}: average JCT ${r.averageJctS.toFixed(2)} s, deadlines met ${r.deadlinesMet}/${r.deadlineJobs}` +
-        (r.deadlineJobs > 0 ? ` (${((100 * r.deadlinesMet) / r.deadlineJobs).toFixed(0)}%)` : ""),
-    );
-  return [line(header), ...rows.map(line), ...failures(results), "", ...summary, ""].join("\n");
-}
 
 async function writeResults(dir: string, name: string, startedAt: Date, output: unknown) {
   if (dir === "") return;

@@ -182,7 +182,7 @@ export async function runSchedule(
   }
 }
 
-interface JobView {
+export interface JobView {
   id: number;
   status: string;
   submittedAt: number;
@@ -223,7 +223,8 @@ async function submit(control: string, job: ScheduleJob, id: number): Promise<st
   return String(((await response.json()) as { credential: string }).credential);
 }
 
-function jobResult(
+/** One job's row from the control plane's view of it and its workers' result records. */
+export function jobResult(
   job: ScheduleJob,
   id: number,
   v: JobView | undefined,

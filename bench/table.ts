@@ -1,4 +1,5 @@
 import type { RunResult } from "./run.js";
+import type { PolicyResult } from "./schedule.js";
 
 /** The experiment's tables for people: one row per job, then failures and faults. */
 
@@ -99,4 +100,48 @@ export function failures(
   return results.flatMap((r) =>
     r.error === undefined ? [] : [`${"name" in r ? r.name : r.policy}: FAILED: ${r.error}`],
   );
+}
+
+/** Scheduling results: one row per policy and job, then each policy's summary. */
+export function formatScheduleTable(results: PolicyResult[]): string {
+  const header = [
+    "policy",
+    "job",
+    "class",
+    "mode",
+    "arrive s",
+    "wait s",
+    "JCT s",
+    "deadline s",
+    "met",
+    "regions (s after submit: size)",
+    "verified",
+  ];
+  const f = (x: number | null) =>
+    x === null ? "-" : Math.abs(x) >= 0.1 || x === 0 ? x.toFixed(2) : x.toPrecision(3);
+  const rows = results.flatMap((r) =>
+    r.jobs.map((j) => [
+      r.policy,
+      j.name,
+      j.class,
+      j.mode,
+      j.arriveS.toFixed(1),
+      f(j.waitS),
+      f(j.jctS),
+      j.deadlineS === null ? "-" : String(j.deadlineS),
+      j.deadlineMet === null ? "-" : j.deadlineMet ? "yes" : "NO",
+      j.regions.map((g) => `${g.atS.toFixed(1)}:${g.size}`).join(" ") || "-",
+      j.verified ? "yes" : "NO",
+    ]),
+  );
+  const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c].length)));
+  const line = (cells: string[]) => cells.map((cell, c) => cell.padEnd(widths[c])).join("  ");
+  const summary = results
+    .filter((r) => r.error === undefined)
+    .map(
+      (r) =>
+        `${r.policy}: average JCT ${f(r.averageJctS)} s, deadlines met ${r.deadlinesMet}/${r.deadlineJobs}` +
+        (r.deadlineJobs > 0 ? ` (${((100 * r.deadlinesMet) / r.deadlineJobs).toFixed(0)}%)` : ""),
+    );
+  return [line(header), ...rows.map(line), ...failures(results), "", ...summary, ""].join("\n");
 }

@@ -194,6 +194,7 @@ export const ScheduleScenarioSchema = z.strictObject({
   partitions: z.int().min(1).max(1024).default(2),
   /** emulated links between every host and the switch (proto/links.ts); absent: none */
   links: LinksSchema.optional(),
-  jobs: z.array(ScheduleJobSchema).min(1).max(32),
+  // 64: the simulator runs arrival traces of tens of jobs; real processes can too, slowly.
+  jobs: z.array(ScheduleJobSchema).min(1).max(64),
 });
 export type ScheduleScenario = z.infer<typeof ScheduleScenarioSchema>;

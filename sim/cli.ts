@@ -1,14 +1,18 @@
 #!/usr/bin/env node
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import { applyOverrides, checkRegions, parseScenario } from "../bench/scenario.js";
+import { parseScheduleScenario } from "../bench/schedule.js";
 import { analyzeShape } from "../bench/shapes.js";
-import { failures, formatTable } from "../bench/table.js";
+import { failures, formatScheduleTable, formatTable } from "../bench/table.js";
+import { POLICIES } from "../proto/config.js";
 import { byteSize } from "../proto/units.js";
 import { cliInt, EXIT_FAILED, EXIT_OK, readJsonFile, runCli, UsageError } from "../runtime/cli.js";
-import { DEFAULT_SIM_TIMING, type SimRunResult, simulateRun } from "./simulate.js";
+import { simulateSchedule } from "./schedule.js";
+import { DEFAULT_SIM_TIMING, type SimRunResult, type SimTiming, simulateRun } from "./simulate.js";
 
 const DEFAULT_SCENARIO = fileURLToPath(
   new URL("../../bench/scenarios/compare.json", import.meta.url),
@@ -25,8 +29,9 @@ const spec = {
     "buffer, ECN, from the run's links; without links, only the processing times), and the switch\n" +
     "takes --switch-processing-ns per packet. The host's CPU and the kernel are not modelled:\n" +
     "a run is bound by its links, its windows, or the processing times. The same scenario and\n" +
-    "seed give the same result file, byte for byte. Scheduling scenarios (with policies) are not\n" +
-    "simulated yet. Exit codes: 0 every job verified, 1 not, 2 bad option or scenario.",
+    "seed give the same result file, byte for byte. A scheduling scenario (with policies) runs\n" +
+    "the real memory manager and control plane, once per policy, decisions at virtual times.\n" +
+    "Exit codes: 0 every job verified, 1 not, 2 bad option or scenario.",
   options: {
     scenario: {
       type: "string",
@@ -35,6 +40,12 @@ const spec = {
       defaultText: "bench/scenarios/compare.json",
     },
     only: { type: "string", valueName: "RUNS", description: "comma-separated run names to keep" },
+    policies: {
+      type: "string",
+      valueName: "LIST",
+      description: "scheduling scenarios: comma-separated policies (edf, fcfs, static)",
+      defaultText: "the scenario's",
+    },
     seed: { type: "string", valueName: "N", description: "seed of gradients and faults" },
     "switch-processing-ns": {
       type: "string",
@@ -90,6 +101,11 @@ const spec = {
       .transform((s) => s.split(","))
       .optional(),
     seed: cliInt(0, 0xffffffff).optional(),
+    policies: z
+      .string()
+      .transform((s) => s.split(","))
+      .pipe(z.array(z.enum(POLICIES)).min(1))
+      .optional(),
     switchProcessingNs: cliInt(0, 1_000_000_000).default(DEFAULT_SIM_TIMING.switchProcessingNs),
     hostProcessingNs: cliInt(0, 1_000_000_000).default(DEFAULT_SIM_TIMING.hostProcessingNs),
     tickMs: z.coerce.number().positive().max(1000).default(DEFAULT_SIM_TIMING.tickMs),
@@ -103,13 +119,6 @@ const spec = {
 
 await runCli(spec, async (o) => {
   const json = await readJsonFile(o.scenario, "--scenario");
-  if (typeof json === "object" && json !== null && "policies" in json) {
-    throw new UsageError(
-      `--scenario: ${o.scenario} is a scheduling scenario; ina-sim runs plain ones (with runs) for now`,
-    );
-  }
-  const scenario = applyOverrides(parseScenario(json, o.scenario), { only: o.only, seed: o.seed });
-  checkRegions(scenario, o.scenario);
   const timing = {
     switchProcessingNs: o.switchProcessingNs,
     hostProcessingNs: o.hostProcessingNs,
@@ -118,6 +127,16 @@ await runCli(spec, async (o) => {
     rtoFloorMs: o.rtoFloorMs,
     rtoInitialMs: o.rtoInitialMs,
   };
+  if (typeof json === "object" && json !== null && "policies" in json) {
+    if (o.only !== undefined)
+      throw new UsageError("--only: not for a scheduling scenario (use --policies)");
+    return simulateSchedules(o, json, timing);
+  }
+  if (o.policies !== undefined) {
+    throw new UsageError("--policies: only for a scheduling scenario (one with policies)");
+  }
+  const scenario = applyOverrides(parseScenario(json, o.scenario), { only: o.only, seed: o.seed });
+  checkRegions(scenario, o.scenario);
   process.stderr.write(
     `ina-sim: scenario ${scenario.name}, ${scenario.runs.length} run(s), seed ${scenario.seed}\n`,
   );
@@ -141,14 +160,7 @@ await runCli(spec, async (o) => {
     runs,
     ...(shape === null ? {} : { shape: shape.data }),
   };
-  const text = `${JSON.stringify(output, null, 2)}\n`;
-  if (o.results !== "") {
-    await mkdir(o.results, { recursive: true });
-    // Named by scenario and seed, not the time: the same inputs give the same file.
-    const path = join(o.results, `sim-${scenario.name}-seed${scenario.seed}.json`);
-    await writeFile(path, text);
-    process.stderr.write(`results: ${path}\n`);
-  }
+  const text = await save(o, scenario.name, scenario.seed, output);
   if (o.json) process.stdout.write(text);
   else {
     process.stdout.write(formatTable(runs));
@@ -158,3 +170,50 @@ await runCli(spec, async (o) => {
   if (failures(runs).length > 0 || !output.verified) return EXIT_FAILED;
   return EXIT_OK;
 });
+
+type Options = z.output<typeof spec.schema>;
+
+/** Writes the results file, named by scenario and seed (not the time: same inputs, same file); returns its text. */
+async function save(o: Options, name: string, seed: number, output: unknown): Promise<string> {
+  const text = `${JSON.stringify(output, null, 2)}\n`;
+  if (o.results !== "") {
+    await mkdir(o.results, { recursive: true });
+    const path = join(o.results, `sim-${name}-seed${seed}.json`);
+    await writeFile(path, text);
+    process.stderr.write(`results: ${path}\n`);
+  }
+  return text;
+}
+
+/** A scheduling scenario: every policy in turn, as ina-experiment runs it with processes. */
+async function simulateSchedules(o: Options, json: object, timing: SimTiming): Promise<number> {
+  const scenario = parseScheduleScenario(
+    o.seed === undefined ? json : { ...json, seed: o.seed },
+    o.scenario,
+  );
+  const policies = o.policies ?? scenario.policies;
+  process.stderr.write(
+    `ina-sim: scheduling scenario ${scenario.name}, ${scenario.jobs.length} jobs, policies ${policies.join(", ")}, seed ${scenario.seed}\n`,
+  );
+  const results = policies.map((policy) => {
+    const started = performance.now();
+    const result = simulateSchedule(scenario, policy, timing);
+    const seconds = (performance.now() - started) / 1000;
+    process.stderr.write(
+      `  policy ${policy}: ${result.events} events in ${seconds.toFixed(2)} s\n`,
+    );
+    return result;
+  });
+  const output = {
+    clock: "virtual",
+    scenario: scenario.name,
+    seed: scenario.seed,
+    timing,
+    verified: results.every((r) => r.verified),
+    policies: results,
+  };
+  const text = await save(o, scenario.name, scenario.seed, output);
+  if (o.json) process.stdout.write(text);
+  else process.stdout.write(formatScheduleTable(results));
+  return results.every((r) => r.verified && r.error === undefined) ? EXIT_OK : EXIT_FAILED;
+}

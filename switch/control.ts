@@ -72,6 +72,11 @@ export interface ControlPlaneOptions {
   changesPerSecond?: number;
   /** whether the switch has a parameter server, which ATP jobs need */
   hasParameterServer?: boolean;
+  /**
+   * runs `work` once the data path's current packet is done (default
+   * setImmediate; the simulator's runs it at the same virtual time)
+   */
+  defer?: (work: () => void) => void;
 }
 
 class HttpError extends Error {
@@ -145,13 +150,14 @@ export class ControlPlane {
   }
 
   constructor(readonly options: ControlPlaneOptions) {
+    const defer = options.defer ?? ((work: () => void) => setImmediate(work));
     // Drain reports come from inside the data path: act on them afterwards.
     options.core.onRegionDrained = (jobId, epoch) => {
-      setImmediate(() => this.apply(options.manager.drained(jobId, epoch, options.now())));
+      defer(() => this.apply(options.manager.drained(jobId, epoch, options.now())));
     };
     // A job the switch failed gives its memory back; the manager reschedules.
     options.core.onJobFailed = (jobId, reason) => {
-      setImmediate(() => {
+      defer(() => {
         const job = options.manager.jobs.get(jobId);
         if (job === undefined || (job.status !== "running" && job.status !== "queued")) return;
         this.apply(options.manager.fail(jobId, reason, options.now()));

@@ -1,13 +1,20 @@
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
 import { runScenarioRun } from "../bench/run.js";
+import { parseScheduleScenario } from "../bench/schedule.js";
 import { ScenarioRunSchema } from "../proto/scenario.js";
 import { Engine } from "../sim/engine.js";
+import { simulateSchedule } from "../sim/schedule.js";
 import { DEFAULT_SIM_TIMING, simulateRun } from "../sim/simulate.js";
 import { packetFixedPoint, StreamCheck } from "../sim/stream.js";
 import { outputDigest } from "../worker/workload.js";
 import { testSeed } from "./seed.js";
 import { simulate } from "./simnet.js";
+
+const SCENARIOS = fileURLToPath(new URL("../../bench/scenarios/", import.meta.url));
 
 describe("the simulator's engine", () => {
   it("runs events in time order, ties in the order scheduled, never going back in time", () => {
@@ -167,5 +174,25 @@ describe("ina-sim: streamed tensors", () => {
     assert.equal(check.verified(2), false, "worker 2's digest differs");
     check.streamFor(0).result(256, 256, sums, 0, false);
     assert.ok(check.wrongElements > 0, "worker 0's sampled packet was not the exact sum");
+  });
+});
+
+describe("ina-sim: scheduling scenarios", () => {
+  it("runs the real memory manager and control plane in virtual time: EDF meets the deadlines FCFS misses, the same every time", () => {
+    const scenario = parseScheduleScenario(
+      JSON.parse(readFileSync(join(SCENARIOS, "deadlines.json"), "utf8")),
+    );
+    const edf = simulateSchedule(scenario, "edf");
+    const fcfs = simulateSchedule(scenario, "fcfs");
+    assert.equal(edf.verified && fcfs.verified, true);
+    assert.equal(edf.deadlinesMet, edf.deadlineJobs, "EDF meets every deadline");
+    assert.ok(
+      fcfs.deadlinesMet < fcfs.deadlineJobs,
+      "FCFS queues the MD jobs behind the long BE job",
+    );
+    // The long BE job's region shrinks and grows again under EDF as MD jobs come and go.
+    const long = edf.jobs.find((j) => j.class === "be");
+    assert.ok((long?.regions.length ?? 0) > 2, JSON.stringify(long?.regions));
+    assert.equal(JSON.stringify(simulateSchedule(scenario, "edf")), JSON.stringify(edf));
   });
 });

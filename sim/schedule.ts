@@ -1,0 +1,281 @@
+import { type JobView, jobResult, type PolicyResult } from "../bench/schedule.js";
+import { LinkPort, newVerdict } from "../link/link.js";
+import { type Policy, parseSwitchConfig } from "../proto/config.js";
+import { JobSubmitSchema } from "../proto/control.js";
+import { type LinkHost, linkParamsFor } from "../proto/links.js";
+import type { ScheduleScenario } from "../proto/scenario.js";
+import { Field, Flag } from "../proto/wire.js";
+import { PsCore } from "../ps/core.js";
+import { ControlPlane, view } from "../switch/control.js";
+import { SwitchCore } from "../switch/core.js";
+import { MemoryManager } from "../switch/memory.js";
+import { switchReport } from "../switch/report.js";
+import { DEFAULT_RTO, WorkerCore } from "../worker/core.js";
+import { makeGradient, verifyAllReduce } from "../worker/workload.js";
+import { Engine } from "./engine.js";
+import { DEFAULT_SIM_TIMING, type SimTiming } from "./simulate.js";
+
+const SWITCH_PORT = 1;
+const PS_PORT = 2;
+const HOST = "127.0.0.1";
+const workerPort = (job: number, worker: number) => 1000 + 64 * job + worker;
+
+interface ScheduledWorker {
+  core: WorkerCore;
+  port: number;
+  up: LinkPort | null;
+  down: LinkPort | null;
+  input: Float32Array;
+  output: Float32Array;
+  epoch: number;
+  running: boolean;
+  done: boolean;
+  /** checked as soon as the worker is done, so its tensors can go */
+  verified: boolean;
+}
+
+/**
+ * Runs a scheduling scenario under one policy in virtual time: the real
+ * memory manager and control plane decide, at each arrival, drain and
+ * completion, which job gets which region; the real switch core installs
+ * and moves the regions while the jobs' workers run, as the processes do
+ * (bench/schedule.ts). A job's workers join once it has a region.
+ */
+export function simulateSchedule(
+  scenario: ScheduleScenario,
+  policy: Policy,
+  timing: SimTiming = DEFAULT_SIM_TIMING,
+): PolicyResult & { clock: "virtual"; events: number } {
+  const engine = new Engine();
+  const nowMs = () => engine.now / 1e6;
+  const links = scenario.links;
+  const portFor = (host: LinkHost) =>
+    links === undefined ? null : new LinkPort(linkParamsFor(links, host));
+  const verdict = newVerdict();
+  const needsPs = scenario.jobs.some((j) => j.mode === "atp");
+  const config = parseSwitchConfig({
+    aggregators: scenario.aggregators,
+    jobs: [],
+    ...(links === undefined ? {} : { links }),
+    ...(needsPs ? { parameterServer: { host: HOST, port: PS_PORT } } : {}),
+  });
+
+  const send = (
+    port: LinkPort | null,
+    packet: Buffer,
+    processingNs: number,
+    deliver: (bytes: Buffer, now: number) => void,
+  ) => {
+    let arriveNs = engine.now;
+    let marked = false;
+    if (port !== null) {
+      const v = port.offer(packet.length, nowMs(), verdict);
+      if (v.dropped) return;
+      arriveNs = Math.round(v.arriveAt * 1e6);
+      marked = v.marked;
+    }
+    const copy = Buffer.from(packet);
+    if (marked) copy.writeUInt16LE(copy.readUInt16LE(Field.flags) | Flag.ecn, Field.flags);
+    engine.at(arriveNs + processingNs, () => deliver(copy, nowMs()));
+  };
+
+  const byPort = new Map<number, ScheduledWorker>();
+  const psUp = needsPs ? portFor("ps") : null;
+  const psDown = needsPs ? portFor("ps") : null;
+  let ps: PsCore | null = null;
+  const sw = new SwitchCore(config, {
+    send: (packet, port) => {
+      if (port === PS_PORT) {
+        const core = ps;
+        if (core !== null) {
+          send(psDown, packet, timing.hostProcessingNs, (b) => core.receive(b, SWITCH_PORT, HOST));
+        }
+        return;
+      }
+      const w = byPort.get(port);
+      if (w === undefined) return;
+      send(w.down, packet, timing.hostProcessingNs, (b, now) => {
+        w.core.receive(b, now);
+        settle(w);
+      });
+    },
+  });
+  const toSwitch = (from: number, up: LinkPort | null) => (packet: Buffer) =>
+    send(up, packet, timing.switchProcessingNs, (b, now) => sw.receive(b, from, HOST, now));
+  if (needsPs) {
+    ps = new PsCore(
+      config.jobs,
+      256,
+      { send: (packet) => toSwitch(PS_PORT, psUp)(packet) },
+      Math.max(...scenario.jobs.map((j) => j.window)),
+    );
+    ps.trustSwitch(SWITCH_PORT, HOST);
+  }
+
+  const manager = new MemoryManager({
+    aggregators: scenario.aggregators,
+    bytesPerAggregator: 1024,
+    policy,
+    partitions: scenario.partitions,
+  });
+  const control = new ControlPlane({
+    manager,
+    core: sw,
+    dataAddress: { host: HOST, port: SWITCH_PORT },
+    now: nowMs,
+    hasParameterServer: needsPs,
+    // Drains are acted on at the same virtual time, then jobs that got a region start.
+    defer: (work) =>
+      engine.after(0, () => {
+        work();
+        startReady();
+      }),
+  });
+
+  const workers: ScheduledWorker[][] = scenario.jobs.map(() => []);
+  const finishedJobs = new Set<number>();
+  /** A worker finished an epoch: the next after the compute time, or it is done. */
+  const settle = (w: ScheduledWorker) => {
+    if (!w.running || !w.core.done) return;
+    w.running = false;
+    const j = workers.findIndex((list) => list.includes(w));
+    const job = scenario.jobs[j];
+    w.epoch++;
+    if (w.core.failure === null && w.epoch < job.epochs) {
+      engine.after(job.computeMs * 1e6, () => begin(w));
+      return;
+    }
+    w.done = true;
+    w.verified =
+      w.core.failure === null &&
+      verifyAllReduce(w.output, scenario.seed + j + 1, job.workers, 20).verified;
+    w.input = new Float32Array(0);
+    w.output = new Float32Array(0);
+    control.workerDone(j + 1, workers[j].indexOf(w));
+    if (workers[j].every((x) => x.done)) finishedJobs.add(j);
+    startReady();
+  };
+  const begin = (w: ScheduledWorker) => {
+    w.running = true;
+    w.core.begin(w.input, w.output, nowMs());
+    settle(w);
+  };
+  /** Starts the workers of every job that has a region and has not started. */
+  const startReady = () => {
+    scenario.jobs.forEach((job, j) => {
+      const id = j + 1;
+      if (workers[j].length > 0) return;
+      const managed = manager.jobs.get(id);
+      if (managed?.status !== "running" || sw.job(id) === undefined) return;
+      for (let w = 0; w < job.workers; w++) {
+        const placement = control.join(id, { workerId: w });
+        const port = workerPort(j, w);
+        const host = { job: id, worker: w };
+        const up = portFor(host);
+        const region = placement.region as { offset: number; size: number; epoch: number };
+        const core = new WorkerCore(
+          {
+            ...DEFAULT_RTO,
+            rtoInitialMs: timing.rtoInitialMs,
+            rtoFloorMs: timing.rtoFloorMs,
+            mode: job.mode,
+            jobId: id,
+            workerId: w,
+            fanIn: job.workers,
+            regionOffset: region.offset,
+            regionSize: region.size,
+            regionEpoch: region.epoch,
+            window: Number(placement.window),
+            elementsPerPacket: 256,
+            scaleBits: 20,
+          },
+          { send: toSwitch(port, up) },
+        );
+        control.bindAddress(id, w, port, HOST);
+        const worker: ScheduledWorker = {
+          core,
+          port,
+          up,
+          down: portFor(host),
+          input: makeGradient(job.size / 4, scenario.seed + id, w),
+          output: new Float32Array(job.size / 4),
+          epoch: 0,
+          running: false,
+          done: false,
+          verified: false,
+        };
+        byPort.set(port, worker);
+        workers[j].push(worker);
+        engine.after(job.computeMs * 1e6, () => begin(worker));
+      }
+    });
+  };
+
+  scenario.jobs.forEach((job, j) => {
+    engine.at(job.arriveMs * 1e6, () => {
+      control.submit(
+        JobSubmitSchema.parse({
+          id: j + 1,
+          name: job.name,
+          class: job.class,
+          deadlineS: job.deadlineS,
+          mode: job.mode,
+          workers: job.workers,
+          window: job.window,
+          elementsPerPacket: 256,
+          scaleBits: 20,
+          modelBytes: job.size,
+          epochs: job.epochs,
+          computeMs: job.computeMs,
+          throughputMBps: job.throughputMBps,
+          rttMs: job.rttMs,
+          aggregators: job.aggregators,
+        }),
+      );
+      startReady();
+    });
+  });
+  const finished = () => finishedJobs.size === scenario.jobs.length;
+  const tick = () => {
+    const now = nowMs();
+    sw.tick(now);
+    for (const list of workers) {
+      for (const w of list) {
+        if (w.running) {
+          w.core.tick(now);
+          settle(w);
+        }
+      }
+    }
+    if (!finished()) engine.after(timing.tickMs * 1e6, tick);
+  };
+  engine.after(timing.tickMs * 1e6, tick);
+  // Bounded: a schedule that cannot finish (a job never admitted) ends after an hour of virtual time.
+  engine.run(3600 * 1e9, finished);
+
+  const jobs = scenario.jobs.map((job, j) => {
+    const managed = manager.jobs.get(j + 1);
+    const v = managed === undefined ? undefined : (view(managed) as JobView);
+    const records = workers[j].map((w) => ({
+      event: "result",
+      retransmissions: w.core.stats.retransmissions,
+      timeouts: w.core.stats.timeouts,
+      verified: w.verified,
+    }));
+    return jobResult(job, j + 1, v, records);
+  });
+  const md = jobs.filter((j) => j.class === "md");
+  const jcts = jobs.map((j) => j.jctS ?? Number.NaN);
+  return {
+    policy,
+    jobs,
+    averageJctS: jcts.reduce((a, b) => a + b, 0) / jcts.length,
+    deadlinesMet: md.filter((j) => j.deadlineMet === true).length,
+    deadlineJobs: md.length,
+    verified: jobs.every((j) => j.verified),
+    switch: switchReport(sw) as unknown as Record<string, unknown>,
+    ...(finished() ? {} : { error: "some jobs never finished within an hour of virtual time" }),
+    clock: "virtual",
+    events: engine.executed,
+  };
+}
