@@ -247,7 +247,18 @@ await runCli(spec, async (o) => {
   }
   refuseOptionsThatDoNotApply(o, schedule !== null);
   const scenario = schedule === null ? applyOverrides(parseScenario(json, o.scenario), o) : null;
-  if (scenario !== null) checkRegions(scenario, o.scenario);
+  if (scenario !== null) {
+    checkRegions(scenario, o.scenario);
+    scenario.runs.forEach((run, r) =>
+      run.jobs.forEach((job, j) => {
+        if (job.layers !== undefined) {
+          throw new UsageError(
+            `runs[${r}].jobs[${j}].layers: per-layer traces are the simulator's (npm run sim)`,
+          );
+        }
+      }),
+    );
+  }
   if (o.json && process.env.npm_lifecycle_event !== undefined) {
     if (process.env.npm_config_loglevel !== "silent") {
       process.stderr.write(

@@ -21,6 +21,37 @@ import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN, MAX_SCALE_BITS } from "./wire.js";
 
 const probability = z.number().min(0).max(1);
 
+/** One layer of a model: its gradient's bytes and its backward pass's time. */
+export const LayerSchema = z.strictObject({
+  bytes: float32Bytes,
+  backwardMs: z.number().min(0).max(3_600_000),
+});
+export type Layer = z.infer<typeof LayerSchema>;
+
+/**
+ * A layer trace as CSV: one line per layer, `bytes,backwardMs` (bytes as
+ * 4194304 or "4MiB"), in backward order; blank lines, lines starting with
+ * `#`, and a header line naming the columns are skipped. Throws naming the
+ * line of anything else.
+ */
+export function parseLayerTrace(text: string): Layer[] {
+  const layers: Layer[] = [];
+  text.split(/\r?\n/).forEach((raw, i) => {
+    const line = raw.trim();
+    if (line === "" || line.startsWith("#") || /^bytes\s*,/i.test(line)) return;
+    const [bytes, backwardMs, extra] = line.split(",").map((c) => c.trim());
+    const parsed = LayerSchema.safeParse({ bytes, backwardMs: Number(backwardMs) });
+    if (extra !== undefined || backwardMs === undefined || !parsed.success) {
+      throw new Error(
+        `line ${i + 1}: expected "bytes,backwardMs" (e.g. 4MiB,1.5), got "${line}"`,
+      );
+    }
+    layers.push(parsed.data);
+  });
+  if (layers.length === 0) throw new Error("no layers: expected lines of bytes,backwardMs");
+  return layers;
+}
+
 export const ScenarioJobSchema = z
   .strictObject({
     /** shown in tables; defaults to "<mode>-<id>" */
@@ -62,6 +93,14 @@ export const ScenarioJobSchema = z
       .default(0),
     /** seed of the job's gradients; defaults to the scenario's seed + id */
     seed: z.int().min(0).max(0xffffffff).optional(),
+    /**
+     * the simulator's per-layer compute model: each iteration's backward pass
+     * produces these layers' gradients in order, each after its backwardMs,
+     * and each is all-reduced as soon as it is ready and the one before it is
+     * done (SwitchML's dnn_benchmark). Replaces `size`. ina-sim also reads it
+     * from a CSV file named by `layerTrace` (parseLayerTrace)
+     */
+    layers: z.array(LayerSchema).min(1).max(10_000).optional(),
   })
   .superRefine((job, ctx) => {
     if (job.mode !== "ring" && job.operation !== "allReduce") {

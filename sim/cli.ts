@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-import { mkdir, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { dirname, join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
@@ -9,6 +9,7 @@ import { parseScheduleScenario } from "../bench/schedule.js";
 import { analyzeShape } from "../bench/shapes.js";
 import { failures, formatScheduleTable, formatTable } from "../bench/table.js";
 import { POLICIES } from "../proto/config.js";
+import { parseLayerTrace } from "../proto/scenario.js";
 import { byteSize } from "../proto/units.js";
 import { cliInt, EXIT_FAILED, EXIT_OK, readJsonFile, runCli, UsageError } from "../runtime/cli.js";
 import { simulateSchedule } from "./schedule.js";
@@ -135,7 +136,10 @@ await runCli(spec, async (o) => {
   if (o.policies !== undefined) {
     throw new UsageError("--policies: only for a scheduling scenario (one with policies)");
   }
-  const scenario = applyOverrides(parseScenario(json, o.scenario), { only: o.only, seed: o.seed });
+  const scenario = applyOverrides(
+    parseScenario(await withLayerTraces(json, o.scenario), o.scenario),
+    { only: o.only, seed: o.seed },
+  );
   checkRegions(scenario, o.scenario);
   process.stderr.write(
     `ina-sim: scenario ${scenario.name}, ${scenario.runs.length} run(s), seed ${scenario.seed}\n`,
@@ -216,4 +220,52 @@ async function simulateSchedules(o: Options, json: object, timing: SimTiming): P
   if (o.json) process.stdout.write(text);
   else process.stdout.write(formatScheduleTable(results));
   return results.every((r) => r.verified && r.error === undefined) ? EXIT_OK : EXIT_FAILED;
+}
+
+/**
+ * A job's `layerTrace` names a CSV file of its layers (relative to the
+ * scenario's folder): read it into `layers`, naming the file and line of
+ * anything wrong.
+ */
+async function withLayerTraces(json: unknown, scenarioPath: string): Promise<unknown> {
+  if (
+    typeof json !== "object" ||
+    json === null ||
+    !Array.isArray((json as { runs?: unknown }).runs)
+  ) {
+    return json;
+  }
+  const runs = (json as { runs: unknown[] }).runs;
+  const resolved = await Promise.all(
+    runs.map(async (run, r) => {
+      if (typeof run !== "object" || run === null) return run;
+      const jobs = (run as { jobs?: unknown }).jobs;
+      if (!Array.isArray(jobs)) return run;
+      return {
+        ...run,
+        jobs: await Promise.all(
+          jobs.map(async (job, j) => {
+            if (typeof job !== "object" || job === null || !("layerTrace" in job)) return job;
+            const { layerTrace, ...rest } = job as { layerTrace: unknown };
+            const where = `runs[${r}].jobs[${j}].layerTrace`;
+            if (typeof layerTrace !== "string")
+              throw new UsageError(`${where}: expected a file name`);
+            const path = resolve(dirname(scenarioPath), layerTrace);
+            let text: string;
+            try {
+              text = await readFile(path, "utf8");
+            } catch (error) {
+              throw new UsageError(`${where}: cannot read ${path}: ${(error as Error).message}`);
+            }
+            try {
+              return { ...rest, layers: parseLayerTrace(text) };
+            } catch (error) {
+              throw new UsageError(`${where}: ${path}, ${(error as Error).message}`);
+            }
+          }),
+        ),
+      };
+    }),
+  );
+  return { ...json, runs: resolved };
 }

@@ -11,6 +11,7 @@ import { type ResolvedJob, resolveJobs, switchConfigOf } from "../bench/scenario
 import { LinkPort, newVerdict } from "../link/link.js";
 import { type Collective, parseSwitchConfig } from "../proto/config.js";
 import { type LinkHost, linkParamsFor } from "../proto/links.js";
+import { deriveSeed } from "../proto/prng.js";
 import type { Verification } from "../proto/records.js";
 import type { ScenarioRun } from "../proto/scenario.js";
 import { Field, Flag } from "../proto/wire.js";
@@ -81,8 +82,12 @@ interface SimWorker {
   workerId: number;
   port: number;
   core: WorkerCore | CollectiveCore;
-  input: Float32Array;
-  output: Float32Array;
+  /** one tensor per layer (one layer: the job's whole gradient) */
+  inputs: Float32Array[];
+  outputs: Float32Array[];
+  /** the layer being all-reduced, and when this iteration's backward pass began (ns) */
+  layer: number;
+  iterationStart: number;
   /** a streamed job's check (input and output then stay empty) */
   check: StreamCheck | null;
   up: LinkPort | null;
@@ -191,7 +196,9 @@ export function simulateRun(
   }
 
   const checks = jobs.map((job) =>
-    job.mode !== "ring" && job.size * job.workers > timing.streamAboveBytes
+    job.mode !== "ring" &&
+    job.layers === undefined &&
+    job.size * job.workers > timing.streamAboveBytes
       ? new StreamCheck(job.seed, job.workers, job.size / 4, job.scaleBits, job.elementsPerPacket)
       : null,
   );
@@ -237,25 +244,33 @@ export function simulateRun(
               },
               transmit,
             );
-      const length = job.size / 4;
+      const layers = job.layers ?? [{ bytes: job.size, backwardMs: 0 }];
       const sim: SimWorker = {
         job: j,
         workerId: w,
         port,
         core,
-        input:
+        inputs:
           check !== null
-            ? new Float32Array(0)
-            : job.mode === "ring"
-              ? collectiveInput(op, length, job.seed, w, job.workers)
-              : makeGradient(length, job.seed, w),
-        output: new Float32Array(
+            ? [new Float32Array(0)]
+            : layers.map((l, i) =>
+                job.mode === "ring"
+                  ? collectiveInput(op, l.bytes / 4, layerSeed(job.seed, i), w, job.workers)
+                  : makeGradient(l.bytes / 4, layerSeed(job.seed, i), w),
+              ),
+        outputs:
           check !== null
-            ? 0
-            : job.mode === "ring"
-              ? collectiveOutputLength(op, length, job.workers, w)
-              : length,
-        ),
+            ? [new Float32Array(0)]
+            : layers.map(
+                (l) =>
+                  new Float32Array(
+                    job.mode === "ring"
+                      ? collectiveOutputLength(op, l.bytes / 4, job.workers, w)
+                      : l.bytes / 4,
+                  ),
+              ),
+        layer: 0,
+        iterationStart: 0,
         check,
         up,
         down: portFor(host),
@@ -271,20 +286,43 @@ export function simulateRun(
   );
   const all = workers.flat();
 
+  /** When each layer's gradient is ready after its iteration's backward pass began (ns). */
+  const readyAfter = jobs.map((job) => {
+    let total = 0;
+    return (job.layers ?? [{ bytes: job.size, backwardMs: 0 }]).map((l) => {
+      total += l.backwardMs * 1e6;
+      return total;
+    });
+  });
   const begin = (w: SimWorker) => {
     const job = jobs[w.job];
-    if (w.startedAt < 0) w.startedAt = engine.now;
     w.running = true;
+    const l = w.layer;
     if (w.core instanceof CollectiveCore) {
-      w.core.begin(job.operation, w.input, w.output, nowMs(), job.root);
+      w.core.begin(job.operation, w.inputs[l], w.outputs[l], nowMs(), job.root);
     } else if (w.check !== null) {
       w.core.beginStream(w.check.streamFor(w.workerId), nowMs());
     } else {
-      w.core.begin(w.input, w.output, nowMs());
+      w.core.begin(w.inputs[l], w.outputs[l], nowMs());
     }
     settle(w);
   };
-  /** After anything a worker did: an all-reduce that ended starts the next, after the compute time. */
+  /** Starts layer `w.layer` once its gradient is ready (now, if it already is). */
+  const beginWhenReady = (w: SimWorker) => {
+    engine.at(Math.max(engine.now, w.iterationStart + readyAfter[w.job][w.layer]), () => begin(w));
+  };
+  /** A new iteration: the forward pass (computeMs), then the backward pass's layers. */
+  const beginIteration = (w: SimWorker, at: number) => {
+    // A worker's time runs from its start, its computation included, as a real worker's does.
+    if (w.startedAt < 0) w.startedAt = at;
+    w.layer = 0;
+    w.iterationStart = at + jobs[w.job].computeMs * 1e6;
+    beginWhenReady(w);
+  };
+  /**
+   * After anything a worker did: an all-reduce that ended starts the next
+   * layer's (once ready), or the next iteration, or the worker is done.
+   */
   const settle = (w: SimWorker) => {
     if (!w.running || !w.core.done) return;
     w.running = false;
@@ -293,18 +331,17 @@ export function simulateRun(
       w.finishedAt = engine.now;
       return;
     }
+    if (w.layer + 1 < w.inputs.length) {
+      w.layer++;
+      beginWhenReady(w);
+      return;
+    }
     w.iteration++;
     const job = jobs[w.job];
-    if (w.iteration < job.iterations) {
-      engine.after(job.computeMs * 1e6, () => begin(w));
-    } else {
-      w.finishedAt = engine.now;
-    }
+    if (w.iteration < job.iterations) beginIteration(w, engine.now);
+    else w.finishedAt = engine.now;
   };
-  for (const w of all) {
-    const job = jobs[w.job];
-    engine.at((job.startMs + job.computeMs) * 1e6, () => begin(w));
-  }
+  for (const w of all) beginIteration(w, jobs[w.job].startMs * 1e6);
   const finished = () => all.every((w) => w.finishedAt >= 0);
   const tick = () => {
     const now = nowMs();
@@ -358,10 +395,13 @@ function jobResult(
   workers: SimWorker[],
   counters: JobCountersReport[],
 ): JobResult {
+  // A layer trace's job all-reduces every layer once per iteration.
+  const bytes = job.layers?.reduce((n, l) => n + l.bytes, 0) ?? job.size;
   const op: Collective = job.mode === "ring" ? job.operation : "allReduce";
   const perWorker: WorkerOutcome[] = workers.map((w) => {
     const seconds = (w.finishedAt - w.startedAt) / 1e9;
     const check = w.check;
+    const layers = job.layers ?? [{ bytes: job.size, backwardMs: 0 }];
     const v: Verification =
       check !== null
         ? {
@@ -371,21 +411,25 @@ function jobResult(
             notBitExact: check.wrongElements + (check.verified(w.workerId) ? 0 : 1),
             verified: check.verified(w.workerId),
           }
-        : job.mode === "ring"
-          ? verifyCollective(op, w.output, {
-              seed: job.seed,
-              workers: job.workers,
-              workerId: w.workerId,
-              root: job.root,
-              scaleBits: job.scaleBits,
-              length: job.size / 4,
-            })
-          : verifyAllReduce(w.output, job.seed, job.workers, job.scaleBits);
+        : mergeVerifications(
+            w.outputs.map((out, i) =>
+              job.mode === "ring"
+                ? verifyCollective(op, out, {
+                    seed: layerSeed(job.seed, i),
+                    workers: job.workers,
+                    workerId: w.workerId,
+                    root: job.root,
+                    scaleBits: job.scaleBits,
+                    length: layers[i].bytes / 4,
+                  })
+                : verifyAllReduce(out, layerSeed(job.seed, i), job.workers, job.scaleBits),
+            ),
+          );
     const s = w.core.stats;
     return {
       workerId: w.workerId,
       seconds,
-      goodputMBps: (job.size * job.iterations) / 1e6 / seconds,
+      goodputMBps: (bytes * job.iterations) / 1e6 / seconds,
       cpuSeconds: 0,
       packetsSent: s.packetsSent,
       retransmissions: s.retransmissions,
@@ -400,7 +444,7 @@ function jobResult(
       outputDigest:
         check !== null
           ? check.digests[w.workerId].toString(16).padStart(8, "0")
-          : outputDigest(w.output),
+          : outputDigest(w.outputs[w.outputs.length - 1]),
       maxAbsError: v.maxAbsError,
       notBitExact: v.notBitExact,
       outOfBound: v.outOfBound,
@@ -410,7 +454,7 @@ function jobResult(
   const own = counters.find((c) => c.id === job.id) ?? null;
   const seconds = Math.max(...perWorker.map((w) => w.seconds));
   const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
-  const algbwMBps = job.size / 1e6 / (seconds / job.iterations);
+  const algbwMBps = bytes / 1e6 / (seconds / job.iterations);
   const n = job.workers;
   const factor =
     op === "allReduce"
@@ -423,7 +467,7 @@ function jobResult(
     id: job.id,
     mode: job.mode,
     workers: job.workers,
-    bytesPerWorker: job.size,
+    bytesPerWorker: bytes,
     iterations: job.iterations,
     startMs: job.startMs,
     window: job.window,
@@ -432,7 +476,7 @@ function jobResult(
     regionSize: job.regionSize,
     seed: job.seed,
     seconds,
-    goodputMBps: (job.size * job.iterations) / 1e6 / seconds,
+    goodputMBps: (bytes * job.iterations) / 1e6 / seconds,
     operation: op,
     bytesSentPerWorker: mean(perWorker.map((w) => w.payloadBytesSent)) / job.iterations,
     bytesReceivedPerWorker: mean(perWorker.map((w) => w.payloadBytesReceived)) / job.iterations,
@@ -482,4 +526,20 @@ function linkLoadsOf(
   if (psDown !== null) loads.push(load("ps", "down", psDown));
   loads.sort((a, b) => b.utilization - a.utilization);
   return loads;
+}
+
+/** The seed of layer `i`'s gradients (a trace's layers are distinct tensors). */
+function layerSeed(seed: number, layer: number): number {
+  return layer === 0 ? seed : deriveSeed(seed, 100 + layer);
+}
+
+/** One verification for several tensors: every one must pass. */
+function mergeVerifications(list: Verification[]): Verification {
+  return {
+    elements: list.reduce((n, v) => n + v.elements, 0),
+    maxAbsError: Math.max(...list.map((v) => v.maxAbsError)),
+    outOfBound: list.reduce((n, v) => n + v.outOfBound, 0),
+    notBitExact: list.reduce((n, v) => n + v.notBitExact, 0),
+    verified: list.every((v) => v.verified),
+  };
 }

@@ -5,7 +5,7 @@ import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { runScenarioRun } from "../bench/run.js";
 import { parseScheduleScenario } from "../bench/schedule.js";
-import { ScenarioRunSchema } from "../proto/scenario.js";
+import { parseLayerTrace, ScenarioRunSchema } from "../proto/scenario.js";
 import { Engine } from "../sim/engine.js";
 import { simulateSchedule } from "../sim/schedule.js";
 import { DEFAULT_SIM_TIMING, simulateRun } from "../sim/simulate.js";
@@ -194,5 +194,46 @@ describe("ina-sim: scheduling scenarios", () => {
     const long = edf.jobs.find((j) => j.class === "be");
     assert.ok((long?.regions.length ?? 0) > 2, JSON.stringify(long?.regions));
     assert.equal(JSON.stringify(simulateSchedule(scenario, "edf")), JSON.stringify(edf));
+  });
+});
+
+describe("ina-sim: per-layer traces", () => {
+  it("reads a layer trace, naming the line of anything wrong", () => {
+    const layers = parseLayerTrace(readFileSync(join(SCENARIOS, "traces", "cnn-8.csv"), "utf8"));
+    assert.equal(layers.length, 8);
+    assert.deepEqual(layers[0], { bytes: 4 * 2 ** 20, backwardMs: 0.4 });
+    assert.throws(() => parseLayerTrace("bytes,backwardMs\n4MiB,1\nlots,2\n"), /line 3: expected/);
+    assert.throws(() => parseLayerTrace("# nothing\n"), /no layers/);
+  });
+
+  it("all-reduces each layer as soon as its backward pass is done and the one before is all-reduced", () => {
+    const result = simulateRun(
+      ScenarioRunSchema.parse({
+        name: "layers",
+        links: { rate: "1Gbps", delay: "1us" },
+        jobs: [
+          {
+            mode: "netreduce",
+            workers: 2,
+            window: 64,
+            layers: [
+              { bytes: "1MiB", backwardMs: 5 },
+              { bytes: "1MiB", backwardMs: 0 },
+            ],
+          },
+        ],
+      }),
+      1,
+    );
+    assert.equal(result.verified, true);
+    // 1 MiB takes 2^20 x 1056/1024 bytes / 125 MB/s = 8.65 ms: the first
+    // waits 5 ms for its gradient, the second for the first.
+    const oneLayerMs = (2 ** 20 * (1056 / 1024) * 8) / 1e6;
+    const expected = (5 + 2 * oneLayerMs) / 1000;
+    assert.ok(
+      Math.abs(result.seconds - expected) / expected < 0.05,
+      `${result.seconds} s, expected about ${expected} s`,
+    );
+    assert.equal(result.jobs[0].bytesPerWorker, 2 * 2 ** 20);
   });
 });
