@@ -42,9 +42,7 @@ export function parseLayerTrace(text: string): Layer[] {
     const [bytes, backwardMs, extra] = line.split(",").map((c) => c.trim());
     const parsed = LayerSchema.safeParse({ bytes, backwardMs: Number(backwardMs) });
     if (extra !== undefined || backwardMs === undefined || !parsed.success) {
-      throw new Error(
-        `line ${i + 1}: expected "bytes,backwardMs" (e.g. 4MiB,1.5), got "${line}"`,
-      );
+      throw new Error(`line ${i + 1}: expected "bytes,backwardMs" (e.g. 4MiB,1.5), got "${line}"`);
     }
     layers.push(parsed.data);
   });
