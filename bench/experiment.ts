@@ -249,15 +249,15 @@ await runCli(spec, async (o) => {
   const scenario = schedule === null ? applyOverrides(parseScenario(json, o.scenario), o) : null;
   if (scenario !== null) {
     checkRegions(scenario, o.scenario);
-    scenario.runs.forEach((run, r) =>
-      run.jobs.forEach((job, j) => {
+    for (const [r, run] of scenario.runs.entries()) {
+      for (const [j, job] of run.jobs.entries()) {
         if (job.layers !== undefined) {
           throw new UsageError(
             `runs[${r}].jobs[${j}].layers: per-layer traces are the simulator's (npm run sim)`,
           );
         }
-      }),
-    );
+      }
+    }
   }
   if (o.json && process.env.npm_lifecycle_event !== undefined) {
     if (process.env.npm_config_loglevel !== "silent") {
