@@ -222,7 +222,8 @@ export class PsCore {
   ): DropReasonValue {
     const h = this.header;
     if (length > this.scratch.length) return DropReason.tooManyElements;
-    datagram.copy(this.scratch, 0, at, at + length);
+    if (at === 0 && length === datagram.length) this.scratch.set(datagram);
+    else datagram.copy(this.scratch, 0, at, at + length);
     const reason = decodeHeader(this.scratchView, 0, length, h);
     if (reason !== DropReason.ok) return reason;
     // Pieces come through the switch, never straight from anyone else.

@@ -131,7 +131,7 @@ export function simulateRun(
   const take = (bytes: Buffer): Buffer => {
     const free = pool.get(bytes.length);
     const copy = free?.pop() ?? Buffer.allocUnsafe(bytes.length);
-    bytes.copy(copy);
+    copy.set(bytes);
     return copy;
   };
   const giveBack = (buffer: Buffer) => {

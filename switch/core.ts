@@ -373,7 +373,9 @@ export class SwitchCore {
   ): void {
     const stats = this.stats;
     const h = this.header;
-    datagram.copy(this.scratch, 0, at, at + length);
+    // TypedArray#set is cheaper than Buffer#copy for a whole datagram (most are one packet).
+    if (at === 0 && length === datagram.length) this.scratch.set(datagram);
+    else datagram.copy(this.scratch, 0, at, at + length);
     let reason = decodeHeader(this.scratchView, 0, length, h);
     if (reason !== DropReason.ok) {
       this.dropPacket(reason, null);

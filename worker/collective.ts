@@ -422,7 +422,7 @@ export class CollectiveCore {
       this.drop(-packets as DropReasonValue);
       return;
     }
-    datagram.copy(this.scratch, 0, 0, datagram.length);
+    this.scratch.set(datagram);
     let at = 0;
     for (let k = 0; k < packets; k++) {
       const length = packetBytesAt(datagram, at);
