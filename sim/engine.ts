@@ -6,10 +6,13 @@
  * comes up.
  */
 export interface SimEvent {
-  readonly at: number;
-  readonly seq: number;
+  at: number;
+  seq: number;
   cancelled: boolean;
-  run: () => void;
+  run: (arg: unknown) => void;
+  arg: unknown;
+  /** a post()ed event: reused once it has run */
+  pooled: boolean;
 }
 
 export class Engine {
@@ -19,6 +22,7 @@ export class Engine {
   executed = 0;
   private seq = 0;
   private readonly heap: SimEvent[] = [];
+  private readonly free: SimEvent[] = [];
 
   /** Runs `run` at virtual time `at` (ns; at least now). Returns the event, for cancel(). */
   at(at: number, run: () => void): SimEvent {
@@ -27,9 +31,32 @@ export class Engine {
       seq: this.seq++,
       cancelled: false,
       run,
+      arg: undefined,
+      pooled: false,
     };
     this.push(event);
     return event;
+  }
+
+  /**
+   * Runs `run(arg)` at `at`, like at(), for the hot path (a packet's
+   * delivery): `run` is a function made once and the event record is
+   * reused, so scheduling allocates nothing. It cannot be cancelled.
+   */
+  post<T>(at: number, run: (arg: T) => void, arg: T): void {
+    const event = this.free.pop() ?? {
+      at: 0,
+      seq: 0,
+      cancelled: false,
+      run: run as (arg: unknown) => void,
+      arg: undefined,
+      pooled: true,
+    };
+    event.at = Math.max(this.now, Math.round(at));
+    event.seq = this.seq++;
+    event.run = run as (arg: unknown) => void;
+    event.arg = arg;
+    this.push(event);
   }
 
   /** Runs `run` `delay` ns from now. */
@@ -61,7 +88,11 @@ export class Engine {
       if (next.cancelled) continue;
       this.now = next.at;
       this.executed++;
-      next.run();
+      next.run(next.arg);
+      if (next.pooled) {
+        next.arg = undefined;
+        this.free.push(next);
+      }
       if (stop()) return heap.length > 0;
     }
     return false;

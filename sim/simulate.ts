@@ -71,6 +71,18 @@ export interface SimRunResult extends RunResult {
   events: number;
 }
 
+/** Takes a delivered packet: its bytes, the port it came from, the time (ms). */
+type Receiver = (bytes: Buffer, from: number, nowMs: number) => void;
+
+/** A packet on its way (reused once delivered). */
+interface Delivery {
+  buffer: Buffer;
+  to: Receiver;
+  from: number;
+}
+
+const EMPTY = Buffer.alloc(0);
+
 const SWITCH_PORT = 1;
 const PS_PORT = 2;
 const HOST = "127.0.0.1";
@@ -90,6 +102,8 @@ interface SimWorker {
   iterationStart: number;
   /** a streamed job's check (input and output then stay empty) */
   check: StreamCheck | null;
+  /** takes a packet from the switch (made once) */
+  receiver: Receiver;
   up: LinkPort | null;
   down: LinkPort | null;
   iteration: number;
@@ -143,12 +157,21 @@ export function simulateRun(
     free.push(buffer);
   };
 
-  /** Puts `packet` on `port` (or straight through without links) and delivers it `processingNs` after it arrives. */
+  // A packet on its way: its copy, who takes it, and from which port.
+  const deliveries: Delivery[] = [];
+  const deliver = (d: Delivery) => {
+    d.to(d.buffer, d.from, nowMs());
+    giveBack(d.buffer);
+    d.buffer = EMPTY;
+    deliveries.push(d);
+  };
+  /** Puts `packet` on `port` (or straight through without links) and hands it to `to` `processingNs` after it arrives. */
   const send = (
     port: LinkPort | null,
     packet: Buffer,
     processingNs: number,
-    deliver: (bytes: Buffer, nowMs: number) => void,
+    to: Receiver,
+    from: number,
   ) => {
     let arriveNs = engine.now;
     let marked = false;
@@ -160,37 +183,34 @@ export function simulateRun(
     }
     const copy = take(packet);
     if (marked) copy.writeUInt16LE(copy.readUInt16LE(Field.flags) | Flag.ecn, Field.flags);
-    engine.at(arriveNs + processingNs, () => {
-      deliver(copy, nowMs());
-      giveBack(copy);
-    });
+    const d = deliveries.pop() ?? { buffer: EMPTY, to, from };
+    d.buffer = copy;
+    d.to = to;
+    d.from = from;
+    engine.post(arriveNs + processingNs, deliver, d);
   };
 
   const byPort = new Map<number, SimWorker>();
   const psUp = needsPs ? portFor("ps") : null;
   const psDown = needsPs ? portFor("ps") : null;
   let ps: PsCore | null = null;
+  const psIn: Receiver = (b) => ps?.receive(b, SWITCH_PORT, HOST);
+  const switchIn: Receiver = (b, from, now) => sw.receive(b, from, HOST, now);
   const sw = new SwitchCore(config, {
     send: (packet, port) => {
       if (port === PS_PORT) {
-        const core = ps;
-        if (core !== null)
-          send(psDown, packet, timing.hostProcessingNs, (b) => core.receive(b, SWITCH_PORT, HOST));
+        send(psDown, packet, timing.hostProcessingNs, psIn, SWITCH_PORT);
         return;
       }
       const w = byPort.get(port);
-      if (w === undefined) return;
-      send(w.down, packet, timing.hostProcessingNs, (b, now) => {
-        w.core.receive(b, now);
-        settle(w);
-      });
+      if (w !== undefined) send(w.down, packet, timing.hostProcessingNs, w.receiver, SWITCH_PORT);
     },
   });
   const toSwitch = (from: number, up: LinkPort | null) => (packet: Buffer) =>
-    send(up, packet, timing.switchProcessingNs, (b, now) => sw.receive(b, from, HOST, now));
+    send(up, packet, timing.switchProcessingNs, switchIn, from);
   if (needsPs) {
     ps = new PsCore(config.jobs, config.elementsPerAggregator, {
-      send: (packet) => toSwitch(PS_PORT, psUp)(packet),
+      send: toSwitch(PS_PORT, psUp),
     });
     ps.trustSwitch(SWITCH_PORT, HOST);
   }
@@ -272,6 +292,7 @@ export function simulateRun(
         layer: 0,
         iterationStart: 0,
         check,
+        receiver: () => {},
         up,
         down: portFor(host),
         iteration: 0,
@@ -279,6 +300,10 @@ export function simulateRun(
         startedAt: -1,
         finishedAt: -1,
         failure: null,
+      };
+      sim.receiver = (b, _from, now) => {
+        sim.core.receive(b, now);
+        settle(sim);
       };
       byPort.set(port, sim);
       return sim;
