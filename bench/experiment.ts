@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { appendFile, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -21,11 +21,20 @@ import {
 } from "../runtime/cli.js";
 import { stopAllChildren } from "./processes.js";
 import { findPrometheus, ScrapeTargets, startPrometheus } from "./prometheus.js";
+import { provenance } from "./provenance.js";
 import { type RunResult, runScenarioRun } from "./run.js";
 import { applyOverrides, checkRegions, overrideLinks, parseScenario } from "./scenario.js";
 import { type PolicyResult, parseScheduleScenario, runSchedule } from "./schedule.js";
 import { analyzeShape } from "./shapes.js";
-import { describeBound, formatScheduleTable, formatTable } from "./table.js";
+import {
+  expandScenario,
+  JOB_COLUMNS,
+  jobRows,
+  POINT_COLUMNS,
+  pointRow,
+  pointStatistics,
+} from "./sweep.js";
+import { describeBound, formatPointTable, formatScheduleTable, formatTable } from "./table.js";
 
 export const SCENARIOS_DIR = fileURLToPath(new URL("../../bench/scenarios/", import.meta.url));
 const DEFAULT_SCENARIO = join(SCENARIOS_DIR, "compare.json");
@@ -412,13 +421,52 @@ async function runRuns(
     `ina-experiment: scenario ${scenario.name}, ${scenario.runs.length} run(s), seed ${scenario.seed}\n`,
   );
   const runs: RunResult[] = [];
-  for (const run of scenario.runs) {
+  const expanded = expandScenario(scenario);
+  const origin = provenance(o.scenario, startedAt);
+  const files = outputFiles(o.results, scenario.name, startedAt);
+  if (files !== null) {
+    await mkdir(o.results, { recursive: true });
+    await writeFile(files.jobs, `${JOB_COLUMNS.join(",")}\n`);
+  }
+  const warmupOf = (name: string) => scenario.runs.find((r) => r.name === name)?.warmup ?? 0;
+  // Written after every run, so a stop or a crash keeps what finished.
+  const saveSoFar = async (complete: boolean) => {
+    if (files === null) return;
+    if (complete) origin.endedAt = new Date().toISOString();
+    const points = pointStatistics(expanded.slice(0, runs.length), runs, warmupOf);
+    await writeFile(
+      files.json,
+      `${JSON.stringify(
+        {
+          scenario: scenario.name,
+          description: scenario.description,
+          seed: scenario.seed,
+          startedAt: startedAt.toISOString(),
+          complete,
+          verified: runs.every((r) => r.verified),
+          provenance: origin,
+          runs,
+          points,
+        },
+        null,
+        2,
+      )}\n`,
+    );
+    if (complete) {
+      await writeFile(
+        files.points,
+        `${[POINT_COLUMNS.join(","), ...points.map(pointRow)].join("\n")}\n`,
+      );
+    }
+  };
+  for (const e of expanded) {
+    const run = e.run;
     const t0 = Date.now();
     let lastPrinted = 0;
     process.stderr.write(`  run ${run.name}: ${run.jobs.map((j) => j.mode).join(" + ")}\n`);
     try {
       const result = await runScenarioRun(run, {
-        seed: scenario.seed,
+        seed: e.seed,
         timeoutMs: o.timeoutS * 1000,
         targets,
         onProgress: (jobs) => {
@@ -463,19 +511,46 @@ async function runRuns(
         error: message,
       });
     }
+    const finished = runs[runs.length - 1];
+    if (files !== null) await appendFile(files.jobs, `${jobRows(e, finished).join("\n")}\n`);
+    await saveSoFar(false);
   }
+  await saveSoFar(true);
+  const points = pointStatistics(expanded, runs, warmupOf);
+  const studied = scenario.runs.some((r) => r.sweep !== undefined || r.repeat > 1);
   const shape = analyzeShape(scenario, runs);
   const table =
     formatTable(runs) +
+    (studied ? `\n${formatPointTable(points)}` : "") +
     (shape === null ? "" : `\n${shape.shape}: measured, and the model's\n${shape.table}`);
-  return report(
-    o,
-    scenario,
-    startedAt,
-    { runs, ...(shape === null ? {} : { shape: { name: shape.shape, ...shape.data } }) },
+  if (files !== null) {
+    process.stderr.write(`results: ${files.json}\n  tidy CSV: ${files.jobs}, ${files.points}\n`);
+  }
+  origin.endedAt ??= new Date().toISOString();
+  const output = {
+    scenario: scenario.name,
+    description: scenario.description,
+    seed: scenario.seed,
+    startedAt: startedAt.toISOString(),
+    complete: true,
+    verified: runs.every((r) => r.verified),
+    provenance: origin,
     runs,
-    table,
-  );
+    points,
+    ...(shape === null ? {} : { shape: { name: shape.shape, ...shape.data } }),
+  };
+  if (files !== null) await writeFile(files.json, `${JSON.stringify(output, null, 2)}\n`);
+  process.stdout.write(o.json ? `${JSON.stringify(output)}\n` : table);
+  return output.verified ? EXIT_OK : EXIT_FAILED;
+}
+
+/** Where a run's results go: the JSON and its two tidy CSVs, or null for --results ''. */
+function outputFiles(dir: string, name: string, startedAt: Date) {
+  if (dir === "") return null;
+  const stamp = startedAt.toISOString().replace(/[:.]/g, "-");
+  // The name comes from a file: keep it to one safe path component.
+  const base = join(dir, `${name.replace(/[^A-Za-z0-9_-]/g, "_")}-${stamp}`);
+  return { json: `${base}.json`, jobs: `${base}.jobs.csv`, points: `${base}.points.csv` };
 }
 
 /** Writes the results file and prints the table (or --json); exit 0 only if all verified. */

@@ -115,6 +115,8 @@ export interface JobResult {
   goodputMBps: number;
   /** what the workers ran: allReduce, or a ring job's collective */
   operation: Collective;
+  /** each iteration's time, the slowest worker's (s) */
+  iterationSeconds: number[];
   /** gradient bytes per worker per iteration, sent and taken in (INA: about the tensor each way; ring: 2(N-1)/N of it) */
   bytesSentPerWorker: number;
   bytesReceivedPerWorker: number;
@@ -536,6 +538,18 @@ function workerArgs(
   ];
 }
 
+/** Per iteration, the slowest worker's time. */
+function slowestPerIteration(records: ProcessRecord[]): number[] {
+  const out: number[] = [];
+  for (const r of records) {
+    const list = Array.isArray(r.iterationSeconds) ? r.iterationSeconds.map(Number) : [];
+    list.forEach((t, i) => {
+      out[i] = Math.max(out[i] ?? 0, t);
+    });
+  }
+  return out;
+}
+
 const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / Math.max(1, values.length);
 
 /**
@@ -610,6 +624,7 @@ function jobResult(
     seconds,
     goodputMBps: (job.size * job.iterations) / 1e6 / seconds,
     operation: job.mode === "ring" ? job.operation : "allReduce",
+    iterationSeconds: slowestPerIteration(records),
     bytesSentPerWorker: mean(perWorker.map((w) => w.payloadBytesSent)) / job.iterations,
     bytesReceivedPerWorker: mean(perWorker.map((w) => w.payloadBytesReceived)) / job.iterations,
     ...bandwidths(

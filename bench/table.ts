@@ -1,5 +1,6 @@
 import type { RunResult } from "./run.js";
 import type { PolicyResult } from "./schedule.js";
+import type { PointStatistics, Summary } from "./sweep.js";
 
 /** The experiment's tables for people: one row per job, then failures and faults. */
 
@@ -144,4 +145,37 @@ export function formatScheduleTable(results: PolicyResult[]): string {
         (r.deadlineJobs > 0 ? ` (${((100 * r.deadlinesMet) / r.deadlineJobs).toFixed(0)}%)` : ""),
     );
   return [line(header), ...rows.map(line), ...failures(results), "", ...summary, ""].join("\n");
+}
+
+/** Per point and job, over its repetitions: medians, and the mean with its 95 % interval. */
+export function formatPointTable(points: PointStatistics[]): string {
+  const header = [
+    "point",
+    "job",
+    "n",
+    "failed",
+    "seconds median",
+    "mean ± 95% CI",
+    "MB/s/worker median",
+    "retransmits median",
+    "fallback median",
+  ];
+  const f = (s: Summary | null, digits = 2) => (s === null ? "-" : s.median.toFixed(digits));
+  const ci = (s: Summary | null) =>
+    s === null ? "-" : `${s.mean.toFixed(2)} ± ${((s.ci95[1] - s.ci95[0]) / 2).toFixed(2)}`;
+  const rows = points.map((p) => [
+    p.point,
+    p.job,
+    String(p.repetitions - p.failed),
+    String(p.failed),
+    f(p.seconds),
+    ci(p.seconds),
+    f(p.goodputMBps, 1),
+    f(p.retransmissions, 0),
+    p.fallbackFraction === null ? "-" : `${(100 * p.fallbackFraction.median).toFixed(1)}%`,
+  ]);
+  const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c].length)));
+  const line = (cells: string[]) =>
+    cells.map((cell, c) => (c < 2 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join("  ");
+  return `${[line(header), ...rows.map(line)].join("\n")}\n(95 % intervals: Student's t over the repetitions)\n`;
 }

@@ -126,8 +126,52 @@ export const ScenarioJobSchema = z
   .transform((job) => ({ ...job, window: windowPackets(job.window, job.elementsPerPacket) }));
 export type ScenarioJob = z.infer<typeof ScenarioJobSchema>;
 
+/** What a run may sweep: its own fields and its jobs' (every job of the run takes the value). */
+export const SWEEP_KEYS = [
+  "workers",
+  "size",
+  "aggregators",
+  "window",
+  "elementsPerPacket",
+  "loss",
+  "packetsPerDatagram",
+  "computeMs",
+  "iterations",
+] as const;
+export type SweepKey = (typeof SWEEP_KEYS)[number];
+
+const sweepValues = <T extends z.ZodType>(one: T) => z.array(one).min(1).max(64);
+
+/**
+ * A run's parameter study: every combination of these values (a cartesian
+ * product; keys in this order, each key's values as listed) is a point, run
+ * `repeat` times.
+ */
+export const SweepSchema = z.strictObject({
+  workers: sweepValues(z.int().min(1).max(MAX_FAN_IN)).optional(),
+  size: sweepValues(float32Bytes).optional(),
+  aggregators: sweepValues(
+    z
+      .int()
+      .min(1)
+      .max(1 << 20),
+  ).optional(),
+  window: sweepValues(z.int().min(1).max(1 << 16)).optional(),
+  elementsPerPacket: sweepValues(z.int().min(1).max(MAX_ELEMENTS_PER_PACKET)).optional(),
+  loss: sweepValues(probability).optional(),
+  packetsPerDatagram: sweepValues(z.int().min(1).max(4096)).optional(),
+  computeMs: sweepValues(z.number().min(0).max(3_600_000)).optional(),
+  iterations: sweepValues(z.int().min(1).max(10_000)).optional(),
+});
+
 export const ScenarioRunSchema = z.strictObject({
   name: z.string().min(1).max(40),
+  /** a parameter study: each point of the product is a run (bench/sweep.ts) */
+  sweep: SweepSchema.optional(),
+  /** repetitions of every point, each with its own derived seed */
+  repeat: z.int().min(1).max(100).default(1),
+  /** iterations at the start of each job left out of the per-iteration statistics */
+  warmup: z.int().min(0).max(10_000).default(0),
   /** aggregators in the switch */
   aggregators: z
     .int()

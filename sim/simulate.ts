@@ -503,6 +503,7 @@ function jobResult(
     seconds,
     goodputMBps: (bytes * job.iterations) / 1e6 / seconds,
     operation: op,
+    iterationSeconds: [],
     bytesSentPerWorker: mean(perWorker.map((w) => w.payloadBytesSent)) / job.iterations,
     bytesReceivedPerWorker: mean(perWorker.map((w) => w.payloadBytesReceived)) / job.iterations,
     algbwMBps,

@@ -1,0 +1,185 @@
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import { SCRIPTS } from "../bench/run.js";
+import { parseScenario } from "../bench/scenario.js";
+import {
+  expandScenario,
+  JOB_COLUMNS,
+  jobRows,
+  POINT_COLUMNS,
+  pointRow,
+  pointStatistics,
+  summarize,
+} from "../bench/sweep.js";
+
+/** A CSV row's cells: commas inside quotes do not split. */
+const cells = (row: string) => row.split(/,(?=(?:[^"]*"[^"]*")*[^"]*$)/);
+
+const EXPERIMENT = SCRIPTS.switch.replace(/switch\/cli\.js$/, "bench/experiment.js");
+
+describe("sweeps, repetitions and statistics", () => {
+  const dirs: string[] = [];
+  after(async () => {
+    await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
+  });
+
+  const scenario = parseScenario({
+    name: "study",
+    seed: 7,
+    runs: [
+      {
+        name: "pool",
+        sweep: { aggregators: [64, 16], workers: [2, 4] },
+        repeat: 2,
+        jobs: [
+          { mode: "atp", workers: 2, size: "1MiB" },
+          { mode: "atp", workers: 3, size: "1MiB" },
+        ],
+      },
+      { name: "plain", jobs: [{ mode: "netreduce", workers: 2, size: "1MiB" }] },
+    ],
+  });
+
+  it("expands a sweep into its cartesian product, each point repeated with its own seed", () => {
+    const runs = expandScenario(scenario);
+    assert.deepEqual(
+      runs.map((r) => r.run.name),
+      // Keys in the schema's order (workers before aggregators), values as listed.
+      [
+        "pool[workers=2,aggregators=64]#1",
+        "pool[workers=2,aggregators=16]#1",
+        "pool[workers=4,aggregators=64]#1",
+        "pool[workers=4,aggregators=16]#1",
+        "pool[workers=2,aggregators=64]#2",
+        "pool[workers=2,aggregators=16]#2",
+        "pool[workers=4,aggregators=64]#2",
+        "pool[workers=4,aggregators=16]#2",
+        "plain",
+      ],
+    );
+    const last = runs[7].run;
+    assert.equal(last.aggregators, 16, "a run field goes on the run");
+    assert.deepEqual(
+      last.jobs.map((j) => j.workers),
+      [4, 4],
+      "a job field goes on every job",
+    );
+    assert.equal(
+      new Set(runs.slice(0, 8).map((r) => r.seed)).size,
+      8,
+      "every repetition its own seed",
+    );
+    assert.equal(runs[8].seed, 7, "a run without sweep or repeat keeps the scenario's seed");
+    assert.equal(expandScenario(scenario)[3].seed, runs[3].seed, "seeds are derived, not drawn");
+    assert.equal(scenario.runs[0].aggregators, 512, "the scenario itself is unchanged");
+  });
+
+  it("computes the statistics as by hand", () => {
+    const s = summarize([4, 1, 3, 2]);
+    assert.ok(s !== null);
+    assert.equal(s.n, 4);
+    assert.equal(s.median, 2.5);
+    assert.equal(s.mean, 2.5);
+    assert.equal(s.min, 1);
+    assert.equal(s.max, 4);
+    const std = Math.sqrt(5 / 3); // squares 2.25 + 0.25 + 0.25 + 2.25 over n - 1
+    assert.ok(Math.abs(s.std - std) < 1e-12);
+    const half = (3.182 * std) / 2; // t(0.975, 3) x s / sqrt(4)
+    assert.ok(
+      Math.abs(s.ci95[0] - (2.5 - half)) < 1e-9 && Math.abs(s.ci95[1] - (2.5 + half)) < 1e-9,
+    );
+    assert.deepEqual(summarize([5])?.ci95, [5, 5]);
+    assert.equal(summarize([Number.NaN]), null);
+  });
+
+  it("writes tidy CSV rows with every column, a failed repetition as a row naming why", () => {
+    const runs = expandScenario(scenario);
+    const job = {
+      name: "atp-1",
+      mode: "atp" as const,
+      workers: 2,
+      bytesPerWorker: 1,
+      iterations: 2,
+      seconds: 0.5,
+      goodputMBps: 10,
+      algbwMBps: 10,
+      busbwMBps: 10,
+      retransmissions: 3,
+      collisions: 1,
+      fallbackFraction: 0.25,
+      verified: true,
+      iterationSeconds: [0.3, 0.2],
+    };
+    const ok = { name: "x", jobs: [job, { ...job, name: "atp-2" }], bound: null, verified: true };
+    const failed = {
+      name: "y",
+      jobs: [],
+      bound: null,
+      verified: false,
+      error: 'no "result", sorry',
+    };
+    const rows = jobRows(runs[0], ok as never);
+    assert.equal(rows.length, 2);
+    for (const row of [...rows, ...jobRows(runs[4], failed as never)]) {
+      assert.equal(cells(row).length, JOB_COLUMNS.length, row);
+    }
+    assert.match(jobRows(runs[4], failed as never)[0], /"no ""result"", sorry"$/);
+    const stats = pointStatistics(runs.slice(0, 5), [ok, ok, ok, ok, failed] as never, () => 1);
+    const first = stats.find(
+      (p) => p.point === "pool[workers=2,aggregators=64]" && p.job === "atp-1",
+    );
+    assert.equal(first?.repetitions, 2);
+    assert.equal(first?.failed, 1);
+    assert.equal(first?.iterationSeconds?.median, 0.2, "the warm-up iteration is left out");
+    for (const p of stats) assert.equal(cells(pointRow(p)).length, POINT_COLUMNS.length);
+  });
+
+  it("keeps the other points' results when one fails, and exits 1 naming it", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "ina-test-"));
+    dirs.push(dir);
+    const path = join(dir, "lossy.json");
+    await writeFile(
+      path,
+      JSON.stringify({
+        name: "lossy",
+        runs: [
+          {
+            name: "loss",
+            sweep: { loss: [0, 1] },
+            jobs: [{ mode: "netreduce", workers: 2, size: "64KiB" }],
+          },
+        ],
+      }),
+    );
+    const r = spawnSync(
+      process.execPath,
+      [EXPERIMENT, "--scenario", path, "--timeout-s", "5", "--results", dir, "--scrape-dir", ""],
+      { encoding: "utf8", timeout: 120_000 },
+    );
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stdout, /^loss\[loss=1\]: FAILED: /m);
+    const json = (await readdir(dir)).find((n) => n.startsWith("lossy-") && n.endsWith(".json"));
+    const output = JSON.parse(await readFile(join(dir, String(json)), "utf8"));
+    assert.deepEqual(
+      output.runs.map((run: { name: string; verified: boolean }) => [run.name, run.verified]),
+      [
+        ["loss[loss=0]", true],
+        ["loss[loss=1]", false],
+      ],
+    );
+    assert.equal(output.complete, true);
+    assert.match(output.provenance.scenarioSha256, /^[0-9a-f]{64}$/);
+    assert.equal(output.provenance.node, process.version);
+    const csv = (await readdir(dir)).find((n) => n.endsWith(".jobs.csv"));
+    const lines = (await readFile(join(dir, String(csv)), "utf8")).trim().split("\n");
+    assert.equal(lines.length, 3, "a header and one row per repetition's job");
+    assert.match(
+      lines[2],
+      /^loss\[loss=1\],loss,.*no "result"|^loss\[loss=1\],loss,.*no ""result""/,
+    );
+  });
+});
