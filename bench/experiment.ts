@@ -22,6 +22,7 @@ import {
 import { stopAllChildren } from "./processes.js";
 import { findPrometheus, ScrapeTargets, startPrometheus } from "./prometheus.js";
 import { provenance } from "./provenance.js";
+import { type ResultsFile, writeReport } from "./report-page.js";
 import { type RunResult, runScenarioRun } from "./run.js";
 import { applyOverrides, checkRegions, overrideLinks, parseScenario } from "./scenario.js";
 import { type PolicyResult, parseScheduleScenario, runSchedule } from "./schedule.js";
@@ -211,7 +212,7 @@ const spec = {
     }),
 } as const;
 
-async function writeResults(dir: string, name: string, startedAt: Date, output: unknown) {
+async function writeResults(dir: string, name: string, startedAt: Date, output: ResultsFile) {
   if (dir === "") return;
   await mkdir(dir, { recursive: true });
   const stamp = startedAt.toISOString().replace(/[:.]/g, "-");
@@ -220,6 +221,17 @@ async function writeResults(dir: string, name: string, startedAt: Date, output: 
   const path = join(dir, `${safe}-${stamp}.json`);
   await writeFile(path, `${JSON.stringify(output, null, 2)}\n`);
   process.stderr.write(`results: ${path}\n`);
+  await writeReportPage(join(dir, `${safe}-${stamp}`), output);
+}
+
+/** The report page and figures, in `dir`; a failure to draw is said, never fatal to the results. */
+async function writeReportPage(dir: string, results: ResultsFile): Promise<void> {
+  try {
+    const figures = await writeReport(dir, results);
+    process.stderr.write(`report: ${join(dir, "index.html")} (${figures.length} figures)\n`);
+  } catch (error) {
+    process.stderr.write(`ina-experiment: the report page failed: ${(error as Error).message}\n`);
+  }
 }
 
 // Stopped (Ctrl-C, a timeout's SIGTERM): take every process of the run down too.
@@ -230,60 +242,95 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
   });
 }
 
-await runCli(spec, async (o) => {
-  if (o.writeScrapeConfig) return writeScrapeConfig(o.scrapeDir);
-  const json = await readJsonFile(o.scenario, "--scenario");
-  const startedAt = new Date();
-  // A bad scenario is refused before anything is written or started.
-  const parsedSchedule = isSchedule(json)
-    ? parseScheduleScenario(o.seed === undefined ? json : { ...json, seed: o.seed }, o.scenario)
-    : null;
-  const schedule =
-    parsedSchedule === null
-      ? null
-      : {
-          ...parsedSchedule,
-          links: overrideLinks(parsedSchedule.links, `scenario ${parsedSchedule.name}`, o),
-        };
-  if (schedule?.links !== undefined) {
-    // Its switch holds 256 elements per aggregator: one packet is 1056 bytes.
-    const problems = linkProblems(schedule.links, largestPacketBytes(256));
-    if (problems.length > 0) {
-      throw new UsageError(
-        `${o.scenario}:\n${problems.map((p) => `links.${p.path.join(".")}: ${p.message}`).join("\n")}`,
-      );
+const reportSpec = {
+  command: "ina-experiment report",
+  summary:
+    "Draws the report page and figures of an earlier results file again: RESULTS.json gives\n" +
+    "RESULTS/index.html and RESULTS/<figure>.svg and .png.",
+  options: {
+    file: { type: "string", valueName: "RESULTS.json", description: "the results file" },
+  },
+  schema: z.strictObject({ file: z.string().optional() }),
+} as const;
+
+/** `report FILE [options]`: the file may come first, without --file. */
+function reportArgs(args: string[]): string[] {
+  return args.length > 0 && !args[0].startsWith("-") ? ["--file", ...args] : args;
+}
+
+// `ina-experiment report RESULTS.json`: the report page again, from a results file.
+if (process.argv[2] === "report") {
+  await runCli(
+    reportSpec,
+    async (o) => {
+      const file = o.file;
+      if (file === undefined) throw new UsageError("report: name a results file (RESULTS.json)");
+      const results = (await readJsonFile(file, "report")) as ResultsFile;
+      if (typeof results !== "object" || results === null || typeof results.scenario !== "string") {
+        throw new UsageError(`report: ${file} is not an ina-experiment results file`);
+      }
+      const dir = file.replace(/\.json$/, "");
+      const figures = await writeReport(dir, results);
+      process.stdout.write(`${join(dir, "index.html")} (${figures.length} figures)\n`);
+      return EXIT_OK;
+    },
+    reportArgs(process.argv.slice(3)),
+  );
+} else
+  await runCli(spec, async (o) => {
+    if (o.writeScrapeConfig) return writeScrapeConfig(o.scrapeDir);
+    const json = await readJsonFile(o.scenario, "--scenario");
+    const startedAt = new Date();
+    // A bad scenario is refused before anything is written or started.
+    const parsedSchedule = isSchedule(json)
+      ? parseScheduleScenario(o.seed === undefined ? json : { ...json, seed: o.seed }, o.scenario)
+      : null;
+    const schedule =
+      parsedSchedule === null
+        ? null
+        : {
+            ...parsedSchedule,
+            links: overrideLinks(parsedSchedule.links, `scenario ${parsedSchedule.name}`, o),
+          };
+    if (schedule?.links !== undefined) {
+      // Its switch holds 256 elements per aggregator: one packet is 1056 bytes.
+      const problems = linkProblems(schedule.links, largestPacketBytes(256));
+      if (problems.length > 0) {
+        throw new UsageError(
+          `${o.scenario}:\n${problems.map((p) => `links.${p.path.join(".")}: ${p.message}`).join("\n")}`,
+        );
+      }
     }
-  }
-  refuseOptionsThatDoNotApply(o, schedule !== null);
-  const scenario = schedule === null ? applyOverrides(parseScenario(json, o.scenario), o) : null;
-  if (scenario !== null) {
-    checkRegions(scenario, o.scenario);
-    for (const [r, run] of scenario.runs.entries()) {
-      for (const [j, job] of run.jobs.entries()) {
-        if (job.layers !== undefined) {
-          throw new UsageError(
-            `runs[${r}].jobs[${j}].layers: per-layer traces are the simulator's (npm run sim)`,
-          );
+    refuseOptionsThatDoNotApply(o, schedule !== null);
+    const scenario = schedule === null ? applyOverrides(parseScenario(json, o.scenario), o) : null;
+    if (scenario !== null) {
+      checkRegions(scenario, o.scenario);
+      for (const [r, run] of scenario.runs.entries()) {
+        for (const [j, job] of run.jobs.entries()) {
+          if (job.layers !== undefined) {
+            throw new UsageError(
+              `runs[${r}].jobs[${j}].layers: per-layer traces are the simulator's (npm run sim)`,
+            );
+          }
         }
       }
     }
-  }
-  if (o.json && process.env.npm_lifecycle_event !== undefined) {
-    if (process.env.npm_config_loglevel !== "silent") {
-      process.stderr.write(
-        "ina-experiment: npm printed its banner on stdout before this JSON; for JSON alone run " +
-          "npm start --silent -- --json (the same object is also written to --results)\n",
-      );
+    if (o.json && process.env.npm_lifecycle_event !== undefined) {
+      if (process.env.npm_config_loglevel !== "silent") {
+        process.stderr.write(
+          "ina-experiment: npm printed its banner on stdout before this JSON; for JSON alone run " +
+            "npm start --silent -- --json (the same object is also written to --results)\n",
+        );
+      }
     }
-  }
-  const watch = await startWatching(o.scrapeDir, o.prometheus);
-  try {
-    if (schedule !== null) return await runSchedules(o, schedule, startedAt, watch.targets);
-    return await runRuns(o, scenario as Scenario, startedAt, watch.targets);
-  } finally {
-    await watch.stop();
-  }
-});
+    const watch = await startWatching(o.scrapeDir, o.prometheus);
+    try {
+      if (schedule !== null) return await runSchedules(o, schedule, startedAt, watch.targets);
+      return await runRuns(o, scenario as Scenario, startedAt, watch.targets);
+    } finally {
+      await watch.stop();
+    }
+  });
 
 /** Options of one kind of scenario are refused for the other, not silently ignored. */
 function refuseOptionsThatDoNotApply(o: Options, scheduling: boolean): void {
@@ -539,7 +586,10 @@ async function runRuns(
     points,
     ...(shape === null ? {} : { shape: { name: shape.shape, ...shape.data } }),
   };
-  if (files !== null) await writeFile(files.json, `${JSON.stringify(output, null, 2)}\n`);
+  if (files !== null) {
+    await writeFile(files.json, `${JSON.stringify(output, null, 2)}\n`);
+    await writeReportPage(files.report, output);
+  }
   process.stdout.write(o.json ? `${JSON.stringify(output)}\n` : table);
   return output.verified ? EXIT_OK : EXIT_FAILED;
 }
@@ -550,7 +600,12 @@ function outputFiles(dir: string, name: string, startedAt: Date) {
   const stamp = startedAt.toISOString().replace(/[:.]/g, "-");
   // The name comes from a file: keep it to one safe path component.
   const base = join(dir, `${name.replace(/[^A-Za-z0-9_-]/g, "_")}-${stamp}`);
-  return { json: `${base}.json`, jobs: `${base}.jobs.csv`, points: `${base}.points.csv` };
+  return {
+    json: `${base}.json`,
+    jobs: `${base}.jobs.csv`,
+    points: `${base}.points.csv`,
+    report: base,
+  };
 }
 
 /** Writes the results file and prints the table (or --json); exit 0 only if all verified. */
@@ -570,7 +625,7 @@ async function report(
     startedAt: startedAt.toISOString(),
     verified,
     ...results,
-  };
+  } as ResultsFile;
   await writeResults(o.results, meta.name, startedAt, output);
   process.stdout.write(o.json ? `${JSON.stringify(output)}\n` : table);
   return verified ? EXIT_OK : EXIT_FAILED;

@@ -1,0 +1,242 @@
+import { Resvg } from "@resvg/resvg-js";
+import * as vega from "vega";
+import * as vegaLite from "vega-lite";
+import type { RunResult } from "./run.js";
+import type { PolicyResult } from "./schedule.js";
+import type { PointStatistics } from "./sweep.js";
+
+/**
+ * The figures of a results file, as Vega-Lite specs rendered without a
+ * browser: vega-lite compiles, vega draws SVG headless, resvg turns the SVG
+ * into PNG. Which figures a results file gets follows from what it
+ * measured: a swept value on the x axis (with 95 % intervals from the
+ * repetitions), the ATP fallback against the pool, a bar per run, or, for a
+ * scheduling scenario, each job's JCT and region over time per policy.
+ */
+export interface Figure {
+  /** file name stem, e.g. "goodput-vs-workers" */
+  name: string;
+  title: string;
+  spec: vegaLite.TopLevelSpec;
+}
+
+export interface RenderedFigure extends Figure {
+  svg: string;
+  png: Buffer;
+  width: number;
+  height: number;
+}
+
+const AXIS_UNITS: Record<string, string> = {
+  workers: "workers",
+  size: "gradient per worker (bytes)",
+  aggregators: "aggregators in the switch",
+  window: "window (packets)",
+  elementsPerPacket: "elements per packet",
+  loss: "loss probability, each direction",
+  packetsPerDatagram: "packets per datagram",
+  computeMs: "compute per iteration (ms)",
+  iterations: "iterations",
+};
+
+/** Figures for a plain scenario's results: its runs and, with sweeps or repeats, their points. */
+export function runFigures(
+  runs: readonly RunResult[],
+  points: readonly PointStatistics[],
+): Figure[] {
+  const figures: Figure[] = [];
+  const swept = [...new Set(points.flatMap((p) => Object.keys(p.values)))];
+  for (const key of swept) {
+    const rows = points
+      .filter((p) => p.goodputMBps !== null && key in p.values)
+      .map((p) => ({
+        x: p.values[key],
+        series: `${p.job} (${p.mode})`,
+        goodput: p.goodputMBps?.median ?? 0,
+        low: p.goodputMBps?.ci95[0] ?? 0,
+        high: p.goodputMBps?.ci95[1] ?? 0,
+      }));
+    if (rows.length === 0) continue;
+    const xTitle = AXIS_UNITS[key] ?? key;
+    figures.push({
+      name: `goodput-vs-${key}`,
+      title: `Goodput per worker against ${xTitle}`,
+      spec: layered(rows, xTitle, "goodput per worker (MB/s), median and 95% CI", "goodput"),
+    });
+    const atp = points
+      .filter((p) => p.fallbackFraction !== null && key in p.values)
+      .map((p) => ({
+        x: p.values[key],
+        series: p.job,
+        fallback: 100 * (p.fallbackFraction?.median ?? 0),
+        low: 100 * (p.fallbackFraction?.ci95[0] ?? 0),
+        high: 100 * (p.fallbackFraction?.ci95[1] ?? 0),
+      }));
+    if (atp.length > 0) {
+      figures.push({
+        name: `fallback-vs-${key}`,
+        title: `ATP fallback to the PS against ${xTitle}`,
+        spec: layered(atp, xTitle, "contributions that fell back to the PS (%)", "fallback"),
+      });
+    }
+  }
+  if (swept.length === 0) {
+    const rows = runs.flatMap((r) =>
+      r.jobs.map((j) => ({ run: r.name, job: `${j.name} (${j.mode})`, goodput: j.goodputMBps })),
+    );
+    if (rows.length > 0) {
+      figures.push({
+        name: "goodput-per-run",
+        title: "Goodput per worker, per run and job",
+        spec: {
+          $schema: "https://vega.github.io/schema/vega-lite/v5.json",
+          width: 520,
+          height: 300,
+          data: { values: rows },
+          mark: "bar",
+          encoding: {
+            x: { field: "run", type: "nominal", title: "run", axis: { labelAngle: -30 } },
+            xOffset: { field: "job" },
+            y: { field: "goodput", type: "quantitative", title: "goodput per worker (MB/s)" },
+            color: { field: "job", type: "nominal", title: "job" },
+          },
+        },
+      });
+    }
+  }
+  return figures;
+}
+
+/** Figures for a scheduling scenario: JCT per job and policy, deadlines met, and each job's region over time. */
+export function scheduleFigures(policies: readonly PolicyResult[]): Figure[] {
+  const jct = policies.flatMap((p) =>
+    p.jobs.map((j) => ({ policy: p.policy, job: j.name, jct: j.jctS ?? 0 })),
+  );
+  const regions = policies.flatMap((p) =>
+    p.jobs.flatMap((j) =>
+      j.regions.map((r, i) => ({
+        policy: p.policy,
+        job: j.name,
+        start: j.arriveS + r.atS,
+        end: j.arriveS + (j.regions[i + 1]?.atS ?? j.jctS ?? r.atS),
+        offset: r.offset,
+        top: r.offset + r.size,
+      })),
+    ),
+  );
+  return [
+    {
+      name: "jct-per-policy",
+      title: "Job completion time per job and policy",
+      spec: {
+        $schema: "https://vega.github.io/schema/vega-lite/v5.json",
+        width: 520,
+        height: 300,
+        data: { values: jct },
+        mark: "bar",
+        encoding: {
+          x: { field: "job", type: "nominal", title: "job", axis: { labelAngle: -30 } },
+          xOffset: { field: "policy" },
+          y: { field: "jct", type: "quantitative", title: "JCT (s, submission to done)" },
+          color: { field: "policy", type: "nominal", title: "policy" },
+        },
+      },
+    },
+    {
+      name: "deadlines-met",
+      title: "Deadlines met per policy",
+      spec: {
+        $schema: "https://vega.github.io/schema/vega-lite/v5.json",
+        width: 300,
+        height: 240,
+        data: {
+          values: policies.map((p) => ({
+            policy: p.policy,
+            met: p.deadlinesMet,
+            of: p.deadlineJobs,
+          })),
+        },
+        mark: "bar",
+        encoding: {
+          x: { field: "policy", type: "nominal", title: "policy" },
+          y: { field: "met", type: "quantitative", title: "MD jobs that met their deadline" },
+        },
+      },
+    },
+    {
+      name: "regions-over-time",
+      title: "Who held which aggregators when, per policy",
+      spec: {
+        $schema: "https://vega.github.io/schema/vega-lite/v5.json",
+        data: { values: regions },
+        facet: { row: { field: "policy", type: "nominal", title: "policy" } },
+        spec: {
+          width: 520,
+          height: 160,
+          mark: { type: "rect", stroke: "white", strokeWidth: 0.5 },
+          encoding: {
+            x: { field: "start", type: "quantitative", title: "time since the first arrival (s)" },
+            x2: { field: "end" },
+            y: { field: "offset", type: "quantitative", title: "aggregator index" },
+            y2: { field: "top" },
+            color: { field: "job", type: "nominal", title: "job" },
+          },
+        },
+      },
+    },
+  ];
+}
+
+/** A line per series against x, with a rule for each point's 95 % interval. */
+function layered(
+  rows: Array<Record<string, number | string>>,
+  xTitle: string,
+  yTitle: string,
+  field: string,
+): vegaLite.TopLevelSpec {
+  return {
+    $schema: "https://vega.github.io/schema/vega-lite/v5.json",
+    width: 520,
+    height: 300,
+    data: { values: rows },
+    layer: [
+      {
+        mark: { type: "line", point: true },
+        encoding: {
+          x: { field: "x", type: "quantitative", title: xTitle },
+          y: { field, type: "quantitative", title: yTitle },
+          color: { field: "series", type: "nominal", title: "job" },
+        },
+      },
+      {
+        mark: "rule",
+        encoding: {
+          x: { field: "x", type: "quantitative" },
+          y: { field: "low", type: "quantitative" },
+          y2: { field: "high" },
+          color: { field: "series", type: "nominal" },
+        },
+      },
+    ],
+  };
+}
+
+/** Renders a figure to SVG (vega, headless) and PNG (resvg), at twice the SVG's size. */
+export async function renderFigure(figure: Figure): Promise<RenderedFigure> {
+  const spec = {
+    ...figure.spec,
+    title: figure.title,
+    background: "white",
+    config: { font: "DejaVu Sans" },
+  } as vegaLite.TopLevelSpec;
+  const compiled = vegaLite.compile(spec).spec;
+  const view = new vega.View(vega.parse(compiled), { renderer: "none" });
+  const svg = await view.toSVG();
+  view.finalize();
+  const resvg = new Resvg(svg, {
+    fitTo: { mode: "zoom", value: 2 },
+    font: { loadSystemFonts: true, defaultFontFamily: "DejaVu Sans" },
+  });
+  const image = resvg.render();
+  return { ...figure, svg, png: image.asPng(), width: image.width, height: image.height };
+}

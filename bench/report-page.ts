@@ -1,0 +1,103 @@
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import {
+  type Figure,
+  type RenderedFigure,
+  renderFigure,
+  runFigures,
+  scheduleFigures,
+} from "./figures.js";
+import type { RunResult } from "./run.js";
+import type { PolicyResult } from "./schedule.js";
+import type { PointStatistics } from "./sweep.js";
+import { formatPointTable, formatScheduleTable, formatTable } from "./table.js";
+
+/** What a results file holds, as far as the report reads it. */
+export interface ResultsFile {
+  scenario: string;
+  description?: string;
+  seed?: number;
+  startedAt?: string;
+  verified?: boolean;
+  provenance?: object;
+  runs?: RunResult[];
+  points?: PointStatistics[];
+  policies?: PolicyResult[];
+}
+
+/**
+ * Writes `dir`/index.html, a page that needs nothing else (no network, no
+ * other file): the provenance, the tables, every figure as inline SVG, and
+ * the results themselves as JSON; and each figure as `dir`/NAME.svg and
+ * NAME.png beside it. Returns the figures.
+ */
+export async function writeReport(dir: string, results: ResultsFile): Promise<RenderedFigure[]> {
+  await mkdir(dir, { recursive: true });
+  const figures: Figure[] =
+    results.policies !== undefined
+      ? scheduleFigures(results.policies)
+      : runFigures(results.runs ?? [], results.points ?? []);
+  const rendered: RenderedFigure[] = [];
+  for (const figure of figures) {
+    const r = await renderFigure(figure);
+    await writeFile(join(dir, `${figure.name}.svg`), r.svg);
+    await writeFile(join(dir, `${figure.name}.png`), r.png);
+    rendered.push(r);
+  }
+  await writeFile(join(dir, "index.html"), page(results, rendered));
+  return rendered;
+}
+
+const escape = (s: string) =>
+  s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
+
+function page(results: ResultsFile, figures: RenderedFigure[]): string {
+  const tables =
+    results.policies !== undefined
+      ? formatScheduleTable(results.policies)
+      : formatTable(results.runs ?? []) +
+        ((results.points ?? []).length > 0 ? `\n${formatPointTable(results.points ?? [])}` : "");
+  const provenance = Object.entries(results.provenance ?? {})
+    .map(
+      ([k, v]) =>
+        `<tr><th>${escape(k)}</th><td>${escape(typeof v === "string" ? v : JSON.stringify(v))}</td></tr>`,
+    )
+    .join("\n");
+  const figureHtml = figures
+    .map(
+      (f) =>
+        `<figure id="${escape(f.name)}">${f.svg}<figcaption>${escape(f.title)} ` +
+        `(${escape(f.name)}.svg, ${escape(f.name)}.png)</figcaption></figure>`,
+    )
+    .join("\n");
+  // The results ride along, so the page is its own data; "<" is escaped so no string ends the script.
+  const data = JSON.stringify(results).replace(/</g, "\\u003c");
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>ina-emu: ${escape(results.scenario)}</title>
+<style>
+body { font-family: "DejaVu Sans", sans-serif; margin: 2em; max-width: 72em; }
+pre { background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: 0.8em; }
+table { border-collapse: collapse; font-size: 0.9em; }
+th, td { text-align: left; padding: 0.2em 0.8em; border-bottom: 1px solid #ddd; vertical-align: top; }
+figure { margin: 2em 0; }
+figcaption { color: #555; font-size: 0.9em; }
+</style>
+</head>
+<body>
+<h1>${escape(results.scenario)}</h1>
+<p>${escape(results.description ?? "")}</p>
+<p>Seed ${escape(String(results.seed ?? "-"))}; ${results.verified === false ? "<strong>not every job verified</strong>" : "every job verified"}.</p>
+<h2>Provenance</h2>
+<table>${provenance}</table>
+<h2>Results</h2>
+<pre>${escape(tables)}</pre>
+<h2>Figures</h2>
+${figureHtml}
+<script type="application/json" id="results">${data}</script>
+</body>
+</html>
+`;
+}
