@@ -1,0 +1,156 @@
+import assert from "node:assert/strict";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import { chromium } from "playwright-core";
+import { renderFigure, runFigures, scheduleFigures } from "../bench/figures.js";
+import { type ResultsFile, writeReport } from "../bench/report-page.js";
+import type { PolicyResult } from "../bench/schedule.js";
+import type { PointStatistics } from "../bench/sweep.js";
+import { summarize } from "../bench/sweep.js";
+
+/** A small results file: an ATP pool swept over 3 sizes, 3 repetitions each. */
+function sweptResults(): ResultsFile {
+  const points: PointStatistics[] = [16, 64, 256].flatMap((aggregators, i) =>
+    ["atp-1", "atp-2"].map((job) => ({
+      point: `pool[aggregators=${aggregators}]`,
+      run: "pool",
+      values: { aggregators },
+      job,
+      mode: "atp",
+      repetitions: 3,
+      failed: 0,
+      seconds: summarize([0.3 + i * 0.01, 0.31, 0.33]),
+      goodputMBps: summarize([20 + i, 22 + i, 21 + i]),
+      retransmissions: summarize([10, 12, 11]),
+      fallbackFraction: summarize([0.9 - 0.3 * i, 0.88 - 0.3 * i, 0.91 - 0.3 * i]),
+      iterationSeconds: summarize([0.3, 0.31]),
+    })),
+  );
+  return {
+    scenario: "atp-pool",
+    description: "a test's results",
+    seed: 3,
+    verified: true,
+    provenance: { commit: "abc", node: process.version },
+    runs: [],
+    points,
+  };
+}
+
+function scheduleResults(): ResultsFile {
+  const job = (name: string, arriveS: number, jct: number) => ({
+    name,
+    id: 1,
+    class: "md" as const,
+    mode: "netreduce" as const,
+    workers: 2,
+    arriveS,
+    waitS: 0,
+    jctS: jct,
+    deadlineS: 2,
+    deadlineMet: jct <= 2,
+    regions: [
+      { atS: 0, offset: 0, size: 64, epoch: 0 },
+      { atS: jct / 2, offset: 64, size: 32, epoch: 1 },
+    ],
+    status: "finished",
+    retransmissions: 0,
+    timeouts: 0,
+    verified: true,
+  });
+  const policy = (p: "edf" | "fcfs", slow: number): PolicyResult => ({
+    policy: p,
+    jobs: [job("a", 0, 1), job("b", 0.5, slow)],
+    averageJctS: (1 + slow) / 2,
+    deadlinesMet: slow <= 2 ? 2 : 1,
+    deadlineJobs: 2,
+    verified: true,
+    switch: {},
+  });
+  return { scenario: "deadlines", policies: [policy("edf", 1.5), policy("fcfs", 3)] };
+}
+
+describe("figures and the report page", () => {
+  const dirs: string[] = [];
+  after(async () => {
+    await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
+  });
+
+  it("renders every figure to an SVG with its axis titles and a PNG twice its size that is not blank", async () => {
+    const results = sweptResults();
+    const figures = [
+      ...runFigures([], results.points ?? []),
+      ...scheduleFigures(scheduleResults().policies ?? []),
+    ];
+    assert.deepEqual(
+      figures.map((f) => f.name),
+      [
+        "goodput-vs-aggregators",
+        "fallback-vs-aggregators",
+        "jct-per-policy",
+        "deadlines-met",
+        "regions-over-time",
+      ],
+    );
+    for (const figure of figures) {
+      const r = await renderFigure(figure);
+      assert.match(r.svg, /^<svg/, figure.name);
+      const width = Number(/width="(\d+(?:\.\d+)?)"/.exec(r.svg)?.[1]);
+      assert.equal(r.width, Math.round(2 * width), `${figure.name}: PNG at twice the SVG's width`);
+      assert.deepEqual([...r.png.subarray(1, 4)], [0x50, 0x4e, 0x47], "a PNG");
+      assert.ok(r.png.length > 5000, `${figure.name}: ${r.png.length} bytes is not a blank image`);
+    }
+    const goodput = await renderFigure(figures[0]);
+    assert.ok(goodput.svg.includes("aggregators in the switch"), "x axis title");
+    assert.ok(goodput.svg.includes("goodput per worker (MB/s)"), "y axis title");
+  });
+
+  it("opens in a real headless browser with every figure drawn and no console error", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "ina-report-"));
+    dirs.push(dir);
+    const figures = await writeReport(dir, sweptResults());
+    assert.equal(figures.length, 2);
+    const html = await readFile(join(dir, "index.html"), "utf8");
+    assert.doesNotMatch(
+      html,
+      /\bsrc="http|href="http(?!s?:\/\/www\.w3\.org)/,
+      "nothing from the network",
+    );
+    const browser = await chromium.launch({
+      executablePath: "/usr/bin/chromium",
+      args: [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+      ],
+    });
+    try {
+      const page = await browser.newPage();
+      const problems: string[] = [];
+      page.on("console", (m) => {
+        if (m.type() === "error") problems.push(m.text());
+      });
+      page.on("pageerror", (e) => problems.push(e.message));
+      page.on("requestfailed", (r) => problems.push(`failed: ${r.url()}`));
+      await page.goto(`file://${join(dir, "index.html")}`);
+      const drawn = await page.$$eval("figure svg", (svgs) =>
+        svgs.map((s) => {
+          const box = s.getBoundingClientRect();
+          return box.width > 100 && box.height > 100;
+        }),
+      );
+      assert.deepEqual(drawn, [true, true], "both figures drawn");
+      const data = await page.$eval("#results", (s) => JSON.parse(s.textContent ?? "{}").scenario);
+      assert.equal(data, "atp-pool", "the results ride in the page");
+      await page.screenshot({ path: join(dir, "screenshot.png"), fullPage: true });
+      assert.deepEqual(problems, []);
+    } finally {
+      await browser.close();
+    }
+  });
+});
