@@ -48,7 +48,7 @@ export async function writeReport(dir: string, results: ResultsFile): Promise<Re
   return rendered;
 }
 
-const escape = (s: string) =>
+const escapeHtml = (s: string) =>
   s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
 
 function page(results: ResultsFile, figures: RenderedFigure[]): string {
@@ -60,14 +60,14 @@ function page(results: ResultsFile, figures: RenderedFigure[]): string {
   const provenance = Object.entries(results.provenance ?? {})
     .map(
       ([k, v]) =>
-        `<tr><th>${escape(k)}</th><td>${escape(typeof v === "string" ? v : JSON.stringify(v))}</td></tr>`,
+        `<tr><th>${escapeHtml(k)}</th><td>${escapeHtml(typeof v === "string" ? v : JSON.stringify(v))}</td></tr>`,
     )
     .join("\n");
   const figureHtml = figures
     .map(
       (f) =>
-        `<figure id="${escape(f.name)}">${f.svg}<figcaption>${escape(f.title)} ` +
-        `(${escape(f.name)}.svg, ${escape(f.name)}.png)</figcaption></figure>`,
+        `<figure id="${escapeHtml(f.name)}">${f.svg}<figcaption>${escapeHtml(f.title)} ` +
+        `(${escapeHtml(f.name)}.svg, ${escapeHtml(f.name)}.png)</figcaption></figure>`,
     )
     .join("\n");
   // The results ride along, so the page is its own data; "<" is escaped so no string ends the script.
@@ -76,7 +76,7 @@ function page(results: ResultsFile, figures: RenderedFigure[]): string {
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<title>ina-emu: ${escape(results.scenario)}</title>
+<title>ina-emu: ${escapeHtml(results.scenario)}</title>
 <style>
 body { font-family: "DejaVu Sans", sans-serif; margin: 2em; max-width: 72em; }
 pre { background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: 0.8em; }
@@ -87,13 +87,13 @@ figcaption { color: #555; font-size: 0.9em; }
 </style>
 </head>
 <body>
-<h1>${escape(results.scenario)}</h1>
-<p>${escape(results.description ?? "")}</p>
-<p>Seed ${escape(String(results.seed ?? "-"))}; ${results.verified === false ? "<strong>not every job verified</strong>" : "every job verified"}.</p>
+<h1>${escapeHtml(results.scenario)}</h1>
+<p>${escapeHtml(results.description ?? "")}</p>
+<p>Seed ${escapeHtml(String(results.seed ?? "-"))}; ${results.verified === false ? "<strong>not every job verified</strong>" : "every job verified"}.</p>
 <h2>Provenance</h2>
 <table>${provenance}</table>
 <h2>Results</h2>
-<pre>${escape(tables)}</pre>
+<pre>${escapeHtml(tables)}</pre>
 <h2>Figures</h2>
 ${figureHtml}
 <script type="application/json" id="results">${data}</script>

@@ -156,7 +156,12 @@ export const SweepSchema = z.strictObject({
       .min(1)
       .max(1 << 20),
   ).optional(),
-  window: sweepValues(z.int().min(1).max(1 << 16)).optional(),
+  window: sweepValues(
+    z
+      .int()
+      .min(1)
+      .max(1 << 16),
+  ).optional(),
   elementsPerPacket: sweepValues(z.int().min(1).max(MAX_ELEMENTS_PER_PACKET)).optional(),
   loss: sweepValues(probability).optional(),
   packetsPerDatagram: sweepValues(z.int().min(1).max(4096)).optional(),
