@@ -1,0 +1,244 @@
+#!/usr/bin/env node
+/**
+ * `npm run reproduce`: the published results ina-emu reproduces in shape,
+ * one scenario each, with the claim next to what this machine measured.
+ * Link-bound fidelity experiments run as real processes (ina-experiment),
+ * hardware-scale ones in the simulator (ina-sim). Writes one report page
+ * and its JSON to results/reproduce-<time>/.
+ */
+import { spawn } from "node:child_process";
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { z } from "zod";
+import { EXIT_FAILED, EXIT_OK, runCli } from "../runtime/cli.js";
+
+const here = (path: string) => fileURLToPath(new URL(path, import.meta.url));
+const SCENARIOS = here("../../bench/scenarios/");
+const EXPERIMENT = here("./experiment.js");
+const SIM = here("../sim/cli.js");
+
+/** One published result: where it comes from, what it claims, and how to read ours. */
+interface Claim {
+  name: string;
+  source: string;
+  claim: string;
+  /** the anchor's number, in the unit of `ours` */
+  theirs: number;
+  scenario: string;
+  tool: "experiment" | "sim";
+  /** our number from the results object */
+  ours: (results: Record<string, unknown>) => number;
+  unit: string;
+}
+
+type Json = Record<string, unknown>;
+const points = (r: Json) => ((r.shape as Json | undefined)?.points ?? []) as Json[];
+const at = (r: Json, workers: number) => points(r).find((p) => p.workers === workers) ?? {};
+
+const CLAIMS: Claim[] = [
+  {
+    name: "PS vs in-network aggregation",
+    source: "seed 004 (NetReduce's argument)",
+    claim:
+      "a PS's link carries N x M, a NetReduce worker's M: time(PS) / time(NetReduce) = N at N = 8",
+    theirs: 8,
+    scenario: "ps-vs-ina.json",
+    tool: "experiment",
+    ours: (r) => Number(at(r, 8).ratio),
+    unit: "x",
+  },
+  {
+    name: "ring vs in-network aggregation",
+    source: "NetReduce, SwitchML",
+    claim: "a ring worker sends 2(N-1)/N x M: time(ring) / time(NetReduce) = 1.75 at N = 8",
+    theirs: 1.75,
+    scenario: "ps-vs-ina.json",
+    tool: "experiment",
+    ours: (r) => Number(at(r, 8).ringRatio),
+    unit: "x",
+  },
+  {
+    name: "the window knee",
+    source: "bandwidth-delay product; seed 004's Memory = Throughput x RTT",
+    claim:
+      "goodput grows with the window until window x packet = rate x RTT (a knee at 25.7 packets here)",
+    theirs: 25.7,
+    scenario: "window-knee.json",
+    tool: "experiment",
+    ours: (r) => Number((r.shape as Json | undefined)?.measuredKnee),
+    unit: "packets",
+  },
+  {
+    name: "NetReduce stays flat as workers are added",
+    source: "SwitchML (NSDI'21), aggregated elements/s at 4, 8, 16 workers",
+    claim: "in-network aggregation's rate does not fall with N: rate at N = 16 / rate at N = 4 = 1",
+    theirs: 1,
+    scenario: "sim-scale.json",
+    tool: "sim",
+    ours: (r) =>
+      Number(at(r, 16).netreduceElementsPerSecond) / Number(at(r, 4).netreduceElementsPerSecond),
+    unit: "x",
+  },
+  {
+    name: "a shared ATP pool beats static slices",
+    source: "ATP (NSDI'21): 38-66 % better than a static partition",
+    claim:
+      "jobs finish sooner on one shared pool than on static slices of the same memory (mean JCT, static / shared)",
+    theirs: 1.5,
+    scenario: "sim-atp-sharing.json",
+    tool: "sim",
+    ours: (r) => {
+      const runs = (r.runs ?? []) as Json[];
+      const mean = (name: string) => {
+        const jobs = (runs.find((x) => x.name === name)?.jobs ?? []) as Json[];
+        return jobs.reduce((s, j) => s + Number(j.seconds), 0) / Math.max(1, jobs.length);
+      };
+      return mean("static") / mean("shared");
+    },
+    unit: "x",
+  },
+  {
+    name: "deadline-aware scheduling of switch memory",
+    source: "seed 004, ESA: EDF serves the deadline jobs FCFS makes wait",
+    claim: "deadlines met, EDF minus FCFS, on deadlines.json's 3 MD jobs (all 3 by EDF)",
+    theirs: 3,
+    scenario: "deadlines.json",
+    tool: "sim",
+    ours: (r) => {
+      const p = (r.policies ?? []) as Json[];
+      const met = (policy: string) => Number(p.find((x) => x.policy === policy)?.deadlinesMet);
+      return met("edf") - met("fcfs");
+    },
+    unit: "jobs",
+  },
+];
+
+/** Runs a command for its JSON on stdout. */
+function runJson(args: string[], timeoutMs: number): Promise<Json> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (c: Buffer) => {
+      out += c.toString();
+    });
+    child.stderr.on("data", (c: Buffer) => {
+      err = (err + c.toString()).slice(-4000);
+    });
+    const timer = setTimeout(() => child.kill("SIGTERM"), timeoutMs);
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      try {
+        resolve(JSON.parse(out) as Json);
+      } catch {
+        reject(
+          new Error(`exited ${code} without JSON: ${err.trim().split("\n").slice(-3).join(" / ")}`),
+        );
+      }
+    });
+  });
+}
+
+const spec = {
+  command: "npm run reproduce --",
+  summary:
+    "Runs one scenario per published result ina-emu reproduces in shape, real processes for the\n" +
+    "link-bound ones and the simulator for hardware scale, and writes a report with each claim,\n" +
+    "the anchor's number, ours and the ratio (about 3 minutes here).",
+  options: {
+    results: {
+      type: "string",
+      valueName: "DIR",
+      description: "where the report goes",
+      defaultText: "results",
+    },
+    only: {
+      type: "string",
+      valueName: "SCENARIOS",
+      description: "comma-separated scenario files to run",
+    },
+  },
+  schema: z.strictObject({
+    results: z.string().default("results"),
+    only: z
+      .string()
+      .transform((s) => s.split(","))
+      .optional(),
+  }),
+} as const;
+
+await runCli(spec, async (o) => {
+  const startedAt = new Date();
+  const dir = join(o.results, `reproduce-${startedAt.toISOString().replace(/[:.]/g, "-")}`);
+  await mkdir(dir, { recursive: true });
+  const scenarios = [...new Set(CLAIMS.map((c) => `${c.tool}:${c.scenario}`))].filter(
+    (s) => o.only === undefined || o.only.includes(s.split(":")[1]),
+  );
+  const results = new Map<string, Json | Error>();
+  for (const key of scenarios) {
+    const [tool, scenario] = key.split(":");
+    process.stderr.write(
+      `reproduce: ${scenario} (${tool === "sim" ? "simulator" : "real processes"}) ...\n`,
+    );
+    const path = join(SCENARIOS, scenario);
+    const args =
+      tool === "sim"
+        ? [SIM, "--scenario", path, "--json", "--results", dir]
+        : [EXPERIMENT, "--scenario", path, "--json", "--results", dir, "--scrape-dir", ""];
+    results.set(key, await runJson(args, 600_000).catch((e: Error) => e));
+  }
+  const rows = CLAIMS.filter((c) => scenarios.includes(`${c.tool}:${c.scenario}`)).map((c) => {
+    const r = results.get(`${c.tool}:${c.scenario}`);
+    const ours = r instanceof Error || r === undefined ? Number.NaN : c.ours(r);
+    return {
+      result: c.name,
+      source: c.source,
+      claim: c.claim,
+      theirs: c.theirs,
+      ours,
+      ratio: ours / c.theirs,
+      unit: c.unit,
+      tool: c.tool,
+      scenario: c.scenario,
+      error: r instanceof Error ? r.message : undefined,
+    };
+  });
+  const fixed = (v: number) => (Number.isFinite(v) ? v.toFixed(2) : "-");
+  const table = [
+    ["result", "anchor", "ours", "ours / anchor", "how"],
+    ...rows.map((r) => [
+      r.result,
+      `${r.theirs} ${r.unit}`,
+      `${fixed(r.ours)} ${r.unit}`,
+      fixed(r.ratio),
+      `${r.tool === "sim" ? "ina-sim" : "ina-experiment"} ${r.scenario}${r.error ? ` FAILED: ${r.error}` : ""}`,
+    ]),
+  ];
+  const widths = table[0].map((_, c) => Math.max(...table.map((row) => row[c].length)));
+  const text = table
+    .map((row) => row.map((cell, c) => cell.padEnd(widths[c])).join("  "))
+    .join("\n");
+  const esc = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+  const html = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>ina-emu: what it reproduces</title>
+<style>body{font-family:"DejaVu Sans",sans-serif;margin:2em;max-width:72em}th,td{text-align:left;padding:.3em .8em;border-bottom:1px solid #ddd;vertical-align:top}</style>
+</head><body>
+<h1>What ina-emu reproduces, on this machine</h1>
+<p>Started ${esc(startedAt.toISOString())}. Each row: a published result, its number, ours, and how ours was measured. The scenarios' own results and report pages are in this folder.</p>
+<table><tr><th>result</th><th>source</th><th>claim</th><th>anchor</th><th>ours</th><th>ours / anchor</th><th>how</th></tr>
+${rows
+  .map(
+    (r) =>
+      `<tr><td>${esc(r.result)}</td><td>${esc(r.source)}</td><td>${esc(r.claim)}</td><td>${r.theirs} ${esc(r.unit)}</td><td>${fixed(r.ours)} ${esc(r.unit)}</td><td>${fixed(r.ratio)}</td><td>${r.tool === "sim" ? "ina-sim" : "ina-experiment"} ${esc(r.scenario)}${r.error ? ` <strong>FAILED: ${esc(r.error)}</strong>` : ""}</td></tr>`,
+  )
+  .join("\n")}
+</table>
+<script type="application/json" id="results">${JSON.stringify({ startedAt, rows }).replace(/</g, "\\u003c")}</script>
+</body></html>
+`;
+  await writeFile(join(dir, "index.html"), html);
+  await writeFile(join(dir, "reproduce.json"), `${JSON.stringify({ startedAt, rows }, null, 2)}\n`);
+  process.stdout.write(`${text}\n\nreport: ${join(dir, "index.html")}\n`);
+  return rows.some((r) => r.error !== undefined) ? EXIT_FAILED : EXIT_OK;
+});
