@@ -115,8 +115,10 @@ export interface JobResult {
   goodputMBps: number;
   /** what the workers ran: allReduce, or a ring job's collective */
   operation: Collective;
-  /** each iteration's time, the slowest worker's (s) */
+  /** each iteration's all-reduce time, the slowest worker's (s) */
   iterationSeconds: number[];
+  /** the share of an iteration (compute, then all-reduce) spent all-reducing; null when unknown */
+  communicationShare: number | null;
   /** gradient bytes per worker per iteration, sent and taken in (INA: about the tensor each way; ring: 2(N-1)/N of it) */
   bytesSentPerWorker: number;
   bytesReceivedPerWorker: number;
@@ -538,6 +540,13 @@ function workerArgs(
   ];
 }
 
+/** All-reduce time over all-reduce plus compute time, over the iterations. */
+function communicationShare(iterationSeconds: number[], computeMs: number): number | null {
+  if (iterationSeconds.length === 0) return null;
+  const communicating = iterationSeconds.reduce((a, b) => a + b, 0);
+  return communicating / (communicating + (iterationSeconds.length * computeMs) / 1000);
+}
+
 /** Per iteration, the slowest worker's time. */
 function slowestPerIteration(records: ProcessRecord[]): number[] {
   const out: number[] = [];
@@ -625,6 +634,7 @@ function jobResult(
     goodputMBps: (job.size * job.iterations) / 1e6 / seconds,
     operation: job.mode === "ring" ? job.operation : "allReduce",
     iterationSeconds: slowestPerIteration(records),
+    communicationShare: communicationShare(slowestPerIteration(records), job.computeMs),
     bytesSentPerWorker: mean(perWorker.map((w) => w.payloadBytesSent)) / job.iterations,
     bytesReceivedPerWorker: mean(perWorker.map((w) => w.payloadBytesReceived)) / job.iterations,
     ...bandwidths(

@@ -504,6 +504,7 @@ function jobResult(
     goodputMBps: (bytes * job.iterations) / 1e6 / seconds,
     operation: op,
     iterationSeconds: [],
+    communicationShare: null,
     bytesSentPerWorker: mean(perWorker.map((w) => w.payloadBytesSent)) / job.iterations,
     bytesReceivedPerWorker: mean(perWorker.map((w) => w.payloadBytesReceived)) / job.iterations,
     algbwMBps,
