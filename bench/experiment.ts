@@ -323,7 +323,13 @@ if (process.argv[2] === "report") {
         );
       }
     }
-    const watch = await startWatching(o.scrapeDir, o.prometheus);
+    // Prometheus keeps its time series beside the results, named like them.
+    const name = (schedule ?? (scenario as Scenario)).name.replace(/[^A-Za-z0-9_-]/g, "_");
+    const tsdb =
+      o.results === ""
+        ? null
+        : join(o.results, `${name}-${startedAt.toISOString().replace(/[:.]/g, "-")}.prometheus`);
+    const watch = await startWatching(o.scrapeDir, o.prometheus, tsdb);
     try {
       if (schedule !== null) return await runSchedules(o, schedule, startedAt, watch.targets);
       return await runRuns(o, scenario as Scenario, startedAt, watch.targets);
@@ -383,7 +389,7 @@ async function writeScrapeConfig(scrapeDir: string): Promise<number> {
 }
 
 /** The scrape targets file, and Prometheus itself if asked for. */
-async function startWatching(scrapeDir: string, start: boolean) {
+async function startWatching(scrapeDir: string, start: boolean, keepIn: string | null) {
   if (scrapeDir === "") {
     if (start) throw new UsageError("--prometheus needs a --scrape-dir");
     return { targets: undefined, stop: async () => {} };
@@ -398,10 +404,13 @@ async function startWatching(scrapeDir: string, start: boolean) {
       "--prometheus: no prometheus binary on PATH (Debian: apt-get install prometheus)",
     );
   }
-  const storage = await mkdtemp(join(tmpdir(), "ina-prom-"));
+  // Kept beside the results (keepIn) for a later look; without --results, a
+  // temporary folder removed at the end.
+  const storage = keepIn ?? (await mkdtemp(join(tmpdir(), "ina-prom-")));
+  if (keepIn !== null) await mkdir(keepIn, { recursive: true });
   const prometheus = await startPrometheus(binary, targets.configFile, storage).catch(
     async (error: Error) => {
-      await rm(storage, { recursive: true, force: true });
+      if (keepIn === null) await rm(storage, { recursive: true, force: true });
       throw error;
     },
   );
@@ -410,7 +419,12 @@ async function startWatching(scrapeDir: string, start: boolean) {
     targets,
     stop: async () => {
       await prometheus.child.stop();
-      await rm(storage, { recursive: true, force: true });
+      if (keepIn === null) await rm(storage, { recursive: true, force: true });
+      else {
+        process.stderr.write(
+          `prometheus time series: ${storage} (prometheus --storage.tsdb.path=${storage} to query them)\n`,
+        );
+      }
     },
   };
 }

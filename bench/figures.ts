@@ -124,7 +124,36 @@ export function scheduleFigures(policies: readonly PolicyResult[]): Figure[] {
       })),
     ),
   );
+  // Each policy's JCTs, sorted: the share of jobs done within t.
+  const cdf = policies.flatMap((p) => {
+    const sorted = p.jobs
+      .map((j) => j.jctS ?? Number.NaN)
+      .filter(Number.isFinite)
+      .sort((a, b) => a - b);
+    return sorted.map((jct, i) => ({ policy: p.policy, jct, share: (i + 1) / sorted.length }));
+  });
   return [
+    {
+      name: "jct-cdf",
+      title: "Job completion times, per policy (CDF)",
+      spec: {
+        $schema: "https://vega.github.io/schema/vega-lite/v5.json",
+        width: 520,
+        height: 300,
+        data: { values: cdf },
+        mark: { type: "line", interpolate: "step-after", point: true },
+        encoding: {
+          x: { field: "jct", type: "quantitative", title: "JCT (s, submission to done)" },
+          y: {
+            field: "share",
+            type: "quantitative",
+            title: "share of jobs done",
+            scale: { domain: [0, 1] },
+          },
+          color: { field: "policy", type: "nominal", title: "policy" },
+        },
+      },
+    },
     {
       name: "jct-per-policy",
       title: "Job completion time per job and policy",

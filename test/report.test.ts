@@ -89,6 +89,7 @@ describe("figures and the report page", () => {
       [
         "goodput-vs-aggregators",
         "fallback-vs-aggregators",
+        "jct-cdf",
         "jct-per-policy",
         "deadlines-met",
         "regions-over-time",
