@@ -77,6 +77,7 @@ function page(results: ResultsFile, figures: RenderedFigure[]): string {
 <head>
 <meta charset="utf-8">
 <title>ina-emu: ${escapeHtml(results.scenario)}</title>
+<link rel="icon" href="data:,">
 <style>
 body { font-family: "DejaVu Sans", sans-serif; margin: 2em; max-width: 72em; }
 pre { background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: 0.8em; }

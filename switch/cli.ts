@@ -145,7 +145,10 @@ await runCli(spec, async (options) => {
       record,
     })),
   );
-  const app = buildControlApp(control, registry);
+  const app = buildControlApp(control, registry, {
+    ports: () => server.linkRecords() ?? [],
+    names,
+  });
   // HTTP is parsed, and floods refused, in a thread of its own: the data
   // path's event loop sees only the requests the control plane serves.
   const front = await serveFromThread(app, {
@@ -160,6 +163,7 @@ await runCli(spec, async (options) => {
       dataAddress: address.address,
       dataPort: address.port,
       controlUrl: `http://${options.host}:${controlPort}`,
+      uiUrl: `http://${options.host}:${controlPort}/ui`,
       metricsUrl: `http://${options.host}:${controlPort}/metrics`,
       controlPort,
       policy: options.policy,

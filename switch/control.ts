@@ -15,12 +15,15 @@ import {
   type WorkerJoin,
   WorkerJoinSchema,
 } from "../proto/control.js";
+import type { SwitchLinkRecord } from "../proto/records.js";
 import { MAX_FAN_IN } from "../proto/wire.js";
 import { addMetricsRoute } from "../runtime/http.js";
 import { LOCAL_ADDRESS_HEADER } from "../runtime/http-front.js";
 import type { SwitchCore } from "./core.js";
 import { JobState } from "./jobs.js";
+import { liveState } from "./live.js";
 import { type Decision, type ManagedJob, ManagerError, type MemoryManager } from "./memory.js";
+import { UI_PAGE, uiAssets } from "./ui.js";
 
 /**
  * The switch's control plane: the memory manager's northbound HTTP API
@@ -411,7 +414,12 @@ function describeValidation(
 }
 
 /** Builds the fastify app; tests use inject(), the switch process listens on a port. */
-export function buildControlApp(control: ControlPlane, registry?: Registry): FastifyInstance {
+export function buildControlApp(
+  control: ControlPlane,
+  registry?: Registry,
+  /** what the live page (GET /ui) shows besides the switch's own state: ports, job names */
+  live: { ports?: () => SwitchLinkRecord[]; names?: ReadonlyMap<number, string> } = {},
+): FastifyInstance {
   const app = Fastify({ logger: false });
   // Bodies are JSON only: anything else is a 415 naming the content type to use.
   app.removeContentTypeParser("text/plain");
@@ -553,6 +561,24 @@ export function buildControlApp(control: ControlPlane, registry?: Registry): Fas
   );
 
   api.get("/allocation", async () => manager.allocation());
+
+  // The live page: itself, the vega and vega-lite builds it draws with, and its data.
+  app.get("/ui", async (_request, reply) => reply.type("text/html; charset=utf-8").send(UI_PAGE));
+  app.get("/ui/vega.js", async (_request, reply) =>
+    reply.type("text/javascript; charset=utf-8").send(uiAssets().vega),
+  );
+  app.get("/ui/vega-lite.js", async (_request, reply) =>
+    reply.type("text/javascript; charset=utf-8").send(uiAssets().vegaLite),
+  );
+  app.get("/ui/state", async () =>
+    liveState(
+      control.options.core,
+      manager,
+      control.options.now(),
+      live.ports?.() ?? [],
+      live.names,
+    ),
+  );
 
   if (registry !== undefined) addMetricsRoute(app, registry);
 
