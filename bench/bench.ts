@@ -47,7 +47,14 @@ interface Shape {
 type Impl = "floor" | "netreduce" | "atp" | "ps";
 
 /** One job of `workers` in `mode` through the real switch (or the floor relay), lossless. */
-function oneRun(impl: Impl, workers: number, size: number, shape: Shape): Promise<RunResult> {
+function oneRun(
+  impl: Impl,
+  workers: number,
+  size: number,
+  shape: Shape,
+  /** poll the switch's live page data twice a second, as an open page does */
+  pageOpen = false,
+): Promise<RunResult> {
   const window = windowPackets(shape.window, shape.elementsPerPacket);
   const run = ScenarioRunSchema.parse({
     name: impl,
@@ -64,10 +71,21 @@ function oneRun(impl: Impl, workers: number, size: number, shape: Shape): Promis
       },
     ],
   });
+  let poller: NodeJS.Timeout | null = null;
   return runScenarioRun(run, {
     seed: 1,
     timeoutMs: 300_000,
     switchImpl: impl === "floor" ? "floor" : "ina",
+    onRunning: ({ controlUrl }) => {
+      if (!pageOpen || controlUrl === null) return;
+      poller = setInterval(() => {
+        void fetch(`${controlUrl}/ui/state`)
+          .then((r) => r.arrayBuffer())
+          .catch(() => {});
+      }, 500);
+    },
+  }).finally(() => {
+    if (poller !== null) clearInterval(poller);
   });
 }
 
@@ -345,6 +363,21 @@ await runCli(spec, async (o) => {
     }
   }
 
+  // The live page's cost to the data path: NetReduce at N = 4, 1 KiB x 64,
+  // with its data polled twice a second (as an open page does) or not.
+  const page: { closed: number[]; open: number[] } = { closed: [], open: [] };
+  if (o.only.includes("netreduce")) {
+    for (let rep = 0; rep < o.repeat; rep++) {
+      for (const open of [false, true]) {
+        process.stderr.write(
+          `bench: repeat ${rep + 1}/${o.repeat}, live page ${open ? "open" : "closed"}\n`,
+        );
+        const result = await oneRun("netreduce", 4, o.size, shapes[1], open);
+        (open ? page.open : page.closed).push(result.jobs[0].goodputMBps);
+      }
+    }
+  }
+
   // The 64 MiB all-reduce over 4 workers, both big shapes, next to MPI.
   const allreduce: Array<{ shape: string; seconds: number[]; median: number }> = [];
   let mpi: { tcpSeconds: number[]; sharedMemorySeconds: number[] } | null = null;
@@ -380,6 +413,13 @@ await runCli(spec, async (o) => {
     pipeline,
     rows,
     allreduce: { bytes: o.allreduceSize, workers: 4, runs: allreduce, mpi },
+    livePage: {
+      workers: 4,
+      shape: shapes[1].name,
+      closedMBps: page.closed,
+      openMBps: page.open,
+      ratio: median(page.open) / median(page.closed),
+    },
   };
   await mkdir(o.results, { recursive: true });
   const file = join(o.results, `bench-${output.when.replace(/[:.]/g, "-")}.json`);
@@ -410,6 +450,13 @@ await runCli(spec, async (o) => {
           `  ina-emu / MPI (TCP):  ${(best / tcp).toFixed(1)}x\n`,
       );
     }
+  }
+  if (page.closed.length > 0) {
+    process.stdout.write(
+      `\nlive page (GET /ui/state twice a second), NetReduce, 4 workers, ${shapes[1].name}: ` +
+        `${median(page.closed).toFixed(1)} MB/s/worker closed, ${median(page.open).toFixed(1)} open ` +
+        `(${(median(page.open) / median(page.closed)).toFixed(3)}x)\n`,
+    );
   }
   process.stdout.write(`\nresults: ${file}\n`);
   return EXIT_OK;

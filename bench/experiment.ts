@@ -152,6 +152,13 @@ const spec = {
       type: "boolean",
       description: "print the results as one JSON object instead of a table",
     },
+    ui: {
+      type: "string",
+      valueName: "S",
+      description:
+        "keep each run's switch, and its live page (the 'live view' URL printed for it), up\n" +
+        "S seconds after its workers end (Enter on a terminal goes on sooner)",
+    },
     "scrape-dir": {
       type: "string",
       valueName: "DIR",
@@ -202,6 +209,7 @@ const spec = {
       results: z.string().default("results"),
       timeoutS: z.coerce.number().positive().max(86_400).default(300),
       json: z.boolean().default(false),
+      ui: z.coerce.number().min(0).max(3600).optional(),
       scrapeDir: z.string().default(join("results", "prometheus")),
       prometheus: z.boolean().default(false),
       writeScrapeConfig: z.boolean().default(false),
@@ -338,6 +346,30 @@ if (process.argv[2] === "report") {
     }
   });
 
+/**
+ * --ui: after a run's workers end, keep its switch (and its live page) up
+ * for --ui seconds, or until Enter on a terminal.
+ */
+function holdPage(o: Options): (() => Promise<void>) | undefined {
+  if (o.ui === undefined || o.ui <= 0) return undefined;
+  const seconds = o.ui;
+  return () =>
+    new Promise<void>((resolve) => {
+      process.stderr.write(
+        `    the switch's live page stays up ${seconds} s${process.stdin.isTTY ? " (Enter: go on)" : ""}\n`,
+      );
+      const timer = setTimeout(done, seconds * 1000);
+      const onData = () => done();
+      if (process.stdin.isTTY) process.stdin.once("data", onData);
+      function done() {
+        clearTimeout(timer);
+        process.stdin.off("data", onData);
+        if (process.stdin.isTTY) process.stdin.pause();
+        resolve();
+      }
+    });
+}
+
 /** Options of one kind of scenario are refused for the other, not silently ignored. */
 function refuseOptionsThatDoNotApply(o: Options, scheduling: boolean): void {
   const runOnly: Array<keyof Options> = [
@@ -445,7 +477,13 @@ async function runSchedules(
   for (const policy of policies) {
     process.stderr.write(`  policy ${policy} ...\n`);
     try {
-      results.push(await runSchedule(schedule, policy, { timeoutMs: o.timeoutS * 1000, targets }));
+      results.push(
+        await runSchedule(schedule, policy, {
+          timeoutMs: o.timeoutS * 1000,
+          targets,
+          beforeSwitchStops: holdPage(o),
+        }),
+      );
     } catch (error) {
       // Keep what the other policies measured; this one is reported as failed.
       const message = (error as Error).message;
@@ -530,6 +568,7 @@ async function runRuns(
         seed: e.seed,
         timeoutMs: o.timeoutS * 1000,
         targets,
+        beforeSwitchStops: holdPage(o),
         onProgress: (jobs) => {
           const elapsed = Date.now() - t0;
           if (elapsed > 2000 && elapsed - lastPrinted >= 2000) {

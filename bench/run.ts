@@ -43,8 +43,16 @@ export interface RunOptions {
   onProgress?: (jobs: Record<string, JobProgress>) => void;
   /** lists every process's /metrics for Prometheus while it runs */
   targets?: ScrapeTargets;
+  /** awaited after the workers end, before the switch stops (--ui keeps its page up) */
+  beforeSwitchStops?: () => Promise<void>;
   /** called once the workers are started, with where the switch and PS listen (on 127.0.0.1) */
-  onRunning?: (run: { switchPort: number; psPort: number | null; jobs: ResolvedJob[] }) => void;
+  onRunning?: (run: {
+    switchPort: number;
+    /** the switch's control plane (and live page at /ui); null for the floor relay */
+    controlUrl: string | null;
+    psPort: number | null;
+    jobs: ResolvedJob[];
+  }) => void;
 }
 
 /**
@@ -307,6 +315,7 @@ export async function startSwitch(o: {
   ]);
   o.children.push(sw);
   const ready = await sw.waitFor("ready", 15_000);
+  if (typeof ready.uiUrl === "string") process.stderr.write(`    live view: ${ready.uiUrl}\n`);
   scrapeWhileAlive(o.targets, sw, ready, { process: "switch", run: o.run });
   return { ps, sw, ready };
 }
@@ -414,6 +423,7 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
     });
     o.onRunning?.({
       switchPort: Number(ready.dataPort),
+      controlUrl: typeof ready.controlUrl === "string" ? ready.controlUrl : null,
       psPort: ps === null ? null : Number(config.parameterServer?.port),
       jobs,
     });
@@ -432,6 +442,7 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
     );
     const seconds = (performance.now() - started) / 1000;
     await Promise.all(workersOf.flat().map((child) => child.waitExit(10_000)));
+    await o.beforeSwitchStops?.();
     await sw.stop();
     const switchStats = (sw.records.find((r) => r.event === "stats" && r.final) ??
       {}) as RunResult["switch"];

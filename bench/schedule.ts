@@ -62,7 +62,7 @@ export interface PolicyResult {
 export async function runSchedule(
   scenario: ScheduleScenario,
   policy: Policy,
-  options: { timeoutMs: number; targets?: ScrapeTargets },
+  options: { timeoutMs: number; targets?: ScrapeTargets; beforeSwitchStops?: () => Promise<void> },
 ): Promise<PolicyResult> {
   const targets = options.targets;
   const dir = await mkdtemp(join(tmpdir(), "ina-emu-"));
@@ -151,6 +151,7 @@ export async function runSchedule(
       ),
     );
     const views = (await (await fetch(`${control}/jobs`)).json()) as { jobs: JobView[] };
+    await options.beforeSwitchStops?.();
     await sw.stop();
     const switchStats = (sw.records.find((r) => r.event === "stats" && r.final) ?? {}) as Record<
       string,

@@ -39,6 +39,7 @@ export interface LiveState {
     deadlineAt: number | null;
     deadlineFeasible: boolean | null;
     submittedAt: number | null;
+    finishedAt: number | null;
     history: Array<{ at: number; offset: number; size: number; epoch: number }>;
     aggregationsCompleted: number;
     contributions: number;
@@ -124,7 +125,18 @@ export function liveState(
     .map((id) => {
       const installed = core.job(id);
       const managed = manager.jobs.get(id);
-      const c = installed?.counters;
+      // A job the switch removed keeps its totals there: counters never go back.
+      const current = installed?.counters;
+      const retired = core.retiredJobs.get(id)?.counters;
+      const total = (
+        key:
+          | "aggregationsCompleted"
+          | "contributions"
+          | "collisions"
+          | "fallbacks"
+          | "resends"
+          | "drops",
+      ) => (current?.[key] ?? 0) + (retired?.[key] ?? 0);
       return {
         id,
         name: managed?.spec.name ?? names.get(id) ?? `job ${id}`,
@@ -136,13 +148,14 @@ export function liveState(
         deadlineAt: managed?.spec.deadlineMs ?? null,
         deadlineFeasible: managed?.deadlineFeasible ?? null,
         submittedAt: managed?.submittedAt ?? null,
+        finishedAt: managed?.finishedAt ?? null,
         history: managed?.history ?? [],
-        aggregationsCompleted: c?.aggregationsCompleted ?? 0,
-        contributions: c?.contributions ?? 0,
-        collisions: c?.collisions ?? 0,
-        fallbacks: c?.fallbacks ?? 0,
-        resends: c?.resends ?? 0,
-        drops: c?.drops ?? 0,
+        aggregationsCompleted: total("aggregationsCompleted"),
+        contributions: total("contributions"),
+        collisions: total("collisions"),
+        fallbacks: total("fallbacks"),
+        resends: total("resends"),
+        drops: total("drops"),
       };
     });
   return {

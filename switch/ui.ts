@@ -124,7 +124,7 @@ function render(state) {
     const dt = (state.now - previous.now) / 1000;
     for (const j of state.jobs) {
       const before = previous.jobs.find((p) => p.id === j.id);
-      const r = before && dt > 0 ? (j.aggregationsCompleted - before.aggregationsCompleted) / dt : 0;
+      const r = before && dt > 0 ? Math.max(0, j.aggregationsCompleted - before.aggregationsCompleted) / dt : 0;
       rateOf.set(j.id, r);
       rates.push({ t, job: j.name, rate: r });
     }
@@ -141,7 +141,7 @@ function render(state) {
   // Decisions: every region each managed job held, as a picture of the array over time.
   const held = state.jobs.flatMap((j) => j.history.map((h, i) => ({
     job: j.name, from: h.at / 1000,
-    to: (j.history[i + 1] ? j.history[i + 1].at : state.now) / 1000,
+    to: (j.history[i + 1] ? j.history[i + 1].at : j.finishedAt !== null ? j.finishedAt : state.now) / 1000,
     offset: h.offset, top: h.offset + h.size })));
   draw("timeline", {
     width: 900, height: 160, data: { values: held }, mark: { type: "rect", stroke: "white", strokeWidth: 0.5 },
