@@ -72,6 +72,12 @@ const spec = {
       description: "the workers' lowest retransmission timeout (the processes': 50)",
       defaultText: String(DEFAULT_SIM_TIMING.rtoFloorMs),
     },
+    "gap-floor-ms": {
+      type: "string",
+      valueName: "MS",
+      description: "the least a worker waits before resending a gap (the processes': 2)",
+      defaultText: String(DEFAULT_SIM_TIMING.gapFloorMs),
+    },
     "rto-initial-ms": {
       type: "string",
       valueName: "MS",
@@ -113,6 +119,7 @@ const spec = {
     streamAbove: byteSize.default(DEFAULT_SIM_TIMING.streamAboveBytes),
     rtoFloorMs: z.coerce.number().positive().max(60_000).default(DEFAULT_SIM_TIMING.rtoFloorMs),
     rtoInitialMs: z.coerce.number().positive().max(60_000).default(DEFAULT_SIM_TIMING.rtoInitialMs),
+    gapFloorMs: z.coerce.number().min(0).max(60_000).default(DEFAULT_SIM_TIMING.gapFloorMs),
     results: z.string().default("results"),
     json: z.boolean().default(false),
   }),
@@ -127,6 +134,7 @@ await runCli(spec, async (o) => {
     streamAboveBytes: o.streamAbove,
     rtoFloorMs: o.rtoFloorMs,
     rtoInitialMs: o.rtoInitialMs,
+    gapFloorMs: o.gapFloorMs,
   };
   if (typeof json === "object" && json !== null && "policies" in json) {
     if (o.only !== undefined)

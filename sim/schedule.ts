@@ -178,6 +178,7 @@ export function simulateSchedule(
             ...DEFAULT_RTO,
             rtoInitialMs: timing.rtoInitialMs,
             rtoFloorMs: timing.rtoFloorMs,
+            gapFloorMs: timing.gapFloorMs,
             mode: job.mode,
             jobId: id,
             workerId: w,

@@ -53,6 +53,8 @@ export interface SimTiming {
    */
   rtoInitialMs: number;
   rtoFloorMs: number;
+  /** the least wait before a gap is resent (ms; 2, as the processes': ATP at microsecond round trips is sensitive to it, see --gap-floor-ms) */
+  gapFloorMs: number;
 }
 
 export const DEFAULT_SIM_TIMING: SimTiming = {
@@ -62,6 +64,7 @@ export const DEFAULT_SIM_TIMING: SimTiming = {
   streamAboveBytes: 256 * 2 ** 20,
   rtoInitialMs: 10,
   rtoFloorMs: 1,
+  gapFloorMs: 2,
 };
 
 /** What the simulator adds to a run's result: it is the same record as a real run's otherwise. */
@@ -237,6 +240,7 @@ export function simulateRun(
                 ...DEFAULT_RTO,
                 rtoInitialMs: timing.rtoInitialMs,
                 rtoFloorMs: timing.rtoFloorMs,
+                gapFloorMs: timing.gapFloorMs,
                 jobId: job.id,
                 workerId: w,
                 fanIn: job.workers,
@@ -251,6 +255,7 @@ export function simulateRun(
                 ...DEFAULT_RTO,
                 rtoInitialMs: timing.rtoInitialMs,
                 rtoFloorMs: timing.rtoFloorMs,
+                gapFloorMs: timing.gapFloorMs,
                 mode: job.mode,
                 jobId: job.id,
                 workerId: w,

@@ -50,6 +50,8 @@ export interface CollectiveOptions {
   rtoFloorMs: number;
   rtoMaxMs: number;
   maxSendsPerPacket: number;
+  /** the least wait before a gap is resent (ms; default 2), as WorkerCore's */
+  gapFloorMs?: number;
   /** a collective that hears nothing for this long fails (ms; 0: never) */
   giveUpAfterMs?: number;
 }
@@ -603,7 +605,7 @@ export class CollectiveCore {
   /** An acknowledgement for a later packet while older ones wait well over an RTT: resend those. */
   private resendGaps(s: OutStream, k: number, now: number): void {
     if (!this.hasRttSample) return;
-    const waited = Math.max(2, this.stats.srttMs * 1.5 + this.rttVarMs);
+    const waited = Math.max(this.options.gapFloorMs ?? 2, this.stats.srttMs * 1.5 + this.rttVarMs);
     const last = Math.min(k - 3, s.base + 32);
     for (let i = s.base; i <= last; i++) {
       const slot = i % this.options.window;

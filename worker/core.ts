@@ -41,6 +41,12 @@ export interface WorkerCoreOptions {
   rtoMaxMs: number;
   /** sends of one PSN after which the all-reduce fails instead of retrying forever */
   maxSendsPerPacket: number;
+  /**
+   * the least a packet waits, once later ones have their results, before it
+   * is resent as a gap (ms; default 2: a busy host's scheduling; the
+   * simulator's microsecond round trips want less)
+   */
+  gapFloorMs?: number;
   /** an all-reduce with no answer from the switch for this long fails (ms; 0: never) */
   giveUpAfterMs?: number;
   /** how the window reacts to ECN-marked results (default none) */
@@ -521,7 +527,7 @@ export class WorkerCore {
    */
   private resendGaps(psn: number, now: number): void {
     if (!this.hasRttSample) return;
-    const waited = Math.max(2, this.stats.srttMs * 1.5 + this.rttVarMs);
+    const waited = Math.max(this.options.gapFloorMs ?? 2, this.stats.srttMs * 1.5 + this.rttVarMs);
     // ATP: a PSN whose contributions split between its aggregator and the PS
     // (a collision) completes once any one worker resends it, and every
     // worker sees the same gap at the same time. One worker per PSN (psn mod
