@@ -95,8 +95,15 @@ export function runFigures(
           data: { values: rows },
           mark: "bar",
           encoding: {
-            x: { field: "run", type: "nominal", title: "run", axis: { labelAngle: -30 } },
-            xOffset: { field: "job" },
+            // Runs in the scenario's order; jobs side by side only where a run has several.
+            x: {
+              field: "run",
+              type: "nominal",
+              title: "run",
+              sort: null,
+              axis: { labelAngle: -30 },
+            },
+            ...(runs.some((r) => r.jobs.length > 1) ? { xOffset: { field: "job" } } : {}),
             y: { field: "goodput", type: "quantitative", title: "goodput per worker (MB/s)" },
             color: { field: "job", type: "nominal", title: "job" },
           },
