@@ -25,7 +25,13 @@ import { provenance } from "./provenance.js";
 import { type ResultsFile, writeReport } from "./report-page.js";
 import { type RunResult, runScenarioRun } from "./run.js";
 import { applyOverrides, checkRegions, overrideLinks, parseScenario } from "./scenario.js";
-import { type PolicyResult, parseScheduleScenario, runSchedule } from "./schedule.js";
+import {
+  type PolicyResult,
+  parseScheduleScenario,
+  policyStatistics,
+  repetitionSeed,
+  runSchedule,
+} from "./schedule.js";
 import { analyzeShape } from "./shapes.js";
 import {
   expandScenario,
@@ -35,7 +41,13 @@ import {
   pointRow,
   pointStatistics,
 } from "./sweep.js";
-import { describeBound, formatPointTable, formatScheduleTable, formatTable } from "./table.js";
+import {
+  describeBound,
+  formatPointTable,
+  formatPolicyStatistics,
+  formatScheduleTable,
+  formatTable,
+} from "./table.js";
 
 export const SCENARIOS_DIR = fileURLToPath(new URL("../../bench/scenarios/", import.meta.url));
 const DEFAULT_SCENARIO = join(SCENARIOS_DIR, "compare.json");
@@ -474,39 +486,52 @@ async function runSchedules(
     `ina-experiment: scheduling scenario ${schedule.name}, policies ${policies.join(", ")}\n`,
   );
   const results: PolicyResult[] = [];
-  for (const policy of policies) {
-    process.stderr.write(`  policy ${policy} ...\n`);
-    try {
-      results.push(
-        await runSchedule(schedule, policy, {
+  // Repetitions outermost, every policy in each: a load drift hits all alike.
+  for (let rep = 0; rep < schedule.repeat; rep++) {
+    const seed = repetitionSeed(schedule.seed, rep);
+    const repeated = schedule.repeat > 1 ? { repetition: rep + 1, seed } : {};
+    for (const policy of policies) {
+      process.stderr.write(
+        `  policy ${policy}${schedule.repeat > 1 ? `, repetition ${rep + 1}` : ""} ...\n`,
+      );
+      try {
+        const result = await runSchedule({ ...schedule, seed }, policy, {
           timeoutMs: o.timeoutS * 1000,
           targets,
           beforeSwitchStops: holdPage(o),
-        }),
-      );
-    } catch (error) {
-      // Keep what the other policies measured; this one is reported as failed.
-      const message = (error as Error).message;
-      process.stderr.write(`  policy ${policy} failed: ${message}\n`);
-      results.push({
-        policy,
-        jobs: [],
-        averageJctS: 0,
-        deadlinesMet: 0,
-        deadlineJobs: 0,
-        verified: false,
-        switch: {},
-        error: message,
-      });
+        });
+        results.push({ ...result, ...repeated });
+      } catch (error) {
+        // Keep what the other policies measured; this one is reported as failed.
+        const message = (error as Error).message;
+        process.stderr.write(`  policy ${policy} failed: ${message}\n`);
+        results.push({
+          policy,
+          ...repeated,
+          jobs: [],
+          averageJctS: 0,
+          deadlinesMet: 0,
+          deadlineJobs: 0,
+          verified: false,
+          switch: {},
+          error: message,
+        });
+      }
     }
   }
+  const statistics = policyStatistics(results);
   return report(
     o,
     schedule,
     startedAt,
-    { policies: results },
+    {
+      provenance: { ...provenance(o.scenario, startedAt), endedAt: new Date().toISOString() },
+      policies: results,
+      ...(schedule.repeat > 1 ? { policyStatistics: statistics } : {}),
+    },
     results,
-    formatScheduleTable(results),
+    formatScheduleTable(results) +
+      (schedule.repeat > 1 ? `\n${formatPolicyStatistics(statistics)}` : ""),
   );
 }
 

@@ -35,7 +35,8 @@ export async function writeReport(dir: string, results: ResultsFile): Promise<Re
   await mkdir(dir, { recursive: true });
   const figures: Figure[] =
     results.policies !== undefined
-      ? scheduleFigures(results.policies)
+      ? // A repeated schedule is drawn from its first repetition; the statistics table has the rest.
+        scheduleFigures(results.policies.filter((p) => (p.repetition ?? 1) === 1))
       : runFigures(results.runs ?? [], results.points ?? []);
   const rendered: RenderedFigure[] = [];
   for (const figure of figures) {

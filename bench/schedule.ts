@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Policy, SwitchConfigInput } from "../proto/config.js";
 import { CREDENTIAL_ENV } from "../proto/control.js";
+import { deriveSeed } from "../proto/prng.js";
 import {
   type ScheduleJob,
   type ScheduleScenario,
@@ -12,6 +13,7 @@ import { parseOrUsage } from "../runtime/cli.js";
 import { ChildNode, type ProcessRecord } from "./processes.js";
 import type { ScrapeTargets } from "./prometheus.js";
 import { linkArgs, SCRIPTS, scrapeWhileAlive, startSwitch } from "./run.js";
+import { type Summary, summarize } from "./sweep.js";
 
 export function parseScheduleScenario(input: unknown, source = "scenario"): ScheduleScenario {
   return parseOrUsage(ScheduleScenarioSchema, input, source);
@@ -40,6 +42,9 @@ export interface ScheduledJobResult {
 
 export interface PolicyResult {
   policy: Policy;
+  /** 1-based repetition, and its seed, when the scenario repeats */
+  repetition?: number;
+  seed?: number;
   jobs: ScheduledJobResult[];
   /** average JCT over every job (s) */
   averageJctS: number;
@@ -258,4 +263,35 @@ export function jobResult(
     timeouts: records.reduce((n, r) => n + Number(r.timeouts ?? 0), 0),
     verified: records.length === job.workers && records.every((r) => r.verified === true),
   };
+}
+
+/** A policy over a scenario's repetitions: its average JCT and deadlines met, as statistics. */
+export interface PolicyStatistics {
+  policy: Policy;
+  repetitions: number;
+  failed: number;
+  averageJctS: Summary | null;
+  deadlinesMet: Summary | null;
+  deadlineJobs: number;
+}
+
+export function policyStatistics(results: readonly PolicyResult[]): PolicyStatistics[] {
+  const policies = [...new Set(results.map((r) => r.policy))];
+  return policies.map((policy) => {
+    const all = results.filter((r) => r.policy === policy);
+    const ok = all.filter((r) => r.error === undefined);
+    return {
+      policy,
+      repetitions: all.length,
+      failed: all.length - ok.length,
+      averageJctS: summarize(ok.map((r) => r.averageJctS)),
+      deadlinesMet: summarize(ok.map((r) => r.deadlinesMet)),
+      deadlineJobs: ok[0]?.deadlineJobs ?? 0,
+    };
+  });
+}
+
+/** The seed of repetition `repetition` (0-based) of a scheduling scenario seeded `seed`. */
+export function repetitionSeed(seed: number, repetition: number): number {
+  return repetition === 0 ? seed : deriveSeed(seed, 1000 + repetition);
 }

@@ -1,5 +1,5 @@
 import type { RunResult } from "./run.js";
-import type { PolicyResult } from "./schedule.js";
+import type { PolicyResult, PolicyStatistics } from "./schedule.js";
 import type { PointStatistics, Summary } from "./sweep.js";
 
 /** The experiment's tables for people: one row per job, then failures and faults. */
@@ -177,5 +177,36 @@ export function formatPointTable(points: PointStatistics[]): string {
   const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c].length)));
   const line = (cells: string[]) =>
     cells.map((cell, c) => (c < 2 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join("  ");
+  return `${[line(header), ...rows.map(line)].join("\n")}\n(95 % intervals: Student's t over the repetitions)\n`;
+}
+
+/** Per policy, over the repetitions: average JCT and deadlines met, median and 95 % interval. */
+export function formatPolicyStatistics(stats: PolicyStatistics[]): string {
+  const header = [
+    "policy",
+    "n",
+    "failed",
+    "average JCT s median",
+    "mean ± 95% CI",
+    "deadlines met median",
+    "of",
+  ];
+  const n = (x: number) => (Math.abs(x) >= 0.1 || x === 0 ? x.toFixed(2) : x.toPrecision(3));
+  const ci = (s: Summary | null) =>
+    s === null ? "-" : `${n(s.mean)} ± ${n((s.ci95[1] - s.ci95[0]) / 2)}`;
+  const rows = stats.map((p) => [
+    p.policy,
+    String(p.repetitions - p.failed),
+    String(p.failed),
+    p.averageJctS === null ? "-" : n(p.averageJctS.median),
+    ci(p.averageJctS),
+    p.deadlinesMet === null ? "-" : p.deadlinesMet.median.toFixed(1),
+    String(p.deadlineJobs),
+  ]);
+  const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c].length)));
+  const line = (cells: string[]) =>
+    cells
+      .map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c])))
+      .join("  ");
   return `${[line(header), ...rows.map(line)].join("\n")}\n(95 % intervals: Student's t over the repetitions)\n`;
 }

@@ -278,6 +278,8 @@ export const ScheduleScenarioSchema = z.strictObject({
     .default(256),
   /** `static`: equal partitions */
   partitions: z.int().min(1).max(1024).default(2),
+  /** runs of every policy, each with its own derived seed (statistics over them) */
+  repeat: z.int().min(1).max(100).default(1),
   /** emulated links between every host and the switch (proto/links.ts); absent: none */
   links: LinksSchema.optional(),
   // 64: the simulator runs arrival traces of tens of jobs; real processes can too, slowly.

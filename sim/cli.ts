@@ -5,9 +5,14 @@ import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import { applyOverrides, checkRegions, parseScenario } from "../bench/scenario.js";
-import { parseScheduleScenario } from "../bench/schedule.js";
+import { parseScheduleScenario, policyStatistics, repetitionSeed } from "../bench/schedule.js";
 import { analyzeShape } from "../bench/shapes.js";
-import { failures, formatScheduleTable, formatTable } from "../bench/table.js";
+import {
+  failures,
+  formatPolicyStatistics,
+  formatScheduleTable,
+  formatTable,
+} from "../bench/table.js";
 import { POLICIES } from "../proto/config.js";
 import { parseLayerTrace } from "../proto/scenario.js";
 import { byteSize } from "../proto/units.js";
@@ -207,15 +212,20 @@ async function simulateSchedules(o: Options, json: object, timing: SimTiming): P
   process.stderr.write(
     `ina-sim: scheduling scenario ${scenario.name}, ${scenario.jobs.length} jobs, policies ${policies.join(", ")}, seed ${scenario.seed}\n`,
   );
-  const results = policies.map((policy) => {
-    const started = performance.now();
-    const result = simulateSchedule(scenario, policy, timing);
-    const seconds = (performance.now() - started) / 1000;
-    process.stderr.write(
-      `  policy ${policy}: ${result.events} events in ${seconds.toFixed(2)} s\n`,
-    );
-    return result;
-  });
+  const results: Array<ReturnType<typeof simulateSchedule>> = [];
+  for (let rep = 0; rep < scenario.repeat; rep++) {
+    const seed = repetitionSeed(scenario.seed, rep);
+    for (const policy of policies) {
+      const started = performance.now();
+      const result = simulateSchedule({ ...scenario, seed }, policy, timing);
+      const seconds = (performance.now() - started) / 1000;
+      process.stderr.write(
+        `  policy ${policy}${scenario.repeat > 1 ? `, repetition ${rep + 1}` : ""}: ${result.events} events in ${seconds.toFixed(2)} s\n`,
+      );
+      results.push(scenario.repeat > 1 ? { ...result, repetition: rep + 1, seed } : result);
+    }
+  }
+  const statistics = policyStatistics(results);
   const output = {
     clock: "virtual",
     scenario: scenario.name,
@@ -223,10 +233,16 @@ async function simulateSchedules(o: Options, json: object, timing: SimTiming): P
     timing,
     verified: results.every((r) => r.verified),
     policies: results,
+    ...(scenario.repeat > 1 ? { policyStatistics: statistics } : {}),
   };
   const text = await save(o, scenario.name, scenario.seed, output);
   if (o.json) process.stdout.write(text);
-  else process.stdout.write(formatScheduleTable(results));
+  else {
+    process.stdout.write(
+      formatScheduleTable(results) +
+        (scenario.repeat > 1 ? `\n${formatPolicyStatistics(statistics)}` : ""),
+    );
+  }
   return results.every((r) => r.verified && r.error === undefined) ? EXIT_OK : EXIT_FAILED;
 }
 

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { SCRIPTS } from "../bench/run.js";
 import { parseScenario } from "../bench/scenario.js";
+import { policyStatistics, repetitionSeed } from "../bench/schedule.js";
 import {
   expandScenario,
   JOB_COLUMNS,
@@ -136,6 +137,41 @@ describe("sweeps, repetitions and statistics", () => {
     assert.equal(first?.failed, 1);
     assert.equal(first?.iterationSeconds?.median, 0.2, "the warm-up iteration is left out");
     for (const p of stats) assert.equal(cells(pointRow(p)).length, POINT_COLUMNS.length);
+  });
+
+  it("repeats a scheduling scenario's policies with derived seeds, and summarizes each policy", () => {
+    assert.equal(repetitionSeed(5, 0), 5);
+    assert.notEqual(repetitionSeed(5, 1), repetitionSeed(5, 2));
+    const result = (policy: "edf" | "fcfs", jct: number, met: number, error?: string) => ({
+      policy,
+      jobs: [],
+      averageJctS: jct,
+      deadlinesMet: met,
+      deadlineJobs: 3,
+      verified: error === undefined,
+      switch: {},
+      ...(error === undefined ? {} : { error }),
+    });
+    const stats = policyStatistics([
+      result("edf", 1, 3),
+      result("fcfs", 4, 0),
+      result("edf", 3, 2),
+      result("fcfs", 6, 1),
+      result("edf", 0, 0, "switch died"),
+    ]);
+    assert.deepEqual(
+      stats.map((p) => [
+        p.policy,
+        p.repetitions,
+        p.failed,
+        p.averageJctS?.median,
+        p.deadlinesMet?.mean,
+      ]),
+      [
+        ["edf", 3, 1, 2, 2.5],
+        ["fcfs", 2, 0, 5, 0.5],
+      ],
+    );
   });
 
   it("keeps the other points' results when one fails, and exits 1 naming it", async () => {
