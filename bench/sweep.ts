@@ -182,10 +182,10 @@ function cell(v: unknown): string {
   return /[",\n]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
 }
 
-/** Tidy CSV: one row per job of every finished or failed repetition. */
 /** The swept values' columns: `sweep_<key>`, empty where a run does not sweep the key. */
 const SWEEP_COLUMNS = SWEEP_KEYS.map((k) => `sweep_${k}`);
 
+/** Tidy CSV: one row per job of every finished or failed repetition. */
 export const JOB_COLUMNS = [
   "point",
   "run",

@@ -97,7 +97,7 @@ export const Flag = {
   /**
    * The worker that sent this packet accepts datagrams of several packets
    * (section 2.1): the switch may coalesce the packets it sends that worker.
-   * Only on a worker's contributions.
+   * Only on a worker's contributions and forwards.
    */
   batches: 1 << 6,
 } as const;

@@ -46,6 +46,8 @@ export class PsServer {
     /** acks for the switch leaving in one turn share datagrams */
     readonly coalescer: Coalescer,
     readonly buffers: SocketBuffers,
+    /** set once the socket closes: a batch flushed later is dropped, not sent on a closed socket */
+    private readonly closed: { value: boolean },
   ) {
     socket.socket.on("message", (msg, rinfo) => core.receive(msg, rinfo.port, rinfo.address));
     socket.socket.on("error", () => {
@@ -59,10 +61,11 @@ export class PsServer {
     const socket = await bindDataSocket(options.host ?? "127.0.0.1", options.port ?? 0);
     const raw = socket.socket;
     // The PS only ever answers the switch, which accepts datagrams of several packets.
+    const closed = { value: false };
     const coalescer = socketCoalescer(
       options.datagram ?? DEFAULT_DATAGRAM_LIMITS,
       (datagram, port, address) => {
-        raw.send(datagram, port, address);
+        if (!closed.value) raw.send(datagram, port, address);
       },
       true,
     );
@@ -91,7 +94,14 @@ export class PsServer {
       },
       options.adoptWindow ?? 0,
     );
-    return new PsServer(socket, core, nic, coalescer, socketBuffers(raw, SOCKET_BUFFER_BYTES));
+    return new PsServer(
+      socket,
+      core,
+      nic,
+      coalescer,
+      socketBuffers(raw, SOCKET_BUFFER_BYTES),
+      closed,
+    );
   }
 
   address(): AddressInfo {
@@ -100,6 +110,9 @@ export class PsServer {
 
   async close(): Promise<void> {
     this.nic?.clock.stop();
+    // What waits for the end of this turn goes now; after close a flush sends nothing.
+    this.coalescer.flush();
+    this.closed.value = true;
     await this.socket.close();
   }
 }

@@ -241,7 +241,6 @@ export async function loadSwitchConfigFile(
   }
 }
 
-/** Options every data-plane server (switch, PS) takes besides its config. */
 /** How senders coalesce packets into datagrams (proto/README.md, section 2.1). */
 export const DATAGRAM_OPTIONS = {
   "packets-per-datagram": {
@@ -266,6 +265,7 @@ export const DATAGRAM_SCHEMA = {
   datagramBytes: cliInt(32, MAX_DATAGRAM_BYTES).default(DEFAULT_DATAGRAM_LIMITS.bytes),
 };
 
+/** Options every data-plane server (switch, PS) takes besides its config. */
 export const SERVER_OPTIONS = {
   host: {
     type: "string",

@@ -73,7 +73,11 @@ export class Coalescer {
 
   /** `address:port` accepts datagrams of several packets (it said so). */
   accept(port: number, address: string): void {
-    this.destination(port, address).accepts = true;
+    const d = this.destination(port, address);
+    d.accepts = true;
+    if (d.buffers.length === 0 && this.limits.packets > 1) {
+      d.buffers.push(Buffer.allocUnsafe(this.limits.bytes), Buffer.allocUnsafe(this.limits.bytes));
+    }
   }
 
   send(packet: Buffer, port: number, address: string): void {
@@ -136,8 +140,9 @@ export class Coalescer {
       port,
       address,
       accepts: this.acceptAll,
+      // Batch buffers only for a destination that takes batches (see accept()).
       buffers:
-        this.limits.packets > 1
+        this.limits.packets > 1 && this.acceptAll
           ? [Buffer.allocUnsafe(this.limits.bytes), Buffer.allocUnsafe(this.limits.bytes)]
           : [],
       current: 0,

@@ -7,8 +7,10 @@ import { z } from "zod";
 import { applyOverrides, checkRegions, parseScenario } from "../bench/scenario.js";
 import { parseScheduleScenario, policyStatistics, repetitionSeed } from "../bench/schedule.js";
 import { analyzeShape } from "../bench/shapes.js";
+import { expandScenario, pointStatistics } from "../bench/sweep.js";
 import {
   failures,
+  formatPointTable,
   formatPolicyStatistics,
   formatScheduleTable,
   formatTable,
@@ -158,9 +160,11 @@ await runCli(spec, async (o) => {
     `ina-sim: scenario ${scenario.name}, ${scenario.runs.length} run(s), seed ${scenario.seed}\n`,
   );
   const runs: SimRunResult[] = [];
-  for (const run of scenario.runs) {
+  // Sweeps and repetitions expand as ina-experiment expands them (bench/sweep.ts).
+  const expanded = expandScenario(scenario);
+  for (const { run, seed } of expanded) {
     const wall = { engineMs: 0 };
-    const result = simulateRun(run, scenario.seed, timing, wall);
+    const result = simulateRun(run, seed, timing, wall);
     runs.push(result);
     process.stderr.write(
       `  run ${run.name}: ${result.seconds.toFixed(4)} s simulated, ${result.events} events in ` +
@@ -168,6 +172,9 @@ await runCli(spec, async (o) => {
     );
   }
   const shape = analyzeShape(scenario, runs);
+  const warmupOf = (name: string) => scenario.runs.find((r) => r.name === name)?.warmup ?? 0;
+  const studied = scenario.runs.some((r) => r.sweep !== undefined || r.repeat > 1);
+  const points = studied ? pointStatistics(expanded, runs, warmupOf) : [];
   const output = {
     clock: "virtual",
     scenario: scenario.name,
@@ -175,12 +182,13 @@ await runCli(spec, async (o) => {
     timing,
     verified: runs.every((r) => r.verified),
     runs,
+    ...(studied ? { points } : {}),
     ...(shape === null ? {} : { shape: shape.data }),
   };
   const text = await save(o, scenario.name, scenario.seed, output);
   if (o.json) process.stdout.write(text);
   else {
-    process.stdout.write(formatTable(runs));
+    process.stdout.write(formatTable(runs) + (studied ? `\n${formatPointTable(points)}` : ""));
     if (shape !== null)
       process.stdout.write(`\n${shape.shape}: simulated, and the model's\n${shape.table}`);
   }

@@ -388,7 +388,15 @@ export function simulateRun(
   // Ring workers say hello first, as CollectiveWorker.connect does.
   for (const w of all) if (w.core instanceof CollectiveCore) w.core.hello(0);
   const started = performance.now();
-  engine.run(Number.POSITIVE_INFINITY, finished);
+  // Bounded: a run that cannot finish (a ring peer that failed, a worker that
+  // gave up) ends after an hour of virtual time, its unfinished workers failed.
+  engine.run(3600 * 1e9, finished);
+  for (const w of all) {
+    if (w.finishedAt < 0) {
+      w.failure ??= "did not finish within an hour of virtual time";
+      w.finishedAt = engine.now;
+    }
+  }
   if (wall !== undefined) wall.engineMs = performance.now() - started;
 
   const switchStats = switchReport(sw);

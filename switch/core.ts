@@ -120,7 +120,8 @@ export class SwitchCore {
   private readonly scratch: Buffer;
   private readonly scratchView: DataView;
   private readonly scratchValues: Int32Array;
-  private scratchPacketView: Buffer;
+  /** views of scratch by packet length / 4, each made the first time a length is seen */
+  private readonly scratchViews: Array<Buffer | undefined> = [];
 
   // One packet held back by an ingress reorder (a copy), released after the next one.
   private readonly heldInCopy = Buffer.alloc(MAX_DATAGRAM_BYTES);
@@ -151,7 +152,7 @@ export class SwitchCore {
     );
     const scratchArena = new ArrayBuffer(MAX_DATAGRAM_BYTES + 1);
     this.scratch = Buffer.from(scratchArena);
-    this.scratchPacketView = this.scratch.subarray(0, HEADER_BYTES);
+
     this.scratchView = new DataView(scratchArena);
     this.scratchValues = new Int32Array(scratchArena);
     this.heldOutCopy = Buffer.alloc(65536);
@@ -261,6 +262,12 @@ export class SwitchCore {
       this.dropPacket(-packets as DropReasonValue, null);
       return;
     }
+    if (datagram.length > MAX_DATAGRAM_BYTES) {
+      // Larger than any UDP datagram: only a caller in this process could hand it over.
+      stats.rxPackets++;
+      this.dropPacket(DropReason.tooManyElements, null);
+      return;
+    }
     let at = 0;
     for (let k = 0; k < packets; k++) {
       const length = packetBytesAt(datagram, at);
@@ -357,10 +364,13 @@ export class SwitchCore {
 
   /** The packet in scratch as a Buffer of its exact length (a view made once per length). */
   private scratchPacket(length: number): Buffer {
-    if (this.scratchPacketView.length !== length) {
-      this.scratchPacketView = this.scratch.subarray(0, length);
+    // Kept per length: ring jobs alternate data packets and 32-byte acknowledgements.
+    let view = this.scratchViews[length >> 2];
+    if (view === undefined) {
+      view = this.scratch.subarray(0, length);
+      this.scratchViews[length >> 2] = view;
     }
-    return this.scratchPacketView;
+    return view;
   }
 
   /** One framed packet: bytes [at, at + length) of `datagram`. */
@@ -491,11 +501,13 @@ export class SwitchCore {
     }
 
     if (h.type === PacketType.forward && h.workerId < job.fanIn) {
-      // Bound first: a worker's forward to itself (a hello, section 17) is
-      // how it makes itself reachable before anyone has sent to it.
-      job.bindOnFirstUse(h.workerId, port, address);
+      // A worker's forward to itself (a hello, section 17) is how it makes
+      // itself reachable before anyone has sent to it: it binds first. Any
+      // other forward binds only if it went out (a dropped packet binds nothing).
+      if (h.destination === h.workerId) job.bindOnFirstUse(h.workerId, port, address);
       reason = this.forward(job, h.destination, h.workerId, packet);
       if (reason !== DropReason.ok) this.dropPacket(reason, job);
+      else job.bindOnFirstUse(h.workerId, port, address);
       return;
     }
     this.dropPacket(DropReason.unexpectedType, job);

@@ -66,6 +66,8 @@ export class SwitchServer {
     /** the data socket's buffers, and a warning when the config's windows overflow them */
     readonly buffers: SocketBuffers,
     readonly bufferWarning: string | null,
+    /** set once the socket closes: a batch flushed later is dropped, not sent on a closed socket */
+    private readonly closed: { value: boolean },
   ) {
     this.core = core;
     socket.socket.on("message", (msg, rinfo) => {
@@ -83,8 +85,9 @@ export class SwitchServer {
     const socket = await bindDataSocket(options.host ?? "127.0.0.1", options.port ?? 0, requested);
     const raw = socket.socket;
     const buffers = socketBuffers(raw, requested);
+    const closed = { value: false };
     const sendDatagram = (datagram: Buffer, port: number, address: string) => {
-      raw.send(datagram, port, address);
+      if (!closed.value) raw.send(datagram, port, address);
     };
     const coalescer = socketCoalescer(options.datagram ?? DEFAULT_DATAGRAM_LIMITS, sendDatagram);
     const parameterServer = options.config.parameterServer;
@@ -128,6 +131,7 @@ export class SwitchServer {
       coalescer,
       buffers,
       bufferWarning("ina-switch", inFlight, buffers),
+      closed,
     );
   }
 
@@ -148,6 +152,9 @@ export class SwitchServer {
   async close(): Promise<void> {
     clearInterval(this.timer);
     this.ports?.clock.stop();
+    // What waits for the end of this turn goes now; after close a flush sends nothing.
+    this.coalescer.flush();
+    this.closed.value = true;
     await this.socket.close();
   }
 }

@@ -123,6 +123,17 @@ describe("collectives over the switch's forwarding", () => {
     }
   });
 
+  it("runs every collective with one worker (its own data, nothing on the wire)", () => {
+    for (const op of COLLECTIVES) {
+      const sim = run(
+        { mode: "ring", operation: op, workers: 1, elements: 12, window: 2, elementsPerPacket: 5 },
+        testSeed(`collective alone ${op}`, 61),
+        1,
+      );
+      assert.equal(sim.jobs[0].collectives[0].stats.payloadBytesSent, 0, op);
+    }
+  });
+
   it("refuses lengths that do not fit the collective", () => {
     const sim = simulate({
       jobs: [

@@ -66,6 +66,7 @@ export const RULES: Record<string, Rule> = {
       "bench/table.ts",
       "bench/shapes.ts",
       "bench/schedule.ts",
+      "bench/sweep.ts",
       "switch/control.ts",
       "switch/memory.ts",
       "switch/jobs.ts",

@@ -186,6 +186,29 @@ describe("NetReduce aggregation in the switch", () => {
     for (const s of capture.sent) assert.equal(s.header.flags & Flag.batches, 0);
   });
 
+  it("binds a worker's address from a hello (a forward to itself), never from a forward it drops", () => {
+    const hello = (w: number, destination: number) =>
+      packet({ type: PacketType.forward, jobId: 7, fanIn: 3, workerId: w, destination }, []);
+    core.receive(hello(1, 2), portOf(1), "127.0.0.1", 0); // worker 2 is unknown: dropped
+    assert.equal(core.stats.drops[DropReason.unknownDestination], 1);
+    assert.equal(core.job(7)?.hostPort[1], -1, "a dropped forward binds nothing");
+    core.receive(hello(2, 2), portOf(2), "127.0.0.1", 0); // a hello: bound, and echoed
+    assert.equal(core.job(7)?.hostPort[2], portOf(2));
+    assert.deepEqual(
+      capture.sent.map((s) => s.port),
+      [portOf(2)],
+    );
+  });
+
+  it("drops, and counts, a datagram longer than any UDP datagram instead of throwing", () => {
+    const huge = Buffer.concat(
+      Array.from({ length: 5 }, (_, psn) => contribution(job, 0, psn, new Array(4000).fill(1))),
+    );
+    assert.ok(huge.length > 65507);
+    core.receive(huge, portOf(0), "127.0.0.1", 0);
+    assert.equal(core.stats.drops[DropReason.tooManyElements], 1);
+  });
+
   it("forwards plain packets between a job's hosts", () => {
     send(0, 0, [1]);
     send(1, 0, [1]);

@@ -351,6 +351,8 @@ export class CollectiveCore {
       this.inBySource[source] = this.ins.length;
       this.ins.push(new InStream(source, plan, new Array(plan.packets).fill(add)));
     };
+    // allToAll keeps what it receives apart from its input (its own chunk, with one worker).
+    if (op === "allToAll") this.received = new Int32Array(length);
     if (n === 1) return;
     const mod = (x: number) => ((x % n) + n) % n;
     if (op === "allReduce" || op === "reduceScatter" || op === "allGather") {
@@ -410,8 +412,6 @@ export class CollectiveCore {
       from.addChunk(length, n, w, 0, epp);
       inn(v, from, false);
     }
-    // What w receives from v lands in output chunk v: kept apart from w's input.
-    this.received = new Int32Array(length);
   }
 
   /** allToAll: the chunks received, as float32 bits, each where its sender's chunk goes. */
@@ -422,6 +422,11 @@ export class CollectiveCore {
     const packets = datagramPackets(datagram, datagram.length);
     if (packets < 0) {
       this.drop(-packets as DropReasonValue);
+      return;
+    }
+    if (datagram.length > this.scratch.length) {
+      // Larger than any UDP datagram: only a caller in this process could hand it over.
+      this.drop(DropReason.tooManyElements);
       return;
     }
     this.scratch.set(datagram);

@@ -132,7 +132,10 @@ export interface TensorStream {
 
 /** Where the worker's packets go: a connected socket, or a test's in-memory network. */
 export interface WorkerTransmit {
-  /** Sends all of `packet`, a window slot: it is not rewritten until that PSN has its result. */
+  /**
+   * Sends all of `packet` before returning, or copies it (the coalescer, a
+   * paced port): the caller may rewrite the buffer once send() returns.
+   */
   send(packet: Buffer): void;
 }
 
@@ -365,6 +368,11 @@ export class WorkerCore {
     if (packets < 0) {
       // The framing is not certain: the whole datagram goes, counted once.
       this.drop(-packets as DropReasonValue);
+      return;
+    }
+    if (datagram.length > this.scratch.length) {
+      // Larger than any UDP datagram: only a caller in this process could hand it over.
+      this.drop(DropReason.tooManyElements);
       return;
     }
     this.scratch.set(datagram);

@@ -319,11 +319,15 @@ export class CollectiveWorker extends Endpoint<CollectiveCore> {
   }
 
   /**
-   * Keeps answering for `lingerMs` (default 500) before closing: a peer
-   * whose last acknowledgement from this worker was lost sends its packet
-   * again, and only an open socket acknowledges it (section 17).
+   * Keeps answering for `lingerMs` before closing: a peer whose last
+   * acknowledgement from this worker was lost sends its packet again after
+   * its timeout, and only an open socket acknowledges it (section 17). The
+   * default waits twice this worker's own timeout, at least 500 ms and at
+   * most the longest timeout (rtoMaxMs).
    */
-  override async close(lingerMs = 500): Promise<void> {
+  override async close(
+    lingerMs = Math.min(this.core.options.rtoMaxMs, Math.max(500, 2 * this.core.stats.rtoMs)),
+  ): Promise<void> {
     this.coalescer.flush();
     if (lingerMs > 0) await sleep(lingerMs);
     await super.close();
