@@ -80,6 +80,31 @@ export function runFigures(
       });
     }
   }
+  // The switch's ports over time, for the first runs with links.
+  for (const run of runs.filter((r) => (r.linkSeries?.length ?? 0) > 0).slice(0, 4)) {
+    figures.push({
+      name: `links-${run.name.replace(/[^A-Za-z0-9_-]/g, "_")}`,
+      title: `Run ${run.name}: utilization of the switch's port towards each host`,
+      spec: {
+        $schema: "https://vega.github.io/schema/vega-lite/v5.json",
+        width: 520,
+        height: 240,
+        data: {
+          values: (run.linkSeries ?? []).map((p) => ({ ...p, utilization: 100 * p.utilization })),
+        },
+        mark: "line",
+        encoding: {
+          x: { field: "t", type: "quantitative", title: "time (s)" },
+          y: {
+            field: "utilization",
+            type: "quantitative",
+            title: "utilization (% of the line rate)",
+          },
+          color: { field: "host", type: "nominal", title: "towards" },
+        },
+      },
+    });
+  }
   if (swept.length === 0) {
     const rows = runs.flatMap((r) =>
       r.jobs.map((j) => ({ run: r.name, job: `${j.name} (${j.mode})`, goodput: j.goodputMBps })),

@@ -159,6 +159,11 @@ export interface RunResult {
   ps: PsStatsRecord | null;
   /** what the switch and the workers warned about at start (a window their receive buffers cannot hold) */
   warnings: string[];
+  /**
+   * with emulated links: the switch's port towards each host, utilization
+   * over time (from its stats every 250 ms; t in s from the first sample)
+   */
+  linkSeries?: Array<{ t: number; host: string; utilization: number }> | null;
   /** with emulated links: every link direction's load, busiest first */
   links: LinkLoad[] | null;
   /**
@@ -343,7 +348,11 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
       config,
       withPs: jobs.some((j) => j.mode === "atp" || j.mode === "ps"),
       psArgs: datagramArgs,
-      switchArgs: datagramArgs,
+      // With links, the switch reports its ports every 250 ms: utilization over time.
+      switchArgs: [
+        ...datagramArgs,
+        ...(run.links === undefined ? [] : ["--stats-interval-ms", "250"]),
+      ],
       script: o.switchImpl === "floor" ? SCRIPTS.floor : SCRIPTS.switch,
       children,
       targets: o.targets,
@@ -479,6 +488,7 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
       ps: psStats,
       warnings,
       links: loads,
+      linkSeries: run.links === undefined ? null : linkSeries(sw.records),
       bound:
         loads === null || run.links === undefined
           ? null
@@ -556,6 +566,39 @@ function communicationShare(iterationSeconds: number[], computeMs: number): numb
   if (iterationSeconds.length === 0) return null;
   const communicating = iterationSeconds.reduce((a, b) => a + b, 0);
   return communicating / (communicating + (iterationSeconds.length * computeMs) / 1000);
+}
+
+/** Each switch port's utilization between consecutive periodic stats records. */
+function linkSeries(
+  records: ProcessRecord[],
+): Array<{ t: number; host: string; utilization: number }> {
+  const samples = records.filter(
+    (r) => r.event === "stats" && r.final !== true && typeof r.uptimeMs === "number",
+  );
+  const out: Array<{ t: number; host: string; utilization: number }> = [];
+  const first = Number(samples[0]?.uptimeMs ?? 0);
+  for (let i = 1; i < samples.length; i++) {
+    const dt = (Number(samples[i].uptimeMs) - Number(samples[i - 1].uptimeMs)) / 1000;
+    const before = new Map(
+      ((samples[i - 1].links ?? []) as Array<{ host: string; bytes: number }>).map((l) => [
+        l.host,
+        l.bytes,
+      ]),
+    );
+    for (const l of (samples[i].links ?? []) as Array<{
+      host: string;
+      bytes: number;
+      rateBitsPerSecond: number;
+    }>) {
+      const bytes = l.bytes - (before.get(l.host) ?? 0);
+      out.push({
+        t: (Number(samples[i].uptimeMs) - first) / 1000,
+        host: l.host,
+        utilization: dt > 0 ? (bytes * 8) / (l.rateBitsPerSecond * dt) : 0,
+      });
+    }
+  }
+  return out;
 }
 
 /** Per iteration, the slowest worker's time. */

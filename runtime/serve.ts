@@ -1,3 +1,4 @@
+import { performance } from "node:perf_hooks";
 import { cpuSeconds, EXIT_OK, emitRecord } from "./cli.js";
 
 /**
@@ -22,7 +23,10 @@ export async function serveUntilSignal(o: {
   emitRecord({ event: "ready", startupCpuSeconds, ...o.ready });
   const interval =
     o.statsIntervalMs > 0
-      ? setInterval(() => emitRecord({ event: "stats", ...o.report() }), o.statsIntervalMs)
+      ? setInterval(
+          () => emitRecord({ event: "stats", uptimeMs: performance.now(), ...o.report() }),
+          o.statsIntervalMs,
+        )
       : null;
   await stopped;
   if (interval !== null) clearInterval(interval);

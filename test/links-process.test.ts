@@ -40,6 +40,13 @@ describe("emulated links with real processes", () => {
     for (const w of job.perWorker) {
       assert.ok(w.srttMs > 0 && w.rtoMs > 0, "smoothed RTT and RTO reported");
     }
+    // The switch's ports over time: busy near the line rate while results flow.
+    const series = netreduce.linkSeries ?? [];
+    assert.ok(series.length > 0, "the switch reported its ports over time");
+    assert.ok(
+      series.some((p) => p.utilization > 0.5 && p.utilization < 1.2),
+      JSON.stringify(series.slice(0, 6)),
+    );
     const links = netreduce.links ?? [];
     assert.equal(links.length, 2 * workers, "every worker's link, both directions");
     assert.ok(

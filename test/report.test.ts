@@ -103,6 +103,26 @@ describe("figures and the report page", () => {
       assert.deepEqual([...r.png.subarray(1, 4)], [0x50, 0x4e, 0x47], "a PNG");
       assert.ok(r.png.length > 5000, `${figure.name}: ${r.png.length} bytes is not a blank image`);
     }
+    const withLinks = runFigures(
+      [
+        {
+          name: "linked",
+          jobs: [],
+          linkSeries: [0.25, 0.5, 0.75].flatMap((t) => [
+            { t, host: "job 1 worker 0", utilization: 0.9 },
+            { t, host: "job 1 worker 1", utilization: 0.8 },
+          ]),
+        } as never,
+      ],
+      [],
+    );
+    assert.deepEqual(
+      withLinks.map((f) => f.name),
+      ["links-linked"],
+      "a run with links gets its ports over time (and no bar: it has no jobs)",
+    );
+    const linked = await renderFigure(withLinks[0]);
+    assert.ok(linked.svg.includes("utilization (% of the line rate)"));
     const goodput = await renderFigure(figures[0]);
     assert.ok(goodput.svg.includes("aggregators in the switch"), "x axis title");
     assert.ok(goodput.svg.includes("goodput per worker (MB/s)"), "y axis title");
