@@ -198,29 +198,34 @@ export interface JobView {
   history: Array<{ at: number; offset: number; size: number; epoch: number }>;
 }
 
+/** The control plane's JobSubmit for `job` as `id` (what the processes and the simulator both send). */
+export function submitBody(job: ScheduleJob, id: number) {
+  return {
+    id,
+    name: job.name,
+    class: job.class,
+    deadlineS: job.deadlineS,
+    mode: job.mode,
+    workers: job.workers,
+    window: job.window,
+    // the workers' defaults (--elements-per-packet, --scale-bits)
+    elementsPerPacket: 256,
+    scaleBits: 20,
+    modelBytes: job.size,
+    epochs: job.epochs,
+    computeMs: job.computeMs,
+    throughputMBps: job.throughputMBps,
+    rttMs: job.rttMs,
+    aggregators: job.aggregators,
+  };
+}
+
 /** Submits `job` as `id`; resolves with the job's credential. */
 async function submit(control: string, job: ScheduleJob, id: number): Promise<string> {
   const response = await fetch(`${control}/jobs`, {
     method: "POST",
     headers: { "content-type": "application/json" },
-    body: JSON.stringify({
-      id,
-      name: job.name,
-      class: job.class,
-      deadlineS: job.deadlineS,
-      mode: job.mode,
-      workers: job.workers,
-      window: job.window,
-      // the workers' defaults (--elements-per-packet, --scale-bits)
-      elementsPerPacket: 256,
-      scaleBits: 20,
-      modelBytes: job.size,
-      epochs: job.epochs,
-      computeMs: job.computeMs,
-      throughputMBps: job.throughputMBps,
-      rttMs: job.rttMs,
-      aggregators: job.aggregators,
-    }),
+    body: JSON.stringify(submitBody(job, id)),
   });
   if (response.status >= 400) {
     const body = (await response.json().catch(() => ({}))) as { message?: string };

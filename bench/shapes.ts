@@ -37,6 +37,12 @@ function format(rows: string[][]): string {
 const ok = (run: RunResult | undefined): run is RunResult =>
   run !== undefined && run.error === undefined && run.jobs.length > 0;
 
+/** The N each run is named for ("ina-8" is N = 8), each once, ascending. */
+function sizesInNames(runs: RunResult[]): number[] {
+  const sizes = runs.map((r) => Number(/-(\d+)$/.exec(r.name)?.[1])).filter((n) => n > 0);
+  return [...new Set(sizes)].sort((a, b) => a - b);
+}
+
 /**
  * time(PS) / time(NetReduce) at each N: the PS's link carries N x M, a
  * worker's M; and time(ring) / time(NetReduce): a ring worker's link carries
@@ -44,9 +50,7 @@ const ok = (run: RunResult | undefined): run is RunResult =>
  */
 function psVsIna(runs: RunResult[]): ShapeReport {
   const byName = new Map(runs.map((r) => [r.name, r]));
-  const sizes = [
-    ...new Set(runs.map((r) => Number(/-(\d+)$/.exec(r.name)?.[1])).filter((n) => n > 0)),
-  ].sort((a, b) => a - b);
+  const sizes = sizesInNames(runs);
   const rows = [
     [
       "N",
@@ -185,9 +189,7 @@ function incastEcn(runs: RunResult[]): ShapeReport {
 function scale(scenario: Scenario, runs: RunResult[]): ShapeReport {
   const byName = new Map(runs.map((r) => [r.name, r]));
   const specs = new Map(scenario.runs.map((r) => [r.name, r]));
-  const sizes = [
-    ...new Set(runs.map((r) => Number(/-(\d+)$/.exec(r.name)?.[1])).filter((n) => n > 0)),
-  ].sort((a, b) => a - b);
+  const sizes = sizesInNames(runs);
   const rows = [
     [
       "N",

@@ -1,10 +1,9 @@
-import { type JobView, jobResult, type PolicyResult } from "../bench/schedule.js";
-import { LinkPort, newVerdict } from "../link/link.js";
+import { type JobView, jobResult, type PolicyResult, submitBody } from "../bench/schedule.js";
+import { LinkPort } from "../link/link.js";
 import { type Policy, parseSwitchConfig } from "../proto/config.js";
 import { JobSubmitSchema } from "../proto/control.js";
 import { type LinkHost, linkParamsFor } from "../proto/links.js";
 import type { ScheduleScenario } from "../proto/scenario.js";
-import { Field, Flag } from "../proto/wire.js";
 import { PsCore } from "../ps/core.js";
 import { ControlPlane, view } from "../switch/control.js";
 import { SwitchCore } from "../switch/core.js";
@@ -13,6 +12,7 @@ import { switchReport } from "../switch/report.js";
 import { DEFAULT_RTO, WorkerCore } from "../worker/core.js";
 import { makeGradient, verifyAllReduce } from "../worker/workload.js";
 import { Engine } from "./engine.js";
+import { type Receiver, SimNetwork } from "./network.js";
 import { DEFAULT_SIM_TIMING, type SimTiming } from "./simulate.js";
 
 const SWITCH_PORT = 1;
@@ -32,6 +32,8 @@ interface ScheduledWorker {
   done: boolean;
   /** checked as soon as the worker is done, so its tensors can go */
   verified: boolean;
+  /** takes a packet from the switch (made once) */
+  receiver: Receiver;
 }
 
 /**
@@ -51,7 +53,6 @@ export function simulateSchedule(
   const links = scenario.links;
   const portFor = (host: LinkHost) =>
     links === undefined ? null : new LinkPort(linkParamsFor(links, host));
-  const verdict = newVerdict();
   const needsPs = scenario.jobs.some((j) => j.mode === "atp");
   const config = parseSwitchConfig({
     aggregators: scenario.aggregators,
@@ -60,53 +61,32 @@ export function simulateSchedule(
     ...(needsPs ? { parameterServer: { host: HOST, port: PS_PORT } } : {}),
   });
 
-  const send = (
-    port: LinkPort | null,
-    packet: Buffer,
-    processingNs: number,
-    deliver: (bytes: Buffer, now: number) => void,
-  ) => {
-    let arriveNs = engine.now;
-    let marked = false;
-    if (port !== null) {
-      const v = port.offer(packet.length, nowMs(), verdict);
-      if (v.dropped) return;
-      arriveNs = Math.round(v.arriveAt * 1e6);
-      marked = v.marked;
-    }
-    const copy = Buffer.from(packet);
-    if (marked) copy.writeUInt16LE(copy.readUInt16LE(Field.flags) | Flag.ecn, Field.flags);
-    engine.at(arriveNs + processingNs, () => deliver(copy, nowMs()));
-  };
+  const network = new SimNetwork(engine);
+  const send = network.send.bind(network);
 
   const byPort = new Map<number, ScheduledWorker>();
   const psUp = needsPs ? portFor("ps") : null;
   const psDown = needsPs ? portFor("ps") : null;
   let ps: PsCore | null = null;
+  const psIn: Receiver = (b) => ps?.receive(b, SWITCH_PORT, HOST);
+  const switchIn: Receiver = (b, from, now) => sw.receive(b, from, HOST, now);
   const sw = new SwitchCore(config, {
     send: (packet, port) => {
       if (port === PS_PORT) {
-        const core = ps;
-        if (core !== null) {
-          send(psDown, packet, timing.hostProcessingNs, (b) => core.receive(b, SWITCH_PORT, HOST));
-        }
+        send(psDown, packet, timing.hostProcessingNs, psIn, SWITCH_PORT);
         return;
       }
       const w = byPort.get(port);
-      if (w === undefined) return;
-      send(w.down, packet, timing.hostProcessingNs, (b, now) => {
-        w.core.receive(b, now);
-        settle(w);
-      });
+      if (w !== undefined) send(w.down, packet, timing.hostProcessingNs, w.receiver, SWITCH_PORT);
     },
   });
   const toSwitch = (from: number, up: LinkPort | null) => (packet: Buffer) =>
-    send(up, packet, timing.switchProcessingNs, (b, now) => sw.receive(b, from, HOST, now));
+    send(up, packet, timing.switchProcessingNs, switchIn, from);
   if (needsPs) {
     ps = new PsCore(
       config.jobs,
       256,
-      { send: (packet) => toSwitch(PS_PORT, psUp)(packet) },
+      { send: toSwitch(PS_PORT, psUp) },
       Math.max(...scenario.jobs.map((j) => j.window)),
     );
     ps.trustSwitch(SWITCH_PORT, HOST);
@@ -204,6 +184,11 @@ export function simulateSchedule(
           running: false,
           done: false,
           verified: false,
+          receiver: () => {},
+        };
+        worker.receiver = (b, _from, now) => {
+          worker.core.receive(b, now);
+          settle(worker);
         };
         byPort.set(port, worker);
         workers[j].push(worker);
@@ -214,25 +199,7 @@ export function simulateSchedule(
 
   scenario.jobs.forEach((job, j) => {
     engine.at(job.arriveMs * 1e6, () => {
-      control.submit(
-        JobSubmitSchema.parse({
-          id: j + 1,
-          name: job.name,
-          class: job.class,
-          deadlineS: job.deadlineS,
-          mode: job.mode,
-          workers: job.workers,
-          window: job.window,
-          elementsPerPacket: 256,
-          scaleBits: 20,
-          modelBytes: job.size,
-          epochs: job.epochs,
-          computeMs: job.computeMs,
-          throughputMBps: job.throughputMBps,
-          rttMs: job.rttMs,
-          aggregators: job.aggregators,
-        }),
-      );
+      control.submit(JobSubmitSchema.parse(submitBody(job, j + 1)));
       startReady();
     });
   });

@@ -1,5 +1,6 @@
 import { performance } from "node:perf_hooks";
 import {
+  bandwidths,
   type JobCountersReport,
   type JobResult,
   type LinkLoad,
@@ -8,13 +9,12 @@ import {
   type WorkerOutcome,
 } from "../bench/run.js";
 import { type ResolvedJob, resolveJobs, switchConfigOf } from "../bench/scenario.js";
-import { LinkPort, newVerdict } from "../link/link.js";
+import { LinkPort } from "../link/link.js";
 import { type Collective, parseSwitchConfig } from "../proto/config.js";
 import { type LinkHost, linkParamsFor } from "../proto/links.js";
 import { deriveSeed } from "../proto/prng.js";
 import type { Verification } from "../proto/records.js";
 import type { ScenarioRun } from "../proto/scenario.js";
-import { Field, Flag } from "../proto/wire.js";
 import { PsCore } from "../ps/core.js";
 import { psReport } from "../ps/report.js";
 import { SwitchCore } from "../switch/core.js";
@@ -30,6 +30,7 @@ import {
   verifyCollective,
 } from "../worker/workload.js";
 import { Engine } from "./engine.js";
+import { type Receiver, SimNetwork } from "./network.js";
 import { StreamCheck } from "./stream.js";
 
 /** The simulated hosts' costs and the clock of their timers. */
@@ -73,18 +74,6 @@ export interface SimRunResult extends RunResult {
   /** packet deliveries and timer ticks the engine ran */
   events: number;
 }
-
-/** Takes a delivered packet: its bytes, the port it came from, the time (ms). */
-type Receiver = (bytes: Buffer, from: number, nowMs: number) => void;
-
-/** A packet on its way (reused once delivered). */
-interface Delivery {
-  buffer: Buffer;
-  to: Receiver;
-  from: number;
-}
-
-const EMPTY = Buffer.alloc(0);
 
 const SWITCH_PORT = 1;
 const PS_PORT = 2;
@@ -140,58 +129,10 @@ export function simulateRun(
   const links = run.links;
   const portFor = (host: LinkHost) =>
     links === undefined ? null : new LinkPort(linkParamsFor(links, host));
-  const verdict = newVerdict();
   const nowMs = () => engine.now / 1e6;
 
-  // Buffers in flight, reused once delivered (the receivers copy what they keep).
-  const pool = new Map<number, Buffer[]>();
-  const take = (bytes: Buffer): Buffer => {
-    const free = pool.get(bytes.length);
-    const copy = free?.pop() ?? Buffer.allocUnsafe(bytes.length);
-    copy.set(bytes);
-    return copy;
-  };
-  const giveBack = (buffer: Buffer) => {
-    let free = pool.get(buffer.length);
-    if (free === undefined) {
-      free = [];
-      pool.set(buffer.length, free);
-    }
-    free.push(buffer);
-  };
-
-  // A packet on its way: its copy, who takes it, and from which port.
-  const deliveries: Delivery[] = [];
-  const deliver = (d: Delivery) => {
-    d.to(d.buffer, d.from, nowMs());
-    giveBack(d.buffer);
-    d.buffer = EMPTY;
-    deliveries.push(d);
-  };
-  /** Puts `packet` on `port` (or straight through without links) and hands it to `to` `processingNs` after it arrives. */
-  const send = (
-    port: LinkPort | null,
-    packet: Buffer,
-    processingNs: number,
-    to: Receiver,
-    from: number,
-  ) => {
-    let arriveNs = engine.now;
-    let marked = false;
-    if (port !== null) {
-      const v = port.offer(packet.length, nowMs(), verdict);
-      if (v.dropped) return;
-      arriveNs = Math.round(v.arriveAt * 1e6);
-      marked = v.marked;
-    }
-    const copy = take(packet);
-    if (marked) copy.writeUInt16LE(copy.readUInt16LE(Field.flags) | Flag.ecn, Field.flags);
-    const d = deliveries.pop() ?? { buffer: EMPTY, to, from };
-    d.buffer = copy;
-    d.to = to;
-    d.from = from;
-    engine.post(arriveNs + processingNs, deliver, d);
-  };
+  const network = new SimNetwork(engine);
+  const send = network.send.bind(network);
 
   const byPort = new Map<number, SimWorker>();
   const psUp = needsPs ? portFor("ps") : null;
@@ -492,14 +433,6 @@ function jobResult(
   const own = counters.find((c) => c.id === job.id) ?? null;
   const seconds = Math.max(...perWorker.map((w) => w.seconds));
   const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
-  const algbwMBps = bytes / 1e6 / (seconds / job.iterations);
-  const n = job.workers;
-  const factor =
-    op === "allReduce"
-      ? (2 * (n - 1)) / n
-      : op === "broadcast" || op === "reduce"
-        ? 1
-        : (n - 1) / n;
   return {
     name: job.name,
     id: job.id,
@@ -520,8 +453,7 @@ function jobResult(
     communicationShare: null,
     bytesSentPerWorker: mean(perWorker.map((w) => w.payloadBytesSent)) / job.iterations,
     bytesReceivedPerWorker: mean(perWorker.map((w) => w.payloadBytesReceived)) / job.iterations,
-    algbwMBps,
-    busbwMBps: algbwMBps * factor,
+    ...bandwidths(op, job.workers, bytes, seconds / job.iterations),
     retransmissions: perWorker.reduce((sum, w) => sum + w.retransmissions, 0),
     collisions: own?.collisions ?? 0,
     fallbacks: own?.fallbacks ?? 0,

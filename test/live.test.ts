@@ -3,7 +3,6 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { chromium } from "playwright-core";
 import { ChildNode } from "../bench/processes.js";
 import { SCRIPTS } from "../bench/run.js";
 import { atpIndex } from "../proto/addressing.js";
@@ -13,6 +12,7 @@ import { buildControlApp, ControlPlane } from "../switch/control.js";
 import { SwitchCore } from "../switch/core.js";
 import { decodeRuns, encodeRuns, type LiveState } from "../switch/live.js";
 import { MemoryManager } from "../switch/memory.js";
+import { launchChromium } from "./browser.js";
 import { captureTransmit, contribution } from "./packets.js";
 
 describe("the live view of the switch", () => {
@@ -168,17 +168,7 @@ describe("the live view of the switch", () => {
       }),
       400,
     );
-    const browser = await chromium.launch({
-      executablePath: "/usr/bin/chromium",
-      args: [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-      ],
-    });
+    const browser = await launchChromium();
     try {
       const page = await browser.newPage({ viewport: { width: 1100, height: 1200 } });
       const problems: string[] = [];

@@ -3,12 +3,12 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { chromium } from "playwright-core";
 import { renderFigure, runFigures, scheduleFigures } from "../bench/figures.js";
 import { type ResultsFile, writeReport } from "../bench/report-page.js";
 import type { PolicyResult } from "../bench/schedule.js";
 import type { PointStatistics } from "../bench/sweep.js";
 import { summarize } from "../bench/sweep.js";
+import { launchChromium } from "./browser.js";
 
 /** A small results file: an ATP pool swept over 3 sizes, 3 repetitions each. */
 function sweptResults(): ResultsFile {
@@ -139,17 +139,7 @@ describe("figures and the report page", () => {
       /\bsrc="http|href="http(?!s?:\/\/www\.w3\.org)/,
       "nothing from the network",
     );
-    const browser = await chromium.launch({
-      executablePath: "/usr/bin/chromium",
-      args: [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-      ],
-    });
+    const browser = await launchChromium();
     try {
       const page = await browser.newPage();
       const problems: string[] = [];

@@ -34,6 +34,7 @@ import type { WorkerStats, WorkerTransmit } from "./core.js";
 export { COLLECTIVES, type Collective } from "../proto/config.js";
 
 import type { Collective } from "../proto/config.js";
+import { RttEstimator } from "./rtt.js";
 
 /** Sums (fixed point, as the switch's) or moves float32 values unchanged. */
 const reduces = (op: Collective) => op === "allReduce" || op === "reduceScatter" || op === "reduce";
@@ -161,10 +162,9 @@ export class CollectiveCore {
   private helloConfirmed = false;
   private helloSentAt = -1;
   private lastHeardAt = 0;
-  private hasRttSample = false;
   /** the last timeout resent only a probe (see WorkerCore) */
   private probing = false;
-  private rttVarMs = 0;
+  private readonly rtt: RttEstimator;
   private readonly header = emptyHeader();
   private readonly scratch: Buffer;
   private readonly scratchView: DataView;
@@ -220,6 +220,7 @@ export class CollectiveCore {
       srttMs: 0,
       rtoMs: o.rtoInitialMs,
     };
+    this.rtt = new RttEstimator(o, this.stats);
   }
 
   get done(): boolean {
@@ -595,7 +596,7 @@ export class CollectiveCore {
       if (s.awaiting[slot] !== 0) return;
       if (k > s.newestDone) s.newestDone = k;
       if (s.sends[slot] === 1) {
-        this.sampleRtt(now - s.sentAt[slot]);
+        this.rtt.sample(now - s.sentAt[slot]);
         this.probing = false;
       }
       if (k === s.base) {
@@ -609,8 +610,8 @@ export class CollectiveCore {
 
   /** An acknowledgement for a later packet while older ones wait well over an RTT: resend those. */
   private resendGaps(s: OutStream, k: number, now: number): void {
-    if (!this.hasRttSample) return;
-    const waited = Math.max(this.options.gapFloorMs ?? 2, this.stats.srttMs * 1.5 + this.rttVarMs);
+    if (!this.rtt.hasSample) return;
+    const waited = this.rtt.gapWaitMs();
     const last = Math.min(k - 3, s.base + 32);
     for (let i = s.base; i <= last; i++) {
       const slot = i % this.options.window;
@@ -738,22 +739,6 @@ export class CollectiveCore {
   private fail(reason: string): void {
     this.failure = reason;
     this.active = false;
-  }
-
-  private sampleRtt(sampleMs: number): void {
-    const s = this.stats;
-    if (!this.hasRttSample) {
-      s.srttMs = sampleMs;
-      this.rttVarMs = sampleMs / 2;
-      this.hasRttSample = true;
-    } else {
-      this.rttVarMs = 0.75 * this.rttVarMs + 0.25 * Math.abs(s.srttMs - sampleMs);
-      s.srttMs = 0.875 * s.srttMs + 0.125 * sampleMs;
-    }
-    s.rtoMs = Math.min(
-      this.options.rtoMaxMs,
-      Math.max(this.options.rtoFloorMs, s.srttMs + 4 * this.rttVarMs),
-    );
   }
 
   private drop(reason: DropReasonValue): void {

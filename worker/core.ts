@@ -17,6 +17,7 @@ import {
 } from "../proto/wire.js";
 import { PacketSlots } from "../runtime/slots.js";
 import { CongestionWindow } from "./congestion.js";
+import { RttEstimator } from "./rtt.js";
 
 export interface WorkerCoreOptions {
   /**
@@ -220,7 +221,6 @@ export class WorkerCore {
   /** next PSN never sent */
   private next = 0;
   private active = false;
-  private hasRttSample = false;
   /**
    * A timeout resent only the oldest PSN (F-RTO, RFC 5682, in spirit): on a
    * busy host a peer or the switch stalls for longer than the RTO far more
@@ -234,7 +234,7 @@ export class WorkerCore {
   private probing = false;
   /** the highest PSN of this all-reduce with its result (-1: none yet) */
   private newestResult = -1;
-  private rttVarMs = 0;
+  private readonly rtt: RttEstimator;
 
   constructor(
     options: WorkerCoreOptions,
@@ -282,6 +282,7 @@ export class WorkerCore {
       srttMs: 0,
       rtoMs: options.rtoInitialMs,
     };
+    this.rtt = new RttEstimator(options, this.stats);
   }
 
   /** True once every PSN of the current all-reduce has its result. */
@@ -471,7 +472,7 @@ export class WorkerCore {
     if (psn > this.newestResult) this.newestResult = psn;
     // Karn: only a packet sent once gives an unambiguous RTT sample.
     if (this.slotSends[slot] === 1) {
-      this.sampleRtt(now - this.slotSentAt[slot]);
+      this.rtt.sample(now - this.slotSentAt[slot]);
       this.probing = false;
     }
     if (psn === this.base) {
@@ -534,8 +535,8 @@ export class WorkerCore {
    * most likely lost (its contribution, someone else's, or its result).
    */
   private resendGaps(psn: number, now: number): void {
-    if (!this.hasRttSample) return;
-    const waited = Math.max(this.options.gapFloorMs ?? 2, this.stats.srttMs * 1.5 + this.rttVarMs);
+    if (!this.rtt.hasSample) return;
+    const waited = this.rtt.gapWaitMs();
     // ATP: a PSN whose contributions split between its aggregator and the PS
     // (a collision) completes once any one worker resends it, and every
     // worker sees the same gap at the same time. One worker per PSN (psn mod
@@ -632,13 +633,7 @@ export class WorkerCore {
    * backoff start over.
    */
   private resendFrom(first: number, now: number): void {
-    const s = this.stats;
-    if (this.hasRttSample) {
-      s.rtoMs = Math.min(
-        this.options.rtoMaxMs,
-        Math.max(this.options.rtoFloorMs, s.srttMs + 4 * this.rttVarMs),
-      );
-    }
+    this.rtt.restart();
     for (let psn = first; psn < this.next; psn++) {
       const slot = psn % this.options.window;
       if (this.slotDone[slot] === 0) this.resend(slot, now);
@@ -719,23 +714,6 @@ export class WorkerCore {
     this.stats.packetsSent++;
     this.stats.bytesSent += packet.length;
     this.transmit.send(packet);
-  }
-
-  /** RFC 6298 estimator; the floor absorbs scheduling stalls on a busy machine. */
-  private sampleRtt(sampleMs: number): void {
-    const s = this.stats;
-    if (!this.hasRttSample) {
-      s.srttMs = sampleMs;
-      this.rttVarMs = sampleMs / 2;
-      this.hasRttSample = true;
-    } else {
-      this.rttVarMs = 0.75 * this.rttVarMs + 0.25 * Math.abs(s.srttMs - sampleMs);
-      s.srttMs = 0.875 * s.srttMs + 0.125 * sampleMs;
-    }
-    s.rtoMs = Math.min(
-      this.options.rtoMaxMs,
-      Math.max(this.options.rtoFloorMs, s.srttMs + 4 * this.rttVarMs),
-    );
   }
 
   private drop(reason: DropReasonValue): void {
