@@ -1,6 +1,16 @@
 import { type LinkPort, newVerdict } from "../link/link.js";
+import type { SwitchConfig } from "../proto/config.js";
+import type { LinkHost } from "../proto/links.js";
 import { Field, Flag } from "../proto/wire.js";
+import { PsCore } from "../ps/core.js";
+import { SwitchCore } from "../switch/core.js";
 import type { Engine } from "./engine.js";
+
+/** The star's addresses: every host is HOST, told apart by port. */
+export const SWITCH_PORT = 1;
+export const PS_PORT = 2;
+export const HOST = "127.0.0.1";
+export const workerPort = (job: number, worker: number) => 1000 + 64 * job + worker;
 
 /** Takes a delivered packet: its bytes, the port it came from, the time (ms). */
 export type Receiver = (bytes: Buffer, from: number, nowMs: number) => void;
@@ -72,5 +82,73 @@ export class SimNetwork {
       this.pool.set(buffer.length, free);
     }
     free.push(buffer);
+  }
+}
+
+/** A worker on the star: the switch's port towards it, and what takes its packets. */
+export interface StarHost {
+  down: LinkPort | null;
+  /** made once per worker, so a delivery makes no closure */
+  receiver: Receiver;
+}
+
+/**
+ * The simulated star: the real switch core in the middle, the PS (when a
+ * job needs one) and the workers around it, each packet crossing its
+ * sender's link and the switch's port towards its receiver.
+ */
+export class SimStar {
+  readonly network: SimNetwork;
+  readonly sw: SwitchCore;
+  readonly ps: PsCore | null = null;
+  /** the PS's uplink and the switch's port towards it (null without links or PS) */
+  readonly psUp: LinkPort | null;
+  readonly psDown: LinkPort | null;
+  /** the workers, by port; filled by the caller as workers join */
+  readonly hosts = new Map<number, StarHost>();
+  private readonly switchIn: Receiver;
+
+  constructor(
+    engine: Engine,
+    config: SwitchConfig,
+    private readonly timing: { switchProcessingNs: number; hostProcessingNs: number },
+    portFor: (host: LinkHost) => LinkPort | null,
+    /** the PS's elements per aggregator and the window it assumes for jobs it adopts; null: no PS */
+    psOptions: { elements: number; adoptWindow?: number } | null,
+  ) {
+    this.network = new SimNetwork(engine);
+    this.psUp = psOptions === null ? null : portFor("ps");
+    this.psDown = psOptions === null ? null : portFor("ps");
+    const psIn: Receiver = (b) => this.ps?.receive(b, SWITCH_PORT, HOST);
+    this.switchIn = (b, from, now) => this.sw.receive(b, from, HOST, now);
+    this.sw = new SwitchCore(config, {
+      send: (packet, port) => {
+        if (port === PS_PORT) {
+          this.network.send(this.psDown, packet, timing.hostProcessingNs, psIn, SWITCH_PORT);
+          return;
+        }
+        const h = this.hosts.get(port);
+        if (h !== undefined) {
+          this.network.send(h.down, packet, timing.hostProcessingNs, h.receiver, SWITCH_PORT);
+        }
+      },
+    });
+    if (psOptions !== null) {
+      this.ps = new PsCore(
+        config.jobs,
+        psOptions.elements,
+        this.toSwitch(PS_PORT, this.psUp),
+        psOptions.adoptWindow,
+      );
+      this.ps.trustSwitch(SWITCH_PORT, HOST);
+    }
+  }
+
+  /** What a host at `from` sends with: up its link `up` to the switch. */
+  toSwitch(from: number, up: LinkPort | null): { send: (packet: Buffer) => void } {
+    return {
+      send: (packet) =>
+        this.network.send(up, packet, this.timing.switchProcessingNs, this.switchIn, from),
+    };
   }
 }

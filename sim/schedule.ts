@@ -4,21 +4,14 @@ import { type Policy, parseSwitchConfig } from "../proto/config.js";
 import { JobSubmitSchema } from "../proto/control.js";
 import { type LinkHost, linkParamsFor } from "../proto/links.js";
 import type { ScheduleScenario } from "../proto/scenario.js";
-import { PsCore } from "../ps/core.js";
 import { ControlPlane, view } from "../switch/control.js";
-import { SwitchCore } from "../switch/core.js";
 import { MemoryManager } from "../switch/memory.js";
 import { switchReport } from "../switch/report.js";
 import { DEFAULT_RTO, WorkerCore } from "../worker/core.js";
 import { makeGradient, verifyAllReduce } from "../worker/workload.js";
 import { Engine } from "./engine.js";
-import { type Receiver, SimNetwork } from "./network.js";
+import { HOST, PS_PORT, type Receiver, SimStar, SWITCH_PORT, workerPort } from "./network.js";
 import { DEFAULT_SIM_TIMING, type SimTiming } from "./simulate.js";
-
-const SWITCH_PORT = 1;
-const PS_PORT = 2;
-const HOST = "127.0.0.1";
-const workerPort = (job: number, worker: number) => 1000 + 64 * job + worker;
 
 interface ScheduledWorker {
   core: WorkerCore;
@@ -61,36 +54,17 @@ export function simulateSchedule(
     ...(needsPs ? { parameterServer: { host: HOST, port: PS_PORT } } : {}),
   });
 
-  const network = new SimNetwork(engine);
-  const send = network.send.bind(network);
-
-  const byPort = new Map<number, ScheduledWorker>();
-  const psUp = needsPs ? portFor("ps") : null;
-  const psDown = needsPs ? portFor("ps") : null;
-  let ps: PsCore | null = null;
-  const psIn: Receiver = (b) => ps?.receive(b, SWITCH_PORT, HOST);
-  const switchIn: Receiver = (b, from, now) => sw.receive(b, from, HOST, now);
-  const sw = new SwitchCore(config, {
-    send: (packet, port) => {
-      if (port === PS_PORT) {
-        send(psDown, packet, timing.hostProcessingNs, psIn, SWITCH_PORT);
-        return;
-      }
-      const w = byPort.get(port);
-      if (w !== undefined) send(w.down, packet, timing.hostProcessingNs, w.receiver, SWITCH_PORT);
-    },
-  });
-  const toSwitch = (from: number, up: LinkPort | null) => (packet: Buffer) =>
-    send(up, packet, timing.switchProcessingNs, switchIn, from);
-  if (needsPs) {
-    ps = new PsCore(
-      config.jobs,
-      256,
-      { send: toSwitch(PS_PORT, psUp) },
-      Math.max(...scenario.jobs.map((j) => j.window)),
-    );
-    ps.trustSwitch(SWITCH_PORT, HOST);
-  }
+  const star = new SimStar(
+    engine,
+    config,
+    timing,
+    portFor,
+    needsPs
+      ? { elements: 256, adoptWindow: Math.max(...scenario.jobs.map((j) => j.window)) }
+      : null,
+  );
+  const { sw } = star;
+  const byPort = star.hosts;
 
   const manager = new MemoryManager({
     aggregators: scenario.aggregators,
@@ -170,7 +144,7 @@ export function simulateSchedule(
             elementsPerPacket: 256,
             scaleBits: 20,
           },
-          { send: toSwitch(port, up) },
+          star.toSwitch(port, up),
         );
         control.bindAddress(id, w, port, HOST);
         const worker: ScheduledWorker = {

@@ -15,9 +15,7 @@ import { type LinkHost, linkParamsFor } from "../proto/links.js";
 import { deriveSeed } from "../proto/prng.js";
 import type { Verification } from "../proto/records.js";
 import type { ScenarioRun } from "../proto/scenario.js";
-import { PsCore } from "../ps/core.js";
 import { psReport } from "../ps/report.js";
-import { SwitchCore } from "../switch/core.js";
 import { switchReport } from "../switch/report.js";
 import { CollectiveCore } from "../worker/collective.js";
 import { DEFAULT_RTO, WorkerCore } from "../worker/core.js";
@@ -30,7 +28,7 @@ import {
   verifyCollective,
 } from "../worker/workload.js";
 import { Engine } from "./engine.js";
-import { type Receiver, SimNetwork } from "./network.js";
+import { HOST, PS_PORT, type Receiver, SimStar, workerPort } from "./network.js";
 import { StreamCheck } from "./stream.js";
 
 /** The simulated hosts' costs and the clock of their timers. */
@@ -74,11 +72,6 @@ export interface SimRunResult extends RunResult {
   /** packet deliveries and timer ticks the engine ran */
   events: number;
 }
-
-const SWITCH_PORT = 1;
-const PS_PORT = 2;
-const HOST = "127.0.0.1";
-const workerPort = (job: number, worker: number) => 1000 + 64 * job + worker;
 
 /** One simulated worker: its core, its tensors and its progress. */
 interface SimWorker {
@@ -131,33 +124,15 @@ export function simulateRun(
     links === undefined ? null : new LinkPort(linkParamsFor(links, host));
   const nowMs = () => engine.now / 1e6;
 
-  const network = new SimNetwork(engine);
-  const send = network.send.bind(network);
-
-  const byPort = new Map<number, SimWorker>();
-  const psUp = needsPs ? portFor("ps") : null;
-  const psDown = needsPs ? portFor("ps") : null;
-  let ps: PsCore | null = null;
-  const psIn: Receiver = (b) => ps?.receive(b, SWITCH_PORT, HOST);
-  const switchIn: Receiver = (b, from, now) => sw.receive(b, from, HOST, now);
-  const sw = new SwitchCore(config, {
-    send: (packet, port) => {
-      if (port === PS_PORT) {
-        send(psDown, packet, timing.hostProcessingNs, psIn, SWITCH_PORT);
-        return;
-      }
-      const w = byPort.get(port);
-      if (w !== undefined) send(w.down, packet, timing.hostProcessingNs, w.receiver, SWITCH_PORT);
-    },
-  });
-  const toSwitch = (from: number, up: LinkPort | null) => (packet: Buffer) =>
-    send(up, packet, timing.switchProcessingNs, switchIn, from);
-  if (needsPs) {
-    ps = new PsCore(config.jobs, config.elementsPerAggregator, {
-      send: toSwitch(PS_PORT, psUp),
-    });
-    ps.trustSwitch(SWITCH_PORT, HOST);
-  }
+  const star = new SimStar(
+    engine,
+    config,
+    timing,
+    portFor,
+    needsPs ? { elements: config.elementsPerAggregator } : null,
+  );
+  const { sw, ps, psUp, psDown } = star;
+  const byPort = star.hosts;
 
   const checks = jobs.map((job) =>
     job.mode !== "ring" &&
@@ -172,7 +147,7 @@ export function simulateRun(
       const port = workerPort(j, w);
       const host = { job: job.id, worker: w };
       const up = portFor(host);
-      const transmit = { send: toSwitch(port, up) };
+      const transmit = star.toSwitch(port, up);
       const op: Collective = job.mode === "ring" ? job.operation : "allReduce";
       const core =
         job.mode === "ring"
