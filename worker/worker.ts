@@ -80,6 +80,17 @@ interface PathOptions {
   elementsPerPacket: number;
 }
 
+/** What Endpoint.open made: the connected socket, the core on it, and how it sends. */
+interface OpenedEndpoint<C extends HostCore> {
+  socket: SocketAsPromised;
+  core: C;
+  tickMs: number;
+  coalescer: Coalescer;
+  nic: PacedPort | null;
+  buffers: SocketBuffers;
+  warning: string | null;
+}
+
 /**
  * An end host's socket, connected to the switch, with its coalescer and
  * (with a link) its paced NIC, the data path on node:dgram events into a
@@ -90,18 +101,26 @@ class Endpoint<C extends HostCore> {
   private timer: NodeJS.Timeout | null = null;
   private finish: (() => void) | null = null;
 
-  protected constructor(
-    private readonly socket: SocketAsPromised,
-    readonly core: C,
-    private readonly tickMs: number,
-    /** packets to the switch leaving in one turn share datagrams */
-    readonly coalescer: Coalescer,
-    /** the worker's NIC on its emulated link, or null without one */
-    readonly nic: PacedPort | null,
-    /** the socket's buffers, and a warning when a window of results overflows them */
-    readonly buffers: SocketBuffers,
-    readonly bufferWarning: string | null,
-  ) {
+  private readonly socket: SocketAsPromised;
+  readonly core: C;
+  private readonly tickMs: number;
+  /** packets to the switch leaving in one turn share datagrams */
+  readonly coalescer: Coalescer;
+  /** the worker's NIC on its emulated link, or null without one */
+  readonly nic: PacedPort | null;
+  /** the socket's buffers, and a warning when a window of results overflows them */
+  readonly buffers: SocketBuffers;
+  readonly bufferWarning: string | null;
+
+  protected constructor(opened: OpenedEndpoint<C>) {
+    const { socket, core } = opened;
+    this.socket = socket;
+    this.core = core;
+    this.tickMs = opened.tickMs;
+    this.coalescer = opened.coalescer;
+    this.nic = opened.nic;
+    this.buffers = opened.buffers;
+    this.bufferWarning = opened.warning;
     socket.socket.on("message", (msg) => {
       core.receive(msg, performance.now());
       if (core.done && this.finish !== null) this.finish();
@@ -117,14 +136,7 @@ class Endpoint<C extends HostCore> {
   protected static async open<C extends HostCore>(
     options: PathOptions,
     makeCore: (transmit: WorkerTransmit) => C,
-  ): Promise<{
-    socket: SocketAsPromised;
-    core: C;
-    coalescer: Coalescer;
-    nic: PacedPort | null;
-    buffers: SocketBuffers;
-    warning: string | null;
-  }> {
+  ): Promise<OpenedEndpoint<C>> {
     // A window of results may arrive at once: the receive buffer must hold it.
     const inFlight = options.window * packetBytes(options.elementsPerPacket);
     const requested = Math.max(SOCKET_BUFFER_BYTES, inFlight);
@@ -175,6 +187,7 @@ class Endpoint<C extends HostCore> {
     return {
       socket,
       core,
+      tickMs: options.tickMs ?? 5,
       coalescer,
       nic,
       buffers,
@@ -256,15 +269,7 @@ export class Worker extends Endpoint<WorkerCore> {
       options,
       (transmit) => new WorkerCore({ ...DEFAULT_RTO, ...options }, transmit),
     );
-    return new Worker(
-      o.socket,
-      o.core,
-      options.tickMs ?? 5,
-      o.coalescer,
-      o.nic,
-      o.buffers,
-      o.warning,
-    );
+    return new Worker(o);
   }
 
   /** Sums `input` with every other worker of the job; resolves with the sum. */
@@ -303,15 +308,7 @@ export class CollectiveWorker extends Endpoint<CollectiveCore> {
     // Known to the switch from now on, before any peer sends to this worker.
     o.core.hello(performance.now());
     o.coalescer.flush();
-    return new CollectiveWorker(
-      o.socket,
-      o.core,
-      options.tickMs ?? 5,
-      o.coalescer,
-      o.nic,
-      o.buffers,
-      o.warning,
-    );
+    return new CollectiveWorker(o);
   }
 
   get stats(): CollectiveStats {
