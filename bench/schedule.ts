@@ -170,17 +170,7 @@ export async function runSchedule(
         results[j],
       ),
     );
-    const md = jobs.filter((j) => j.class === "md");
-    const jcts = jobs.map((j) => j.jctS ?? Number.NaN);
-    return {
-      policy,
-      jobs,
-      averageJctS: jcts.reduce((a, b) => a + b, 0) / jcts.length,
-      deadlinesMet: md.filter((j) => j.deadlineMet === true).length,
-      deadlineJobs: md.length,
-      verified: jobs.every((j) => j.verified),
-      switch: switchStats,
-    };
+    return policyResult(policy, jobs, switchStats);
   } finally {
     for (const t of timers) clearTimeout(t);
     await Promise.all(children.map((c) => c.stop()));
@@ -232,6 +222,25 @@ async function submit(control: string, job: ScheduleJob, id: number): Promise<st
     throw new Error(`submitting ${job.name}: ${response.status} ${body.message ?? ""}`);
   }
   return String(((await response.json()) as { credential: string }).credential);
+}
+
+/** One policy's outcome from its jobs': the average JCT, the deadlines met, whether all verified. */
+export function policyResult(
+  policy: Policy,
+  jobs: ScheduledJobResult[],
+  switchStats: Record<string, unknown>,
+): PolicyResult {
+  const md = jobs.filter((j) => j.class === "md");
+  const jcts = jobs.map((j) => j.jctS ?? Number.NaN);
+  return {
+    policy,
+    jobs,
+    averageJctS: jcts.reduce((a, b) => a + b, 0) / jcts.length,
+    deadlinesMet: md.filter((j) => j.deadlineMet === true).length,
+    deadlineJobs: md.length,
+    verified: jobs.every((j) => j.verified),
+    switch: switchStats,
+  };
 }
 
 /** One job's row from the control plane's view of it and its workers' result records. */

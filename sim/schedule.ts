@@ -1,4 +1,10 @@
-import { type JobView, jobResult, type PolicyResult, submitBody } from "../bench/schedule.js";
+import {
+  type JobView,
+  jobResult,
+  type PolicyResult,
+  policyResult,
+  submitBody,
+} from "../bench/schedule.js";
 import { LinkPort } from "../link/link.js";
 import { type Policy, parseSwitchConfig } from "../proto/config.js";
 import { JobSubmitSchema } from "../proto/control.js";
@@ -206,16 +212,8 @@ export function simulateSchedule(
     }));
     return jobResult(job, j + 1, v, records);
   });
-  const md = jobs.filter((j) => j.class === "md");
-  const jcts = jobs.map((j) => j.jctS ?? Number.NaN);
   return {
-    policy,
-    jobs,
-    averageJctS: jcts.reduce((a, b) => a + b, 0) / jcts.length,
-    deadlinesMet: md.filter((j) => j.deadlineMet === true).length,
-    deadlineJobs: md.length,
-    verified: jobs.every((j) => j.verified),
-    switch: switchReport(sw) as unknown as Record<string, unknown>,
+    ...policyResult(policy, jobs, switchReport(sw) as unknown as Record<string, unknown>),
     ...(finished() ? {} : { error: "some jobs never finished within an hour of virtual time" }),
     clock: "virtual",
     events: engine.executed,
