@@ -1,7 +1,7 @@
 import type { SwitchLinkRecord } from "../proto/records.js";
 import { AggregatorState } from "./aggregators.js";
 import type { SwitchCore } from "./core.js";
-import type { MemoryManager } from "./memory.js";
+import type { MemoryManager, RegionInUse } from "./memory.js";
 
 /**
  * The switch's memory and jobs as the live page (GET /ui) draws them, from
@@ -19,14 +19,7 @@ export interface LiveState {
   now: number;
   aggregators: number;
   runs: AggregatorRun[];
-  regions: Array<{
-    jobId: number;
-    offset: number;
-    size: number;
-    epoch: number;
-    /** an old region the job's packets still use */
-    draining: boolean;
-  }>;
+  regions: RegionInUse[];
   jobs: Array<{
     id: number;
     name: string;

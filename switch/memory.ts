@@ -112,6 +112,16 @@ export class ManagerError extends Error {
   }
 }
 
+/** A region of the aggregator array in use: a running job's, or an old one it still drains. */
+export interface RegionInUse {
+  jobId: number;
+  offset: number;
+  size: number;
+  epoch: number;
+  /** an old region the job's packets still use */
+  draining: boolean;
+}
+
 export class MemoryManager {
   readonly jobs = new Map<number, ManagedJob>();
   readonly draining: DrainingBlock[] = [];
@@ -209,13 +219,7 @@ export class MemoryManager {
   /** Every region in use (by running jobs and draining blocks) and the free gaps, by offset. */
   allocation(): {
     aggregators: number;
-    regions: Array<{
-      jobId: number;
-      offset: number;
-      size: number;
-      epoch: number;
-      draining: boolean;
-    }>;
+    regions: RegionInUse[];
     free: Array<{ offset: number; size: number }>;
     freeTotal: number;
   } {
