@@ -3,7 +3,7 @@ import type { SwitchConfig } from "../proto/config.js";
 import type { LinkHost } from "../proto/links.js";
 import { Field, Flag } from "../proto/wire.js";
 import { PsCore } from "../ps/core.js";
-import { SwitchCore } from "../switch/core.js";
+import { SwitchCore, type Transmit } from "../switch/core.js";
 import type { Engine } from "./engine.js";
 
 /** The star's addresses: every host is HOST, told apart by port. */
@@ -42,7 +42,11 @@ export class SimNetwork {
     this.deliveries.push(d);
   };
 
-  constructor(private readonly engine: Engine) {}
+  constructor(
+    private readonly engine: Engine,
+    /** how long a hop with no link port takes (ns), drawn per packet; null: no time */
+    private readonly hopNs: (() => number) | null = null,
+  ) {}
 
   /** Puts `packet` on `port` (or straight through with none) and hands it to `to` `processingNs` after it arrives. */
   send(
@@ -59,6 +63,8 @@ export class SimNetwork {
       if (v.dropped) return;
       arriveNs = Math.round(v.arriveAt * 1e6);
       marked = v.marked;
+    } else if (this.hopNs !== null) {
+      arriveNs += this.hopNs();
     }
     const copy = this.take(packet);
     if (marked) copy.writeUInt16LE(copy.readUInt16LE(Field.flags) | Flag.ecn, Field.flags);
@@ -92,6 +98,20 @@ export interface StarHost {
   receiver: Receiver;
 }
 
+/** What the star's switch or PS puts its packets on the wire through (e.g. a coalescer). */
+export type Outbox = Transmit;
+
+/** Optional parts of the star, for the tests' harness (sim/harness.ts). */
+export interface StarOptions {
+  /** how long a hop with no link port takes (ns), drawn per packet (default: no time) */
+  hopNs?: () => number;
+  /**
+   * what the switch (`from` SWITCH_PORT) and the PS (PS_PORT) send through,
+   * given the wire (`wire`) it ends on; default: the wire itself
+   */
+  outbox?: (from: number, wire: (datagram: Buffer, port: number) => void) => Outbox;
+}
+
 /**
  * The simulated star: the real switch core in the middle, the PS (when a
  * job needs one) and the workers around it, each packet crossing its
@@ -115,29 +135,30 @@ export class SimStar {
     portFor: (host: LinkHost) => LinkPort | null,
     /** the PS's elements per aggregator and the window it assumes for jobs it adopts; null: no PS */
     psOptions: { elements: number; adoptWindow?: number } | null,
+    options: StarOptions = {},
   ) {
-    this.network = new SimNetwork(engine);
+    this.network = new SimNetwork(engine, options.hopNs ?? null);
     this.psUp = psOptions === null ? null : portFor("ps");
     this.psDown = psOptions === null ? null : portFor("ps");
     const psIn: Receiver = (b) => this.ps?.receive(b, SWITCH_PORT, HOST);
     this.switchIn = (b, from, now) => this.sw.receive(b, from, HOST, now);
-    this.sw = new SwitchCore(config, {
-      send: (packet, port) => {
-        if (port === PS_PORT) {
-          this.network.send(this.psDown, packet, timing.hostProcessingNs, psIn, SWITCH_PORT);
-          return;
-        }
-        const h = this.hosts.get(port);
-        if (h !== undefined) {
-          this.network.send(h.down, packet, timing.hostProcessingNs, h.receiver, SWITCH_PORT);
-        }
-      },
-    });
+    const wire = (packet: Buffer, port: number) => {
+      if (port === PS_PORT) {
+        this.network.send(this.psDown, packet, timing.hostProcessingNs, psIn, SWITCH_PORT);
+        return;
+      }
+      const h = this.hosts.get(port);
+      if (h !== undefined) {
+        this.network.send(h.down, packet, timing.hostProcessingNs, h.receiver, SWITCH_PORT);
+      }
+    };
+    this.sw = new SwitchCore(config, options.outbox?.(SWITCH_PORT, wire) ?? { send: wire });
     if (psOptions !== null) {
+      const up = this.toSwitch(PS_PORT, this.psUp);
       this.ps = new PsCore(
         config.jobs,
         psOptions.elements,
-        this.toSwitch(PS_PORT, this.psUp),
+        options.outbox?.(PS_PORT, (datagram) => up.send(datagram)) ?? up,
         psOptions.adoptWindow,
       );
       this.ps.trustSwitch(SWITCH_PORT, HOST);

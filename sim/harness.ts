@@ -1,0 +1,282 @@
+import { LinkPort } from "../link/link.js";
+import { type CongestionControl, type JobMode, parseSwitchConfig } from "../proto/config.js";
+import type { LinkParams } from "../proto/links.js";
+import { Prng } from "../proto/prng.js";
+import { MAX_DATAGRAM_BYTES } from "../proto/wire.js";
+import type { PsCore } from "../ps/core.js";
+import { Coalescer } from "../runtime/coalesce.js";
+import type { SwitchCore } from "../switch/core.js";
+import { type Collective, CollectiveCore } from "../worker/collective.js";
+import { DEFAULT_RTO, WorkerCore } from "../worker/core.js";
+import { collectiveInput, collectiveOutputLength, makeGradient } from "../worker/workload.js";
+import { Engine, type SimEvent } from "./engine.js";
+import { HOST, PS_PORT, SimStar, SWITCH_PORT, workerPort } from "./network.js";
+
+/** One job of a core simulation: its workers and their tensors. */
+export interface CoreSimJob {
+  mode: JobMode;
+  workers: number;
+  elements: number;
+  window: number;
+  elementsPerPacket: number;
+  /** NetReduce region or ATP pool slice; NetReduce defaults to its own 2 x window region */
+  offset?: number;
+  size?: number;
+  scaleBits?: number;
+  /** seed of the job's gradients; defaults to the simulation's */
+  seed?: number;
+  congestionControl?: CongestionControl;
+  /** ring jobs: the collective every worker runs (default allReduce), and its root */
+  operation?: Collective;
+  root?: number;
+}
+
+export interface CoreSimOptions {
+  jobs: CoreSimJob[];
+  aggregators: number;
+  /** the switch's fault rates, both directions */
+  rates: { drop: number; duplicate: number; reorder: number };
+  seed: number;
+  /** all-reduces run back to back by every worker */
+  calls?: number;
+  /** things done to the switch at virtual times (ms), e.g. region changes */
+  events?: Array<{ at: number; run: (sw: SwitchCore) => void }>;
+  /**
+   * emulated links, the same for every host: each hop leaves through its
+   * sender's egress port (a worker's or the PS's NIC, the switch's port
+   * towards the host) of the link model, instead of the fixed jittered hop
+   */
+  links?: LinkParams;
+  /**
+   * most packets per datagram at every host (proto/README.md, section 2.1):
+   * what a host sends to one destination while handling one event (a
+   * delivery or a tick) leaves in one datagram; default 1 (none). Not with
+   * links, whose model is per packet and comes before coalescing.
+   */
+  packetsPerDatagram?: number;
+}
+
+/** A job's workers after the simulation: their cores and tensors. */
+export interface CoreSimJobResult {
+  seed: number;
+  op: Collective;
+  hosts: Array<WorkerCore | CollectiveCore>;
+  /** a NetReduce, ATP or PS job's workers (none for a ring job) */
+  workers: WorkerCore[];
+  /** a ring job's workers (none for the others) */
+  collectives: CollectiveCore[];
+  inputs: Float32Array[];
+  outputs: Float32Array[];
+  /** packets per call */
+  packets: number;
+}
+
+export interface CoreSim {
+  sw: SwitchCore;
+  ps: PsCore;
+  jobs: CoreSimJobResult[];
+  /** every link port (with links), the switch's and the hosts' */
+  ports: LinkPort[];
+  /** virtual time at the end, ms */
+  now: number;
+  /** datagrams and packets all hosts sent */
+  datagrams: number;
+  packets: number;
+}
+
+/** Events one call may take before it is deemed stuck. */
+const MAX_EVENTS = 5_000_000;
+
+/**
+ * The sans-IO cores under test (sim/'s star: the switch, the PS and every
+ * job's workers) in virtual time, for the tests: each hop takes 0.05 ms
+ * plus a seeded jitter (so packets also overtake each other), or crosses
+ * the link model; the switch's own fault injector drops, duplicates and
+ * reorders in both directions; every core ticks each ms. Jobs run at once,
+ * as on a shared switch, and every worker runs `calls` collectives back to
+ * back. Throws if a worker gave up or a call does not finish.
+ */
+export function simulateCores(o: CoreSimOptions): CoreSim {
+  let nextOffset = 0;
+  const jobConfigs = o.jobs.map((job, j) => {
+    const id = j + 1;
+    const common = { id, fanIn: job.workers, window: job.window };
+    if (job.mode === "ps") return { ...common, mode: "ps" as const };
+    if (job.mode === "ring") return { ...common, mode: "ring" as const };
+    const size = job.size ?? 2 * job.window;
+    const offset = job.offset ?? nextOffset;
+    nextOffset = Math.max(nextOffset, offset + size);
+    return { ...common, mode: job.mode, offset, size };
+  });
+  const config = parseSwitchConfig({
+    aggregators: o.aggregators,
+    elementsPerAggregator: Math.max(...o.jobs.map((j) => j.elementsPerPacket)),
+    jobs: jobConfigs,
+    parameterServer: { host: HOST, port: PS_PORT },
+    faults: { seed: o.seed, ingress: o.rates, egress: o.rates },
+  });
+  const engine = new Engine();
+  const limits = { packets: o.packetsPerDatagram ?? 1, bytes: MAX_DATAGRAM_BYTES };
+  if (limits.packets > 1 && o.links !== undefined) {
+    throw new RangeError("coalescing comes after the link model: not with links");
+  }
+  const ports: LinkPort[] = [];
+  const links = o.links;
+  const portFor = () => {
+    if (links === undefined) return null;
+    const port = new LinkPort(links);
+    ports.push(port);
+    return port;
+  };
+  // Every host's sends pass through its coalescer; the batches are flushed
+  // after each event.
+  const toFlush = new Set<Coalescer>();
+  const coalescers: Coalescer[] = [];
+  const coalescer = (wire: (datagram: Buffer, port: number) => void, acceptAll: boolean) => {
+    const c: Coalescer = new Coalescer(limits, wire, () => toFlush.add(c), acceptAll);
+    coalescers.push(c);
+    return c;
+  };
+  const flush = () => {
+    for (const c of toFlush) c.flush();
+    toFlush.clear();
+  };
+  const jitter = new Prng(o.seed ^ 0x5eed);
+  const star = new SimStar(
+    engine,
+    config,
+    { switchProcessingNs: 0, hostProcessingNs: 0 },
+    portFor,
+    { elements: config.elementsPerAggregator },
+    {
+      hopNs: () => (0.05 + jitter.nextFloat() * 0.05) * 1e6,
+      outbox: (from, wire) => {
+        const c = coalescer(wire, from === PS_PORT);
+        if (from === SWITCH_PORT) c.accept(PS_PORT, HOST);
+        return {
+          send: (packet, port, address) => c.send(packet, port, address),
+          acceptsBatches: (port, address) => c.accept(port, address),
+        };
+      },
+    },
+  );
+  const { sw } = star;
+  const ps = star.ps as PsCore;
+
+  const jobs = o.jobs.map((job, j): CoreSimJobResult & { begin: (w: number) => void } => {
+    const cfg = jobConfigs[j];
+    const seed = job.seed ?? o.seed;
+    const op = job.operation ?? "allReduce";
+    const hosts = Array.from({ length: job.workers }, (_, w): WorkerCore | CollectiveCore => {
+      const port = workerPort(j, w);
+      const up = star.toSwitch(port, portFor());
+      const out = coalescer((datagram) => up.send(datagram), true);
+      const transmit = { send: (buf: Buffer) => out.send(buf, SWITCH_PORT, HOST) };
+      const core =
+        job.mode === "ring"
+          ? new CollectiveCore(
+              {
+                ...DEFAULT_RTO,
+                jobId: cfg.id,
+                workerId: w,
+                fanIn: job.workers,
+                window: job.window,
+                elementsPerPacket: job.elementsPerPacket,
+                scaleBits: job.scaleBits ?? 20,
+              },
+              transmit,
+            )
+          : new WorkerCore(
+              {
+                ...DEFAULT_RTO,
+                mode: job.mode,
+                jobId: cfg.id,
+                workerId: w,
+                fanIn: job.workers,
+                regionOffset: cfg.mode === "ps" || cfg.mode === "ring" ? 0 : cfg.offset,
+                regionSize: cfg.mode === "ps" || cfg.mode === "ring" ? 0 : cfg.size,
+                window: job.window,
+                elementsPerPacket: job.elementsPerPacket,
+                scaleBits: job.scaleBits ?? 20,
+                congestionControl: job.congestionControl,
+              },
+              transmit,
+            );
+      star.hosts.set(port, {
+        down: portFor(),
+        receiver: (bytes, _from, nowMs) => core.receive(bytes, nowMs),
+      });
+      return core;
+    });
+    const inputs = hosts.map((_, w) =>
+      job.mode === "ring"
+        ? collectiveInput(op, job.elements, seed, w, job.workers)
+        : makeGradient(job.elements, seed, w),
+    );
+    const outputs = hosts.map((_, w) =>
+      job.mode === "ring"
+        ? new Float32Array(collectiveOutputLength(op, job.elements, job.workers, w))
+        : new Float32Array(job.elements),
+    );
+    const begin = (w: number) => {
+      const core = hosts[w];
+      const now = engine.now / 1e6;
+      if (core instanceof CollectiveCore) core.begin(op, inputs[w], outputs[w], now, job.root ?? 0);
+      else core.begin(inputs[w], outputs[w], now);
+    };
+    return {
+      seed,
+      op,
+      hosts,
+      workers: hosts.filter((h): h is WorkerCore => h instanceof WorkerCore),
+      collectives: hosts.filter((h): h is CollectiveCore => h instanceof CollectiveCore),
+      begin,
+      inputs,
+      outputs,
+      packets: Math.ceil(job.elements / job.elementsPerPacket),
+    };
+  });
+  const all = jobs.flatMap((job) => job.hosts);
+  const done = () => all.every((w) => w.done);
+
+  for (const e of o.events ?? []) engine.at(e.at * 1e6, () => e.run(sw));
+  let tickEvent: SimEvent | null = null;
+  const tick = () => {
+    const now = engine.now / 1e6;
+    sw.tick(now);
+    for (const w of all) w.tick(now);
+    tickEvent = engine.after(1e6, tick);
+  };
+  for (let call = 0; call < (o.calls ?? 1); call++) {
+    for (const job of jobs) {
+      for (const out of job.outputs) out.fill(Number.NaN);
+      job.hosts.forEach((_, w) => {
+        job.begin(w);
+      });
+    }
+    flush();
+    tickEvent = engine.after(1e6, tick);
+    const limit = engine.executed + MAX_EVENTS;
+    if (!done()) {
+      engine.run(Number.POSITIVE_INFINITY, () => {
+        flush();
+        if (engine.executed > limit) throw new Error("simulation did not finish");
+        return done();
+      });
+    }
+    if (!done()) throw new Error("simulation did not finish: nothing left to happen");
+    engine.cancel(tickEvent);
+  }
+  for (const w of all) {
+    if (w.failure !== null) throw new Error(`a worker gave up: ${w.failure}`);
+  }
+  return {
+    sw,
+    ps,
+    jobs: jobs.map(({ begin: _, ...job }) => job),
+    ports,
+    now: engine.now / 1e6,
+    datagrams: coalescers.reduce((n, c) => n + c.datagramsSent, 0),
+    packets: coalescers.reduce((n, c) => n + c.packetsSent, 0),
+  };
+}
