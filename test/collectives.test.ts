@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { type CoreSimJob, simulateCores } from "../sim/harness.js";
 import { COLLECTIVES } from "../worker/collective.js";
 import { verifyCollective } from "../worker/workload.js";
 import { testSeed } from "./seed.js";
-import { type SimJob, simulate } from "./simnet.js";
 
 /**
  * Ring all-reduce and the other collectives (proto/README.md, section 17),
@@ -13,8 +13,8 @@ import { type SimJob, simulate } from "./simnet.js";
  */
 const rates = { drop: 0.02, duplicate: 0.02, reorder: 0.05 };
 
-function run(job: SimJob, seed: number, calls = 2) {
-  const sim = simulate({ jobs: [job], aggregators: 1, rates, seed, calls });
+function run(job: CoreSimJob, seed: number, calls = 2) {
+  const sim = simulateCores({ jobs: [job], aggregators: 1, rates, seed, calls });
   const out = sim.jobs[0];
   out.outputs.forEach((output, w) => {
     const v = verifyCollective(out.op, output, {
@@ -87,7 +87,7 @@ describe("collectives over the switch's forwarding", () => {
     for (const workers of [3, 4]) {
       const shape = { workers, elements: 5_003, window: 8, elementsPerPacket: 64, seed };
       const ring = run({ mode: "ring", ...shape }, seed, 1);
-      const netreduce = simulate({
+      const netreduce = simulateCores({
         jobs: [{ mode: "netreduce", ...shape }],
         aggregators: 16,
         rates,
@@ -108,7 +108,7 @@ describe("collectives over the switch's forwarding", () => {
       ["allReduce", (2 * (workers - 1)) / workers],
       ["allToAll", (workers - 1) / workers],
     ] as const) {
-      const sim = simulate({
+      const sim = simulateCores({
         jobs: [
           { mode: "ring", operation, workers, elements, window: 16, elementsPerPacket: 250, seed },
         ],
@@ -135,7 +135,7 @@ describe("collectives over the switch's forwarding", () => {
   });
 
   it("refuses lengths that do not fit the collective", () => {
-    const sim = simulate({
+    const sim = simulateCores({
       jobs: [
         {
           mode: "ring",

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { type JobMode, SUMMED_MODES } from "../proto/config.js";
+import { type CoreSim, type CoreSimJob, simulateCores } from "../sim/harness.js";
 import { verifyAllReduce } from "../worker/workload.js";
 import { testSeed } from "./seed.js";
-import { type SimJob, simulate } from "./simnet.js";
 
 /**
  * The aggregator compliance suite, run against every switch program
@@ -13,13 +13,13 @@ import { type SimJob, simulate } from "./simnet.js";
  */
 
 /** Aggregations finished, counted where the mode finishes them. */
-function completions(mode: JobMode, sim: ReturnType<typeof simulate>): number {
+function completions(mode: JobMode, sim: CoreSim): number {
   return mode === "netreduce"
     ? sim.sw.stats.aggregationsCompleted
     : sim.ps.stats.aggregationsCompleted;
 }
 
-function assertExact(sim: ReturnType<typeof simulate>, jobs: SimJob[]): void {
+function assertExact(sim: CoreSim, jobs: CoreSimJob[]): void {
   sim.jobs.forEach((job, j) => {
     for (const [w, out] of job.outputs.entries()) {
       const v = verifyAllReduce(out, job.seed, jobs[j].workers, jobs[j].scaleBits ?? 20);
@@ -41,7 +41,7 @@ function assertExact(sim: ReturnType<typeof simulate>, jobs: SimJob[]): void {
 for (const mode of SUMMED_MODES) {
   describe(`aggregator compliance: ${mode}`, () => {
     // A pool of 2 x window for ATP: hashing leaves some collisions even alone.
-    const job = (extra: Partial<SimJob> = {}): SimJob => ({
+    const job = (extra: Partial<CoreSimJob> = {}): CoreSimJob => ({
       mode,
       workers: 4,
       elements: 12_001,
@@ -53,7 +53,7 @@ for (const mode of SUMMED_MODES) {
     it("counts every contribution once on a clean network", () => {
       const seed = testSeed(`compliance ${mode} clean`, 11);
       const jobs = [job()];
-      const sim = simulate({
+      const sim = simulateCores({
         jobs,
         aggregators: 16,
         rates: { drop: 0, duplicate: 0, reorder: 0 },
@@ -67,8 +67,8 @@ for (const mode of SUMMED_MODES) {
       const seed = testSeed(`compliance ${mode} coalescing`, 14);
       const jobs = [job()];
       const rates = { drop: 0.02, duplicate: 0.02, reorder: 0.05 };
-      const alone = simulate({ jobs, aggregators: 16, rates, seed, calls: 2 });
-      const coalesced = simulate({
+      const alone = simulateCores({ jobs, aggregators: 16, rates, seed, calls: 2 });
+      const coalesced = simulateCores({
         jobs,
         aggregators: 16,
         rates,
@@ -99,7 +99,7 @@ for (const mode of SUMMED_MODES) {
       it(`stays exact under ${name}, across calls`, () => {
         const seed = testSeed(`compliance ${mode} ${name}`, 12);
         const jobs = [job()];
-        const sim = simulate({ jobs, aggregators: 16, rates, seed, calls: 2 });
+        const sim = simulateCores({ jobs, aggregators: 16, rates, seed, calls: 2 });
         assertExact(sim, jobs);
         assert.equal(completions(mode, sim), 2 * sim.jobs[0].packets, "each PSN completes once");
         if (rates.drop > 0) {
@@ -115,7 +115,7 @@ describe("aggregator compliance: jobs of every mode on one switch", () => {
   for (const packetsPerDatagram of [1, 8])
     it(`keeps each job exact while ATP jobs collide in a small shared pool (${packetsPerDatagram} packets per datagram at most)`, () => {
       const seed = testSeed("compliance multi-tenant", 13);
-      const jobs: SimJob[] = [
+      const jobs: CoreSimJob[] = [
         {
           mode: "netreduce",
           workers: 3,
@@ -153,7 +153,7 @@ describe("aggregator compliance: jobs of every mode on one switch", () => {
           seed: seed + 4,
         },
       ];
-      const sim = simulate({
+      const sim = simulateCores({
         jobs,
         aggregators: 22,
         rates: { drop: 0.01, duplicate: 0.01, reorder: 0.02 },
@@ -184,7 +184,7 @@ describe("changing a running job's region", () => {
     it(`${c.mode}: ${c.name}, twice, with loss; every result exact`, () => {
       const seed = testSeed(`region change ${c.mode} ${c.name}`, 31);
       const drained: number[] = [];
-      const jobs: SimJob[] = [
+      const jobs: CoreSimJob[] = [
         {
           mode: c.mode,
           workers: 3,
@@ -195,7 +195,7 @@ describe("changing a running job's region", () => {
           size: 16,
         },
       ];
-      const sim = simulate({
+      const sim = simulateCores({
         jobs,
         aggregators: 40,
         rates: { drop: 0.02, duplicate: 0.01, reorder: 0.02 },
@@ -225,7 +225,7 @@ describe("changing a running job's region", () => {
   it("a 32-worker job's old region drains (its full bitmap uses the sign bit)", () => {
     const seed = testSeed("region change 32 workers", 32);
     const drained: number[] = [];
-    const jobs: SimJob[] = [
+    const jobs: CoreSimJob[] = [
       {
         mode: "netreduce",
         workers: 32,
@@ -236,7 +236,7 @@ describe("changing a running job's region", () => {
         size: 8,
       },
     ];
-    const sim = simulate({
+    const sim = simulateCores({
       jobs,
       aggregators: 24,
       rates: { drop: 0, duplicate: 0, reorder: 0 },

@@ -7,9 +7,9 @@ import { LinksSchema, linkParamsFor } from "../proto/links.js";
 import { parseDuration, parseRate } from "../proto/units.js";
 import { createLinkMetrics } from "../runtime/metrics.js";
 import { PacedPort, ReleaseClock } from "../runtime/pacer.js";
+import { simulateCores } from "../sim/harness.js";
 import { verifyAllReduce } from "../worker/workload.js";
 import { testSeed } from "./seed.js";
-import { simulate } from "./simnet.js";
 
 // 8 Mbps: one byte per microsecond, 1000 bytes per ms, so times read as bytes.
 const params = {
@@ -150,7 +150,7 @@ describe("the programs over emulated links (virtual time)", () => {
       const seed = testSeed(`links ${mode}`, 11);
       const workers = 4;
       const elements = 256 * 200;
-      const { jobs, now, ports } = simulate({
+      const { jobs, now, ports } = simulateCores({
         jobs: [{ mode, workers, elements, window: 16, elementsPerPacket: 256 }],
         aggregators: 64,
         rates: { drop: 0, duplicate: 0, reorder: 0 },
@@ -176,7 +176,7 @@ describe("the programs over emulated links (virtual time)", () => {
         now > least && now < most,
         `${mode}: finished at ${now.toFixed(1)} ms; the link model says ${least.toFixed(0)} to ${most.toFixed(0)}`,
       );
-      const drops = [...ports.values()].reduce((n, p) => n + p.counters.drops, 0);
+      const drops = ports.reduce((n, p) => n + p.counters.drops, 0);
       assert.equal(drops, 0, "a window of 16 fits every buffer");
     });
   }
@@ -184,7 +184,7 @@ describe("the programs over emulated links (virtual time)", () => {
   it("ECN marks reach every worker through the aggregate; aimd and dctcp back off, none does not", () => {
     const seed = testSeed("links ecn", 12);
     const run = (congestionControl: "none" | "aimd" | "dctcp") =>
-      simulate({
+      simulateCores({
         jobs: [
           {
             mode: "netreduce",
@@ -206,7 +206,7 @@ describe("the programs over emulated links (virtual time)", () => {
         for (const out of jobs[0].outputs) {
           assert.equal(verifyAllReduce(out, seed, 4, 20).verified, true, `${cc}: exact`);
         }
-        const counters = [...ports.values()].map((p) => p.counters);
+        const counters = ports.map((p) => p.counters);
         return [
           cc,
           {

@@ -7,12 +7,12 @@ import { runScenarioRun } from "../bench/run.js";
 import { parseScheduleScenario } from "../bench/schedule.js";
 import { parseLayerTrace, ScenarioRunSchema } from "../proto/scenario.js";
 import { Engine } from "../sim/engine.js";
+import { simulateCores } from "../sim/harness.js";
 import { simulateSchedule } from "../sim/schedule.js";
 import { DEFAULT_SIM_TIMING, simulateRun } from "../sim/simulate.js";
 import { packetFixedPoint, StreamCheck } from "../sim/stream.js";
 import { outputDigest } from "../worker/workload.js";
 import { testSeed } from "./seed.js";
-import { simulate } from "./simnet.js";
 
 const SCENARIOS = fileURLToPath(new URL("../../bench/scenarios/", import.meta.url));
 
@@ -123,13 +123,13 @@ describe("ina-sim: scenarios in virtual time", () => {
     assert.ok(ratio > 3.6 && ratio < 4.4, `PS / NetReduce ${ratio}, expected about 4`);
   });
 
-  it("produces the same outputs, bit for bit, as the test network and as real processes", async () => {
+  it("produces the same outputs, bit for bit, as the core harness (sim/harness.ts) and as real processes", async () => {
     const seed = testSeed("sim equals real", 71);
     const spec = { mode: "netreduce" as const, workers: 2, size: "128KiB", window: 16, seed };
     const run = ScenarioRunSchema.parse({ name: "same", faults: { loss: 0.01 }, jobs: [spec] });
     const simulated = simulateRun(run, seed);
     const real = await runScenarioRun(run, { seed, timeoutMs: 60_000 });
-    const net = simulate({
+    const net = simulateCores({
       jobs: [
         {
           mode: "netreduce",

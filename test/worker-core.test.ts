@@ -4,6 +4,7 @@ import { atpIndex } from "../proto/addressing.js";
 import { parseSwitchConfig } from "../proto/config.js";
 import { DropReason } from "../proto/drops.js";
 import { Flag, PacketType } from "../proto/wire.js";
+import { simulateCores } from "../sim/harness.js";
 import { SwitchCore } from "../switch/core.js";
 import {
   DEFAULT_RTO,
@@ -14,7 +15,6 @@ import {
 import { makeGradient, verifyAllReduce } from "../worker/workload.js";
 import { packet } from "./packets.js";
 import { testSeed } from "./seed.js";
-import { simulate } from "./simnet.js";
 
 /** A worker of a 2-worker job with tiny packets, for driving WorkerCore by hand. */
 function smallWorker(
@@ -40,7 +40,7 @@ function smallWorker(
 describe("worker and switch over a simulated network", () => {
   it("all-reduce is bit-exact without faults", () => {
     const seed = testSeed("sim clean", 1);
-    const { sw, jobs } = simulate({
+    const { sw, jobs } = simulateCores({
       jobs: [
         { mode: "netreduce", workers: 4, elements: 20_000, window: 16, elementsPerPacket: 64 },
       ],
@@ -57,7 +57,7 @@ describe("worker and switch over a simulated network", () => {
   it("recovers loss, duplication and reordering exactly, across calls", () => {
     const seed = testSeed("sim faults", 2);
     const rates = { drop: 0.02, duplicate: 0.02, reorder: 0.05 };
-    const { sw, jobs } = simulate({
+    const { sw, jobs } = simulateCores({
       jobs: [{ mode: "netreduce", workers: 4, elements: 30_001, window: 8, elementsPerPacket: 50 }],
       aggregators: 16,
       rates,

@@ -188,7 +188,7 @@ function compareExactly(
 
 /**
  * A 32-bit FNV-1a digest of an output's bytes, as 8 hex digits: two runs
- * (real processes, the simulator, the test network) that print the same
+ * (real processes, the simulator, the tests' core harness) that print the same
  * digest produced the same output, bit for bit.
  */
 export function outputDigest(output: Float32Array): string {
