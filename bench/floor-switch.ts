@@ -11,6 +11,7 @@ import { readFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import { packetBytesAt } from "../proto/codec.js";
 import { parseSwitchConfig } from "../proto/config.js";
+import type { FloorReadyRecord, FloorStatsRecord } from "../proto/records.js";
 import { Field, HEADER_BYTES, PacketType, WORKER_ID_NONE } from "../proto/wire.js";
 import { DEFAULT_DATAGRAM_LIMITS, socketCoalescer } from "../runtime/coalesce.js";
 
@@ -102,7 +103,7 @@ socket.bind(0, "127.0.0.1", () => {
   startupCpuSeconds = cpuSeconds();
   const address = socket.address();
   process.stdout.write(
-    `${JSON.stringify({ event: "ready", pid: process.pid, dataAddress: address.address, dataPort: address.port })}\n`,
+    `${JSON.stringify({ event: "ready", pid: process.pid, dataAddress: address.address, dataPort: address.port } satisfies FloorReadyRecord)}\n`,
   );
 });
 const stop = () => {
@@ -121,7 +122,7 @@ const stop = () => {
       activeSeconds,
       packetsPerSecond: activeSeconds > 0 ? (rx + tx) / activeSeconds : 0,
       drops: {},
-    })}\n`,
+    } satisfies FloorStatsRecord)}\n`,
   );
   socket.close();
 };

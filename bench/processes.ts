@@ -1,5 +1,8 @@
 import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
+import type { z } from "zod";
+import { formatZodError } from "../proto/config.js";
+import { type RecordSchema, recordEvent } from "../proto/records.js";
 
 /** Every child started here and not yet exited, so a runner can stop them all on a signal. */
 export const liveChildren = new Set<ChildNode>();
@@ -12,8 +15,31 @@ export async function stopAllChildren(): Promise<void> {
 /** Rank and size variables of the launchers a worker reads (worker/launcher.ts). */
 const LAUNCHER_VARIABLE = /^(OMPI_COMM_WORLD_|PMI_|PMIX_RANK$|SLURM_PROCID$|SLURM_NTASKS$)/;
 
-/** A JSON record a child printed on one stdout line. */
+/** A JSON record a child printed on one stdout line, not yet checked against its schema. */
 export type ProcessRecord = { event: string } & Record<string, unknown>;
+
+/** A record that does not match its schema (proto/records.ts): which child, which record, which fields. */
+export class RecordMismatch extends Error {
+  override name = "RecordMismatch";
+}
+
+/**
+ * `record` checked against `schema`; a mismatch throws a RecordMismatch
+ * naming `who`, the event and every bad field.
+ */
+export function parseRecord<S extends RecordSchema>(
+  schema: S,
+  record: unknown,
+  who: string,
+): z.output<S> {
+  const parsed = schema.safeParse(record);
+  if (parsed.success) return parsed.data;
+  const event = (record as { event?: unknown } | null)?.event ?? recordEvent(schema);
+  throw new RecordMismatch(
+    `${who}: its "${String(event)}" record does not match proto/records.ts:\n` +
+      `${formatZodError(parsed.error)}\nrecord: ${JSON.stringify(record).slice(0, 400)}`,
+  );
+}
 
 /**
  * A child process that speaks the ina-emu line protocol: JSON records on
@@ -26,6 +52,8 @@ export class ChildNode {
   stderr = "";
   exitCode: number | null = null;
   readonly exited: Promise<number | null>;
+  /** what onRecord threw (a record that did not match its schema): every later wait rejects with it */
+  failure: Error | null = null;
   private waiters: Array<() => void> = [];
 
   constructor(
@@ -65,7 +93,11 @@ export class ChildNode {
         return;
       }
       this.records.push(record);
-      onRecord?.(record);
+      try {
+        onRecord?.(record);
+      } catch (error) {
+        this.failure ??= error as Error;
+      }
       this.wake();
     });
     this.child.stderr.on("data", (chunk: Buffer) => {
@@ -81,12 +113,29 @@ export class ChildNode {
     for (const w of waiters) w();
   }
 
-  /** Resolves with the first record of `event`; rejects on exit or after `timeoutMs`. */
-  async waitFor(event: string, timeoutMs: number): Promise<ProcessRecord> {
+  /**
+   * Every record of `schema`'s event printed so far, each checked against
+   * `schema`: one that does not match throws a RecordMismatch naming its fields.
+   */
+  recordsOf<S extends RecordSchema>(schema: S): Array<z.output<S>> {
+    const event = recordEvent(schema);
+    return this.records
+      .filter((r) => r.event === event)
+      .map((r) => parseRecord(schema, r, this.name));
+  }
+
+  /**
+   * Resolves with the first record of `schema`'s event, checked against
+   * `schema` (a mismatch rejects, naming the fields); rejects on exit or
+   * after `timeoutMs`.
+   */
+  async waitFor<S extends RecordSchema>(schema: S, timeoutMs: number): Promise<z.output<S>> {
+    const event = recordEvent(schema);
     const deadline = Date.now() + timeoutMs;
     for (;;) {
+      if (this.failure !== null) throw this.failure;
       const found = this.records.find((r) => r.event === event);
-      if (found) return found;
+      if (found) return parseRecord(schema, found, this.name);
       if (this.exitCode !== null) {
         throw new Error(
           `${this.name} exited (${this.exitCode}) before "${event}": ${this.stderr.trim()}`,

@@ -8,6 +8,13 @@ import { z } from "zod";
 import { encodeHeader } from "../proto/codec.js";
 import { bearer } from "../proto/control.js";
 import { Prng } from "../proto/prng.js";
+import {
+  PsReadySchema,
+  SwitchReadySchema,
+  WorkerProgressSchema,
+  WorkerReadySchema,
+  WorkerResultSchema,
+} from "../proto/records.js";
 import { ScenarioRunSchema } from "../proto/scenario.js";
 import { emptyHeader, HEADER_BYTES, PacketType, WORKER_ID_NONE } from "../proto/wire.js";
 import { cliInt, EXIT_FAILED, EXIT_OK, emitRecord, runCli } from "../runtime/cli.js";
@@ -80,7 +87,7 @@ function header(fields: Partial<ReturnType<typeof emptyHeader>>, values = 1): Bu
   return buf;
 }
 
-const switchDrops = (r: RunResult) => (r.switch as { drops?: Record<string, number> }).drops ?? {};
+const switchDrops = (r: RunResult) => ("drops" in r.switch ? r.switch.drops : {});
 
 /** Junk and attacks at a live NetReduce + ATP run. */
 async function underFire(seed: number, junk: number): Promise<Row[]> {
@@ -198,13 +205,13 @@ async function startJob(
     await writeFile(join(dir, "ps.json"), JSON.stringify(config));
     ps = new ChildNode("ps", SCRIPTS.ps, ["--config", join(dir, "ps.json")]);
     children.push(ps);
-    const ready = await ps.waitFor("ready", 15_000);
-    config.parameterServer = { host: HOST, port: Number(ready.dataPort) };
+    const ready = await ps.waitFor(PsReadySchema, 15_000);
+    config.parameterServer = { host: HOST, port: ready.dataPort };
   }
   await writeFile(join(dir, "switch.json"), JSON.stringify(config));
   const sw = new ChildNode("switch", SCRIPTS.switch, ["--config", join(dir, "switch.json")]);
   children.push(sw);
-  const ready = await sw.waitFor("ready", 15_000);
+  const ready = await sw.waitFor(SwitchReadySchema, 15_000);
   const list = Array.from({ length: workers }, (_, w) => {
     const child = new ChildNode(`worker ${w}`, SCRIPTS.worker, [
       ...["--switch", `${HOST}:${ready.dataPort}`, "--mode", mode, "--worker", String(w)],
@@ -214,16 +221,11 @@ async function startJob(
     children.push(child);
     return child;
   });
-  for (const w of list) await w.waitFor("ready", 30_000);
+  for (const w of list) await w.waitFor(WorkerReadySchema, 30_000);
   for (const w of list) w.send("go");
   // Dead once it is part of the job: wait for a first result.
   for (let i = 0; i < 500; i++) {
-    if (
-      list.every(
-        (w) =>
-          Number(w.records.filter((r) => r.event === "progress").at(-1)?.completedPackets ?? 0) > 0,
-      )
-    )
+    if (list.every((w) => (w.recordsOf(WorkerProgressSchema).at(-1)?.completedPackets ?? 0) > 0))
       break;
     await sleep(20);
   }
@@ -281,8 +283,8 @@ async function controlPlane(seed: number): Promise<Row[]> {
   try {
     const sw = new ChildNode("switch", SCRIPTS.switch, ["--control-rate", "100000"]);
     children.push(sw);
-    const ready = await sw.waitFor("ready", 15_000);
-    const url = String(ready.controlUrl);
+    const ready = await sw.waitFor(SwitchReadySchema, 15_000);
+    const url = ready.controlUrl;
     const pick = <T>(list: readonly T[]) => list[prng.nextUint32() % list.length];
     const values = [0, -1, 1, 2, 32, 33, 65535, 1e12, "x", null, true, [], {}, "9".repeat(40)];
     let fiveHundreds = 0;
@@ -366,12 +368,12 @@ async function floodedJob(
   try {
     const sw = new ChildNode("switch", SCRIPTS.switch, []);
     children.push(sw);
-    const ready = await sw.waitFor("ready", 15_000);
-    let url = String(ready.controlUrl);
+    const ready = await sw.waitFor(SwitchReadySchema, 15_000);
+    let url = ready.controlUrl;
     if (target === "elsewhere") {
       const other = new ChildNode("other switch", SCRIPTS.switch, []);
       children.push(other);
-      url = String((await other.waitFor("ready", 15_000)).controlUrl);
+      url = (await other.waitFor(SwitchReadySchema, 15_000)).controlUrl;
     }
     const workers = [0, 1, 2, 3].map((w) => {
       const child = new ChildNode(`worker ${w}`, SCRIPTS.worker, [
@@ -381,7 +383,7 @@ async function floodedJob(
       children.push(child);
       return child;
     });
-    for (const w of workers) await w.waitFor("ready", 30_000);
+    for (const w of workers) await w.waitFor(WorkerReadySchema, 30_000);
     const flooding = (async () => {
       let id = 1000;
       while (flood && !stop) {
@@ -407,10 +409,10 @@ async function floodedJob(
       }
     })();
     for (const w of workers) w.send("go");
-    const results = await Promise.all(workers.map((w) => w.waitFor("result", 300_000)));
+    const results = await Promise.all(workers.map((w) => w.waitFor(WorkerResultSchema, 300_000)));
     stop = true;
     await flooding;
-    return { seconds: Math.max(...results.map((r) => Number(r.seconds))), sent, refused };
+    return { seconds: Math.max(...results.map((r) => r.seconds)), sent, refused };
   } finally {
     stop = true;
     await Promise.all(children.map((c) => c.stop()));

@@ -5,14 +5,30 @@ import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import type { Collective, SwitchConfigInput } from "../proto/config.js";
 import { type Links, linkParamsFor } from "../proto/links.js";
-import type {
-  FinalStats,
-  LinkPortRecord,
-  PsStatsRecord,
-  SwitchStatsRecord,
+import {
+  type FloorReadyRecord,
+  FloorReadySchema,
+  type FloorStatsRecord,
+  FloorStatsSchema,
+  type LinkPortRecord,
+  type PsReadyRecord,
+  PsReadySchema,
+  type PsStatsLine,
+  type PsStatsRecord,
+  PsStatsSchema,
+  type SwitchReadyRecord,
+  SwitchReadySchema,
+  type SwitchStatsLine,
+  type SwitchStatsRecord,
+  SwitchStatsSchema,
+  type WorkerReadyRecord,
+  WorkerReadySchema,
+  WorkerRecordSchema,
+  type WorkerResultRecord,
+  WorkerResultSchema,
 } from "../proto/records.js";
 import type { ScenarioRun } from "../proto/scenario.js";
-import { ChildNode, type ProcessRecord } from "./processes.js";
+import { ChildNode, type ProcessRecord, parseRecord } from "./processes.js";
 import type { ScrapeTargets } from "./prometheus.js";
 import { type ResolvedJob, resolveJobs, switchConfigOf } from "./scenario.js";
 
@@ -64,10 +80,10 @@ export interface RunOptions {
 export function scrapeWhileAlive(
   targets: ScrapeTargets | undefined,
   child: ChildNode,
-  ready: ProcessRecord,
+  ready: SwitchReadyRecord | FloorReadyRecord | PsReadyRecord | WorkerReadyRecord,
   labels: Record<string, string>,
 ): void {
-  if (targets === undefined || typeof ready.metricsUrl !== "string") return;
+  if (targets === undefined || !("metricsUrl" in ready)) return;
   const name = `${labels.process}-${child.child.pid}`;
   void targets.add(name, ready.metricsUrl, labels);
   void child.exited.then(() => targets.remove(name));
@@ -155,7 +171,11 @@ export interface RunResult {
   seconds: number;
   jobs: JobResult[];
   verified: boolean;
-  switch: (SwitchStatsRecord & FinalStats) | Record<string, unknown>;
+  /**
+   * the switch's final stats record (the simulator's: its counters alone);
+   * the floor relay's has no jobs or links; {} when it printed none
+   */
+  switch: SwitchStatsRecord | FloorStatsRecord | Record<string, never>;
   ps: PsStatsRecord | null;
   /** what the switch and the workers warned about at start (a window their receive buffers cannot hold) */
   warnings: string[];
@@ -204,7 +224,7 @@ export interface LinkLoad {
 /** Every link direction's load over `seconds`, busiest first, and what bound the run. */
 export function linkLoads(
   jobs: readonly ResolvedJob[],
-  workerRecords: ProcessRecord[][],
+  workerRecords: WorkerResultRecord[][],
   switchStats: Partial<SwitchStatsRecord>,
   psStats: PsStatsRecord | null,
   seconds: number,
@@ -222,8 +242,9 @@ export function linkLoads(
   const links: LinkLoad[] = [];
   jobs.forEach((job, j) => {
     for (const record of workerRecords[j]) {
-      const nic = record.link as LinkPortRecord | undefined;
-      if (nic !== undefined) links.push(load(`${job.name} worker ${record.workerId}`, "up", nic));
+      if (record.link !== undefined) {
+        links.push(load(`${job.name} worker ${record.workerId}`, "up", record.link));
+      }
     }
   });
   if (psStats?.link !== undefined) links.push(load("ps", "up", psStats.link));
@@ -300,16 +321,16 @@ export async function startSwitch(o: {
   children: ChildNode[];
   targets: ScrapeTargets | undefined;
   run: string;
-}): Promise<{ ps: ChildNode | null; sw: ChildNode; ready: ProcessRecord }> {
+}): Promise<{ ps: ChildNode | null; sw: ChildNode; ready: SwitchReadyRecord | FloorReadyRecord }> {
   let ps: ChildNode | null = null;
   if (o.withPs) {
     const psConfigPath = join(o.dir, "ps.json");
     await writeFile(psConfigPath, JSON.stringify(o.config, null, 2));
     ps = new ChildNode("ps", SCRIPTS.ps, ["--config", psConfigPath, ...(o.psArgs ?? [])]);
     o.children.push(ps);
-    const ready = await ps.waitFor("ready", 15_000);
+    const ready = await ps.waitFor(PsReadySchema, 15_000);
     scrapeWhileAlive(o.targets, ps, ready, { process: "ps", run: o.run });
-    o.config.parameterServer = { host: String(ready.dataAddress), port: Number(ready.dataPort) };
+    o.config.parameterServer = { host: ready.dataAddress, port: ready.dataPort };
   }
   const configPath = join(o.dir, "switch.json");
   await writeFile(configPath, JSON.stringify(o.config, null, 2));
@@ -319,8 +340,11 @@ export async function startSwitch(o: {
     ...(o.switchArgs ?? []),
   ]);
   o.children.push(sw);
-  const ready = await sw.waitFor("ready", 15_000);
-  if (typeof ready.uiUrl === "string") process.stderr.write(`    live view: ${ready.uiUrl}\n`);
+  const ready = await sw.waitFor(
+    o.script === SCRIPTS.floor ? FloorReadySchema : SwitchReadySchema,
+    15_000,
+  );
+  if ("uiUrl" in ready) process.stderr.write(`    live view: ${ready.uiUrl}\n`);
   scrapeWhileAlive(o.targets, sw, ready, { process: "switch", run: o.run });
   return { ps, sw, ready };
 }
@@ -366,7 +390,8 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
       const phases: JobPhase[] = new Array(job.workers).fill("allreduce");
       progress.set(job.name, { fractions, phases });
       const packetsPerIteration = Math.ceil(job.size / 4 / job.elementsPerPacket);
-      const onRecord = (w: number) => (record: ProcessRecord) => {
+      const onRecord = (w: number) => (line: ProcessRecord) => {
+        const record = parseRecord(WorkerRecordSchema, line, `${job.name} worker ${w}`);
         if (record.event === "result") {
           fractions[w] = 1;
           phases[w] = "done";
@@ -378,8 +403,7 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
           phases[w] = "verifying";
           return;
         }
-        const done =
-          Number(record.iteration) * packetsPerIteration + Number(record.completedPackets);
+        const done = record.iteration * packetsPerIteration + record.completedPackets;
         fractions[w] = done / (packetsPerIteration * job.iterations);
       };
       return Array.from({ length: job.workers }, (_, w) => {
@@ -397,7 +421,7 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
     await Promise.all(
       workersOf.flatMap((workers, j) =>
         workers.map(async (child) => {
-          const record = await child.waitFor("ready", 60_000);
+          const record = await child.waitFor(WorkerReadySchema, 60_000);
           scrapeWhileAlive(o.targets, child, record, {
             process: "worker",
             run: run.name,
@@ -431,52 +455,48 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
       );
     });
     o.onRunning?.({
-      switchPort: Number(ready.dataPort),
-      controlUrl: typeof ready.controlUrl === "string" ? ready.controlUrl : null,
-      psPort: ps === null ? null : Number(config.parameterServer?.port),
+      switchPort: ready.dataPort,
+      controlUrl: "controlUrl" in ready ? ready.controlUrl : null,
+      psPort: ps === null ? null : (config.parameterServer?.port ?? null),
       jobs,
     });
     const lastStart = Math.max(...jobs.map((j) => j.startMs));
     const warnings = [
       ...new Set(
-        [ready, ...workersOf.flat().map((child) => child.records.find((r) => r.event === "ready"))]
-          .flatMap((record) => (Array.isArray(record?.warnings) ? record.warnings : []))
-          .map(String),
+        [ready, ...workersOf.flat().flatMap((child) => child.recordsOf(WorkerReadySchema))].flatMap(
+          (record) => ("warnings" in record ? record.warnings : []),
+        ),
       ),
     ];
     const results = await Promise.all(
       workersOf.map((workers) =>
-        Promise.all(workers.map((child) => child.waitFor("result", o.timeoutMs + lastStart))),
+        Promise.all(
+          workers.map((child) => child.waitFor(WorkerResultSchema, o.timeoutMs + lastStart)),
+        ),
       ),
     );
     const seconds = (performance.now() - started) / 1000;
     await Promise.all(workersOf.flat().map((child) => child.waitExit(10_000)));
     await o.beforeSwitchStops?.();
     await sw.stop();
-    const switchStats = (sw.records.find((r) => r.event === "stats" && r.final) ??
-      {}) as RunResult["switch"];
-    let psStats: PsStatsRecord | null = null;
+    const switchStats: RunResult["switch"] =
+      (o.switchImpl === "floor"
+        ? sw.recordsOf(FloorStatsSchema)
+        : sw.recordsOf(SwitchStatsSchema).filter((r) => r.final === true)
+      ).at(0) ?? {};
+    let psStats: PsStatsLine | null = null;
     if (ps !== null) {
       await ps.stop();
-      psStats = (ps.records.find((r) => r.event === "stats" && r.final) ??
-        null) as PsStatsRecord | null;
+      psStats = ps.recordsOf(PsStatsSchema).find((r) => r.final === true) ?? null;
     }
-    const jobResults = jobs.map((job, j) =>
-      jobResult(job, results[j], switchStats as Partial<SwitchStatsRecord>),
-    );
+    const jobResults = jobs.map((job, j) => jobResult(job, results[j], switchStats));
     // Links carry traffic from the first "go" to the last all-reduce's end;
     // the run's seconds also hold the workers' verification.
     const trafficSeconds = Math.max(...jobResults.map((r) => r.startMs / 1000 + r.seconds));
     const loads =
       run.links === undefined
         ? null
-        : linkLoads(
-            jobs,
-            results,
-            switchStats as Partial<SwitchStatsRecord>,
-            psStats,
-            trafficSeconds,
-          );
+        : linkLoads(jobs, results, switchStats, psStats, trafficSeconds);
     return {
       name: run.name,
       aggregators: run.aggregators,
@@ -488,7 +508,10 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
       ps: psStats,
       warnings,
       links: loads,
-      linkSeries: run.links === undefined ? null : linkSeries(sw.records),
+      linkSeries:
+        run.links === undefined
+          ? null
+          : linkSeries(o.switchImpl === "floor" ? [] : sw.recordsOf(SwitchStatsSchema)),
       bound:
         loads === null || run.links === undefined
           ? null
@@ -570,29 +593,18 @@ function communicationShare(iterationSeconds: number[], computeMs: number): numb
 
 /** Each switch port's utilization between consecutive periodic stats records. */
 function linkSeries(
-  records: ProcessRecord[],
+  records: readonly SwitchStatsLine[],
 ): Array<{ t: number; host: string; utilization: number }> {
-  const samples = records.filter(
-    (r) => r.event === "stats" && r.final !== true && typeof r.uptimeMs === "number",
-  );
+  const samples = records.flatMap((r) => (r.final === true ? [] : [r]));
   const out: Array<{ t: number; host: string; utilization: number }> = [];
-  const first = Number(samples[0]?.uptimeMs ?? 0);
+  const first = samples[0]?.uptimeMs ?? 0;
   for (let i = 1; i < samples.length; i++) {
-    const dt = (Number(samples[i].uptimeMs) - Number(samples[i - 1].uptimeMs)) / 1000;
-    const before = new Map(
-      ((samples[i - 1].links ?? []) as Array<{ host: string; bytes: number }>).map((l) => [
-        l.host,
-        l.bytes,
-      ]),
-    );
-    for (const l of (samples[i].links ?? []) as Array<{
-      host: string;
-      bytes: number;
-      rateBitsPerSecond: number;
-    }>) {
+    const dt = (samples[i].uptimeMs - samples[i - 1].uptimeMs) / 1000;
+    const before = new Map((samples[i - 1].links ?? []).map((l) => [l.host, l.bytes]));
+    for (const l of samples[i].links ?? []) {
       const bytes = l.bytes - (before.get(l.host) ?? 0);
       out.push({
-        t: (Number(samples[i].uptimeMs) - first) / 1000,
+        t: (samples[i].uptimeMs - first) / 1000,
         host: l.host,
         utilization: dt > 0 ? (bytes * 8) / (l.rateBitsPerSecond * dt) : 0,
       });
@@ -602,11 +614,10 @@ function linkSeries(
 }
 
 /** Per iteration, the slowest worker's time. */
-function slowestPerIteration(records: ProcessRecord[]): number[] {
+function slowestPerIteration(records: readonly WorkerResultRecord[]): number[] {
   const out: number[] = [];
   for (const r of records) {
-    const list = Array.isArray(r.iterationSeconds) ? r.iterationSeconds.map(Number) : [];
-    list.forEach((t, i) => {
+    r.iterationSeconds.forEach((t, i) => {
       out[i] = Math.max(out[i] ?? 0, t);
     });
   }
@@ -640,33 +651,31 @@ export function bandwidths(
 
 function jobResult(
   job: ResolvedJob,
-  records: ProcessRecord[],
+  records: WorkerResultRecord[],
   switchStats: Partial<SwitchStatsRecord>,
 ): JobResult {
-  const perWorker: WorkerOutcome[] = records.map((r) => {
-    const v = (r.verification ?? {}) as Record<string, number>;
-    return {
-      workerId: Number(r.workerId),
-      seconds: Number(r.seconds),
-      goodputMBps: Number(r.goodputMBps),
-      cpuSeconds: Number(r.cpuSeconds),
-      packetsSent: Number(r.packetsSent),
-      retransmissions: Number(r.retransmissions),
-      timeouts: Number(r.timeouts),
-      srttMs: Number(r.srttMs),
-      rtoMs: Number(r.rtoMs),
-      ecnMarkedResults: Number(r.ecnMarkedResults ?? 0),
-      window: Number(r.window),
-      duplicateResults: Number(r.duplicateResults),
-      payloadBytesSent: Number(r.payloadBytesSent ?? Number.NaN),
-      payloadBytesReceived: Number(r.payloadBytesReceived ?? Number.NaN),
-      outputDigest: String(r.outputDigest ?? ""),
-      maxAbsError: Number(v.maxAbsError ?? Number.NaN),
-      notBitExact: Number(v.notBitExact ?? Number.NaN),
-      outOfBound: Number(v.outOfBound ?? Number.NaN),
-      verified: r.verified === true,
-    };
-  });
+  const perWorker: WorkerOutcome[] = records.map((r) => ({
+    workerId: r.workerId,
+    seconds: r.seconds,
+    goodputMBps: r.goodputMBps,
+    cpuSeconds: r.cpuSeconds,
+    packetsSent: r.packetsSent,
+    retransmissions: r.retransmissions,
+    timeouts: r.timeouts,
+    srttMs: r.srttMs,
+    rtoMs: r.rtoMs,
+    ecnMarkedResults: r.ecnMarkedResults,
+    window: r.window,
+    duplicateResults: r.duplicateResults,
+    payloadBytesSent: r.payloadBytesSent,
+    payloadBytesReceived: r.payloadBytesReceived,
+    outputDigest: r.outputDigest,
+    // NaN: not verified (--no-verify), or an error that was not a number
+    maxAbsError: r.verification?.maxAbsError ?? Number.NaN,
+    notBitExact: r.verification?.notBitExact ?? Number.NaN,
+    outOfBound: r.verification?.outOfBound ?? Number.NaN,
+    verified: r.verified,
+  }));
   const counters = switchStats.jobs?.find((c) => c.id === job.id) ?? null;
   const seconds = Math.max(...perWorker.map((w) => w.seconds));
   const contributions = counters?.contributions ?? 0;

@@ -5,12 +5,18 @@ import type { Policy, SwitchConfigInput } from "../proto/config.js";
 import { CREDENTIAL_ENV } from "../proto/control.js";
 import { deriveSeed } from "../proto/prng.js";
 import {
+  SwitchStatsSchema,
+  WorkerReadySchema,
+  type WorkerResultRecord,
+  WorkerResultSchema,
+} from "../proto/records.js";
+import {
   type ScheduleJob,
   type ScheduleScenario,
   ScheduleScenarioSchema,
 } from "../proto/scenario.js";
 import { parseOrUsage } from "../runtime/cli.js";
-import { ChildNode, type ProcessRecord } from "./processes.js";
+import { ChildNode } from "./processes.js";
 import type { ScrapeTargets } from "./prometheus.js";
 import { linkArgs, SCRIPTS, scrapeWhileAlive, startSwitch } from "./run.js";
 import { type Summary, summarize } from "./sweep.js";
@@ -90,7 +96,8 @@ export async function runSchedule(
       targets,
       run: policy,
     });
-    const control = String(ready.controlUrl);
+    if (!("controlUrl" in ready)) throw new Error("the switch has no control plane");
+    const control = ready.controlUrl;
 
     const workersOf: ChildNode[][] = scenario.jobs.map(() => []);
     const arrivals = scenario.jobs.map(
@@ -131,7 +138,7 @@ export async function runSchedule(
                     children.push(child);
                     workersOf[j].push(child);
                     child
-                      .waitFor("ready", 600_000)
+                      .waitFor(WorkerReadySchema, 600_000)
                       .then((record) =>
                         scrapeWhileAlive(targets, child, record, {
                           process: "worker",
@@ -150,18 +157,17 @@ export async function runSchedule(
     );
     await Promise.all(arrivals);
     const lastArrival = Math.max(...scenario.jobs.map((j) => j.arriveMs));
-    const results: ProcessRecord[][] = await Promise.all(
+    const results = await Promise.all(
       workersOf.map((workers) =>
-        Promise.all(workers.map((w) => w.waitFor("result", options.timeoutMs + lastArrival))),
+        Promise.all(
+          workers.map((w) => w.waitFor(WorkerResultSchema, options.timeoutMs + lastArrival)),
+        ),
       ),
     );
     const views = (await (await fetch(`${control}/jobs`)).json()) as { jobs: JobView[] };
     await options.beforeSwitchStops?.();
     await sw.stop();
-    const switchStats = (sw.records.find((r) => r.event === "stats" && r.final) ?? {}) as Record<
-      string,
-      unknown
-    >;
+    const switchStats = sw.recordsOf(SwitchStatsSchema).find((r) => r.final === true) ?? {};
     const jobs = scenario.jobs.map((job, j) =>
       jobResult(
         job,
@@ -248,7 +254,7 @@ export function jobResult(
   job: ScheduleJob,
   id: number,
   v: JobView | undefined,
-  records: ProcessRecord[],
+  records: ReadonlyArray<Pick<WorkerResultRecord, "retransmissions" | "timeouts" | "verified">>,
 ): ScheduledJobResult {
   const s = (ms: number | null | undefined, from: number) =>
     ms === null || ms === undefined ? null : (ms - from) / 1000;
@@ -273,9 +279,9 @@ export function jobResult(
       epoch: h.epoch,
     })),
     status: v?.status ?? "unknown",
-    retransmissions: records.reduce((n, r) => n + Number(r.retransmissions ?? 0), 0),
-    timeouts: records.reduce((n, r) => n + Number(r.timeouts ?? 0), 0),
-    verified: records.length === job.workers && records.every((r) => r.verified === true),
+    retransmissions: records.reduce((n, r) => n + r.retransmissions, 0),
+    timeouts: records.reduce((n, r) => n + r.timeouts, 0),
+    verified: records.length === job.workers && records.every((r) => r.verified),
   };
 }
 

@@ -7,6 +7,7 @@ import {
   parseSwitchConfig,
   type SwitchConfig,
 } from "../proto/config.js";
+import type { CommandRecord } from "../proto/records.js";
 import { MAX_DATAGRAM_BYTES } from "../proto/wire.js";
 import { DEFAULT_DATAGRAM_LIMITS } from "./coalesce.js";
 
@@ -156,8 +157,12 @@ async function exitWhenFlushed(code: number, graceMs = 5000): Promise<never> {
   process.exit(code);
 }
 
-/** Writes one machine-readable record on stdout. */
-export function emitRecord(record: { event: string } & Record<string, unknown>): void {
+/**
+ * Writes one machine-readable record on stdout: only a record of the
+ * contract (proto/records.ts), so a producer that renames or drops a field
+ * does not compile.
+ */
+export function emitRecord(record: CommandRecord): void {
   process.stdout.write(`${JSON.stringify(record)}\n`);
 }
 

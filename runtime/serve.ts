@@ -1,5 +1,32 @@
 import { performance } from "node:perf_hooks";
+import type {
+  PsReadyRecord,
+  PsStatsLine,
+  SwitchReadyRecord,
+  SwitchStatsLine,
+} from "../proto/records.js";
 import { cpuSeconds, EXIT_OK, emitRecord } from "./cli.js";
+
+/** What a server's report adds to its `stats` records, beside the event and the CPU times. */
+type Report<S> = S extends unknown
+  ? Omit<S, "event" | "final" | "uptimeMs" | keyof CpuTimes>
+  : never;
+interface CpuTimes {
+  cpuSeconds: number;
+  startupCpuSeconds: number;
+  dataPathCpuSeconds: number;
+}
+
+/** The switch's or the PS's `ready` fields and its stats report (proto/records.ts). */
+type Served =
+  | {
+      ready: Omit<SwitchReadyRecord, "event" | "startupCpuSeconds">;
+      report: () => Report<SwitchStatsLine>;
+    }
+  | {
+      ready: Omit<PsReadyRecord, "event" | "startupCpuSeconds">;
+      report: () => Report<PsStatsLine>;
+    };
 
 /**
  * A data-plane server's life after binding: print its `ready` record (only
@@ -9,12 +36,12 @@ import { cpuSeconds, EXIT_OK, emitRecord } from "./cli.js";
  * spent starting up (loading, binding: about as much as a small run's data
  * path) is reported apart, so a run's data-path CPU can be told from it.
  */
-export async function serveUntilSignal(o: {
-  ready: Record<string, unknown>;
-  statsIntervalMs: number;
-  report: () => Record<string, unknown>;
-  close: () => Promise<void>;
-}): Promise<number> {
+export async function serveUntilSignal(
+  o: Served & {
+    statsIntervalMs: number;
+    close: () => Promise<void>;
+  },
+): Promise<number> {
   const stopped = new Promise<void>((resolve) => {
     process.once("SIGTERM", resolve);
     process.once("SIGINT", resolve);

@@ -4,9 +4,15 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
+import { z } from "zod";
 import { ChildNode } from "../bench/processes.js";
 import { SCRIPTS } from "../bench/run.js";
-import type { SwitchStatsRecord } from "../proto/records.js";
+import {
+  SwitchReadySchema,
+  SwitchStatsSchema,
+  WorkerProgressSchema,
+  WorkerResultSchema,
+} from "../proto/records.js";
 
 const EXPERIMENT = SCRIPTS.switch.replace(/switch\/cli\.js$/, "bench/experiment.js");
 const DEADLINES = SCRIPTS.switch.replace(
@@ -47,11 +53,12 @@ describe("command lines, as real processes", () => {
         "});",
       ].join("\n"),
     );
+    const Result = z.strictObject({ event: z.literal("result"), pad: z.string() });
     for (let i = 0; i < 5; i++) {
       const child = new ChildNode(`writer-${i}`, script, []);
       children.push(child);
-      const result = await child.waitFor("result", 30_000);
-      assert.equal((result.pad as string).length, 1 << 21);
+      const result = await child.waitFor(Result, 30_000);
+      assert.equal(result.pad.length, 1 << 21);
       assert.equal(await child.waitExit(30_000), 0);
     }
   });
@@ -162,10 +169,11 @@ describe("command lines, as real processes", () => {
   it("the switch reports its port when ready and its counters when stopped", async () => {
     const sw = new ChildNode("switch", SCRIPTS.switch, []);
     children.push(sw);
-    const ready = await sw.waitFor("ready", 15_000);
-    assert.ok(Number(ready.dataPort) > 0);
+    const ready = await sw.waitFor(SwitchReadySchema, 15_000);
+    assert.ok(ready.dataPort > 0);
     assert.equal(await sw.stop(), 0);
-    const stats = sw.records.find((r) => r.event === "stats");
+    const [stats] = sw.recordsOf(SwitchStatsSchema);
+    assert.equal(stats?.final, true);
     assert.equal(stats?.rxPackets, 0);
   });
 
@@ -173,7 +181,7 @@ describe("command lines, as real processes", () => {
     // The default switch serves job 1 with fan-in 4; job 9 is unknown to it.
     const sw = new ChildNode("switch", SCRIPTS.switch, []);
     children.push(sw);
-    const ready = await sw.waitFor("ready", 15_000);
+    const ready = await sw.waitFor(SwitchReadySchema, 15_000);
     const address = `127.0.0.1:${ready.dataPort}`;
     const worker = new ChildNode("worker", SCRIPTS.worker, [
       ...["--switch", address, "--job", "9", "--worker", "0", "--fan-in", "2"],
@@ -191,14 +199,14 @@ describe("command lines, as real processes", () => {
     );
     assert.match(worker.stderr, /unknownJob, fanInMismatch/);
     assert.equal(await sw.stop(), 0);
-    const stats = sw.records.find((r) => r.event === "stats") as unknown as SwitchStatsRecord;
+    const [stats] = sw.recordsOf(SwitchStatsSchema);
     assert.ok(stats.drops.unknownJob > 0, "the switch counted the packets it could not place");
   });
 
   it("a worker of a queued job says it is queued and why, and gives up at --join-timeout-s", async () => {
     const sw = new ChildNode("switch", SCRIPTS.switch, []);
     children.push(sw);
-    const ready = await sw.waitFor("ready", 15_000);
+    const ready = await sw.waitFor(SwitchReadySchema, 15_000);
     const url = String(ready.controlUrl);
     // A deadline job takes the 256 aggregators the default config leaves free.
     const submit = (id: number, jobClass: "md" | "be") =>
@@ -236,7 +244,7 @@ describe("command lines, as real processes", () => {
   it("the README's control-plane job runs at once on the default switch", async () => {
     const sw = new ChildNode("switch", SCRIPTS.switch, []);
     children.push(sw);
-    const ready = await sw.waitFor("ready", 15_000);
+    const ready = await sw.waitFor(SwitchReadySchema, 15_000);
     const url = String(ready.controlUrl);
     const submit = await fetch(`${url}/jobs`, {
       method: "POST",
@@ -266,11 +274,11 @@ describe("command lines, as real processes", () => {
       return w;
     });
     for (const w of workers) {
-      const result = await w.waitFor("result", 60_000);
+      const result = await w.waitFor(WorkerResultSchema, 60_000);
       assert.equal(result.verified, true);
       assert.equal(await w.waitExit(30_000), 0);
       // Between the all-reduce and its result, a worker says it is verifying.
-      const phases = w.records.filter((r) => r.event === "progress").map((r) => r.phase);
+      const phases = w.recordsOf(WorkerProgressSchema).map((r) => r.phase);
       assert.equal(phases.at(-1), "verifying");
     }
     const job = (await (await fetch(`${url}/jobs/7`)).json()) as { status: string };

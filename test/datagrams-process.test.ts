@@ -5,10 +5,9 @@ import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { ChildNode } from "../bench/processes.js";
 import { runScenarioRun, SCRIPTS } from "../bench/run.js";
-import type { SwitchStatsRecord } from "../proto/records.js";
+import { SwitchReadySchema, WorkerReadySchema } from "../proto/records.js";
 import { ScenarioRunSchema } from "../proto/scenario.js";
 import { packetBytes } from "../proto/wire.js";
-import type { SocketBuffers } from "../runtime/socket.js";
 import { testSeed } from "./seed.js";
 
 /**
@@ -40,7 +39,8 @@ describe("datagrams of several packets, real processes", () => {
     for (const job of result.jobs) {
       assert.ok(job.retransmissions > 0, `${job.name}: loss was recovered`);
     }
-    const sw = result.switch as SwitchStatsRecord;
+    const sw = result.switch;
+    assert.ok("injected" in sw, "the switch's final stats record");
     assert.ok(sw.drops.injectedDrop > 0);
     // Packets are counted one by one; the datagrams carried several each.
     assert.ok(
@@ -48,10 +48,11 @@ describe("datagrams of several packets, real processes", () => {
       `switch received ${sw.rxPackets} packets in ${sw.rxDatagrams} datagrams`,
     );
     assert.ok(
-      Number(sw.txDatagrams) < sw.txPackets / 2,
+      sw.txDatagrams !== undefined && sw.txDatagrams < sw.txPackets / 2,
       `switch sent ${sw.txPackets} packets in ${sw.txDatagrams} datagrams`,
     );
-    assert.ok(result.ps !== null && Number(result.ps.txDatagrams) < result.ps.acksSent);
+    const ps = result.ps;
+    assert.ok(ps?.txDatagrams !== undefined && ps.txDatagrams < ps.acksSent);
   });
 
   it("the switch and a worker say so, naming the numbers, when a window overflows their receive buffers", async () => {
@@ -68,11 +69,11 @@ describe("datagrams of several packets, real processes", () => {
     await writeFile(configPath, JSON.stringify(config));
     const sw = new ChildNode("switch", SCRIPTS.switch, ["--config", configPath]);
     children.push(sw);
-    const ready = await sw.waitFor("ready", 15_000);
+    const ready = await sw.waitFor(SwitchReadySchema, 15_000);
     const inFlight = 32 * 64 * packetBytes(elements);
-    const buffers = ready.socketBuffers as SocketBuffers;
+    const buffers = ready.socketBuffers;
     assert.ok(buffers.receiveBytes > 0 && buffers.requestedBytes === inFlight);
-    const warnings = ready.warnings as string[];
+    const warnings = ready.warnings;
     if (buffers.receiveBytes < inFlight) {
       assert.equal(warnings.length, 1);
       const mib = (inFlight / 2 ** 20).toFixed(1);
@@ -108,14 +109,14 @@ describe("datagrams of several packets, real processes", () => {
       "--wait-go",
     ]);
     children.push(worker);
-    const workerReady = await worker.waitFor("ready", 15_000);
+    const workerReady = await worker.waitFor(WorkerReadySchema, 15_000);
     assert.equal(
       workerReady.window,
       Math.floor((64 * 2 ** 20) / packetBytes(elements)),
       "64 MiB in whole packets",
     );
-    const workerBuffers = workerReady.socketBuffers as SocketBuffers;
-    const workerWarnings = workerReady.warnings as string[];
+    const workerBuffers = workerReady.socketBuffers;
+    const workerWarnings = workerReady.warnings;
     if (workerBuffers.receiveBytes < 64 * 2 ** 20 - packetBytes(elements)) {
       assert.match(workerWarnings[0] ?? "", /ina-worker: up to 64\.0 MiB may be in flight/);
     } else {

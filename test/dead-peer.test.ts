@@ -5,6 +5,14 @@ import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { ChildNode } from "../bench/processes.js";
 import { SCRIPTS } from "../bench/run.js";
+import {
+  PsReadySchema,
+  SwitchReadySchema,
+  SwitchStatsSchema,
+  WorkerProgressSchema,
+  WorkerReadySchema,
+  WorkerResultSchema,
+} from "../proto/records.js";
 
 /** A worker killed mid-job, as real processes: its peers hear of it from the switch and say who died. */
 describe("dead peers, as real processes", () => {
@@ -28,7 +36,7 @@ describe("dead peers, as real processes", () => {
     );
     const sw = new ChildNode("switch", SCRIPTS.switch, ["--config", config]);
     children.push(sw);
-    const ready = await sw.waitFor("ready", 15_000);
+    const ready = await sw.waitFor(SwitchReadySchema, 15_000);
     const workers = [0, 1, 2].map((w) => {
       // A slow NIC keeps the all-reduce running for about 7 s.
       const child = new ChildNode(`worker ${w}`, SCRIPTS.worker, [
@@ -39,13 +47,13 @@ describe("dead peers, as real processes", () => {
       children.push(child);
       return child;
     });
-    for (const w of workers) await w.waitFor("ready", 30_000);
+    for (const w of workers) await w.waitFor(WorkerReadySchema, 30_000);
     for (const w of workers) w.send("go");
     // Once the victim has results, it is part of the job: then it dies.
     const victim = workers[2];
     for (let i = 0; i < 300; i++) {
-      const progress = victim.records.filter((r) => r.event === "progress");
-      if (Number(progress.at(-1)?.completedPackets ?? 0) > 0) break;
+      const progress = victim.recordsOf(WorkerProgressSchema);
+      if ((progress.at(-1)?.completedPackets ?? 0) > 0) break;
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
     const killedAt = Date.now();
@@ -58,14 +66,14 @@ describe("dead peers, as real processes", () => {
     console.log(`survivors exited ${seconds.toFixed(1)} s after the kill (deadPeerMs 2000)`);
     assert.ok(seconds < 20, `took ${seconds} s`);
     await sw.stop();
-    const stats = sw.records.find((r) => r.event === "stats");
+    const stats = sw.recordsOf(SwitchStatsSchema).find((r) => r.final === true);
     assert.equal(stats?.jobsFailed, 1);
   });
 
   it("a control-plane job whose worker dies is failed, its region goes back to the pool, and another job stays exact", async () => {
     const sw = new ChildNode("switch", SCRIPTS.switch, []);
     children.push(sw);
-    const ready = await sw.waitFor("ready", 15_000);
+    const ready = await sw.waitFor(SwitchReadySchema, 15_000);
     const url = String(ready.controlUrl);
     const submit = async (id: number, workers: number) => {
       const r = await fetch(`${url}/jobs`, {
@@ -113,7 +121,7 @@ describe("dead peers, as real processes", () => {
     const doomed = [0, 1].map((w) => start(7, credential7, w));
     const other = [0, 1].map((w) => start(8, credential8, w));
     const progressed = (c: ChildNode) =>
-      Number(c.records.filter((r) => r.event === "progress").at(-1)?.completedPackets ?? 0) > 0;
+      (c.recordsOf(WorkerProgressSchema).at(-1)?.completedPackets ?? 0) > 0;
     for (let i = 0; i < 1500 && !doomed.every(progressed); i++) {
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
@@ -139,7 +147,7 @@ describe("dead peers, as real processes", () => {
     );
     for (const c of other) {
       assert.equal(
-        (await c.waitFor("result", 120_000)).verified,
+        (await c.waitFor(WorkerResultSchema, 120_000)).verified,
         true,
         "the other job stays exact",
       );
@@ -159,13 +167,13 @@ describe("dead peers, as real processes", () => {
       await writeFile(join(jobDir, "ps.json"), JSON.stringify(config));
       ps = new ChildNode("ps", SCRIPTS.ps, ["--config", join(jobDir, "ps.json")]);
       children.push(ps);
-      const psReady = await ps.waitFor("ready", 15_000);
-      config.parameterServer = { host: "127.0.0.1", port: Number(psReady.dataPort) };
+      const psReady = await ps.waitFor(PsReadySchema, 15_000);
+      config.parameterServer = { host: "127.0.0.1", port: psReady.dataPort };
     }
     await writeFile(join(jobDir, "switch.json"), JSON.stringify(config));
     const sw = new ChildNode("switch", SCRIPTS.switch, ["--config", join(jobDir, "switch.json")]);
     children.push(sw);
-    const ready = await sw.waitFor("ready", 15_000);
+    const ready = await sw.waitFor(SwitchReadySchema, 15_000);
     const workers = [0, 1].map((w) => {
       const child = new ChildNode(`worker ${w}`, SCRIPTS.worker, [
         ...["--switch", `127.0.0.1:${ready.dataPort}`, "--mode", mode, "--worker", String(w)],
@@ -175,10 +183,10 @@ describe("dead peers, as real processes", () => {
       children.push(child);
       return child;
     });
-    for (const w of workers) await w.waitFor("ready", 30_000);
+    for (const w of workers) await w.waitFor(WorkerReadySchema, 30_000);
     for (const w of workers) w.send("go");
     const progressed = (c: ChildNode) =>
-      Number(c.records.filter((r) => r.event === "progress").at(-1)?.completedPackets ?? 0) > 0;
+      (c.recordsOf(WorkerProgressSchema).at(-1)?.completedPackets ?? 0) > 0;
     for (let i = 0; i < 1500 && !workers.every(progressed); i++) {
       await new Promise((resolve) => setTimeout(resolve, 20));
     }

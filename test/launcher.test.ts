@@ -5,8 +5,15 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { ChildNode, type ProcessRecord } from "../bench/processes.js";
+import { ChildNode, parseRecord } from "../bench/processes.js";
 import { SCRIPTS } from "../bench/run.js";
+import {
+  SwitchReadySchema,
+  WorkerReadySchema,
+  type WorkerRecord,
+  WorkerRecordSchema,
+  WorkerResultSchema,
+} from "../proto/records.js";
 import { LAUNCHERS, launcherRank } from "../worker/launcher.js";
 import { testSeed } from "./seed.js";
 
@@ -90,7 +97,7 @@ describe("workers started by a launcher join with its ranks, as real processes",
       ...["--config", config, "--port", "0", "--operator-token", OPERATOR],
     ]);
     children.push(sw);
-    const ready = await sw.waitFor("ready", 15_000);
+    const ready = await sw.waitFor(SwitchReadySchema, 15_000);
     control = String(ready.controlUrl);
     console.log(`switch: data port ${ready.dataPort}, control plane ${control}`);
   });
@@ -165,10 +172,10 @@ describe("workers started by a launcher join with its ranks, as real processes",
     );
     const slurm = worker("slurm", job, { SLURM_PROCID: "1", SLURM_NTASKS: "2" });
     const [a, b] = await Promise.all([
-      explicit.waitFor("result", 30_000),
-      slurm.waitFor("result", 30_000),
+      explicit.waitFor(WorkerResultSchema, 30_000),
+      slurm.waitFor(WorkerResultSchema, 30_000),
     ]);
-    const readyOf = (c: ChildNode) => c.records.find((r) => r.event === "ready");
+    const readyOf = (c: ChildNode) => c.recordsOf(WorkerReadySchema).at(0);
     assert.equal(readyOf(explicit)?.workerId, 0);
     assert.equal(readyOf(explicit)?.workerIdSource, "--worker");
     assert.equal(readyOf(slurm)?.workerId, 1);
@@ -190,7 +197,7 @@ describe("workers started by a launcher join with its ranks, as real processes",
       new RegExp(`409 fanIn: job ${job} has 2 workers, this worker was started as one of 3`),
     );
     const first = worker("first", job, { PMI_RANK: "1", PMI_SIZE: "2" });
-    await first.waitFor("ready", 15_000);
+    await first.waitFor(WorkerReadySchema, 15_000);
     const twin = worker("twin", job, { PMI_RANK: "1", PMI_SIZE: "2" });
     assert.equal(await twin.waitExit(15_000), 1);
     assert.match(
@@ -199,8 +206,8 @@ describe("workers started by a launcher join with its ranks, as real processes",
     );
     // The refused joins took nothing: rank 0 completes the job.
     const zero = worker("zero", job, { PMI_RANK: "0", PMI_SIZE: "2" });
-    assert.equal((await zero.waitFor("result", 30_000)).verified, true, zero.stderr);
-    assert.equal((await first.waitFor("result", 30_000)).verified, true, first.stderr);
+    assert.equal((await zero.waitFor(WorkerResultSchema, 30_000)).verified, true, zero.stderr);
+    assert.equal((await first.waitFor(WorkerResultSchema, 30_000)).verified, true, first.stderr);
     assert.equal(await jobStatus(job), "finished");
   });
 
@@ -252,7 +259,7 @@ describe("workers started by a launcher join with its ranks, as real processes",
     });
     children.push(run);
     assert.equal(await run.waitExit(60_000), 0, run.stderr);
-    const ranks = new Map<number, ProcessRecord[]>();
+    const ranks = new Map<number, WorkerRecord[]>();
     const stderrs: string[] = [];
     for (const entry of await readdir(output, { recursive: true })) {
       const match = /(?:^|\/)rank\.(\d+)\/(stdout|stderr)$/.exec(entry);
@@ -267,7 +274,7 @@ describe("workers started by a launcher join with its ranks, as real processes",
         text
           .split("\n")
           .filter((line) => line.startsWith("{"))
-          .map((line) => JSON.parse(line)),
+          .map((line) => parseRecord(WorkerRecordSchema, JSON.parse(line), `rank ${match[1]}`)),
       );
     }
     assert.deepEqual([...ranks.keys()].sort(), [0, 1, 2, 3], `ranks' output in ${output}`);
@@ -277,7 +284,7 @@ describe("workers started by a launcher join with its ranks, as real processes",
       assert.equal(ready?.workerId, rank, `rank ${rank} is worker ${rank}`);
       assert.equal(ready?.workerIdSource, "OMPI_COMM_WORLD_RANK");
       assert.equal(result?.verified, true, `rank ${rank}: ${stderrs.join("")}`);
-      assert.equal((result?.verification as { notBitExact?: number } | null)?.notBitExact, 0);
+      assert.equal(result?.verification?.notBitExact, 0);
     }
     assert.equal(
       stderrs.filter((s) =>

@@ -8,6 +8,7 @@ import { SCRIPTS } from "../bench/run.js";
 import { atpIndex } from "../proto/addressing.js";
 import { parseSwitchConfig } from "../proto/config.js";
 import { CREDENTIAL_ENV } from "../proto/control.js";
+import { SwitchReadySchema } from "../proto/records.js";
 import { buildControlApp, ControlPlane } from "../switch/control.js";
 import { SwitchCore } from "../switch/core.js";
 import { decodeRuns, encodeRuns, type LiveState } from "../switch/live.js";
@@ -118,7 +119,7 @@ describe("the live view of the switch", () => {
     await writeFile(configPath, JSON.stringify({ aggregators: 256, jobs: [] }));
     const sw = new ChildNode("switch", SCRIPTS.switch, ["--config", configPath]);
     children.push(sw);
-    const ready = await sw.waitFor("ready", 15_000);
+    const ready = await sw.waitFor(SwitchReadySchema, 15_000);
     const control = String(ready.controlUrl);
     const submit = async (body: Record<string, unknown>) => {
       const r = await fetch(`${control}/jobs`, {

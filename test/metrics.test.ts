@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { ChildNode, type ProcessRecord } from "../bench/processes.js";
+import { ChildNode } from "../bench/processes.js";
 import {
   findPrometheus,
   queryPrometheus,
@@ -13,6 +13,13 @@ import {
   startPrometheus,
 } from "../bench/prometheus.js";
 import { SCRIPTS } from "../bench/run.js";
+import {
+  PsReadySchema,
+  SwitchReadySchema,
+  WorkerReadySchema,
+  type WorkerResultRecord,
+  WorkerResultSchema,
+} from "../proto/records.js";
 import { buildInfo } from "../runtime/metrics.js";
 import { poll } from "./poll.js";
 import { testSeed } from "./seed.js";
@@ -86,7 +93,7 @@ describe("metrics, Prometheus and the dashboard", () => {
   let dir = "";
   const packets = (512 * 1024) / 4 / 256;
   const expositions = new Map<string, string>();
-  const results: ProcessRecord[] = [];
+  const results: WorkerResultRecord[] = [];
   const metricsUrls = new Map<string, string>();
   /** the Prometheus the scrape test starts, for the dashboard's queries */
   let prometheusUrl = "";
@@ -107,13 +114,13 @@ describe("metrics, Prometheus and the dashboard", () => {
     await writeFile(join(dir, "ps.json"), JSON.stringify(config));
     const ps = new ChildNode("ps", SCRIPTS.ps, ["--config", join(dir, "ps.json")]);
     children.push(ps);
-    const psReady = await ps.waitFor("ready", 15_000);
+    const psReady = await ps.waitFor(PsReadySchema, 15_000);
     metricsUrls.set("ps", String(psReady.metricsUrl));
-    config.parameterServer = { host: "127.0.0.1", port: Number(psReady.dataPort) };
+    config.parameterServer = { host: "127.0.0.1", port: psReady.dataPort };
     await writeFile(join(dir, "switch.json"), JSON.stringify(config));
     const sw = new ChildNode("switch", SCRIPTS.switch, ["--config", join(dir, "switch.json")]);
     children.push(sw);
-    const swReady = await sw.waitFor("ready", 15_000);
+    const swReady = await sw.waitFor(SwitchReadySchema, 15_000);
     metricsUrls.set("switch", String(swReady.metricsUrl));
     const workers: ChildNode[] = [];
     for (const [job, mode, offset, size] of [
@@ -132,10 +139,10 @@ describe("metrics, Prometheus and the dashboard", () => {
       }
     }
     for (const [i, worker] of workers.entries()) {
-      const ready = await worker.waitFor("ready", 30_000);
+      const ready = await worker.waitFor(WorkerReadySchema, 30_000);
       metricsUrls.set(`worker-${i}`, String(ready.metricsUrl));
     }
-    for (const worker of workers) results.push(await worker.waitFor("result", 120_000));
+    for (const worker of workers) results.push(await worker.waitFor(WorkerResultSchema, 120_000));
     for (const [name, url] of metricsUrls) {
       const response = await fetch(url);
       assert.equal(response.status, 200);
@@ -326,7 +333,7 @@ describe("metrics, Prometheus and the dashboard", () => {
     const total = retransmissions.reduce((n, r) => n + r.value, 0);
     assert.equal(
       total,
-      results.reduce((n, r) => n + Number(r.retransmissions), 0),
+      results.reduce((n, r) => n + r.retransmissions, 0),
     );
     for (const r of retransmissions) {
       assert.equal(r.metric.job, "ina-emu");

@@ -5,8 +5,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
+import { z } from "zod";
 import { ChildNode } from "../bench/processes.js";
 import { Prng } from "../proto/prng.js";
+import { SwitchReadySchema, SwitchStatsSchema } from "../proto/records.js";
 import { testSeed } from "./seed.js";
 
 // dist/test/package.test.js -> the repository's root.
@@ -205,7 +207,7 @@ describe("the packed package, installed in another project", () => {
       { raw: true },
     );
     children.push(sw);
-    const ready = await sw.waitFor("ready", 15_000);
+    const ready = await sw.waitFor(SwitchReadySchema, 15_000);
     console.log(`installed ina-switch: data port ${ready.dataPort}`);
     const workers = [0, 1].map((w) => {
       const child = new ChildNode(`worker ${w}`, join(app, "allreduce.mjs"), [
@@ -216,7 +218,13 @@ describe("the packed package, installed in another project", () => {
       children.push(child);
       return child;
     });
-    const results = await Promise.all(workers.map((w) => w.waitFor("result", 30_000)));
+    // The program's own result record: its sum.
+    const ProgramResult = z.strictObject({
+      event: z.literal("result"),
+      workerId: z.int(),
+      sum: z.array(z.number()),
+    });
+    const results = await Promise.all(workers.map((w) => w.waitFor(ProgramResult, 30_000)));
     const expected = inputs[0].map((x, i) => x + inputs[1][i]);
     for (const [w, result] of results.entries()) {
       assert.equal(result.workerId, w);
@@ -224,7 +232,7 @@ describe("the packed package, installed in another project", () => {
       assert.equal(await workers[w].waitExit(10_000), 0, workers[w].stderr);
     }
     assert.equal(await sw.stop(), 0);
-    const stats = sw.records.find((r) => r.event === "stats");
+    const stats = sw.recordsOf(SwitchStatsSchema).find((r) => r.final === true);
     assert.equal(stats?.aggregationsCompleted, Math.ceil(elements / 256));
   });
 });

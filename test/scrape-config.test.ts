@@ -6,6 +6,7 @@ import { after, describe, it } from "node:test";
 import { ChildNode } from "../bench/processes.js";
 import { findPrometheus, queryPrometheus, startPrometheus } from "../bench/prometheus.js";
 import { SCRIPTS } from "../bench/run.js";
+import { ScrapeConfigSchema } from "../proto/records.js";
 import { poll } from "./poll.js";
 
 const EXPERIMENT = SCRIPTS.switch.replace(/switch\/cli\.js$/, "bench/experiment.js");
@@ -45,7 +46,7 @@ describe("the README's own-Prometheus recipe, on a fresh folder", () => {
     );
     children.push(write);
     assert.equal(await write.waitExit(30_000), 0, write.stderr);
-    const printed = write.records.find((r) => r.event === "scrape-config");
+    const [printed] = write.recordsOf(ScrapeConfigSchema);
     const configFile = join(home, "results", "prometheus", "prometheus.yml");
     const targetsFile = join(home, "results", "prometheus", "targets.json");
     assert.deepEqual(printed, { event: "scrape-config", configFile, targetsFile });
