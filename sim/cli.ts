@@ -4,17 +4,17 @@ import { dirname, join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
-import { applyOverrides, checkRegions, parseScenario } from "../bench/scenario.js";
-import { parseScheduleScenario, policyStatistics, repetitionSeed } from "../bench/schedule.js";
-import { analyzeShape } from "../bench/shapes.js";
-import { expandScenario, pointStatistics } from "../bench/sweep.js";
+import { applyOverrides, checkRegions, parseScenario } from "../experiment/scenario.js";
+import { parseScheduleScenario, policyStatistics, repetitionSeed } from "../experiment/schedule.js";
+import { analyzeShape } from "../experiment/shapes.js";
+import { expandScenario, pointStatistics } from "../experiment/sweep.js";
 import {
   failures,
   formatPointTable,
   formatPolicyStatistics,
   formatScheduleTable,
   formatTable,
-} from "../bench/table.js";
+} from "../experiment/table.js";
 import { POLICIES } from "../proto/config.js";
 import { parseLayerTrace } from "../proto/scenario.js";
 import { byteSize } from "../proto/units.js";
@@ -160,7 +160,7 @@ await runCli(spec, async (o) => {
     `ina-sim: scenario ${scenario.name}, ${scenario.runs.length} run(s), seed ${scenario.seed}\n`,
   );
   const runs: SimRunResult[] = [];
-  // Sweeps and repetitions expand as ina-experiment expands them (bench/sweep.ts).
+  // Sweeps and repetitions expand as ina-experiment expands them (experiment/sweep.ts).
   const expanded = expandScenario(scenario);
   for (const { run, seed } of expanded) {
     const wall = { engineMs: 0 };

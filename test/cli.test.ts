@@ -4,11 +4,11 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { ChildNode } from "../bench/processes.js";
-import { SCRIPTS } from "../bench/run.js";
 import type { SwitchStatsRecord } from "../proto/records.js";
+import { ChildNode } from "../runner/processes.js";
+import { SCRIPTS } from "../runner/run.js";
 
-const EXPERIMENT = SCRIPTS.switch.replace(/switch\/cli\.js$/, "bench/experiment.js");
+const EXPERIMENT = SCRIPTS.switch.replace(/switch\/cli\.js$/, "runner/experiment.js");
 const DEADLINES = SCRIPTS.switch.replace(
   /dist\/switch\/cli\.js$/,
   "bench/scenarios/deadlines.json",

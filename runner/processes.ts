@@ -1,5 +1,6 @@
 import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
+import type { ProcessRecord } from "../experiment/results.js";
 
 /** Every child started here and not yet exited, so a runner can stop them all on a signal. */
 export const liveChildren = new Set<ChildNode>();
@@ -13,7 +14,7 @@ export async function stopAllChildren(): Promise<void> {
 const LAUNCHER_VARIABLE = /^(OMPI_COMM_WORLD_|PMI_|PMIX_RANK$|SLURM_PROCID$|SLURM_NTASKS$)/;
 
 /** A JSON record a child printed on one stdout line. */
-export type ProcessRecord = { event: string } & Record<string, unknown>;
+export type { ProcessRecord };
 
 /**
  * A child process that speaks the ina-emu line protocol: JSON records on

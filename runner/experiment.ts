@@ -4,6 +4,36 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
+import { type ResultsFile, writeReport } from "../experiment/report-page.js";
+import type { RunResult } from "../experiment/results.js";
+import {
+  applyOverrides,
+  checkRegions,
+  overrideLinks,
+  parseScenario,
+} from "../experiment/scenario.js";
+import {
+  type PolicyResult,
+  parseScheduleScenario,
+  policyStatistics,
+  repetitionSeed,
+} from "../experiment/schedule.js";
+import { analyzeShape } from "../experiment/shapes.js";
+import {
+  expandScenario,
+  JOB_COLUMNS,
+  jobRows,
+  POINT_COLUMNS,
+  pointRow,
+  pointStatistics,
+} from "../experiment/sweep.js";
+import {
+  describeBound,
+  formatPointTable,
+  formatPolicyStatistics,
+  formatScheduleTable,
+  formatTable,
+} from "../experiment/table.js";
 import { CONGESTION_CONTROLS, POLICIES, windowInputSchema } from "../proto/config.js";
 import { largestPacketBytes, linkProblems } from "../proto/links.js";
 import type { Scenario, ScheduleScenario } from "../proto/scenario.js";
@@ -22,32 +52,8 @@ import {
 import { stopAllChildren } from "./processes.js";
 import { findPrometheus, ScrapeTargets, startPrometheus } from "./prometheus.js";
 import { provenance } from "./provenance.js";
-import { type ResultsFile, writeReport } from "./report-page.js";
-import { type RunResult, runScenarioRun } from "./run.js";
-import { applyOverrides, checkRegions, overrideLinks, parseScenario } from "./scenario.js";
-import {
-  type PolicyResult,
-  parseScheduleScenario,
-  policyStatistics,
-  repetitionSeed,
-  runSchedule,
-} from "./schedule.js";
-import { analyzeShape } from "./shapes.js";
-import {
-  expandScenario,
-  JOB_COLUMNS,
-  jobRows,
-  POINT_COLUMNS,
-  pointRow,
-  pointStatistics,
-} from "./sweep.js";
-import {
-  describeBound,
-  formatPointTable,
-  formatPolicyStatistics,
-  formatScheduleTable,
-  formatTable,
-} from "./table.js";
+import { runScenarioRun } from "./run.js";
+import { runSchedule } from "./schedule.js";
 
 export const SCENARIOS_DIR = fileURLToPath(new URL("../../bench/scenarios/", import.meta.url));
 const DEFAULT_SCENARIO = join(SCENARIOS_DIR, "compare.json");
