@@ -20,6 +20,7 @@ import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { z } from "zod";
+import type { RunResult } from "../experiment/results.js";
 import { encodeHeader } from "../proto/codec.js";
 import {
   parseSwitchConfig,
@@ -31,10 +32,10 @@ import type { SwitchStatsRecord } from "../proto/records.js";
 import { ScenarioRunSchema } from "../proto/scenario.js";
 import { byteSize } from "../proto/units.js";
 import { emptyHeader, HEADER_BYTES, PacketType } from "../proto/wire.js";
+import { runScenarioRun } from "../runner/run.js";
 import { EXIT_OK, runCli } from "../runtime/cli.js";
 import { SwitchCore } from "../switch/core.js";
 import { mpiAllreduceSeconds, referenceGoodput } from "./reference.js";
-import { type RunResult, runScenarioRun } from "./run.js";
 
 /** A packet shape: packet size, window, packets per datagram. */
 interface Shape {

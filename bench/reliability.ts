@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { z } from "zod";
+import type { RunResult } from "../experiment/results.js";
 import { encodeHeader } from "../proto/codec.js";
 import { bearer } from "../proto/control.js";
 import { Prng } from "../proto/prng.js";
@@ -17,9 +18,9 @@ import {
 } from "../proto/records.js";
 import { ScenarioRunSchema } from "../proto/scenario.js";
 import { emptyHeader, HEADER_BYTES, PacketType, WORKER_ID_NONE } from "../proto/wire.js";
+import { ChildNode } from "../runner/processes.js";
+import { runScenarioRun, SCRIPTS } from "../runner/run.js";
 import { cliInt, EXIT_FAILED, EXIT_OK, emitRecord, runCli } from "../runtime/cli.js";
-import { ChildNode } from "./processes.js";
-import { type RunResult, runScenarioRun, SCRIPTS } from "./run.js";
 
 /**
  * The reliability suite: long, not part of `npm test`. Real processes on

@@ -15,7 +15,7 @@ import { EXIT_FAILED, EXIT_OK, runCli } from "../runtime/cli.js";
 
 const here = (path: string) => fileURLToPath(new URL(path, import.meta.url));
 const SCENARIOS = here("../../bench/scenarios/");
-const EXPERIMENT = here("./experiment.js");
+const EXPERIMENT = here("../runner/experiment.js");
 const SIM = here("../sim/cli.js");
 
 /** One published result: where it comes from, what it claims, and how to read ours. */

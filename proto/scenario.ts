@@ -171,7 +171,7 @@ export const SweepSchema = z.strictObject({
 
 export const ScenarioRunSchema = z.strictObject({
   name: z.string().min(1).max(40),
-  /** a parameter study: each point of the product is a run (bench/sweep.ts) */
+  /** a parameter study: each point of the product is a run (experiment/sweep.ts) */
   sweep: SweepSchema.optional(),
   /** repetitions of every point, each with its own derived seed */
   repeat: z.int().min(1).max(100).default(1),
@@ -218,7 +218,7 @@ export const ScenarioRunSchema = z.strictObject({
 });
 export type ScenarioRun = z.infer<typeof ScenarioRunSchema>;
 
-/** The fidelity experiments: a scenario may ask for its runs' shape next to the model's (bench/shapes.ts). */
+/** The fidelity experiments: a scenario may ask for its runs' shape next to the model's (experiment/shapes.ts). */
 export const SHAPES = ["ps-vs-ina", "window-knee", "incast-ecn", "scale"] as const;
 
 export const ScenarioSchema = z.strictObject({

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
-import { parseScenario } from "../bench/scenario.js";
+import { parseScenario } from "../experiment/scenario.js";
 import { EXIT_OK, readJsonFile, runCli } from "../runtime/cli.js";
 import { DEFAULT_SIM_TIMING, simulateRun } from "./simulate.js";
 

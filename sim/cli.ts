@@ -1,24 +1,30 @@
 #!/usr/bin/env node
-import { mkdir, readFile, writeFile } from "node:fs/promises";
-import { dirname, join, resolve } from "node:path";
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
-import { applyOverrides, checkRegions, parseScenario } from "../bench/scenario.js";
-import { parseScheduleScenario, policyStatistics, repetitionSeed } from "../bench/schedule.js";
-import { analyzeShape } from "../bench/shapes.js";
-import { expandScenario, pointStatistics } from "../bench/sweep.js";
 import {
-  failures,
-  formatPointTable,
-  formatPolicyStatistics,
-  formatScheduleTable,
-  formatTable,
-} from "../bench/table.js";
+  isScheduleScenario,
+  isStudy,
+  repeatPolicies,
+  runTables,
+  scheduleTables,
+  studyPoints,
+  verifiedExit,
+} from "../experiment/front.js";
+import {
+  applyOverrides,
+  checkRegions,
+  parseScenario,
+  withLayerTraces,
+} from "../experiment/scenario.js";
+import { parseScheduleScenario, policyStatistics } from "../experiment/schedule.js";
+import { analyzeShape } from "../experiment/shapes.js";
+import { expandScenario } from "../experiment/sweep.js";
 import { POLICIES } from "../proto/config.js";
-import { parseLayerTrace } from "../proto/scenario.js";
 import { byteSize } from "../proto/units.js";
-import { cliInt, EXIT_FAILED, EXIT_OK, readJsonFile, runCli, UsageError } from "../runtime/cli.js";
+import { cliInt, readJsonFile, runCli, UsageError } from "../runtime/cli.js";
 import { simulateSchedule } from "./schedule.js";
 import { DEFAULT_SIM_TIMING, type SimRunResult, type SimTiming, simulateRun } from "./simulate.js";
 
@@ -143,7 +149,7 @@ await runCli(spec, async (o) => {
     rtoInitialMs: o.rtoInitialMs,
     gapFloorMs: o.gapFloorMs,
   };
-  if (typeof json === "object" && json !== null && "policies" in json) {
+  if (isScheduleScenario(json)) {
     if (o.only !== undefined)
       throw new UsageError("--only: not for a scheduling scenario (use --policies)");
     return simulateSchedules(o, json, timing);
@@ -160,7 +166,7 @@ await runCli(spec, async (o) => {
     `ina-sim: scenario ${scenario.name}, ${scenario.runs.length} run(s), seed ${scenario.seed}\n`,
   );
   const runs: SimRunResult[] = [];
-  // Sweeps and repetitions expand as ina-experiment expands them (bench/sweep.ts).
+  // Sweeps and repetitions expand as ina-experiment expands them (experiment/sweep.ts).
   const expanded = expandScenario(scenario);
   for (const { run, seed } of expanded) {
     const wall = { engineMs: 0 };
@@ -172,9 +178,8 @@ await runCli(spec, async (o) => {
     );
   }
   const shape = analyzeShape(scenario, runs);
-  const warmupOf = (name: string) => scenario.runs.find((r) => r.name === name)?.warmup ?? 0;
-  const studied = scenario.runs.some((r) => r.sweep !== undefined || r.repeat > 1);
-  const points = studied ? pointStatistics(expanded, runs, warmupOf) : [];
+  const studied = isStudy(scenario);
+  const points = studied ? studyPoints(scenario, expanded, runs) : [];
   const output = {
     clock: "virtual",
     scenario: scenario.name,
@@ -186,14 +191,10 @@ await runCli(spec, async (o) => {
     ...(shape === null ? {} : { shape: shape.data }),
   };
   const text = await save(o, scenario.name, scenario.seed, output);
-  if (o.json) process.stdout.write(text);
-  else {
-    process.stdout.write(formatTable(runs) + (studied ? `\n${formatPointTable(points)}` : ""));
-    if (shape !== null)
-      process.stdout.write(`\n${shape.shape}: simulated, and the model's\n${shape.table}`);
-  }
-  if (failures(runs).length > 0 || !output.verified) return EXIT_FAILED;
-  return EXIT_OK;
+  process.stdout.write(
+    o.json ? text : runTables(runs, studied ? points : null, shape, "simulated"),
+  );
+  return verifiedExit(runs);
 });
 
 type Options = z.output<typeof spec.schema>;
@@ -220,19 +221,15 @@ async function simulateSchedules(o: Options, json: object, timing: SimTiming): P
   process.stderr.write(
     `ina-sim: scheduling scenario ${scenario.name}, ${scenario.jobs.length} jobs, policies ${policies.join(", ")}, seed ${scenario.seed}\n`,
   );
-  const results: Array<ReturnType<typeof simulateSchedule>> = [];
-  for (let rep = 0; rep < scenario.repeat; rep++) {
-    const seed = repetitionSeed(scenario.seed, rep);
-    for (const policy of policies) {
-      const started = performance.now();
-      const result = simulateSchedule({ ...scenario, seed }, policy, timing);
-      const seconds = (performance.now() - started) / 1000;
-      process.stderr.write(
-        `  policy ${policy}${scenario.repeat > 1 ? `, repetition ${rep + 1}` : ""}: ${result.events} events in ${seconds.toFixed(2)} s\n`,
-      );
-      results.push(scenario.repeat > 1 ? { ...result, repetition: rep + 1, seed } : result);
-    }
-  }
+  const results = await repeatPolicies(scenario, policies, (repeated, policy, rep) => {
+    const started = performance.now();
+    const result = simulateSchedule(repeated, policy, timing);
+    const seconds = (performance.now() - started) / 1000;
+    process.stderr.write(
+      `  policy ${policy}${scenario.repeat > 1 ? `, repetition ${rep + 1}` : ""}: ${result.events} events in ${seconds.toFixed(2)} s\n`,
+    );
+    return result;
+  });
   const statistics = policyStatistics(results);
   const output = {
     clock: "virtual",
@@ -244,60 +241,6 @@ async function simulateSchedules(o: Options, json: object, timing: SimTiming): P
     ...(scenario.repeat > 1 ? { policyStatistics: statistics } : {}),
   };
   const text = await save(o, scenario.name, scenario.seed, output);
-  if (o.json) process.stdout.write(text);
-  else {
-    process.stdout.write(
-      formatScheduleTable(results) +
-        (scenario.repeat > 1 ? `\n${formatPolicyStatistics(statistics)}` : ""),
-    );
-  }
-  return results.every((r) => r.verified && r.error === undefined) ? EXIT_OK : EXIT_FAILED;
-}
-
-/**
- * A job's `layerTrace` names a CSV file of its layers (relative to the
- * scenario's folder): read it into `layers`, naming the file and line of
- * anything wrong.
- */
-async function withLayerTraces(json: unknown, scenarioPath: string): Promise<unknown> {
-  if (
-    typeof json !== "object" ||
-    json === null ||
-    !Array.isArray((json as { runs?: unknown }).runs)
-  ) {
-    return json;
-  }
-  const runs = (json as { runs: unknown[] }).runs;
-  const resolved = await Promise.all(
-    runs.map(async (run, r) => {
-      if (typeof run !== "object" || run === null) return run;
-      const jobs = (run as { jobs?: unknown }).jobs;
-      if (!Array.isArray(jobs)) return run;
-      return {
-        ...run,
-        jobs: await Promise.all(
-          jobs.map(async (job, j) => {
-            if (typeof job !== "object" || job === null || !("layerTrace" in job)) return job;
-            const { layerTrace, ...rest } = job as { layerTrace: unknown };
-            const where = `runs[${r}].jobs[${j}].layerTrace`;
-            if (typeof layerTrace !== "string")
-              throw new UsageError(`${where}: expected a file name`);
-            const path = resolve(dirname(scenarioPath), layerTrace);
-            let text: string;
-            try {
-              text = await readFile(path, "utf8");
-            } catch (error) {
-              throw new UsageError(`${where}: cannot read ${path}: ${(error as Error).message}`);
-            }
-            try {
-              return { ...rest, layers: parseLayerTrace(text) };
-            } catch (error) {
-              throw new UsageError(`${where}: ${path}, ${(error as Error).message}`);
-            }
-          }),
-        ),
-      };
-    }),
-  );
-  return { ...json, runs: resolved };
+  process.stdout.write(o.json ? text : scheduleTables(results, scenario.repeat));
+  return verifiedExit(results);
 }

@@ -1,10 +1,10 @@
 import {
   type JobView,
-  jobResult,
   type PolicyResult,
   policyResult,
+  scheduledJobResult,
   submitBody,
-} from "../bench/schedule.js";
+} from "../experiment/schedule.js";
 import { LinkPort } from "../link/link.js";
 import { type Policy, parseSwitchConfig } from "../proto/config.js";
 import { JobSubmitSchema } from "../proto/control.js";
@@ -40,7 +40,7 @@ interface ScheduledWorker {
  * memory manager and control plane decide, at each arrival, drain and
  * completion, which job gets which region; the real switch core installs
  * and moves the regions while the jobs' workers run, as the processes do
- * (bench/schedule.ts). A job's workers join once it has a region.
+ * (runner/schedule.ts). A job's workers join once it has a region.
  */
 export function simulateSchedule(
   scenario: ScheduleScenario,
@@ -210,7 +210,7 @@ export function simulateSchedule(
       timeouts: w.core.stats.timeouts,
       verified: w.verified,
     }));
-    return jobResult(job, j + 1, v, records);
+    return scheduledJobResult(job, j + 1, v, records);
   });
   return {
     ...policyResult(policy, jobs, switchReport(sw) as unknown as Record<string, unknown>),

@@ -1,14 +1,14 @@
 import { performance } from "node:perf_hooks";
 import {
-  bandwidths,
   type JobCountersReport,
   type JobResult,
+  jobResult,
   type LinkLoad,
   type RunResult,
-  runBound,
+  runResult,
   type WorkerOutcome,
-} from "../bench/run.js";
-import { type ResolvedJob, resolveJobs, switchConfigOf } from "../bench/scenario.js";
+} from "../experiment/results.js";
+import { type ResolvedJob, resolveJobs, switchConfigOf } from "../experiment/scenario.js";
 import { LinkPort } from "../link/link.js";
 import { type Collective, parseSwitchConfig } from "../proto/config.js";
 import { type LinkHost, linkParamsFor } from "../proto/links.js";
@@ -316,35 +316,32 @@ export function simulateRun(
   if (wall !== undefined) wall.engineMs = performance.now() - started;
 
   const switchStats = switchReport(sw);
-  const jobResults = jobs.map((job, j) => jobResult(job, workers[j], switchStats.jobs));
+  const jobResults = jobs.map((job, j) => simJobResult(job, workers[j], switchStats.jobs));
   const firstStart = Math.min(...all.map((w) => w.startedAt));
   const lastEnd = Math.max(...all.map((w) => w.finishedAt));
   const seconds = (lastEnd - firstStart) / 1e9;
   const loads = links === undefined ? null : linkLoadsOf(jobs, workers, psUp, psDown, seconds);
   const failures = all.filter((w) => w.failure !== null);
   return {
-    name: run.name,
-    aggregators: run.aggregators,
-    faults: run.faults,
-    seconds,
-    jobs: jobResults,
-    verified: jobResults.every((r) => r.verified),
-    switch: switchStats,
-    ps: ps === null ? null : psReport(ps),
-    warnings: [],
-    links: loads,
-    bound: loads === null || links === undefined ? null : runBound(loads, jobs, jobResults, links),
-    ...(failures.length > 0
-      ? {
-          error: `worker ${failures[0].workerId} of ${jobs[failures[0].job].name}: ${failures[0].failure}`,
-        }
-      : {}),
+    ...runResult(run, jobs, jobResults, {
+      seconds,
+      switch: switchStats,
+      ps: ps === null ? null : psReport(ps),
+      warnings: [],
+      links: loads,
+      ...(failures.length > 0
+        ? {
+            error: `worker ${failures[0].workerId} of ${jobs[failures[0].job].name}: ${failures[0].failure}`,
+          }
+        : {}),
+    }),
     clock: "virtual",
     events: engine.executed,
   };
 }
 
-function jobResult(
+/** A job's result from its simulated workers' cores and outputs, as a real run's from its records. */
+function simJobResult(
   job: ResolvedJob,
   workers: SimWorker[],
   counters: JobCountersReport[],
@@ -405,40 +402,7 @@ function jobResult(
       verified: v.verified && w.failure === null,
     };
   });
-  const own = counters.find((c) => c.id === job.id) ?? null;
-  const seconds = Math.max(...perWorker.map((w) => w.seconds));
-  const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
-  return {
-    name: job.name,
-    id: job.id,
-    mode: job.mode,
-    workers: job.workers,
-    bytesPerWorker: bytes,
-    iterations: job.iterations,
-    startMs: job.startMs,
-    window: job.window,
-    elementsPerPacket: job.elementsPerPacket,
-    offset: job.offset,
-    regionSize: job.regionSize,
-    seed: job.seed,
-    seconds,
-    goodputMBps: (bytes * job.iterations) / 1e6 / seconds,
-    operation: op,
-    iterationSeconds: [],
-    communicationShare: null,
-    bytesSentPerWorker: mean(perWorker.map((w) => w.payloadBytesSent)) / job.iterations,
-    bytesReceivedPerWorker: mean(perWorker.map((w) => w.payloadBytesReceived)) / job.iterations,
-    ...bandwidths(op, job.workers, bytes, seconds / job.iterations),
-    retransmissions: perWorker.reduce((sum, w) => sum + w.retransmissions, 0),
-    collisions: own?.collisions ?? 0,
-    fallbacks: own?.fallbacks ?? 0,
-    fallbackFraction: own !== null && own.contributions > 0 ? own.fallbacks / own.contributions : 0,
-    switchAggregations: own?.aggregationsCompleted ?? 0,
-    maxAbsError: Math.max(...perWorker.map((w) => w.maxAbsError)),
-    verified: perWorker.every((w) => w.verified),
-    perWorker,
-    switchCounters: own,
-  };
+  return jobResult(job, perWorker, counters);
 }
 
 /** Every link direction's load over the run, busiest first (as a real run reports them). */

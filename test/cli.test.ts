@@ -5,16 +5,16 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { z } from "zod";
-import { ChildNode } from "../bench/processes.js";
-import { SCRIPTS } from "../bench/run.js";
 import {
   SwitchReadySchema,
   SwitchStatsSchema,
   WorkerProgressSchema,
   WorkerResultSchema,
 } from "../proto/records.js";
+import { ChildNode } from "../runner/processes.js";
+import { SCRIPTS } from "../runner/run.js";
 
-const EXPERIMENT = SCRIPTS.switch.replace(/switch\/cli\.js$/, "bench/experiment.js");
+const EXPERIMENT = SCRIPTS.switch.replace(/switch\/cli\.js$/, "runner/experiment.js");
 const DEADLINES = SCRIPTS.switch.replace(
   /dist\/switch\/cli\.js$/,
   "bench/scenarios/deadlines.json",

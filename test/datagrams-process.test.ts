@@ -3,11 +3,11 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { ChildNode } from "../bench/processes.js";
-import { runScenarioRun, SCRIPTS } from "../bench/run.js";
 import { SwitchReadySchema, WorkerReadySchema } from "../proto/records.js";
 import { ScenarioRunSchema } from "../proto/scenario.js";
 import { packetBytes } from "../proto/wire.js";
+import { ChildNode } from "../runner/processes.js";
+import { runScenarioRun, SCRIPTS } from "../runner/run.js";
 import { testSeed } from "./seed.js";
 
 /**

@@ -3,8 +3,6 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { ChildNode } from "../bench/processes.js";
-import { SCRIPTS } from "../bench/run.js";
 import {
   PsReadySchema,
   SwitchReadySchema,
@@ -13,6 +11,8 @@ import {
   WorkerReadySchema,
   WorkerResultSchema,
 } from "../proto/records.js";
+import { ChildNode } from "../runner/processes.js";
+import { SCRIPTS } from "../runner/run.js";
 
 /** A worker killed mid-job, as real processes: its peers hear of it from the switch and say who died. */
 describe("dead peers, as real processes", () => {

@@ -5,8 +5,6 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { ChildNode, parseRecord } from "../bench/processes.js";
-import { SCRIPTS } from "../bench/run.js";
 import {
   SwitchReadySchema,
   WorkerReadySchema,
@@ -14,6 +12,8 @@ import {
   WorkerRecordSchema,
   WorkerResultSchema,
 } from "../proto/records.js";
+import { ChildNode, parseRecord } from "../runner/processes.js";
+import { SCRIPTS } from "../runner/run.js";
 import { LAUNCHERS, launcherRank } from "../worker/launcher.js";
 import { testSeed } from "./seed.js";
 

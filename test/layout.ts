@@ -11,14 +11,25 @@ import { dirname, join, normalize, relative, sep } from "node:path";
  *   runtime/ and link/ (its adapters pace packets by the link model), never
  *   a role.
  * - The roles (switch/, worker/, ps/) import proto/, runtime/ and their own
- *   folder: they meet only over the wire.
- * - bench/ talks to processes through their records and HTTP APIs: proto/,
- *   runtime/, bench/; only the benchmark (bench/bench.ts) may import a role's
- *   sans-IO core, which it measures.
- * - link/ (the link model, sans-IO) imports proto/ only; sim/ (the simulator)
- *   imports proto/, runtime/, link/, the roles' sans-IO cores (and their
- *   reports, the collectives, the workload) and the runner's scenario, result
- *   and table modules, so its results are a real run's.
+ *   folder: they meet only over the wire. No role imports another.
+ * - link/ (the link model, sans-IO) imports proto/ only.
+ * - experiment/ is what stays the same whichever executor runs a scenario:
+ *   the scenario model and its expansion, the results and their one builder,
+ *   statistics, shape analyses, tables, figures, the report page, the front
+ *   doors' shared options and output. It imports proto/, itself, the CLI
+ *   conventions (runtime/cli.ts: UsageError and the option types every front
+ *   door shares), zod and its chart libraries, and Node modules but never
+ *   node:child_process; never a role, never an executor.
+ * - The two executors import experiment/ and never each other: runner/ (real
+ *   processes on 127.0.0.1, `ina-experiment`) imports proto/, runtime/,
+ *   experiment/; sim/ (virtual time, `ina-sim`) imports proto/, runtime/,
+ *   link/, experiment/ and the roles' sans-IO cores (and their reports, the
+ *   collectives, the workload, the switch's control plane and memory
+ *   manager), and nothing it reaches, directly or not, imports
+ *   node:child_process: the simulator starts no process.
+ * - bench/ (the benchmark and the reference comparisons) imports proto/,
+ *   runtime/, experiment/, runner/, sim/; only the benchmark (bench/bench.ts)
+ *   may import a role's sans-IO core, which it measures.
  * - test/ may import anything.
  */
 
@@ -32,6 +43,8 @@ export interface Violation {
 const ROLES = ["switch", "worker", "ps"];
 const CORES = ROLES.map((role) => `${role}/core.ts`);
 
+const EXECUTORS = ["runner", "sim"];
+
 interface Rule {
   /** top-level folders this folder may import from (its own is always allowed) */
   folders: string[];
@@ -43,6 +56,10 @@ interface Rule {
   packages?: string[];
   /** whether node: built-ins may be imported */
   node: boolean;
+  /** node: built-ins this folder may not import */
+  nodeForbidden?: string[];
+  /** node: built-ins nothing this folder imports, directly or not, may import */
+  neverReaches?: string[];
 }
 
 export const RULES: Record<string, Rule> = {
@@ -51,26 +68,34 @@ export const RULES: Record<string, Rule> = {
   switch: { folders: ["proto", "runtime"], node: true },
   worker: { folders: ["proto", "runtime"], node: true },
   ps: { folders: ["proto", "runtime"], node: true },
-  bench: { folders: ["proto", "runtime"], exceptions: { "bench/bench.ts": CORES }, node: true },
   link: { folders: ["proto"], packages: [], node: false },
+  experiment: {
+    folders: ["proto"],
+    files: ["runtime/cli.ts"],
+    packages: ["zod", "vega", "vega-lite", "@resvg/resvg-js"],
+    node: true,
+    nodeForbidden: ["node:child_process"],
+    neverReaches: ["node:child_process"],
+  },
+  runner: { folders: ["proto", "runtime", "experiment"], node: true },
   sim: {
-    folders: ["proto", "runtime", "link"],
+    folders: ["proto", "runtime", "link", "experiment"],
     files: [
       ...CORES,
       "worker/collective.ts",
       "worker/workload.ts",
       "switch/report.ts",
       "ps/report.ts",
-      "bench/scenario.ts",
-      "bench/run.ts",
-      "bench/table.ts",
-      "bench/shapes.ts",
-      "bench/schedule.ts",
-      "bench/sweep.ts",
       "switch/control.ts",
       "switch/memory.ts",
       "switch/jobs.ts",
     ],
+    node: true,
+    neverReaches: ["node:child_process"],
+  },
+  bench: {
+    folders: ["proto", "runtime", "experiment", "runner", "sim"],
+    exceptions: { "bench/bench.ts": CORES },
     node: true,
   },
 };
@@ -125,6 +150,7 @@ export function checkLayout(root: string): Violation[] {
       }
     }
   }
+  out.push(...closureBreaches(root));
   let spec = "";
   try {
     spec = readFileSync(join(root, "proto", "README.md"), "utf8");
@@ -147,7 +173,11 @@ export function checkLayout(root: string): Violation[] {
 
 function breach(file: string, folder: string, rule: Rule, specifier: string): string | null {
   if (specifier.startsWith("node:")) {
-    return rule.node ? null : `${folder}/ must not import Node modules (I/O belongs in runtime/)`;
+    if (!rule.node) return `${folder}/ must not import Node modules (I/O belongs in runtime/)`;
+    if (rule.nodeForbidden?.includes(specifier)) {
+      return `${folder}/ must not import ${specifier} (processes are an executor's: runner/)`;
+    }
+    return null;
   }
   if (!specifier.startsWith(".")) {
     const name = specifier.startsWith("@")
@@ -167,5 +197,79 @@ function breach(file: string, folder: string, rule: Rule, specifier: string): st
   if (ROLES.includes(folder) && ROLES.includes(top)) {
     return `role ${folder}/ imports role ${top}/: roles meet only over the wire`;
   }
+  if (EXECUTORS.includes(folder) && EXECUTORS.includes(top)) {
+    return `executor ${folder}/ imports executor ${top}/: they share only experiment/`;
+  }
+  if (folder === "experiment" && EXECUTORS.includes(top)) {
+    return `experiment/ imports executor ${top}/: it is the same whichever executor runs it`;
+  }
+  if (folder === "experiment" && ROLES.includes(top)) {
+    return `experiment/ imports role ${top}/: results come from records, not a role's insides`;
+  }
   return `${folder}/ may import ${[folder, ...rule.folders].join(", ")}, not ${top}/`;
+}
+
+/** A source file's relative imports, as repository paths of .ts files. */
+function localImports(root: string, file: string): string[] {
+  let source: string;
+  try {
+    source = readFileSync(join(root, file), "utf8");
+  } catch {
+    return [];
+  }
+  return importsOf(source).map((specifier) =>
+    specifier.startsWith(".")
+      ? normalize(join(dirname(file), specifier))
+          .split(sep)
+          .join("/")
+          .replace(/\.js$/, ".ts")
+      : specifier,
+  );
+}
+
+/**
+ * The `neverReaches` rules: for every file of such a folder, the shortest
+ * chain of imports from it to a module that imports a forbidden built-in.
+ */
+function closureBreaches(root: string): Violation[] {
+  const out: Violation[] = [];
+  const imports = new Map<string, string[]>();
+  const importsOfFile = (file: string) => {
+    let list = imports.get(file);
+    if (list === undefined) {
+      list = localImports(root, file);
+      imports.set(file, list);
+    }
+    return list;
+  };
+  for (const [folder, rule] of Object.entries(RULES)) {
+    if (rule.neverReaches === undefined) continue;
+    for (const path of sourceFiles(join(root, folder))) {
+      const start = relative(root, path).split(sep).join("/");
+      const from = new Map<string, string | null>([[start, null]]);
+      const queue = [start];
+      search: while (queue.length > 0) {
+        const file = queue.shift() as string;
+        for (const target of importsOfFile(file)) {
+          if (rule.neverReaches.includes(target)) {
+            const chain: string[] = [];
+            for (let at: string | null = file; at !== null; at = from.get(at) ?? null) {
+              chain.unshift(at);
+            }
+            out.push({
+              file: start,
+              specifier: target,
+              why: `${folder}/ must never reach ${target}, not even indirectly: ${[...chain, target].join(" -> ")}`,
+            });
+            break search;
+          }
+          if (target.endsWith(".ts") && !from.has(target)) {
+            from.set(target, file);
+            queue.push(target);
+          }
+        }
+      }
+    }
+  }
+  return out;
 }

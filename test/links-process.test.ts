@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { runScenarioRun } from "../bench/run.js";
 import { ScenarioRunSchema } from "../proto/scenario.js";
+import { runScenarioRun } from "../runner/run.js";
 import { testSeed } from "./seed.js";
 
 /**

@@ -5,14 +5,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { ChildNode } from "../bench/processes.js";
-import {
-  findPrometheus,
-  queryPrometheus,
-  ScrapeTargets,
-  startPrometheus,
-} from "../bench/prometheus.js";
-import { SCRIPTS } from "../bench/run.js";
 import {
   PsReadySchema,
   SwitchReadySchema,
@@ -20,6 +12,14 @@ import {
   type WorkerResultRecord,
   WorkerResultSchema,
 } from "../proto/records.js";
+import { ChildNode } from "../runner/processes.js";
+import {
+  findPrometheus,
+  queryPrometheus,
+  ScrapeTargets,
+  startPrometheus,
+} from "../runner/prometheus.js";
+import { SCRIPTS } from "../runner/run.js";
 import { buildInfo } from "../runtime/metrics.js";
 import { poll } from "./poll.js";
 import { testSeed } from "./seed.js";
@@ -291,7 +291,7 @@ describe("metrics, Prometheus and the dashboard", () => {
     assert.notEqual(binary, null, "prometheus not found: install Debian's prometheus package");
     const targets = new ScrapeTargets(join(dir, "prometheus"));
     await targets.init();
-    // The target labels the runner gives (bench/run.ts): process, run, a worker's job name.
+    // The target labels the runner gives (runner/run.ts): process, run, a worker's job name.
     for (const [name, url] of metricsUrls) {
       const worker = /^worker-(\d+)$/.exec(name);
       await targets.add(name, url, {

@@ -6,9 +6,9 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
-import { ChildNode } from "../bench/processes.js";
 import { Prng } from "../proto/prng.js";
 import { SwitchReadySchema, SwitchStatsSchema } from "../proto/records.js";
+import { ChildNode } from "../runner/processes.js";
 import { testSeed } from "./seed.js";
 
 // dist/test/package.test.js -> the repository's root.
@@ -142,7 +142,7 @@ describe("the packed package, installed in another project", () => {
       "dist/switch/cli.js",
       "dist/worker/cli.js",
       "dist/ps/cli.js",
-      "dist/bench/experiment.js",
+      "dist/runner/experiment.js",
       "bench/scenarios/compare.json",
       "grafana/dashboards/ina-emu.json",
     ]) {

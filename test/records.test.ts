@@ -3,8 +3,6 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { ChildNode, type ProcessRecord, parseRecord, RecordMismatch } from "../bench/processes.js";
-import { linkArgs, SCRIPTS } from "../bench/run.js";
 import type { Links } from "../proto/links.js";
 import { LinksSchema } from "../proto/links.js";
 import {
@@ -20,6 +18,8 @@ import {
   WorkerRecordSchema,
   WorkerResultSchema,
 } from "../proto/records.js";
+import { ChildNode, type ProcessRecord, parseRecord, RecordMismatch } from "../runner/processes.js";
+import { linkArgs, SCRIPTS } from "../runner/run.js";
 
 const RUNTIME_CLI = SCRIPTS.switch.replace(/switch\/cli\.js$/, "runtime/cli.js");
 

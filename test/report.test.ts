@@ -3,11 +3,11 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { renderFigure, runFigures, scheduleFigures } from "../bench/figures.js";
-import { type ResultsFile, writeReport } from "../bench/report-page.js";
-import type { PolicyResult } from "../bench/schedule.js";
-import type { PointStatistics } from "../bench/sweep.js";
-import { summarize } from "../bench/sweep.js";
+import { renderFigure, runFigures, scheduleFigures } from "../experiment/figures.js";
+import { type ResultsFile, writeReport } from "../experiment/report-page.js";
+import type { PolicyResult } from "../experiment/schedule.js";
+import type { PointStatistics } from "../experiment/sweep.js";
+import { summarize } from "../experiment/sweep.js";
 import { launchChromium } from "./browser.js";
 
 /** A small results file: an ATP pool swept over 3 sizes, 3 repetitions each. */

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { parseScheduleScenario, runSchedule } from "../bench/schedule.js";
+import { parseScheduleScenario } from "../experiment/schedule.js";
+import { runSchedule } from "../runner/schedule.js";
 import { testSeed } from "./seed.js";
 
 /**

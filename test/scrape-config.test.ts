@@ -3,13 +3,13 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { ChildNode } from "../bench/processes.js";
-import { findPrometheus, queryPrometheus, startPrometheus } from "../bench/prometheus.js";
-import { SCRIPTS } from "../bench/run.js";
 import { ScrapeConfigSchema } from "../proto/records.js";
+import { ChildNode } from "../runner/processes.js";
+import { findPrometheus, queryPrometheus, startPrometheus } from "../runner/prometheus.js";
+import { SCRIPTS } from "../runner/run.js";
 import { poll } from "./poll.js";
 
-const EXPERIMENT = SCRIPTS.switch.replace(/switch\/cli\.js$/, "bench/experiment.js");
+const EXPERIMENT = SCRIPTS.switch.replace(/switch\/cli\.js$/, "runner/experiment.js");
 
 /**
  * The README's "run your own Prometheus" recipe, on a fresh folder standing in

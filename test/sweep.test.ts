@@ -4,9 +4,8 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { SCRIPTS } from "../bench/run.js";
-import { parseScenario } from "../bench/scenario.js";
-import { policyStatistics, repetitionSeed } from "../bench/schedule.js";
+import { parseScenario } from "../experiment/scenario.js";
+import { policyStatistics, repetitionSeed } from "../experiment/schedule.js";
 import {
   expandScenario,
   JOB_COLUMNS,
@@ -15,12 +14,13 @@ import {
   pointRow,
   pointStatistics,
   summarize,
-} from "../bench/sweep.js";
+} from "../experiment/sweep.js";
+import { SCRIPTS } from "../runner/run.js";
 
 /** A CSV row's cells: commas inside quotes do not split. */
 const cells = (row: string) => row.split(/,(?=(?:[^"]*"[^"]*")*[^"]*$)/);
 
-const EXPERIMENT = SCRIPTS.switch.replace(/switch\/cli\.js$/, "bench/experiment.js");
+const EXPERIMENT = SCRIPTS.switch.replace(/switch\/cli\.js$/, "runner/experiment.js");
 
 describe("sweeps, repetitions and statistics", () => {
   const dirs: string[] = [];

@@ -1,7 +1,7 @@
 import { Resvg } from "@resvg/resvg-js";
 import * as vega from "vega";
 import * as vegaLite from "vega-lite";
-import type { RunResult } from "./run.js";
+import type { RunResult } from "./results.js";
 import type { PolicyResult } from "./schedule.js";
 import type { PointStatistics } from "./sweep.js";
 

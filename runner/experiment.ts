@@ -4,6 +4,33 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
+import {
+  isScheduleScenario,
+  isStudy,
+  repeatPolicies,
+  runTables,
+  scheduleTables,
+  studyPoints,
+  verifiedExit,
+} from "../experiment/front.js";
+import { type ResultsFile, writeReport } from "../experiment/report-page.js";
+import { failedRun, type RunResult } from "../experiment/results.js";
+import {
+  applyOverrides,
+  checkRegions,
+  overrideLinks,
+  parseScenario,
+} from "../experiment/scenario.js";
+import { parseScheduleScenario, policyStatistics } from "../experiment/schedule.js";
+import { analyzeShape } from "../experiment/shapes.js";
+import {
+  expandScenario,
+  JOB_COLUMNS,
+  jobRows,
+  POINT_COLUMNS,
+  pointRow,
+} from "../experiment/sweep.js";
+import { describeBound } from "../experiment/table.js";
 import { CONGESTION_CONTROLS, POLICIES, windowInputSchema } from "../proto/config.js";
 import { largestPacketBytes, linkProblems } from "../proto/links.js";
 import type { Scenario, ScheduleScenario } from "../proto/scenario.js";
@@ -12,7 +39,6 @@ import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN, MAX_SCALE_BITS } from "../proto/wi
 import {
   cliInt,
   cliProbability,
-  EXIT_FAILED,
   EXIT_OK,
   emitRecord,
   readJsonFile,
@@ -22,32 +48,8 @@ import {
 import { stopAllChildren } from "./processes.js";
 import { findPrometheus, ScrapeTargets, startPrometheus } from "./prometheus.js";
 import { provenance } from "./provenance.js";
-import { type ResultsFile, writeReport } from "./report-page.js";
-import { type RunResult, runScenarioRun } from "./run.js";
-import { applyOverrides, checkRegions, overrideLinks, parseScenario } from "./scenario.js";
-import {
-  type PolicyResult,
-  parseScheduleScenario,
-  policyStatistics,
-  repetitionSeed,
-  runSchedule,
-} from "./schedule.js";
-import { analyzeShape } from "./shapes.js";
-import {
-  expandScenario,
-  JOB_COLUMNS,
-  jobRows,
-  POINT_COLUMNS,
-  pointRow,
-  pointStatistics,
-} from "./sweep.js";
-import {
-  describeBound,
-  formatPointTable,
-  formatPolicyStatistics,
-  formatScheduleTable,
-  formatTable,
-} from "./table.js";
+import { runScenarioRun } from "./run.js";
+import { runSchedule } from "./schedule.js";
 
 export const SCENARIOS_DIR = fileURLToPath(new URL("../../bench/scenarios/", import.meta.url));
 const DEFAULT_SCENARIO = join(SCENARIOS_DIR, "compare.json");
@@ -302,7 +304,7 @@ if (process.argv[2] === "report") {
     const json = await readJsonFile(o.scenario, "--scenario");
     const startedAt = new Date();
     // A bad scenario is refused before anything is written or started.
-    const parsedSchedule = isSchedule(json)
+    const parsedSchedule = isScheduleScenario(json)
       ? parseScheduleScenario(o.seed === undefined ? json : { ...json, seed: o.seed }, o.scenario)
       : null;
     const schedule =
@@ -408,11 +410,6 @@ function refuseOptionsThatDoNotApply(o: Options, scheduling: boolean): void {
   );
 }
 
-/** A scheduling scenario has `policies`; a plain one has `runs`. */
-function isSchedule(json: unknown): json is Record<string, unknown> {
-  return typeof json === "object" && json !== null && "policies" in json;
-}
-
 /** --write-scrape-config: the config and an empty target list, their paths on stdout. */
 async function writeScrapeConfig(scrapeDir: string): Promise<number> {
   if (scrapeDir === "") throw new UsageError("--write-scrape-config needs a --scrape-dir");
@@ -485,40 +482,22 @@ async function runSchedules(
   process.stderr.write(
     `ina-experiment: scheduling scenario ${schedule.name}, policies ${policies.join(", ")}\n`,
   );
-  const results: PolicyResult[] = [];
-  // Repetitions outermost, every policy in each: a load drift hits all alike.
-  for (let rep = 0; rep < schedule.repeat; rep++) {
-    const seed = repetitionSeed(schedule.seed, rep);
-    const repeated = schedule.repeat > 1 ? { repetition: rep + 1, seed } : {};
-    for (const policy of policies) {
+  const results = await repeatPolicies(
+    schedule,
+    policies,
+    (repeated, policy, rep) => {
       process.stderr.write(
         `  policy ${policy}${schedule.repeat > 1 ? `, repetition ${rep + 1}` : ""} ...\n`,
       );
-      try {
-        const result = await runSchedule({ ...schedule, seed }, policy, {
-          timeoutMs: o.timeoutS * 1000,
-          targets,
-          beforeSwitchStops: holdPage(o),
-        });
-        results.push({ ...result, ...repeated });
-      } catch (error) {
-        // Keep what the other policies measured; this one is reported as failed.
-        const message = (error as Error).message;
-        process.stderr.write(`  policy ${policy} failed: ${message}\n`);
-        results.push({
-          policy,
-          ...repeated,
-          jobs: [],
-          averageJctS: 0,
-          deadlinesMet: 0,
-          deadlineJobs: 0,
-          verified: false,
-          switch: {},
-          error: message,
-        });
-      }
-    }
-  }
+      return runSchedule(repeated, policy, {
+        timeoutMs: o.timeoutS * 1000,
+        targets,
+        beforeSwitchStops: holdPage(o),
+      });
+    },
+    // Keep what the other policies measured; this one is reported as failed.
+    (policy, message) => process.stderr.write(`  policy ${policy} failed: ${message}\n`),
+  );
   const statistics = policyStatistics(results);
   return report(
     o,
@@ -530,8 +509,7 @@ async function runSchedules(
       ...(schedule.repeat > 1 ? { policyStatistics: statistics } : {}),
     },
     results,
-    formatScheduleTable(results) +
-      (schedule.repeat > 1 ? `\n${formatPolicyStatistics(statistics)}` : ""),
+    scheduleTables(results, schedule.repeat),
   );
 }
 
@@ -552,12 +530,11 @@ async function runRuns(
     await mkdir(o.results, { recursive: true });
     await writeFile(files.jobs, `${JOB_COLUMNS.join(",")}\n`);
   }
-  const warmupOf = (name: string) => scenario.runs.find((r) => r.name === name)?.warmup ?? 0;
   // Written after every run, so a stop or a crash keeps what finished.
   const saveSoFar = async (complete: boolean) => {
     if (files === null) return;
     if (complete) origin.endedAt = new Date().toISOString();
-    const points = pointStatistics(expanded.slice(0, runs.length), runs, warmupOf);
+    const points = studyPoints(scenario, expanded, runs);
     await writeFile(
       files.json,
       `${JSON.stringify(
@@ -621,33 +598,16 @@ async function runRuns(
       // Keep the finished runs' results; this one is reported as failed.
       const message = (error as Error).message;
       process.stderr.write(`  run ${run.name} failed: ${message}\n`);
-      runs.push({
-        name: run.name,
-        aggregators: run.aggregators,
-        faults: run.faults,
-        seconds: 0,
-        jobs: [],
-        verified: false,
-        switch: {},
-        ps: null,
-        warnings: [],
-        links: null,
-        bound: null,
-        error: message,
-      });
+      runs.push(failedRun(run, message));
     }
     const finished = runs[runs.length - 1];
     if (files !== null) await appendFile(files.jobs, `${jobRows(e, finished).join("\n")}\n`);
     await saveSoFar(false);
   }
   await saveSoFar(true);
-  const points = pointStatistics(expanded, runs, warmupOf);
-  const studied = scenario.runs.some((r) => r.sweep !== undefined || r.repeat > 1);
+  const points = studyPoints(scenario, expanded, runs);
   const shape = analyzeShape(scenario, runs);
-  const table =
-    formatTable(runs) +
-    (studied ? `\n${formatPointTable(points)}` : "") +
-    (shape === null ? "" : `\n${shape.shape}: measured, and the model's\n${shape.table}`);
+  const table = runTables(runs, isStudy(scenario) ? points : null, shape, "measured");
   if (files !== null) {
     process.stderr.write(`results: ${files.json}\n  tidy CSV: ${files.jobs}, ${files.points}\n`);
   }
@@ -669,7 +629,7 @@ async function runRuns(
     await writeReportPage(files.report, output);
   }
   process.stdout.write(o.json ? `${JSON.stringify(output)}\n` : table);
-  return output.verified ? EXIT_OK : EXIT_FAILED;
+  return verifiedExit(runs);
 }
 
 /** Where a run's results go: the JSON and its two tidy CSVs, or null for --results ''. */
@@ -706,5 +666,5 @@ async function report(
   } as ResultsFile;
   await writeResults(o.results, meta.name, startedAt, output);
   process.stdout.write(o.json ? `${JSON.stringify(output)}\n` : table);
-  return verified ? EXIT_OK : EXIT_FAILED;
+  return verifiedExit(verifiable);
 }

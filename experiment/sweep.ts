@@ -1,6 +1,6 @@
 import { deriveSeed } from "../proto/prng.js";
 import { type Scenario, type ScenarioRun, SWEEP_KEYS, type SweepKey } from "../proto/scenario.js";
-import type { RunResult } from "./run.js";
+import type { RunResult } from "./results.js";
 
 /**
  * Sweeps and repetitions (a run's `sweep` and `repeat`): a run expands into

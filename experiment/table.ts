@@ -1,4 +1,4 @@
-import type { RunResult } from "./run.js";
+import type { RunResult } from "./results.js";
 import type { PolicyResult, PolicyStatistics } from "./schedule.js";
 import type { PointStatistics, Summary } from "./sweep.js";
 

@@ -1,3 +1,5 @@
+import { readFile } from "node:fs/promises";
+import { dirname, resolve } from "node:path";
 import {
   type CongestionControl,
   type JobConfig,
@@ -8,6 +10,7 @@ import {
 } from "../proto/config.js";
 import { type Links, LinksSchema } from "../proto/links.js";
 import {
+  parseLayerTrace,
   type Scenario,
   type ScenarioJob,
   type ScenarioRun,
@@ -213,4 +216,52 @@ export function checkRegions(scenario: Scenario, source: string): void {
     }
   });
   if (problems.length > 0) throw new UsageError(`${source}:\n${problems.join("\n")}`);
+}
+
+/**
+ * A job's `layerTrace` names a CSV file of its layers (relative to the
+ * scenario's folder): read it into `layers`, naming the file and line of
+ * anything wrong.
+ */
+export async function withLayerTraces(json: unknown, scenarioPath: string): Promise<unknown> {
+  if (
+    typeof json !== "object" ||
+    json === null ||
+    !Array.isArray((json as { runs?: unknown }).runs)
+  ) {
+    return json;
+  }
+  const runs = (json as { runs: unknown[] }).runs;
+  const resolved = await Promise.all(
+    runs.map(async (run, r) => {
+      if (typeof run !== "object" || run === null) return run;
+      const jobs = (run as { jobs?: unknown }).jobs;
+      if (!Array.isArray(jobs)) return run;
+      return {
+        ...run,
+        jobs: await Promise.all(
+          jobs.map(async (job, j) => {
+            if (typeof job !== "object" || job === null || !("layerTrace" in job)) return job;
+            const { layerTrace, ...rest } = job as { layerTrace: unknown };
+            const where = `runs[${r}].jobs[${j}].layerTrace`;
+            if (typeof layerTrace !== "string")
+              throw new UsageError(`${where}: expected a file name`);
+            const path = resolve(dirname(scenarioPath), layerTrace);
+            let text: string;
+            try {
+              text = await readFile(path, "utf8");
+            } catch (error) {
+              throw new UsageError(`${where}: cannot read ${path}: ${(error as Error).message}`);
+            }
+            try {
+              return { ...rest, layers: parseLayerTrace(text) };
+            } catch (error) {
+              throw new UsageError(`${where}: ${path}, ${(error as Error).message}`);
+            }
+          }),
+        ),
+      };
+    }),
+  );
+  return { ...json, runs: resolved };
 }

@@ -1,5 +1,5 @@
 import type { Scenario } from "../proto/scenario.js";
-import { pathModel, type RunResult, windowLimitedMBps } from "./run.js";
+import { pathModel, type RunResult, windowLimitedMBps } from "./results.js";
 import { resolveJobs } from "./scenario.js";
 
 /**
@@ -104,7 +104,7 @@ function psVsIna(runs: RunResult[]): ShapeReport {
 /**
  * Goodput against the window: about window x payload / RTT until window x
  * packet reaches rate x RTT (the bandwidth-delay product), then the line
- * rate (bench/run.ts: pathModel, windowLimitedMBps).
+ * rate (experiment/results.ts: pathModel, windowLimitedMBps).
  */
 function windowKnee(scenario: Scenario, runs: RunResult[]): ShapeReport {
   const first = scenario.runs[0];

@@ -7,7 +7,7 @@ import {
   runFigures,
   scheduleFigures,
 } from "./figures.js";
-import type { RunResult } from "./run.js";
+import type { RunResult } from "./results.js";
 import type { PolicyResult } from "./schedule.js";
 import type { PointStatistics } from "./sweep.js";
 import { formatPointTable, formatScheduleTable, formatTable } from "./table.js";

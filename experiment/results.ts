@@ -1,0 +1,451 @@
+import type { Collective } from "../proto/config.js";
+import { type Links, linkParamsFor } from "../proto/links.js";
+import type {
+  FloorStatsRecord,
+  LinkPortRecord,
+  PsStatsRecord,
+  SwitchStatsLine,
+  SwitchStatsRecord,
+  WorkerResultRecord,
+} from "../proto/records.js";
+import type { ScenarioRun } from "../proto/scenario.js";
+import type { ResolvedJob } from "./scenario.js";
+
+/**
+ * What a run measured, whichever executor ran it (processes on 127.0.0.1 or
+ * the simulator in virtual time), and the one builder of it: every pure
+ * function that turns workers' outcomes, their result records and the
+ * switch's counters into job and run results.
+ */
+
+export interface WorkerOutcome {
+  workerId: number;
+  seconds: number;
+  goodputMBps: number;
+  /** CPU time the worker spent in the all-reduce */
+  cpuSeconds: number;
+  packetsSent: number;
+  retransmissions: number;
+  timeouts: number;
+  /** smoothed RTT and retransmission timeout at the end (ms) */
+  srttMs: number;
+  rtoMs: number;
+  /** results that carried an ECN mark, and the window at the end (packets) */
+  ecnMarkedResults: number;
+  window: number;
+  duplicateResults: number;
+  /** gradient bytes the worker sent and took in, each packet once (headers and retransmissions aside) */
+  payloadBytesSent: number;
+  payloadBytesReceived: number;
+  /** FNV-1a of the last output's bytes (worker/workload.ts): equal digests, equal outputs */
+  outputDigest: string;
+  maxAbsError: number;
+  notBitExact: number;
+  outOfBound: number;
+  verified: boolean;
+}
+
+/** Switch counters of one job (see switch/jobs.ts). */
+export type JobCountersReport = SwitchStatsRecord["jobs"][number];
+
+export interface JobResult {
+  name: string;
+  id: number;
+  mode: ResolvedJob["mode"];
+  workers: number;
+  bytesPerWorker: number;
+  iterations: number;
+  startMs: number;
+  window: number;
+  elementsPerPacket: number;
+  /** NetReduce region or ATP pool slice */
+  offset: number;
+  regionSize: number;
+  seed: number;
+  /** slowest worker's wall time from its "go" to its last result */
+  seconds: number;
+  /** bytes all-reduced per worker per second (MB = 10^6 bytes) */
+  goodputMBps: number;
+  /** what the workers ran: allReduce, or a ring job's collective */
+  operation: Collective;
+  /** each iteration's all-reduce time, the slowest worker's (s) */
+  iterationSeconds: number[];
+  /** the share of an iteration (compute, then all-reduce) spent all-reducing; null when unknown */
+  communicationShare: number | null;
+  /** gradient bytes per worker per iteration, sent and taken in (INA: about the tensor each way; ring: 2(N-1)/N of it) */
+  bytesSentPerWorker: number;
+  bytesReceivedPerWorker: number;
+  /** nccl-tests' algorithm bandwidth (tensor bytes / time) and bus bandwidth (algbw x the collective's factor), MB/s */
+  algbwMBps: number;
+  busbwMBps: number;
+  retransmissions: number;
+  /** ATP: contributions that found another (job, PSN) in their aggregator */
+  collisions: number;
+  /** ATP: contributions that reached the PS outside a full switch aggregate, and their share */
+  fallbacks: number;
+  fallbackFraction: number;
+  /** aggregations finished in the switch (NetReduce results, ATP full aggregates) */
+  switchAggregations: number;
+  maxAbsError: number;
+  verified: boolean;
+  perWorker: WorkerOutcome[];
+  switchCounters: JobCountersReport | null;
+}
+
+export interface RunResult {
+  name: string;
+  aggregators: number;
+  faults: ScenarioRun["faults"];
+  /** first "go" to the last job's last result record (its verification included) */
+  seconds: number;
+  jobs: JobResult[];
+  verified: boolean;
+  /**
+   * the switch's final stats record (the simulator's: its counters alone);
+   * the floor relay's has no jobs or links; {} when it printed none
+   */
+  switch: SwitchStatsRecord | FloorStatsRecord | Record<string, never>;
+  ps: PsStatsRecord | null;
+  /** what the switch and the workers warned about at start (a window their receive buffers cannot hold) */
+  warnings: string[];
+  /**
+   * with emulated links: the switch's port towards each host, utilization
+   * over time (from its stats every 250 ms; t in s from the first sample)
+   */
+  linkSeries?: Array<{ t: number; host: string; utilization: number }> | null;
+  /** with emulated links: every link direction's load, busiest first */
+  links: LinkLoad[] | null;
+  /**
+   * with emulated links, what limited the run: "link" when the busiest link
+   * direction was above LINK_BOUND_UTILIZATION, or a port tail-dropped (its
+   * buffer was full); "window" when no link was
+   * but every job's window is below its path's bandwidth-delay product and
+   * the job reached what that window allows (window / RTT, both by the
+   * model): the emulated network with that window limited it; "host" when
+   * neither (the host's CPU limited it, and the numbers are not the
+   * network's); null without links
+   */
+  bound: RunBound | null;
+  /** why the run failed; its jobs are then empty */
+  error?: string;
+}
+
+export type RunBound = "link" | "window" | "host";
+
+/** A link direction busier than this bounds a run. */
+export const LINK_BOUND_UTILIZATION = 0.9;
+
+/** One direction of one host's link over a run. */
+export interface LinkLoad {
+  /** "netreduce-1 worker 0", "ps" */
+  host: string;
+  /** up: the host's NIC towards the switch; down: the switch's port towards the host */
+  direction: "up" | "down";
+  rateBitsPerSecond: number;
+  bytes: number;
+  /** bytes x 8 / (rate x the run's seconds) */
+  utilization: number;
+  drops: number;
+  marks: number;
+  queueHighWaterBytes: number;
+}
+
+/** Every link direction's load over `seconds`, busiest first, and what bound the run. */
+export function linkLoads(
+  jobs: readonly ResolvedJob[],
+  workerRecords: WorkerResultRecord[][],
+  switchStats: Partial<SwitchStatsRecord>,
+  psStats: PsStatsRecord | null,
+  seconds: number,
+): LinkLoad[] {
+  const load = (host: string, direction: "up" | "down", r: LinkPortRecord): LinkLoad => ({
+    host,
+    direction,
+    rateBitsPerSecond: r.rateBitsPerSecond,
+    bytes: r.bytes,
+    utilization: seconds > 0 ? (r.bytes * 8) / (r.rateBitsPerSecond * seconds) : 0,
+    drops: r.drops,
+    marks: r.marks,
+    queueHighWaterBytes: r.queueHighWaterBytes,
+  });
+  const links: LinkLoad[] = [];
+  jobs.forEach((job, j) => {
+    for (const record of workerRecords[j]) {
+      if (record.link !== undefined) {
+        links.push(load(`${job.name} worker ${record.workerId}`, "up", record.link));
+      }
+    }
+  });
+  if (psStats?.link !== undefined) links.push(load("ps", "up", psStats.link));
+  const nameOf = new Map(jobs.map((job) => [job.id, job.name]));
+  for (const port of switchStats.links ?? []) {
+    const match = /^job (\d+) worker (\d+)$/.exec(port.host);
+    const host = match
+      ? `${nameOf.get(Number(match[1])) ?? `job ${match[1]}`} worker ${match[2]}`
+      : port.host;
+    links.push(load(host, "down", port));
+  }
+  links.sort((a, b) => b.utilization - a.utilization);
+  return links;
+}
+
+/**
+ * The goodput per worker (MB/s) a job's window allows on its path by the
+ * link model: a window of packets per round trip, the round trip being the
+ * propagation and one packet's serialization on each hop (two hops for
+ * NetReduce; four through the PS for ATP and PS), capped at the line rate.
+ */
+export function windowLimitedMBps(job: ResolvedJob, links: Links): number {
+  const { rttMs, lineMBps } = pathModel(job, links);
+  const window =
+    job.mode === "netreduce" ? Math.min(job.window, Math.floor(job.regionSize / 2)) : job.window;
+  return Math.min(lineMBps, (window * 4 * job.elementsPerPacket) / rttMs / 1000);
+}
+
+/** A job's path by the link model: round trip (ms), payload goodput at the line rate (MB/s), packet bytes. */
+export function pathModel(job: ResolvedJob, links: Links) {
+  const link = linkParamsFor(links, { job: job.id, worker: 0 });
+  const packetBytes = 32 + 4 * job.elementsPerPacket;
+  const bytesPerMs = link.rateBitsPerSecond / 8 / 1000;
+  const hops = job.mode === "netreduce" ? 2 : 4;
+  return {
+    rttMs: hops * (link.delayMs + packetBytes / bytesPerMs),
+    lineMBps: (bytesPerMs * (4 * job.elementsPerPacket)) / packetBytes / 1000,
+    packetBytes,
+    bytesPerMs,
+  };
+}
+
+/** What limited a run with links (see RunResult.bound). */
+export function runBound(
+  links: readonly LinkLoad[],
+  jobs: readonly ResolvedJob[],
+  results: readonly JobResult[],
+  config: Links,
+): RunBound {
+  // A port that tail-dropped had its buffer full: that link was the bottleneck.
+  if ((links[0]?.utilization ?? 0) > LINK_BOUND_UTILIZATION || links.some((l) => l.drops > 0)) {
+    return "link";
+  }
+  const windowLimited = jobs.every((job, j) => {
+    const allowed = windowLimitedMBps(job, config);
+    const { lineMBps } = pathModel(job, config);
+    return allowed < LINK_BOUND_UTILIZATION * lineMBps && results[j].goodputMBps >= 0.7 * allowed;
+  });
+  return windowLimited ? "window" : "host";
+}
+
+/** All-reduce time over all-reduce plus compute time, over the iterations. */
+export function communicationShare(iterationSeconds: number[], computeMs: number): number | null {
+  if (iterationSeconds.length === 0) return null;
+  const communicating = iterationSeconds.reduce((a, b) => a + b, 0);
+  return communicating / (communicating + (iterationSeconds.length * computeMs) / 1000);
+}
+
+/** Each switch port's utilization between consecutive periodic stats records. */
+export function linkSeries(
+  records: readonly SwitchStatsLine[],
+): Array<{ t: number; host: string; utilization: number }> {
+  const samples = records.flatMap((r) => (r.final === true ? [] : [r]));
+  const out: Array<{ t: number; host: string; utilization: number }> = [];
+  const first = samples[0]?.uptimeMs ?? 0;
+  for (let i = 1; i < samples.length; i++) {
+    const dt = (samples[i].uptimeMs - samples[i - 1].uptimeMs) / 1000;
+    const before = new Map((samples[i - 1].links ?? []).map((l) => [l.host, l.bytes]));
+    for (const l of samples[i].links ?? []) {
+      const bytes = l.bytes - (before.get(l.host) ?? 0);
+      out.push({
+        t: (samples[i].uptimeMs - first) / 1000,
+        host: l.host,
+        utilization: dt > 0 ? (bytes * 8) / (l.rateBitsPerSecond * dt) : 0,
+      });
+    }
+  }
+  return out;
+}
+
+/** Per iteration, the slowest worker's time. */
+export function slowestPerIteration(records: readonly WorkerResultRecord[]): number[] {
+  const out: number[] = [];
+  for (const r of records) {
+    r.iterationSeconds.forEach((t, i) => {
+      out[i] = Math.max(out[i] ?? 0, t);
+    });
+  }
+  return out;
+}
+
+const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / Math.max(1, values.length);
+
+/**
+ * nccl-tests' bandwidths for a collective of `bytes` over `workers` taking
+ * `seconds`: algbw = bytes / seconds; busbw = algbw x 2(N-1)/N for
+ * all-reduce, x (N-1)/N for reduce-scatter, all-gather and all-to-all, x 1
+ * for broadcast and reduce: what each link carries, comparable across N.
+ */
+export function bandwidths(
+  op: Collective,
+  workers: number,
+  bytes: number,
+  seconds: number,
+): { algbwMBps: number; busbwMBps: number } {
+  const algbwMBps = bytes / 1e6 / seconds;
+  const n = workers;
+  const factor =
+    op === "allReduce"
+      ? (2 * (n - 1)) / n
+      : op === "broadcast" || op === "reduce"
+        ? 1
+        : (n - 1) / n;
+  return { algbwMBps, busbwMBps: algbwMBps * factor };
+}
+
+/** A worker's outcome from its result record (what ina-worker prints when it ends). */
+export function workerOutcome(r: WorkerResultRecord): WorkerOutcome {
+  return {
+    workerId: r.workerId,
+    seconds: r.seconds,
+    goodputMBps: r.goodputMBps,
+    cpuSeconds: r.cpuSeconds,
+    packetsSent: r.packetsSent,
+    retransmissions: r.retransmissions,
+    timeouts: r.timeouts,
+    srttMs: r.srttMs,
+    rtoMs: r.rtoMs,
+    ecnMarkedResults: r.ecnMarkedResults,
+    window: r.window,
+    duplicateResults: r.duplicateResults,
+    payloadBytesSent: r.payloadBytesSent,
+    payloadBytesReceived: r.payloadBytesReceived,
+    outputDigest: r.outputDigest,
+    // NaN: not verified (--no-verify), or an error that was not a number
+    maxAbsError: r.verification?.maxAbsError ?? Number.NaN,
+    notBitExact: r.verification?.notBitExact ?? Number.NaN,
+    outOfBound: r.verification?.outOfBound ?? Number.NaN,
+    verified: r.verified,
+  };
+}
+
+/** A job's result from its workers' result records and the switch's final stats. */
+export function jobResultOfRecords(
+  job: ResolvedJob,
+  records: WorkerResultRecord[],
+  switchStats: Partial<SwitchStatsRecord>,
+): JobResult {
+  const iterationSeconds = slowestPerIteration(records);
+  return jobResult(job, records.map(workerOutcome), switchStats.jobs ?? [], {
+    iterationSeconds,
+    communicationShare: communicationShare(iterationSeconds, job.computeMs),
+  });
+}
+
+/**
+ * A job's result from its workers' outcomes and the switch's per-job
+ * counters: the slowest worker's time, goodput, bandwidths, the switch's
+ * collisions and fallbacks, verified when every worker verified. A job with
+ * a layer trace all-reduces every layer once per iteration.
+ */
+export function jobResult(
+  job: ResolvedJob,
+  perWorker: WorkerOutcome[],
+  counters: readonly JobCountersReport[],
+  iterations: { iterationSeconds: number[]; communicationShare: number | null } = {
+    iterationSeconds: [],
+    communicationShare: null,
+  },
+): JobResult {
+  const bytes = job.layers?.reduce((n, l) => n + l.bytes, 0) ?? job.size;
+  const op: Collective = job.mode === "ring" ? job.operation : "allReduce";
+  const own = counters.find((c) => c.id === job.id) ?? null;
+  const seconds = Math.max(...perWorker.map((w) => w.seconds));
+  const contributions = own?.contributions ?? 0;
+  const fallbacks = own?.fallbacks ?? 0;
+  return {
+    name: job.name,
+    id: job.id,
+    mode: job.mode,
+    workers: job.workers,
+    bytesPerWorker: bytes,
+    iterations: job.iterations,
+    startMs: job.startMs,
+    window: job.window,
+    elementsPerPacket: job.elementsPerPacket,
+    offset: job.offset,
+    regionSize: job.regionSize,
+    seed: job.seed,
+    seconds,
+    goodputMBps: (bytes * job.iterations) / 1e6 / seconds,
+    operation: op,
+    iterationSeconds: iterations.iterationSeconds,
+    communicationShare: iterations.communicationShare,
+    bytesSentPerWorker: mean(perWorker.map((w) => w.payloadBytesSent)) / job.iterations,
+    bytesReceivedPerWorker: mean(perWorker.map((w) => w.payloadBytesReceived)) / job.iterations,
+    ...bandwidths(op, job.workers, bytes, seconds / job.iterations),
+    retransmissions: perWorker.reduce((sum, w) => sum + w.retransmissions, 0),
+    collisions: own?.collisions ?? 0,
+    fallbacks,
+    fallbackFraction: contributions > 0 ? fallbacks / contributions : 0,
+    switchAggregations: own?.aggregationsCompleted ?? 0,
+    maxAbsError: Math.max(...perWorker.map((w) => w.maxAbsError)),
+    verified: perWorker.every((w) => w.verified),
+    perWorker,
+    switchCounters: own,
+  };
+}
+
+/**
+ * A run's result from its jobs' results: what bound it (with links), every
+ * job verified. `linkSeries` is the processes' (the switch's periodic stats);
+ * the simulator has none.
+ */
+export function runResult(
+  run: ScenarioRun,
+  jobs: readonly ResolvedJob[],
+  jobResults: JobResult[],
+  o: {
+    seconds: number;
+    switch: RunResult["switch"];
+    ps: PsStatsRecord | null;
+    warnings: string[];
+    links: LinkLoad[] | null;
+    linkSeries?: RunResult["linkSeries"];
+    error?: string;
+  },
+): RunResult {
+  return {
+    name: run.name,
+    aggregators: run.aggregators,
+    faults: run.faults,
+    seconds: o.seconds,
+    jobs: jobResults,
+    verified: jobResults.every((r) => r.verified),
+    switch: o.switch,
+    ps: o.ps,
+    warnings: o.warnings,
+    links: o.links,
+    ...(o.linkSeries === undefined ? {} : { linkSeries: o.linkSeries }),
+    bound:
+      o.links === null || run.links === undefined
+        ? null
+        : runBound(o.links, jobs, jobResults, run.links),
+    ...(o.error === undefined ? {} : { error: o.error }),
+  };
+}
+
+/** The result of a run that failed (`message`): no jobs, not verified. */
+export function failedRun(run: ScenarioRun, message: string): RunResult {
+  return {
+    name: run.name,
+    aggregators: run.aggregators,
+    faults: run.faults,
+    seconds: 0,
+    jobs: [],
+    verified: false,
+    switch: {},
+    ps: null,
+    warnings: [],
+    links: null,
+    bound: null,
+    error: message,
+  };
+}

@@ -1,0 +1,360 @@
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { performance } from "node:perf_hooks";
+import { fileURLToPath } from "node:url";
+import {
+  jobResultOfRecords,
+  linkLoads,
+  linkSeries,
+  type RunResult,
+  runResult,
+} from "../experiment/results.js";
+import { type ResolvedJob, resolveJobs, switchConfigOf } from "../experiment/scenario.js";
+import type { SwitchConfigInput } from "../proto/config.js";
+import { type Links, linkParamsFor } from "../proto/links.js";
+import {
+  type FloorReadyRecord,
+  FloorReadySchema,
+  FloorStatsSchema,
+  type PsReadyRecord,
+  PsReadySchema,
+  type PsStatsLine,
+  PsStatsSchema,
+  type SwitchReadyRecord,
+  SwitchReadySchema,
+  SwitchStatsSchema,
+  type WorkerReadyRecord,
+  WorkerReadySchema,
+  WorkerRecordSchema,
+  WorkerResultSchema,
+} from "../proto/records.js";
+import type { ScenarioRun } from "../proto/scenario.js";
+import { ChildNode, type ProcessRecord, parseRecord } from "./processes.js";
+import type { ScrapeTargets } from "./prometheus.js";
+
+const here = (path: string) => fileURLToPath(new URL(path, import.meta.url));
+export const SCRIPTS = {
+  switch: here("../switch/cli.js"),
+  floor: here("../bench/floor-switch.js"),
+  ps: here("../ps/cli.js"),
+  worker: here("../worker/cli.js"),
+};
+
+/** What a job's slowest worker is doing. */
+export type JobPhase = "allreduce" | "verifying" | "done";
+
+export interface JobProgress {
+  /** packets completed, of all the job's packets */
+  fraction: number;
+  phase: JobPhase;
+}
+
+export interface RunOptions {
+  /** seed of faults, and of gradients for jobs without their own */
+  seed: number;
+  timeoutMs: number;
+  /** "ina": the real switch; "floor": bench/floor-switch.ts (one lossless NetReduce job) */
+  switchImpl?: "ina" | "floor";
+  /** called with each job's progress, about every 500 ms */
+  onProgress?: (jobs: Record<string, JobProgress>) => void;
+  /** lists every process's /metrics for Prometheus while it runs */
+  targets?: ScrapeTargets;
+  /** awaited after the workers end, before the switch stops (--ui keeps its page up) */
+  beforeSwitchStops?: () => Promise<void>;
+  /** called once the workers are started, with where the switch and PS listen (on 127.0.0.1) */
+  onRunning?: (run: {
+    switchPort: number;
+    /** the switch's control plane (and live page at /ui); null for the floor relay */
+    controlUrl: string | null;
+    psPort: number | null;
+    jobs: ResolvedJob[];
+  }) => void;
+}
+
+/**
+ * Lists `child`'s /metrics (from its ready record) while it lives. `labels`
+ * become target labels (`process`, `run`, a worker's `ina_job_name`): only
+ * what the process does not export itself, or Prometheus would rename its own
+ * to `exported_<name>`.
+ */
+export function scrapeWhileAlive(
+  targets: ScrapeTargets | undefined,
+  child: ChildNode,
+  ready: SwitchReadyRecord | FloorReadyRecord | PsReadyRecord | WorkerReadyRecord,
+  labels: Record<string, string>,
+): void {
+  if (targets === undefined || !("metricsUrl" in ready)) return;
+  const name = `${labels.process}-${child.child.pid}`;
+  void targets.add(name, ready.metricsUrl, labels);
+  void child.exited.then(() => targets.remove(name));
+}
+
+/**
+ * Starts a run's PS (when `withPs`, with `psArgs`) and then its switch on
+ * `config`, which gets the PS's address; both on ephemeral ports, both added
+ * to `children` (for the caller to stop) and to the scrape targets.
+ */
+export async function startSwitch(o: {
+  dir: string;
+  config: SwitchConfigInput;
+  withPs: boolean;
+  psArgs?: string[];
+  script?: string;
+  switchArgs?: string[];
+  children: ChildNode[];
+  targets: ScrapeTargets | undefined;
+  run: string;
+}): Promise<{ ps: ChildNode | null; sw: ChildNode; ready: SwitchReadyRecord | FloorReadyRecord }> {
+  let ps: ChildNode | null = null;
+  if (o.withPs) {
+    const psConfigPath = join(o.dir, "ps.json");
+    await writeFile(psConfigPath, JSON.stringify(o.config, null, 2));
+    ps = new ChildNode("ps", SCRIPTS.ps, ["--config", psConfigPath, ...(o.psArgs ?? [])]);
+    o.children.push(ps);
+    const ready = await ps.waitFor(PsReadySchema, 15_000);
+    scrapeWhileAlive(o.targets, ps, ready, { process: "ps", run: o.run });
+    o.config.parameterServer = { host: ready.dataAddress, port: ready.dataPort };
+  }
+  const configPath = join(o.dir, "switch.json");
+  await writeFile(configPath, JSON.stringify(o.config, null, 2));
+  const sw = new ChildNode("switch", o.script ?? SCRIPTS.switch, [
+    "--config",
+    configPath,
+    ...(o.switchArgs ?? []),
+  ]);
+  o.children.push(sw);
+  const ready = await sw.waitFor(
+    o.script === SCRIPTS.floor ? FloorReadySchema : SwitchReadySchema,
+    15_000,
+  );
+  if ("uiUrl" in ready) process.stderr.write(`    live view: ${ready.uiUrl}\n`);
+  scrapeWhileAlive(o.targets, sw, ready, { process: "switch", run: o.run });
+  return { ps, sw, ready };
+}
+
+/**
+ * Runs one scenario run with real processes on 127.0.0.1: the PS (when a job
+ * needs it) and the switch on ephemeral ports, then every job's workers,
+ * released at their start times. Every wait is bounded; every child is
+ * stopped by PID at the end, whatever happens.
+ */
+export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<RunResult> {
+  const jobs = resolveJobs(run, o.seed);
+  const dir = await mkdtemp(join(tmpdir(), "ina-emu-"));
+  const children: ChildNode[] = [];
+  let progressTimer: NodeJS.Timeout | null = null;
+  const startTimers: NodeJS.Timeout[] = [];
+  try {
+    const config = switchConfigOf(run, jobs, o.seed);
+    const datagramArgs =
+      run.packetsPerDatagram === undefined
+        ? []
+        : ["--packets-per-datagram", String(run.packetsPerDatagram)];
+    const { ps, sw, ready } = await startSwitch({
+      dir,
+      config,
+      withPs: jobs.some((j) => j.mode === "atp" || j.mode === "ps"),
+      psArgs: datagramArgs,
+      // With links, the switch reports its ports every 250 ms: utilization over time.
+      switchArgs: [
+        ...datagramArgs,
+        ...(run.links === undefined ? [] : ["--stats-interval-ms", "250"]),
+      ],
+      script: o.switchImpl === "floor" ? SCRIPTS.floor : SCRIPTS.switch,
+      children,
+      targets: o.targets,
+      run: run.name,
+    });
+    const target = `${ready.dataAddress}:${ready.dataPort}`;
+
+    const progress = new Map<string, { fractions: Float64Array; phases: JobPhase[] }>();
+    const workersOf = jobs.map((job) => {
+      const fractions = new Float64Array(job.workers);
+      const phases: JobPhase[] = new Array(job.workers).fill("allreduce");
+      progress.set(job.name, { fractions, phases });
+      const packetsPerIteration = Math.ceil(job.size / 4 / job.elementsPerPacket);
+      const onRecord = (w: number) => (line: ProcessRecord) => {
+        const record = parseRecord(WorkerRecordSchema, line, `${job.name} worker ${w}`);
+        if (record.event === "result") {
+          fractions[w] = 1;
+          phases[w] = "done";
+          return;
+        }
+        if (record.event !== "progress") return;
+        if (record.phase === "verifying") {
+          fractions[w] = 1;
+          phases[w] = "verifying";
+          return;
+        }
+        const done = record.iteration * packetsPerIteration + record.completedPackets;
+        fractions[w] = done / (packetsPerIteration * job.iterations);
+      };
+      return Array.from({ length: job.workers }, (_, w) => {
+        const child = new ChildNode(
+          `${job.name} worker ${w}`,
+          SCRIPTS.worker,
+          [...workerArgs(job, w, target, run.links), ...datagramArgs],
+          onRecord(w),
+        );
+        children.push(child);
+        return child;
+      });
+    });
+    // Inputs are generated before "ready", so the timed part is the all-reduce alone.
+    await Promise.all(
+      workersOf.flatMap((workers, j) =>
+        workers.map(async (child) => {
+          const record = await child.waitFor(WorkerReadySchema, 60_000);
+          scrapeWhileAlive(o.targets, child, record, {
+            process: "worker",
+            run: run.name,
+            ina_job_name: jobs[j].name,
+          });
+        }),
+      ),
+    );
+    if (o.onProgress) {
+      const report = o.onProgress;
+      progressTimer = setInterval(() => {
+        const out: Record<string, JobProgress> = {};
+        for (const [name, { fractions, phases }] of progress) {
+          // A job is as far as its slowest worker.
+          const phase = phases.includes("allreduce")
+            ? "allreduce"
+            : phases.includes("verifying")
+              ? "verifying"
+              : "done";
+          out[name] = { fraction: Math.min(...fractions), phase };
+        }
+        report(out);
+      }, 500);
+    }
+    const started = performance.now();
+    jobs.forEach((job, j) => {
+      startTimers.push(
+        setTimeout(() => {
+          for (const child of workersOf[j]) child.send("go");
+        }, job.startMs),
+      );
+    });
+    o.onRunning?.({
+      switchPort: ready.dataPort,
+      controlUrl: "controlUrl" in ready ? ready.controlUrl : null,
+      psPort: ps === null ? null : (config.parameterServer?.port ?? null),
+      jobs,
+    });
+    const lastStart = Math.max(...jobs.map((j) => j.startMs));
+    const warnings = [
+      ...new Set(
+        [ready, ...workersOf.flat().flatMap((child) => child.recordsOf(WorkerReadySchema))].flatMap(
+          (record) => ("warnings" in record ? record.warnings : []),
+        ),
+      ),
+    ];
+    const results = await Promise.all(
+      workersOf.map((workers) =>
+        Promise.all(
+          workers.map((child) => child.waitFor(WorkerResultSchema, o.timeoutMs + lastStart)),
+        ),
+      ),
+    );
+    const seconds = (performance.now() - started) / 1000;
+    await Promise.all(workersOf.flat().map((child) => child.waitExit(10_000)));
+    await o.beforeSwitchStops?.();
+    await sw.stop();
+    const switchStats: RunResult["switch"] =
+      (o.switchImpl === "floor"
+        ? sw.recordsOf(FloorStatsSchema)
+        : sw.recordsOf(SwitchStatsSchema).filter((r) => r.final === true)
+      ).at(0) ?? {};
+    let psStats: PsStatsLine | null = null;
+    if (ps !== null) {
+      await ps.stop();
+      psStats = ps.recordsOf(PsStatsSchema).find((r) => r.final === true) ?? null;
+    }
+    const jobResults = jobs.map((job, j) => jobResultOfRecords(job, results[j], switchStats));
+    // Links carry traffic from the first "go" to the last all-reduce's end;
+    // the run's seconds also hold the workers' verification.
+    const trafficSeconds = Math.max(...jobResults.map((r) => r.startMs / 1000 + r.seconds));
+    const loads =
+      run.links === undefined
+        ? null
+        : linkLoads(jobs, results, switchStats, psStats, trafficSeconds);
+    return runResult(run, jobs, jobResults, {
+      seconds,
+      switch: switchStats,
+      ps: psStats,
+      warnings,
+      links: loads,
+      linkSeries:
+        run.links === undefined
+          ? null
+          : linkSeries(o.switchImpl === "floor" ? [] : sw.recordsOf(SwitchStatsSchema)),
+    });
+  } finally {
+    if (progressTimer !== null) clearInterval(progressTimer);
+    for (const timer of startTimers) clearTimeout(timer);
+    await Promise.all(children.map((child) => child.stop()));
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** A worker's --link-* options for its link in `links` (none without links). */
+export function linkArgs(
+  links: Links | undefined,
+  host: { job: number; worker: number },
+): string[] {
+  if (links === undefined) return [];
+  const link = linkParamsFor(links, host);
+  return [
+    ...["--link-rate", String(link.rateBitsPerSecond)],
+    ...["--link-delay", String(link.delayMs)],
+    ...["--link-buffer", String(link.bufferBytes)],
+    ...(Number.isFinite(link.ecnThresholdBytes)
+      ? ["--link-ecn-threshold", String(link.ecnThresholdBytes)]
+      : []),
+  ];
+}
+
+function workerArgs(
+  job: ResolvedJob,
+  w: number,
+  target: string,
+  links: ScenarioRun["links"],
+): string[] {
+  return [
+    ...linkArgs(links, { job: job.id, worker: w }),
+    "--congestion-control",
+    job.congestionControl,
+    "--switch",
+    target,
+    "--mode",
+    job.mode,
+    "--job",
+    String(job.id),
+    "--worker",
+    String(w),
+    "--fan-in",
+    String(job.workers),
+    "--offset",
+    String(job.offset),
+    "--size",
+    String(job.mode === "ps" || job.mode === "ring" ? 2 * job.window : job.regionSize),
+    "--window",
+    String(job.window),
+    "--elements-per-packet",
+    String(job.elementsPerPacket),
+    "--scale-bits",
+    String(job.scaleBits),
+    "--size-bytes",
+    String(job.size),
+    "--seed",
+    String(job.seed),
+    "--iterations",
+    String(job.iterations),
+    "--wait-go",
+    ...(job.computeMs > 0 ? ["--compute-ms", String(job.computeMs)] : []),
+    ...(job.mode === "ring" ? ["--operation", job.operation, "--root", String(job.root)] : []),
+  ];
+}

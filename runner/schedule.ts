@@ -1,0 +1,151 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  type JobView,
+  type PolicyResult,
+  policyResult,
+  scheduledJobResult,
+  submitBody,
+} from "../experiment/schedule.js";
+import type { Policy, SwitchConfigInput } from "../proto/config.js";
+import { CREDENTIAL_ENV } from "../proto/control.js";
+import { SwitchStatsSchema, WorkerReadySchema, WorkerResultSchema } from "../proto/records.js";
+import type { ScheduleJob, ScheduleScenario } from "../proto/scenario.js";
+import { ChildNode } from "./processes.js";
+import type { ScrapeTargets } from "./prometheus.js";
+import { linkArgs, SCRIPTS, scrapeWhileAlive, startSwitch } from "./run.js";
+
+/**
+ * Runs the scenario's arrivals under one policy with real processes: a
+ * switch with its control plane (and a PS for ATP jobs); at each arrival the
+ * job is submitted and its workers started with --control, so they join,
+ * wait while queued, run, and report done.
+ */
+export async function runSchedule(
+  scenario: ScheduleScenario,
+  policy: Policy,
+  options: { timeoutMs: number; targets?: ScrapeTargets; beforeSwitchStops?: () => Promise<void> },
+): Promise<PolicyResult> {
+  const targets = options.targets;
+  const dir = await mkdtemp(join(tmpdir(), "ina-emu-"));
+  const children: ChildNode[] = [];
+  const timers: NodeJS.Timeout[] = [];
+  try {
+    const config: SwitchConfigInput = {
+      aggregators: scenario.aggregators,
+      jobs: [],
+      ...(scenario.links === undefined ? {} : { links: scenario.links }),
+    };
+    const { sw, ready } = await startSwitch({
+      dir,
+      config,
+      withPs: scenario.jobs.some((j) => j.mode === "atp"),
+      // The PS learns control-plane jobs from their packets.
+      psArgs: ["--adopt-window", String(Math.max(...scenario.jobs.map((j) => j.window)))],
+      switchArgs: ["--policy", policy, "--partitions", String(scenario.partitions)],
+      children,
+      targets,
+      run: policy,
+    });
+    if (!("controlUrl" in ready)) throw new Error("the switch has no control plane");
+    const control = ready.controlUrl;
+
+    const workersOf: ChildNode[][] = scenario.jobs.map(() => []);
+    const arrivals = scenario.jobs.map(
+      (job, j) =>
+        new Promise<void>((resolve, reject) => {
+          timers.push(
+            setTimeout(() => {
+              submit(control, job, j + 1)
+                .then((credential) => {
+                  for (let w = 0; w < job.workers; w++) {
+                    const child = new ChildNode(
+                      `${job.name} worker`,
+                      SCRIPTS.worker,
+                      [
+                        "--control",
+                        control,
+                        "--job",
+                        String(j + 1),
+                        // The id is asked for, so the worker's own link is known.
+                        "--worker",
+                        String(w),
+                        ...linkArgs(scenario.links, { job: j + 1, worker: w }),
+                        "--size-bytes",
+                        String(job.size),
+                        "--iterations",
+                        String(job.epochs),
+                        "--compute-ms",
+                        String(job.computeMs),
+                        "--seed",
+                        String(scenario.seed + j + 1),
+                        "--progress-ms",
+                        "0",
+                      ],
+                      undefined,
+                      // Not on the command line, where every process could read it.
+                      { env: { ...process.env, [CREDENTIAL_ENV]: credential } },
+                    );
+                    children.push(child);
+                    workersOf[j].push(child);
+                    child
+                      .waitFor(WorkerReadySchema, 600_000)
+                      .then((record) =>
+                        scrapeWhileAlive(targets, child, record, {
+                          process: "worker",
+                          run: policy,
+                          ina_job_name: job.name,
+                        }),
+                      )
+                      .catch(() => {});
+                  }
+                  resolve();
+                })
+                .catch(reject);
+            }, job.arriveMs),
+          );
+        }),
+    );
+    await Promise.all(arrivals);
+    const lastArrival = Math.max(...scenario.jobs.map((j) => j.arriveMs));
+    const results = await Promise.all(
+      workersOf.map((workers) =>
+        Promise.all(
+          workers.map((w) => w.waitFor(WorkerResultSchema, options.timeoutMs + lastArrival)),
+        ),
+      ),
+    );
+    const views = (await (await fetch(`${control}/jobs`)).json()) as { jobs: JobView[] };
+    await options.beforeSwitchStops?.();
+    await sw.stop();
+    const switchStats = sw.recordsOf(SwitchStatsSchema).find((r) => r.final === true) ?? {};
+    const jobs = scenario.jobs.map((job, j) =>
+      scheduledJobResult(
+        job,
+        j + 1,
+        views.jobs.find((v) => v.id === j + 1),
+        results[j],
+      ),
+    );
+    return policyResult(policy, jobs, switchStats);
+  } finally {
+    for (const t of timers) clearTimeout(t);
+    await Promise.all(children.map((c) => c.stop()));
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** Submits `job` as `id`; resolves with the job's credential. */
+async function submit(control: string, job: ScheduleJob, id: number): Promise<string> {
+  const response = await fetch(`${control}/jobs`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(submitBody(job, id)),
+  });
+  if (response.status >= 400) {
+    const body = (await response.json().catch(() => ({}))) as { message?: string };
+    throw new Error(`submitting ${job.name}: ${response.status} ${body.message ?? ""}`);
+  }
+  return String(((await response.json()) as { credential: string }).credential);
+}
