@@ -97,7 +97,10 @@ export class SwitchCore {
     HEADER_BYTES,
   );
   readonly jobs: JobState[] = [];
-  /** fault injection around the core: ingress before handle(), egress between emit() and send() */
+  /**
+   * fault injection around the core: ingress before handle(), egress between
+   * emit() and send(); a direction without faults configured bypasses it
+   */
   private readonly faults: FaultStage;
   readonly ingressFaults: FaultInjector;
   readonly egressFaults: FaultInjector;
@@ -171,7 +174,11 @@ export class SwitchCore {
     this.walk = {
       packet: (bytes, at, length) => {
         this.stats.rxPackets++;
-        this.faults.receive(bytes, at, length, this.fromPort, this.fromAddress);
+        if (this.ingressFaults.enabled) {
+          this.faults.receive(bytes, at, length, this.fromPort, this.fromAddress);
+        } else {
+          this.handle(bytes, at, length, this.fromPort, this.fromAddress);
+        }
       },
       dropDatagram: (reason) => {
         this.stats.rxPackets++;
@@ -658,9 +665,10 @@ export class SwitchCore {
     }
   }
 
-  /** Sends `packet` through the egress faults. */
+  /** Sends `packet`, through the egress faults if there are any. */
   private emit(packet: Buffer, port: number, address: string): void {
-    this.faults.send(packet, port, address);
+    if (this.egressFaults.enabled) this.faults.send(packet, port, address);
+    else this.send(packet, port, address);
   }
 
   private send(packet: Buffer, port: number, address: string): void {
