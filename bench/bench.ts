@@ -21,17 +21,17 @@ import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { z } from "zod";
 import type { RunResult } from "../experiment/results.js";
-import { encodeHeader } from "../proto/codec.js";
 import {
   parseSwitchConfig,
   type WindowInput,
   windowInputSchema,
   windowPackets,
 } from "../proto/config.js";
+import { writeContribution } from "../proto/packets.js";
 import type { SwitchStatsRecord } from "../proto/records.js";
 import { ScenarioRunSchema } from "../proto/scenario.js";
 import { byteSize } from "../proto/units.js";
-import { emptyHeader, HEADER_BYTES, PacketType } from "../proto/wire.js";
+import { HEADER_BYTES } from "../proto/wire.js";
 import { runScenarioRun } from "../runner/run.js";
 import { EXIT_OK, runCli } from "../runtime/cli.js";
 import { SwitchCore } from "../switch/core.js";
@@ -214,6 +214,10 @@ const spec = {
       defaultText: "results",
     },
     json: { type: "boolean", description: "print the results as JSON" },
+    "only-pipeline": {
+      type: "boolean",
+      description: "measure the switch pipeline alone, print its ns per packet and stop",
+    },
   },
   schema: z.strictObject({
     workers: z
@@ -235,6 +239,7 @@ const spec = {
     reference: z.string().optional(),
     results: z.string().default("results"),
     json: z.boolean().default(false),
+    onlyPipeline: z.boolean().default(false),
   }),
 } as const;
 
@@ -247,19 +252,10 @@ function pipelineOnly(fanIn: number, psns: number): { nsPerPacket: number; packe
   });
   // Pre-built datagrams: one per (worker, PSN slot); only the PSN field is rewritten.
   const datagrams: Buffer[] = [];
-  const h = emptyHeader();
   for (let w = 0; w < fanIn; w++) {
     const buf = Buffer.alloc(HEADER_BYTES + 256 * 4);
-    Object.assign(h, {
-      type: PacketType.contribution,
-      jobId: 1,
-      workerId: w,
-      fanIn,
-      elementCount: 256,
-      bitmap: 1 << w,
-      scaleBits: 20,
-    });
-    encodeHeader(new DataView(buf.buffer, buf.byteOffset, buf.length), 0, h);
+    const view = new DataView(buf.buffer, buf.byteOffset, buf.length);
+    writeContribution(view, 0, 0, 1, w, fanIn, 256, 0, 0, 1 << w, 20, 0);
     datagrams.push(buf);
   }
   const started = performance.now();
@@ -288,6 +284,10 @@ interface Row {
 
 await runCli(spec, async (o) => {
   const pipeline = pipelineOnly(4, 200_000);
+  if (o.onlyPipeline) {
+    process.stdout.write(`${pipeline.nsPerPacket.toFixed(1)}\n`);
+    return EXIT_OK;
+  }
   const pipelineLine = `switch pipeline alone (4 workers, 256 int32 per packet): ${pipeline.nsPerPacket.toFixed(0)} ns per packet in (${(1e9 / pipeline.nsPerPacket / 1e6).toFixed(2)} M packets/s)`;
   if (!o.json) process.stdout.write(`${pipelineLine}\n\n`);
   const shapes: Shape[] = [

@@ -83,6 +83,50 @@ export function datagramPackets(bytes: Uint8Array, length: number): number {
   return packets === 0 ? -DropReason.tooShort : packets;
 }
 
+/**
+ * What a datagram walk (forEachPacket) hands its packets to. A receiver
+ * implements it once (or binds it once); nothing is made per datagram.
+ */
+export interface PacketVisitor<B extends Uint8Array = Uint8Array> {
+  /**
+   * Bytes [at, at + length) of `bytes` are one framed packet, in the order
+   * the datagram carries them; decodeHeader checks the rest of its header.
+   */
+  packet(bytes: B, at: number, length: number): void;
+  /** The whole datagram is dropped, counted once, for `reason`; no packet of it is handed out. */
+  dropDatagram(reason: DropReasonValue): void;
+}
+
+/**
+ * Walks a datagram (proto/README.md, section 2.1): checks its framing
+ * (datagramPackets), drops it whole if it is longer than `maxBytes` (only a
+ * caller in the same process can hand over more than MAX_DATAGRAM_BYTES;
+ * `tooManyElements`), else hands out each of its packets in turn.
+ */
+export function forEachPacket<B extends Uint8Array>(
+  bytes: B,
+  length: number,
+  maxBytes: number,
+  visitor: PacketVisitor<B>,
+): void {
+  const packets = datagramPackets(bytes, length);
+  if (packets < 0) {
+    // The framing is not certain: the whole datagram goes, counted once.
+    visitor.dropDatagram(-packets as DropReasonValue);
+    return;
+  }
+  if (length > maxBytes) {
+    visitor.dropDatagram(DropReason.tooManyElements);
+    return;
+  }
+  let at = 0;
+  for (let k = 0; k < packets; k++) {
+    const packetLength = packetBytesAt(bytes, at);
+    visitor.packet(bytes, at, packetLength);
+    at += packetLength;
+  }
+}
+
 /** The length of the packet whose header starts at `at` of `bytes`: 32 + 4 x its elementCount. */
 export function packetBytesAt(bytes: Uint8Array, at: number): number {
   const elementCount = bytes[at + Field.elementCount] | (bytes[at + Field.elementCount + 1] << 8);

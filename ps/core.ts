@@ -1,7 +1,8 @@
-import { datagramPackets, decodeHeader, encodeHeader, packetBytesAt } from "../proto/codec.js";
+import { decodeHeader, forEachPacket, type PacketVisitor } from "../proto/codec.js";
 import type { JobConfig } from "../proto/config.js";
 import { DROP_REASON_COUNT, DropReason, type DropReasonValue } from "../proto/drops.js";
 import { INT32_MAX, INT32_MIN } from "../proto/fixedpoint.js";
+import { writeAck } from "../proto/packets.js";
 import type { PsStatsRecord } from "../proto/records.js";
 import {
   DESTINATION_ALL_WORKERS,
@@ -140,7 +141,6 @@ export class PsCore {
   readonly jobs: PsJob[] = [];
   private readonly jobSlotById = new Int32Array(0x10000).fill(-1);
   private readonly header = emptyHeader();
-  private readonly ackHeader = emptyHeader();
   private readonly scratch: Buffer;
   private readonly scratchView: DataView;
   private readonly scratchValues: Int32Array;
@@ -181,23 +181,30 @@ export class PsCore {
    */
   receive(datagram: Buffer, port: number, address: string): void {
     this.stats.rxDatagrams++;
-    const packets = datagramPackets(datagram, datagram.length);
-    if (packets < 0) {
-      // The framing is not certain: the whole datagram goes, counted once.
+    this.fromPort = port;
+    this.fromAddress = address;
+    // No limit on the whole datagram: each packet is checked against scratch.
+    forEachPacket(datagram, datagram.length, Number.POSITIVE_INFINITY, this.walk);
+  }
+
+  /** the source of the datagram being walked */
+  private fromPort = 0;
+  private fromAddress = "";
+  /** the datagram walk's visitor, bound once */
+  private readonly walk: PacketVisitor<Buffer> = {
+    packet: (bytes, at, length) => {
       this.stats.rxPackets++;
-      this.stats.drops[-packets]++;
-      return;
-    }
-    let at = 0;
-    for (let k = 0; k < packets; k++) {
-      const length = packetBytesAt(datagram, at);
-      this.stats.rxPackets++;
-      const reason = this.accept(datagram, at, length, port, address);
+      const port = this.fromPort;
+      const address = this.fromAddress;
+      const reason = this.accept(bytes, at, length, port, address);
       if (reason !== DropReason.ok) this.stats.drops[reason]++;
       else if (this.switchPort < 0) this.trustSwitch(port, address);
-      at += length;
-    }
-  }
+    },
+    dropDatagram: (reason) => {
+      this.stats.rxPackets++;
+      this.stats.drops[reason]++;
+    },
+  };
 
   /**
    * Takes pieces only from the switch at `address:port` from now on. Without
@@ -350,23 +357,22 @@ export class PsCore {
       const out = job.ackFloats;
       for (let i = 0; i < n; i++) out[start + i] = sums[base + i] * inverseScale;
     }
-    const a = this.ackHeader;
-    a.type = PacketType.ack;
-    a.flags =
+    writeAck(
+      job.acks.view,
+      job.acks.headerOffset(entry),
       (job.overflow[entry] ? Flag.overflow : 0) |
-      (job.ecn[entry] ? Flag.ecn : 0) |
-      (fitsInt32 ? 0 : Flag.float32);
-    a.jobId = job.id;
-    a.workerId = WORKER_ID_NONE;
-    a.fanIn = job.fanIn;
-    a.elementCount = n;
-    a.psn = h.psn;
-    a.aggregatorIndex = job.aggregatorIndex[entry];
-    a.bitmap = job.fullBitmap;
-    a.scaleBits = job.scaleBits[entry];
-    a.regionEpoch = h.regionEpoch;
-    a.destination = DESTINATION_ALL_WORKERS;
-    encodeHeader(job.acks.view, job.acks.headerOffset(entry), a);
+        (job.ecn[entry] ? Flag.ecn : 0) |
+        (fitsInt32 ? 0 : Flag.float32),
+      job.id,
+      job.fanIn,
+      n,
+      h.psn,
+      job.aggregatorIndex[entry],
+      job.fullBitmap,
+      job.scaleBits[entry],
+      h.regionEpoch,
+      DESTINATION_ALL_WORKERS,
+    );
     this.sendAck(job, entry, DESTINATION_ALL_WORKERS, port, address);
   }
 

@@ -1,36 +1,33 @@
-import { encodeHeader } from "../proto/codec.js";
 import { DropReason, type DropReasonValue } from "../proto/drops.js";
 import { addIfNoOverflow } from "../proto/fixedpoint.js";
-import { emptyHeader, Flag, type PacketHeader, PacketType, WORKER_ID_NONE } from "../proto/wire.js";
+import { writeContribution } from "../proto/packets.js";
+import { Field, Flag, type PacketHeader, WORKER_ID_NONE } from "../proto/wire.js";
 import { type AggregatorArray, AggregatorState } from "./aggregators.js";
 import type { JobState, RegionState } from "./jobs.js";
 
-export const AtpVerdict = {
-  /** claimed or added; nothing to send */
-  absorbed: 0,
-  /** every worker contributed: send the aggregator's packet (the full aggregate) to the PS */
-  aggregateToPs: 1,
-  /** send the contribution itself on to the PS (collision, resend, or the PSN is in fallback) */
-  passThrough: 2,
-  /** send the aggregator's partial to the PS, then the contribution itself */
-  evictAndPassThrough: 3,
-  /** a retransmission found its PSN's full aggregate still held: send that to the PS again */
-  aggregateToPsAgain: 4,
-  /** not used; the reason is in `outcome.dropReason` */
-  drop: 5,
-  /**
-   * another job's partial held the aggregator past its lease: send it to the
-   * PS (it is written ready), then offer the contribution again, which now
-   * finds the aggregator empty
-   */
-  evictForeign: 6,
-} as const;
-export type AtpVerdictValue = (typeof AtpVerdict)[keyof typeof AtpVerdict];
-
-/** Filled by the program for the caller; one instance reused for every packet. */
+/**
+ * What the program tells the caller besides the aggregate it returns; one
+ * instance reused for every packet.
+ */
 export interface AtpOutcome {
+  /** the aggregator the worker chose */
   index: number;
+  /** why the contribution was dropped, or DropReason.ok */
   dropReason: DropReasonValue;
+  /** the returned aggregate is complete: every worker contributed (its first send to the PS) */
+  completed: boolean;
+  /**
+   * the contribution itself goes on to the PS (collision, resend, over quota,
+   * or its PSN is in fallback); after the returned aggregate if there is one
+   * (the partial it evicted)
+   */
+  passThrough: boolean;
+  /**
+   * the returned aggregate is another job's partial, whose lease ran out:
+   * send it to the PS, then offer the contribution again, which now finds
+   * the aggregator empty
+   */
+  foreign: boolean;
   /** the aggregator was held by another (job, PSN) */
   collision: boolean;
   /** adding would have overflowed int32; the PSN falls back to the PS */
@@ -65,6 +62,10 @@ export const ATP_LEASE_MS = 1000;
  * finds its PSN's partial evicts the partial to the PS and leaves the
  * aggregator in `fallback` for that PSN until the ack, so every worker's
  * values reach the PS at most once per piece and the PS's bitmap does the rest.
+ *
+ * Returns the aggregate to send to the PS (an aggregator's slot, its header
+ * written), or null; `outcome` says what else to do: drop the contribution,
+ * or pass it through to the PS, or offer it again (`foreign`).
  */
 export function atpContribute(
   aggregators: AggregatorArray,
@@ -74,9 +75,13 @@ export function atpContribute(
   payload: Int32Array,
   payloadStart: number,
   outcome: AtpOutcome,
-): AtpVerdictValue {
+): Buffer | null {
   const index = h.aggregatorIndex;
   outcome.index = index;
+  outcome.dropReason = DropReason.ok;
+  outcome.completed = false;
+  outcome.passThrough = false;
+  outcome.foreign = false;
   outcome.collision = false;
   outcome.overflowed = false;
   outcome.freedStale = false;
@@ -85,7 +90,7 @@ export function atpContribute(
   outcome.overQuota = false;
   if (index < region.offset || index >= region.offset + region.size) {
     outcome.dropReason = DropReason.badIndex;
-    return AtpVerdict.drop;
+    return null;
   }
   const bit = 1 << h.workerId;
   const resend = (h.flags & Flag.resend) !== 0;
@@ -113,7 +118,8 @@ export function atpContribute(
       writeForeignPiece(aggregators, index);
       aggregators.setState(index, AggregatorState.empty);
       outcome.evictedBitmap = aggregators.bitmap[index];
-      return AtpVerdict.evictForeign;
+      outcome.foreign = true;
+      return aggregate(aggregators, index);
     }
     aggregators.setState(index, AggregatorState.empty);
     state = AggregatorState.empty;
@@ -123,7 +129,7 @@ export function atpContribute(
       // A job at its quota leaves the rest of the shared pool to the others.
       if (aggregators.heldBy[job.id] >= job.quota) {
         outcome.overQuota = true;
-        return passThroughPending(aggregators, job, h, index);
+        return passThroughPending(aggregators, job, h, index, outcome);
       }
     }
     if (state === AggregatorState.empty && !resend) {
@@ -133,33 +139,44 @@ export function atpContribute(
         // held: the rest follow them there, or the PSN would complete nowhere.
         aggregators.setState(index, AggregatorState.fallback);
         aggregators.pendingJob[index] = -1;
-        return AtpVerdict.passThrough;
+        outcome.passThrough = true;
+        return null;
       }
-      return job.fanIn === 1 ? complete(aggregators, job, h, index) : AtpVerdict.absorbed;
+      return job.fanIn === 1 ? complete(aggregators, job, h, index, outcome) : null;
     }
     outcome.collision = state !== AggregatorState.empty;
-    return outcome.collision
-      ? passThroughPending(aggregators, job, h, index)
-      : AtpVerdict.passThrough;
+    if (outcome.collision) return passThroughPending(aggregators, job, h, index, outcome);
+    outcome.passThrough = true;
+    return null;
   }
   if (
     aggregators.elementCount[index] !== h.elementCount ||
     aggregators.scaleBits[index] !== h.scaleBits
   ) {
     outcome.dropReason = DropReason.shapeMismatch;
-    return AtpVerdict.drop;
+    return null;
   }
-  if (state === AggregatorState.fallback) return AtpVerdict.passThrough;
+  if (state === AggregatorState.fallback) {
+    outcome.passThrough = true;
+    return null;
+  }
   if (state === AggregatorState.complete) {
-    if (resend) return AtpVerdict.aggregateToPsAgain;
+    if (resend) {
+      // Its full aggregate again, marked as a resend so the PS, if already
+      // done, sends its ack again.
+      const slots = aggregators.slots;
+      const at = slots.headerOffset(index) + Field.flags;
+      slots.view.setUint16(at, slots.view.getUint16(at, true) | Flag.resend, true);
+      return aggregate(aggregators, index);
+    }
     outcome.dropReason = DropReason.duplicate;
-    return AtpVerdict.drop;
+    return null;
   }
   // partial, same (job, PSN)
   if (resend) return evict(aggregators, job, h, index, outcome);
   if ((aggregators.bitmap[index] & bit) !== 0) {
     outcome.dropReason = DropReason.duplicate;
-    return AtpVerdict.drop;
+    return null;
   }
   const slots = aggregators.slots;
   if (
@@ -172,8 +189,10 @@ export function atpContribute(
   if (h.flags & Flag.ecn) aggregators.ecn[index] = 1;
   aggregators.bitmap[index] |= bit;
   aggregators.contributions[index]++;
-  if (aggregators.contributions[index] === job.fanIn) return complete(aggregators, job, h, index);
-  return AtpVerdict.absorbed;
+  if (aggregators.contributions[index] === job.fanIn) {
+    return complete(aggregators, job, h, index, outcome);
+  }
+  return null;
 }
 
 /** A first send passes through to the PS: its PSN becomes the aggregator's pending tag. */
@@ -182,10 +201,12 @@ function passThroughPending(
   job: JobState,
   h: PacketHeader,
   index: number,
-): AtpVerdictValue {
+  outcome: AtpOutcome,
+): null {
   aggregators.pendingJob[index] = job.id;
   aggregators.pendingPsn[index] = h.psn;
-  return AtpVerdict.passThrough;
+  outcome.passThrough = true;
+  return null;
 }
 
 /**
@@ -212,7 +233,10 @@ export function atpRelease(
   return true;
 }
 
-const pieceHeader = emptyHeader();
+/** Aggregator `index`'s packet as the program last wrote it: an aggregate for the PS. */
+function aggregate(aggregators: AggregatorArray, index: number): Buffer {
+  return aggregators.resultPacket(index, aggregators.elementCount[index]);
+}
 
 /** Writes the header of the aggregate the aggregator sends to the PS in front of its sum. */
 function writePieceHeader(
@@ -222,36 +246,38 @@ function writePieceHeader(
   index: number,
   flags: number,
 ): void {
-  pieceHeader.type = PacketType.contribution;
-  pieceHeader.flags = flags | Flag.toPs | aggregators.carriedFlags(index);
-  pieceHeader.jobId = job.id;
-  pieceHeader.workerId = WORKER_ID_NONE;
-  pieceHeader.fanIn = job.fanIn;
-  pieceHeader.elementCount = aggregators.elementCount[index];
-  pieceHeader.psn = h.psn;
-  pieceHeader.aggregatorIndex = index;
-  pieceHeader.bitmap = aggregators.bitmap[index];
-  pieceHeader.scaleBits = aggregators.scaleBits[index];
-  pieceHeader.regionEpoch = h.regionEpoch;
-  pieceHeader.destination = 0;
-  encodeHeader(aggregators.slots.view, aggregators.slots.headerOffset(index), pieceHeader);
+  writeContribution(
+    aggregators.slots.view,
+    aggregators.slots.headerOffset(index),
+    flags | Flag.toPs | aggregators.carriedFlags(index),
+    job.id,
+    WORKER_ID_NONE,
+    job.fanIn,
+    aggregators.elementCount[index],
+    h.psn,
+    index,
+    aggregators.bitmap[index],
+    aggregators.scaleBits[index],
+    h.regionEpoch,
+  );
 }
 
 /** Writes the header of another job's partial, from what its claim recorded, for the PS. */
 function writeForeignPiece(aggregators: AggregatorArray, index: number): void {
-  pieceHeader.type = PacketType.contribution;
-  pieceHeader.flags = Flag.resend | Flag.toPs | aggregators.carriedFlags(index);
-  pieceHeader.jobId = aggregators.jobId[index];
-  pieceHeader.workerId = WORKER_ID_NONE;
-  pieceHeader.fanIn = aggregators.fanIn[index];
-  pieceHeader.elementCount = aggregators.elementCount[index];
-  pieceHeader.psn = aggregators.psn[index];
-  pieceHeader.aggregatorIndex = index;
-  pieceHeader.bitmap = aggregators.bitmap[index];
-  pieceHeader.scaleBits = aggregators.scaleBits[index];
-  pieceHeader.regionEpoch = aggregators.regionEpoch[index];
-  pieceHeader.destination = 0;
-  encodeHeader(aggregators.slots.view, aggregators.slots.headerOffset(index), pieceHeader);
+  writeContribution(
+    aggregators.slots.view,
+    aggregators.slots.headerOffset(index),
+    Flag.resend | Flag.toPs | aggregators.carriedFlags(index),
+    aggregators.jobId[index],
+    WORKER_ID_NONE,
+    aggregators.fanIn[index],
+    aggregators.elementCount[index],
+    aggregators.psn[index],
+    index,
+    aggregators.bitmap[index],
+    aggregators.scaleBits[index],
+    aggregators.regionEpoch[index],
+  );
 }
 
 function complete(
@@ -259,21 +285,25 @@ function complete(
   job: JobState,
   h: PacketHeader,
   index: number,
-): AtpVerdictValue {
+  outcome: AtpOutcome,
+): Buffer {
   aggregators.setState(index, AggregatorState.complete);
   writePieceHeader(aggregators, job, h, index, 0);
-  return AtpVerdict.aggregateToPs;
+  outcome.completed = true;
+  return aggregate(aggregators, index);
 }
 
+/** Sends the PSN's partial to the PS and leaves the aggregator in fallback; the contribution follows. */
 function evict(
   aggregators: AggregatorArray,
   job: JobState,
   h: PacketHeader,
   index: number,
   outcome: AtpOutcome,
-): AtpVerdictValue {
+): Buffer {
   aggregators.setState(index, AggregatorState.fallback);
   outcome.evictedBitmap = aggregators.bitmap[index];
   writePieceHeader(aggregators, job, h, index, Flag.resend);
-  return AtpVerdict.evictAndPassThrough;
+  outcome.passThrough = true;
+  return aggregate(aggregators, index);
 }

@@ -1,9 +1,9 @@
-import { datagramPackets, decodeHeader, encodeHeader, packetBytesAt } from "../proto/codec.js";
+import { decodeHeader, forEachPacket, type PacketVisitor } from "../proto/codec.js";
 import type { SwitchConfig } from "../proto/config.js";
 import { DROP_REASON_COUNT, DropReason, type DropReasonValue } from "../proto/drops.js";
 import { describeFailure } from "../proto/failure.js";
 import type { LinkHost } from "../proto/links.js";
-import { deriveSeed, Prng } from "../proto/prng.js";
+import { writeFailed } from "../proto/packets.js";
 import type { JobCounters, SwitchStatsRecord } from "../proto/records.js";
 import {
   DESTINATION_ALL_WORKERS,
@@ -19,11 +19,11 @@ import {
 } from "../proto/wire.js";
 import { SampleRing } from "../runtime/sample-ring.js";
 import { AggregatorArray } from "./aggregators.js";
-import { type AtpOutcome, AtpVerdict, atpContribute, atpRelease } from "./atp.js";
-import { FaultAction, FaultInjector } from "./faults.js";
+import { type AtpOutcome, atpContribute, atpRelease } from "./atp.js";
+import { type FaultInjector, FaultStage } from "./faults.js";
 import { JobState, type RegionState } from "./jobs.js";
 import { type JobFailure, Liveness } from "./liveness.js";
-import { netReduceContribute, type ProgramOutcome, Verdict } from "./netreduce.js";
+import { type NetReduceOutcome, netReduceContribute } from "./netreduce.js";
 import { RegionChanges } from "./regions.js";
 
 /** Where the switch's packets go: the UDP adapter, or a test's capture. */
@@ -55,9 +55,12 @@ export interface SwitchStats
 /**
  * The switch's data plane, sans-IO: datagrams and time go in through
  * receive() and tick(), packets come out through `transmit`. A datagram may
- * carry several packets (proto/README.md, section 2.1); per packet it runs a
- * straight pipeline: ingress faults, parse, job rule, program (NetReduce,
- * ATP), then egress faults and send. Nothing here allocates per packet.
+ * carry several packets (proto/README.md, section 2.1), walked by
+ * forEachPacket; per packet it runs a straight pipeline: ingress faults
+ * (FaultStage), parse, admission (job rule, source, binding), the handler of
+ * the packet's type (a contribution runs the job's program, NetReduce or
+ * ATP, which hands back the packet to send), then egress faults and send.
+ * Nothing here allocates per packet.
  *
  * Buffers handed to transmit are aggregator slots or the packet being
  * processed; transmit sends or copies them before it returns.
@@ -87,7 +90,6 @@ export class SwitchCore {
   readonly aggregators: AggregatorArray;
   private readonly regions: RegionChanges;
   private readonly liveness: Liveness;
-  private readonly failureHeader = emptyHeader();
   private readonly failurePacket = Buffer.alloc(HEADER_BYTES);
   private readonly failureView = new DataView(
     this.failurePacket.buffer,
@@ -95,15 +97,28 @@ export class SwitchCore {
     HEADER_BYTES,
   );
   readonly jobs: JobState[] = [];
+  /**
+   * fault injection around the core: ingress before handle(), egress between
+   * emit() and send(); a direction without faults configured bypasses it
+   */
+  private readonly faults: FaultStage;
   readonly ingressFaults: FaultInjector;
   readonly egressFaults: FaultInjector;
 
   private readonly jobSlotById = new Int32Array(0x10000).fill(-1);
   private readonly header = emptyHeader();
-  private readonly outcome: ProgramOutcome = { index: 0, dropReason: 0, tookOver: false };
+  private readonly outcome: NetReduceOutcome = {
+    dropReason: 0,
+    replay: false,
+    tookOver: false,
+    index: 0,
+  };
   private readonly atpOutcome: AtpOutcome = {
     index: 0,
     dropReason: 0,
+    completed: false,
+    passThrough: false,
+    foreign: false,
     collision: false,
     overflowed: false,
     freedStale: false,
@@ -122,18 +137,11 @@ export class SwitchCore {
   private readonly scratchValues: Int32Array;
   /** views of scratch by packet length / 4, each made the first time a length is seen */
   private readonly scratchViews: Array<Buffer | undefined> = [];
-
-  // One packet held back by an ingress reorder (a copy), released after the next one.
-  private readonly heldInCopy = Buffer.alloc(MAX_DATAGRAM_BYTES);
-  private heldInLength = -1;
-  private heldInPort = 0;
-  private heldInAddress = "";
-  // One send held back by an egress reorder, released after the next send.
-  private heldOut: Buffer | null = null;
-  // Held packets are copied: an aggregator's packet may change before release.
-  private readonly heldOutCopy: Buffer;
-  private heldOutPort = 0;
-  private heldOutAddress = "";
+  /** the source of the datagram being walked */
+  private fromPort = 0;
+  private fromAddress = "";
+  /** the datagram walk's visitor, bound once */
+  private readonly walk: PacketVisitor<Buffer>;
 
   constructor(
     config: SwitchConfig,
@@ -155,17 +163,28 @@ export class SwitchCore {
 
     this.scratchView = new DataView(scratchArena);
     this.scratchValues = new Int32Array(scratchArena);
-    this.heldOutCopy = Buffer.alloc(65536);
     this.psPort = config.parameterServer?.port ?? -1;
     this.psAddress = config.parameterServer?.host ?? "";
-    this.ingressFaults = new FaultInjector(
-      config.faults.ingress,
-      new Prng(deriveSeed(config.faults.seed, 0)),
-    );
-    this.egressFaults = new FaultInjector(
-      config.faults.egress,
-      new Prng(deriveSeed(config.faults.seed, 1)),
-    );
+    this.faults = new FaultStage(config.faults, this.stats.drops, {
+      handle: (bytes, at, length, port, address) => this.handle(bytes, at, length, port, address),
+      transmit: (packet, port, address) => this.send(packet, port, address),
+    });
+    this.ingressFaults = this.faults.ingress;
+    this.egressFaults = this.faults.egress;
+    this.walk = {
+      packet: (bytes, at, length) => {
+        this.stats.rxPackets++;
+        if (this.ingressFaults.enabled) {
+          this.faults.receive(bytes, at, length, this.fromPort, this.fromAddress);
+        } else {
+          this.handle(bytes, at, length, this.fromPort, this.fromAddress);
+        }
+      },
+      dropDatagram: (reason) => {
+        this.stats.rxPackets++;
+        this.dropPacket(reason, null);
+      },
+    };
     for (const job of config.jobs) this.installJob(new JobState(job));
   }
 
@@ -255,61 +274,14 @@ export class SwitchCore {
     if (stats.firstPacketAt < 0) stats.firstPacketAt = now;
     stats.lastPacketAt = now;
     this.aggregators.now = now;
-    const packets = datagramPackets(datagram, datagram.length);
-    if (packets < 0) {
-      // The framing is not certain: the whole datagram goes, counted once.
-      stats.rxPackets++;
-      this.dropPacket(-packets as DropReasonValue, null);
-      return;
-    }
-    if (datagram.length > MAX_DATAGRAM_BYTES) {
-      // Larger than any UDP datagram: only a caller in this process could hand it over.
-      stats.rxPackets++;
-      this.dropPacket(DropReason.tooManyElements, null);
-      return;
-    }
-    let at = 0;
-    for (let k = 0; k < packets; k++) {
-      const length = packetBytesAt(datagram, at);
-      this.receivePacket(datagram, at, length, port, address);
-      at += length;
-    }
-  }
-
-  private receivePacket(
-    datagram: Buffer,
-    at: number,
-    length: number,
-    port: number,
-    address: string,
-  ): void {
-    const stats = this.stats;
-    stats.rxPackets++;
-    switch (this.ingressFaults.decide()) {
-      case FaultAction.drop:
-        stats.drops[DropReason.injectedDrop]++;
-        return;
-      case FaultAction.duplicate:
-        this.process(datagram, at, length, port, address);
-        break;
-      case FaultAction.reorder:
-        if (this.heldInLength < 0) {
-          datagram.copy(this.heldInCopy, 0, at, at + length);
-          this.heldInLength = length;
-          this.heldInPort = port;
-          this.heldInAddress = address;
-          return;
-        }
-        break;
-    }
-    this.process(datagram, at, length, port, address);
-    this.releaseHeldIn();
+    this.fromPort = port;
+    this.fromAddress = address;
+    forEachPacket(datagram, datagram.length, MAX_DATAGRAM_BYTES, this.walk);
   }
 
   /** Lets held-back packets go when traffic pauses; call every few ms. */
   tick(now: number): void {
-    this.releaseHeldIn();
-    this.releaseHeldOut();
+    this.faults.release();
     const failure = this.liveness.check(this.jobs, now);
     if (failure !== null) this.failJob(failure);
   }
@@ -339,27 +311,7 @@ export class SwitchCore {
   }
 
   private writeFailure(f: JobFailure): void {
-    const h = this.failureHeader;
-    h.type = PacketType.failed;
-    h.flags = 0;
-    h.jobId = f.jobId;
-    h.workerId = WORKER_ID_NONE;
-    h.fanIn = f.fanIn;
-    h.elementCount = 0;
-    h.psn = f.psn;
-    h.aggregatorIndex = Math.min(0xffffffff, Math.round(f.waitedMs));
-    h.bitmap = f.deadWorkers;
-    h.scaleBits = 0;
-    h.regionEpoch = 0;
-    h.destination = DESTINATION_ALL_WORKERS;
-    encodeHeader(this.failureView, 0, h);
-  }
-
-  private releaseHeldIn(): void {
-    const length = this.heldInLength;
-    if (length < 0) return;
-    this.heldInLength = -1;
-    this.process(this.heldInCopy, 0, length, this.heldInPort, this.heldInAddress);
+    writeFailed(this.failureView, 0, f.jobId, f.fanIn, f.psn, f.deadWorkers, f.waitedMs);
   }
 
   /** The packet in scratch as a Buffer of its exact length (a view made once per length). */
@@ -373,32 +325,55 @@ export class SwitchCore {
     return view;
   }
 
-  /** One framed packet: bytes [at, at + length) of `datagram`. */
-  private process(
-    datagram: Buffer,
-    at: number,
-    length: number,
-    port: number,
-    address: string,
-  ): void {
-    const stats = this.stats;
+  /**
+   * One framed packet, bytes [at, at + length) of `bytes`, past the ingress
+   * faults: parse, admission, then the handler of its type.
+   */
+  private handle(bytes: Buffer, at: number, length: number, port: number, address: string): void {
     const h = this.header;
+    // Each packet is copied to scratch, read through views made once.
     // TypedArray#set is cheaper than Buffer#copy for a whole datagram (most are one packet).
-    if (at === 0 && length === datagram.length) this.scratch.set(datagram);
-    else datagram.copy(this.scratch, 0, at, at + length);
-    let reason = decodeHeader(this.scratchView, 0, length, h);
+    if (at === 0 && length === bytes.length) this.scratch.set(bytes);
+    else bytes.copy(this.scratch, 0, at, at + length);
+    const reason = decodeHeader(this.scratchView, 0, length, h);
     if (reason !== DropReason.ok) {
       this.dropPacket(reason, null);
       return;
     }
     const packet = this.scratchPacket(length);
-    stats.rxByType[h.type]++;
+    this.stats.rxByType[h.type]++;
+    const job = this.admit(h, port, address);
+    if (job === null) return;
+    switch (h.type) {
+      case PacketType.contribution:
+        this.contribution(job, h, packet, port, address);
+        return;
+      case PacketType.ack:
+        this.ack(job, h, packet, port, address);
+        return;
+      case PacketType.forward:
+        if (h.workerId < job.fanIn) {
+          this.forward(job, h, packet, port, address);
+          return;
+        }
+        break;
+    }
+    this.dropPacket(DropReason.unexpectedType, job);
+  }
+
+  /**
+   * Admission, for every type: the job's rule, its fan-in, the sender's
+   * bound address (section 15), and what the switch learns of a worker from
+   * its packet (when it was heard, whether it takes batches). Returns the
+   * job, or null when the packet was dropped.
+   */
+  private admit(h: PacketHeader, port: number, address: string): JobState | null {
     const slot = this.jobSlotById[h.jobId];
     if (slot < 0) {
       const failed = this.failedJobs.get(h.jobId);
       if (failed === undefined) {
         this.dropPacket(DropReason.unknownJob, null);
-        return;
+        return null;
       }
       // A worker that missed the news of its job's failure hears it now.
       this.dropPacket(DropReason.jobFailed, null);
@@ -406,111 +381,95 @@ export class SwitchCore {
         this.writeFailure(failed);
         this.emit(this.failurePacket, port, address);
       }
-      return;
+      return null;
     }
     const job = this.jobs[slot];
     if (h.fanIn !== job.fanIn) {
       this.dropPacket(DropReason.fanInMismatch, job);
-      return;
+      return null;
     }
+    const fromWorker =
+      h.workerId < job.fanIn &&
+      (h.type === PacketType.contribution || h.type === PacketType.forward);
     // A worker's packet counts only from the address bound to (job, worker):
     // before it touches an aggregator, a region, a watermark or an address.
-    if (
-      h.workerId < job.fanIn &&
-      (h.type === PacketType.contribution || h.type === PacketType.forward) &&
-      !job.fromBoundHost(h.workerId, port, address)
-    ) {
+    if (fromWorker && !job.fromBoundHost(h.workerId, port, address)) {
       this.dropPacket(DropReason.wrongSource, job);
-      return;
+      return null;
     }
-    if (h.workerId < job.fanIn) job.heardAt[h.workerId] = stats.lastPacketAt;
-
+    if (h.workerId < job.fanIn) job.heardAt[h.workerId] = this.stats.lastPacketAt;
     if (
+      fromWorker &&
       (h.flags & Flag.batches) !== 0 &&
-      h.workerId < job.fanIn &&
-      (h.type === PacketType.contribution || h.type === PacketType.forward) &&
       (job.batchesPort[h.workerId] !== port || job.batchesAddress[h.workerId] !== address)
     ) {
       job.batchesPort[h.workerId] = port;
       job.batchesAddress[h.workerId] = address;
       this.transmit.acceptsBatches?.(port, address);
     }
+    return job;
+  }
 
-    if (h.type === PacketType.contribution && job.mode === "ring") {
+  /** A worker's contribution: the job's shape, then its program (or, PS mode, on to the PS). */
+  private contribution(
+    job: JobState,
+    h: PacketHeader,
+    packet: Buffer,
+    port: number,
+    address: string,
+  ): void {
+    if (job.mode === "ring") {
       // A ring job's workers sum among themselves: nothing to aggregate here.
       this.dropPacket(DropReason.unexpectedType, job);
       return;
     }
-    if (h.type === PacketType.contribution) {
-      if (h.elementCount > this.aggregators.elements) {
-        this.dropPacket(DropReason.tooManyElements, job);
-        return;
-      }
-      if (h.workerId === WORKER_ID_NONE) {
-        // Aggregates come from this switch, never to it.
-        this.dropPacket(DropReason.badWorkerId, job);
-        return;
-      }
-      if (
-        (job.scaleBits >= 0 && h.scaleBits !== job.scaleBits) ||
-        (job.elementsPerPacket > 0 && h.elementCount > job.elementsPerPacket)
-      ) {
-        // Not the job's shape: it must not claim an aggregator the job needs.
-        this.dropPacket(DropReason.shapeMismatch, job);
-        return;
-      }
-      const counters = job.counters;
-      counters.contributions++;
-      counters.bytesIn += length;
-      if (counters.firstContributionAt < 0) counters.firstContributionAt = stats.lastPacketAt;
-      counters.lastContributionAt = stats.lastPacketAt;
-      if (h.flags & Flag.resend) counters.resends++;
-      if (job.mode === "ps") {
-        // Parameter-server baseline: the switch is a plain forwarder.
-        job.bindOnFirstUse(h.workerId, port, address);
-        this.toParameterServer(job, packet, Flag.toPs);
-        return;
-      }
-      const region = job.regionFor(h.regionEpoch, h.psn);
-      if (region === null) {
-        // The sender has not learned a change of region yet: tell it.
-        this.dropPacket(DropReason.regionChanged, job);
-        this.regions.tell(job, h.psn, h.workerId, port, address);
-        return;
-      }
-      if (
-        job.old !== null &&
-        region === job.current &&
-        !this.regions.admitNewEpoch(job, h.workerId)
-      ) {
-        this.dropPacket(DropReason.regionDraining, job);
-        return;
-      }
-      if (job.mode === "netreduce") this.netReduce(job, region, h, port, address);
-      else this.atp(job, region, h, packet, port, address);
+    if (h.elementCount > this.aggregators.elements) {
+      this.dropPacket(DropReason.tooManyElements, job);
       return;
     }
-
-    if (h.type === PacketType.ack) {
-      if (port !== this.psPort || address !== this.psAddress) {
-        this.dropPacket(DropReason.notFromParameterServer, job);
-        return;
-      }
-      this.ack(job, h, packet);
+    if (h.workerId === WORKER_ID_NONE) {
+      // Aggregates come from this switch, never to it.
+      this.dropPacket(DropReason.badWorkerId, job);
       return;
     }
-
-    if (h.type === PacketType.forward && h.workerId < job.fanIn) {
-      // A worker's forward to itself (a hello, section 17) is how it makes
-      // itself reachable before anyone has sent to it: it binds first. Any
-      // other forward binds only if it went out (a dropped packet binds nothing).
-      if (h.destination === h.workerId) job.bindOnFirstUse(h.workerId, port, address);
-      reason = this.forward(job, h.destination, h.workerId, packet);
-      if (reason !== DropReason.ok) this.dropPacket(reason, job);
-      else job.bindOnFirstUse(h.workerId, port, address);
+    if (
+      (job.scaleBits >= 0 && h.scaleBits !== job.scaleBits) ||
+      (job.elementsPerPacket > 0 && h.elementCount > job.elementsPerPacket)
+    ) {
+      // Not the job's shape: it must not claim an aggregator the job needs.
+      this.dropPacket(DropReason.shapeMismatch, job);
       return;
     }
-    this.dropPacket(DropReason.unexpectedType, job);
+    const counters = job.counters;
+    const now = this.stats.lastPacketAt;
+    counters.contributions++;
+    counters.bytesIn += packet.length;
+    if (counters.firstContributionAt < 0) counters.firstContributionAt = now;
+    counters.lastContributionAt = now;
+    if (h.flags & Flag.resend) counters.resends++;
+    if (job.mode === "ps") {
+      // Parameter-server baseline: the switch is a plain forwarder.
+      job.bindOnFirstUse(h.workerId, port, address);
+      this.toParameterServer(job, packet, Flag.toPs);
+      return;
+    }
+    const region = job.regionFor(h.regionEpoch, h.psn);
+    if (region === null) {
+      // The sender has not learned a change of region yet: tell it.
+      this.dropPacket(DropReason.regionChanged, job);
+      this.regions.tell(job, h.psn, h.workerId, port, address);
+      return;
+    }
+    if (
+      job.old !== null &&
+      region === job.current &&
+      !this.regions.admitNewEpoch(job, h.workerId)
+    ) {
+      this.dropPacket(DropReason.regionDraining, job);
+      return;
+    }
+    if (job.mode === "netreduce") this.netReduce(job, region, h, port, address);
+    else this.atp(job, region, h, packet, port, address);
   }
 
   private netReduce(
@@ -522,7 +481,7 @@ export class SwitchCore {
   ): void {
     const counters = job.counters;
     const outcome = this.outcome;
-    const verdict = netReduceContribute(
+    const result = netReduceContribute(
       this.aggregators,
       job,
       region,
@@ -531,29 +490,30 @@ export class SwitchCore {
       HEADER_BYTES / 4,
       outcome,
     );
+    if (outcome.dropReason !== DropReason.ok) {
+      this.dropPacket(outcome.dropReason, job);
+      return;
+    }
     // An unbound worker's address is taken only from a contribution the
     // program accepted, so a stray packet cannot divert its results.
-    if (verdict !== Verdict.drop) {
-      job.bindOnFirstUse(h.workerId, port, address);
-      // Only an accepted PSN may move the switchover of a region change: a
-      // stray far-ahead one must not keep the old region from draining.
-      if (h.psn > job.maxPsn) job.maxPsn = h.psn;
-    }
+    job.bindOnFirstUse(h.workerId, port, address);
+    // Only an accepted PSN may move the switchover of a region change: a
+    // stray far-ahead one must not keep the old region from draining.
+    if (h.psn > job.maxPsn) job.maxPsn = h.psn;
     if (outcome.tookOver) {
       this.stats.takeovers++;
       counters.takeovers++;
     }
-    if (verdict === Verdict.completed) {
+    if (result === null) return;
+    if (outcome.replay) {
+      this.stats.resultsReplayed++;
+      counters.resultsReplayed++;
+      this.emit(result, port, address);
+    } else {
       this.stats.aggregationsCompleted++;
       counters.aggregationsCompleted++;
       this.sampleLatency(outcome.index);
-      this.multicast(job, this.aggregators.resultPacket(outcome.index, h.elementCount), -1);
-    } else if (verdict === Verdict.replay) {
-      this.stats.resultsReplayed++;
-      counters.resultsReplayed++;
-      this.emit(this.aggregators.resultPacket(outcome.index, h.elementCount), port, address);
-    } else if (verdict === Verdict.drop) {
-      this.dropPacket(outcome.dropReason, job);
+      this.multicast(job, result, -1);
     }
   }
 
@@ -561,13 +521,13 @@ export class SwitchCore {
     job: JobState,
     region: RegionState,
     h: PacketHeader,
-    datagram: Buffer,
+    packet: Buffer,
     port: number,
     address: string,
   ) {
     const counters = job.counters;
     const outcome = this.atpOutcome;
-    const verdict = atpContribute(
+    const aggregate = atpContribute(
       this.aggregators,
       job,
       region,
@@ -576,48 +536,41 @@ export class SwitchCore {
       HEADER_BYTES / 4,
       outcome,
     );
-    if (verdict === AtpVerdict.drop) {
+    if (outcome.dropReason !== DropReason.ok) {
       this.dropPacket(outcome.dropReason, job);
       return;
     }
-    if (verdict === AtpVerdict.evictForeign) {
+    if (aggregate !== null && outcome.foreign) {
       // The other job's partial goes to the PS (its workers' values are not
       // lost); then this contribution finds the aggregator empty.
       counters.leaseReclaims++;
       this.stats.toParameterServer++;
-      this.emit(this.aggregate(outcome.index), this.psPort, this.psAddress);
-      this.atp(job, region, h, datagram, port, address);
+      this.emit(aggregate, this.psPort, this.psAddress);
+      this.atp(job, region, h, packet, port, address);
       return;
     }
     if (outcome.reclaimed) counters.leaseReclaims++;
     job.bindOnFirstUse(h.workerId, port, address);
     if (h.psn > job.maxPsn) job.maxPsn = h.psn;
     if (outcome.freedStale) counters.staleFreed++;
-    switch (verdict) {
-      case AtpVerdict.aggregateToPs:
-        this.stats.aggregationsCompleted++;
-        counters.aggregationsCompleted++;
-        this.sampleLatency(outcome.index);
-        this.toParameterServer(job, this.aggregate(outcome.index), 0);
-        return;
-      case AtpVerdict.aggregateToPsAgain:
-        // Marked as a resend so the PS, if already done, sends its ack again.
-        this.toParameterServer(job, this.aggregate(outcome.index), Flag.resend);
-        return;
-      case AtpVerdict.evictAndPassThrough:
+    if (aggregate !== null) {
+      if (outcome.passThrough) {
+        // The partial was evicted to the PS; the contribution follows it.
         counters.evictions++;
         counters.fallbacks += popcount(outcome.evictedBitmap);
         if (outcome.overflowed) counters.overflowFallbacks++;
-        this.toParameterServer(job, this.aggregate(outcome.index), 0);
-        counters.fallbacks++;
-        this.toParameterServer(job, datagram, Flag.toPs);
-        return;
-      case AtpVerdict.passThrough:
-        counters.fallbacks++;
-        if (outcome.overQuota) counters.overQuota++;
-        if (outcome.collision) counters.collisions++;
-        this.toParameterServer(job, datagram, Flag.toPs | (outcome.collision ? Flag.collision : 0));
-        return;
+      } else if (outcome.completed) {
+        this.stats.aggregationsCompleted++;
+        counters.aggregationsCompleted++;
+        this.sampleLatency(outcome.index);
+      }
+      this.toParameterServer(job, aggregate, 0);
+    }
+    if (outcome.passThrough) {
+      counters.fallbacks++;
+      if (outcome.overQuota) counters.overQuota++;
+      if (outcome.collision) counters.collisions++;
+      this.toParameterServer(job, packet, Flag.toPs | (outcome.collision ? Flag.collision : 0));
     }
   }
 
@@ -628,17 +581,16 @@ export class SwitchCore {
     }
   }
 
-  /** Aggregator `index`'s packet as the ATP program last wrote it (an aggregate for the PS). */
-  private aggregate(index: number): Buffer {
-    return this.aggregators.resultPacket(index, this.aggregators.elementCount[index]);
-  }
-
   /**
    * An ack from the PS: releases the ATP aggregator if it still holds the
    * ack's (job, PSN), then goes on unchanged to the job's workers (all, or the
    * one named in `destination` when the PS answers a single retransmission).
    */
-  private ack(job: JobState, h: PacketHeader, datagram: Buffer): void {
+  private ack(job: JobState, h: PacketHeader, packet: Buffer, port: number, address: string): void {
+    if (port !== this.psPort || address !== this.psAddress) {
+      this.dropPacket(DropReason.notFromParameterServer, job);
+      return;
+    }
     const counters = job.counters;
     const toAll = h.destination === DESTINATION_ALL_WORKERS;
     if (!toAll && (h.destination >= job.fanIn || job.hostPort[h.destination] < 0)) {
@@ -656,8 +608,8 @@ export class SwitchCore {
     this.stats.acks++;
     counters.acks++;
     job.awaitingAckSince = -1;
-    if (toAll) this.multicast(job, datagram, -1);
-    else this.emit(datagram, job.hostPort[h.destination], job.hostAddress[h.destination]);
+    if (toAll) this.multicast(job, packet, -1);
+    else this.emit(packet, job.hostPort[h.destination], job.hostAddress[h.destination]);
   }
 
   /**
@@ -675,24 +627,34 @@ export class SwitchCore {
     this.emit(packet, this.psPort, this.psAddress);
   }
 
-  /** Sends a datagram unchanged to a worker of the job, or to all but the sender. */
+  /**
+   * A worker's forward: on unchanged to the worker in `destination`, or to
+   * every other worker of the job (section 4; ring jobs, section 17).
+   */
   private forward(
     job: JobState,
-    destination: number,
-    sender: number,
-    datagram: Buffer,
-  ): DropReasonValue {
+    h: PacketHeader,
+    packet: Buffer,
+    port: number,
+    address: string,
+  ): void {
+    // A worker's forward to itself (a hello, section 17) is how it makes
+    // itself reachable before anyone has sent to it: it binds first. Any
+    // other forward binds only if it went out (a dropped packet binds nothing).
+    const sender = h.workerId;
+    const destination = h.destination;
+    if (destination === sender) job.bindOnFirstUse(sender, port, address);
     if (destination === DESTINATION_ALL_WORKERS) {
       this.stats.forwarded++;
-      this.multicast(job, datagram, sender);
-      return DropReason.ok;
+      this.multicast(job, packet, sender);
+    } else if (destination >= job.fanIn || job.hostPort[destination] < 0) {
+      this.dropPacket(DropReason.unknownDestination, job);
+      return;
+    } else {
+      this.stats.forwarded++;
+      this.emit(packet, job.hostPort[destination], job.hostAddress[destination]);
     }
-    if (destination >= job.fanIn || job.hostPort[destination] < 0) {
-      return DropReason.unknownDestination;
-    }
-    this.stats.forwarded++;
-    this.emit(datagram, job.hostPort[destination], job.hostAddress[destination]);
-    return DropReason.ok;
+    job.bindOnFirstUse(sender, port, address);
   }
 
   private multicast(job: JobState, packet: Buffer, except: number): void {
@@ -703,32 +665,10 @@ export class SwitchCore {
     }
   }
 
+  /** Sends `packet`, through the egress faults if there are any. */
   private emit(packet: Buffer, port: number, address: string): void {
-    switch (this.egressFaults.decide()) {
-      case FaultAction.drop:
-        return;
-      case FaultAction.duplicate:
-        this.send(packet, port, address);
-        break;
-      case FaultAction.reorder:
-        if (this.heldOut === null) {
-          packet.copy(this.heldOutCopy);
-          this.heldOut = this.heldOutCopy.subarray(0, packet.length);
-          this.heldOutPort = port;
-          this.heldOutAddress = address;
-          return;
-        }
-        break;
-    }
-    this.send(packet, port, address);
-    this.releaseHeldOut();
-  }
-
-  private releaseHeldOut(): void {
-    const held = this.heldOut;
-    if (held === null) return;
-    this.heldOut = null;
-    this.send(held, this.heldOutPort, this.heldOutAddress);
+    if (this.egressFaults.enabled) this.faults.send(packet, port, address);
+    else this.send(packet, port, address);
   }
 
   private send(packet: Buffer, port: number, address: string): void {

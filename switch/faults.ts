@@ -1,5 +1,9 @@
-import type { FaultRates } from "../proto/config.js";
-import type { Prng } from "../proto/prng.js";
+import type { FaultRates, SwitchConfig } from "../proto/config.js";
+import { DropReason } from "../proto/drops.js";
+import { deriveSeed, Prng } from "../proto/prng.js";
+import { MAX_DATAGRAM_BYTES } from "../proto/wire.js";
+
+type FaultConfig = SwitchConfig["faults"];
 
 export const FaultAction = {
   pass: 0,
@@ -48,5 +52,110 @@ export class FaultInjector {
       return FaultAction.reorder;
     }
     return FaultAction.pass;
+  }
+}
+
+/** What sits either side of the fault stage: the core's per-packet handler, and the wire. */
+export interface FaultLinks {
+  /** The core handles bytes [at, at + length) of `bytes`, one packet from `address:port`. */
+  handle(bytes: Buffer, at: number, length: number, port: number, address: string): void;
+  /** Puts `packet` on the wire to `address:port`; the buffer may change once it returns. */
+  transmit(packet: Buffer, port: number, address: string): void;
+}
+
+/**
+ * Fault injection as its own stage around the switch core: ingress decides
+ * each received packet's fate before the core handles it, egress each sent
+ * packet's between the core's emit and the wire. A reordered packet is held
+ * back (a copy) and let go after the next one, or on release().
+ */
+export class FaultStage {
+  readonly ingress: FaultInjector;
+  readonly egress: FaultInjector;
+  // One packet held back by an ingress reorder (a copy), released after the next one.
+  private readonly heldInCopy = Buffer.alloc(MAX_DATAGRAM_BYTES);
+  private heldInLength = -1;
+  private heldInPort = 0;
+  private heldInAddress = "";
+  // One send held back by an egress reorder, released after the next send.
+  private heldOut: Buffer | null = null;
+  // Held packets are copied: an aggregator's packet may change before release.
+  private readonly heldOutCopy = Buffer.alloc(65536);
+  private heldOutPort = 0;
+  private heldOutAddress = "";
+
+  constructor(
+    faults: FaultConfig,
+    /** drops by DropReason value: an ingress drop counts as injectedDrop */
+    private readonly drops: Float64Array,
+    private readonly links: FaultLinks,
+  ) {
+    this.ingress = new FaultInjector(faults.ingress, new Prng(deriveSeed(faults.seed, 0)));
+    this.egress = new FaultInjector(faults.egress, new Prng(deriveSeed(faults.seed, 1)));
+  }
+
+  /** One received packet, bytes [at, at + length) of `bytes`: to the core, or not, or later. */
+  receive(bytes: Buffer, at: number, length: number, port: number, address: string): void {
+    switch (this.ingress.decide()) {
+      case FaultAction.drop:
+        this.drops[DropReason.injectedDrop]++;
+        return;
+      case FaultAction.duplicate:
+        this.links.handle(bytes, at, length, port, address);
+        break;
+      case FaultAction.reorder:
+        if (this.heldInLength < 0) {
+          bytes.copy(this.heldInCopy, 0, at, at + length);
+          this.heldInLength = length;
+          this.heldInPort = port;
+          this.heldInAddress = address;
+          return;
+        }
+        break;
+    }
+    this.links.handle(bytes, at, length, port, address);
+    this.releaseIn();
+  }
+
+  /** One packet the core sends: to the wire, or not, or later. */
+  send(packet: Buffer, port: number, address: string): void {
+    switch (this.egress.decide()) {
+      case FaultAction.drop:
+        return;
+      case FaultAction.duplicate:
+        this.links.transmit(packet, port, address);
+        break;
+      case FaultAction.reorder:
+        if (this.heldOut === null) {
+          packet.copy(this.heldOutCopy);
+          this.heldOut = this.heldOutCopy.subarray(0, packet.length);
+          this.heldOutPort = port;
+          this.heldOutAddress = address;
+          return;
+        }
+        break;
+    }
+    this.links.transmit(packet, port, address);
+    this.releaseOut();
+  }
+
+  /** Lets held-back packets go (traffic paused): the received one first. */
+  release(): void {
+    this.releaseIn();
+    this.releaseOut();
+  }
+
+  private releaseIn(): void {
+    const length = this.heldInLength;
+    if (length < 0) return;
+    this.heldInLength = -1;
+    this.links.handle(this.heldInCopy, 0, length, this.heldInPort, this.heldInAddress);
+  }
+
+  private releaseOut(): void {
+    const held = this.heldOut;
+    if (held === null) return;
+    this.heldOut = null;
+    this.links.transmit(held, this.heldOutPort, this.heldOutAddress);
   }
 }

@@ -1,29 +1,24 @@
 import { netReduceIndex } from "../proto/addressing.js";
-import { encodeHeader } from "../proto/codec.js";
 import { DropReason, type DropReasonValue } from "../proto/drops.js";
 import { addSaturating } from "../proto/fixedpoint.js";
-import { emptyHeader, Flag, type PacketHeader, PacketType, WORKER_ID_NONE } from "../proto/wire.js";
+import { writeResult } from "../proto/packets.js";
+import { Flag, type PacketHeader } from "../proto/wire.js";
 import { type AggregatorArray, AggregatorState } from "./aggregators.js";
 import type { JobState, RegionState } from "./jobs.js";
 
-export const Verdict = {
-  /** added (or claimed); nothing to send */
-  absorbed: 0,
-  /** the aggregation finished: multicast packets[index] to the job's workers */
-  completed: 1,
-  /** a retransmission for a finished PSN: send packets[index] back to the sender */
-  replay: 2,
-  /** not used; the reason is in `outcome.dropReason` */
-  drop: 3,
-} as const;
-export type VerdictValue = (typeof Verdict)[keyof typeof Verdict];
-
-/** Filled by the program for the caller; one instance reused for every packet. */
-export interface ProgramOutcome {
-  index: number;
+/** What the program tells the caller besides the packet it returns; one instance reused for every packet. */
+export interface NetReduceOutcome {
+  /** why the contribution was dropped, or DropReason.ok */
   dropReason: DropReasonValue;
+  /**
+   * the returned result answers a retransmission for a finished PSN: it goes
+   * back to the sender only (else it is a completion, for every worker)
+   */
+  replay: boolean;
   /** the contribution took over an aggregator that held a finished older PSN */
   tookOver: boolean;
+  /** the aggregator the contribution maps to */
+  index: number;
 }
 
 /**
@@ -31,6 +26,10 @@ export interface ProgramOutcome {
  * (idx = offset + PSN % size), the bitmap makes every worker count once, and
  * a finished result stays in the aggregator until PSN + size takes it over,
  * which the 2 x window rule makes safe (see proto/README.md).
+ *
+ * Returns the result packet to send (an aggregator's slot, its header
+ * written), or null when there is none: absorbed, or dropped (then
+ * `outcome.dropReason` says why).
  */
 export function netReduceContribute(
   aggregators: AggregatorArray,
@@ -39,10 +38,12 @@ export function netReduceContribute(
   h: PacketHeader,
   payload: Int32Array,
   payloadStart: number,
-  outcome: ProgramOutcome,
-): VerdictValue {
+  outcome: NetReduceOutcome,
+): Buffer | null {
   const index = netReduceIndex(region.offset, region.size, h.psn);
   outcome.index = index;
+  outcome.dropReason = DropReason.ok;
+  outcome.replay = false;
   outcome.tookOver = false;
   if (h.aggregatorIndex !== index) return drop(outcome, DropReason.badIndex);
   const bit = 1 << h.workerId;
@@ -64,7 +65,7 @@ export function netReduceContribute(
     }
     outcome.tookOver = state === AggregatorState.complete;
     aggregators.claim(index, job.id, h, bit, payload, payloadStart);
-    return job.fanIn === 1 ? complete(aggregators, job, h, index) : Verdict.absorbed;
+    return job.fanIn === 1 ? complete(aggregators, job, h, index) : null;
   }
   if (heldPsn > h.psn) return drop(outcome, DropReason.stale);
   if (
@@ -76,7 +77,10 @@ export function netReduceContribute(
   if ((aggregators.bitmap[index] & bit) !== 0) {
     // Only a worker's own retransmission asks for the result again; a plain
     // network duplicate of a contribution is just dropped.
-    if (state === AggregatorState.complete && (h.flags & Flag.resend) !== 0) return Verdict.replay;
+    if (state === AggregatorState.complete && (h.flags & Flag.resend) !== 0) {
+      outcome.replay = true;
+      return aggregators.resultPacket(index, h.elementCount);
+    }
     return drop(outcome, DropReason.duplicate);
   }
   if (
@@ -95,36 +99,34 @@ export function netReduceContribute(
   aggregators.bitmap[index] |= bit;
   aggregators.contributions[index]++;
   if (aggregators.contributions[index] === job.fanIn) return complete(aggregators, job, h, index);
-  return Verdict.absorbed;
+  return null;
 }
 
-function drop(outcome: ProgramOutcome, reason: DropReasonValue): VerdictValue {
+function drop(outcome: NetReduceOutcome, reason: DropReasonValue): null {
   outcome.dropReason = reason;
-  return Verdict.drop;
+  return null;
 }
 
-const resultHeader = emptyHeader();
-
-/** Marks the aggregator complete and writes the result header in front of its sum. */
+/** Marks the aggregator complete, writes the result header in front of its sum and returns the result. */
 function complete(
   aggregators: AggregatorArray,
   job: JobState,
   h: PacketHeader,
   index: number,
-): VerdictValue {
+): Buffer {
   aggregators.setState(index, AggregatorState.complete);
-  resultHeader.type = PacketType.result;
-  resultHeader.flags = aggregators.carriedFlags(index);
-  resultHeader.jobId = job.id;
-  resultHeader.workerId = WORKER_ID_NONE;
-  resultHeader.fanIn = job.fanIn;
-  resultHeader.elementCount = h.elementCount;
-  resultHeader.psn = h.psn;
-  resultHeader.aggregatorIndex = index;
-  resultHeader.bitmap = job.fullBitmap;
-  resultHeader.scaleBits = h.scaleBits;
-  resultHeader.regionEpoch = h.regionEpoch;
-  resultHeader.destination = 0;
-  encodeHeader(aggregators.slots.view, aggregators.slots.headerOffset(index), resultHeader);
-  return Verdict.completed;
+  writeResult(
+    aggregators.slots.view,
+    aggregators.slots.headerOffset(index),
+    aggregators.carriedFlags(index),
+    job.id,
+    job.fanIn,
+    h.elementCount,
+    h.psn,
+    index,
+    job.fullBitmap,
+    h.scaleBits,
+    h.regionEpoch,
+  );
+  return aggregators.resultPacket(index, h.elementCount);
 }

@@ -1,12 +1,5 @@
-import { encodeHeader } from "../proto/codec.js";
-import {
-  DESTINATION_ALL_WORKERS,
-  emptyHeader,
-  Flag,
-  HEADER_BYTES,
-  PacketType,
-  WORKER_ID_NONE,
-} from "../proto/wire.js";
+import { writeRegion } from "../proto/packets.js";
+import { DESTINATION_ALL_WORKERS, Flag, HEADER_BYTES } from "../proto/wire.js";
 import { type AggregatorArray, AggregatorState } from "./aggregators.js";
 import type { JobState, RegionState } from "./jobs.js";
 
@@ -31,7 +24,6 @@ export interface RegionLinks {
  * in a stale region.
  */
 export class RegionChanges {
-  private readonly header = emptyHeader();
   private readonly packet = Buffer.alloc(HEADER_BYTES);
   private readonly view = new DataView(this.packet.buffer, this.packet.byteOffset, HEADER_BYTES);
 
@@ -136,19 +128,17 @@ export class RegionChanges {
   }
 
   private write(job: JobState, region: RegionState, destination: number, flags = 0): void {
-    const r = this.header;
-    r.type = PacketType.region;
-    r.flags = flags;
-    r.jobId = job.id;
-    r.workerId = WORKER_ID_NONE;
-    r.fanIn = job.fanIn;
-    r.elementCount = 0;
-    r.psn = region.start;
-    r.aggregatorIndex = region.offset;
-    r.bitmap = region.size;
-    r.scaleBits = 0;
-    r.regionEpoch = region.epoch;
-    r.destination = destination;
-    encodeHeader(this.view, 0, r);
+    writeRegion(
+      this.view,
+      0,
+      flags,
+      job.id,
+      job.fanIn,
+      region.start,
+      region.offset,
+      region.size,
+      region.epoch,
+      destination,
+    );
   }
 }

@@ -1,6 +1,14 @@
-import { datagramPackets, decodeHeader, encodeHeader, packetBytesAt } from "../proto/codec.js";
+import { decodeHeader, forEachPacket, type PacketVisitor } from "../proto/codec.js";
 import { DROP_REASON_COUNT, DropReason, type DropReasonValue } from "../proto/drops.js";
 import { addSaturating, dequantizeInto, quantizeInto } from "../proto/fixedpoint.js";
+import {
+  type FailedPacket,
+  type RingPacket,
+  readFailed,
+  readRing,
+  writeRingControl,
+  writeRingData,
+} from "../proto/packets.js";
 import {
   DESTINATION_ALL_WORKERS,
   emptyHeader,
@@ -420,24 +428,37 @@ export class CollectiveCore {
 
   receive(datagram: Buffer, now: number): void {
     this.stats.datagramsReceived++;
-    const packets = datagramPackets(datagram, datagram.length);
-    if (packets < 0) {
-      this.drop(-packets as DropReasonValue);
-      return;
-    }
-    if (datagram.length > this.scratch.length) {
-      // Larger than any UDP datagram: only a caller in this process could hand it over.
-      this.drop(DropReason.tooManyElements);
-      return;
-    }
-    this.scratch.set(datagram);
-    let at = 0;
-    for (let k = 0; k < packets; k++) {
-      const length = packetBytesAt(datagram, at);
-      this.receivePacket(at, length, now);
-      at += length;
-    }
+    // Packets are read from a copy, through views made once; one larger
+    // than scratch (only a caller in this process can make one) is dropped whole.
+    if (datagram.length <= this.scratch.length) this.scratch.set(datagram);
+    this.walkNow = now;
+    forEachPacket(datagram, datagram.length, this.scratch.length, this.walk);
   }
+
+  /** `now` of the datagram being walked */
+  private walkNow = 0;
+  /** the datagram walk's visitor, bound once: packets are read from scratch */
+  private readonly walk: PacketVisitor<Buffer> = {
+    packet: (_bytes, at, length) => this.receivePacket(at, length, this.walkNow),
+    dropDatagram: (reason) => this.drop(reason),
+  };
+  /** a received packet's fields, by meaning */
+  private readonly ringIn: RingPacket = {
+    sender: 0,
+    destination: 0,
+    psn: 0,
+    elementCount: 0,
+    step: 0,
+    chunk: 0,
+    scaleBits: 0,
+  };
+  private readonly failedIn: FailedPacket = {
+    jobId: 0,
+    fanIn: 0,
+    deadWorkers: 0,
+    psn: 0,
+    waitedMs: 0,
+  };
 
   private receivePacket(at: number, length: number, now: number): void {
     const h = this.header;
@@ -448,8 +469,13 @@ export class CollectiveCore {
       return;
     }
     if (h.type === PacketType.failed && h.jobId === o.jobId) {
-      if (this.active)
-        this.fail(`the switch failed the job (workers 0x${h.bitmap.toString(16)} silent)`);
+      const failed = this.failedIn;
+      readFailed(h, failed);
+      if (this.active) {
+        this.fail(
+          `the switch failed the job (workers 0x${failed.deadWorkers.toString(16)} silent)`,
+        );
+      }
       return;
     }
     if (h.type !== PacketType.forward) {
@@ -492,12 +518,14 @@ export class CollectiveCore {
     }
     const stream = this.ins[index];
     const plan = stream.plan;
+    const r = this.ringIn;
+    readRing(h, r);
     if (
       k >= plan.packets ||
-      h.elementCount !== plan.count[k] ||
-      h.aggregatorIndex !== plan.step[k] ||
-      h.bitmap !== plan.chunk[k] ||
-      (reduces(this.op) && h.scaleBits !== o.scaleBits)
+      r.elementCount !== plan.count[k] ||
+      r.step !== plan.step[k] ||
+      r.chunk !== plan.chunk[k] ||
+      (reduces(this.op) && r.scaleBits !== o.scaleBits)
     ) {
       this.drop(DropReason.shapeMismatch);
       return;
@@ -643,20 +671,20 @@ export class CollectiveCore {
     const from = plan.start[k];
     for (let i = 0; i < count; i++) values[into + i] = work[from + i];
     this.stats.payloadBytesSent += count * 4;
-    const h = this.header;
-    h.type = PacketType.forward;
-    h.flags = Flag.batches | (reduces(this.op) ? 0 : Flag.float32);
-    h.jobId = o.jobId;
-    h.workerId = o.workerId;
-    h.fanIn = o.fanIn;
-    h.elementCount = count;
-    h.psn = this.callBase + k;
-    h.aggregatorIndex = plan.step[k];
-    h.bitmap = plan.chunk[k];
-    h.scaleBits = reduces(this.op) ? o.scaleBits : 0;
-    h.regionEpoch = 0;
-    h.destination = s.destination;
-    encodeHeader(s.slots.view, s.slots.headerOffset(slot), h);
+    writeRingData(
+      s.slots.view,
+      s.slots.headerOffset(slot),
+      Flag.batches | (reduces(this.op) ? 0 : Flag.float32),
+      o.jobId,
+      o.workerId,
+      o.fanIn,
+      count,
+      this.callBase + k,
+      plan.step[k],
+      plan.chunk[k],
+      reduces(this.op) ? o.scaleBits : 0,
+      s.destination,
+    );
     s.awaiting[slot] = s.receivers;
     s.sends[slot] = 1;
     s.sentAt[slot] = now;
@@ -676,20 +704,7 @@ export class CollectiveCore {
   /** An acknowledgement of `psn` to `to`, or (to = this worker) a hello: a forward with no payload. */
   private sendControl(to: number, psn: number, _now: number): void {
     const o = this.options;
-    const h = this.header;
-    h.type = PacketType.forward;
-    h.flags = Flag.batches;
-    h.jobId = o.jobId;
-    h.workerId = o.workerId;
-    h.fanIn = o.fanIn;
-    h.elementCount = 0;
-    h.psn = psn;
-    h.aggregatorIndex = 0;
-    h.bitmap = 0;
-    h.scaleBits = 0;
-    h.regionEpoch = 0;
-    h.destination = to;
-    encodeHeader(this.controlView, 0, h);
+    writeRingControl(this.controlView, 0, Flag.batches, o.jobId, o.workerId, o.fanIn, psn, to);
     this.transmitPacket(this.control);
   }
 

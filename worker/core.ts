@@ -1,9 +1,16 @@
 import { atpIndex, netReduceIndex, newerEpoch, windowInRegion } from "../proto/addressing.js";
-import { datagramPackets, decodeHeader, encodeHeader, packetBytesAt } from "../proto/codec.js";
+import { decodeHeader, forEachPacket, type PacketVisitor } from "../proto/codec.js";
 import type { CongestionControl, SummedMode } from "../proto/config.js";
 import { DROP_REASON_COUNT, DropReason, type DropReasonValue } from "../proto/drops.js";
 import { describeFailure } from "../proto/failure.js";
 import { dequantizeInto, quantizeInto } from "../proto/fixedpoint.js";
+import {
+  type FailedPacket,
+  type RegionPacket,
+  readFailed,
+  readRegion,
+  writeContribution,
+} from "../proto/packets.js";
 import {
   emptyHeader,
   Field,
@@ -199,6 +206,22 @@ export class WorkerCore {
   private readonly slotSends: Uint32Array;
   private readonly slotDone: Uint8Array;
   private readonly header = emptyHeader();
+  /** a received region or failed packet's fields, by meaning */
+  private readonly regionIn: RegionPacket = {
+    jobId: 0,
+    flags: 0,
+    fromPsn: 0,
+    offset: 0,
+    regionSize: 0,
+    epoch: 0,
+  };
+  private readonly failedIn: FailedPacket = {
+    jobId: 0,
+    fanIn: 0,
+    deadWorkers: 0,
+    psn: 0,
+    waitedMs: 0,
+  };
   private readonly scratch: Buffer;
   private readonly scratchView: DataView;
   private readonly scratchValues: Int32Array;
@@ -365,25 +388,20 @@ export class WorkerCore {
    */
   receive(datagram: Buffer, now: number): void {
     this.stats.datagramsReceived++;
-    const packets = datagramPackets(datagram, datagram.length);
-    if (packets < 0) {
-      // The framing is not certain: the whole datagram goes, counted once.
-      this.drop(-packets as DropReasonValue);
-      return;
-    }
-    if (datagram.length > this.scratch.length) {
-      // Larger than any UDP datagram: only a caller in this process could hand it over.
-      this.drop(DropReason.tooManyElements);
-      return;
-    }
-    this.scratch.set(datagram);
-    let at = 0;
-    for (let k = 0; k < packets; k++) {
-      const length = packetBytesAt(datagram, at);
-      this.receivePacket(at, length, now);
-      at += length;
-    }
+    // Packets are read from a copy, through views made once; one larger
+    // than scratch (only a caller in this process can make one) is dropped whole.
+    if (datagram.length <= this.scratch.length) this.scratch.set(datagram);
+    this.walkNow = now;
+    forEachPacket(datagram, datagram.length, this.scratch.length, this.walk);
   }
+
+  /** `now` of the datagram being walked */
+  private walkNow = 0;
+  /** the datagram walk's visitor, bound once: packets are read from scratch */
+  private readonly walk: PacketVisitor<Buffer> = {
+    packet: (_bytes, at, length) => this.receivePacket(at, length, this.walkNow),
+    dropDatagram: (reason) => this.drop(reason),
+  };
 
   /** The packet at bytes [at, at + length) of scratch. */
   private receivePacket(at: number, length: number, now: number): void {
@@ -399,13 +417,16 @@ export class WorkerCore {
     }
     if (h.type === PacketType.failed && h.jobId === this.options.jobId) {
       // The switch gave up on the job: a peer (or the PS) stopped answering.
-      if (this.active)
-        this.fail(`the switch failed ${failureText(h.jobId, h.bitmap, h.psn, h.aggregatorIndex)}`);
+      const failed = this.failedIn;
+      readFailed(h, failed);
+      if (this.active) this.fail(`the switch failed ${describeFailure(failed)}`);
       return;
     }
     if (h.type === PacketType.region && h.jobId === this.options.jobId) {
+      const r = this.regionIn;
+      readRegion(h, r);
       this.lastAnswerAt = now;
-      this.regionAnnounced(h.regionEpoch, h.aggregatorIndex, h.bitmap, h.psn, h.flags, now);
+      this.regionAnnounced(r.epoch, r.offset, r.regionSize, r.fromPsn, r.flags, now);
       return;
     }
     if (h.type !== this.resultType) {
@@ -676,21 +697,21 @@ export class WorkerCore {
             this.slots.values,
             this.slots.valuesStart(slot),
           );
-    const h = this.header;
-    h.type = PacketType.contribution;
-    // `batches`: this worker takes results several to a datagram (section 2.1).
-    h.flags = Flag.batches | (saturated > 0 ? Flag.overflow : 0);
-    h.jobId = o.jobId;
-    h.workerId = o.workerId;
-    h.fanIn = o.fanIn;
-    h.elementCount = count;
-    h.psn = psn;
-    h.aggregatorIndex = this.indexOf(psn);
-    h.bitmap = 1 << o.workerId;
-    h.scaleBits = o.scaleBits;
-    h.regionEpoch = this.region.epoch;
-    h.destination = 0;
-    encodeHeader(this.slots.view, this.slots.headerOffset(slot), h);
+    writeContribution(
+      this.slots.view,
+      this.slots.headerOffset(slot),
+      // `batches`: this worker takes results several to a datagram (section 2.1).
+      Flag.batches | (saturated > 0 ? Flag.overflow : 0),
+      o.jobId,
+      o.workerId,
+      o.fanIn,
+      count,
+      psn,
+      this.indexOf(psn),
+      1 << o.workerId,
+      o.scaleBits,
+      this.region.epoch,
+    );
     this.stats.saturatedValues += saturated;
     this.stats.payloadBytesSent += count * 4;
     this.slotDone[slot] = 0;
@@ -719,9 +740,4 @@ export class WorkerCore {
   private drop(reason: DropReasonValue): void {
     this.stats.drops[reason]++;
   }
-}
-
-/** A `failed` packet in words (its fields: dead workers, the PSN, how long it waited in ms). */
-function failureText(jobId: number, deadWorkers: number, psn: number, waitedMs: number): string {
-  return describeFailure({ jobId, deadWorkers, psn, waitedMs });
 }

@@ -1,0 +1,358 @@
+/**
+ * One writer and one reader per packet type (proto/README.md, sections 3,
+ * 4 and 17): every sender fills its headers here, and a field a type reuses
+ * for another meaning (a region's size in `bitmap`, how long a failed job
+ * waited in `aggregatorIndex`, a ring packet's step and chunk) is named
+ * for what it means. Writers take their values as arguments and readers fill
+ * a caller-owned object: nothing allocates per packet.
+ *
+ * Readers read a header decodeHeader has checked; types whose fields mean
+ * what their names say (contribution, result, ack) are read from the
+ * PacketHeader itself.
+ */
+import {
+  DESTINATION_ALL_WORKERS,
+  Field,
+  type PacketHeader,
+  PacketType,
+  PROTOCOL_VERSION,
+  WORKER_ID_NONE,
+} from "./wire.js";
+
+/** Writes a whole header; the same bytes as encodeHeader. */
+function writeHeader(
+  view: DataView,
+  at: number,
+  type: number,
+  flags: number,
+  jobId: number,
+  workerId: number,
+  fanIn: number,
+  elementCount: number,
+  psn: number,
+  aggregatorIndex: number,
+  bitmap: number,
+  scaleBits: number,
+  regionEpoch: number,
+  destination: number,
+): void {
+  view.setUint8(at + Field.version, PROTOCOL_VERSION);
+  view.setUint8(at + Field.type, type);
+  view.setUint16(at + Field.flags, flags, true);
+  view.setUint16(at + Field.jobId, jobId, true);
+  view.setUint16(at + Field.workerId, workerId, true);
+  view.setUint16(at + Field.fanIn, fanIn, true);
+  view.setUint16(at + Field.elementCount, elementCount, true);
+  view.setUint32(at + Field.psn, psn, true);
+  view.setUint32(at + Field.aggregatorIndex, aggregatorIndex, true);
+  view.setUint32(at + Field.bitmap, bitmap >>> 0, true);
+  view.setUint8(at + Field.scaleBits, scaleBits);
+  view.setUint8(at + Field.regionEpoch, regionEpoch);
+  view.setUint16(at + Field.destination, destination, true);
+  view.setUint32(at + Field.reserved, 0, true);
+}
+
+/**
+ * A `contribution` header (sections 8 to 10): a worker's values for `psn`
+ * (`workerId` the worker, `workers` = 1 << workerId), or an aggregate the
+ * switch sends the PS (`workerId` WORKER_ID_NONE, `workers` those it sums).
+ * `aggregatorIndex` is where the values aggregate (0 for a PS-mode job).
+ */
+export function writeContribution(
+  view: DataView,
+  at: number,
+  flags: number,
+  jobId: number,
+  workerId: number,
+  fanIn: number,
+  elementCount: number,
+  psn: number,
+  aggregatorIndex: number,
+  workers: number,
+  scaleBits: number,
+  regionEpoch: number,
+): void {
+  writeHeader(
+    view,
+    at,
+    PacketType.contribution,
+    flags,
+    jobId,
+    workerId,
+    fanIn,
+    elementCount,
+    psn,
+    aggregatorIndex,
+    workers,
+    scaleBits,
+    regionEpoch,
+    0,
+  );
+}
+
+/** A NetReduce `result` header (section 8): the switch's sum of `workers` for `psn`, to every worker. */
+export function writeResult(
+  view: DataView,
+  at: number,
+  flags: number,
+  jobId: number,
+  fanIn: number,
+  elementCount: number,
+  psn: number,
+  aggregatorIndex: number,
+  workers: number,
+  scaleBits: number,
+  regionEpoch: number,
+): void {
+  writeHeader(
+    view,
+    at,
+    PacketType.result,
+    flags,
+    jobId,
+    WORKER_ID_NONE,
+    fanIn,
+    elementCount,
+    psn,
+    aggregatorIndex,
+    workers,
+    scaleBits,
+    regionEpoch,
+    0,
+  );
+}
+
+/**
+ * An `ack` header (section 10): the PS's sum for `psn`, to `destination` (a
+ * worker, or DESTINATION_ALL_WORKERS), repeating the `aggregatorIndex` of
+ * the PSN's contributions so the switch can release that ATP aggregator.
+ */
+export function writeAck(
+  view: DataView,
+  at: number,
+  flags: number,
+  jobId: number,
+  fanIn: number,
+  elementCount: number,
+  psn: number,
+  aggregatorIndex: number,
+  workers: number,
+  scaleBits: number,
+  regionEpoch: number,
+  destination: number,
+): void {
+  writeHeader(
+    view,
+    at,
+    PacketType.ack,
+    flags,
+    jobId,
+    WORKER_ID_NONE,
+    fanIn,
+    elementCount,
+    psn,
+    aggregatorIndex,
+    workers,
+    scaleBits,
+    regionEpoch,
+    destination,
+  );
+}
+
+/**
+ * A ring job's data packet, a `forward` (section 17): packet `psn` of the
+ * stream from `sender` to `destination` (DESTINATION_ALL_WORKERS: every
+ * other worker), the collective's `step` in `aggregatorIndex` and the
+ * `chunk` in `bitmap`.
+ */
+export function writeRingData(
+  view: DataView,
+  at: number,
+  flags: number,
+  jobId: number,
+  sender: number,
+  fanIn: number,
+  elementCount: number,
+  psn: number,
+  step: number,
+  chunk: number,
+  scaleBits: number,
+  destination: number,
+): void {
+  writeHeader(
+    view,
+    at,
+    PacketType.forward,
+    flags,
+    jobId,
+    sender,
+    fanIn,
+    elementCount,
+    psn,
+    step,
+    chunk,
+    scaleBits,
+    0,
+    destination,
+  );
+}
+
+/**
+ * A ring job's acknowledgement of data packet `psn`, to the worker that sent
+ * it; or, with `destination` = `sender`, a hello (section 17). A `forward`
+ * with no payload.
+ */
+export function writeRingControl(
+  view: DataView,
+  at: number,
+  flags: number,
+  jobId: number,
+  sender: number,
+  fanIn: number,
+  psn: number,
+  destination: number,
+): void {
+  writeHeader(
+    view,
+    at,
+    PacketType.forward,
+    flags,
+    jobId,
+    sender,
+    fanIn,
+    0,
+    psn,
+    0,
+    0,
+    0,
+    0,
+    destination,
+  );
+}
+
+/**
+ * A `region` header (section 11): from PSN `fromPsn` on, the job uses
+ * aggregators [offset, offset + regionSize) (`aggregatorIndex`, `bitmap`)
+ * with epoch `epoch`. To one worker, or DESTINATION_ALL_WORKERS.
+ */
+export function writeRegion(
+  view: DataView,
+  at: number,
+  flags: number,
+  jobId: number,
+  fanIn: number,
+  fromPsn: number,
+  offset: number,
+  regionSize: number,
+  epoch: number,
+  destination: number,
+): void {
+  writeHeader(
+    view,
+    at,
+    PacketType.region,
+    flags,
+    jobId,
+    WORKER_ID_NONE,
+    fanIn,
+    0,
+    fromPsn,
+    offset,
+    regionSize,
+    0,
+    epoch,
+    destination,
+  );
+}
+
+/**
+ * A `failed` header (section 15), to every worker of the job:
+ * `deadWorkers` (in `bitmap`; 0: the PS) are the workers `psn` waited for
+ * in vain, for `waitedMs` (in `aggregatorIndex`, rounded, at most 2^32 - 1).
+ */
+export function writeFailed(
+  view: DataView,
+  at: number,
+  jobId: number,
+  fanIn: number,
+  psn: number,
+  deadWorkers: number,
+  waitedMs: number,
+): void {
+  writeHeader(
+    view,
+    at,
+    PacketType.failed,
+    0,
+    jobId,
+    WORKER_ID_NONE,
+    fanIn,
+    0,
+    psn,
+    Math.min(0xffffffff, Math.round(waitedMs)),
+    deadWorkers,
+    0,
+    0,
+    DESTINATION_ALL_WORKERS,
+  );
+}
+
+/** A region packet's fields, by meaning. */
+export interface RegionPacket {
+  jobId: number;
+  flags: number;
+  fromPsn: number;
+  offset: number;
+  regionSize: number;
+  epoch: number;
+}
+
+/** Reads a decoded `region` header into `out`. */
+export function readRegion(h: PacketHeader, out: RegionPacket): void {
+  out.jobId = h.jobId;
+  out.flags = h.flags;
+  out.fromPsn = h.psn;
+  out.offset = h.aggregatorIndex;
+  out.regionSize = h.bitmap;
+  out.epoch = h.regionEpoch;
+}
+
+/** A failed packet's fields, by meaning (what proto/failure.ts puts in words). */
+export interface FailedPacket {
+  jobId: number;
+  fanIn: number;
+  deadWorkers: number;
+  psn: number;
+  waitedMs: number;
+}
+
+/** Reads a decoded `failed` header into `out`. */
+export function readFailed(h: PacketHeader, out: FailedPacket): void {
+  out.jobId = h.jobId;
+  out.fanIn = h.fanIn;
+  out.deadWorkers = h.bitmap;
+  out.psn = h.psn;
+  out.waitedMs = h.aggregatorIndex;
+}
+
+/** A ring job's forward, by meaning: data (elementCount > 0), an acknowledgement or a hello. */
+export interface RingPacket {
+  sender: number;
+  destination: number;
+  psn: number;
+  elementCount: number;
+  step: number;
+  chunk: number;
+  scaleBits: number;
+}
+
+/** Reads a decoded ring `forward` header into `out`. */
+export function readRing(h: PacketHeader, out: RingPacket): void {
+  out.sender = h.workerId;
+  out.destination = h.destination;
+  out.psn = h.psn;
+  out.elementCount = h.elementCount;
+  out.step = h.aggregatorIndex;
+  out.chunk = h.bitmap;
+  out.scaleBits = h.scaleBits;
+}
