@@ -92,7 +92,11 @@ const spec = {
       valueName: "N",
       description: `workers of every job (1..${MAX_FAN_IN})`,
     },
-    size: { type: "string", valueName: "BYTES", description: "gradient per worker, e.g. 32MiB" },
+    "tensor-bytes": {
+      type: "string",
+      valueName: "BYTES",
+      description: "gradient per worker, e.g. 32MiB (old name: --size)",
+    },
     "link-rate": {
       type: "string",
       valueName: "RATE",
@@ -190,6 +194,7 @@ const spec = {
         "Prometheus of your own started before any run; prints their paths and exits",
     },
   },
+  renamed: { size: "tensor-bytes" },
   schema: z
     .strictObject({
       scenario: z.string().default(DEFAULT_SCENARIO),
@@ -203,7 +208,7 @@ const spec = {
         .transform((s) => s.split(",").map((name) => name.trim()))
         .optional(),
       workers: cliInt(1, MAX_FAN_IN).optional(),
-      size: float32Bytes.optional(),
+      tensorBytes: float32Bytes.optional(),
       linkRate: rateSchema.optional(),
       linkDelay: durationSchema.optional(),
       linkBuffer: byteSize.optional(),
@@ -388,7 +393,7 @@ function refuseOptionsThatDoNotApply(o: Options, scheduling: boolean): void {
     "only",
     "congestionControl",
     "workers",
-    "size",
+    "tensorBytes",
     "iterations",
     "elementsPerPacket",
     "window",

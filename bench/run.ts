@@ -365,7 +365,7 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
       const fractions = new Float64Array(job.workers);
       const phases: JobPhase[] = new Array(job.workers).fill("allreduce");
       progress.set(job.name, { fractions, phases });
-      const packetsPerIteration = Math.ceil(job.size / 4 / job.elementsPerPacket);
+      const packetsPerIteration = Math.ceil(job.tensorBytes / 4 / job.elementsPerPacket);
       const onRecord = (w: number) => (record: ProcessRecord) => {
         if (record.event === "result") {
           fractions[w] = 1;
@@ -541,7 +541,7 @@ function workerArgs(
     String(job.workers),
     "--offset",
     String(job.offset),
-    "--size",
+    "--region-size",
     String(job.mode === "ps" || job.mode === "ring" ? 2 * job.window : job.regionSize),
     "--window",
     String(job.window),
@@ -549,8 +549,8 @@ function workerArgs(
     String(job.elementsPerPacket),
     "--scale-bits",
     String(job.scaleBits),
-    "--size-bytes",
-    String(job.size),
+    "--tensor-bytes",
+    String(job.tensorBytes),
     "--seed",
     String(job.seed),
     "--iterations",
@@ -676,7 +676,7 @@ function jobResult(
     id: job.id,
     mode: job.mode,
     workers: job.workers,
-    bytesPerWorker: job.size,
+    bytesPerWorker: job.tensorBytes,
     iterations: job.iterations,
     startMs: job.startMs,
     window: job.window,
@@ -685,7 +685,7 @@ function jobResult(
     regionSize: job.regionSize,
     seed: job.seed,
     seconds,
-    goodputMBps: (job.size * job.iterations) / 1e6 / seconds,
+    goodputMBps: (job.tensorBytes * job.iterations) / 1e6 / seconds,
     operation: job.mode === "ring" ? job.operation : "allReduce",
     iterationSeconds: slowestPerIteration(records),
     communicationShare: communicationShare(slowestPerIteration(records), job.computeMs),
@@ -694,7 +694,7 @@ function jobResult(
     ...bandwidths(
       job.mode === "ring" ? job.operation : "allReduce",
       job.workers,
-      job.size,
+      job.tensorBytes,
       seconds / job.iterations,
     ),
     retransmissions: perWorker.reduce((sum, w) => sum + w.retransmissions, 0),

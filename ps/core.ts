@@ -246,7 +246,7 @@ export class PsCore {
             fanIn: h.fanIn,
             window: this.adoptWindow,
             offset: 0,
-            size: 1,
+            regionSize: 1,
           },
           this.elements,
         ),
