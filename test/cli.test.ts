@@ -202,7 +202,7 @@ describe("command lines, as real processes", () => {
     assert.equal(r.status, 2);
     assert.match(
       r.stderr,
-      /jobs\[0\]\.size: a NetReduce region needs at least 2 x window = 16 aggregators, got 10/,
+      /jobs\[0\]\.regionSize: a NetReduce region needs at least 2 x window = 16 aggregators, got 10/,
     );
   });
 
