@@ -4,6 +4,13 @@ import { parseBytes } from "./units.js";
 import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN, MAX_SCALE_BITS, packetBytes } from "./wire.js";
 
 /**
+ * Configuration the switch, the parameter server and the end hosts must agree
+ * on. Jobs and their regions come from this file, or from the memory manager
+ * through the control plane (switch/control.ts), which hands out only what
+ * the file's jobs leave free.
+ */
+
+/**
  * Renamed fields (README.md, "Renamed fields"): `schema` also takes
  * each old name of `renames` (old -> new) for its new one, and records the
  * use so that safeParseWithRenames() prints one deprecation line naming the
@@ -83,11 +90,6 @@ function pathTo(root: unknown, target: object): string | null {
   }
   return null;
 }
-
-/**
- * Configuration the switch, the parameter server and the end hosts must agree
- * on. Until the memory manager exists, jobs and their regions come from this file.
- */
 
 const probability = z.number().min(0).max(1);
 
