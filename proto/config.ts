@@ -45,18 +45,17 @@ export function renamedFields<T extends z.ZodType>(
 
 /** Old field names met since the last safeParseWithRenames(): the object that had each. */
 const renamedUses: Array<{ object: object; old: string; now: string }> = [];
-/** Deprecation lines already printed: each is printed once per process. */
-const printedDeprecations = new Set<string>();
-
 /**
- * schema.safeParse(input), and one line on stderr per renamed field given by
+ * schema.safeParse(input), and one `warn` line per renamed field given by
  * its old name: `scenario: runs[0].jobs[1].size is deprecated, use tensorBytes`
- * (with "and N more" when several objects use it).
+ * (with "and N more" when several objects use it). proto/ does no I/O: the
+ * caller prints (runtime/cli.ts, warnOnStderr).
  */
 export function safeParseWithRenames<S extends z.ZodType>(
   schema: S,
   input: unknown,
   source: string,
+  warn: (line: string) => void,
 ): z.ZodSafeParseResult<z.output<S>> {
   renamedUses.length = 0;
   const parsed = schema.safeParse(input);
@@ -70,10 +69,7 @@ export function safeParseWithRenames<S extends z.ZodType>(
   for (const [key, wheres] of byName) {
     const now = key.slice(key.indexOf(" -> ") + 4);
     const more = wheres.length > 1 ? ` (and ${wheres.length - 1} more)` : "";
-    const line = `${source}: ${wheres[0]}${more} is deprecated, use ${now}`;
-    if (printedDeprecations.has(line)) continue;
-    printedDeprecations.add(line);
-    if (typeof process !== "undefined") process.stderr.write(`${line}\n`);
+    warn(`${source}: ${wheres[0]}${more} is deprecated, use ${now}`);
   }
   return parsed;
 }
@@ -379,11 +375,15 @@ export function formatZodError(error: z.ZodError): string {
 
 /**
  * Parses a switch config or throws an Error whose message names every bad
- * field; a renamed field given by its old name is one line on stderr from
+ * field; a renamed field given by its old name is one `warn` line naming
  * `source` (renamedFields).
  */
-export function parseSwitchConfig(input: unknown, source = "config"): SwitchConfig {
-  const parsed = safeParseWithRenames(SwitchConfigSchema, input, source);
+export function parseSwitchConfig(
+  input: unknown,
+  source = "config",
+  warn: (line: string) => void = () => {},
+): SwitchConfig {
+  const parsed = safeParseWithRenames(SwitchConfigSchema, input, source, warn);
   if (!parsed.success) throw new ConfigError(formatZodError(parsed.error));
   return parsed.data;
 }

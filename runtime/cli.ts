@@ -253,7 +253,7 @@ export async function loadSwitchConfigFile(
     json = { parameterServer: { host: "127.0.0.1", port: 1 }, ...json };
   }
   try {
-    return parseSwitchConfig(json, path);
+    return parseSwitchConfig(json, path, warnOnStderr);
   } catch (error) {
     if (error instanceof ConfigError) throw new UsageError(`--config: ${path}:\n${error.message}`);
     throw error;
@@ -315,13 +315,25 @@ export const SERVER_SCHEMA = {
   ...DATAGRAM_SCHEMA,
 };
 
-/** Validates `input` with `schema`; a UsageError from `source` names every bad field. */
+const warned = new Set<string>();
+
+/** Prints a warning (a deprecated name) on stderr, each line once per process. */
+export function warnOnStderr(line: string): void {
+  if (warned.has(line)) return;
+  warned.add(line);
+  process.stderr.write(`${line}\n`);
+}
+
+/**
+ * Validates `input` with `schema`; a UsageError from `source` names every
+ * bad field, and an old field name is one warning line (warnOnStderr).
+ */
 export function parseOrUsage<S extends z.ZodType>(
   schema: S,
   input: unknown,
   source: string,
 ): z.output<S> {
-  const parsed = safeParseWithRenames(schema, input, source);
+  const parsed = safeParseWithRenames(schema, input, source, warnOnStderr);
   if (!parsed.success) throw new UsageError(`${source}:\n${formatZodError(parsed.error)}`);
   return parsed.data;
 }
