@@ -166,10 +166,10 @@ const spec = {
       description: "worker counts, comma-separated",
       defaultText: "2,4,8",
     },
-    size: {
+    "tensor-bytes": {
       type: "string",
       valueName: "BYTES",
-      description: "gradient per worker",
+      description: "gradient per worker (old name: --size)",
       defaultText: "16MiB",
     },
     window: {
@@ -219,6 +219,7 @@ const spec = {
       description: "measure the switch pipeline alone, print its ns per packet and stop",
     },
   },
+  renamed: { size: "tensor-bytes" },
   schema: z.strictObject({
     workers: z
       .string()
@@ -226,7 +227,7 @@ const spec = {
       .transform((s) => s.split(",").map(Number))
       .refine((list) => list.every((n) => n >= 1 && n <= 32), "each count must be 1..32")
       .default([2, 4, 8]),
-    size: byteSize.default(16 * 1024 * 1024),
+    tensorBytes: byteSize.default(16 * 1024 * 1024),
     window: windowInputSchema.default({ packets: 128 }),
     bigWindow: windowInputSchema.default({ bytes: 512 * 1024 }),
     only: z
@@ -246,8 +247,15 @@ const spec = {
 /** Pushes contributions of `fanIn` workers through SwitchCore with a no-op transmit. */
 function pipelineOnly(fanIn: number, psns: number): { nsPerPacket: number; packets: number } {
   const window = 128;
-  const job = { id: 1, mode: "netreduce" as const, fanIn, offset: 0, size: 2 * window, window };
-  const core = new SwitchCore(parseSwitchConfig({ aggregators: job.size, jobs: [job] }), {
+  const job = {
+    id: 1,
+    mode: "netreduce" as const,
+    fanIn,
+    offset: 0,
+    regionSize: 2 * window,
+    window,
+  };
+  const core = new SwitchCore(parseSwitchConfig({ aggregators: job.regionSize, jobs: [job] }), {
     send() {},
   });
   // Pre-built datagrams: one per (worker, PSN slot); only the PSN field is rewritten.
@@ -263,7 +271,7 @@ function pipelineOnly(fanIn: number, psns: number): { nsPerPacket: number; packe
     for (let w = 0; w < fanIn; w++) {
       const buf = datagrams[w];
       buf.writeUInt32LE(psn, 12);
-      buf.writeUInt32LE(psn % job.size, 16);
+      buf.writeUInt32LE(psn % job.regionSize, 16);
       core.receive(buf, 1000 + w, "127.0.0.1", 0);
     }
   }
@@ -320,7 +328,7 @@ await runCli(spec, async (o) => {
           process.stderr.write(
             `bench: repeat ${rep + 1}/${o.repeat}, N=${workers}, ${shape.name}, ${impl}\n`,
           );
-          const result = await oneRun(impl, workers, o.size, shape);
+          const result = await oneRun(impl, workers, o.tensorBytes, shape);
           add(key(workers, shape.name, impl), sampleOf(result));
         }
         if (o.reference !== undefined) {
@@ -373,7 +381,7 @@ await runCli(spec, async (o) => {
         process.stderr.write(
           `bench: repeat ${rep + 1}/${o.repeat}, live page ${open ? "open" : "closed"}\n`,
         );
-        const result = await oneRun("netreduce", 4, o.size, shapes[1], open);
+        const result = await oneRun("netreduce", 4, o.tensorBytes, shapes[1], open);
         (open ? page.open : page.closed).push(result.jobs[0].goodputMBps);
       }
     }

@@ -19,18 +19,18 @@ const configIndex = process.argv.indexOf("--config");
 const config = parseSwitchConfig(JSON.parse(readFileSync(process.argv[configIndex + 1], "utf8")));
 const job = config.jobs[0];
 if (job?.mode !== "netreduce") throw new Error("the floor relay serves one NetReduce job");
-const regionSize = job.size;
+const regionSize = job.regionSize;
 const fanIn = job.fanIn;
 const elements = config.elementsPerAggregator;
 const slotBytes = HEADER_BYTES + elements * 4;
-const arena = new ArrayBuffer(job.size * slotBytes);
-const slots = Array.from({ length: job.size }, (_, i) =>
+const arena = new ArrayBuffer(job.regionSize * slotBytes);
+const slots = Array.from({ length: job.regionSize }, (_, i) =>
   Buffer.from(arena, i * slotBytes, slotBytes),
 );
 const slotView = new DataView(arena);
 const sums = new Int32Array(arena);
-const slotPsn = new Float64Array(job.size).fill(-1);
-const slotCount = new Uint8Array(job.size);
+const slotPsn = new Float64Array(job.regionSize).fill(-1);
+const slotCount = new Uint8Array(job.regionSize);
 const scratch = new ArrayBuffer(slotBytes);
 const scratchBuffer = Buffer.from(scratch);
 const scratchView = new DataView(scratch);

@@ -101,8 +101,8 @@ async function underFire(seed: number, junk: number): Promise<Row[]> {
     name: "under-fire",
     aggregators: 96,
     jobs: [
-      { name: "nr", mode: "netreduce", workers: 3, size: "32MiB", window: 16, id: 1 },
-      { name: "atp", mode: "atp", workers: 2, size: "32MiB", window: 16, id: 2 },
+      { name: "nr", mode: "netreduce", workers: 3, tensorBytes: "32MiB", window: 16, id: 1 },
+      { name: "atp", mode: "atp", workers: 2, tensorBytes: "32MiB", window: 16, id: 2 },
     ],
   });
   const started = performance.now();
@@ -199,7 +199,7 @@ async function startJob(
   const config: Record<string, unknown> = {
     aggregators: 64,
     deadPeerMs: 2000,
-    jobs: [{ id: 1, mode, fanIn: workers, offset: 0, size: 32, window: 16 }],
+    jobs: [{ id: 1, mode, fanIn: workers, offset: 0, regionSize: 32, window: 16 }],
   };
   let ps: ChildNode | null = null;
   if (mode === "atp") {
@@ -216,8 +216,8 @@ async function startJob(
   const list = Array.from({ length: workers }, (_, w) => {
     const child = new ChildNode(`worker ${w}`, SCRIPTS.worker, [
       ...["--switch", `${HOST}:${ready.dataPort}`, "--mode", mode, "--worker", String(w)],
-      ...["--fan-in", String(workers), "--size", "32", "--window", "16"],
-      ...["--size-bytes", "8MiB", "--link-rate", "10Mbps", "--wait-go", "--progress-ms", "100"],
+      ...["--fan-in", String(workers), "--region-size", "32", "--window", "16"],
+      ...["--tensor-bytes", "8MiB", "--link-rate", "10Mbps", "--wait-go", "--progress-ms", "100"],
     ]);
     children.push(child);
     return child;
@@ -379,7 +379,7 @@ async function floodedJob(
     const workers = [0, 1, 2, 3].map((w) => {
       const child = new ChildNode(`worker ${w}`, SCRIPTS.worker, [
         ...["--switch", `${HOST}:${ready.dataPort}`, "--worker", String(w), "--fan-in", "4"],
-        ...["--size-bytes", "8MiB", "--wait-go", "--progress-ms", "0"],
+        ...["--tensor-bytes", "8MiB", "--wait-go", "--progress-ms", "0"],
       ]);
       children.push(child);
       return child;
@@ -427,7 +427,7 @@ async function soak(seed: number): Promise<Row[]> {
     const run = ScenarioRunSchema.parse({
       name: mode,
       faults: { loss: 0.05, duplicate: 0.05, reorder: 0.05 },
-      jobs: [{ mode, workers: 4, size: "2MiB", window: 32 }],
+      jobs: [{ mode, workers: 4, tensorBytes: "2MiB", window: 32 }],
     });
     const result = await runScenarioRun(run, { seed, timeoutMs: 600_000 });
     const [job] = result.jobs;

@@ -39,7 +39,7 @@ const at = (r: Json, workers: number) => points(r).find((p) => p.workers === wor
 const CLAIMS: Claim[] = [
   {
     name: "PS vs in-network aggregation",
-    source: "seed 004 (NetReduce's argument)",
+    source: "the in-network computing survey (NetReduce's argument)",
     claim:
       "a PS's link carries N x M, a NetReduce worker's M: time(PS) / time(NetReduce) = N at N = 8",
     theirs: 8,
@@ -60,7 +60,7 @@ const CLAIMS: Claim[] = [
   },
   {
     name: "the window knee",
-    source: "bandwidth-delay product; seed 004's Memory = Throughput x RTT",
+    source: "bandwidth-delay product; the in-network computing survey's Memory = Throughput x RTT",
     claim:
       "goodput grows with the window until window x packet = rate x RTT (a knee at 25.7 packets here)",
     theirs: 25.7,
@@ -100,7 +100,8 @@ const CLAIMS: Claim[] = [
   },
   {
     name: "deadline-aware scheduling of switch memory",
-    source: "seed 004, ESA: EDF serves the deadline jobs FCFS makes wait",
+    source:
+      "the in-network computing survey (switch memory scheduling), ESA: EDF serves the deadline jobs FCFS makes wait",
     claim: "deadlines met, EDF minus FCFS, on deadlines.json's 3 MD jobs (all 3 by EDF)",
     theirs: 3,
     scenario: "deadlines.json",

@@ -29,7 +29,7 @@ export interface RenderedFigure extends Figure {
 
 const AXIS_UNITS: Record<string, string> = {
   workers: "workers",
-  size: "gradient per worker (bytes)",
+  tensorBytes: "gradient per worker (bytes)",
   aggregators: "aggregators in the switch",
   window: "window (packets)",
   elementsPerPacket: "elements per packet",

@@ -354,7 +354,7 @@ export function jobResult(
     communicationShare: null,
   },
 ): JobResult {
-  const bytes = job.layers?.reduce((n, l) => n + l.bytes, 0) ?? job.size;
+  const bytes = job.layers?.reduce((n, l) => n + l.bytes, 0) ?? job.tensorBytes;
   const op: Collective = job.mode === "ring" ? job.operation : "allReduce";
   const own = counters.find((c) => c.id === job.id) ?? null;
   const seconds = Math.max(...perWorker.map((w) => w.seconds));

@@ -26,7 +26,7 @@ export function parseScenario(input: unknown, source = "scenario"): Scenario {
 /** Settings the command line applies to every job (or run) of a scenario. */
 export interface ScenarioOverrides {
   workers?: number;
-  size?: number;
+  tensorBytes?: number;
   iterations?: number;
   window?: WindowInput;
   packetsPerDatagram?: number;
@@ -90,7 +90,7 @@ export function applyOverrides(scenario: Scenario, o: ScenarioOverrides): Scenar
         return {
           ...job,
           workers: pick(o.workers, job.workers),
-          size: pick(o.size, job.size),
+          tensorBytes: pick(o.tensorBytes, job.tensorBytes),
           iterations: pick(o.iterations, job.iterations),
           window: o.window === undefined ? job.window : windowPackets(o.window, elementsPerPacket),
           elementsPerPacket,
@@ -151,7 +151,7 @@ export function resolveJobs(run: ScenarioRun, scenarioSeed: number): ResolvedJob
     const rule: JobConfig =
       job.mode === "ps" || job.mode === "ring"
         ? { ...common, mode: job.mode }
-        : { ...common, mode: job.mode, offset, size: regionSize };
+        : { ...common, mode: job.mode, offset, regionSize };
     return {
       ...job,
       name: job.name ?? `${job.mode}-${id}`,
@@ -187,7 +187,6 @@ export function switchConfigOf(
 
 /** Switch config fields of a job rule, by the scenario field that sets them. */
 const SCENARIO_FIELD: Record<string, string> = {
-  size: "regionSize",
   fanIn: "workers",
 };
 

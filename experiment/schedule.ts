@@ -81,7 +81,7 @@ export function submitBody(job: ScheduleJob, id: number) {
     // the workers' defaults (--elements-per-packet, --scale-bits)
     elementsPerPacket: 256,
     scaleBits: 20,
-    modelBytes: job.size,
+    modelBytes: job.tensorBytes,
     epochs: job.epochs,
     computeMs: job.computeMs,
     throughputMBps: job.throughputMBps,

@@ -212,10 +212,10 @@ function scale(scenario: Scenario, runs: RunResult[]): ShapeReport {
     if (!ok(ina) || spec?.links === undefined) continue;
     const job = resolveJobs(spec, scenario.seed)[0];
     const { rttMs, lineMBps } = pathModel(job, spec.links);
-    const transferS = job.size / (lineMBps * 1e6);
+    const transferS = job.tensorBytes / (lineMBps * 1e6);
     const expectedIna = transferS + rttMs / 1000;
     const expectedRing = ((2 * (n - 1)) / n) * transferS + rttMs / 1000;
-    const elements = job.size / 4;
+    const elements = job.tensorBytes / 4;
     const inaSeconds = ina.jobs[0].seconds;
     const ringSeconds = ok(ring) ? ring.jobs[0].seconds : Number.NaN;
     rows.push([

@@ -15,17 +15,18 @@ import {
 
 /**
  * Reads the header at `offset` of `view` into `out` and checks the invariants
- * every receiver relies on. `datagramBytes` is the length of the whole
- * datagram. Returns DropReason.ok or why the datagram is unusable; on a reject
- * `out` may be partly filled. Cheap checks come first.
+ * every receiver relies on. `packetLength` is the bytes of this one packet
+ * (a datagram may carry several, section 2.1; forEachPacket frames them).
+ * Returns DropReason.ok or why the packet is unusable; on a reject `out` may
+ * be partly filled. Cheap checks come first.
  */
 export function decodeHeader(
   view: DataView,
   offset: number,
-  datagramBytes: number,
+  packetLength: number,
   out: PacketHeader,
 ): DropReasonValue {
-  if (datagramBytes < HEADER_BYTES) return DropReason.tooShort;
+  if (packetLength < HEADER_BYTES) return DropReason.tooShort;
   out.version = view.getUint8(offset + Field.version);
   if (out.version !== PROTOCOL_VERSION) return DropReason.badVersion;
   out.type = view.getUint8(offset + Field.type);
@@ -35,7 +36,7 @@ export function decodeHeader(
   out.flags = view.getUint16(offset + Field.flags, true);
   if ((out.flags & ~KNOWN_FLAGS) !== 0) return DropReason.badFlags;
   out.elementCount = view.getUint16(offset + Field.elementCount, true);
-  if (datagramBytes !== HEADER_BYTES + out.elementCount * ELEMENT_BYTES) {
+  if (packetLength !== HEADER_BYTES + out.elementCount * ELEMENT_BYTES) {
     return DropReason.badLength;
   }
   if (view.getUint32(offset + Field.reserved, true) !== 0) return DropReason.badReserved;

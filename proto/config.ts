@@ -5,8 +5,87 @@ import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN, MAX_SCALE_BITS, packetBytes } from
 
 /**
  * Configuration the switch, the parameter server and the end hosts must agree
- * on. Until the memory manager exists, jobs and their regions come from this file.
+ * on. Jobs and their regions come from this file, or from the memory manager
+ * through the control plane (switch/control.ts), which hands out only what
+ * the file's jobs leave free.
  */
+
+/**
+ * Renamed fields (README.md, "Renamed fields"): `schema` also takes
+ * each old name of `renames` (old -> new) for its new one, and records the
+ * use so that safeParseWithRenames() prints one deprecation line naming the
+ * field and its new name; an object giving both names is an error naming
+ * both.
+ */
+export function renamedFields<T extends z.ZodType>(
+  renames: Record<string, string>,
+  schema: T,
+): z.ZodType<z.output<T>, z.input<T>> {
+  return z.preprocess((input, ctx) => {
+    if (typeof input !== "object" || input === null || Array.isArray(input)) return input;
+    let out = input as Record<string, unknown>;
+    for (const [old, now] of Object.entries(renames)) {
+      if (!Object.hasOwn(out, old)) continue;
+      const { [old]: value, ...rest } = out;
+      if (Object.hasOwn(out, now)) {
+        ctx.addIssue({
+          code: "custom",
+          path: [old],
+          message: `give ${now} or its deprecated name ${old}, not both`,
+        });
+        out = rest;
+        continue;
+      }
+      renamedUses.push({ object: input, old, now });
+      out = { ...rest, [now]: value };
+    }
+    return out;
+  }, schema) as unknown as z.ZodType<z.output<T>, z.input<T>>;
+}
+
+/** Old field names met since the last safeParseWithRenames(): the object that had each. */
+const renamedUses: Array<{ object: object; old: string; now: string }> = [];
+/**
+ * schema.safeParse(input), and one `warn` line per renamed field given by
+ * its old name: `scenario: runs[0].jobs[1].size is deprecated, use tensorBytes`
+ * (with "and N more" when several objects use it). proto/ does no I/O: the
+ * caller prints (runtime/cli.ts, warnOnStderr).
+ */
+export function safeParseWithRenames<S extends z.ZodType>(
+  schema: S,
+  input: unknown,
+  source: string,
+  warn: (line: string) => void,
+): z.ZodSafeParseResult<z.output<S>> {
+  renamedUses.length = 0;
+  const parsed = schema.safeParse(input);
+  const byName = new Map<string, string[]>();
+  for (const use of renamedUses.splice(0)) {
+    const at = pathTo(input, use.object)?.replace(/^\./, "");
+    const where = at ? `${at}.${use.old}` : use.old;
+    const key = `${use.old} -> ${use.now}`;
+    byName.set(key, [...(byName.get(key) ?? []), where]);
+  }
+  for (const [key, wheres] of byName) {
+    const now = key.slice(key.indexOf(" -> ") + 4);
+    const more = wheres.length > 1 ? ` (and ${wheres.length - 1} more)` : "";
+    warn(`${source}: ${wheres[0]}${more} is deprecated, use ${now}`);
+  }
+  return parsed;
+}
+
+/** Where `target` sits in `root`, as `runs[0].jobs[1]`; "" for the root, null if nowhere. */
+function pathTo(root: unknown, target: object): string | null {
+  if (root === target) return "";
+  if (typeof root !== "object" || root === null) return null;
+  for (const [key, value] of Object.entries(root)) {
+    const rest = pathTo(value, target);
+    if (rest === null) continue;
+    const head = Array.isArray(root) ? `[${key}]` : `.${key}`;
+    return `${head}${rest}`;
+  }
+  return null;
+}
 
 const probability = z.number().min(0).max(1);
 
@@ -87,25 +166,28 @@ const jobCommon = {
   scaleBits: z.int().min(0).max(MAX_SCALE_BITS).optional(),
 };
 
-/** NetReduce: the job owns [offset, offset + size); the switch addresses it by PSN % size. */
+/**
+ * NetReduce: the job owns [offset, offset + regionSize); the switch addresses
+ * it by PSN % regionSize.
+ */
 export const NetReduceJobSchema = z.strictObject({
   ...jobCommon,
   mode: z.literal("netreduce"),
   /** first aggregator of the job's region */
   offset: z.int().min(0),
-  /** aggregators in the region */
-  size: z.int().min(1),
+  /** aggregators in the region (formerly `size`, still accepted) */
+  regionSize: z.int().min(1),
 });
 
 /**
- * ATP: workers hash (job, PSN) into [offset, offset + size), a slice of the
- * shared pool that other ATP jobs may share too; collisions go to the PS.
+ * ATP: workers hash (job, PSN) into [offset, offset + regionSize), a slice of
+ * the shared pool that other ATP jobs may share too; collisions go to the PS.
  */
 export const AtpJobSchema = z.strictObject({
   ...jobCommon,
   mode: z.literal("atp"),
   offset: z.int().min(0),
-  size: z.int().min(1),
+  regionSize: z.int().min(1),
   /**
    * most aggregators of its slice the job may hold at once (default: the
    * whole slice); beyond, its contributions go straight to the PS, so one
@@ -130,12 +212,10 @@ export const RingJobSchema = z.strictObject({
   mode: z.literal("ring"),
 });
 
-export const JobConfigSchema = z.discriminatedUnion("mode", [
-  NetReduceJobSchema,
-  AtpJobSchema,
-  PsJobSchema,
-  RingJobSchema,
-]);
+export const JobConfigSchema = renamedFields(
+  { size: "regionSize" },
+  z.discriminatedUnion("mode", [NetReduceJobSchema, AtpJobSchema, PsJobSchema, RingJobSchema]),
+);
 export type JobConfig = z.infer<typeof JobConfigSchema>;
 export type JobMode = JobConfig["mode"];
 export const JOB_MODES = ["netreduce", "atp", "ps", "ring"] as const satisfies readonly JobMode[];
@@ -166,7 +246,7 @@ export type Policy = (typeof POLICIES)[number];
 export function jobRegion(job: JobConfig): { offset: number; size: number } {
   return job.mode === "ps" || job.mode === "ring"
     ? { offset: 0, size: 0 }
-    : { offset: job.offset, size: job.size };
+    : { offset: job.offset, size: job.regionSize };
 }
 
 /** Most memory the PS may hold for one job's PSN states. */
@@ -244,31 +324,35 @@ export const SwitchConfigSchema = z
         }
       }
       if (job.mode === "ps") return;
-      if (job.offset + job.size > config.aggregators) {
+      if (job.offset + job.regionSize > config.aggregators) {
         ctx.addIssue({
           code: "custom",
-          path: [...path, "size"],
-          message: `region [${job.offset}, ${job.offset + job.size}) ends past the ${config.aggregators} aggregators`,
+          path: [...path, "regionSize"],
+          message: `region [${job.offset}, ${job.offset + job.regionSize}) ends past the ${config.aggregators} aggregators`,
         });
       }
-      // NetReduce reuses aggregator offset + PSN % size for PSN + size; with
-      // size >= 2 x window every worker already has PSN's result by then.
-      if (job.mode === "netreduce" && job.size < 2 * job.window) {
+      // NetReduce reuses aggregator offset + PSN % regionSize for PSN +
+      // regionSize; with regionSize >= 2 x window every worker already has
+      // PSN's result by then.
+      if (job.mode === "netreduce" && job.regionSize < 2 * job.window) {
         ctx.addIssue({
           code: "custom",
-          path: [...path, "size"],
-          message: `a NetReduce region needs at least 2 x window = ${2 * job.window} aggregators, got ${job.size}`,
+          path: [...path, "regionSize"],
+          message: `a NetReduce region needs at least 2 x window = ${2 * job.window} aggregators, got ${job.regionSize}`,
         });
       }
       // A NetReduce region is the job's alone; ATP slices may overlap each other.
       config.jobs.slice(0, i).forEach((other, j) => {
         if (other.mode === "ps" || other.mode === "ring") return;
         if (job.mode === "atp" && other.mode === "atp") return;
-        if (job.offset < other.offset + other.size && other.offset < job.offset + job.size) {
+        if (
+          job.offset < other.offset + other.regionSize &&
+          other.offset < job.offset + job.regionSize
+        ) {
           ctx.addIssue({
             code: "custom",
             path: [...path, "offset"],
-            message: `region [${job.offset}, ${job.offset + job.size}) overlaps jobs[${j}]'s region [${other.offset}, ${other.offset + other.size}); only ATP jobs may share aggregators`,
+            message: `region [${job.offset}, ${job.offset + job.regionSize}) overlaps jobs[${j}]'s region [${other.offset}, ${other.offset + other.regionSize}); only ATP jobs may share aggregators`,
           });
         }
       });
@@ -277,7 +361,7 @@ export const SwitchConfigSchema = z
 export type SwitchConfig = z.infer<typeof SwitchConfigSchema>;
 export type SwitchConfigInput = z.input<typeof SwitchConfigSchema>;
 
-/** One line per problem, each naming the field: `jobs[0].size: ...`. */
+/** One line per problem, each naming the field: `jobs[0].regionSize: ...`. */
 export function formatZodError(error: z.ZodError): string {
   return error.issues
     .map((issue) => {
@@ -289,9 +373,17 @@ export function formatZodError(error: z.ZodError): string {
     .join("\n");
 }
 
-/** Parses a switch config or throws an Error whose message names every bad field. */
-export function parseSwitchConfig(input: unknown): SwitchConfig {
-  const parsed = SwitchConfigSchema.safeParse(input);
+/**
+ * Parses a switch config or throws an Error whose message names every bad
+ * field; a renamed field given by its old name is one `warn` line naming
+ * `source` (renamedFields).
+ */
+export function parseSwitchConfig(
+  input: unknown,
+  source = "config",
+  warn: (line: string) => void = () => {},
+): SwitchConfig {
+  const parsed = safeParseWithRenames(SwitchConfigSchema, input, source, warn);
   if (!parsed.success) throw new ConfigError(formatZodError(parsed.error));
   return parsed.data;
 }

@@ -1,7 +1,7 @@
 /**
  * Why a datagram was not used. Every process counts drops by these reasons;
  * the index is the value used in counters, the name is what reports print.
- * The catalogue is kept honest by test/drops.test.ts.
+ * The catalogue is kept honest by test/config.test.ts ("drop reasons").
  */
 export const DropReason = {
   ok: 0,

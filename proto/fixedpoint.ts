@@ -12,32 +12,8 @@ export const INT32_MIN = -2147483648;
  * Returns how many values saturated or were NaN (NaN becomes 0).
  *
  * Fast path (scale a power of two, as the worker's 2^scaleBits always is):
- * Math.floor(v + 0.5) replaces Math.round(v), about 3x faster in Node 20's V8,
- * and the range check becomes one flag per chunk: a chunk is stored with
- * `q | 0` unconditionally and only a chunk that held a saturated or NaN value
- * is stored again with the saturation rules, so a rare bad value costs one
- * chunk, not the packet.
- *
- * Why Math.floor(v + 0.5) (rounded sum) equals Math.round(v) = floor(v + 1/2)
- * (exact) here. Let u = ulp(v).
- * - v >= 1/2 and v < 2^52: u <= 1/2, so v + 1/2 is a multiple of u; it is
- *   exact unless it crossed into the next binade [2^j, 2^(j+1)), j >= 0, where
- *   it rounds to a multiple of 2u <= 1. 2^j and 2^j + 1 are such multiples and
- *   2^j <= v + 1/2 < 2^j + 1/2, so the rounded sum stays in [2^j, 2^j + 1).
- * - 0 <= v < 1/2 (v = -0 too): the sum is in [1/2, 1); it rounds up to 1
- *   only if it is >= 1 - 2^-54, i.e. only for v = 1/2 - 2^-54, the largest
- *   double below 1/2.
- * - -1/2 <= v < 0: the sum is in [0, 1/2], floor 0; Math.round gives -0, and
- *   both store 0 (and -0 | 0 === -0, so it is not counted).
- * - -2^52 < v < -1/2: v + 1/2 = -(|v| - 1/2), a multiple of u smaller than |v|
- *   in magnitude, hence representable: exact.
- * - |v| >= 2^52, +-Infinity, NaN: both results are out of the int32 range on
- *   the same side (or NaN), so both saturate the same way.
- * With scale = 2^k, v = x * 2^k is exact for float32 x (at most 24 significant
- * bits, so never 1/2 - 2^-54, which has 53), or overflows to a huge value or
- * Infinity, or underflows to a subnormal |v| < 2^-1022: all covered above.
- * Any other scale takes the original Math.round loop.
- * For an integer or NaN q, (q | 0) === q iff q is in the int32 range.
+ * Math.floor(v + 0.5) replaces Math.round(v), one range check per chunk;
+ * why the two agree bit for bit: proto/README.md, section 6.1.
  */
 export function quantizeInto(
   src: Float32Array,

@@ -4,6 +4,7 @@ import {
   CONGESTION_CONTROLS,
   JOB_MODES,
   POLICIES,
+  renamedFields,
   windowInputSchema,
   windowPackets,
   windowSchema,
@@ -50,7 +51,7 @@ export function parseLayerTrace(text: string): Layer[] {
   return layers;
 }
 
-export const ScenarioJobSchema = z
+const scenarioJob = z
   .strictObject({
     /** shown in tables; defaults to "<mode>-<id>" */
     name: z.string().min(1).max(40).optional(),
@@ -58,8 +59,8 @@ export const ScenarioJobSchema = z
     id: z.int().min(0).max(0xffff).optional(),
     mode: z.enum(JOB_MODES),
     workers: z.int().min(1).max(MAX_FAN_IN),
-    /** gradient bytes per worker (float32), e.g. "16MiB" or 4194304 */
-    size: float32Bytes.default(16 * 1024 * 1024),
+    /** gradient bytes per worker (float32), e.g. "16MiB" or 4194304 (formerly `size`) */
+    tensorBytes: float32Bytes.default(16 * 1024 * 1024),
     iterations: z.int().min(1).max(10_000).default(1),
     /** when the job's workers start, after the run's first job (ms) */
     startMs: z.number().min(0).max(3_600_000).default(0),
@@ -80,7 +81,7 @@ export const ScenarioJobSchema = z
     congestionControl: z.enum(CONGESTION_CONTROLS).default("none"),
     /**
      * ring jobs: the collective the workers run (allReduce, reduceScatter,
-     * allGather, broadcast, reduce, allToAll; `size` is the whole tensor) and
+     * allGather, broadcast, reduce, allToAll; `tensorBytes` is the whole tensor) and
      * the root of broadcast and reduce
      */
     operation: z.enum(COLLECTIVES).default("allReduce"),
@@ -95,7 +96,7 @@ export const ScenarioJobSchema = z
      * the simulator's per-layer compute model: each iteration's backward pass
      * produces these layers' gradients in order, each after its backwardMs,
      * and each is all-reduced as soon as it is ready and the one before it is
-     * done (SwitchML's dnn_benchmark). Replaces `size`. ina-sim also reads it
+     * done (SwitchML's dnn_benchmark). Replaces `tensorBytes`. ina-sim also reads it
      * from a CSV file named by `layerTrace` (parseLayerTrace)
      */
     layers: z.array(LayerSchema).min(1).max(10_000).optional(),
@@ -115,21 +116,27 @@ export const ScenarioJobSchema = z
         message: `the root must be one of the ${job.workers} workers (0..${job.workers - 1})`,
       });
     }
-    if (job.mode === "ring" && job.operation === "allToAll" && (job.size / 4) % job.workers !== 0) {
+    if (
+      job.mode === "ring" &&
+      job.operation === "allToAll" &&
+      (job.tensorBytes / 4) % job.workers !== 0
+    ) {
       ctx.addIssue({
         code: "custom",
-        path: ["size"],
-        message: `allToAll cuts the tensor into ${job.workers} equal chunks; ${job.size / 4} elements do not`,
+        path: ["tensorBytes"],
+        message: `allToAll cuts the tensor into ${job.workers} equal chunks; ${job.tensorBytes / 4} elements do not`,
       });
     }
   })
   .transform((job) => ({ ...job, window: windowPackets(job.window, job.elementsPerPacket) }));
+/** A job of a run; `size` is the old name of `tensorBytes`. */
+export const ScenarioJobSchema = renamedFields({ size: "tensorBytes" }, scenarioJob);
 export type ScenarioJob = z.infer<typeof ScenarioJobSchema>;
 
 /** What a run may sweep: its own fields and its jobs' (every job of the run takes the value). */
 export const SWEEP_KEYS = [
   "workers",
-  "size",
+  "tensorBytes",
   "aggregators",
   "window",
   "elementsPerPacket",
@@ -147,9 +154,9 @@ const sweepValues = <T extends z.ZodType>(one: T) => z.array(one).min(1).max(64)
  * product; keys in this order, each key's values as listed) is a point, run
  * `repeat` times.
  */
-export const SweepSchema = z.strictObject({
+const sweep = z.strictObject({
   workers: sweepValues(z.int().min(1).max(MAX_FAN_IN)).optional(),
-  size: sweepValues(float32Bytes).optional(),
+  tensorBytes: sweepValues(float32Bytes).optional(),
   aggregators: sweepValues(
     z
       .int()
@@ -168,6 +175,8 @@ export const SweepSchema = z.strictObject({
   computeMs: sweepValues(z.number().min(0).max(3_600_000)).optional(),
   iterations: sweepValues(z.int().min(1).max(10_000)).optional(),
 });
+/** `size` is the old name of `tensorBytes`. */
+export const SweepSchema = renamedFields({ size: "tensorBytes" }, sweep);
 
 export const ScenarioRunSchema = z.strictObject({
   name: z.string().min(1).max(40),
@@ -236,7 +245,7 @@ export type Scenario = z.infer<typeof ScenarioSchema>;
  * arrivals run once per policy, so the policies can be compared: waiting
  * time, JCT, deadlines met.
  */
-export const ScheduleJobSchema = z
+const scheduleJob = z
   .strictObject({
     name: z.string().min(1).max(40),
     class: z.enum(["md", "be"]),
@@ -244,8 +253,8 @@ export const ScheduleJobSchema = z
     deadlineS: z.number().positive().max(86_400).optional(),
     mode: z.enum(["netreduce", "atp"]).default("netreduce"),
     workers: z.int().min(1).max(MAX_FAN_IN),
-    /** model (gradient) bytes per worker, all-reduced once per epoch */
-    size: float32Bytes,
+    /** model (gradient) bytes per worker, all-reduced once per epoch (formerly `size`) */
+    tensorBytes: float32Bytes,
     epochs: z.int().min(1).max(10_000).default(1),
     computeMs: z.number().min(0).max(3_600_000).default(0),
     /** when the job is submitted, after the run starts */
@@ -264,6 +273,8 @@ export const ScheduleJobSchema = z
     path: ["deadlineS"],
     message: "an MD job needs a deadline",
   });
+/** A job of a scheduling scenario; `size` is the old name of `tensorBytes`. */
+export const ScheduleJobSchema = renamedFields({ size: "tensorBytes" }, scheduleJob);
 export type ScheduleJob = z.infer<typeof ScheduleJobSchema>;
 
 export const ScheduleScenarioSchema = z.strictObject({

@@ -23,7 +23,7 @@ export const DEFAULT_PS_CONFIG: SwitchConfigInput = {
   aggregators: 256,
   elementsPerAggregator: 256,
   parameterServer: { host: "127.0.0.1", port: 1 },
-  jobs: [{ id: 1, mode: "atp", fanIn: 4, offset: 0, size: 256, window: 128 }],
+  jobs: [{ id: 1, mode: "atp", fanIn: 4, offset: 0, regionSize: 256, window: 128 }],
 };
 
 const spec = {

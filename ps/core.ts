@@ -253,7 +253,7 @@ export class PsCore {
             fanIn: h.fanIn,
             window: this.adoptWindow,
             offset: 0,
-            size: 1,
+            regionSize: 1,
           },
           this.elements,
         ),

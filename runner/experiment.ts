@@ -94,7 +94,11 @@ const spec = {
       valueName: "N",
       description: `workers of every job (1..${MAX_FAN_IN})`,
     },
-    size: { type: "string", valueName: "BYTES", description: "gradient per worker, e.g. 32MiB" },
+    "tensor-bytes": {
+      type: "string",
+      valueName: "BYTES",
+      description: "gradient per worker, e.g. 32MiB (old name: --size)",
+    },
     "link-rate": {
       type: "string",
       valueName: "RATE",
@@ -192,6 +196,7 @@ const spec = {
         "Prometheus of your own started before any run; prints their paths and exits",
     },
   },
+  renamed: { size: "tensor-bytes" },
   schema: z
     .strictObject({
       scenario: z.string().default(DEFAULT_SCENARIO),
@@ -205,7 +210,7 @@ const spec = {
         .transform((s) => s.split(",").map((name) => name.trim()))
         .optional(),
       workers: cliInt(1, MAX_FAN_IN).optional(),
-      size: float32Bytes.optional(),
+      tensorBytes: float32Bytes.optional(),
       linkRate: rateSchema.optional(),
       linkDelay: durationSchema.optional(),
       linkBuffer: byteSize.optional(),
@@ -390,7 +395,7 @@ function refuseOptionsThatDoNotApply(o: Options, scheduling: boolean): void {
     "only",
     "congestionControl",
     "workers",
-    "size",
+    "tensorBytes",
     "iterations",
     "elementsPerPacket",
     "window",

@@ -173,7 +173,7 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
       const fractions = new Float64Array(job.workers);
       const phases: JobPhase[] = new Array(job.workers).fill("allreduce");
       progress.set(job.name, { fractions, phases });
-      const packetsPerIteration = Math.ceil(job.size / 4 / job.elementsPerPacket);
+      const packetsPerIteration = Math.ceil(job.tensorBytes / 4 / job.elementsPerPacket);
       const onRecord = (w: number) => (line: ProcessRecord) => {
         const record = parseRecord(WorkerRecordSchema, line, `${job.name} worker ${w}`);
         if (record.event === "result") {
@@ -339,7 +339,7 @@ function workerArgs(
     String(job.workers),
     "--offset",
     String(job.offset),
-    "--size",
+    "--region-size",
     String(job.mode === "ps" || job.mode === "ring" ? 2 * job.window : job.regionSize),
     "--window",
     String(job.window),
@@ -347,8 +347,8 @@ function workerArgs(
     String(job.elementsPerPacket),
     "--scale-bits",
     String(job.scaleBits),
-    "--size-bytes",
-    String(job.size),
+    "--tensor-bytes",
+    String(job.tensorBytes),
     "--seed",
     String(job.seed),
     "--iterations",

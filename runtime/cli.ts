@@ -6,6 +6,7 @@ import {
   formatZodError,
   parseSwitchConfig,
   type SwitchConfig,
+  safeParseWithRenames,
 } from "../proto/config.js";
 import type { CommandRecord } from "../proto/records.js";
 import { MAX_DATAGRAM_BYTES } from "../proto/wire.js";
@@ -41,6 +42,11 @@ export interface CliSpec<S extends z.ZodType> {
   /** extra help text printed after the options */
   details?: string;
   options: Record<string, OptionSpec>;
+  /**
+   * old option names still accepted (old -> new, without the dashes): each
+   * given prints one deprecation line on stderr; giving both is an error
+   */
+  renamed?: Record<string, string>;
   /** validates the options, keyed by camelCase name */
   schema: S;
 }
@@ -81,6 +87,8 @@ export function parseCli<S extends z.ZodType>(
 ): z.infer<S> | "help" {
   const options: Record<string, { type: "string" | "boolean" }> = { help: { type: "boolean" } };
   for (const [name, o] of Object.entries(spec.options)) options[name] = { type: o.type };
+  const renamed = Object.entries(spec.renamed ?? {});
+  for (const [old, now] of renamed) options[old] = { type: spec.options[now].type };
   let values: Record<string, string | boolean | undefined>;
   try {
     ({ values } = parseArgs({ args: argv, options, strict: true, allowPositionals: false }));
@@ -88,6 +96,17 @@ export function parseCli<S extends z.ZodType>(
     throw new UsageError((error as Error).message);
   }
   if (values.help) return "help";
+  for (const [old, now] of renamed) {
+    if (values[old] === undefined) continue;
+    if (values[now] !== undefined) {
+      throw new UsageError(
+        `--${old} and --${now}: give --${now} or its deprecated name --${old}, not both`,
+      );
+    }
+    process.stderr.write(`${spec.command}: --${old} is deprecated, use --${now}\n`);
+    values[now] = values[old];
+    delete values[old];
+  }
   const input: Record<string, unknown> = {};
   for (const [name, value] of Object.entries(values)) {
     if (value !== undefined) input[camelCase(name)] = value;
@@ -239,7 +258,7 @@ export async function loadSwitchConfigFile(
     json = { parameterServer: { host: "127.0.0.1", port: 1 }, ...json };
   }
   try {
-    return parseSwitchConfig(json);
+    return parseSwitchConfig(json, path, warnOnStderr);
   } catch (error) {
     if (error instanceof ConfigError) throw new UsageError(`--config: ${path}:\n${error.message}`);
     throw error;
@@ -301,13 +320,25 @@ export const SERVER_SCHEMA = {
   ...DATAGRAM_SCHEMA,
 };
 
-/** Validates `input` with `schema`; a UsageError from `source` names every bad field. */
+const warned = new Set<string>();
+
+/** Prints a warning (a deprecated name) on stderr, each line once per process. */
+export function warnOnStderr(line: string): void {
+  if (warned.has(line)) return;
+  warned.add(line);
+  process.stderr.write(`${line}\n`);
+}
+
+/**
+ * Validates `input` with `schema`; a UsageError from `source` names every
+ * bad field, and an old field name is one warning line (warnOnStderr).
+ */
 export function parseOrUsage<S extends z.ZodType>(
   schema: S,
   input: unknown,
   source: string,
 ): z.output<S> {
-  const parsed = schema.safeParse(input);
+  const parsed = safeParseWithRenames(schema, input, source, warnOnStderr);
   if (!parsed.success) throw new UsageError(`${source}:\n${formatZodError(parsed.error)}`);
   return parsed.data;
 }

@@ -27,20 +27,10 @@ interface Destination {
 }
 
 /**
- * Emulated segmentation offload (proto/README.md, section 2.1): packets for
- * the same destination produced in one turn of the event loop leave in one
- * datagram, up to `limits`. Each packet is copied into its destination's
- * batch, so a caller may change its buffer as soon as send() returns. The
- * first packet of a turn asks the owner, through `schedule`, to call flush()
- * once the turn's work is done (a process: setImmediate; a simulation: after
- * each delivery). Everything emulated happens before this, per packet.
- *
- * Destinations that have not said they accept batches, packets too large to
- * share a datagram, and a limit of 1 packet go out at once, uncopied, as
- * before coalescing existed. A flushed batch is sent synchronously (UDP on
- * the loopback or a veth never queues in libuv); two buffers per
- * destination, used in turn, keep a batch intact even if one send were
- * queued while the next batch fills.
+ * Emulated segmentation offload: packets for the same destination produced in
+ * one turn of the event loop leave in one datagram, up to `limits`; send()
+ * copies the packet, and the owner calls flush() when `schedule` asks
+ * (proto/README.md, section 2.1, "How ina-emu's senders batch").
  */
 export class Coalescer {
   /** datagrams and packets handed to the socket */

@@ -21,7 +21,7 @@ export interface CoreSimJob {
   elementsPerPacket: number;
   /** NetReduce region or ATP pool slice; NetReduce defaults to its own 2 x window region */
   offset?: number;
-  size?: number;
+  regionSize?: number;
   scaleBits?: number;
   /** seed of the job's gradients; defaults to the simulation's */
   seed?: number;
@@ -103,10 +103,10 @@ export function simulateCores(o: CoreSimOptions): CoreSim {
     const common = { id, fanIn: job.workers, window: job.window };
     if (job.mode === "ps") return { ...common, mode: "ps" as const };
     if (job.mode === "ring") return { ...common, mode: "ring" as const };
-    const size = job.size ?? 2 * job.window;
+    const regionSize = job.regionSize ?? 2 * job.window;
     const offset = job.offset ?? nextOffset;
-    nextOffset = Math.max(nextOffset, offset + size);
-    return { ...common, mode: job.mode, offset, size };
+    nextOffset = Math.max(nextOffset, offset + regionSize);
+    return { ...common, mode: job.mode, offset, regionSize };
   });
   const config = parseSwitchConfig({
     aggregators: o.aggregators,
@@ -194,7 +194,7 @@ export function simulateCores(o: CoreSimOptions): CoreSim {
                 workerId: w,
                 fanIn: job.workers,
                 regionOffset: cfg.mode === "ps" || cfg.mode === "ring" ? 0 : cfg.offset,
-                regionSize: cfg.mode === "ps" || cfg.mode === "ring" ? 0 : cfg.size,
+                regionSize: cfg.mode === "ps" || cfg.mode === "ring" ? 0 : cfg.regionSize,
                 window: job.window,
                 elementsPerPacket: job.elementsPerPacket,
                 scaleBits: job.scaleBits ?? 20,

@@ -137,8 +137,14 @@ export function simulateRun(
   const checks = jobs.map((job) =>
     job.mode !== "ring" &&
     job.layers === undefined &&
-    job.size * job.workers > timing.streamAboveBytes
-      ? new StreamCheck(job.seed, job.workers, job.size / 4, job.scaleBits, job.elementsPerPacket)
+    job.tensorBytes * job.workers > timing.streamAboveBytes
+      ? new StreamCheck(
+          job.seed,
+          job.workers,
+          job.tensorBytes / 4,
+          job.scaleBits,
+          job.elementsPerPacket,
+        )
       : null,
   );
   const workers: SimWorker[][] = jobs.map((job, j) =>
@@ -185,7 +191,7 @@ export function simulateRun(
               },
               transmit,
             );
-      const layers = job.layers ?? [{ bytes: job.size, backwardMs: 0 }];
+      const layers = job.layers ?? [{ bytes: job.tensorBytes, backwardMs: 0 }];
       const sim: SimWorker = {
         job: j,
         workerId: w,
@@ -235,7 +241,7 @@ export function simulateRun(
   /** When each layer's gradient is ready after its iteration's backward pass began (ns). */
   const readyAfter = jobs.map((job) => {
     let total = 0;
-    return (job.layers ?? [{ bytes: job.size, backwardMs: 0 }]).map((l) => {
+    return (job.layers ?? [{ bytes: job.tensorBytes, backwardMs: 0 }]).map((l) => {
       total += l.backwardMs * 1e6;
       return total;
     });
@@ -347,12 +353,12 @@ function simJobResult(
   counters: JobCountersReport[],
 ): JobResult {
   // A layer trace's job all-reduces every layer once per iteration.
-  const bytes = job.layers?.reduce((n, l) => n + l.bytes, 0) ?? job.size;
+  const bytes = job.layers?.reduce((n, l) => n + l.bytes, 0) ?? job.tensorBytes;
   const op: Collective = job.mode === "ring" ? job.operation : "allReduce";
   const perWorker: WorkerOutcome[] = workers.map((w) => {
     const seconds = (w.finishedAt - w.startedAt) / 1e9;
     const check = w.check;
-    const layers = job.layers ?? [{ bytes: job.size, backwardMs: 0 }];
+    const layers = job.layers ?? [{ bytes: job.tensorBytes, backwardMs: 0 }];
     const v: Verification =
       check !== null
         ? {

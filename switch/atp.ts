@@ -50,7 +50,7 @@ export interface AtpOutcome {
 export const ATP_LEASE_MS = 1000;
 
 /**
- * The ATP program for one contribution (seed 004, scheme 2). The worker
+ * The ATP program for one contribution (the in-network computing survey's scheme 2). The worker
  * chose the aggregator (Hash(JobID, PSN) % size + offset); the switch checks
  * only that it lies in the job's slice of the pool. An empty aggregator is
  * claimed and tagged (job, PSN); a matching tag adds unless the worker's bit

@@ -28,7 +28,7 @@ import { SwitchServer } from "./server.js";
 export const DEFAULT_SWITCH_CONFIG: SwitchConfigInput = {
   aggregators: 512,
   elementsPerAggregator: 256,
-  jobs: [{ id: 1, mode: "netreduce", fanIn: 4, offset: 0, size: 256, window: 128 }],
+  jobs: [{ id: 1, mode: "netreduce", fanIn: 4, offset: 0, regionSize: 256, window: 128 }],
 };
 
 const spec = {

@@ -188,7 +188,7 @@ export class ControlPlane {
           fanIn: job.spec.workers,
           window: job.spec.window ?? 128,
           offset: region.offset,
-          size: region.size,
+          regionSize: region.size,
           elementsPerPacket: job.spec.elementsPerPacket,
           scaleBits: job.spec.scaleBits,
         });

@@ -15,19 +15,9 @@ export interface JobFailure {
 
 /**
  * Notices dead peers of a job, sans-IO, from what the switch already holds:
- *
- * - a worker is dead when an aggregation of its job has waited longer than
- *   `deadAfterMs` for that worker's contribution while the others' arrived
- *   (a partial aggregator, claimed that long ago, without its bit), and the
- *   switch has heard nothing at all from it for as long: its peers wait on
- *   it. A live worker whose packets are lost still retransmits within its
- *   RTO (2 s at most), and a job between all-reduces holds no partial
- *   aggregate, so neither loss nor a pause is taken for a death;
- * - the parameter server is dead when a packet sent to it for the job has
- *   waited longer than `deadAfterMs` with no ack since.
- *
- * The default (5 s) is far above a round trip, even on slow emulated links,
- * and above the scheduling stalls of a busy host (100 ms and more).
+ * a partial aggregator that waited `deadAfterMs` for a worker nobody heard
+ * from for as long, or a packet to the PS unacked that long (README.md,
+ * "Dead peers": the rule, and why loss or a pause is not taken for a death).
  */
 export class Liveness {
   private lastScanAt = Number.NEGATIVE_INFINITY;

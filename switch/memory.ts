@@ -1,19 +1,8 @@
 /**
- * The switch memory manager (seed 004, scheduling part), pure logic with the
- * clock passed in. It turns jobs' demands into regions (offset, size) of the
- * aggregator array, recomputing on every arrival, completion, cancellation and
- * drained region:
- *
- * - demand: Memory_switch = Throughput x RTT, in aggregators of
- *   `bytesPerAggregator`, doubled for NetReduce (its 2 x window rule);
- * - duration: Time_job = Epochs x (Time_comp + Size_model / Throughput), the
- *   throughput scaled down when a job gets less than it asked for;
- * - policies (policies.ts): `edf`, `fcfs` and `static` decide each job's size;
- * - placement (placement.ts): free runs, best fit; this file moves regions
- *   only as far as the sizes need, and tracks what drains.
- *
- * Every decision is explicit: granted, reduced (with the size and why),
- * queued (why), or rejected (why); never silent.
+ * The switch memory manager, pure logic with the clock passed in: it turns
+ * jobs' demands into regions (offset, size) of the aggregator array,
+ * recomputing on every arrival, completion, cancellation and drained region
+ * (README.md, "Scheduling": demand, duration, policies, placement, decisions).
  */
 
 import { newerEpoch } from "../proto/addressing.js";

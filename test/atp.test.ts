@@ -11,9 +11,16 @@ import { SwitchCore } from "../switch/core.js";
 import { captureTransmit, contribution, packet } from "./packets.js";
 
 const PS = { host: "127.0.0.1", port: 9000 };
-const atpA = { id: 1, mode: "atp" as const, fanIn: 2, offset: 0, size: 4, window: 2 };
-const atpB = { id: 2, mode: "atp" as const, fanIn: 2, offset: 0, size: 4, window: 2 };
-const netreduce = { id: 3, mode: "netreduce" as const, fanIn: 2, offset: 4, size: 4, window: 2 };
+const atpA = { id: 1, mode: "atp" as const, fanIn: 2, offset: 0, regionSize: 4, window: 2 };
+const atpB = { id: 2, mode: "atp" as const, fanIn: 2, offset: 0, regionSize: 4, window: 2 };
+const netreduce = {
+  id: 3,
+  mode: "netreduce" as const,
+  fanIn: 2,
+  offset: 4,
+  regionSize: 4,
+  window: 2,
+};
 const psJob = { id: 4, mode: "ps" as const, fanIn: 2, window: 2 };
 const portOf = (job: number, w: number) => 5000 + 10 * job + w;
 
@@ -52,7 +59,7 @@ describe("ATP program in the switch", () => {
     extra = {},
   ) =>
     core.receive(
-      contribution({ ...job, offset: 0, size: 4 }, w, psn, values, {
+      contribution({ ...job, offset: 0, regionSize: 4 }, w, psn, values, {
         aggregatorIndex: atpIndex(job.id, psn, 0, 4),
         ...extra,
       }),
@@ -234,7 +241,7 @@ describe("ATP program in the switch", () => {
       t: number,
     ) =>
       core.receive(
-        contribution({ ...job, offset: 0, size: 4 }, w, psn, v, {
+        contribution({ ...job, offset: 0, regionSize: 4 }, w, psn, v, {
           aggregatorIndex: atpIndex(job.id, psn, 0, 4),
         }),
         portOf(job.id, w),
@@ -374,7 +381,7 @@ describe("ATP program in the switch", () => {
   it("PS mode: forwards every contribution to the PS and multicasts its ack", () => {
     for (const w of [0, 1]) {
       core.receive(
-        contribution({ ...psJob, offset: 0, size: 1 }, w, 0, [w + 1], { aggregatorIndex: 0 }),
+        contribution({ ...psJob, offset: 0, regionSize: 1 }, w, 0, [w + 1], { aggregatorIndex: 0 }),
         portOf(4, w),
         "127.0.0.1",
         0,

@@ -80,7 +80,7 @@ describe("command lines, as real processes", () => {
   it("a bad option is named and exits 2", () => {
     const cases: Array<[string, string[], RegExp]> = [
       [EXPERIMENT, ["--workers", "0"], /--workers: Too small/],
-      [EXPERIMENT, ["--size", "lots"], /--size: not a byte size: "lots"/],
+      [EXPERIMENT, ["--tensor-bytes", "lots"], /--tensor-bytes: not a byte size: "lots"/],
       [EXPERIMENT, ["--only", "tree"], /--only: no run named tree; runs: netreduce, atp, ps, ring/],
       [
         SCRIPTS.worker,
@@ -131,8 +131,8 @@ describe("command lines, as real processes", () => {
       ],
       [
         SCRIPTS.worker,
-        ["--switch", "127.0.0.1:9", "--worker", "0", "--fan-in", "2", "--size", "4MiB"],
-        /--size: expected a whole number, got "4MiB" \(--size counts aggregators; the gradient's bytes are --size-bytes\)/,
+        ["--switch", "127.0.0.1:9", "--worker", "0", "--fan-in", "2", "--region-size", "4MiB"],
+        /--region-size: expected a whole number, got "4MiB" \(--region-size counts aggregators; the gradient's bytes are --tensor-bytes\)/,
       ],
       [
         EXPERIMENT,
@@ -147,6 +147,53 @@ describe("command lines, as real processes", () => {
     }
   });
 
+  it("old option names still work, each with one deprecation line; old and new at once are refused", () => {
+    const worker = ["--switch", "127.0.0.1:9", "--worker", "0", "--fan-in", "2"];
+    const BENCH = SCRIPTS.switch.replace(/switch\/cli\.js$/, "bench/bench.js");
+    const cases: Array<[string, string[], string, RegExp]> = [
+      // the value reaches the new option: --size 8 is a region of 8 aggregators
+      [
+        SCRIPTS.worker,
+        [...worker, "--window", "16", "--size", "8"],
+        "ina-worker: --size is deprecated, use --region-size",
+        /--region-size: a NetReduce region needs at least 2 x window = 32 aggregators/,
+      ],
+      [
+        SCRIPTS.worker,
+        [...worker, "--mode", "ring", "--operation", "allToAll", "--size-bytes", "12"],
+        "ina-worker: --size-bytes is deprecated, use --tensor-bytes",
+        /--tensor-bytes: allToAll cuts the tensor into 2 equal chunks; 3 elements do not/,
+      ],
+      [
+        EXPERIMENT,
+        ["--size", "lots"],
+        "ina-experiment: --size is deprecated, use --tensor-bytes",
+        /--tensor-bytes: not a byte size: "lots"/,
+      ],
+      [
+        BENCH,
+        ["--size", "lots"],
+        "npm run bench --: --size is deprecated, use --tensor-bytes",
+        /--tensor-bytes: not a byte size: "lots"/,
+      ],
+    ];
+    for (const [script, args, deprecation, message] of cases) {
+      const r = run(script, args);
+      assert.equal(r.status, 2, `${args.join(" ")}: ${r.stderr}`);
+      assert.deepEqual(
+        r.stderr.split("\n").filter((line) => line.includes("deprecated")),
+        [deprecation],
+      );
+      assert.match(r.stderr, message);
+    }
+    const both = run(SCRIPTS.worker, [...worker, "--size", "32", "--region-size", "32"]);
+    assert.equal(both.status, 2);
+    assert.match(
+      both.stderr,
+      /--size and --region-size: give --region-size or its deprecated name --size, not both/,
+    );
+  });
+
   it("the switch rejects a config that breaks the 2 x window rule, naming the field", async () => {
     const dir = await mkdtemp(join(tmpdir(), "ina-test-"));
     dirs.push(dir);
@@ -155,14 +202,14 @@ describe("command lines, as real processes", () => {
       path,
       JSON.stringify({
         aggregators: 64,
-        jobs: [{ id: 1, mode: "netreduce", fanIn: 2, offset: 0, size: 10, window: 8 }],
+        jobs: [{ id: 1, mode: "netreduce", fanIn: 2, offset: 0, regionSize: 10, window: 8 }],
       }),
     );
     const r = run(SCRIPTS.switch, ["--config", path]);
     assert.equal(r.status, 2);
     assert.match(
       r.stderr,
-      /jobs\[0\]\.size: a NetReduce region needs at least 2 x window = 16 aggregators, got 10/,
+      /jobs\[0\]\.regionSize: a NetReduce region needs at least 2 x window = 16 aggregators, got 10/,
     );
   });
 
@@ -185,7 +232,7 @@ describe("command lines, as real processes", () => {
     const address = `127.0.0.1:${ready.dataPort}`;
     const worker = new ChildNode("worker", SCRIPTS.worker, [
       ...["--switch", address, "--job", "9", "--worker", "0", "--fan-in", "2"],
-      ...["--size-bytes", "64KiB", "--warn-after-s", "1", "--give-up-s", "4"],
+      ...["--tensor-bytes", "64KiB", "--warn-after-s", "1", "--give-up-s", "4"],
     ]);
     children.push(worker);
     assert.equal(await worker.waitExit(60_000), 1);
@@ -230,7 +277,7 @@ describe("command lines, as real processes", () => {
     const worker = new ChildNode(
       "worker",
       SCRIPTS.worker,
-      [...["--control", url, "--job", "7", "--size-bytes", "64KiB", "--join-timeout-s", "2"]],
+      [...["--control", url, "--job", "7", "--tensor-bytes", "64KiB", "--join-timeout-s", "2"]],
       undefined,
       { env: { ...process.env, INA_JOB_CREDENTIAL: credential } },
     );
@@ -266,7 +313,7 @@ describe("command lines, as real processes", () => {
       const w = new ChildNode(
         `worker-${i}`,
         SCRIPTS.worker,
-        [...["--control", url, "--job", "7", "--size-bytes", "1MiB"]],
+        [...["--control", url, "--job", "7", "--tensor-bytes", "1MiB"]],
         undefined,
         { env: { ...process.env, INA_JOB_CREDENTIAL: credential } },
       );
@@ -300,7 +347,7 @@ describe("command lines, as real processes", () => {
             faults: { loss: 0.6, duplicate: 0.6 },
             jobs: [
               { mode: "atp", workers: 40 },
-              { mode: "ps", workers: 2, size: 6, id: 5 },
+              { mode: "ps", workers: 2, tensorBytes: 6, id: 5 },
               { mode: "ps", workers: 2, id: 5 },
             ],
           },
@@ -310,7 +357,7 @@ describe("command lines, as real processes", () => {
     const r = run(EXPERIMENT, ["--scenario", path]);
     assert.equal(r.status, 2);
     assert.match(r.stderr, /runs\[0\]\.jobs\[0\]\.workers: Too big/);
-    assert.match(r.stderr, /runs\[0\]\.jobs\[1\]\.size: must be a positive multiple of 4/);
+    assert.match(r.stderr, /runs\[0\]\.jobs\[1\]\.tensorBytes: must be a positive multiple of 4/);
     assert.match(r.stderr, /runs\[0\]\.jobs\[2\]\.id: job id 5 is already used by jobs\[1\]/);
     assert.match(r.stderr, /runs\[0\]\.faults: loss \+ duplicate \+ reorder must not exceed 1/);
     // Regions are checked as the switch will, before anything starts.
@@ -350,7 +397,7 @@ describe("command lines, as real processes", () => {
       JSON.stringify({
         name: "s",
         policies: ["lottery"],
-        jobs: [{ name: "a", class: "md", workers: 2, size: 8 }],
+        jobs: [{ name: "a", class: "md", workers: 2, tensorBytes: 8 }],
       }),
     );
     const s = run(EXPERIMENT, ["--scenario", schedule]);
@@ -363,7 +410,7 @@ describe("command lines, as real processes", () => {
     const dir = await mkdtemp(join(tmpdir(), "ina-test-"));
     dirs.push(dir);
     const r = run(EXPERIMENT, [
-      "--size",
+      "--tensor-bytes",
       "1MiB",
       "--loss",
       "0.01",
@@ -429,7 +476,7 @@ describe("command lines, as real processes", () => {
     const dir = await mkdtemp(join(tmpdir(), "ina-test-"));
     dirs.push(dir);
     const path = join(dir, "two-runs.json");
-    const job = { mode: "netreduce", workers: 2, size: "64KiB" };
+    const job = { mode: "netreduce", workers: 2, tensorBytes: "64KiB" };
     await writeFile(
       path,
       JSON.stringify({
@@ -473,7 +520,18 @@ describe("command lines, as real processes", () => {
   it("--json under npm without --silent says how to get JSON alone", () => {
     const silent = spawnSync(
       process.execPath,
-      [EXPERIMENT, "--json", "--only", "ps", "--workers", "1", "--size", "4KiB", "--results", ""],
+      [
+        EXPERIMENT,
+        "--json",
+        "--only",
+        "ps",
+        "--workers",
+        "1",
+        "--tensor-bytes",
+        "4KiB",
+        "--results",
+        "",
+      ],
       {
         encoding: "utf8",
         timeout: 60_000,
@@ -485,7 +543,18 @@ describe("command lines, as real processes", () => {
     assert.equal(JSON.parse(silent.stdout).verified, true);
     const loud = spawnSync(
       process.execPath,
-      [EXPERIMENT, "--json", "--only", "ps", "--workers", "1", "--size", "4KiB", "--results", ""],
+      [
+        EXPERIMENT,
+        "--json",
+        "--only",
+        "ps",
+        "--workers",
+        "1",
+        "--tensor-bytes",
+        "4KiB",
+        "--results",
+        "",
+      ],
       { encoding: "utf8", timeout: 60_000, env: { ...process.env, npm_lifecycle_event: "start" } },
     );
     assert.equal(loud.status, 0, loud.stderr);
@@ -496,7 +565,7 @@ describe("command lines, as real processes", () => {
     const r = run(EXPERIMENT, [
       "--workers",
       "2",
-      "--size",
+      "--tensor-bytes",
       "256KiB",
       "--only",
       "atp",

@@ -11,7 +11,7 @@ describe("ring jobs, real processes", () => {
     const run = ScenarioRunSchema.parse({
       name: "ring",
       faults: { loss: 0.01 },
-      jobs: [{ mode: "ring", workers: 4, size: "2MiB", window: 64 }],
+      jobs: [{ mode: "ring", workers: 4, tensorBytes: "2MiB", window: 64 }],
     });
     const result = await runScenarioRun(run, { seed, timeoutMs: 120_000 });
     const job = result.jobs[0];
@@ -30,7 +30,7 @@ describe("ring jobs, real processes", () => {
     const run = ScenarioRunSchema.parse({
       name: "all-to-all",
       faults: { loss: 0.01 },
-      jobs: [{ mode: "ring", operation: "allToAll", workers: 4, size: "1MiB", window: 32 }],
+      jobs: [{ mode: "ring", operation: "allToAll", workers: 4, tensorBytes: "1MiB", window: 32 }],
     });
     const result = await runScenarioRun(run, { seed, timeoutMs: 120_000 });
     assert.equal(result.verified, true, JSON.stringify(result.jobs[0].perWorker));

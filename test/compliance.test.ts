@@ -131,7 +131,7 @@ describe("aggregator compliance: jobs of every mode on one switch", () => {
           window: 8,
           elementsPerPacket: 40,
           offset: 16,
-          size: 6,
+          regionSize: 6,
           seed: seed + 2,
         },
         {
@@ -141,7 +141,7 @@ describe("aggregator compliance: jobs of every mode on one switch", () => {
           window: 8,
           elementsPerPacket: 40,
           offset: 16,
-          size: 6,
+          regionSize: 6,
           seed: seed + 3,
         },
         {
@@ -192,7 +192,7 @@ describe("changing a running job's region", () => {
           window: 8,
           elementsPerPacket: 40,
           offset: 0,
-          size: 16,
+          regionSize: 16,
         },
       ];
       const sim = simulateCores({
@@ -233,7 +233,7 @@ describe("changing a running job's region", () => {
         window: 4,
         elementsPerPacket: 20,
         offset: 0,
-        size: 8,
+        regionSize: 8,
       },
     ];
     const sim = simulateCores({

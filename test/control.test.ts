@@ -433,7 +433,7 @@ describe("control plane API", () => {
     const withConfigJob = new SwitchCore(
       parseSwitchConfig({
         aggregators: 64,
-        jobs: [{ id: 5, mode: "netreduce", fanIn: 2, offset: 0, size: 16, window: 8 }],
+        jobs: [{ id: 5, mode: "netreduce", fanIn: 2, offset: 0, regionSize: 16, window: 8 }],
       }),
       { send: () => {} },
     );

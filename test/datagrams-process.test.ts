@@ -30,8 +30,8 @@ describe("datagrams of several packets, real processes", () => {
       faults: { loss: 0.01 },
       packetsPerDatagram: 32,
       jobs: [
-        { mode: "netreduce", workers: 4, size: "2MiB", window: 64 },
-        { mode: "atp", workers: 4, size: "1MiB", window: 32 },
+        { mode: "netreduce", workers: 4, tensorBytes: "2MiB", window: 64 },
+        { mode: "atp", workers: 4, tensorBytes: "1MiB", window: 32 },
       ],
     });
     const result = await runScenarioRun(run, { seed, timeoutMs: 120_000 });
@@ -63,7 +63,7 @@ describe("datagrams of several packets, real processes", () => {
     const config = {
       aggregators: 128,
       elementsPerAggregator: elements,
-      jobs: [{ id: 1, mode: "netreduce", fanIn: 32, offset: 0, size: 128, window: 64 }],
+      jobs: [{ id: 1, mode: "netreduce", fanIn: 32, offset: 0, regionSize: 128, window: 64 }],
     };
     const configPath = join(dir, "switch.json");
     await writeFile(configPath, JSON.stringify(config));
@@ -102,9 +102,9 @@ describe("datagrams of several packets, real processes", () => {
       "64MiB",
       "--elements-per-packet",
       String(elements),
-      "--size",
+      "--region-size",
       "4096",
-      "--size-bytes",
+      "--tensor-bytes",
       "256KiB",
       "--wait-go",
     ]);

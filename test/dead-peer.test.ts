@@ -31,7 +31,7 @@ describe("dead peers, as real processes", () => {
       JSON.stringify({
         aggregators: 64,
         deadPeerMs: 2000,
-        jobs: [{ id: 1, mode: "netreduce", fanIn: 3, offset: 0, size: 32, window: 16 }],
+        jobs: [{ id: 1, mode: "netreduce", fanIn: 3, offset: 0, regionSize: 32, window: 16 }],
       }),
     );
     const sw = new ChildNode("switch", SCRIPTS.switch, ["--config", config]);
@@ -41,7 +41,7 @@ describe("dead peers, as real processes", () => {
       // A slow NIC keeps the all-reduce running for about 7 s.
       const child = new ChildNode(`worker ${w}`, SCRIPTS.worker, [
         ...["--switch", `127.0.0.1:${ready.dataPort}`, "--worker", String(w), "--fan-in", "3"],
-        ...["--size-bytes", "4MiB", "--window", "16", "--link-rate", "5Mbps", "--wait-go"],
+        ...["--tensor-bytes", "4MiB", "--window", "16", "--link-rate", "5Mbps", "--wait-go"],
         ...["--progress-ms", "100"],
       ]);
       children.push(child);
@@ -105,7 +105,7 @@ describe("dead peers, as real processes", () => {
             String(job),
             "--worker",
             String(w),
-            "--size-bytes",
+            "--tensor-bytes",
             "4MiB",
           ],
           ...["--link-rate", "5Mbps", "--progress-ms", "100"],
@@ -160,7 +160,7 @@ describe("dead peers, as real processes", () => {
     const config: Record<string, unknown> = {
       aggregators: 64,
       deadPeerMs: 2000,
-      jobs: [{ id: 1, mode, fanIn: 2, offset: 0, size: 32, window: 16 }],
+      jobs: [{ id: 1, mode, fanIn: 2, offset: 0, regionSize: 32, window: 16 }],
     };
     let ps: ChildNode | null = null;
     if (mode === "atp") {
@@ -177,7 +177,7 @@ describe("dead peers, as real processes", () => {
     const workers = [0, 1].map((w) => {
       const child = new ChildNode(`worker ${w}`, SCRIPTS.worker, [
         ...["--switch", `127.0.0.1:${ready.dataPort}`, "--mode", mode, "--worker", String(w)],
-        ...["--fan-in", "2", "--size", "32", "--window", "16", "--size-bytes", "4MiB"],
+        ...["--fan-in", "2", "--region-size", "32", "--window", "16", "--tensor-bytes", "4MiB"],
         ...["--link-rate", "5Mbps", "--wait-go", "--progress-ms", "100", ...workerArgs],
       ]);
       children.push(child);

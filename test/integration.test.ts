@@ -20,11 +20,18 @@ describe("switch and workers on loopback UDP, in one process", () => {
     const seed = testSeed("udp integration", 42);
     const fanIn = 4;
     const window = 32;
-    const job = { id: 9, mode: "netreduce" as const, fanIn, offset: 8, size: 2 * window, window };
+    const job = {
+      id: 9,
+      mode: "netreduce" as const,
+      fanIn,
+      offset: 8,
+      regionSize: 2 * window,
+      window,
+    };
     const rates = { drop: 0.01, duplicate: 0.01, reorder: 0 };
     const server = await SwitchServer.start({
       config: parseSwitchConfig({
-        aggregators: 8 + job.size,
+        aggregators: 8 + job.regionSize,
         elementsPerAggregator: 256,
         jobs: [job],
         faults: { seed, ingress: rates, egress: rates },
@@ -40,7 +47,7 @@ describe("switch and workers on loopback UDP, in one process", () => {
           workerId: w,
           fanIn,
           regionOffset: job.offset,
-          regionSize: job.size,
+          regionSize: job.regionSize,
           window,
           elementsPerPacket: 256,
           scaleBits: 20,

@@ -16,7 +16,7 @@ import { captureTransmit, contribution, packet } from "./packets.js";
  * only from the switch, and nothing a refused packet carries reaches an
  * aggregator or a learned address.
  */
-const job = { id: 7, mode: "netreduce" as const, fanIn: 3, offset: 0, size: 4, window: 2 };
+const job = { id: 7, mode: "netreduce" as const, fanIn: 3, offset: 0, regionSize: 4, window: 2 };
 const portOf = (w: number) => 5000 + w;
 const STRANGER = 6666;
 const HOST = "127.0.0.1";
@@ -81,7 +81,7 @@ describe("data-plane isolation", () => {
     assert.ok(start < 10, `the switchover is near the real PSNs: ${start}`);
     for (let w = 0; w < 3; w++) {
       core.receive(
-        contribution({ ...job, offset: 4, size: 4 }, w, start, [1], { regionEpoch: 1 }),
+        contribution({ ...job, offset: 4, regionSize: 4 }, w, start, [1], { regionEpoch: 1 }),
         portOf(w),
         HOST,
         0,
@@ -153,7 +153,7 @@ describe("data-plane isolation", () => {
     });
     assert.equal(bind.statusCode, 200, bind.body);
     assert.deepEqual(bind.json(), { jobId: 3, workerId: 0, host: HOST, port: portOf(0) });
-    const rule = { id: 3, fanIn: 2, offset: 0, size: 4 };
+    const rule = { id: 3, fanIn: 2, offset: 0, regionSize: 4 };
     core.receive(contribution(rule, 0, 0, [5]), STRANGER, HOST, 0);
     assert.equal(core.stats.drops[DropReason.wrongSource], 1, "refused although it came first");
     core.receive(contribution(rule, 0, 0, [5]), portOf(0), HOST, 0);
@@ -170,7 +170,7 @@ describe("data-plane isolation", () => {
 
   it("the PS takes pieces only from the switch", () => {
     const capture = captureTransmit();
-    const atpJob = { id: 4, mode: "atp" as const, fanIn: 2, offset: 0, size: 8, window: 4 };
+    const atpJob = { id: 4, mode: "atp" as const, fanIn: 2, offset: 0, regionSize: 8, window: 4 };
     const ps = new PsCore([atpJob], 4, capture);
     const SWITCH = 7000;
     const piece = (w: number, values: number[]) =>
@@ -214,7 +214,7 @@ describe("data-plane isolation", () => {
 
   it("without --switch, the PS trusts the first accepted piece's source", () => {
     const ps = new PsCore(
-      [{ id: 4, mode: "atp", fanIn: 1, offset: 0, size: 8, window: 4 }],
+      [{ id: 4, mode: "atp", fanIn: 1, offset: 0, regionSize: 8, window: 4 }],
       4,
       captureTransmit(),
     );

@@ -20,7 +20,7 @@ describe("emulated links with real processes", () => {
       ScenarioRunSchema.parse({
         name: mode,
         links: { rate, delay: "1ms" },
-        jobs: [{ mode, workers, size: "2MiB", window: 32 }],
+        jobs: [{ mode, workers, tensorBytes: "2MiB", window: 32 }],
       }),
       { seed, timeoutMs: 120_000 },
     );

@@ -42,9 +42,9 @@ describe("the live view of the switch", () => {
   });
 
   it("serves the switch's own arrays, regions and counters after traffic with an ATP collision and a region change", async () => {
-    const nr = { id: 1, mode: "netreduce" as const, fanIn: 2, offset: 0, size: 8, window: 4 };
-    const atpA = { id: 2, mode: "atp" as const, fanIn: 2, offset: 8, size: 4, window: 4 };
-    const atpB = { id: 3, mode: "atp" as const, fanIn: 2, offset: 8, size: 4, window: 4 };
+    const nr = { id: 1, mode: "netreduce" as const, fanIn: 2, offset: 0, regionSize: 8, window: 4 };
+    const atpA = { id: 2, mode: "atp" as const, fanIn: 2, offset: 8, regionSize: 4, window: 4 };
+    const atpB = { id: 3, mode: "atp" as const, fanIn: 2, offset: 8, regionSize: 4, window: 4 };
     const core = new SwitchCore(
       parseSwitchConfig({
         aggregators: 32,
@@ -62,11 +62,11 @@ describe("the live view of the switch", () => {
     let psnB = 0;
     while (atpIndex(3, psnB, 8, 4) !== index) psnB++;
     send(
-      contribution({ ...atpA, offset: 8, size: 4 }, 0, 0, [1], { aggregatorIndex: index }),
+      contribution({ ...atpA, offset: 8, regionSize: 4 }, 0, 0, [1], { aggregatorIndex: index }),
       6000,
     );
     send(
-      contribution({ ...atpB, offset: 8, size: 4 }, 0, psnB, [1], { aggregatorIndex: index }),
+      contribution({ ...atpB, offset: 8, regionSize: 4 }, 0, psnB, [1], { aggregatorIndex: index }),
       7000,
     );
     core.changeRegion(1, 16, 8, 1); // the old region drains: PSN 0 is still partial there
@@ -142,7 +142,7 @@ describe("the live view of the switch", () => {
             String(job),
             "--worker",
             String(w),
-            "--size-bytes",
+            "--tensor-bytes",
             "2MiB",
             "--iterations",
             String(iterations),

@@ -12,7 +12,7 @@ import { DEFAULT_RTO, WorkerCore } from "../worker/core.js";
 import { captureTransmit, contribution, packet } from "./packets.js";
 
 /** Dead peers (proto/README.md, section 15): the switch notices, tells the workers, frees the job. */
-const job = { id: 7, mode: "netreduce" as const, fanIn: 3, offset: 0, size: 8, window: 4 };
+const job = { id: 7, mode: "netreduce" as const, fanIn: 3, offset: 0, regionSize: 8, window: 4 };
 const portOf = (w: number) => 5000 + w;
 const HOST = "127.0.0.1";
 
@@ -85,7 +85,7 @@ describe("dead peers", () => {
   });
 
   it("a parameter server that stops acking fails its ATP job; one that acks does not", () => {
-    const atp = { id: 9, mode: "atp" as const, fanIn: 1, offset: 0, size: 8, window: 4 };
+    const atp = { id: 9, mode: "atp" as const, fanIn: 1, offset: 0, regionSize: 8, window: 4 };
     const make = () => {
       const capture = captureTransmit();
       const core = new SwitchCore(
@@ -102,7 +102,7 @@ describe("dead peers", () => {
       // fan-in 1: each contribution is a full aggregate, sent to the PS at once
       const send = (psn: number, at: number) =>
         core.receive(
-          contribution({ ...atp, size: 8 }, 0, psn, [1], { aggregatorIndex: psn }),
+          contribution({ ...atp, regionSize: 8 }, 0, psn, [1], { aggregatorIndex: psn }),
           portOf(0),
           HOST,
           at,
@@ -205,7 +205,7 @@ describe("dead peers", () => {
       },
     });
     const credential = submitted.json().credential;
-    const rule = { id: 3, fanIn: 2, offset: 0, size: 16 };
+    const rule = { id: 3, fanIn: 2, offset: 0, regionSize: 16 };
     core.receive(contribution(rule, 0, 0, [1]), portOf(0), HOST, 0);
     core.tick(1500);
     await tick();

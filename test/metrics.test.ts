@@ -106,8 +106,8 @@ describe("metrics, Prometheus and the dashboard", () => {
     const config: Record<string, unknown> = {
       aggregators: 68,
       jobs: [
-        { id: 1, name: "nr", mode: "netreduce", fanIn: 2, offset: 0, size: 64, window: 32 },
-        { id: 2, name: "atp", mode: "atp", fanIn: 2, offset: 64, size: 4, window: 32 },
+        { id: 1, name: "nr", mode: "netreduce", fanIn: 2, offset: 0, regionSize: 64, window: 32 },
+        { id: 2, name: "atp", mode: "atp", fanIn: 2, offset: 64, regionSize: 4, window: 32 },
       ],
       faults: { seed, ingress: { drop: 0.01 }, egress: { drop: 0.01 } },
     };
@@ -131,7 +131,14 @@ describe("metrics, Prometheus and the dashboard", () => {
         const worker = new ChildNode(`job ${job} worker ${w}`, SCRIPTS.worker, [
           ...["--switch", `127.0.0.1:${swReady.dataPort}`, "--mode", mode, "--job", String(job)],
           ...["--worker", String(w), "--fan-in", "2", "--window", "32"],
-          ...["--offset", String(offset), "--size", String(size), "--size-bytes", "512KiB"],
+          ...[
+            "--offset",
+            String(offset),
+            "--region-size",
+            String(size),
+            "--tensor-bytes",
+            "512KiB",
+          ],
           ...["--seed", String(seed + job), "--linger-ms", "120000", "--progress-ms", "0"],
         ]);
         children.push(worker);

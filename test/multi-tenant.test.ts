@@ -20,9 +20,9 @@ describe("multi-tenant jobs, real processes", () => {
       aggregators: 64 + 16,
       faults: { loss: 0.01 },
       jobs: [
-        { name: "nr", mode: "netreduce", workers: 3, size, window: 32 },
-        { name: "atp-a", mode: "atp", workers: 4, size, window: 32, startMs: 50 },
-        { name: "atp-b", mode: "atp", workers: 2, size, window: 32, startMs: 100 },
+        { name: "nr", mode: "netreduce", workers: 3, tensorBytes: size, window: 32 },
+        { name: "atp-a", mode: "atp", workers: 4, tensorBytes: size, window: 32, startMs: 50 },
+        { name: "atp-b", mode: "atp", workers: 2, tensorBytes: size, window: 32, startMs: 100 },
       ],
     });
     const result = await runScenarioRun(run, { seed, timeoutMs: 120_000 });
@@ -60,8 +60,8 @@ describe("multi-tenant jobs, real processes", () => {
       aggregators: 64,
       faults: { loss: 0.01 },
       jobs: [
-        { name: "ps", mode: "ps", workers: 3, size, window: 32 },
-        { name: "nr", mode: "netreduce", workers: 2, size, window: 32 },
+        { name: "ps", mode: "ps", workers: 3, tensorBytes: size, window: 32 },
+        { name: "nr", mode: "netreduce", workers: 2, tensorBytes: size, window: 32 },
       ],
     });
     const result = await runScenarioRun(run, { seed, timeoutMs: 120_000 });

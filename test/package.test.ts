@@ -196,7 +196,7 @@ describe("the packed package, installed in another project", () => {
       config,
       JSON.stringify({
         aggregators: 64,
-        jobs: [{ id: 1, mode: "netreduce", fanIn: 2, offset: 0, size: 64, window: 32 }],
+        jobs: [{ id: 1, mode: "netreduce", fanIn: 2, offset: 0, regionSize: 64, window: 32 }],
       }),
     );
     const sw = new ChildNode(

@@ -15,9 +15,9 @@ export function packet(fields: Partial<PacketHeader>, values: number[]): Buffer 
   return buf;
 }
 
-/** A NetReduce contribution of `workerId` for `psn` in a job of region (offset, size). */
+/** A NetReduce contribution of `workerId` for `psn` in a job of region (offset, regionSize). */
 export function contribution(
-  job: { id: number; fanIn: number; offset: number; size: number },
+  job: { id: number; fanIn: number; offset: number; regionSize: number },
   workerId: number,
   psn: number,
   values: number[],
@@ -30,7 +30,7 @@ export function contribution(
       workerId,
       fanIn: job.fanIn,
       psn,
-      aggregatorIndex: netReduceIndex(job.offset, job.size, psn),
+      aggregatorIndex: netReduceIndex(job.offset, job.regionSize, psn),
       bitmap: 1 << workerId,
       scaleBits: 8,
       ...extra,

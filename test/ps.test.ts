@@ -6,7 +6,7 @@ import { DESTINATION_ALL_WORKERS, Flag, PacketType, WORKER_ID_NONE } from "../pr
 import { PsCore } from "../ps/core.js";
 import { captureTransmit, packet } from "./packets.js";
 
-const job = { id: 5, mode: "atp" as const, fanIn: 3, offset: 0, size: 4, window: 2 };
+const job = { id: 5, mode: "atp" as const, fanIn: 3, offset: 0, regionSize: 4, window: 2 };
 const SWITCH = { port: 7000, host: "127.0.0.1" };
 
 describe("parameter server", () => {

@@ -72,13 +72,13 @@ describe("the README's own-Prometheus recipe, on a fresh folder", () => {
             name: "watched",
             aggregators: 64,
             jobs: [
-              { name: "nr", mode: "netreduce", workers: 2, size: "256KiB", window: 16 },
+              { name: "nr", mode: "netreduce", workers: 2, tensorBytes: "256KiB", window: 16 },
               // holds the run (switch and this worker) open until the test stops it
               {
                 name: "held",
                 mode: "netreduce",
                 workers: 1,
-                size: "4KiB",
+                tensorBytes: "4KiB",
                 window: 16,
                 startMs: 3_600_000,
               },

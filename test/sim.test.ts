@@ -86,7 +86,7 @@ describe("ina-sim: scenarios in virtual time", () => {
       aggregators: 64,
       faults: { loss: 0.01, duplicate: 0.01, reorder: 0.01 },
       links: { rate: "1Gbps", delay: "50us" },
-      jobs: [{ mode, workers: 3, size: "256KiB", window: 16 }],
+      jobs: [{ mode, workers: 3, tensorBytes: "256KiB", window: 16 }],
     });
 
   it("gives the same result, to the byte, for the same scenario and seed", () => {
@@ -106,7 +106,7 @@ describe("ina-sim: scenarios in virtual time", () => {
         ScenarioRunSchema.parse({
           name: mode,
           links: { rate: "100Mbps", delay: "100us" },
-          jobs: [{ mode, workers, size: "1MiB", window: 64 }],
+          jobs: [{ mode, workers, tensorBytes: "1MiB", window: 64 }],
         }),
         1,
       );
@@ -125,7 +125,13 @@ describe("ina-sim: scenarios in virtual time", () => {
 
   it("produces the same outputs, bit for bit, as the core harness (sim/harness.ts) and as real processes", async () => {
     const seed = testSeed("sim equals real", 71);
-    const spec = { mode: "netreduce" as const, workers: 2, size: "128KiB", window: 16, seed };
+    const spec = {
+      mode: "netreduce" as const,
+      workers: 2,
+      tensorBytes: "128KiB",
+      window: 16,
+      seed,
+    };
     const run = ScenarioRunSchema.parse({ name: "same", faults: { loss: 0.01 }, jobs: [spec] });
     const simulated = simulateRun(run, seed);
     const real = await runScenarioRun(run, { seed, timeoutMs: 60_000 });
@@ -160,8 +166,8 @@ describe("ina-sim: streamed tensors", () => {
       faults: { loss: 0.01, duplicate: 0.01, reorder: 0.01 },
       links: { rate: "10Gbps", delay: "5us" },
       jobs: [
-        { mode: "netreduce", workers: 4, size: "4MiB", window: 32 },
-        { mode: "atp", workers: 3, size: "2MiB", window: 32 },
+        { mode: "netreduce", workers: 4, tensorBytes: "4MiB", window: 32 },
+        { mode: "atp", workers: 3, tensorBytes: "2MiB", window: 32 },
       ],
     });
     const seed = testSeed("sim streamed", 73);

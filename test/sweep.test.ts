@@ -37,11 +37,11 @@ describe("sweeps, repetitions and statistics", () => {
         sweep: { aggregators: [64, 16], workers: [2, 4] },
         repeat: 2,
         jobs: [
-          { mode: "atp", workers: 2, size: "1MiB" },
-          { mode: "atp", workers: 3, size: "1MiB" },
+          { mode: "atp", workers: 2, tensorBytes: "1MiB" },
+          { mode: "atp", workers: 3, tensorBytes: "1MiB" },
         ],
       },
-      { name: "plain", jobs: [{ mode: "netreduce", workers: 2, size: "1MiB" }] },
+      { name: "plain", jobs: [{ mode: "netreduce", workers: 2, tensorBytes: "1MiB" }] },
     ],
   });
 
@@ -186,7 +186,7 @@ describe("sweeps, repetitions and statistics", () => {
           {
             name: "loss",
             sweep: { loss: [0, 1] },
-            jobs: [{ mode: "netreduce", workers: 2, size: "64KiB" }],
+            jobs: [{ mode: "netreduce", workers: 2, tensorBytes: "64KiB" }],
           },
         ],
       }),

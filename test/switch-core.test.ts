@@ -6,7 +6,7 @@ import { Flag, PacketType } from "../proto/wire.js";
 import { SwitchCore } from "../switch/core.js";
 import { captureTransmit, contribution, packet } from "./packets.js";
 
-const job = { id: 7, mode: "netreduce" as const, fanIn: 3, offset: 4, size: 4, window: 2 };
+const job = { id: 7, mode: "netreduce" as const, fanIn: 3, offset: 4, regionSize: 4, window: 2 };
 const portOf = (w: number) => 5000 + w;
 
 describe("NetReduce aggregation in the switch", () => {
@@ -64,7 +64,7 @@ describe("NetReduce aggregation in the switch", () => {
     assert.equal(core.stats.resultsReplayed, 1);
   });
 
-  it("lets PSN + size take over a finished aggregator, and drops stale and window-breaking PSNs", () => {
+  it("lets PSN + regionSize take over a finished aggregator, and drops stale and window-breaking PSNs", () => {
     for (let w = 0; w < 3; w++) send(w, 1, [1]);
     send(0, 5, [50]); // same aggregator (1 % 4 == 5 % 4): takes it over
     assert.equal(core.stats.takeovers, 1);
@@ -80,8 +80,8 @@ describe("NetReduce aggregation in the switch", () => {
 
   it("a stray PSN far ahead neither takes over nor destroys a stored result", () => {
     for (let w = 0; w < 3; w++) send(w, 1, [1]);
-    send(0, 1 + 2 * job.size, [99]); // two region-lengths ahead: no worker can be there
-    send(0, 2 + job.size, [99]); // empty aggregator claimed with the wrong PSN
+    send(0, 1 + 2 * job.regionSize, [99]); // two region-lengths ahead: no worker can be there
+    send(0, 2 + job.regionSize, [99]); // empty aggregator claimed with the wrong PSN
     send(0, 0, [], {}); // no elements
     assert.equal(core.stats.drops[DropReason.windowViolation], 2);
     assert.equal(core.stats.drops[DropReason.emptyContribution], 1);

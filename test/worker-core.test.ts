@@ -137,7 +137,7 @@ describe("worker and switch over a simulated network", () => {
       const config = parseSwitchConfig({
         aggregators: 24,
         elementsPerAggregator: 4,
-        jobs: [{ id: 1, mode: "netreduce", fanIn: 2, offset: 0, size: 4, window: 2 }],
+        jobs: [{ id: 1, mode: "netreduce", fanIn: 2, offset: 0, regionSize: 4, window: 2 }],
       });
       let queue: Array<{ to: number; bytes: Buffer }> = [];
       const sw = new SwitchCore(config, {

@@ -52,9 +52,11 @@ const spec = {
     "and prints one JSON\n" +
     'record per line: "ready" (socket bound), "progress" (every --progress-ms) and "result".',
   details:
-    "Every worker of a job must be given the same --mode, --job, --fan-in, --offset, --size,\n" +
-    "--window, --size-bytes, --elements-per-packet, --scale-bits and --seed. In atp mode --offset\n" +
-    "and --size are the job's slice of the shared pool (any size); in ps mode they are unused.\n" +
+    "Every worker of a job must be given the same --mode, --job, --fan-in, --offset,\n" +
+    "--region-size, --window, --tensor-bytes, --elements-per-packet, --scale-bits and --seed.\n" +
+    "In atp mode --offset and --region-size are the job's slice of the shared pool (any size);\n" +
+    "in ps mode they are unused. --size and --size-bytes are the old names of --region-size and\n" +
+    "--tensor-bytes.\n" +
     "With --control and no --worker, the worker id and fan-in come from the launcher that started\n" +
     "the process, if any: OMPI_COMM_WORLD_RANK/SIZE (Open MPI's mpirun), PMI_RANK/SIZE (MPICH,\n" +
     "Intel MPI, srun --mpi=pmi2), SLURM_PROCID/NTASKS (srun), checked in that order; without\n" +
@@ -87,7 +89,7 @@ const spec = {
       valueName: "OP",
       description:
         "ring mode: allReduce (ring all-reduce), reduceScatter, allGather, broadcast, reduce or\n" +
-        "allToAll; --size-bytes is the whole tensor (allGather: the output; each worker's input is\n" +
+        "allToAll; --tensor-bytes is the whole tensor (allGather: the output; each worker's input is\n" +
         "its chunk)",
       defaultText: "allReduce",
     },
@@ -116,11 +118,11 @@ const spec = {
       description: "first aggregator of the job's region",
       defaultText: "0",
     },
-    size: {
+    "region-size": {
       type: "string",
       valueName: "N",
       description:
-        "aggregators in the job's region or pool slice (the gradient's bytes: --size-bytes)",
+        "aggregators in the job's region or pool slice (the gradient's bytes: --tensor-bytes)",
       defaultText: "2 x window",
     },
     window: {
@@ -142,10 +144,10 @@ const spec = {
       description: "fixed point: value x 2^S, rounded",
       defaultText: "20",
     },
-    "size-bytes": {
+    "tensor-bytes": {
       type: "string",
       valueName: "BYTES",
-      description: "gradient size (float32), e.g. 32MiB",
+      description: "the gradient's bytes (float32), e.g. 32MiB",
       defaultText: "32MiB",
     },
     seed: {
@@ -256,6 +258,7 @@ const spec = {
     },
     ...DATAGRAM_OPTIONS,
   },
+  renamed: { size: "region-size", "size-bytes": "tensor-bytes" },
   schema: z
     .strictObject({
       control: z.url({ protocol: /^https?$/ }).optional(),
@@ -267,15 +270,15 @@ const spec = {
       worker: cliInt(0, MAX_FAN_IN - 1).optional(),
       fanIn: cliInt(1, MAX_FAN_IN).optional(),
       offset: cliInt(0, 1 << 20).default(0),
-      size: cliInt(
+      regionSize: cliInt(
         1,
         1 << 20,
-        "--size counts aggregators; the gradient's bytes are --size-bytes",
+        "--region-size counts aggregators; the gradient's bytes are --tensor-bytes",
       ).optional(),
       window: windowInputSchema.default({ packets: 128 }),
       elementsPerPacket: cliInt(1, MAX_ELEMENTS_PER_PACKET).default(256),
       scaleBits: cliInt(0, MAX_SCALE_BITS).default(20),
-      sizeBytes: float32Bytes.default(32 * 1024 * 1024),
+      tensorBytes: float32Bytes.default(32 * 1024 * 1024),
       seed: cliInt(0, 0xffffffff).default(1),
       iterations: cliInt(1, 1_000_000).default(1),
       waitGo: z.boolean().default(false),
@@ -541,10 +544,10 @@ await runCli(spec, async (o) => {
   } else {
     const target = parseHostPort(o.switch ?? "", "--switch");
     const window = windowPackets(o.window, o.elementsPerPacket);
-    const regionSize = o.size ?? 2 * window;
+    const regionSize = o.regionSize ?? 2 * window;
     if (o.mode === "netreduce" && regionSize < 2 * window) {
       throw new UsageError(
-        `--size: a NetReduce region needs at least 2 x window = ${2 * window} aggregators`,
+        `--region-size: a NetReduce region needs at least 2 x window = ${2 * window} aggregators`,
       );
     }
     placement = {
@@ -559,7 +562,7 @@ await runCli(spec, async (o) => {
       switchPort: target.port,
     };
   }
-  const elements = o.sizeBytes / 4;
+  const elements = o.tensorBytes / 4;
   const ring = placement.mode === "ring";
   const op = o.operation;
   if (!ring && op !== "allReduce") {
@@ -570,7 +573,7 @@ await runCli(spec, async (o) => {
   }
   if (ring && op === "allToAll" && elements % placement.fanIn !== 0) {
     throw new UsageError(
-      `--size-bytes: allToAll cuts the tensor into ${placement.fanIn} equal chunks; ${elements} elements do not`,
+      `--tensor-bytes: allToAll cuts the tensor into ${placement.fanIn} equal chunks; ${elements} elements do not`,
     );
   }
   const input = ring
@@ -745,10 +748,10 @@ await runCli(spec, async (o) => {
     event: "result",
     workerId: p.workerId,
     regionChanges: core.stats.regionChanges,
-    bytes: o.sizeBytes * o.iterations,
+    bytes: o.tensorBytes * o.iterations,
     seconds,
     iterationSeconds,
-    goodputMBps: (o.sizeBytes * o.iterations) / 1e6 / seconds,
+    goodputMBps: (o.tensorBytes * o.iterations) / 1e6 / seconds,
     cpuSeconds: allReduceCpuSeconds,
     packetsSent: s.packetsSent,
     operation: ring ? op : "allReduce",
