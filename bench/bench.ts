@@ -19,6 +19,7 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
+import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import type { RunResult } from "../experiment/results.js";
 import {
@@ -37,6 +38,9 @@ import { EXIT_OK, runCli } from "../runtime/cli.js";
 import { SwitchCore } from "../switch/core.js";
 import { mpiAllreduceSeconds, referenceGoodput } from "./reference.js";
 
+/** The floor relay: the least a Node process can do for the same workers. */
+const FLOOR_SCRIPT = fileURLToPath(new URL("./floor-switch.js", import.meta.url));
+
 /** A packet shape: packet size, window, packets per datagram. */
 interface Shape {
   name: string;
@@ -51,7 +55,7 @@ type Impl = "floor" | "netreduce" | "atp" | "ps";
 function oneRun(
   impl: Impl,
   workers: number,
-  size: number,
+  tensorBytes: number,
   shape: Shape,
   /** poll the switch's live page data twice a second, as an open page does */
   pageOpen = false,
@@ -66,7 +70,7 @@ function oneRun(
       {
         mode: impl === "floor" ? "netreduce" : impl,
         workers,
-        size,
+        tensorBytes,
         window,
         elementsPerPacket: shape.elementsPerPacket,
       },
@@ -76,7 +80,7 @@ function oneRun(
   return runScenarioRun(run, {
     seed: 1,
     timeoutMs: 300_000,
-    switchImpl: impl === "floor" ? "floor" : "ina",
+    floorScript: impl === "floor" ? FLOOR_SCRIPT : undefined,
     onRunning: ({ controlUrl }) => {
       if (!pageOpen || controlUrl === null) return;
       poller = setInterval(() => {
@@ -196,10 +200,10 @@ const spec = {
       description: "runs of each configuration (the median is shown)",
       defaultText: "3",
     },
-    "allreduce-size": {
+    "allreduce-bytes": {
       type: "string",
       valueName: "BYTES",
-      description: "the 4-worker all-reduce's size (0: skip it)",
+      description: "the 4-worker all-reduce's tensor (0: skip it) (old name: --allreduce-size)",
       defaultText: "64MiB",
     },
     reference: {
@@ -219,7 +223,7 @@ const spec = {
       description: "measure the switch pipeline alone, print its ns per packet and stop",
     },
   },
-  renamed: { size: "tensor-bytes" },
+  renamed: { size: "tensor-bytes", "allreduce-size": "allreduce-bytes" },
   schema: z.strictObject({
     workers: z
       .string()
@@ -236,7 +240,7 @@ const spec = {
       .pipe(z.array(z.enum(IMPLS)).min(1))
       .default([...IMPLS]),
     repeat: z.coerce.number().int().min(1).max(50).default(3),
-    allreduceSize: byteSize.default(64 * 1024 * 1024),
+    allreduceBytes: byteSize.default(64 * 1024 * 1024),
     reference: z.string().optional(),
     results: z.string().default("results"),
     json: z.boolean().default(false),
@@ -390,21 +394,21 @@ await runCli(spec, async (o) => {
   // The 64 MiB all-reduce over 4 workers, both big shapes, next to MPI.
   const allreduce: Array<{ shape: string; seconds: number[]; median: number }> = [];
   let mpi: { tcpSeconds: number[]; sharedMemorySeconds: number[] } | null = null;
-  if (o.allreduceSize > 0) {
+  if (o.allreduceBytes > 0) {
     const times = new Map<string, number[]>();
     for (let rep = 0; rep < o.repeat; rep++) {
       for (const shape of shapes.slice(1)) {
         process.stderr.write(
-          `bench: repeat ${rep + 1}/${o.repeat}, ${o.allreduceSize} B all-reduce, ${shape.name}\n`,
+          `bench: repeat ${rep + 1}/${o.repeat}, ${o.allreduceBytes} B all-reduce, ${shape.name}\n`,
         );
-        const result = await oneRun("netreduce", 4, o.allreduceSize, shape);
+        const result = await oneRun("netreduce", 4, o.allreduceBytes, shape);
         if (!result.verified) throw new Error(`the ${shape.name} all-reduce was not exact`);
         const list = times.get(shape.name) ?? [];
         list.push(result.jobs[0].seconds);
         times.set(shape.name, list);
       }
       if (o.reference !== undefined) {
-        const m = await mpiAllreduceSeconds(o.reference, o.allreduceSize, 4);
+        const m = await mpiAllreduceSeconds(o.reference, o.allreduceBytes, 4);
         if (m !== null) {
           mpi ??= { tcpSeconds: [], sharedMemorySeconds: [] };
           if (m.tcpSeconds !== null) mpi.tcpSeconds.push(m.tcpSeconds);
@@ -421,7 +425,7 @@ await runCli(spec, async (o) => {
     options: o,
     pipeline,
     rows,
-    allreduce: { bytes: o.allreduceSize, workers: 4, runs: allreduce, mpi },
+    allreduce: { bytes: o.allreduceBytes, workers: 4, runs: allreduce, mpi },
     livePage: {
       workers: 4,
       shape: shapes[1].name,
@@ -446,7 +450,7 @@ await runCli(spec, async (o) => {
   );
   if (allreduce.length > 0) {
     process.stdout.write(
-      `\n${(o.allreduceSize / 2 ** 20).toFixed(0)} MiB all-reduce, 4 workers, NetReduce:\n`,
+      `\n${(o.allreduceBytes / 2 ** 20).toFixed(0)} MiB all-reduce, 4 workers, NetReduce:\n`,
     );
     for (const a of allreduce) {
       process.stdout.write(`  ${a.shape.padEnd(20)} ${a.median.toFixed(2)} s\n`);

@@ -1,8 +1,15 @@
-import type { Policy } from "../proto/config.js";
+import { fileURLToPath } from "node:url";
+import { z } from "zod";
+import { POLICIES, type Policy } from "../proto/config.js";
 import type { Scenario, ScheduleScenario } from "../proto/scenario.js";
-import { EXIT_FAILED, EXIT_OK } from "../runtime/cli.js";
+import { cliInt, EXIT_FAILED, EXIT_OK, type OptionSpec } from "../runtime/cli.js";
 import type { RunResult } from "./results.js";
-import { type PolicyResult, policyStatistics, repetitionSeed } from "./schedule.js";
+import {
+  type PolicyResult,
+  parseScheduleScenario,
+  policyStatistics,
+  repetitionSeed,
+} from "./schedule.js";
 import type { ShapeReport } from "./shapes.js";
 import { type ExpandedRun, type PointStatistics, pointStatistics } from "./sweep.js";
 import {
@@ -18,6 +25,64 @@ import {
  * apart, repeat a scheduling scenario's policies, gather a study's points,
  * and print the tables.
  */
+
+/** The bundled scenarios (bench/scenarios/), from dist/experiment/ or experiment/. */
+export const SCENARIOS_DIR = fileURLToPath(new URL("../../bench/scenarios/", import.meta.url));
+export const DEFAULT_SCENARIO = `${SCENARIOS_DIR}compare.json`;
+
+/** A comma-separated list, each name trimmed. */
+const list = z.string().transform((text) => text.split(",").map((name) => name.trim()));
+
+/** The options both front doors take, with one meaning and one help text. */
+export const FRONT_OPTIONS = {
+  scenario: {
+    type: "string",
+    valueName: "FILE",
+    description: "scenario file (JSON)",
+    defaultText: "bench/scenarios/compare.json",
+  },
+  only: {
+    type: "string",
+    valueName: "RUNS",
+    description: "comma-separated names of the runs to keep",
+    defaultText: "all",
+  },
+  policies: {
+    type: "string",
+    valueName: "LIST",
+    description: "scheduling scenarios: comma-separated policies (edf, fcfs, static)",
+    defaultText: "the scenario's",
+  },
+  seed: { type: "string", valueName: "N", description: "seed of gradients and faults" },
+  results: {
+    type: "string",
+    valueName: "DIR",
+    description: "folder for the results JSON; '' = do not write",
+    defaultText: "results",
+  },
+  json: {
+    type: "boolean",
+    description: "print the results as one JSON object instead of a table",
+  },
+} as const satisfies Record<string, OptionSpec>;
+
+/** The schema fields of FRONT_OPTIONS, for each front door's strictObject. */
+export const FRONT_FIELDS = {
+  scenario: z.string().default(DEFAULT_SCENARIO),
+  only: list.optional(),
+  policies: list.pipe(z.array(z.enum(POLICIES)).min(1)).optional(),
+  seed: cliInt(0, 0xffffffff).optional(),
+  results: z.string().default("results"),
+  json: z.boolean().default(false),
+};
+
+/** A scheduling scenario from its JSON, `seed` (--seed) overriding its own. */
+export function loadScheduleScenario(
+  json: object,
+  o: { scenario: string; seed?: number },
+): ScheduleScenario {
+  return parseScheduleScenario(o.seed === undefined ? json : { ...json, seed: o.seed }, o.scenario);
+}
 
 /** A scheduling scenario has `policies`; a plain one has `runs`. */
 export function isScheduleScenario(json: unknown): json is Record<string, unknown> {

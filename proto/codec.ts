@@ -136,20 +136,61 @@ export function packetBytesAt(bytes: Uint8Array, at: number): number {
 
 /** Writes `h` as a header at `offset` of `view`. The caller keeps values in range. */
 export function encodeHeader(view: DataView, offset: number, h: PacketHeader): void {
-  view.setUint8(offset + Field.version, h.version);
-  view.setUint8(offset + Field.type, h.type);
-  view.setUint16(offset + Field.flags, h.flags, true);
-  view.setUint16(offset + Field.jobId, h.jobId, true);
-  view.setUint16(offset + Field.workerId, h.workerId, true);
-  view.setUint16(offset + Field.fanIn, h.fanIn, true);
-  view.setUint16(offset + Field.elementCount, h.elementCount, true);
-  view.setUint32(offset + Field.psn, h.psn, true);
-  view.setUint32(offset + Field.aggregatorIndex, h.aggregatorIndex, true);
-  view.setUint32(offset + Field.bitmap, h.bitmap >>> 0, true);
-  view.setUint8(offset + Field.scaleBits, h.scaleBits);
-  view.setUint8(offset + Field.regionEpoch, h.regionEpoch);
-  view.setUint16(offset + Field.destination, h.destination, true);
-  view.setUint32(offset + Field.reserved, 0, true);
+  writeHeaderFields(
+    view,
+    offset,
+    h.version,
+    h.type,
+    h.flags,
+    h.jobId,
+    h.workerId,
+    h.fanIn,
+    h.elementCount,
+    h.psn,
+    h.aggregatorIndex,
+    h.bitmap,
+    h.scaleBits,
+    h.regionEpoch,
+    h.destination,
+  );
+}
+
+/**
+ * Writes every header field at `at` of `view` (reserved as zero): the one
+ * place the layout of section 3 is written. proto/packets.ts names the
+ * arguments per packet type.
+ */
+export function writeHeaderFields(
+  view: DataView,
+  at: number,
+  version: number,
+  type: number,
+  flags: number,
+  jobId: number,
+  workerId: number,
+  fanIn: number,
+  elementCount: number,
+  psn: number,
+  aggregatorIndex: number,
+  bitmap: number,
+  scaleBits: number,
+  regionEpoch: number,
+  destination: number,
+): void {
+  view.setUint8(at + Field.version, version);
+  view.setUint8(at + Field.type, type);
+  view.setUint16(at + Field.flags, flags, true);
+  view.setUint16(at + Field.jobId, jobId, true);
+  view.setUint16(at + Field.workerId, workerId, true);
+  view.setUint16(at + Field.fanIn, fanIn, true);
+  view.setUint16(at + Field.elementCount, elementCount, true);
+  view.setUint32(at + Field.psn, psn, true);
+  view.setUint32(at + Field.aggregatorIndex, aggregatorIndex, true);
+  view.setUint32(at + Field.bitmap, bitmap >>> 0, true);
+  view.setUint8(at + Field.scaleBits, scaleBits);
+  view.setUint8(at + Field.regionEpoch, regionEpoch);
+  view.setUint16(at + Field.destination, destination, true);
+  view.setUint32(at + Field.reserved, 0, true);
 }
 
 /** A one-line description of a header, for logs and test failures (never per packet). */

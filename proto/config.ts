@@ -36,15 +36,18 @@ export function renamedFields<T extends z.ZodType>(
         out = rest;
         continue;
       }
-      renamedUses.push({ object: input, old, now });
+      renamedUses?.push({ object: input, old, now });
       out = { ...rest, [now]: value };
     }
     return out;
   }, schema) as unknown as z.ZodType<z.output<T>, z.input<T>>;
 }
 
-/** Old field names met since the last safeParseWithRenames(): the object that had each. */
-const renamedUses: Array<{ object: object; old: string; now: string }> = [];
+/**
+ * Old field names met during the safeParseWithRenames() under way (null
+ * outside one, so a plain parse collects nothing): the object that had each.
+ */
+let renamedUses: Array<{ object: object; old: string; now: string }> | null = null;
 /**
  * schema.safeParse(input), and one `warn` line per renamed field given by
  * its old name: `scenario: runs[0].jobs[1].size is deprecated, use tensorBytes`
@@ -57,10 +60,16 @@ export function safeParseWithRenames<S extends z.ZodType>(
   source: string,
   warn: (line: string) => void,
 ): z.ZodSafeParseResult<z.output<S>> {
-  renamedUses.length = 0;
-  const parsed = schema.safeParse(input);
+  const uses: Array<{ object: object; old: string; now: string }> = [];
+  renamedUses = uses;
+  let parsed: z.ZodSafeParseResult<z.output<S>>;
+  try {
+    parsed = schema.safeParse(input);
+  } finally {
+    renamedUses = null;
+  }
   const byName = new Map<string, string[]>();
-  for (const use of renamedUses.splice(0)) {
+  for (const use of uses) {
     const at = pathTo(input, use.object)?.replace(/^\./, "");
     const where = at ? `${at}.${use.old}` : use.old;
     const key = `${use.old} -> ${use.now}`;

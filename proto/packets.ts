@@ -1,6 +1,6 @@
 /**
- * One writer and one reader per packet type (proto/README.md, sections 3,
- * 4 and 17): every sender fills its headers here, and a field a type reuses
+ * One writer and one reader per packet type (proto/README.md, sections 4,
+ * 11, 15 and 17): every sender fills its headers here, and a field a type reuses
  * for another meaning (a region's size in `bitmap`, how long a failed job
  * waited in `aggregatorIndex`, a ring packet's step and chunk) is named
  * for what it means. Writers take their values as arguments and readers fill
@@ -10,16 +10,16 @@
  * what their names say (contribution, result, ack) are read from the
  * PacketHeader itself.
  */
+import { writeHeaderFields } from "./codec.js";
 import {
   DESTINATION_ALL_WORKERS,
-  Field,
   type PacketHeader,
   PacketType,
   PROTOCOL_VERSION,
   WORKER_ID_NONE,
 } from "./wire.js";
 
-/** Writes a whole header; the same bytes as encodeHeader. */
+/** Writes a whole header of this version (codec.ts writeHeaderFields). */
 function writeHeader(
   view: DataView,
   at: number,
@@ -36,20 +36,23 @@ function writeHeader(
   regionEpoch: number,
   destination: number,
 ): void {
-  view.setUint8(at + Field.version, PROTOCOL_VERSION);
-  view.setUint8(at + Field.type, type);
-  view.setUint16(at + Field.flags, flags, true);
-  view.setUint16(at + Field.jobId, jobId, true);
-  view.setUint16(at + Field.workerId, workerId, true);
-  view.setUint16(at + Field.fanIn, fanIn, true);
-  view.setUint16(at + Field.elementCount, elementCount, true);
-  view.setUint32(at + Field.psn, psn, true);
-  view.setUint32(at + Field.aggregatorIndex, aggregatorIndex, true);
-  view.setUint32(at + Field.bitmap, bitmap >>> 0, true);
-  view.setUint8(at + Field.scaleBits, scaleBits);
-  view.setUint8(at + Field.regionEpoch, regionEpoch);
-  view.setUint16(at + Field.destination, destination, true);
-  view.setUint32(at + Field.reserved, 0, true);
+  writeHeaderFields(
+    view,
+    at,
+    PROTOCOL_VERSION,
+    type,
+    flags,
+    jobId,
+    workerId,
+    fanIn,
+    elementCount,
+    psn,
+    aggregatorIndex,
+    bitmap,
+    scaleBits,
+    regionEpoch,
+    destination,
+  );
 }
 
 /**

@@ -9,7 +9,7 @@ import { COLLECTIVES, JOB_MODES, JobConfigSchema, POLICIES } from "./config.js";
  * Each record is a zod schema; its type is inferred from it. A producer
  * emits the type (runtime/cli.ts `emitRecord` takes only a `CommandRecord`),
  * so a renamed or dropped field fails to compile; a consumer parses with the
- * schema (bench/processes.ts `ChildNode.waitFor`), so a record that does not
+ * schema (runner/processes.ts `ChildNode.waitFor`), so a record that does not
  * match fails loudly, naming the field. Records are strict: a field the
  * schema does not list is an error too.
  */

@@ -2,11 +2,13 @@
 import { appendFile, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import {
+  FRONT_FIELDS,
+  FRONT_OPTIONS,
   isScheduleScenario,
   isStudy,
+  loadScheduleScenario,
   repeatPolicies,
   runTables,
   scheduleTables,
@@ -21,7 +23,7 @@ import {
   overrideLinks,
   parseScenario,
 } from "../experiment/scenario.js";
-import { parseScheduleScenario, policyStatistics } from "../experiment/schedule.js";
+import { policyStatistics } from "../experiment/schedule.js";
 import { analyzeShape } from "../experiment/shapes.js";
 import {
   expandScenario,
@@ -31,7 +33,7 @@ import {
   pointRow,
 } from "../experiment/sweep.js";
 import { describeBound } from "../experiment/table.js";
-import { CONGESTION_CONTROLS, POLICIES, windowInputSchema } from "../proto/config.js";
+import { CONGESTION_CONTROLS, windowInputSchema } from "../proto/config.js";
 import { largestPacketBytes, linkProblems } from "../proto/links.js";
 import type { Scenario, ScheduleScenario } from "../proto/scenario.js";
 import { byteSize, durationSchema, float32Bytes, rateSchema } from "../proto/units.js";
@@ -51,9 +53,6 @@ import { provenance } from "./provenance.js";
 import { runScenarioRun } from "./run.js";
 import { runSchedule } from "./schedule.js";
 
-export const SCENARIOS_DIR = fileURLToPath(new URL("../../bench/scenarios/", import.meta.url));
-const DEFAULT_SCENARIO = join(SCENARIOS_DIR, "compare.json");
-
 const spec = {
   command: "ina-experiment",
   summary:
@@ -71,24 +70,7 @@ const spec = {
     "Scenario formats: README.md. Exit codes: 0 every job verified, 1 a job failed\n" +
     "verification or the run failed, 2 bad option or scenario. Progress goes to stderr.",
   options: {
-    scenario: {
-      type: "string",
-      valueName: "FILE",
-      description: "scenario file (JSON)",
-      defaultText: "bench/scenarios/compare.json",
-    },
-    policies: {
-      type: "string",
-      valueName: "LIST",
-      description: "scheduling scenarios: comma-separated policies (edf, fcfs, static)",
-      defaultText: "the scenario's",
-    },
-    only: {
-      type: "string",
-      valueName: "RUNS",
-      description: "comma-separated names of the runs to keep",
-      defaultText: "all",
-    },
+    ...FRONT_OPTIONS,
     workers: {
       type: "string",
       valueName: "N",
@@ -153,22 +135,11 @@ const spec = {
       description: "duplication probability, each direction",
     },
     reorder: { type: "string", valueName: "P", description: "reorder probability, each direction" },
-    seed: { type: "string", valueName: "N", description: "seed of gradients and faults" },
-    results: {
-      type: "string",
-      valueName: "DIR",
-      description: "folder for the results JSON; '' = do not write",
-      defaultText: "results",
-    },
     "timeout-s": {
       type: "string",
       valueName: "S",
       description: "give up on a run after this long",
       defaultText: "300",
-    },
-    json: {
-      type: "boolean",
-      description: "print the results as one JSON object instead of a table",
     },
     ui: {
       type: "string",
@@ -199,16 +170,7 @@ const spec = {
   renamed: { size: "tensor-bytes" },
   schema: z
     .strictObject({
-      scenario: z.string().default(DEFAULT_SCENARIO),
-      policies: z
-        .string()
-        .transform((text) => text.split(",").map((name) => name.trim()))
-        .pipe(z.array(z.enum(POLICIES)).min(1))
-        .optional(),
-      only: z
-        .string()
-        .transform((s) => s.split(",").map((name) => name.trim()))
-        .optional(),
+      ...FRONT_FIELDS,
       workers: cliInt(1, MAX_FAN_IN).optional(),
       tensorBytes: float32Bytes.optional(),
       linkRate: rateSchema.optional(),
@@ -224,10 +186,7 @@ const spec = {
       loss: cliProbability.optional(),
       duplicate: cliProbability.optional(),
       reorder: cliProbability.optional(),
-      seed: cliInt(0, 0xffffffff).optional(),
-      results: z.string().default("results"),
       timeoutS: z.coerce.number().positive().max(86_400).default(300),
-      json: z.boolean().default(false),
       ui: z.coerce.number().min(0).max(3600).optional(),
       scrapeDir: z.string().default(join("results", "prometheus")),
       prometheus: z.boolean().default(false),
@@ -309,9 +268,7 @@ if (process.argv[2] === "report") {
     const json = await readJsonFile(o.scenario, "--scenario");
     const startedAt = new Date();
     // A bad scenario is refused before anything is written or started.
-    const parsedSchedule = isScheduleScenario(json)
-      ? parseScheduleScenario(o.seed === undefined ? json : { ...json, seed: o.seed }, o.scenario)
-      : null;
+    const parsedSchedule = isScheduleScenario(json) ? loadScheduleScenario(json, o) : null;
     const schedule =
       parsedSchedule === null
         ? null

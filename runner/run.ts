@@ -36,7 +36,6 @@ import type { ScrapeTargets } from "./prometheus.js";
 const here = (path: string) => fileURLToPath(new URL(path, import.meta.url));
 export const SCRIPTS = {
   switch: here("../switch/cli.js"),
-  floor: here("../bench/floor-switch.js"),
   ps: here("../ps/cli.js"),
   worker: here("../worker/cli.js"),
 };
@@ -54,8 +53,12 @@ export interface RunOptions {
   /** seed of faults, and of gradients for jobs without their own */
   seed: number;
   timeoutMs: number;
-  /** "ina": the real switch; "floor": bench/floor-switch.ts (one lossless NetReduce job) */
-  switchImpl?: "ina" | "floor";
+  /**
+   * instead of the switch, a floor relay's script that prints the floor's
+   * ready and stats records (the benchmark's bench/floor-switch.ts: one
+   * lossless NetReduce job)
+   */
+  floorScript?: string;
   /** called with each job's progress, about every 500 ms */
   onProgress?: (jobs: Record<string, JobProgress>) => void;
   /** lists every process's /metrics for Prometheus while it runs */
@@ -100,7 +103,8 @@ export async function startSwitch(o: {
   config: SwitchConfigInput;
   withPs: boolean;
   psArgs?: string[];
-  script?: string;
+  /** a floor relay's script instead of the switch (RunOptions.floorScript) */
+  floorScript?: string;
   switchArgs?: string[];
   children: ChildNode[];
   targets: ScrapeTargets | undefined;
@@ -118,14 +122,14 @@ export async function startSwitch(o: {
   }
   const configPath = join(o.dir, "switch.json");
   await writeFile(configPath, JSON.stringify(o.config, null, 2));
-  const sw = new ChildNode("switch", o.script ?? SCRIPTS.switch, [
+  const sw = new ChildNode("switch", o.floorScript ?? SCRIPTS.switch, [
     "--config",
     configPath,
     ...(o.switchArgs ?? []),
   ]);
   o.children.push(sw);
   const ready = await sw.waitFor(
-    o.script === SCRIPTS.floor ? FloorReadySchema : SwitchReadySchema,
+    o.floorScript !== undefined ? FloorReadySchema : SwitchReadySchema,
     15_000,
   );
   if ("uiUrl" in ready) process.stderr.write(`    live view: ${ready.uiUrl}\n`);
@@ -161,7 +165,7 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
         ...datagramArgs,
         ...(run.links === undefined ? [] : ["--stats-interval-ms", "250"]),
       ],
-      script: o.switchImpl === "floor" ? SCRIPTS.floor : SCRIPTS.switch,
+      floorScript: o.floorScript,
       children,
       targets: o.targets,
       run: run.name,
@@ -264,7 +268,7 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
     await o.beforeSwitchStops?.();
     await sw.stop();
     const switchStats: RunResult["switch"] =
-      (o.switchImpl === "floor"
+      (o.floorScript !== undefined
         ? sw.recordsOf(FloorStatsSchema)
         : sw.recordsOf(SwitchStatsSchema).filter((r) => r.final === true)
       ).at(0) ?? {};
@@ -290,7 +294,7 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
       linkSeries:
         run.links === undefined
           ? null
-          : linkSeries(o.switchImpl === "floor" ? [] : sw.recordsOf(SwitchStatsSchema)),
+          : linkSeries(o.floorScript !== undefined ? [] : sw.recordsOf(SwitchStatsSchema)),
     });
   } finally {
     if (progressTimer !== null) clearInterval(progressTimer);

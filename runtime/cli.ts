@@ -103,7 +103,7 @@ export function parseCli<S extends z.ZodType>(
         `--${old} and --${now}: give --${now} or its deprecated name --${old}, not both`,
       );
     }
-    process.stderr.write(`${spec.command}: --${old} is deprecated, use --${now}\n`);
+    warnOnStderr(`${spec.command}: --${old} is deprecated, use --${now}`);
     values[now] = values[old];
     delete values[old];
   }

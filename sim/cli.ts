@@ -2,11 +2,13 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import {
+  FRONT_FIELDS,
+  FRONT_OPTIONS,
   isScheduleScenario,
   isStudy,
+  loadScheduleScenario,
   repeatPolicies,
   runTables,
   scheduleTables,
@@ -19,18 +21,13 @@ import {
   parseScenario,
   withLayerTraces,
 } from "../experiment/scenario.js";
-import { parseScheduleScenario, policyStatistics } from "../experiment/schedule.js";
+import { policyStatistics } from "../experiment/schedule.js";
 import { analyzeShape } from "../experiment/shapes.js";
 import { expandScenario } from "../experiment/sweep.js";
-import { POLICIES } from "../proto/config.js";
 import { byteSize } from "../proto/units.js";
 import { cliInt, readJsonFile, runCli, UsageError } from "../runtime/cli.js";
 import { simulateSchedule } from "./schedule.js";
 import { DEFAULT_SIM_TIMING, type SimRunResult, type SimTiming, simulateRun } from "./simulate.js";
-
-const DEFAULT_SCENARIO = fileURLToPath(
-  new URL("../../bench/scenarios/compare.json", import.meta.url),
-);
 
 const spec = {
   command: "ina-sim",
@@ -47,20 +44,7 @@ const spec = {
     "the real memory manager and control plane, once per policy, decisions at virtual times.\n" +
     "Exit codes: 0 every job verified, 1 not, 2 bad option or scenario.",
   options: {
-    scenario: {
-      type: "string",
-      valueName: "FILE",
-      description: "scenario file (JSON)",
-      defaultText: "bench/scenarios/compare.json",
-    },
-    only: { type: "string", valueName: "RUNS", description: "comma-separated run names to keep" },
-    policies: {
-      type: "string",
-      valueName: "LIST",
-      description: "scheduling scenarios: comma-separated policies (edf, fcfs, static)",
-      defaultText: "the scenario's",
-    },
-    seed: { type: "string", valueName: "N", description: "seed of gradients and faults" },
+    ...FRONT_OPTIONS,
     "switch-processing-ns": {
       type: "string",
       valueName: "NS",
@@ -106,26 +90,9 @@ const spec = {
         "instead of held; 0: always",
       defaultText: "256MiB",
     },
-    results: {
-      type: "string",
-      valueName: "DIR",
-      description: "where the results file goes ('' : none)",
-      defaultText: "results",
-    },
-    json: { type: "boolean", description: "print the results object on stdout" },
   },
   schema: z.strictObject({
-    scenario: z.string().default(DEFAULT_SCENARIO),
-    only: z
-      .string()
-      .transform((s) => s.split(","))
-      .optional(),
-    seed: cliInt(0, 0xffffffff).optional(),
-    policies: z
-      .string()
-      .transform((s) => s.split(","))
-      .pipe(z.array(z.enum(POLICIES)).min(1))
-      .optional(),
+    ...FRONT_FIELDS,
     switchProcessingNs: cliInt(0, 1_000_000_000).default(DEFAULT_SIM_TIMING.switchProcessingNs),
     hostProcessingNs: cliInt(0, 1_000_000_000).default(DEFAULT_SIM_TIMING.hostProcessingNs),
     tickMs: z.coerce.number().positive().max(1000).default(DEFAULT_SIM_TIMING.tickMs),
@@ -133,8 +100,6 @@ const spec = {
     rtoFloorMs: z.coerce.number().positive().max(60_000).default(DEFAULT_SIM_TIMING.rtoFloorMs),
     rtoInitialMs: z.coerce.number().positive().max(60_000).default(DEFAULT_SIM_TIMING.rtoInitialMs),
     gapFloorMs: z.coerce.number().min(0).max(60_000).default(DEFAULT_SIM_TIMING.gapFloorMs),
-    results: z.string().default("results"),
-    json: z.boolean().default(false),
   }),
 } as const;
 
@@ -213,10 +178,7 @@ async function save(o: Options, name: string, seed: number, output: unknown): Pr
 
 /** A scheduling scenario: every policy in turn, as ina-experiment runs it with processes. */
 async function simulateSchedules(o: Options, json: object, timing: SimTiming): Promise<number> {
-  const scenario = parseScheduleScenario(
-    o.seed === undefined ? json : { ...json, seed: o.seed },
-    o.scenario,
-  );
+  const scenario = loadScheduleScenario(json, o);
   const policies = o.policies ?? scenario.policies;
   process.stderr.write(
     `ina-sim: scheduling scenario ${scenario.name}, ${scenario.jobs.length} jobs, policies ${policies.join(", ")}, seed ${scenario.seed}\n`,

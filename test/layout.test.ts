@@ -57,8 +57,8 @@ describe("layout: proto/ is the contract, runtime/ the plumbing, roles meet only
     write("worker/cli.ts", 'import { serveMetrics } from "../switch/server.js";\n');
     write("ps/server.ts", 'import { bindDataSocket } from "../switch/server.js";\n');
     // 3. the runner importing a role's insides, not only its records
-    write("bench/experiment.ts", 'import { POLICIES } from "../switch/memory.js";\n');
-    write("bench/run.ts", 'import type { SwitchReport } from "../switch/report.js";\n');
+    write("runner/experiment.ts", 'import { POLICIES } from "../switch/memory.js";\n');
+    write("runner/run.ts", 'import type { SwitchReport } from "../switch/report.js";\n');
     // allowed: the benchmark measures a role's sans-IO core
     write("bench/bench.ts", 'import { SwitchCore } from "../switch/core.js";\n');
     // 4. an implementation tool in the contract, unlisted in the spec
@@ -81,8 +81,8 @@ describe("layout: proto/ is the contract, runtime/ the plumbing, roles meet only
     });
 
     it("the runner importing a role, while the benchmark may use a core", () => {
-      assert.ok(has("bench/experiment.ts", "../switch/memory.js"));
-      assert.ok(has("bench/run.ts", "../switch/report.js"));
+      assert.ok(has("runner/experiment.ts", "../switch/memory.js"));
+      assert.ok(has("runner/run.ts", "../switch/report.js"));
       assert.equal(has("bench/bench.ts", "../switch/core.js"), undefined);
     });
 

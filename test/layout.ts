@@ -88,7 +88,6 @@ export const RULES: Record<string, Rule> = {
       "ps/report.ts",
       "switch/control.ts",
       "switch/memory.ts",
-      "switch/jobs.ts",
     ],
     node: true,
     neverReaches: ["node:child_process"],

@@ -21,6 +21,8 @@ import {
 import { ChildNode, type ProcessRecord, parseRecord, RecordMismatch } from "../runner/processes.js";
 import { linkArgs, SCRIPTS } from "../runner/run.js";
 
+const FLOOR_SCRIPT = SCRIPTS.switch.replace(/switch\/cli\.js$/, "bench/floor-switch.js");
+
 const RUNTIME_CLI = SCRIPTS.switch.replace(/switch\/cli\.js$/, "runtime/cli.js");
 
 /**
@@ -60,7 +62,7 @@ describe("records: the schemas match what the commands print", () => {
     const ready = await sw.waitFor(SwitchReadySchema, 15_000);
     worker = new ChildNode("worker", SCRIPTS.worker, [
       ...["--switch", `127.0.0.1:${ready.dataPort}`, "--mode", "atp", "--worker", "0"],
-      ...["--fan-in", "1", "--size", "32", "--window", "16", "--size-bytes", "256KiB"],
+      ...["--fan-in", "1", "--region-size", "32", "--window", "16", "--tensor-bytes", "256KiB"],
       ...["--progress-ms", "1", ...linkArgs(links, { job: 1, worker: 0 })],
     ]);
     children.push(worker);
@@ -76,7 +78,7 @@ describe("records: the schemas match what the commands print", () => {
         jobs: [{ id: 1, mode: "netreduce", fanIn: 1, offset: 0, size: 32, window: 16 }],
       }),
     );
-    floor = new ChildNode("floor", SCRIPTS.floor, ["--config", join(dir, "floor.json")]);
+    floor = new ChildNode("floor", FLOOR_SCRIPT, ["--config", join(dir, "floor.json")]);
     children.push(floor);
     await floor.waitFor(FloorReadySchema, 15_000);
     await floor.stop();
