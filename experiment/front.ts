@@ -5,6 +5,7 @@ import type { Scenario, ScheduleScenario } from "../proto/scenario.js";
 import { cliInt, EXIT_FAILED, EXIT_OK, type OptionSpec } from "../runtime/cli.js";
 import type { RunResult } from "./results.js";
 import {
+  failedPolicy,
   type PolicyResult,
   parseScheduleScenario,
   policyStatistics,
@@ -113,17 +114,7 @@ export async function repeatPolicies<R extends PolicyResult>(
         if (keepFailure === undefined) throw error;
         const message = (error as Error).message;
         keepFailure(policy, message);
-        results.push({
-          policy,
-          ...repeated,
-          jobs: [],
-          averageJctS: 0,
-          deadlinesMet: 0,
-          deadlineJobs: 0,
-          verified: false,
-          switch: {},
-          error: message,
-        });
+        results.push({ ...failedPolicy(policy, message), ...repeated });
       }
     }
   }

@@ -109,6 +109,20 @@ export function policyResult(
   };
 }
 
+/** A policy whose run failed with `error`: no jobs, not verified. */
+export function failedPolicy(policy: Policy, error: string): PolicyResult {
+  return {
+    policy,
+    jobs: [],
+    averageJctS: 0,
+    deadlinesMet: 0,
+    deadlineJobs: 0,
+    verified: false,
+    switch: {},
+    error,
+  };
+}
+
 /** One job's row from the control plane's view of it and its workers' result records. */
 export function scheduledJobResult(
   job: ScheduleJob,
