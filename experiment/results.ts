@@ -1,5 +1,4 @@
 import type { Collective } from "../proto/config.js";
-import { type Links, linkParamsFor } from "../proto/links.js";
 import type {
   FloorStatsRecord,
   LinkPortRecord,
@@ -9,6 +8,7 @@ import type {
   WorkerResultRecord,
 } from "../proto/records.js";
 import type { ScenarioRun } from "../proto/scenario.js";
+import { type BoundBasis, type RunBound, runBound, type VirtualTimeEvidence } from "./bounds.js";
 import type { ResolvedJob } from "./scenario.js";
 
 /**
@@ -116,24 +116,16 @@ export interface RunResult {
   /** with emulated links: every link direction's load, busiest first */
   links: LinkLoad[] | null;
   /**
-   * with emulated links, what limited the run: "link" when the busiest link
-   * direction was above LINK_BOUND_UTILIZATION, or a port tail-dropped (its
-   * buffer was full); "window" when no link was
-   * but every job's window is below its path's bandwidth-delay product and
-   * the job reached what that window allows (window / RTT, both by the
-   * model): the emulated network with that window limited it; "host" when
-   * neither (the host's CPU limited it, and the numbers are not the
-   * network's); null without links
+   * with emulated links, what limited the run (experiment/bounds.ts, RunBound:
+   * link, window, latency, switch, host, loss, compute; "host" in virtual
+   * time only when the modelled host processing dominates); null without links
    */
   bound: RunBound | null;
+  /** with links: the job that ended the run and the model's lower bounds on its time, the basis of `bound` */
+  boundBasis?: BoundBasis;
   /** why the run failed; its jobs are then empty */
   error?: string;
 }
-
-export type RunBound = "link" | "window" | "host";
-
-/** A link direction busier than this bounds a run. */
-export const LINK_BOUND_UTILIZATION = 0.9;
 
 /** One direction of one host's link over a run. */
 export interface LinkLoad {
@@ -187,52 +179,6 @@ export function linkLoads(
   }
   links.sort((a, b) => b.utilization - a.utilization);
   return links;
-}
-
-/**
- * The goodput per worker (MB/s) a job's window allows on its path by the
- * link model: a window of packets per round trip, the round trip being the
- * propagation and one packet's serialization on each hop (two hops for
- * NetReduce; four through the PS for ATP and PS), capped at the line rate.
- */
-export function windowLimitedMBps(job: ResolvedJob, links: Links): number {
-  const { rttMs, lineMBps } = pathModel(job, links);
-  const window =
-    job.mode === "netreduce" ? Math.min(job.window, Math.floor(job.regionSize / 2)) : job.window;
-  return Math.min(lineMBps, (window * 4 * job.elementsPerPacket) / rttMs / 1000);
-}
-
-/** A job's path by the link model: round trip (ms), payload goodput at the line rate (MB/s), packet bytes. */
-export function pathModel(job: ResolvedJob, links: Links) {
-  const link = linkParamsFor(links, { job: job.id, worker: 0 });
-  const packetBytes = 32 + 4 * job.elementsPerPacket;
-  const bytesPerMs = link.rateBitsPerSecond / 8 / 1000;
-  const hops = job.mode === "netreduce" ? 2 : 4;
-  return {
-    rttMs: hops * (link.delayMs + packetBytes / bytesPerMs),
-    lineMBps: (bytesPerMs * (4 * job.elementsPerPacket)) / packetBytes / 1000,
-    packetBytes,
-    bytesPerMs,
-  };
-}
-
-/** What limited a run with links (see RunResult.bound). */
-export function runBound(
-  links: readonly LinkLoad[],
-  jobs: readonly ResolvedJob[],
-  results: readonly JobResult[],
-  config: Links,
-): RunBound {
-  // A port that tail-dropped had its buffer full: that link was the bottleneck.
-  if ((links[0]?.utilization ?? 0) > LINK_BOUND_UTILIZATION || links.some((l) => l.drops > 0)) {
-    return "link";
-  }
-  const windowLimited = jobs.every((job, j) => {
-    const allowed = windowLimitedMBps(job, config);
-    const { lineMBps } = pathModel(job, config);
-    return allowed < LINK_BOUND_UTILIZATION * lineMBps && results[j].goodputMBps >= 0.7 * allowed;
-  });
-  return windowLimited ? "window" : "host";
 }
 
 /** All-reduce time over all-reduce plus compute time, over the iterations. */
@@ -409,9 +355,15 @@ export function runResult(
     warnings: string[];
     links: LinkLoad[] | null;
     linkSeries?: RunResult["linkSeries"];
+    /** the simulator's: what it models besides the links, and its measured stalls */
+    virtual?: VirtualTimeEvidence;
     error?: string;
   },
 ): RunResult {
+  const bound =
+    o.links === null || run.links === undefined
+      ? null
+      : runBound(o.links, jobs, jobResults, run.links, o.virtual);
   return {
     name: run.name,
     aggregators: run.aggregators,
@@ -424,10 +376,8 @@ export function runResult(
     warnings: o.warnings,
     links: o.links,
     ...(o.linkSeries === undefined ? {} : { linkSeries: o.linkSeries }),
-    bound:
-      o.links === null || run.links === undefined
-        ? null
-        : runBound(o.links, jobs, jobResults, run.links),
+    bound: bound?.bound ?? null,
+    ...(bound === null ? {} : { boundBasis: bound.basis }),
     ...(o.error === undefined ? {} : { error: o.error }),
   };
 }

@@ -1,5 +1,6 @@
 import type { Scenario } from "../proto/scenario.js";
-import { pathModel, type RunResult, windowLimitedMBps } from "./results.js";
+import { pathModel, windowLimitedMBps } from "./bounds.js";
+import type { RunResult } from "./results.js";
 import { resolveJobs } from "./scenario.js";
 
 /**
@@ -104,7 +105,7 @@ function psVsIna(runs: RunResult[]): ShapeReport {
 /**
  * Goodput against the window: about window x payload / RTT until window x
  * packet reaches rate x RTT (the bandwidth-delay product), then the line
- * rate (experiment/results.ts: pathModel, windowLimitedMBps).
+ * rate (experiment/bounds.ts: pathModel, windowLimitedMBps).
  */
 function windowKnee(scenario: Scenario, runs: RunResult[]): ShapeReport {
   const first = scenario.runs[0];

@@ -71,7 +71,7 @@ export function formatTable(runs: RunResult[]): string {
   ].join("\n");
 }
 
-/** What bound a run with links, and its busiest link direction. */
+/** What bound a run with links, its busiest link direction, and the critical job's largest lower bound. */
 export function describeBound(run: RunResult): string {
   const b = run.links?.[0];
   const busiest =
@@ -80,7 +80,12 @@ export function describeBound(run: RunResult): string {
       : `busiest ${b.host} ${b.direction} ${(100 * b.utilization).toFixed(0)}% of ${formatRate(b.rateBitsPerSecond)}` +
         (b.drops > 0 ? `, ${b.drops} drops` : "") +
         (b.marks > 0 ? `, ${b.marks} marks` : "");
-  return `${run.name}: ${run.bound}-bound (${busiest})`;
+  const basis = run.boundBasis;
+  const largest =
+    basis === undefined || basis.bounds.length === 0
+      ? ""
+      : `; ${basis.job}: ${basis.bounds[0].bound} ${basis.bounds[0].seconds.toFixed(3)} s of ${basis.seconds.toFixed(3)} s`;
+  return `${run.name}: ${run.bound}-bound (${busiest}${largest})`;
 }
 
 function formatRate(bitsPerSecond: number): string {

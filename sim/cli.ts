@@ -39,7 +39,9 @@ const spec = {
     "Every packet crosses its sender's link and the switch's port towards its receiver (rate, delay,\n" +
     "buffer, ECN, from the run's links; without links, only the processing times), and the switch\n" +
     "takes --switch-processing-ns per packet. The host's CPU and the kernel are not modelled:\n" +
-    "a run is bound by its links, its windows, or the processing times. The same scenario and\n" +
+    "a run is bound by its links, window, latency, loss, computation or processing times (bound:\n" +
+    "link, window, latency, loss, compute, switch, or host only with --host-processing-ns; see\n" +
+    "experiment/bounds.ts). The same scenario and\n" +
     "seed give the same result file, byte for byte. A scheduling scenario (with policies) runs\n" +
     "the real memory manager and control plane, once per policy, decisions at virtual times.\n" +
     "Exit codes: 0 every job verified, 1 not, 2 bad option or scenario.",

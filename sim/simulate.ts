@@ -29,6 +29,7 @@ import {
 } from "../worker/workload.js";
 import { Engine } from "./engine.js";
 import { HOST, PS_PORT, type Receiver, SimStar, workerPort } from "./network.js";
+import { StallClock } from "./stall.js";
 import { StreamCheck } from "./stream.js";
 
 /** The simulated hosts' costs and the clock of their timers. */
@@ -97,6 +98,8 @@ interface SimWorker {
   finishedAt: number;
   /** CPU is not modelled: a worker's all-reduce costs no host time */
   failure: string | null;
+  /** its time idle until a timer resent something (experiment/bounds.ts) */
+  stall: StallClock;
 }
 
 /**
@@ -153,7 +156,14 @@ export function simulateRun(
       const port = workerPort(j, w);
       const host = { job: job.id, worker: w };
       const up = portFor(host);
-      const transmit = star.toSwitch(port, up);
+      const stall = new StallClock();
+      const wire = star.toSwitch(port, up);
+      const transmit = {
+        send: (packet: Buffer) => {
+          stall.sent(engine.now);
+          wire.send(packet);
+        },
+      };
       const op: Collective = job.mode === "ring" ? job.operation : "allReduce";
       const core =
         job.mode === "ring"
@@ -227,9 +237,12 @@ export function simulateRun(
         startedAt: -1,
         finishedAt: -1,
         failure: null,
+        stall,
       };
       sim.receiver = (b, _from, now) => {
+        stall.enter(engine.now);
         sim.core.receive(b, now);
+        stall.end();
         settle(sim);
       };
       byPort.set(port, sim);
@@ -250,6 +263,7 @@ export function simulateRun(
     const job = jobs[w.job];
     w.running = true;
     const l = w.layer;
+    w.stall.enter(engine.now);
     if (w.core instanceof CollectiveCore) {
       w.core.begin(job.operation, w.inputs[l], w.outputs[l], nowMs(), job.root);
     } else if (w.check !== null) {
@@ -257,6 +271,7 @@ export function simulateRun(
     } else {
       w.core.begin(w.inputs[l], w.outputs[l], nowMs());
     }
+    w.stall.end();
     settle(w);
   };
   /** Starts layer `w.layer` once its gradient is ready (now, if it already is). */
@@ -335,6 +350,11 @@ export function simulateRun(
       ps: ps === null ? null : psReport(ps),
       warnings: [],
       links: loads,
+      virtual: {
+        switchProcessingNs: timing.switchProcessingNs,
+        hostProcessingNs: timing.hostProcessingNs,
+        stalledSeconds: workers.map((ws) => Math.max(...ws.map((w) => w.stall.stalledNs / 1e9))),
+      },
       ...(failures.length > 0
         ? {
             error: `worker ${failures[0].workerId} of ${jobs[failures[0].job].name}: ${failures[0].failure}`,
