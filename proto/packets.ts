@@ -297,6 +297,21 @@ export function writeFailed(
   );
 }
 
+/**
+ * A `keepalive` header (section 15): worker `workerId` of the job is alive.
+ * No payload; sent from the worker's bound address when it has sent nothing
+ * for its keepalive interval.
+ */
+export function writeKeepalive(
+  view: DataView,
+  at: number,
+  jobId: number,
+  workerId: number,
+  fanIn: number,
+): void {
+  writeHeader(view, at, PacketType.keepalive, 0, jobId, workerId, fanIn, 0, 0, 0, 0, 0, 0, 0);
+}
+
 /** A region packet's fields, by meaning. */
 export interface RegionPacket {
   jobId: number;

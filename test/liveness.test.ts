@@ -16,7 +16,7 @@ const job = { id: 7, mode: "netreduce" as const, fanIn: 3, offset: 0, regionSize
 const portOf = (w: number) => 5000 + w;
 const HOST = "127.0.0.1";
 
-function setup(extra: Record<string, unknown> = {}) {
+function setup(extra: Record<string, unknown> = { deadPeerS: 5 }) {
   const capture = captureTransmit();
   const core = new SwitchCore(
     parseSwitchConfig({ aggregators: 8, elementsPerAggregator: 4, jobs: [job], ...extra }),
@@ -94,6 +94,7 @@ describe("dead peers", () => {
           elementsPerAggregator: 4,
           jobs: [atp],
           parameterServer: { host: HOST, port: 9100 },
+          deadPeerS: 5,
         }),
         capture,
       );
