@@ -64,6 +64,9 @@ function defaultBindHost(switchHost: string): string {
 interface HostCore {
   receive(datagram: Buffer, now: number): void;
   tick(now: number): void;
+  nextKeepaliveAt(): number;
+  keepaliveDue(now: number): boolean;
+  sendKeepalive(now: number): void;
   readonly done: boolean;
   readonly failure: string | null;
 }
@@ -99,6 +102,8 @@ interface OpenedEndpoint<C extends HostCore> {
 class Endpoint<C extends HostCore> {
   socketErrors = 0;
   private timer: NodeJS.Timeout | null = null;
+  private keepaliveTimer: NodeJS.Timeout | null = null;
+  private closed = false;
   private finish: (() => void) | null = null;
 
   private readonly socket: SocketAsPromised;
@@ -130,6 +135,7 @@ class Endpoint<C extends HostCore> {
       // retransmission covers it, and a persistent fault ends in core.failure.
       this.socketErrors++;
     });
+    this.scheduleKeepalive();
   }
 
   /** Opens the socket and builds the core on it. */
@@ -195,6 +201,23 @@ class Endpoint<C extends HostCore> {
     };
   }
 
+  /**
+   * Keepalives between operations too (during one, the core's tick() sends
+   * them): a timer at the core's next due time, which does not keep the
+   * process alive. A blocked event loop sends none (README.md, "Dead peers").
+   */
+  private scheduleKeepalive(): void {
+    const at = this.core.nextKeepaliveAt();
+    if (this.closed || at === Number.POSITIVE_INFINITY) return;
+    const delay = Math.max(0, Math.min(at - performance.now(), 60_000));
+    this.keepaliveTimer = setTimeout(() => {
+      const now = performance.now();
+      if (this.core.keepaliveDue(now)) this.core.sendKeepalive(now);
+      this.scheduleKeepalive();
+    }, delay);
+    this.keepaliveTimer.unref();
+  }
+
   address(): AddressInfo {
     return this.socket.address();
   }
@@ -242,6 +265,9 @@ class Endpoint<C extends HostCore> {
    * at most a second), then closes the socket.
    */
   async close(): Promise<void> {
+    this.closed = true;
+    if (this.keepaliveTimer !== null) clearTimeout(this.keepaliveTimer);
+    this.keepaliveTimer = null;
     if (this.timer !== null) clearInterval(this.timer);
     this.timer = null;
     this.coalescer.flush();
