@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { setImmediate as tick } from "node:timers/promises";
+import { parseScenario, resolveJobs, switchConfigOf } from "../experiment/scenario.js";
 import { decodeHeader } from "../proto/codec.js";
-import { parseSwitchConfig } from "../proto/config.js";
+import { parseSwitchConfig, switchDeadPeerMs } from "../proto/config.js";
 import { bearer } from "../proto/control.js";
 import { DropReason } from "../proto/drops.js";
 import { writeKeepalive } from "../proto/packets.js";
@@ -483,6 +484,85 @@ describe("liveness never kills a healthy job (virtual time)", () => {
     assert.throws(
       () => simulateCores({ ...blocked, deadPeerS: 20 }),
       /the switch failed job 1: worker 1 stopped sending \(PSN \d+ waited 20\.\d s/,
+    );
+  });
+});
+
+describe("deadPeerS, per job and switch-wide", () => {
+  it("a switch config job's deadPeerS overrides the switch's; the switch's defaults to 60 s; deadPeerMs is the deprecated form", () => {
+    assert.equal(switchDeadPeerMs(parseSwitchConfig({ aggregators: 8 })), 60_000);
+    assert.equal(switchDeadPeerMs(parseSwitchConfig({ aggregators: 8, deadPeerS: 0.5 })), 500);
+    assert.equal(switchDeadPeerMs(parseSwitchConfig({ aggregators: 8, deadPeerMs: 2000 })), 2000);
+    assert.throws(
+      () => parseSwitchConfig({ aggregators: 8, deadPeerS: 2, deadPeerMs: 2000 }),
+      /deadPeerMs: give deadPeerS or the deprecated deadPeerMs, not both/,
+    );
+    assert.throws(
+      () => parseSwitchConfig({ aggregators: 8, jobs: [{ ...job, deadPeerS: -1 }] }),
+      /jobs\[0\]\.deadPeerS/,
+    );
+    // Job 7 waits 2 s, the switch 60 s: the job's rule wins.
+    const { core, failures, send } = setup({ jobs: [{ ...job, deadPeerS: 2 }] });
+    for (const w of [0, 1, 2]) send(w, 0, 0);
+    for (const w of [0, 1]) send(w, 1, 10);
+    core.tick(2100);
+    assert.match(failures[0] ?? "", /worker 2 stopped sending \(PSN 1 waited 2\.1 s/);
+    // 0: never.
+    const never = setup({ deadPeerS: 0 });
+    for (const w of [0, 1]) never.send(w, 1, 10);
+    never.core.tick(10_000_000);
+    assert.deepEqual(never.failures, []);
+    assert.equal(never.core.nextLivenessCheckAt(), Number.POSITIVE_INFINITY);
+  });
+
+  it("a control-plane submission and a scenario job carry their deadPeerS to the switch's rule", async () => {
+    const core = new SwitchCore(parseSwitchConfig({ aggregators: 16 }), captureTransmit());
+    const manager = new MemoryManager({ aggregators: 16, bytesPerAggregator: 1024, policy: "edf" });
+    const app = buildControlApp(
+      new ControlPlane({ manager, core, dataAddress: { host: HOST, port: 1 }, now: () => 0 }),
+    );
+    const submit = (id: number, extra: Record<string, unknown>) =>
+      app.inject({
+        method: "POST",
+        url: "/jobs",
+        payload: {
+          id,
+          class: "be",
+          mode: "netreduce",
+          workers: 2,
+          window: 2,
+          modelBytes: 64,
+          aggregators: 8,
+          ...extra,
+        },
+      });
+    assert.equal((await submit(3, { deadPeerS: 7.5 })).statusCode, 201);
+    assert.equal((await submit(4, {})).statusCode, 201);
+    assert.equal(core.job(3)?.deadPeerMs, 7500);
+    assert.equal(core.job(4)?.deadPeerMs, -1, "the switch's default");
+    assert.equal((await submit(5, { deadPeerS: -1 })).statusCode, 400);
+
+    const scenario = parseScenario({
+      name: "t",
+      runs: [
+        {
+          name: "r",
+          aggregators: 1024,
+          jobs: [
+            { mode: "netreduce", workers: 2, deadPeerS: 12 },
+            { mode: "atp", workers: 2 },
+          ],
+        },
+      ],
+    });
+    const run = scenario.runs[0];
+    const config = parseSwitchConfig({
+      ...switchConfigOf(run, resolveJobs(run, scenario.seed), scenario.seed),
+      parameterServer: { host: HOST, port: 1 },
+    });
+    assert.deepEqual(
+      config.jobs.map((j) => j.deadPeerS),
+      [12, undefined],
     );
   });
 });
