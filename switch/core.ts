@@ -367,8 +367,7 @@ export class SwitchCore {
         }
         break;
       case PacketType.keepalive:
-        job.counters.keepalives++;
-        this.heard(job, h.workerId, port, address);
+        this.keepalive(job, h, port, address);
         return;
     }
     this.dropPacket(DropReason.unexpectedType, job);
@@ -412,7 +411,11 @@ export class SwitchCore {
     // A worker's packet counts only from the address bound to (job, worker):
     // before it touches an aggregator, a region, a watermark, an address or
     // the worker's liveness.
-    if (fromWorker && !job.fromBoundHost(h.workerId, port, address)) {
+    if (
+      fromWorker &&
+      !job.fromBoundHost(h.workerId, port, address) &&
+      !(h.type === PacketType.keepalive && job.fromKeepaliveSocket(h.workerId, port, address))
+    ) {
       this.dropPacket(DropReason.wrongSource, job);
       return null;
     }
@@ -679,6 +682,24 @@ export class SwitchCore {
     }
     job.bindOnFirstUse(sender, port, address);
     this.heard(job, sender, port, address);
+  }
+
+  /**
+   * A worker's keepalive (section 15): a sign of life from its bound address
+   * or its registered keepalive socket; one from the bound address may
+   * register that socket's port (`aggregatorIndex`, 1..65535; 0: none).
+   */
+  private keepalive(job: JobState, h: PacketHeader, port: number, address: string): void {
+    const w = h.workerId;
+    job.counters.keepalives++;
+    if (job.hostPort[w] === port && job.hostAddress[w] === address) {
+      job.heardAt[w] = this.stats.lastPacketAt;
+      if (h.aggregatorIndex >= 1 && h.aggregatorIndex <= 0xffff) {
+        job.keepalivePort[w] = h.aggregatorIndex;
+      }
+    } else if (job.fromKeepaliveSocket(w, port, address)) {
+      job.heardAt[w] = this.stats.lastPacketAt;
+    }
   }
 
   /**

@@ -48,6 +48,11 @@ export class JobState {
   /** how long a peer the job waits for may be silent (ms; 0: never), or -1: the switch's default */
   readonly deadPeerMs: number;
   readonly hostPort = new Int32Array(MAX_FAN_IN).fill(-1);
+  /**
+   * the UDP port of each worker's keepalive socket, on its bound IP, as a
+   * keepalive from the bound address named it (section 15), or -1
+   */
+  readonly keepalivePort = new Int32Array(MAX_FAN_IN).fill(-1);
   readonly hostAddress: string[] = new Array(MAX_FAN_IN).fill("");
   /** the address each worker last said, with the `batches` flag, accepts datagrams of several packets */
   readonly batchesPort = new Int32Array(MAX_FAN_IN).fill(-1);
@@ -124,6 +129,15 @@ export class JobState {
     return bound < 0 || (bound === port && this.hostAddress[workerId] === address);
   }
 
+  /** Whether `address:port` is worker `workerId`'s registered keepalive socket (section 15). */
+  fromKeepaliveSocket(workerId: number, port: number, address: string): boolean {
+    return (
+      this.keepalivePort[workerId] === port &&
+      this.hostPort[workerId] >= 0 &&
+      this.hostAddress[workerId] === address
+    );
+  }
+
   /** After a packet of an unbound worker was accepted: its address is the worker's from now on. */
   bindOnFirstUse(workerId: number, port: number, address: string): void {
     if (this.hostPort[workerId] >= 0) return;
@@ -133,6 +147,9 @@ export class JobState {
 
   /** Binds worker `workerId`'s data address (the control plane, for a joining worker). */
   bindHost(workerId: number, port: number, address: string): void {
+    if (this.hostPort[workerId] !== port || this.hostAddress[workerId] !== address) {
+      this.keepalivePort[workerId] = -1;
+    }
     this.hostPort[workerId] = port;
     this.hostAddress[workerId] = address;
   }

@@ -293,6 +293,33 @@ describe("keepalive packets", () => {
     assert.equal(fresh.core.job(7)?.hostPort[1], portOf(1), "the real worker binds as before");
   });
 
+  it("a keepalive from the bound address registers the worker's keepalive socket; only its keepalives count", () => {
+    const { core, send } = setup();
+    for (const w of [0, 1, 2]) send(w, 0, 0);
+    const job7 = core.job(7);
+    const from = (w: number, port: number, at: number, address = HOST) => {
+      const bytes = keepalive(7, w, 3);
+      bytes.writeUInt32LE(port === 0 ? 0 : 9000 + w, 16); // aggregatorIndex: the socket's port
+      core.receive(bytes, port, address, at);
+    };
+    // A stranger cannot register a port for worker 2.
+    from(2, 6666, 100);
+    assert.equal(job7?.keepalivePort[2], -1);
+    // The worker's bound address registers its thread's socket, port 9002...
+    from(2, portOf(2), 200);
+    assert.equal(job7?.keepalivePort[2], 9002);
+    // ...whose keepalives count from the bound IP, and nothing else from there does.
+    core.receive(keepalive(7, 2, 3), 9002, HOST, 300);
+    assert.equal(job7?.heardAt[2], 300);
+    const drops = core.stats.drops[DropReason.wrongSource];
+    core.receive(contribution(job, 2, 1, [1]), 9002, HOST, 400);
+    core.receive(keepalive(7, 2, 3), 9002, "127.0.0.2", 400);
+    core.receive(keepalive(7, 1, 3), 9002, HOST, 400);
+    assert.equal(core.stats.drops[DropReason.wrongSource], drops + 3);
+    assert.equal(job7?.heardAt[2], 300);
+    assert.equal(job7?.heardAt[1], 0);
+  });
+
   it("a keepalive of a failed job is answered with the failed packet", () => {
     const { capture, core, failures, send } = setup();
     for (const w of [0, 1, 2]) send(w, 0, 0);

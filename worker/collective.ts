@@ -579,6 +579,11 @@ export class CollectiveCore {
     return this.keepalive.due(now);
   }
 
+  /** This worker also has a keepalive socket at `port` (WorkerCore's). */
+  useKeepaliveSocket(port: number): void {
+    this.keepalive.registerPort(port);
+  }
+
   /** Sends a keepalive (proto/README.md, section 15). */
   sendKeepalive(now: number): void {
     this.transmitPacket(this.keepalive.bytes, now);

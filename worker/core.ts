@@ -100,6 +100,7 @@ export class Keepalive {
   /** `now` of the latest packet sent to the switch */
   lastSentAt = Number.NEGATIVE_INFINITY;
   private readonly packet = Buffer.alloc(HEADER_BYTES);
+  private readonly view: DataView;
   readonly intervalMs: number;
 
   constructor(o: { jobId: number; workerId: number; fanIn: number; keepaliveMs?: number }) {
@@ -107,13 +108,13 @@ export class Keepalive {
     if (!(Number.isFinite(this.intervalMs) && this.intervalMs >= 0)) {
       throw new RangeError(`keepaliveMs must be >= 0, got ${o.keepaliveMs}`);
     }
-    writeKeepalive(
-      new DataView(this.packet.buffer, this.packet.byteOffset, HEADER_BYTES),
-      0,
-      o.jobId,
-      o.workerId,
-      o.fanIn,
-    );
+    this.view = new DataView(this.packet.buffer, this.packet.byteOffset, HEADER_BYTES);
+    writeKeepalive(this.view, 0, o.jobId, o.workerId, o.fanIn);
+  }
+
+  /** From now on every keepalive names `port`, the worker's keepalive socket (section 15). */
+  registerPort(port: number): void {
+    this.view.setUint32(Field.aggregatorIndex, port, true);
   }
 
   /** When the next keepalive is due (ms); +Infinity when keepalives are off. */
@@ -596,6 +597,15 @@ export class WorkerCore {
   /** Whether this worker has sent the switch nothing for its keepalive interval. */
   keepaliveDue(now: number): boolean {
     return this.keepalive.due(now);
+  }
+
+  /**
+   * This worker also has a keepalive socket at `port` on its IP (a thread's;
+   * worker/keepalive-thread.ts): its keepalives name it from now on, so the
+   * switch counts that socket's keepalives too.
+   */
+  useKeepaliveSocket(port: number): void {
+    this.keepalive.registerPort(port);
   }
 
   /** Sends a keepalive (proto/README.md, section 15): this worker is alive. */
