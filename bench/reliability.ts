@@ -198,7 +198,7 @@ async function startJob(
 ): Promise<{ sw: ChildNode; ps: ChildNode | null; workers: ChildNode[] }> {
   const config: Record<string, unknown> = {
     aggregators: 64,
-    deadPeerMs: 2000,
+    deadPeerS: 2,
     jobs: [{ id: 1, mode, fanIn: workers, offset: 0, regionSize: 32, window: 16 }],
   };
   let ps: ChildNode | null = null;

@@ -147,6 +147,7 @@ export function resolveJobs(run: ScenarioRun, scenarioSeed: number): ResolvedJob
       window: job.window,
       elementsPerPacket: job.elementsPerPacket,
       scaleBits: job.scaleBits,
+      ...(job.deadPeerS === undefined ? {} : { deadPeerS: job.deadPeerS }),
     };
     const rule: JobConfig =
       job.mode === "ps" || job.mode === "ring"

@@ -30,7 +30,7 @@ export function decodeHeader(
   out.version = view.getUint8(offset + Field.version);
   if (out.version !== PROTOCOL_VERSION) return DropReason.badVersion;
   out.type = view.getUint8(offset + Field.type);
-  if (out.type < PacketType.contribution || out.type > PacketType.failed) {
+  if (out.type < PacketType.contribution || out.type > PacketType.keepalive) {
     return DropReason.badType;
   }
   out.flags = view.getUint16(offset + Field.flags, true);
@@ -50,6 +50,10 @@ export function decodeHeader(
       return DropReason.badWorkerId;
     }
     if (out.elementCount === 0) return DropReason.emptyContribution;
+  } else if (out.type === PacketType.keepalive) {
+    // Only a worker of the job says it is alive, and it says nothing more.
+    if (out.workerId >= out.fanIn) return DropReason.badWorkerId;
+    if (out.elementCount !== 0) return DropReason.badLength;
   }
   out.psn = view.getUint32(offset + Field.psn, true);
   out.aggregatorIndex = view.getUint32(offset + Field.aggregatorIndex, true);

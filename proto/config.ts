@@ -159,6 +159,18 @@ export function windowPackets(window: WindowInput, elementsPerPacket: number): n
   return Math.min(MAX_WINDOW, Math.max(1, fit));
 }
 
+/**
+ * How long a peer a job waits for may stay silent before the switch fails the
+ * job (s), when neither the job nor the switch config says: longer than a
+ * blocked event loop, a GC pause, a checkpoint or a late start (tens of
+ * seconds), short enough that a real death is reported within about a
+ * minute (torch.distributed waits 30 minutes). README.md, "Dead peers".
+ */
+export const DEFAULT_DEAD_PEER_S = 60;
+
+/** A dead-peer timeout in seconds: 0 (never) to a day. */
+export const deadPeerSchema = z.number().min(0).max(86_400);
+
 const jobCommon = {
   id: z.int().min(0).max(0xffff),
   /** optional, for people: the switch labels the job's metrics with it (`ina_job_name`) */
@@ -173,6 +185,11 @@ const jobCommon = {
    */
   elementsPerPacket: z.int().min(1).max(MAX_ELEMENTS_PER_PACKET).optional(),
   scaleBits: z.int().min(0).max(MAX_SCALE_BITS).optional(),
+  /**
+   * the job fails once a peer it waits for has been silent this long (s;
+   * 0: never); default: the switch's (README.md, "Dead peers")
+   */
+  deadPeerS: deadPeerSchema.optional(),
 };
 
 /**
@@ -279,11 +296,14 @@ export const SwitchConfigSchema = z
     /** where ATP fallbacks and PS-mode traffic go; required when any job is "atp" or "ps" */
     parameterServer: HostPortSchema.optional(),
     /**
-     * a job fails when one of its aggregations waits this long (ms) for a
-     * worker while the others' contributions arrived, or a packet to the PS
-     * waits this long for an ack; 0: never (switch/liveness.ts)
+     * a job fails when one of its aggregations waits this long (s) for a
+     * worker that has been silent as long while the others' contributions
+     * arrived, or a packet to the PS waits this long for an ack; 0: never
+     * (switch/liveness.ts). The default of jobs that set no `deadPeerS`.
      */
-    deadPeerMs: z.int().min(0).max(3_600_000).default(5000),
+    deadPeerS: deadPeerSchema.optional(),
+    /** deprecated: `deadPeerS` in ms; not with `deadPeerS` */
+    deadPeerMs: z.int().min(0).max(86_400_000).optional(),
     /** emulated links (proto/links.ts); absent: packets go as fast as the host sends them */
     links: LinksSchema.optional(),
     faults: FaultConfigSchema.default({
@@ -293,6 +313,13 @@ export const SwitchConfigSchema = z
     }),
   })
   .superRefine((config, ctx) => {
+    if (config.deadPeerMs !== undefined && config.deadPeerS !== undefined) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["deadPeerMs"],
+        message: "give deadPeerS or the deprecated deadPeerMs, not both",
+      });
+    }
     if (config.links !== undefined) {
       for (const p of linkProblems(
         config.links,
@@ -368,6 +395,11 @@ export const SwitchConfigSchema = z
     });
   });
 export type SwitchConfig = z.infer<typeof SwitchConfigSchema>;
+
+/** The switch's dead-peer timeout for jobs that set none (ms; 0: never). */
+export function switchDeadPeerMs(config: Pick<SwitchConfig, "deadPeerS" | "deadPeerMs">): number {
+  return config.deadPeerMs ?? (config.deadPeerS ?? DEFAULT_DEAD_PEER_S) * 1000;
+}
 export type SwitchConfigInput = z.input<typeof SwitchConfigSchema>;
 
 /** One line per problem, each naming the field: `jobs[0].regionSize: ...`. */

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { windowSchema } from "./config.js";
+import { deadPeerSchema, windowSchema } from "./config.js";
 import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN, MAX_SCALE_BITS } from "./wire.js";
 
 /** The control plane's request bodies (see README.md, "Scheduling"): what an operator sends the switch. */
@@ -26,6 +26,11 @@ export const JobSubmitSchema = z.strictObject({
   /** the job's packet shape (refused otherwise): elements per packet and fixed-point scale */
   elementsPerPacket: z.int().min(1).max(MAX_ELEMENTS_PER_PACKET).optional(),
   scaleBits: z.int().min(0).max(MAX_SCALE_BITS).optional(),
+  /**
+   * the job fails once a worker it waits for has been silent this long (s;
+   * 0: never; default: the switch's deadPeerS, 60): README.md, "Dead peers"
+   */
+  deadPeerS: deadPeerSchema.optional(),
   /** asks for this many aggregators instead */
   aggregators: z
     .int()

@@ -300,6 +300,39 @@ export function writeFailed(
   );
 }
 
+/**
+ * A `keepalive` header (section 15): worker `workerId` of the job is alive.
+ * No payload; sent when the worker has sent nothing for its keepalive
+ * interval. From the worker's bound address it may name, in
+ * `aggregatorIndex`, the UDP port of the worker's keepalive socket on the
+ * same IP (`keepalivePort`; 0: none), whose keepalives then count too.
+ */
+export function writeKeepalive(
+  view: DataView,
+  at: number,
+  jobId: number,
+  workerId: number,
+  fanIn: number,
+  keepalivePort = 0,
+): void {
+  writeHeader(
+    view,
+    at,
+    PacketType.keepalive,
+    0,
+    jobId,
+    workerId,
+    fanIn,
+    0,
+    0,
+    keepalivePort,
+    0,
+    0,
+    0,
+    0,
+  );
+}
+
 /** A region packet's fields, by meaning. */
 export interface RegionPacket {
   jobId: number;

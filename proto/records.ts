@@ -57,6 +57,8 @@ export const JobCountersSchema = z.strictObject({
   toParameterServer: count,
   /** acks from the parameter server delivered to this job's workers */
   acks: count,
+  /** keepalives of the job's workers that passed admission (older switches report none) */
+  keepalives: count.default(0),
   /** `now` of the job's first and latest contribution, for throughput */
   firstContributionAt: z.number(),
   lastContributionAt: z.number(),

@@ -2,6 +2,7 @@ import { z } from "zod";
 import {
   COLLECTIVES,
   CONGESTION_CONTROLS,
+  deadPeerSchema,
   JOB_MODES,
   POLICIES,
   renamedFields,
@@ -92,6 +93,11 @@ const scenarioJob = z
       .default(0),
     /** seed of the job's gradients; defaults to the scenario's seed + id */
     seed: z.int().min(0).max(0xffffffff).optional(),
+    /**
+     * the switch fails the job once a peer it waits for has been silent this
+     * long (s; 0: never); default: the switch's, 60 (README.md, "Dead peers")
+     */
+    deadPeerS: deadPeerSchema.optional(),
     /**
      * the simulator's per-layer compute model: each iteration's backward pass
      * produces these layers' gradients in order, each after its backwardMs,

@@ -64,10 +64,17 @@ export const PacketType = {
    * `aggregatorIndex` how long it waited (ms). No payload.
    */
   failed: 6,
+  /**
+   * worker -> switch: the worker is alive (computing, waiting, blocked). Sent
+   * on its bound socket when it has sent nothing for a while; the switch
+   * counts it as a sign of life from the bound address and sends it nowhere.
+   * No payload.
+   */
+  keepalive: 7,
 } as const;
 export type PacketTypeValue = (typeof PacketType)[keyof typeof PacketType];
 /** Packet type values are below this: arrays indexed by type have this length. */
-export const PACKET_TYPE_COUNT = 7;
+export const PACKET_TYPE_COUNT = 8;
 export const PACKET_TYPE_NAMES: Record<number, string> = {
   1: "contribution",
   2: "result",
@@ -75,6 +82,7 @@ export const PACKET_TYPE_NAMES: Record<number, string> = {
   4: "forward",
   5: "region",
   6: "failed",
+  7: "keepalive",
 };
 
 export const Flag = {

@@ -54,6 +54,33 @@ export interface CoreSimOptions {
    * links, whose model is per packet and comes before coalescing.
    */
   packetsPerDatagram?: number;
+  /** the switch's dead-peer timeout (s; default the switch's, 60) */
+  deadPeerS?: number;
+  /** every worker's keepalive interval (ms; default 1000, 0: none) and give-up time (ms; default never) */
+  keepaliveMs?: number;
+  giveUpAfterMs?: number;
+  /**
+   * when worker `worker` of job `job` (indexes) begins call `call`, in ms
+   * after the call starts (a late start, a computation, a join); default 0
+   */
+  beginDelayMs?: (call: number, job: number, worker: number) => number;
+  /**
+   * the switch binds each worker's address as it begins, as the control
+   * plane does for a joining worker (else its first accepted packet does)
+   */
+  bindAtBegin?: boolean;
+  /**
+   * hosts stopped from `from` to `to` (virtual ms, or ms after call `call`
+   * starts; SIGSTOP, a blocked event loop): a stopped worker neither ticks
+   * nor receives, and what reaches a stopped host is delivered, in order,
+   * when it resumes
+   */
+  pauses?: Array<{
+    host: "ps" | { job: number; worker: number };
+    from: number;
+    to: number;
+    call?: number;
+  }>;
 }
 
 /** A job's workers after the simulation: their cores and tensors. */
@@ -114,6 +141,7 @@ export function simulateCores(o: CoreSimOptions): CoreSim {
     jobs: jobConfigs,
     parameterServer: { host: HOST, port: PS_PORT },
     faults: { seed: o.seed, ingress: o.rates, egress: o.rates },
+    ...(o.deadPeerS === undefined ? {} : { deadPeerS: o.deadPeerS }),
   });
   const engine = new Engine();
   const limits = { packets: o.packetsPerDatagram ?? 1, bytes: MAX_DATAGRAM_BYTES };
@@ -162,6 +190,43 @@ export function simulateCores(o: CoreSimOptions): CoreSim {
   );
   const { sw } = star;
   const ps = star.ps as PsCore;
+  // Stopped hosts: what reaches them waits, as in a stopped process's socket buffer.
+  const pauses = (o.pauses ?? []).map((p) =>
+    p.call === undefined ? { ...p } : { ...p, from: Number.POSITIVE_INFINITY, to: 0 },
+  );
+  const pauseOf = (host: "ps" | { job: number; worker: number }, now: number) =>
+    pauses.find(
+      (p) =>
+        (p.host === "ps"
+          ? host === "ps"
+          : host !== "ps" && p.host.job === host.job && p.host.worker === host.worker) &&
+        now >= p.from &&
+        now < p.to,
+    );
+  const holding = (
+    host: "ps" | { job: number; worker: number },
+    take: (bytes: Buffer, now: number) => void,
+  ) => {
+    const held: Buffer[] = [];
+    return (bytes: Buffer, now: number) => {
+      const pause = pauseOf(host, now);
+      if (pause === undefined) {
+        take(bytes, now);
+        return;
+      }
+      if (held.length === 0) {
+        engine.at(pause.to * 1e6, () => {
+          for (const b of held.splice(0)) take(b, pause.to);
+        });
+      }
+      held.push(Buffer.from(bytes));
+    };
+  };
+  if (pauses.some((p) => p.host === "ps")) {
+    const psReceive = ps.receive.bind(ps);
+    const psIn = holding("ps", (b) => psReceive(b, SWITCH_PORT, HOST));
+    ps.receive = (bytes: Buffer) => psIn(bytes, engine.now / 1e6);
+  }
 
   const jobs = o.jobs.map((job, j): CoreSimJobResult & { begin: (w: number) => void } => {
     const cfg = jobConfigs[j];
@@ -183,6 +248,8 @@ export function simulateCores(o: CoreSimOptions): CoreSim {
                 window: job.window,
                 elementsPerPacket: job.elementsPerPacket,
                 scaleBits: job.scaleBits ?? 20,
+                keepaliveMs: o.keepaliveMs,
+                giveUpAfterMs: o.giveUpAfterMs,
               },
               transmit,
             )
@@ -199,12 +266,15 @@ export function simulateCores(o: CoreSimOptions): CoreSim {
                 elementsPerPacket: job.elementsPerPacket,
                 scaleBits: job.scaleBits ?? 20,
                 congestionControl: job.congestionControl,
+                keepaliveMs: o.keepaliveMs,
+                giveUpAfterMs: o.giveUpAfterMs,
               },
               transmit,
             );
+      const take = holding({ job: j, worker: w }, (bytes, now) => core.receive(bytes, now));
       star.hosts.set(port, {
         down: portFor(),
-        receiver: (bytes, _from, nowMs) => core.receive(bytes, nowMs),
+        receiver: (bytes, _from, nowMs) => take(bytes, nowMs),
       });
       return core;
     });
@@ -221,6 +291,7 @@ export function simulateCores(o: CoreSimOptions): CoreSim {
     const begin = (w: number) => {
       const core = hosts[w];
       const now = engine.now / 1e6;
+      if (o.bindAtBegin === true) sw.job(cfg.id)?.bindHost(w, workerPort(j, w), HOST);
       if (core instanceof CollectiveCore) core.begin(op, inputs[w], outputs[w], now, job.root ?? 0);
       else core.begin(inputs[w], outputs[w], now);
     };
@@ -237,21 +308,42 @@ export function simulateCores(o: CoreSimOptions): CoreSim {
     };
   });
   const all = jobs.flatMap((job) => job.hosts);
-  const done = () => all.every((w) => w.done);
+  /** workers whose begin of the current call is still ahead (beginDelayMs) */
+  let beginsAhead = 0;
+  const done = () => beginsAhead === 0 && all.every((w) => w.done);
+  const paused = jobs.map((job, j) => job.hosts.map((_, w) => ({ job: j, worker: w })));
 
   for (const e of o.events ?? []) engine.at(e.at * 1e6, () => e.run(sw));
   let tickEvent: SimEvent | null = null;
   const tick = () => {
     const now = engine.now / 1e6;
     sw.tick(now);
-    for (const w of all) w.tick(now);
+    jobs.forEach((job, j) => {
+      job.hosts.forEach((w, i) => {
+        if (pauseOf(paused[j][i], now) === undefined) w.tick(now);
+      });
+    });
     tickEvent = engine.after(1e6, tick);
   };
   for (let call = 0; call < (o.calls ?? 1); call++) {
+    (o.pauses ?? []).forEach((p, i) => {
+      if (p.call !== call) return;
+      pauses[i].from = engine.now / 1e6 + p.from;
+      pauses[i].to = engine.now / 1e6 + p.to;
+    });
     for (const job of jobs) {
       for (const out of job.outputs) out.fill(Number.NaN);
       job.hosts.forEach((_, w) => {
-        job.begin(w);
+        const delay = o.beginDelayMs?.(call, jobs.indexOf(job), w) ?? 0;
+        if (delay <= 0) {
+          job.begin(w);
+          return;
+        }
+        beginsAhead++;
+        engine.after(delay * 1e6, () => {
+          beginsAhead--;
+          job.begin(w);
+        });
       });
     }
     flush();

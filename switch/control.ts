@@ -191,6 +191,7 @@ export class ControlPlane {
           regionSize: region.size,
           elementsPerPacket: job.spec.elementsPerPacket,
           scaleBits: job.spec.scaleBits,
+          deadPeerS: job.spec.deadPeerS,
         });
         state.current.epoch = region.epoch;
         core.installJob(state);
@@ -250,6 +251,7 @@ export class ControlPlane {
         window: body.window,
         elementsPerPacket: body.elementsPerPacket,
         scaleBits: body.scaleBits,
+        deadPeerS: body.deadPeerS,
       },
       now,
     );

@@ -1,5 +1,5 @@
 import { decodeHeader, forEachPacket, type PacketVisitor } from "../proto/codec.js";
-import type { SwitchConfig } from "../proto/config.js";
+import { type SwitchConfig, switchDeadPeerMs } from "../proto/config.js";
 import { DROP_REASON_COUNT, DropReason, type DropReasonValue } from "../proto/drops.js";
 import { describeFailure } from "../proto/failure.js";
 import type { LinkHost } from "../proto/links.js";
@@ -148,7 +148,7 @@ export class SwitchCore {
     private readonly transmit: Transmit,
   ) {
     this.aggregators = new AggregatorArray(config.aggregators, config.elementsPerAggregator);
-    this.liveness = new Liveness(this.aggregators, config.deadPeerMs);
+    this.liveness = new Liveness(this.aggregators, switchDeadPeerMs(config));
     this.regions = new RegionChanges(
       this.aggregators,
       {
@@ -279,6 +279,15 @@ export class SwitchCore {
     forEachPacket(datagram, datagram.length, MAX_DATAGRAM_BYTES, this.walk);
   }
 
+  /**
+   * When the dead-peer check next needs the clock (ms; +Infinity: nothing
+   * waits): tick() at or after then, and again after any receive() (a
+   * contribution or a packet to the PS may bring it forward).
+   */
+  nextLivenessCheckAt(): number {
+    return this.liveness.nextCheckAt(this.jobs);
+  }
+
   /** Lets held-back packets go when traffic pauses; call every few ms. */
   tick(now: number): void {
     this.faults.release();
@@ -357,6 +366,9 @@ export class SwitchCore {
           return;
         }
         break;
+      case PacketType.keepalive:
+        this.keepalive(job, h, port, address);
+        return;
     }
     this.dropPacket(DropReason.unexpectedType, job);
   }
@@ -377,7 +389,10 @@ export class SwitchCore {
       }
       // A worker that missed the news of its job's failure hears it now.
       this.dropPacket(DropReason.jobFailed, null);
-      if (h.type === PacketType.contribution && h.workerId !== WORKER_ID_NONE) {
+      if (
+        (h.type === PacketType.contribution || h.type === PacketType.keepalive) &&
+        h.workerId !== WORKER_ID_NONE
+      ) {
         this.writeFailure(failed);
         this.emit(this.failurePacket, port, address);
       }
@@ -390,16 +405,23 @@ export class SwitchCore {
     }
     const fromWorker =
       h.workerId < job.fanIn &&
-      (h.type === PacketType.contribution || h.type === PacketType.forward);
+      (h.type === PacketType.contribution ||
+        h.type === PacketType.forward ||
+        h.type === PacketType.keepalive);
     // A worker's packet counts only from the address bound to (job, worker):
-    // before it touches an aggregator, a region, a watermark or an address.
-    if (fromWorker && !job.fromBoundHost(h.workerId, port, address)) {
+    // before it touches an aggregator, a region, a watermark, an address or
+    // the worker's liveness.
+    if (
+      fromWorker &&
+      !job.fromBoundHost(h.workerId, port, address) &&
+      !(h.type === PacketType.keepalive && job.fromKeepaliveSocket(h.workerId, port, address))
+    ) {
       this.dropPacket(DropReason.wrongSource, job);
       return null;
     }
-    if (h.workerId < job.fanIn) job.heardAt[h.workerId] = this.stats.lastPacketAt;
     if (
       fromWorker &&
+      h.type !== PacketType.keepalive &&
       (h.flags & Flag.batches) !== 0 &&
       (job.batchesPort[h.workerId] !== port || job.batchesAddress[h.workerId] !== address)
     ) {
@@ -443,6 +465,7 @@ export class SwitchCore {
     const counters = job.counters;
     const now = this.stats.lastPacketAt;
     counters.contributions++;
+    this.heard(job, h.workerId, port, address);
     counters.bytesIn += packet.length;
     if (counters.firstContributionAt < 0) counters.firstContributionAt = now;
     counters.lastContributionAt = now;
@@ -450,6 +473,7 @@ export class SwitchCore {
     if (job.mode === "ps") {
       // Parameter-server baseline: the switch is a plain forwarder.
       job.bindOnFirstUse(h.workerId, port, address);
+      this.heard(job, h.workerId, port, address);
       this.toParameterServer(job, packet, Flag.toPs);
       return;
     }
@@ -497,6 +521,7 @@ export class SwitchCore {
     // An unbound worker's address is taken only from a contribution the
     // program accepted, so a stray packet cannot divert its results.
     job.bindOnFirstUse(h.workerId, port, address);
+    this.heard(job, h.workerId, port, address);
     // Only an accepted PSN may move the switchover of a region change: a
     // stray far-ahead one must not keep the old region from draining.
     if (h.psn > job.maxPsn) job.maxPsn = h.psn;
@@ -551,6 +576,7 @@ export class SwitchCore {
     }
     if (outcome.reclaimed) counters.leaseReclaims++;
     job.bindOnFirstUse(h.workerId, port, address);
+    this.heard(job, h.workerId, port, address);
     if (h.psn > job.maxPsn) job.maxPsn = h.psn;
     if (outcome.freedStale) counters.staleFreed++;
     if (aggregate !== null) {
@@ -655,6 +681,36 @@ export class SwitchCore {
       this.emit(packet, job.hostPort[destination], job.hostAddress[destination]);
     }
     job.bindOnFirstUse(sender, port, address);
+    this.heard(job, sender, port, address);
+  }
+
+  /**
+   * A worker's keepalive (section 15): a sign of life from its bound address
+   * or its registered keepalive socket; one from the bound address may
+   * register that socket's port (`aggregatorIndex`, 1..65535; 0: none).
+   */
+  private keepalive(job: JobState, h: PacketHeader, port: number, address: string): void {
+    const w = h.workerId;
+    job.counters.keepalives++;
+    if (job.hostPort[w] === port && job.hostAddress[w] === address) {
+      job.heardAt[w] = this.stats.lastPacketAt;
+      if (h.aggregatorIndex >= 1 && h.aggregatorIndex <= 0xffff) {
+        job.keepalivePort[w] = h.aggregatorIndex;
+      }
+    } else if (job.fromKeepaliveSocket(w, port, address)) {
+      job.heardAt[w] = this.stats.lastPacketAt;
+    }
+  }
+
+  /**
+   * A sign of life of worker `w` (a contribution, forward or keepalive the
+   * switch accepted): it counts only from the worker's bound address, so a
+   * stranger's packet, or an unbound worker's keepalive, keeps no one alive.
+   */
+  private heard(job: JobState, w: number, port: number, address: string): void {
+    if (job.hostPort[w] === port && job.hostAddress[w] === address) {
+      job.heardAt[w] = this.stats.lastPacketAt;
+    }
   }
 
   private multicast(job: JobState, packet: Buffer, except: number): void {

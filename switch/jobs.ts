@@ -39,9 +39,20 @@ export class JobState {
   readonly scaleBits: number;
   /** when a packet went to the PS with no ack since (ms), or -1: the PS's liveness */
   awaitingAckSince = -1;
-  /** when each worker was last heard from, from its bound address (ms) */
+  /**
+   * when each worker last gave a sign of life (ms): a contribution, forward
+   * or keepalive the switch accepted from the worker's bound address
+   * (SwitchCore.heard); never a stranger's packet
+   */
   readonly heardAt = new Float64Array(MAX_FAN_IN);
+  /** how long a peer the job waits for may be silent (ms; 0: never), or -1: the switch's default */
+  readonly deadPeerMs: number;
   readonly hostPort = new Int32Array(MAX_FAN_IN).fill(-1);
+  /**
+   * the UDP port of each worker's keepalive socket, on its bound IP, as a
+   * keepalive from the bound address named it (section 15), or -1
+   */
+  readonly keepalivePort = new Int32Array(MAX_FAN_IN).fill(-1);
   readonly hostAddress: string[] = new Array(MAX_FAN_IN).fill("");
   /** the address each worker last said, with the `batches` flag, accepts datagrams of several packets */
   readonly batchesPort = new Int32Array(MAX_FAN_IN).fill(-1);
@@ -65,6 +76,7 @@ export class JobState {
     acksWithoutMatch: 0,
     toParameterServer: 0,
     acks: 0,
+    keepalives: 0,
     firstContributionAt: -1,
     lastContributionAt: -1,
   };
@@ -79,6 +91,7 @@ export class JobState {
     this.elementsPerPacket = config.elementsPerPacket ?? 0;
     this.quota = config.mode === "atp" ? (config.quota ?? 0) : 0;
     this.scaleBits = config.scaleBits ?? -1;
+    this.deadPeerMs = config.deadPeerS === undefined ? -1 : config.deadPeerS * 1000;
     this.fullBitmap = config.fanIn === 32 ? 0xffffffff : (1 << config.fanIn) - 1;
   }
 
@@ -116,6 +129,15 @@ export class JobState {
     return bound < 0 || (bound === port && this.hostAddress[workerId] === address);
   }
 
+  /** Whether `address:port` is worker `workerId`'s registered keepalive socket (section 15). */
+  fromKeepaliveSocket(workerId: number, port: number, address: string): boolean {
+    return (
+      this.keepalivePort[workerId] === port &&
+      this.hostPort[workerId] >= 0 &&
+      this.hostAddress[workerId] === address
+    );
+  }
+
   /** After a packet of an unbound worker was accepted: its address is the worker's from now on. */
   bindOnFirstUse(workerId: number, port: number, address: string): void {
     if (this.hostPort[workerId] >= 0) return;
@@ -125,6 +147,9 @@ export class JobState {
 
   /** Binds worker `workerId`'s data address (the control plane, for a joining worker). */
   bindHost(workerId: number, port: number, address: string): void {
+    if (this.hostPort[workerId] !== port || this.hostAddress[workerId] !== address) {
+      this.keepalivePort[workerId] = -1;
+    }
     this.hostPort[workerId] = port;
     this.hostAddress[workerId] = address;
   }

@@ -33,6 +33,8 @@ export interface JobSpec {
   /** the job's packet shape, when given: the switch refuses other shapes */
   elementsPerPacket?: number;
   scaleBits?: number;
+  /** the job's dead-peer timeout (s; switch/liveness.ts), when it sets one */
+  deadPeerS?: number;
 }
 
 export type JobStatus = "queued" | "running" | "finished" | "cancelled" | "rejected" | "failed";

@@ -120,6 +120,11 @@ export function createSwitchMetrics(
       "toParameterServer",
       "Packets of the job sent to the PS",
     ],
+    [
+      "ina_switch_keepalives_total",
+      "keepalives",
+      "Keepalives of the job's workers the switch took (from the bound address, or of an unbound worker)",
+    ],
   ];
   for (const [name, field, help] of jobCounters) {
     counterFrom(registry, name, help, JOB_LABELS, perJob(field));

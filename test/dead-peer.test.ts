@@ -14,24 +14,42 @@ import {
 import { ChildNode } from "../runner/processes.js";
 import { SCRIPTS } from "../runner/run.js";
 
-/** A worker killed mid-job, as real processes: its peers hear of it from the switch and say who died. */
-describe("dead peers, as real processes", () => {
+/**
+ * Peers killed or stopped mid-job, as real processes (README.md, "Dead
+ * peers"): a stopped worker is waited for, a killed one, a killed PS and a
+ * killed switch are reported to every survivor with the right cause within
+ * the bound. The cases run at once, each with its own switch, to keep the
+ * wall time down; every child is stopped by its PID at the end.
+ */
+describe("dead peers, as real processes", { concurrency: true }, () => {
   const children: ChildNode[] = [];
-  let dir = "";
+  const dirs: string[] = [];
   after(async () => {
     await Promise.all(children.map((c) => c.stop()));
-    if (dir !== "") await rm(dir, { recursive: true, force: true });
+    await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
   });
+  /** Bound of a death's report with deadPeerS 2: 2 s + a 0.25 s scan, and slack for a busy host. */
+  const REPORT_BOUND_S = 15;
 
-  it("kill -9 one worker: the others exit 1 naming it, well before any timeout, and the switch counts the failure", async () => {
-    dir = await mkdtemp(join(tmpdir(), "ina-dead-"));
+  it("kill -9 one worker: the others exit 1 naming it within the bound, and the switch counts the failure", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "ina-dead-"));
+    dirs.push(dir);
     const config = join(dir, "switch.json");
     await writeFile(
       config,
       JSON.stringify({
         aggregators: 64,
-        deadPeerMs: 2000,
-        jobs: [{ id: 1, mode: "netreduce", fanIn: 3, offset: 0, regionSize: 32, window: 16 }],
+        jobs: [
+          {
+            id: 1,
+            mode: "netreduce",
+            fanIn: 3,
+            offset: 0,
+            regionSize: 32,
+            window: 16,
+            deadPeerS: 2,
+          },
+        ],
       }),
     );
     const sw = new ChildNode("switch", SCRIPTS.switch, ["--config", config]);
@@ -63,8 +81,8 @@ describe("dead peers, as real processes", () => {
       assert.match(w.stderr, /the switch failed job 1: worker 2 stopped sending/);
     }
     const seconds = (Date.now() - killedAt) / 1000;
-    console.log(`survivors exited ${seconds.toFixed(1)} s after the kill (deadPeerMs 2000)`);
-    assert.ok(seconds < 20, `took ${seconds} s`);
+    console.log(`survivors exited ${seconds.toFixed(1)} s after the kill (deadPeerS 2)`);
+    assert.ok(seconds < REPORT_BOUND_S, `took ${seconds} s`);
     await sw.stop();
     const stats = sw.recordsOf(SwitchStatsSchema).find((r) => r.final === true);
     assert.equal(stats?.jobsFailed, 1);
@@ -87,6 +105,7 @@ describe("dead peers, as real processes", () => {
           modelBytes: 4 << 20,
           aggregators: 32,
           window: 16,
+          deadPeerS: 2,
         }),
       });
       const text = await r.text();
@@ -155,12 +174,17 @@ describe("dead peers, as real processes", () => {
   });
 
   /** A 2-worker job of `mode` on a config file, its workers on a slow NIC, started and past their first results. */
-  async function runningJob(mode: "netreduce" | "atp", workerArgs: string[] = []) {
+  async function runningJob(
+    mode: "netreduce" | "atp",
+    workerArgs: string[] = [],
+    job: Record<string, unknown> = { deadPeerS: 2 },
+    fanIn = 2,
+  ) {
     const jobDir = await mkdtemp(join(tmpdir(), "ina-dead-"));
+    dirs.push(jobDir);
     const config: Record<string, unknown> = {
       aggregators: 64,
-      deadPeerMs: 2000,
-      jobs: [{ id: 1, mode, fanIn: 2, offset: 0, regionSize: 32, window: 16 }],
+      jobs: [{ id: 1, mode, fanIn, offset: 0, regionSize: 32, window: 16, ...job }],
     };
     let ps: ChildNode | null = null;
     if (mode === "atp") {
@@ -174,10 +198,11 @@ describe("dead peers, as real processes", () => {
     const sw = new ChildNode("switch", SCRIPTS.switch, ["--config", join(jobDir, "switch.json")]);
     children.push(sw);
     const ready = await sw.waitFor(SwitchReadySchema, 15_000);
-    const workers = [0, 1].map((w) => {
+    const workers = Array.from({ length: fanIn }, (_, w) => {
       const child = new ChildNode(`worker ${w}`, SCRIPTS.worker, [
         ...["--switch", `127.0.0.1:${ready.dataPort}`, "--mode", mode, "--worker", String(w)],
-        ...["--fan-in", "2", "--region-size", "32", "--window", "16", "--tensor-bytes", "4MiB"],
+        ...["--fan-in", String(fanIn), "--region-size", "32", "--window", "16"],
+        ...["--tensor-bytes", "4MiB"],
         ...["--link-rate", "5Mbps", "--wait-go", "--progress-ms", "100", ...workerArgs],
       ]);
       children.push(child);
@@ -201,9 +226,9 @@ describe("dead peers, as real processes", () => {
       assert.equal(await w.waitExit(60_000), 1, w.stderr);
       assert.match(w.stderr, /the switch failed job 1: the parameter server is unreachable/);
     }
-    console.log(
-      `workers exited ${((Date.now() - killedAt) / 1000).toFixed(1)} s after the PS was killed`,
-    );
+    const seconds = (Date.now() - killedAt) / 1000;
+    console.log(`workers exited ${seconds.toFixed(1)} s after the PS was killed (deadPeerS 2)`);
+    assert.ok(seconds < REPORT_BOUND_S, `took ${seconds} s`);
     await rm(jobDir, { recursive: true, force: true });
   });
 
@@ -220,9 +245,30 @@ describe("dead peers, as real processes", () => {
       assert.match(w.stderr, /no answer from the switch at 127\.0\.0\.1:\d+ for [2-6] s/);
       assert.match(w.stderr, /error: .*no answer from the switch for 6\.0 s/);
     }
+    const seconds = (Date.now() - killedAt) / 1000;
     console.log(
-      `workers gave up ${((Date.now() - killedAt) / 1000).toFixed(1)} s after the switch was killed`,
+      `workers gave up ${seconds.toFixed(1)} s after the switch was killed (give-up 6 s)`,
     );
+    assert.ok(seconds >= 5 && seconds < 6 + REPORT_BOUND_S, `took ${seconds} s`);
+    await rm(jobDir, { recursive: true, force: true });
+  });
+
+  it("a worker stopped (SIGSTOP) for 7 s is waited for: every worker finishes exact, the default deadPeerS and give-up", async () => {
+    const { sw, workers, dir: jobDir } = await runningJob("netreduce", [], {}, 3);
+    const stopped = workers[1];
+    stopped.child.kill("SIGSTOP");
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 7000));
+    } finally {
+      stopped.child.kill("SIGCONT");
+    }
+    for (const w of workers) {
+      assert.equal((await w.waitFor(WorkerResultSchema, 120_000)).verified, true, w.stderr);
+      assert.equal(await w.waitExit(30_000), 0, w.stderr);
+    }
+    await sw.stop();
+    const stats = sw.recordsOf(SwitchStatsSchema).find((r) => r.final === true);
+    assert.equal(stats?.jobsFailed, 0);
     await rm(jobDir, { recursive: true, force: true });
   });
 });

@@ -211,6 +211,57 @@ describe("worker and switch over a simulated network", () => {
     assert.match(core.failure ?? "", /no result for PSN 0 after 3 sends/);
   });
 
+  it("with giveUpAfterMs, maxSendsPerPacket gives up only once the PSN has waited that long too", () => {
+    const core = smallWorker({ maxSendsPerPacket: 3, giveUpAfterMs: 20_000 }, () => {});
+    core.begin(new Float32Array(4), new Float32Array(4), 0);
+    // The switch is there (a region packet of the same epoch), but PSN 0 gets no result:
+    // a peer stopped for a while, which the switch waits out.
+    const region = packet(
+      {
+        type: PacketType.region,
+        jobId: 1,
+        fanIn: 2,
+        workerId: 0xffff,
+        aggregatorIndex: 0,
+        bitmap: 4,
+      },
+      [],
+    );
+    for (let t = 1; t < 20; t++) {
+      core.receive(region, t * 1000);
+      core.tick(t * 1000 + 1);
+    }
+    assert.equal(core.done, false, "many more than 3 sends, but only 19 s");
+    // Given up at the first timeout from 20 s on (the RTO has backed off to 2 s).
+    for (let t = 20_000; t <= 22_100 && !core.done; t += 100) core.tick(t);
+    assert.equal(core.done, true);
+    assert.match(core.failure ?? "", /no result for PSN [01] after \d+ sends over 2[0-2]\.\d s/);
+  });
+
+  it("sends a keepalive when it has sent nothing for keepaliveMs, between all-reduces too", () => {
+    const sent: Buffer[] = [];
+    const core = smallWorker({}, (p) => sent.push(Buffer.from(p)));
+    core.tick(0);
+    assert.equal(sent.length, 1, "nothing sent yet: a keepalive at once");
+    assert.deepEqual(
+      [sent[0][1], sent[0].readUInt16LE(6), sent[0].length],
+      [PacketType.keepalive, 0, 32],
+    );
+    assert.equal(core.nextKeepaliveAt(), 1000);
+    core.tick(999);
+    assert.equal(sent.length, 1);
+    assert.equal(core.keepaliveDue(1000), true);
+    core.tick(1000);
+    assert.equal(sent.length, 2);
+    // Contributions are signs of life: they put the next keepalive off.
+    core.begin(new Float32Array(4), new Float32Array(4), 1500);
+    assert.equal(core.nextKeepaliveAt(), 2500);
+    const off = smallWorker({ keepaliveMs: 0 }, (p) => sent.push(p));
+    off.tick(10_000);
+    assert.equal(off.nextKeepaliveAt(), Number.POSITIVE_INFINITY);
+    assert.equal(sent.length, 4, "only the two contributions of the first worker");
+  });
+
   it("gives up after giveUpAfterMs without an answer, and any answer restarts the wait", () => {
     const core = smallWorker({ giveUpAfterMs: 5000, maxSendsPerPacket: 1e6 }, () => {});
     core.begin(new Float32Array(8), new Float32Array(8), 0);

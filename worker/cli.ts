@@ -222,8 +222,18 @@ const spec = {
     "give-up-s": {
       type: "string",
       valueName: "S",
-      description: "fail (exit 1) when the switch has not answered for this long (0: never)",
-      defaultText: "60",
+      description:
+        "fail (exit 1) when the switch has not answered for this long (0: never); keep it\n" +
+        "above the job's deadPeerS (default 60), so a dead peer is reported as such",
+      defaultText: "90",
+    },
+    "keepalive-ms": {
+      type: "string",
+      valueName: "MS",
+      description:
+        "after this long without sending the switch anything, send a keepalive: the\n" +
+        "switch knows this worker is alive while it computes or waits (0: never)",
+      defaultText: "1000",
     },
     credential: {
       type: "string",
@@ -293,7 +303,8 @@ const spec = {
       joinTimeoutS: z.coerce.number().positive().max(86_400).default(600),
       credential: z.string().min(1).optional(),
       warnAfterS: z.coerce.number().min(0).max(86_400).default(5),
-      giveUpS: z.coerce.number().min(0).max(86_400).default(60),
+      giveUpS: z.coerce.number().min(0).max(86_400).default(90),
+      keepaliveMs: cliInt(0, 3_600_000).default(1000),
       progressMs: cliInt(0, 3_600_000).default(500),
       metricsPort: cliInt(0, 65535).default(0),
       lingerMs: cliInt(0, 3_600_000).default(0),
@@ -605,6 +616,7 @@ await runCli(spec, async (o) => {
     scaleBits: o.scaleBits,
     rtoFloorMs: o.rtoFloorMs,
     giveUpAfterMs: o.giveUpS * 1000,
+    keepaliveMs: o.keepaliveMs,
     link: workerLink(o),
     switchHost: p.switchHost,
     switchPort: p.switchPort,
@@ -626,6 +638,7 @@ await runCli(spec, async (o) => {
           scaleBits: o.scaleBits,
           rtoFloorMs: o.rtoFloorMs,
           giveUpAfterMs: o.giveUpS * 1000,
+          keepaliveMs: o.keepaliveMs,
           congestionControl: o.congestionControl,
           link: workerLink(o),
           switchHost: p.switchHost,

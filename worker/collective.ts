@@ -22,7 +22,7 @@ import {
   PacketType,
 } from "../proto/wire.js";
 import { PacketSlots } from "../runtime/slots.js";
-import type { WorkerStats, WorkerTransmit } from "./core.js";
+import { Keepalive, packetGivenUp, type WorkerStats, type WorkerTransmit } from "./core.js";
 
 /**
  * Host-based collectives over the switch's forwarding (proto/README.md,
@@ -63,6 +63,8 @@ export interface CollectiveOptions {
   gapFloorMs?: number;
   /** a collective that hears nothing for this long fails (ms; 0: never) */
   giveUpAfterMs?: number;
+  /** keepalive interval while nothing else is sent (ms; default 1000, 0: never), as WorkerCore's */
+  keepaliveMs?: number;
 }
 
 /**
@@ -116,6 +118,8 @@ class OutStream {
   newestDone = -1;
   readonly slots: PacketSlots;
   readonly sentAt: Float64Array;
+  /** when each slot's packet was first sent (packetGivenUp) */
+  readonly firstSentAt: Float64Array;
   readonly sends: Uint32Array;
   /** acknowledgements still missing, per slot: a bit per receiver */
   readonly awaiting: Uint32Array;
@@ -129,6 +133,7 @@ class OutStream {
   ) {
     this.slots = new PacketSlots(window, elementsPerPacket);
     this.sentAt = new Float64Array(window);
+    this.firstSentAt = new Float64Array(window);
     this.sends = new Uint32Array(window);
     this.awaiting = new Uint32Array(window);
   }
@@ -170,6 +175,8 @@ export class CollectiveCore {
   private helloConfirmed = false;
   private helloSentAt = -1;
   private lastHeardAt = 0;
+  /** keepalives while nothing else is sent (WorkerCore's) */
+  private readonly keepalive: Keepalive;
   /** the last timeout resent only a probe (see WorkerCore) */
   private probing = false;
   private readonly rtt: RttEstimator;
@@ -229,6 +236,7 @@ export class CollectiveCore {
       rtoMs: o.rtoInitialMs,
     };
     this.rtt = new RttEstimator(o, this.stats);
+    this.keepalive = new Keepalive(o);
   }
 
   get done(): boolean {
@@ -561,8 +569,32 @@ export class CollectiveCore {
     this.finishIfDone();
   }
 
-  /** Retransmits what timed out, and the hello until the switch echoes it; call every few ms. */
+  /** When this worker's next keepalive is due (ms; +Infinity: off), as WorkerCore's. */
+  nextKeepaliveAt(): number {
+    return this.keepalive.nextAt();
+  }
+
+  /** Whether this worker has sent the switch nothing for its keepalive interval. */
+  keepaliveDue(now: number): boolean {
+    return this.keepalive.due(now);
+  }
+
+  /** This worker also has a keepalive socket at `port` (WorkerCore's). */
+  useKeepaliveSocket(port: number): void {
+    this.keepalive.registerPort(port);
+  }
+
+  /** Sends a keepalive (proto/README.md, section 15). */
+  sendKeepalive(now: number): void {
+    this.transmitPacket(this.keepalive.bytes, now);
+  }
+
+  /**
+   * Retransmits what timed out, the hello until the switch echoes it, and
+   * keepalives; call every few ms.
+   */
   tick(now: number): void {
+    if (this.keepaliveDue(now)) this.sendKeepalive(now);
     if (!this.active) return;
     const giveUp = this.options.giveUpAfterMs ?? 0;
     if (giveUp > 0 && now - this.lastHeardAt >= giveUp) {
@@ -584,7 +616,7 @@ export class CollectiveCore {
       for (let i = s.base; i < s.next; i++) {
         const slot = i % window;
         if (s.awaiting[slot] !== 0 && now - s.sentAt[slot] >= rto) {
-          if (s.sends[slot] >= this.options.maxSendsPerPacket) {
+          if (packetGivenUp(s.sends[slot], now - s.firstSentAt[slot], this.options)) {
             this.fail(
               `no acknowledgement from worker(s) 0x${s.awaiting[slot].toString(16)} for PSN ${this.callBase + i} after ${s.sends[slot]} sends`,
             );
@@ -688,7 +720,8 @@ export class CollectiveCore {
     s.awaiting[slot] = s.receivers;
     s.sends[slot] = 1;
     s.sentAt[slot] = now;
-    this.transmitPacket(s.slots.packet(slot, count));
+    s.firstSentAt[slot] = now;
+    this.transmitPacket(s.slots.packet(slot, count), now);
   }
 
   private resend(s: OutStream, slot: number, now: number): void {
@@ -698,17 +731,18 @@ export class CollectiveCore {
     s.sends[slot]++;
     s.sentAt[slot] = now;
     this.stats.retransmissions++;
-    this.transmitPacket(s.slots.packet(slot, view.getUint16(at + Field.elementCount, true)));
+    this.transmitPacket(s.slots.packet(slot, view.getUint16(at + Field.elementCount, true)), now);
   }
 
   /** An acknowledgement of `psn` to `to`, or (to = this worker) a hello: a forward with no payload. */
-  private sendControl(to: number, psn: number, _now: number): void {
+  private sendControl(to: number, psn: number, now: number): void {
     const o = this.options;
     writeRingControl(this.controlView, 0, Flag.batches, o.jobId, o.workerId, o.fanIn, psn, to);
-    this.transmitPacket(this.control);
+    this.transmitPacket(this.control, now);
   }
 
-  private transmitPacket(packet: Buffer): void {
+  private transmitPacket(packet: Buffer, now: number): void {
+    this.keepalive.lastSentAt = now;
     this.stats.packetsSent++;
     this.stats.bytesSent += packet.length;
     this.transmit.send(packet);

@@ -10,6 +10,7 @@ import {
   readFailed,
   readRegion,
   writeContribution,
+  writeKeepalive,
 } from "../proto/packets.js";
 import {
   emptyHeader,
@@ -47,7 +48,11 @@ export interface WorkerCoreOptions {
   rtoInitialMs: number;
   rtoFloorMs: number;
   rtoMaxMs: number;
-  /** sends of one PSN after which the all-reduce fails instead of retrying forever */
+  /**
+   * sends of one PSN after which the all-reduce fails instead of retrying
+   * forever; with giveUpAfterMs, only once the PSN has also waited that long
+   * since its first send (so a paused peer never ends a healthy job early)
+   */
   maxSendsPerPacket: number;
   /**
    * the least a packet waits, once later ones have their results, before it
@@ -61,6 +66,70 @@ export interface WorkerCoreOptions {
   congestionControl?: CongestionControl;
   /** epoch of the region given (by the control plane); 0 for a static config */
   regionEpoch?: number;
+  /**
+   * after this long without sending the switch anything (ms), a `keepalive`
+   * says this worker is alive (proto/README.md, section 15); default
+   * DEFAULT_KEEPALIVE_MS, 0: never
+   */
+  keepaliveMs?: number;
+}
+
+/** A worker's keepalive interval unless told (ms): far below any dead-peer timeout. */
+export const DEFAULT_KEEPALIVE_MS = 1000;
+
+/**
+ * Whether a packet sent `sends` times, the first `waitedMs` ago, is given up
+ * on: after maxSendsPerPacket sends, and (with a give-up time) once it has
+ * waited that long too, so the count alone never ends a job faster than the
+ * switch's dead-peer timeout and the worker's give-up allow.
+ */
+export function packetGivenUp(
+  sends: number,
+  waitedMs: number,
+  o: { maxSendsPerPacket: number; giveUpAfterMs?: number },
+): boolean {
+  const giveUp = o.giveUpAfterMs ?? 0;
+  return sends >= o.maxSendsPerPacket && (giveUp <= 0 || waitedMs >= giveUp);
+}
+
+/**
+ * A worker's keepalives (WorkerCore's and CollectiveCore's): when one is
+ * due, and the packet. Any packet sent to the switch restarts the wait.
+ */
+export class Keepalive {
+  /** `now` of the latest packet sent to the switch */
+  lastSentAt = Number.NEGATIVE_INFINITY;
+  private readonly packet = Buffer.alloc(HEADER_BYTES);
+  private readonly view: DataView;
+  readonly intervalMs: number;
+
+  constructor(o: { jobId: number; workerId: number; fanIn: number; keepaliveMs?: number }) {
+    this.intervalMs = o.keepaliveMs ?? DEFAULT_KEEPALIVE_MS;
+    if (!(Number.isFinite(this.intervalMs) && this.intervalMs >= 0)) {
+      throw new RangeError(`keepaliveMs must be >= 0, got ${o.keepaliveMs}`);
+    }
+    this.view = new DataView(this.packet.buffer, this.packet.byteOffset, HEADER_BYTES);
+    writeKeepalive(this.view, 0, o.jobId, o.workerId, o.fanIn);
+  }
+
+  /** From now on every keepalive names `port`, the worker's keepalive socket (section 15). */
+  registerPort(port: number): void {
+    this.view.setUint32(Field.aggregatorIndex, port, true);
+  }
+
+  /** When the next keepalive is due (ms); +Infinity when keepalives are off. */
+  nextAt(): number {
+    return this.intervalMs > 0 ? this.lastSentAt + this.intervalMs : Number.POSITIVE_INFINITY;
+  }
+
+  due(now: number): boolean {
+    return now >= this.nextAt();
+  }
+
+  /** The keepalive packet (never changes); the caller sends it and notes the send. */
+  get bytes(): Buffer {
+    return this.packet;
+  }
 }
 
 /** A region of the job in one epoch, used for PSNs from `start`. */
@@ -189,6 +258,8 @@ export class WorkerCore {
   failure: string | null = null;
   /** `now` of the latest packet from the switch for this job (or of begin()) */
   private lastAnswerAt = 0;
+  /** keepalives while nothing else is sent: computing, waiting, between all-reduces */
+  private readonly keepalive: Keepalive;
 
   /** one preallocated datagram per window position (PSN % window) */
   private readonly slots: PacketSlots;
@@ -203,6 +274,8 @@ export class WorkerCore {
   /** the congestion window within windowLimit */
   readonly congestion: CongestionWindow;
   private readonly slotSentAt: Float64Array;
+  /** when each slot's PSN was first sent: what a give-up after maxSendsPerPacket measures */
+  private readonly slotFirstSentAt: Float64Array;
   private readonly slotSends: Uint32Array;
   private readonly slotDone: Uint8Array;
   private readonly header = emptyHeader();
@@ -268,6 +341,8 @@ export class WorkerCore {
     const w = options.window;
     this.slots = new PacketSlots(w, options.elementsPerPacket);
     this.slotSentAt = new Float64Array(w);
+    this.slotFirstSentAt = new Float64Array(w);
+    this.keepalive = new Keepalive(options);
     this.slotSends = new Uint32Array(w);
     this.slotDone = new Uint8Array(w);
     // A whole datagram is copied here at once (one native call, not one per packet).
@@ -510,8 +585,41 @@ export class WorkerCore {
     }
   }
 
-  /** Retransmits every packet whose timeout has passed; call every few ms. */
+  /**
+   * When this worker's next keepalive is due (ms; +Infinity: keepalives are
+   * off): call tick(), or sendKeepalive(), at or after then, even between
+   * all-reduces. Every packet sent moves it later.
+   */
+  nextKeepaliveAt(): number {
+    return this.keepalive.nextAt();
+  }
+
+  /** Whether this worker has sent the switch nothing for its keepalive interval. */
+  keepaliveDue(now: number): boolean {
+    return this.keepalive.due(now);
+  }
+
+  /**
+   * This worker also has a keepalive socket at `port` on its IP (a thread's;
+   * worker/keepalive-thread.ts): its keepalives name it from now on, so the
+   * switch counts that socket's keepalives too.
+   */
+  useKeepaliveSocket(port: number): void {
+    this.keepalive.registerPort(port);
+  }
+
+  /** Sends a keepalive (proto/README.md, section 15): this worker is alive. */
+  sendKeepalive(now: number): void {
+    const packet = this.keepalive.bytes;
+    this.keepalive.lastSentAt = now;
+    this.stats.packetsSent++;
+    this.stats.bytesSent += packet.length;
+    this.transmit.send(packet);
+  }
+
+  /** Retransmits every packet whose timeout has passed, and keepalives; call every few ms. */
   tick(now: number): void {
+    if (this.keepaliveDue(now)) this.sendKeepalive(now);
     if (!this.active) return;
     const giveUp = this.options.giveUpAfterMs ?? 0;
     if (giveUp > 0 && now - this.lastAnswerAt >= giveUp) {
@@ -531,9 +639,10 @@ export class WorkerCore {
     for (let psn = this.base; psn < this.next; psn++) {
       const slot = psn % this.options.window;
       if (this.slotDone[slot] === 0 && now - this.slotSentAt[slot] >= rto) {
-        if (this.slotSends[slot] >= this.options.maxSendsPerPacket) {
+        if (packetGivenUp(this.slotSends[slot], now - this.slotFirstSentAt[slot], this.options)) {
           this.fail(
-            `no result for PSN ${psn} after ${this.slotSends[slot]} sends: ${NO_ANSWER_HINT}`,
+            `no result for PSN ${psn} after ${this.slotSends[slot]} sends over ` +
+              `${((now - this.slotFirstSentAt[slot]) / 1000).toFixed(1)} s: ${NO_ANSWER_HINT}`,
           );
           return;
         }
@@ -717,7 +826,8 @@ export class WorkerCore {
     this.slotDone[slot] = 0;
     this.slotSends[slot] = 1;
     this.slotSentAt[slot] = now;
-    this.transmitSlot(slot, count);
+    this.slotFirstSentAt[slot] = now;
+    this.transmitSlot(slot, count, now);
   }
 
   private resend(slot: number, now: number): void {
@@ -727,11 +837,12 @@ export class WorkerCore {
     this.slotSends[slot]++;
     this.slotSentAt[slot] = now;
     this.stats.retransmissions++;
-    this.transmitSlot(slot, view.getUint16(at + Field.elementCount, true));
+    this.transmitSlot(slot, view.getUint16(at + Field.elementCount, true), now);
   }
 
-  private transmitSlot(slot: number, count: number): void {
+  private transmitSlot(slot: number, count: number, now: number): void {
     const packet = this.slots.packet(slot, count);
+    this.keepalive.lastSentAt = now;
     this.stats.packetsSent++;
     this.stats.bytesSent += packet.length;
     this.transmit.send(packet);

@@ -1,5 +1,6 @@
 import type { AddressInfo } from "node:net";
 import { performance } from "node:perf_hooks";
+import { Worker as Thread } from "node:worker_threads";
 import DgramAsPromised, { type SocketAsPromised } from "dgram-as-promised";
 import type { LinkParams } from "../proto/links.js";
 import { packetBytes } from "../proto/wire.js";
@@ -23,7 +24,13 @@ import {
   type CollectiveStats,
   chunkStart,
 } from "./collective.js";
-import { DEFAULT_RTO, WorkerCore, type WorkerCoreOptions, type WorkerTransmit } from "./core.js";
+import {
+  DEFAULT_KEEPALIVE_MS,
+  DEFAULT_RTO,
+  WorkerCore,
+  type WorkerCoreOptions,
+  type WorkerTransmit,
+} from "./core.js";
 
 export type WorkerOptions = Omit<WorkerCoreOptions, keyof typeof DEFAULT_RTO> &
   Partial<Pick<WorkerCoreOptions, keyof typeof DEFAULT_RTO>> & {
@@ -40,6 +47,13 @@ export type WorkerOptions = Omit<WorkerCoreOptions, keyof typeof DEFAULT_RTO> &
     link?: LinkParams;
     /** how many packets (and bytes) one datagram to the switch may carry; default 64 */
     datagram?: DatagramLimits;
+    /**
+     * also send keepalives from a thread's socket (worker/keepalive-thread.ts),
+     * so that the switch hears from this worker while the caller blocks the
+     * event loop; default false (a worker whose main loop hangs for good is
+     * then kept alive too)
+     */
+    keepaliveThread?: boolean;
   };
 
 /** A result whose sum saturated somewhere: the output is not exact. */
@@ -64,6 +78,16 @@ function defaultBindHost(switchHost: string): string {
 interface HostCore {
   receive(datagram: Buffer, now: number): void;
   tick(now: number): void;
+  nextKeepaliveAt(): number;
+  keepaliveDue(now: number): boolean;
+  sendKeepalive(now: number): void;
+  useKeepaliveSocket(port: number): void;
+  readonly options: {
+    jobId: number;
+    workerId: number;
+    fanIn: number;
+    keepaliveMs?: number;
+  };
   readonly done: boolean;
   readonly failure: string | null;
 }
@@ -76,6 +100,7 @@ interface PathOptions {
   tickMs?: number;
   link?: LinkParams;
   datagram?: DatagramLimits;
+  keepaliveThread?: boolean;
   window: number;
   elementsPerPacket: number;
 }
@@ -89,6 +114,8 @@ interface OpenedEndpoint<C extends HostCore> {
   nic: PacedPort | null;
   buffers: SocketBuffers;
   warning: string | null;
+  /** where a keepalive thread's socket binds and sends, or null for none */
+  keepaliveThread: { switchHost: string; switchPort: number; bindHost: string } | null;
 }
 
 /**
@@ -99,6 +126,9 @@ interface OpenedEndpoint<C extends HostCore> {
 class Endpoint<C extends HostCore> {
   socketErrors = 0;
   private timer: NodeJS.Timeout | null = null;
+  private keepaliveTimer: NodeJS.Timeout | null = null;
+  private keepaliveThread: Thread | null = null;
+  private closed = false;
   private finish: (() => void) | null = null;
 
   private readonly socket: SocketAsPromised;
@@ -130,6 +160,31 @@ class Endpoint<C extends HostCore> {
       // retransmission covers it, and a persistent fault ends in core.failure.
       this.socketErrors++;
     });
+    this.scheduleKeepalive();
+    if (opened.keepaliveThread !== null) this.startKeepaliveThread(opened.keepaliveThread);
+  }
+
+  /**
+   * Keepalives from a thread, which a blocked event loop does not stop: its
+   * socket's port is registered by this socket's keepalives, which name it
+   * (proto/README.md, section 15).
+   */
+  private startKeepaliveThread(where: NonNullable<OpenedEndpoint<C>["keepaliveThread"]>): void {
+    const o = this.core.options;
+    const intervalMs = o.keepaliveMs ?? DEFAULT_KEEPALIVE_MS;
+    if (intervalMs <= 0) return;
+    const thread = new Thread(new URL("./keepalive-thread.js", import.meta.url), {
+      workerData: { ...where, jobId: o.jobId, workerId: o.workerId, fanIn: o.fanIn, intervalMs },
+    });
+    thread.unref();
+    thread.on("message", (m: { port: number }) => {
+      this.core.useKeepaliveSocket(m.port);
+      this.core.sendKeepalive(performance.now());
+      this.coalescer.flush();
+    });
+    // Without the thread, the main loop's keepalives remain.
+    thread.on("error", () => {});
+    this.keepaliveThread = thread;
   }
 
   /** Opens the socket and builds the core on it. */
@@ -145,7 +200,8 @@ class Endpoint<C extends HostCore> {
       recvBufferSize: requested,
       sendBufferSize: requested,
     });
-    await socket.bind(0, options.host ?? defaultBindHost(options.switchHost));
+    const bindHost = options.host ?? defaultBindHost(options.switchHost);
+    await socket.bind(0, bindHost);
     const raw = socket.socket;
     await new Promise<void>((resolve, reject) => {
       raw.once("error", reject);
@@ -192,7 +248,28 @@ class Endpoint<C extends HostCore> {
       nic,
       buffers,
       warning: bufferWarning("ina-worker", inFlight, buffers),
+      keepaliveThread:
+        options.keepaliveThread === true
+          ? { switchHost: options.switchHost, switchPort: options.switchPort, bindHost }
+          : null,
     };
+  }
+
+  /**
+   * Keepalives between operations too (during one, the core's tick() sends
+   * them): a timer at the core's next due time, which does not keep the
+   * process alive. A blocked event loop sends none (README.md, "Dead peers").
+   */
+  private scheduleKeepalive(): void {
+    const at = this.core.nextKeepaliveAt();
+    if (this.closed || at === Number.POSITIVE_INFINITY) return;
+    const delay = Math.max(0, Math.min(at - performance.now(), 60_000));
+    this.keepaliveTimer = setTimeout(() => {
+      const now = performance.now();
+      if (this.core.keepaliveDue(now)) this.core.sendKeepalive(now);
+      this.scheduleKeepalive();
+    }, delay);
+    this.keepaliveTimer.unref();
   }
 
   address(): AddressInfo {
@@ -210,6 +287,13 @@ class Endpoint<C extends HostCore> {
     return new Promise<void>((resolve, reject) => {
       this.finish = () => {
         this.finish = null;
+        // With a keepalive thread: register its port now that this worker
+        // is surely bound (its first contribution binds a config-file job's).
+        // Sent at once: the caller may block the loop as soon as this resolves.
+        if (this.keepaliveThread !== null) {
+          this.core.sendKeepalive(performance.now());
+          this.coalescer.flush();
+        }
         if (this.timer !== null) clearInterval(this.timer);
         this.timer = null;
         if (this.core.failure !== null) reject(new Error(this.core.failure));
@@ -242,6 +326,11 @@ class Endpoint<C extends HostCore> {
    * at most a second), then closes the socket.
    */
   async close(): Promise<void> {
+    this.closed = true;
+    await this.keepaliveThread?.terminate();
+    this.keepaliveThread = null;
+    if (this.keepaliveTimer !== null) clearTimeout(this.keepaliveTimer);
+    this.keepaliveTimer = null;
     if (this.timer !== null) clearInterval(this.timer);
     this.timer = null;
     this.coalescer.flush();
