@@ -9,8 +9,9 @@ import type { SwitchCore } from "../switch/core.js";
 import { type Collective, CollectiveCore } from "../worker/collective.js";
 import { DEFAULT_RTO, WorkerCore } from "../worker/core.js";
 import { collectiveInput, collectiveOutputLength, makeGradient } from "../worker/workload.js";
-import { Engine, type SimEvent } from "./engine.js";
+import { Engine } from "./engine.js";
 import { HOST, PS_PORT, SimStar, SWITCH_PORT, workerPort } from "./network.js";
+import { SimTimer } from "./timers.js";
 
 /** One job of a core simulation: its workers and their tensors. */
 export interface CoreSimJob {
@@ -50,7 +51,7 @@ export interface CoreSimOptions {
   /**
    * most packets per datagram at every host (proto/README.md, section 2.1):
    * what a host sends to one destination while handling one event (a
-   * delivery or a tick) leaves in one datagram; default 1 (none). Not with
+   * delivery or a timeout) leaves in one datagram; default 1 (none). Not with
    * links, whose model is per packet and comes before coalescing.
    */
   packetsPerDatagram?: number;
@@ -92,7 +93,8 @@ const MAX_EVENTS = 5_000_000;
  * job's workers) in virtual time, for the tests: each hop takes 0.05 ms
  * plus a seeded jitter (so packets also overtake each other), or crosses
  * the link model; the switch's own fault injector drops, duplicates and
- * reorders in both directions; every core ticks each ms. Jobs run at once,
+ * reorders in both directions; every core's timers fire at their deadlines
+ * (sim/timers.ts). Jobs run at once,
  * as on a shared switch, and every worker runs `calls` collectives back to
  * back. Throws if a worker gave up or a call does not finish.
  */
@@ -163,6 +165,8 @@ export function simulateCores(o: CoreSimOptions): CoreSim {
   const { sw } = star;
   const ps = star.ps as PsCore;
 
+  /** every worker's timer, by its place in `all` */
+  const timers: SimTimer[] = [];
   const jobs = o.jobs.map((job, j): CoreSimJobResult & { begin: (w: number) => void } => {
     const cfg = jobConfigs[j];
     const seed = job.seed ?? o.seed;
@@ -202,9 +206,14 @@ export function simulateCores(o: CoreSimOptions): CoreSim {
               },
               transmit,
             );
+      const timer = new SimTimer(engine, core);
+      timers.push(timer);
       star.hosts.set(port, {
         down: portFor(),
-        receiver: (bytes, _from, nowMs) => core.receive(bytes, nowMs),
+        receiver: (bytes, _from, nowMs) => {
+          core.receive(bytes, nowMs);
+          timer.rearm();
+        },
       });
       return core;
     });
@@ -239,14 +248,12 @@ export function simulateCores(o: CoreSimOptions): CoreSim {
   const all = jobs.flatMap((job) => job.hosts);
   const done = () => all.every((w) => w.done);
 
-  for (const e of o.events ?? []) engine.at(e.at * 1e6, () => e.run(sw));
-  let tickEvent: SimEvent | null = null;
-  const tick = () => {
-    const now = engine.now / 1e6;
-    sw.tick(now);
-    for (const w of all) w.tick(now);
-    tickEvent = engine.after(1e6, tick);
-  };
+  for (const e of o.events ?? []) {
+    engine.at(e.at * 1e6, () => {
+      e.run(sw);
+      star.swTimer.rearm();
+    });
+  }
   for (let call = 0; call < (o.calls ?? 1); call++) {
     for (const job of jobs) {
       for (const out of job.outputs) out.fill(Number.NaN);
@@ -254,8 +261,8 @@ export function simulateCores(o: CoreSimOptions): CoreSim {
         job.begin(w);
       });
     }
+    for (const t of timers) t.rearm();
     flush();
-    tickEvent = engine.after(1e6, tick);
     const limit = engine.executed + MAX_EVENTS;
     if (!done()) {
       engine.run(Number.POSITIVE_INFINITY, () => {
@@ -265,7 +272,6 @@ export function simulateCores(o: CoreSimOptions): CoreSim {
       });
     }
     if (!done()) throw new Error("simulation did not finish: nothing left to happen");
-    engine.cancel(tickEvent);
   }
   for (const w of all) {
     if (w.failure !== null) throw new Error(`a worker gave up: ${w.failure}`);

@@ -25,13 +25,18 @@ export class Liveness {
   constructor(
     private readonly aggregators: AggregatorArray,
     readonly deadAfterMs: number,
-    /** how often tick() looks (ms): a scan reads the job's aggregators */
+    /** how often check() looks (ms): a scan reads the job's aggregators */
     private readonly scanEveryMs = 250,
   ) {}
 
+  /** When check() next looks (ms): scanEveryMs after its last scan; Infinity when off. */
+  nextCheckAt(): number {
+    return this.deadAfterMs <= 0 ? Number.POSITIVE_INFINITY : this.lastScanAt + this.scanEveryMs;
+  }
+
   /** The first failure among `jobs` at `now`, or null. */
   check(jobs: readonly JobState[], now: number): JobFailure | null {
-    if (this.deadAfterMs <= 0 || now - this.lastScanAt < this.scanEveryMs) return null;
+    if (this.deadAfterMs <= 0 || now < this.nextCheckAt()) return null;
     this.lastScanAt = now;
     for (const job of jobs) {
       if (job.awaitingAckSince >= 0 && now - job.awaitingAckSince > this.deadAfterMs) {

@@ -36,9 +36,9 @@ describe("dead peers", () => {
     for (const w of [0, 1, 2]) send(w, 1, 10);
     for (const w of [0, 1]) send(w, 2, 20); // worker 2 never sends PSN 2
     capture.sent.length = 0;
-    core.tick(3000);
+    core.handleTimeout(3000);
     assert.equal(failures.length, 0, "3 s is not yet 5 s");
-    core.tick(5100);
+    core.handleTimeout(5100);
     assert.deepEqual(failures, [
       "job 7: worker 2 stopped sending (PSN 2 waited 5.1 s for it while the others' contributions had arrived)",
     ]);
@@ -68,9 +68,9 @@ describe("dead peers", () => {
     for (const w of [0, 1]) send(w, 1, 10); // worker 2's PSN 1 is lost, again and again...
     send(2, 2, 3000); // ...while it is heard otherwise
     send(2, 2, 5000);
-    core.tick(5100);
+    core.handleTimeout(5100);
     assert.deepEqual(failures, [], "PSN 1 waited 5.1 s, but worker 2 spoke 0.1 s ago");
-    core.tick(10_100);
+    core.handleTimeout(10_100);
     assert.equal(failures.length, 1, "then silence for 5.1 s: dead");
     assert.match(failures[0], /worker 2 stopped sending \(PSN 1 waited 10\.1 s/);
   });
@@ -78,8 +78,8 @@ describe("dead peers", () => {
   it("a job between all-reduces is never taken for dead, however long it pauses", () => {
     const { core, failures, send } = setup();
     for (let psn = 0; psn < 4; psn++) for (const w of [0, 1, 2]) send(w, psn, psn);
-    core.tick(60_000);
-    core.tick(600_000);
+    core.handleTimeout(60_000);
+    core.handleTimeout(600_000);
     assert.deepEqual(failures, []);
     assert.notEqual(core.job(7), undefined);
   });
@@ -111,7 +111,7 @@ describe("dead peers", () => {
     };
     const dead = make();
     dead.send(0, 0);
-    dead.core.tick(5200);
+    dead.core.handleTimeout(5200);
     assert.deepEqual(dead.failures, [
       "job 9: the parameter server is unreachable (no ack for 5.2 s)",
     ]);
@@ -136,9 +136,9 @@ describe("dead peers", () => {
         [1],
       );
       alive.core.receive(ack, 9100, HOST, psn * 1000 + 2000);
-      alive.core.tick(psn * 1000 + 2500);
+      alive.core.handleTimeout(psn * 1000 + 2500);
     }
-    alive.core.tick(100_000);
+    alive.core.handleTimeout(100_000);
     assert.deepEqual(alive.failures, [], "acks kept coming; then the job paused");
   });
 
@@ -207,7 +207,7 @@ describe("dead peers", () => {
     const credential = submitted.json().credential;
     const rule = { id: 3, fanIn: 2, offset: 0, regionSize: 16 };
     core.receive(contribution(rule, 0, 0, [1]), portOf(0), HOST, 0);
-    core.tick(1500);
+    core.handleTimeout(1500);
     await tick();
     const view = (await app.inject({ method: "GET", url: "/jobs/3" })).json();
     assert.equal(view.status, "failed");

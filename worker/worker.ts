@@ -16,6 +16,7 @@ import {
   type SocketBuffers,
   socketBuffers,
 } from "../runtime/socket.js";
+import { CoreTimer, type TimedCore } from "../runtime/timer.js";
 import {
   type Collective,
   CollectiveCore,
@@ -34,8 +35,6 @@ export type WorkerOptions = Omit<WorkerCoreOptions, keyof typeof DEFAULT_RTO> &
      * the loopback, else 0.0.0.0 (the route to the switch picks the source)
      */
     host?: string;
-    /** how often retransmission timeouts are checked */
-    tickMs?: number;
     /** the worker's emulated link: its sends are paced through its NIC's queue */
     link?: LinkParams;
     /** how many packets (and bytes) one datagram to the switch may carry; default 64 */
@@ -61,9 +60,8 @@ function defaultBindHost(switchHost: string): string {
 }
 
 /** What the UDP adapter needs of a sans-IO end host. */
-interface HostCore {
+interface HostCore extends TimedCore {
   receive(datagram: Buffer, now: number): void;
-  tick(now: number): void;
   readonly done: boolean;
   readonly failure: string | null;
 }
@@ -73,7 +71,6 @@ interface PathOptions {
   switchHost: string;
   switchPort: number;
   host?: string;
-  tickMs?: number;
   link?: LinkParams;
   datagram?: DatagramLimits;
   window: number;
@@ -84,7 +81,6 @@ interface PathOptions {
 interface OpenedEndpoint<C extends HostCore> {
   socket: SocketAsPromised;
   core: C;
-  tickMs: number;
   coalescer: Coalescer;
   nic: PacedPort | null;
   buffers: SocketBuffers;
@@ -94,16 +90,16 @@ interface OpenedEndpoint<C extends HostCore> {
 /**
  * An end host's socket, connected to the switch, with its coalescer and
  * (with a link) its paced NIC, the data path on node:dgram events into a
- * sans-IO core, and a timer for retransmission.
+ * sans-IO core, and one timer for the core's nextTimeout() (runtime/timer.ts).
  */
 class Endpoint<C extends HostCore> {
   socketErrors = 0;
-  private timer: NodeJS.Timeout | null = null;
+  /** the core's timers (retransmission, gaps, give-up, hello) */
+  readonly timer: CoreTimer;
   private finish: (() => void) | null = null;
 
   private readonly socket: SocketAsPromised;
   readonly core: C;
-  private readonly tickMs: number;
   /** packets to the switch leaving in one turn share datagrams */
   readonly coalescer: Coalescer;
   /** the worker's NIC on its emulated link, or null without one */
@@ -116,14 +112,21 @@ class Endpoint<C extends HostCore> {
     const { socket, core } = opened;
     this.socket = socket;
     this.core = core;
-    this.tickMs = opened.tickMs;
     this.coalescer = opened.coalescer;
     this.nic = opened.nic;
     this.buffers = opened.buffers;
     this.bufferWarning = opened.warning;
+    // Timeouts are checked after the event loop's poll phase, not in its
+    // timers phase (see CoreTimer): after this process was descheduled for a
+    // while, results waiting in the socket would otherwise look lost.
+    const timer = new CoreTimer(core, () => {
+      if (core.done && this.finish !== null) this.finish();
+    });
+    this.timer = timer;
     socket.socket.on("message", (msg) => {
       core.receive(msg, performance.now());
       if (core.done && this.finish !== null) this.finish();
+      timer.poke();
     });
     socket.socket.on("error", () => {
       // e.g. ICMP port unreachable while the switch is not up yet:
@@ -187,7 +190,6 @@ class Endpoint<C extends HostCore> {
     return {
       socket,
       core,
-      tickMs: options.tickMs ?? 5,
       coalescer,
       nic,
       buffers,
@@ -210,30 +212,18 @@ class Endpoint<C extends HostCore> {
     return new Promise<void>((resolve, reject) => {
       this.finish = () => {
         this.finish = null;
-        if (this.timer !== null) clearInterval(this.timer);
-        this.timer = null;
         if (this.core.failure !== null) reject(new Error(this.core.failure));
         else resolve();
       };
-      // Timeouts are checked after the event loop's poll phase, not in its
-      // timers phase: after this process was descheduled for a while, the
-      // timer fires first, and results waiting in the socket would otherwise
-      // look lost and be sent for again.
-      const tick = () => {
-        this.core.tick(performance.now());
-        if (this.core.done && this.finish !== null) this.finish();
-      };
-      this.timer = setInterval(() => setImmediate(tick), this.tickMs);
       try {
         start(performance.now());
       } catch (error) {
         this.finish = null;
-        clearInterval(this.timer);
-        this.timer = null;
         reject(error);
         return;
       }
       if (this.core.done) this.finish();
+      else this.timer.poke();
     });
   }
 
@@ -242,8 +232,7 @@ class Endpoint<C extends HostCore> {
    * at most a second), then closes the socket.
    */
   async close(): Promise<void> {
-    if (this.timer !== null) clearInterval(this.timer);
-    this.timer = null;
+    this.timer.stop();
     this.coalescer.flush();
     const nic = this.nic;
     if (nic !== null) {

@@ -1,0 +1,52 @@
+import type { TimedCore } from "../runtime/timer.js";
+import type { Engine, SimEvent } from "./engine.js";
+
+/**
+ * A core's timer in virtual time: one engine event at its nextTimeout()
+ * (README.md, "Timers"). rearm() after anything the core did (a delivery, an
+ * operation begun, a control action); a deadline that moved earlier replaces
+ * the pending event, one that moved later leaves it to fire, find nothing
+ * due, and arm again. The event runs handleTimeout() exactly at the
+ * deadline (its ms rounded up to the engine's ns).
+ */
+export class SimTimer {
+  private event: SimEvent | null = null;
+  /** the pending event's time (ns), Infinity with none */
+  private armedAt = Number.POSITIVE_INFINITY;
+  /** events that ran handleTimeout */
+  fired = 0;
+
+  constructor(
+    private readonly engine: Engine,
+    private readonly core: TimedCore,
+    /** called after each handleTimeout (e.g. to see whether the worker is done) */
+    private readonly afterTimeout: () => void = () => {},
+  ) {}
+
+  /** The core's deadline may have moved: arm (or move earlier) its event. */
+  rearm(): void {
+    const next = this.core.nextTimeout();
+    if (next === Number.POSITIVE_INFINITY) return;
+    this.armAt(Math.max(this.engine.now, Math.ceil(next * 1e6)));
+  }
+
+  private armAt(at: number): void {
+    if (at >= this.armedAt) return;
+    if (this.event !== null) this.engine.cancel(this.event);
+    this.armedAt = at;
+    this.event = this.engine.at(at, this.fire);
+  }
+
+  private readonly fire = (): void => {
+    this.event = null;
+    this.armedAt = Number.POSITIVE_INFINITY;
+    this.fired++;
+    const now = this.engine.now;
+    this.core.handleTimeout(now / 1e6);
+    this.afterTimeout();
+    const next = this.core.nextTimeout();
+    if (next === Number.POSITIVE_INFINITY) return;
+    // A deadline a rounding short of the ns it was armed at is looked at 1 ns later.
+    this.armAt(Math.max(now + 1, Math.ceil(next * 1e6)));
+  };
+}
