@@ -7,7 +7,10 @@ import type { Engine, SimEvent } from "./engine.js";
  * operation begun, a control action); a deadline that moved earlier replaces
  * the pending event, one that moved later leaves it to fire, find nothing
  * due, and arm again. The event runs handleTimeout() exactly at the
- * deadline (its ms rounded up to the engine's ns).
+ * deadline (its ms rounded up to the engine's ns), after the deliveries due
+ * at the same ns, as a process reads its socket before it checks its
+ * timeouts (runtime/timer.ts): a result that arrives exactly at its RTO is
+ * not taken for lost.
  */
 export class SimTimer {
   private event: SimEvent | null = null;
@@ -15,6 +18,8 @@ export class SimTimer {
   private armedAt = Number.POSITIVE_INFINITY;
   /** events that ran handleTimeout */
   fired = 0;
+  /** the pending event went behind the other events of its ns once */
+  private deferred = false;
 
   constructor(
     private readonly engine: Engine,
@@ -38,10 +43,17 @@ export class SimTimer {
   }
 
   private readonly fire = (): void => {
+    const now = this.engine.now;
+    if (!this.deferred && this.engine.nextAt === now) {
+      // Other events at this ns (deliveries) go first: this one goes behind them.
+      this.deferred = true;
+      this.event = this.engine.at(now, this.fire);
+      return;
+    }
+    this.deferred = false;
     this.event = null;
     this.armedAt = Number.POSITIVE_INFINITY;
     this.fired++;
-    const now = this.engine.now;
     this.core.handleTimeout(now / 1e6);
     this.afterTimeout();
     const next = this.core.nextTimeout();
