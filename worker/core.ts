@@ -260,6 +260,8 @@ export class WorkerCore {
   private newestResult = -1;
   /** a lower bound of the send times of PSNs without their result (see retransmitAt) */
   private oldestSentAt = Number.POSITIVE_INFINITY;
+  /** PSNs in flight (in [base, next), without their result) that were sent more than once */
+  private resentInFlight = 0;
   private readonly rtt: RttEstimator;
 
   constructor(
@@ -382,6 +384,7 @@ export class WorkerCore {
     this.probing = false;
     this.newestResult = -1;
     this.oldestSentAt = Number.POSITIVE_INFINITY;
+    this.resentInFlight = 0;
     this.lastAnswerAt = now;
     this.fillWindow(now);
   }
@@ -494,6 +497,7 @@ export class WorkerCore {
     this.stats.resultsReceived++;
     this.stats.payloadBytesReceived += count * 4;
     this.slotDone[slot] = 1;
+    if (this.slotSends[slot] > 1) this.resentInFlight--;
     if (psn > this.newestResult) this.newestResult = psn;
     // Karn: only a packet sent once gives an unambiguous RTT sample.
     if (this.slotSends[slot] === 1) {
@@ -556,15 +560,20 @@ export class WorkerCore {
   }
 
   /**
-   * Timer `retransmit`: the RTO after the oldest send still unanswered, or
-   * earlier. `oldestSentAt` is a lower bound of the send times of PSNs
-   * without their result: a send only ever raises a slot's time, and it is
-   * lowered (to a send's `now`) only when nothing was in flight; a timer
-   * that finds nothing expired makes it exact again (a window scan per timer
-   * that fires, not per packet).
+   * Timer `retransmit`: the RTO after the oldest send still unanswered. PSNs
+   * sent once went out in PSN order, so while none in flight was resent the
+   * oldest is the base's (exact, O(1)). Otherwise `oldestSentAt`, a lower
+   * bound: a send only ever raises a slot's time, and it is lowered (to a
+   * send's `now`) only when nothing older is in flight; the timer that fires
+   * makes it exact again (a window scan per timer that fires, not per packet).
    */
   private retransmitAt(): number {
-    return this.oldestSentAt + this.stats.rtoMs;
+    if (this.base >= this.next) return Number.POSITIVE_INFINITY;
+    const oldest =
+      this.resentInFlight === 0
+        ? this.slotSentAt[this.base % this.options.window]
+        : this.oldestSentAt;
+    return oldest + this.stats.rtoMs;
   }
 
   /**
@@ -721,6 +730,10 @@ export class WorkerCore {
     this.congestion.setMax(this.windowLimit);
     this.stats.regionChanges++;
     const first = Math.max(this.base, region.start);
+    for (let psn = first; psn < this.next; psn++) {
+      const slot = psn % this.options.window;
+      if (this.slotDone[slot] === 0 && this.slotSends[slot] > 1) this.resentInFlight--;
+    }
     if (this.next > first) this.next = first;
   }
 
@@ -801,6 +814,7 @@ export class WorkerCore {
     const view = this.slots.view;
     const at = this.slots.headerOffset(slot);
     view.setUint16(at + Field.flags, view.getUint16(at + Field.flags, true) | Flag.resend, true);
+    if (this.slotSends[slot] === 1) this.resentInFlight++;
     this.slotSends[slot]++;
     this.slotSentAt[slot] = now;
     if (now < this.oldestSentAt) this.oldestSentAt = now;
