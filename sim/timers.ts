@@ -7,7 +7,7 @@ import type { Engine, SimEvent } from "./engine.js";
  * operation begun, a control action); a deadline that moved earlier replaces
  * the pending event, one that moved later leaves it to fire, find nothing
  * due, and arm again. The event runs handleTimeout() exactly at the
- * deadline (its ms rounded up to the engine's ns), after the deliveries due
+ * deadline (the first ns at or after it), after the deliveries due
  * at the same ns, as a process reads its socket before it checks its
  * timeouts (runtime/timer.ts): a result that arrives exactly at its RTO is
  * not taken for lost.
@@ -32,7 +32,7 @@ export class SimTimer {
   rearm(): void {
     const next = this.core.nextTimeout();
     if (next === Number.POSITIVE_INFINITY) return;
-    this.armAt(Math.max(this.engine.now, Math.ceil(next * 1e6)));
+    this.armAt(Math.max(this.engine.now, nsAtOrAfter(next)));
   }
 
   private armAt(at: number): void {
@@ -58,7 +58,13 @@ export class SimTimer {
     this.afterTimeout();
     const next = this.core.nextTimeout();
     if (next === Number.POSITIVE_INFINITY) return;
-    // A deadline a rounding short of the ns it was armed at is looked at 1 ns later.
-    this.armAt(Math.max(now + 1, Math.ceil(next * 1e6)));
+    // A deadline still due (it should not be) is looked at 1 ns later, never in a loop.
+    this.armAt(Math.max(now + 1, nsAtOrAfter(next)));
   };
+}
+
+/** The first ns whose time in ms (ns / 1e6, as the cores are given it) is at or after `ms`. */
+function nsAtOrAfter(ms: number): number {
+  const ns = Math.round(ms * 1e6);
+  return ns / 1e6 < ms ? ns + 1 : ns;
 }
