@@ -16,7 +16,7 @@ export class SimTimer {
   private event: SimEvent | null = null;
   /** the pending event's time (ns), Infinity with none */
   private armedAt = Number.POSITIVE_INFINITY;
-  /** events that ran handleTimeout */
+  /** events that ran handleTimeout (an event that finds nothing due, the deadline having moved later, does not) */
   fired = 0;
   /** the pending event went behind the other events of its ns once */
   private deferred = false;
@@ -31,8 +31,18 @@ export class SimTimer {
   /** The core's deadline may have moved: arm (or move earlier) its event. */
   rearm(): void {
     const next = this.core.nextTimeout();
-    if (next === Number.POSITIVE_INFINITY) return;
-    this.armAt(Math.max(this.engine.now, nsAtOrAfter(next)));
+    const at =
+      next === Number.POSITIVE_INFINITY ? next : Math.max(this.engine.now, nsAtOrAfter(next));
+    if (at > this.armedAt && this.armedAt === this.engine.now && this.event !== null) {
+      // The pending event is due now and would find nothing (on a steady
+      // path the RTO is the RTT, and each result arrives at its deadline):
+      // it goes, rather than running for nothing.
+      this.engine.cancel(this.event);
+      this.event = null;
+      this.armedAt = Number.POSITIVE_INFINITY;
+      this.deferred = false;
+    }
+    if (at !== Number.POSITIVE_INFINITY) this.armAt(at);
   }
 
   private armAt(at: number): void {
@@ -44,7 +54,8 @@ export class SimTimer {
 
   private readonly fire = (): void => {
     const now = this.engine.now;
-    if (!this.deferred && this.engine.nextAt === now) {
+    const due = this.core.nextTimeout() <= now / 1e6;
+    if (due && !this.deferred && this.engine.nextAt === now) {
       // Other events at this ns (deliveries) go first: this one goes behind them.
       this.deferred = true;
       this.event = this.engine.at(now, this.fire);
@@ -53,9 +64,11 @@ export class SimTimer {
     this.deferred = false;
     this.event = null;
     this.armedAt = Number.POSITIVE_INFINITY;
-    this.fired++;
-    this.core.handleTimeout(now / 1e6);
-    this.afterTimeout();
+    if (due) {
+      this.fired++;
+      this.core.handleTimeout(now / 1e6);
+      this.afterTimeout();
+    }
     const next = this.core.nextTimeout();
     if (next === Number.POSITIVE_INFINITY) return;
     // A deadline still due (it should not be) is looked at 1 ns later, never in a loop.
