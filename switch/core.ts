@@ -55,12 +55,12 @@ export interface SwitchStats
 /**
  * The switch's data plane, sans-IO: datagrams and time go in through
  * receive() and handleTimeout() (when nextTimeout() says), packets come out
- * through `transmit`. A datagram may
- * carry several packets (proto/README.md, section 2.1), walked by
- * forEachPacket; per packet it runs a straight pipeline: ingress faults
- * (FaultStage), parse, admission (job rule, source, binding), the handler of
- * the packet's type (a contribution runs the job's program, NetReduce or
- * ATP, which hands back the packet to send), then egress faults and send.
+ * through `transmit`. A datagram may carry several packets (proto/README.md,
+ * section 2.1), walked by forEachPacket; per packet it runs a straight
+ * pipeline: ingress faults (FaultStage), parse, admission (job rule, source,
+ * binding), the handler of the packet's type (a contribution runs the job's
+ * program, NetReduce or ATP, which hands back the packet to send), then
+ * egress faults and send.
  * Nothing here allocates per packet.
  *
  * Buffers handed to transmit are aggregator slots or the packet being
