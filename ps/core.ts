@@ -187,6 +187,18 @@ export class PsCore {
     forEachPacket(datagram, datagram.length, Number.POSITIVE_INFINITY, this.walk);
   }
 
+  /**
+   * When the PS next needs handleTimeout(): never. It has no timers (it
+   * answers what the switch sends and holds a PSN's state until every
+   * worker's piece is in); the method is there so every core is driven alike.
+   */
+  nextTimeout(): number {
+    return Number.POSITIVE_INFINITY;
+  }
+
+  /** Nothing is timed in the PS (see nextTimeout). */
+  handleTimeout(_now: number): void {}
+
   /** the source of the datagram being walked */
   private fromPort = 0;
   private fromAddress = "";

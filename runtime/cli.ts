@@ -47,6 +47,8 @@ export interface CliSpec<S extends z.ZodType> {
    * given prints one deprecation line on stderr; giving both is an error
    */
   renamed?: Record<string, string>;
+  /** options taken away (name without the dashes -> why): given, each is a usage error saying why */
+  removed?: Record<string, string>;
   /** validates the options, keyed by camelCase name */
   schema: S;
 }
@@ -85,6 +87,11 @@ export function parseCli<S extends z.ZodType>(
   spec: CliSpec<S>,
   argv: string[],
 ): z.infer<S> | "help" {
+  for (const [old, why] of Object.entries(spec.removed ?? {})) {
+    if (argv.some((arg) => arg === `--${old}` || arg.startsWith(`--${old}=`))) {
+      throw new UsageError(`--${old}: removed; ${why}`);
+    }
+  }
   const options: Record<string, { type: "string" | "boolean" }> = { help: { type: "boolean" } };
   for (const [name, o] of Object.entries(spec.options)) options[name] = { type: o.type };
   const renamed = Object.entries(spec.renamed ?? {});

@@ -59,12 +59,6 @@ const spec = {
       description: "a host's receive latency per packet",
       defaultText: String(DEFAULT_SIM_TIMING.hostProcessingNs),
     },
-    "tick-ms": {
-      type: "string",
-      valueName: "MS",
-      description: "how often the cores' timers run, in virtual time",
-      defaultText: String(DEFAULT_SIM_TIMING.tickMs),
-    },
     "rto-floor-ms": {
       type: "string",
       valueName: "MS",
@@ -93,11 +87,15 @@ const spec = {
       defaultText: "256MiB",
     },
   },
+  removed: {
+    "tick-ms":
+      "the cores' timers fire exactly at their deadlines, there is no polling tick to set " +
+      '(README.md, "Timers")',
+  },
   schema: z.strictObject({
     ...FRONT_FIELDS,
     switchProcessingNs: cliInt(0, 1_000_000_000).default(DEFAULT_SIM_TIMING.switchProcessingNs),
     hostProcessingNs: cliInt(0, 1_000_000_000).default(DEFAULT_SIM_TIMING.hostProcessingNs),
-    tickMs: z.coerce.number().positive().max(1000).default(DEFAULT_SIM_TIMING.tickMs),
     streamAbove: byteSize.default(DEFAULT_SIM_TIMING.streamAboveBytes),
     rtoFloorMs: z.coerce.number().positive().max(60_000).default(DEFAULT_SIM_TIMING.rtoFloorMs),
     rtoInitialMs: z.coerce.number().positive().max(60_000).default(DEFAULT_SIM_TIMING.rtoInitialMs),
@@ -110,7 +108,6 @@ await runCli(spec, async (o) => {
   const timing = {
     switchProcessingNs: o.switchProcessingNs,
     hostProcessingNs: o.hostProcessingNs,
-    tickMs: o.tickMs,
     streamAboveBytes: o.streamAbove,
     rtoFloorMs: o.rtoFloorMs,
     rtoInitialMs: o.rtoInitialMs,

@@ -72,6 +72,11 @@ export class Engine {
     return this.heap.length;
   }
 
+  /** The time of the next event to run (ns; Infinity with none; a cancelled one counts). */
+  get nextAt(): number {
+    return this.heap.length > 0 ? this.heap[0].at : Number.POSITIVE_INFINITY;
+  }
+
   /**
    * Runs events in order until none is left, `until` (ns) is reached, or
    * `stop()` says so (checked after each event). Returns whether events remain.

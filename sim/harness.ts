@@ -9,8 +9,9 @@ import type { SwitchCore } from "../switch/core.js";
 import { type Collective, CollectiveCore } from "../worker/collective.js";
 import { DEFAULT_RTO, WorkerCore } from "../worker/core.js";
 import { collectiveInput, collectiveOutputLength, makeGradient } from "../worker/workload.js";
-import { Engine, type SimEvent } from "./engine.js";
+import { Engine } from "./engine.js";
 import { HOST, PS_PORT, SimStar, SWITCH_PORT, workerPort } from "./network.js";
+import { SimTimer } from "./timers.js";
 
 /** One job of a core simulation: its workers and their tensors. */
 export interface CoreSimJob {
@@ -50,7 +51,7 @@ export interface CoreSimOptions {
   /**
    * most packets per datagram at every host (proto/README.md, section 2.1):
    * what a host sends to one destination while handling one event (a
-   * delivery or a tick) leaves in one datagram; default 1 (none). Not with
+   * delivery or a timeout) leaves in one datagram; default 1 (none). Not with
    * links, whose model is per packet and comes before coalescing.
    */
   packetsPerDatagram?: number;
@@ -119,7 +120,8 @@ const MAX_EVENTS = 5_000_000;
  * job's workers) in virtual time, for the tests: each hop takes 0.05 ms
  * plus a seeded jitter (so packets also overtake each other), or crosses
  * the link model; the switch's own fault injector drops, duplicates and
- * reorders in both directions; every core ticks each ms. Jobs run at once,
+ * reorders in both directions; every core's timers fire at their deadlines
+ * (sim/timers.ts). Jobs run at once,
  * as on a shared switch, and every worker runs `calls` collectives back to
  * back. Throws if a worker gave up or a call does not finish.
  */
@@ -228,10 +230,13 @@ export function simulateCores(o: CoreSimOptions): CoreSim {
     ps.receive = (bytes: Buffer) => psIn(bytes, engine.now / 1e6);
   }
 
+  /** every worker's timer, by its place in `all` */
+  const timers: SimTimer[] = [];
   const jobs = o.jobs.map((job, j): CoreSimJobResult & { begin: (w: number) => void } => {
     const cfg = jobConfigs[j];
     const seed = job.seed ?? o.seed;
     const op = job.operation ?? "allReduce";
+    const jobTimers: SimTimer[] = [];
     const hosts = Array.from({ length: job.workers }, (_, w): WorkerCore | CollectiveCore => {
       const port = workerPort(j, w);
       const up = star.toSwitch(port, portFor());
@@ -271,7 +276,23 @@ export function simulateCores(o: CoreSimOptions): CoreSim {
               },
               transmit,
             );
-      const take = holding({ job: j, worker: w }, (bytes, now) => core.receive(bytes, now));
+      // A stopped worker runs no timer either: its timers wait for the pause's end.
+      const host = { job: j, worker: w };
+      const timer = new SimTimer(engine, {
+        nextTimeout: () => {
+          const pause = pauseOf(host, engine.now / 1e6);
+          return pause === undefined ? core.nextTimeout() : Math.max(pause.to, core.nextTimeout());
+        },
+        handleTimeout: (now) => {
+          if (pauseOf(host, now) === undefined) core.handleTimeout(now);
+        },
+      });
+      timers.push(timer);
+      jobTimers.push(timer);
+      const take = holding(host, (bytes, now) => {
+        core.receive(bytes, now);
+        timer.rearm();
+      });
       star.hosts.set(port, {
         down: portFor(),
         receiver: (bytes, _from, nowMs) => take(bytes, nowMs),
@@ -294,6 +315,7 @@ export function simulateCores(o: CoreSimOptions): CoreSim {
       if (o.bindAtBegin === true) sw.job(cfg.id)?.bindHost(w, workerPort(j, w), HOST);
       if (core instanceof CollectiveCore) core.begin(op, inputs[w], outputs[w], now, job.root ?? 0);
       else core.begin(inputs[w], outputs[w], now);
+      jobTimers[w].rearm();
     };
     return {
       seed,
@@ -311,20 +333,13 @@ export function simulateCores(o: CoreSimOptions): CoreSim {
   /** workers whose begin of the current call is still ahead (beginDelayMs) */
   let beginsAhead = 0;
   const done = () => beginsAhead === 0 && all.every((w) => w.done);
-  const paused = jobs.map((job, j) => job.hosts.map((_, w) => ({ job: j, worker: w })));
 
-  for (const e of o.events ?? []) engine.at(e.at * 1e6, () => e.run(sw));
-  let tickEvent: SimEvent | null = null;
-  const tick = () => {
-    const now = engine.now / 1e6;
-    sw.tick(now);
-    jobs.forEach((job, j) => {
-      job.hosts.forEach((w, i) => {
-        if (pauseOf(paused[j][i], now) === undefined) w.tick(now);
-      });
+  for (const e of o.events ?? []) {
+    engine.at(e.at * 1e6, () => {
+      e.run(sw);
+      star.swTimer.rearm();
     });
-    tickEvent = engine.after(1e6, tick);
-  };
+  }
   for (let call = 0; call < (o.calls ?? 1); call++) {
     (o.pauses ?? []).forEach((p, i) => {
       if (p.call !== call) return;
@@ -346,8 +361,8 @@ export function simulateCores(o: CoreSimOptions): CoreSim {
         });
       });
     }
+    for (const t of timers) t.rearm();
     flush();
-    tickEvent = engine.after(1e6, tick);
     const limit = engine.executed + MAX_EVENTS;
     if (!done()) {
       engine.run(Number.POSITIVE_INFINITY, () => {
@@ -357,7 +372,6 @@ export function simulateCores(o: CoreSimOptions): CoreSim {
       });
     }
     if (!done()) throw new Error("simulation did not finish: nothing left to happen");
-    engine.cancel(tickEvent);
   }
   for (const w of all) {
     if (w.failure !== null) throw new Error(`a worker gave up: ${w.failure}`);

@@ -5,6 +5,7 @@ import { Field, Flag } from "../proto/wire.js";
 import { PsCore } from "../ps/core.js";
 import { SwitchCore, type Transmit } from "../switch/core.js";
 import type { Engine } from "./engine.js";
+import { SimTimer } from "./timers.js";
 
 /** The star's addresses: every host is HOST, told apart by port. */
 export const SWITCH_PORT = 1;
@@ -121,6 +122,9 @@ export class SimStar {
   readonly network: SimNetwork;
   readonly sw: SwitchCore;
   readonly ps: PsCore | null = null;
+  /** the switch's and the PS's timers: each an engine event at the core's next deadline */
+  readonly swTimer: SimTimer;
+  readonly psTimer: SimTimer | null = null;
   /** the PS's uplink and the switch's port towards it (null without links or PS) */
   readonly psUp: LinkPort | null;
   readonly psDown: LinkPort | null;
@@ -140,8 +144,14 @@ export class SimStar {
     this.network = new SimNetwork(engine, options.hopNs ?? null);
     this.psUp = psOptions === null ? null : portFor("ps");
     this.psDown = psOptions === null ? null : portFor("ps");
-    const psIn: Receiver = (b) => this.ps?.receive(b, SWITCH_PORT, HOST);
-    this.switchIn = (b, from, now) => this.sw.receive(b, from, HOST, now);
+    const psIn: Receiver = (b) => {
+      this.ps?.receive(b, SWITCH_PORT, HOST);
+      this.psTimer?.rearm();
+    };
+    this.switchIn = (b, from, now) => {
+      this.sw.receive(b, from, HOST, now);
+      this.swTimer.rearm();
+    };
     const wire = (packet: Buffer, port: number) => {
       if (port === PS_PORT) {
         this.network.send(this.psDown, packet, timing.hostProcessingNs, psIn, SWITCH_PORT);
@@ -153,6 +163,9 @@ export class SimStar {
       }
     };
     this.sw = new SwitchCore(config, options.outbox?.(SWITCH_PORT, wire) ?? { send: wire });
+    this.swTimer = new SimTimer(engine, this.sw);
+    this.sw.onTimersChanged = () => this.swTimer.rearm();
+    this.swTimer.rearm();
     if (psOptions !== null) {
       const up = this.toSwitch(PS_PORT, this.psUp);
       this.ps = new PsCore(
@@ -162,6 +175,7 @@ export class SimStar {
         psOptions.adoptWindow,
       );
       this.ps.trustSwitch(SWITCH_PORT, HOST);
+      this.psTimer = new SimTimer(engine, this.ps);
     }
   }
 

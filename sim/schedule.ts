@@ -18,6 +18,7 @@ import { makeGradient, verifyAllReduce } from "../worker/workload.js";
 import { Engine } from "./engine.js";
 import { HOST, PS_PORT, type Receiver, SimStar, SWITCH_PORT, workerPort } from "./network.js";
 import { DEFAULT_SIM_TIMING, type SimTiming } from "./simulate.js";
+import { SimTimer } from "./timers.js";
 
 interface ScheduledWorker {
   core: WorkerCore;
@@ -33,6 +34,8 @@ interface ScheduledWorker {
   verified: boolean;
   /** takes a packet from the switch (made once) */
   receiver: Receiver;
+  /** the core's timer: an engine event at its next deadline */
+  timer: SimTimer | null;
 }
 
 /**
@@ -118,6 +121,7 @@ export function simulateSchedule(
   const begin = (w: ScheduledWorker) => {
     w.running = true;
     w.core.begin(w.input, w.output, nowMs());
+    w.timer?.rearm();
     settle(w);
   };
   /** Starts the workers of every job that has a region and has not started. */
@@ -165,9 +169,13 @@ export function simulateSchedule(
           done: false,
           verified: false,
           receiver: () => {},
+          timer: null,
         };
+        const timer = new SimTimer(engine, core, () => settle(worker));
+        worker.timer = timer;
         worker.receiver = (b, _from, now) => {
           worker.core.receive(b, now);
+          timer.rearm();
           settle(worker);
         };
         byPort.set(port, worker);
@@ -184,20 +192,6 @@ export function simulateSchedule(
     });
   });
   const finished = () => finishedJobs.size === scenario.jobs.length;
-  const tick = () => {
-    const now = nowMs();
-    sw.tick(now);
-    for (const list of workers) {
-      for (const w of list) {
-        if (w.running) {
-          w.core.tick(now);
-          settle(w);
-        }
-      }
-    }
-    if (!finished()) engine.after(timing.tickMs * 1e6, tick);
-  };
-  engine.after(timing.tickMs * 1e6, tick);
   // Bounded: a schedule that cannot finish (a job never admitted) ends after an hour of virtual time.
   engine.run(3600 * 1e9, finished);
 

@@ -31,6 +31,7 @@ import { Engine } from "./engine.js";
 import { HOST, PS_PORT, type Receiver, SimStar, workerPort } from "./network.js";
 import { StallClock } from "./stall.js";
 import { StreamCheck } from "./stream.js";
+import { SimTimer } from "./timers.js";
 
 /** The simulated hosts' costs and the clock of their timers. */
 export interface SimTiming {
@@ -38,8 +39,6 @@ export interface SimTiming {
   switchProcessingNs: number;
   /** a host's receive latency per packet, ns (default 0) */
   hostProcessingNs: number;
-  /** how often every core's tick() runs, ms of virtual time (default 1) */
-  tickMs: number;
   /**
    * a NetReduce, ATP or PS job whose workers' tensors add up to more than
    * this many bytes is streamed (sim/stream.ts): made and checked packet by
@@ -60,7 +59,6 @@ export interface SimTiming {
 export const DEFAULT_SIM_TIMING: SimTiming = {
   switchProcessingNs: 1000,
   hostProcessingNs: 0,
-  tickMs: 0.1,
   streamAboveBytes: 256 * 2 ** 20,
   rtoInitialMs: 10,
   rtoFloorMs: 1,
@@ -70,7 +68,7 @@ export const DEFAULT_SIM_TIMING: SimTiming = {
 /** What the simulator adds to a run's result: it is the same record as a real run's otherwise. */
 export interface SimRunResult extends RunResult {
   clock: "virtual";
-  /** packet deliveries and timer ticks the engine ran */
+  /** packet deliveries and timeouts the engine ran */
   events: number;
 }
 
@@ -90,6 +88,8 @@ interface SimWorker {
   check: StreamCheck | null;
   /** takes a packet from the switch (made once) */
   receiver: Receiver;
+  /** the core's timer: an engine event at its next deadline */
+  timer: SimTimer | null;
   up: LinkPort | null;
   down: LinkPort | null;
   iteration: number;
@@ -230,6 +230,7 @@ export function simulateRun(
         iterationStart: 0,
         check,
         receiver: () => {},
+        timer: null,
         up,
         down: portFor(host),
         iteration: 0,
@@ -239,10 +240,13 @@ export function simulateRun(
         failure: null,
         stall,
       };
+      const timer = new SimTimer(engine, core, () => settle(sim));
+      sim.timer = timer;
       sim.receiver = (b, _from, now) => {
         stall.enter(engine.now);
         sim.core.receive(b, now);
         stall.end();
+        timer.rearm();
         settle(sim);
       };
       byPort.set(port, sim);
@@ -272,6 +276,7 @@ export function simulateRun(
       w.core.begin(w.inputs[l], w.outputs[l], nowMs());
     }
     w.stall.end();
+    w.timer?.rearm();
     settle(w);
   };
   /** Starts layer `w.layer` once its gradient is ready (now, if it already is). */
@@ -310,18 +315,6 @@ export function simulateRun(
   };
   for (const w of all) beginIteration(w, jobs[w.job].startMs * 1e6);
   const finished = () => all.every((w) => w.finishedAt >= 0);
-  const tick = () => {
-    const now = nowMs();
-    sw.tick(now);
-    for (const w of all) {
-      if (w.running) {
-        w.core.tick(now);
-        settle(w);
-      }
-    }
-    if (!finished()) engine.after(timing.tickMs * 1e6, tick);
-  };
-  engine.after(timing.tickMs * 1e6, tick);
   // Ring workers say hello first, as CollectiveWorker.connect does.
   for (const w of all) if (w.core instanceof CollectiveCore) w.core.hello(0);
   const started = performance.now();

@@ -54,12 +54,13 @@ export interface SwitchStats
 
 /**
  * The switch's data plane, sans-IO: datagrams and time go in through
- * receive() and tick(), packets come out through `transmit`. A datagram may
- * carry several packets (proto/README.md, section 2.1), walked by
- * forEachPacket; per packet it runs a straight pipeline: ingress faults
- * (FaultStage), parse, admission (job rule, source, binding), the handler of
- * the packet's type (a contribution runs the job's program, NetReduce or
- * ATP, which hands back the packet to send), then egress faults and send.
+ * receive() and handleTimeout() (when nextTimeout() says), packets come out
+ * through `transmit`. A datagram may carry several packets (proto/README.md,
+ * section 2.1), walked by forEachPacket; per packet it runs a straight
+ * pipeline: ingress faults (FaultStage), parse, admission (job rule, source,
+ * binding), the handler of the packet's type (a contribution runs the job's
+ * program, NetReduce or ATP, which hands back the packet to send), then
+ * egress faults and send.
  * Nothing here allocates per packet.
  *
  * Buffers handed to transmit are aggregator slots or the packet being
@@ -175,7 +176,14 @@ export class SwitchCore {
       packet: (bytes, at, length) => {
         this.stats.rxPackets++;
         if (this.ingressFaults.enabled) {
-          this.faults.receive(bytes, at, length, this.fromPort, this.fromAddress);
+          this.faults.receive(
+            bytes,
+            at,
+            length,
+            this.fromPort,
+            this.fromAddress,
+            this.aggregators.now,
+          );
         } else {
           this.handle(bytes, at, length, this.fromPort, this.fromAddress);
         }
@@ -195,7 +203,15 @@ export class SwitchCore {
     this.jobSlotById[job.id] = this.jobs.length;
     this.jobs.push(job);
     this.regions.fresh(job, job.current);
+    this.onTimersChanged?.();
   }
+
+  /**
+   * Called when nextTimeout() may have moved other than by receive() or
+   * handleTimeout(): a job installed or removed, a region changed (from the
+   * control plane). The adapter arms its timer again.
+   */
+  onTimersChanged: (() => void) | null = null;
 
   /** Removes a job's rule and empties what it held. Returns whether it was installed. */
   removeJob(id: number): boolean {
@@ -208,6 +224,7 @@ export class SwitchCore {
     for (let i = slot; i < this.jobs.length; i++) this.jobSlotById[this.jobs[i].id] = i;
     this.regions.sweep(job, job.current);
     if (job.old !== null) this.regions.sweep(job, job.old);
+    this.onTimersChanged?.();
     return true;
   }
 
@@ -236,6 +253,7 @@ export class SwitchCore {
     const job = this.job(id);
     if (job === undefined) throw new RangeError(`job ${id} is not installed`);
     this.regions.change(job, offset, size, epoch);
+    this.onTimersChanged?.();
   }
 
   /**
@@ -266,6 +284,8 @@ export class SwitchCore {
   /**
    * One datagram from `address:port`, at time `now` (ms): each of its
    * packets in turn, as if it had come alone. Never throws on bad input.
+   * Not re-entrant: the source is kept in fields for the datagram's walk,
+   * so a transmit must not hand this core another datagram synchronously.
    */
   receive(datagram: Buffer, port: number, address: string, now: number): void {
     const stats = this.stats;
@@ -280,19 +300,39 @@ export class SwitchCore {
   }
 
   /**
-   * When the dead-peer check next needs the clock (ms; +Infinity: nothing
-   * waits): tick() at or after then, and again after any receive() (a
-   * contribution or a packet to the PS may bring it forward).
+   * The earliest moment the dead-peer rule could fail a job as things are
+   * (ms; +Infinity: nothing waits), for a reader; the switch's own timer
+   * (`livenessScan`, below) looks every scanEveryMs instead, which is cheap
+   * to ask after every event.
    */
   nextLivenessCheckAt(): number {
     return this.liveness.nextCheckAt(this.jobs);
   }
 
-  /** Lets held-back packets go when traffic pauses; call every few ms. */
-  tick(now: number): void {
-    this.faults.release();
-    const failure = this.liveness.check(this.jobs, now);
-    if (failure !== null) this.failJob(failure);
+  /**
+   * When the switch next needs handleTimeout() (ms, on the clock of `now`;
+   * Infinity when nothing is pending): the earliest of its named timers,
+   * `faultRelease` (a packet the fault stage held back for reordering goes
+   * if no next one overtook it, see REORDER_HOLD_MS) and `livenessScan`
+   * (the dead-peer rule's look at the installed jobs, every scanEveryMs).
+   * Region changes have no deadline: packets drive them.
+   */
+  nextTimeout(): number {
+    return Math.min(this.faults.releaseAt, this.livenessScanAt());
+  }
+
+  /** Runs every timer due at `now`; a timer not yet due does nothing. */
+  handleTimeout(now: number): void {
+    if (now >= this.faults.releaseAt) this.faults.release();
+    if (now >= this.livenessScanAt()) {
+      const failure = this.liveness.check(this.jobs, now);
+      if (failure !== null) this.failJob(failure);
+    }
+  }
+
+  /** Timer `livenessScan`: the dead-peer rule's next look, while any job is installed. */
+  private livenessScanAt(): number {
+    return this.jobs.length === 0 ? Number.POSITIVE_INFINITY : this.liveness.nextScanAt();
   }
 
   /**
@@ -723,7 +763,7 @@ export class SwitchCore {
 
   /** Sends `packet`, through the egress faults if there are any. */
   private emit(packet: Buffer, port: number, address: string): void {
-    if (this.egressFaults.enabled) this.faults.send(packet, port, address);
+    if (this.egressFaults.enabled) this.faults.send(packet, port, address, this.aggregators.now);
     else this.send(packet, port, address);
   }
 

@@ -55,6 +55,13 @@ export class FaultInjector {
   }
 }
 
+/**
+ * How long a reordered packet is held back when no next packet overtakes it
+ * (ms): then the stage's `faultRelease` timer lets it go. One place for the
+ * wait.
+ */
+export const REORDER_HOLD_MS = 1;
+
 /** What sits either side of the fault stage: the core's per-packet handler, and the wire. */
 export interface FaultLinks {
   /** The core handles bytes [at, at + length) of `bytes`, one packet from `address:port`. */
@@ -67,7 +74,8 @@ export interface FaultLinks {
  * Fault injection as its own stage around the switch core: ingress decides
  * each received packet's fate before the core handles it, egress each sent
  * packet's between the core's emit and the wire. A reordered packet is held
- * back (a copy) and let go after the next one, or on release().
+ * back (a copy) and let go after the next one, or REORDER_HOLD_MS after it
+ * was held (release(), when `releaseAt` comes).
  */
 export class FaultStage {
   readonly ingress: FaultInjector;
@@ -77,12 +85,15 @@ export class FaultStage {
   private heldInLength = -1;
   private heldInPort = 0;
   private heldInAddress = "";
+  /** when the held received packet is let go without a next one (Infinity: none held) */
+  private heldInUntil = Number.POSITIVE_INFINITY;
   // One send held back by an egress reorder, released after the next send.
   private heldOut: Buffer | null = null;
   // Held packets are copied: an aggregator's packet may change before release.
   private readonly heldOutCopy = Buffer.alloc(65536);
   private heldOutPort = 0;
   private heldOutAddress = "";
+  private heldOutUntil = Number.POSITIVE_INFINITY;
 
   constructor(
     faults: FaultConfig,
@@ -94,8 +105,26 @@ export class FaultStage {
     this.egress = new FaultInjector(faults.egress, new Prng(deriveSeed(faults.seed, 1)));
   }
 
-  /** One received packet, bytes [at, at + length) of `bytes`: to the core, or not, or later. */
-  receive(bytes: Buffer, at: number, length: number, port: number, address: string): void {
+  /**
+   * Timer `faultRelease`: when a held-back packet goes without a next one
+   * (ms; Infinity when none is held).
+   */
+  get releaseAt(): number {
+    return Math.min(this.heldInUntil, this.heldOutUntil);
+  }
+
+  /**
+   * One received packet, bytes [at, at + length) of `bytes`, at `now` (ms):
+   * to the core, or not, or later.
+   */
+  receive(
+    bytes: Buffer,
+    at: number,
+    length: number,
+    port: number,
+    address: string,
+    now: number,
+  ): void {
     switch (this.ingress.decide()) {
       case FaultAction.drop:
         this.drops[DropReason.injectedDrop]++;
@@ -109,6 +138,7 @@ export class FaultStage {
           this.heldInLength = length;
           this.heldInPort = port;
           this.heldInAddress = address;
+          this.heldInUntil = now + REORDER_HOLD_MS;
           return;
         }
         break;
@@ -117,8 +147,8 @@ export class FaultStage {
     this.releaseIn();
   }
 
-  /** One packet the core sends: to the wire, or not, or later. */
-  send(packet: Buffer, port: number, address: string): void {
+  /** One packet the core sends at `now` (ms): to the wire, or not, or later. */
+  send(packet: Buffer, port: number, address: string, now: number): void {
     switch (this.egress.decide()) {
       case FaultAction.drop:
         return;
@@ -131,6 +161,7 @@ export class FaultStage {
           this.heldOut = this.heldOutCopy.subarray(0, packet.length);
           this.heldOutPort = port;
           this.heldOutAddress = address;
+          this.heldOutUntil = now + REORDER_HOLD_MS;
           return;
         }
         break;
@@ -139,7 +170,7 @@ export class FaultStage {
     this.releaseOut();
   }
 
-  /** Lets held-back packets go (traffic paused): the received one first. */
+  /** Lets held-back packets go (traffic paused, `releaseAt` came): the received one first. */
   release(): void {
     this.releaseIn();
     this.releaseOut();
@@ -149,6 +180,7 @@ export class FaultStage {
     const length = this.heldInLength;
     if (length < 0) return;
     this.heldInLength = -1;
+    this.heldInUntil = Number.POSITIVE_INFINITY;
     this.links.handle(this.heldInCopy, 0, length, this.heldInPort, this.heldInAddress);
   }
 
@@ -156,6 +188,7 @@ export class FaultStage {
     const held = this.heldOut;
     if (held === null) return;
     this.heldOut = null;
+    this.heldOutUntil = Number.POSITIVE_INFINITY;
     this.links.transmit(held, this.heldOutPort, this.heldOutAddress);
   }
 }

@@ -37,9 +37,18 @@ export class Liveness {
     return job.deadPeerMs >= 0 ? job.deadPeerMs : this.defaultDeadMs;
   }
 
+  /**
+   * When check() may next look (ms): scanEveryMs after its last scan. Cheap,
+   * so the switch's timer can ask it after every event; nextCheckAt(jobs)
+   * is the exact moment a failure could next be found, for a reader.
+   */
+  nextScanAt(): number {
+    return this.lastScanAt + this.scanEveryMs;
+  }
+
   /** The first failure among `jobs` at `now`, or null. Scans at most every scanEveryMs. */
   check(jobs: readonly JobState[], now: number): JobFailure | null {
-    if (now - this.lastScanAt < this.scanEveryMs) return null;
+    if (now < this.nextScanAt()) return null;
     this.lastScanAt = now;
     for (const job of jobs) {
       const dead = this.deadMsOf(job);

@@ -19,6 +19,7 @@ import {
   type SocketBuffers,
   socketBuffers,
 } from "../runtime/socket.js";
+import { CoreTimer } from "../runtime/timer.js";
 import { SwitchCore } from "./core.js";
 
 export interface SwitchServerOptions {
@@ -26,8 +27,6 @@ export interface SwitchServerOptions {
   host?: string;
   /** 0 (the default) binds an ephemeral port; address() reports it */
   port?: number;
-  /** how often held-back (reordered) packets are released when traffic pauses */
-  tickMs?: number;
   /** how many packets (and bytes) one datagram may carry; default 64 */
   datagram?: DatagramLimits;
 }
@@ -44,7 +43,8 @@ export function configInFlightBytes(config: SwitchConfig): number {
 
 /**
  * The switch's UDP adapter: one socket, the data path on node:dgram events
- * straight into SwitchCore, and a timer for tick(). dgram-as-promised is used
+ * straight into SwitchCore, and one timer for the core's nextTimeout()
+ * (runtime/timer.ts). dgram-as-promised is used
  * only for the socket's lifecycle. With emulated links (config `links`),
  * every packet leaves through the paced port towards its host; then the
  * coalescer puts the packets for one host that leave in one turn of the
@@ -54,12 +54,12 @@ export class SwitchServer {
   readonly core: SwitchCore;
   /** socket errors (e.g. ICMP unreachable reported on send) */
   socketErrors = 0;
-  private readonly timer: NodeJS.Timeout;
+  /** the core's timers: held-back fault packets, the dead-peer scan */
+  readonly timer: CoreTimer;
 
   private constructor(
     private readonly socket: SocketAsPromised,
     core: SwitchCore,
-    tickMs: number,
     /** the egress ports of the emulated links, or null without links */
     readonly ports: PortsByDestination | null,
     readonly coalescer: Coalescer,
@@ -70,13 +70,17 @@ export class SwitchServer {
     private readonly closed: { value: boolean },
   ) {
     this.core = core;
+    const timer = new CoreTimer(core);
+    this.timer = timer;
+    core.onTimersChanged = () => timer.poke();
     socket.socket.on("message", (msg, rinfo) => {
       core.receive(msg, rinfo.port, rinfo.address, performance.now());
+      timer.poke();
     });
     socket.socket.on("error", () => {
       this.socketErrors++;
     });
-    this.timer = setInterval(() => core.tick(performance.now()), tickMs);
+    timer.poke();
   }
 
   static async start(options: SwitchServerOptions): Promise<SwitchServer> {
@@ -126,7 +130,6 @@ export class SwitchServer {
     return new SwitchServer(
       socket,
       core,
-      options.tickMs ?? 5,
       ports,
       coalescer,
       buffers,
@@ -150,7 +153,7 @@ export class SwitchServer {
   }
 
   async close(): Promise<void> {
-    clearInterval(this.timer);
+    this.timer.stop();
     this.ports?.clock.stop();
     // What waits for the end of this turn goes now; after close a flush sends nothing.
     this.coalescer.flush();

@@ -42,9 +42,9 @@ describe("dead peers", () => {
     for (const w of [0, 1, 2]) send(w, 1, 10);
     for (const w of [0, 1]) send(w, 2, 20); // worker 2 never sends PSN 2
     capture.sent.length = 0;
-    core.tick(3000);
+    core.handleTimeout(3000);
     assert.equal(failures.length, 0, "3 s is not yet 5 s");
-    core.tick(5100);
+    core.handleTimeout(5100);
     assert.deepEqual(failures, [
       "job 7: worker 2 stopped sending (PSN 2 waited 5.1 s for it while the others' contributions had arrived)",
     ]);
@@ -74,9 +74,9 @@ describe("dead peers", () => {
     for (const w of [0, 1]) send(w, 1, 10); // worker 2's PSN 1 is lost, again and again...
     send(2, 2, 3000); // ...while it is heard otherwise
     send(2, 2, 5000);
-    core.tick(5100);
+    core.handleTimeout(5100);
     assert.deepEqual(failures, [], "PSN 1 waited 5.1 s, but worker 2 spoke 0.1 s ago");
-    core.tick(10_100);
+    core.handleTimeout(10_100);
     assert.equal(failures.length, 1, "then silence for 5.1 s: dead");
     assert.match(failures[0], /worker 2 stopped sending \(PSN 1 waited 10\.1 s/);
   });
@@ -84,8 +84,8 @@ describe("dead peers", () => {
   it("a job between all-reduces is never taken for dead, however long it pauses", () => {
     const { core, failures, send } = setup();
     for (let psn = 0; psn < 4; psn++) for (const w of [0, 1, 2]) send(w, psn, psn);
-    core.tick(60_000);
-    core.tick(600_000);
+    core.handleTimeout(60_000);
+    core.handleTimeout(600_000);
     assert.deepEqual(failures, []);
     assert.notEqual(core.job(7), undefined);
   });
@@ -118,7 +118,7 @@ describe("dead peers", () => {
     };
     const dead = make();
     dead.send(0, 0);
-    dead.core.tick(5200);
+    dead.core.handleTimeout(5200);
     assert.deepEqual(dead.failures, [
       "job 9: the parameter server is unreachable (no ack for 5.2 s)",
     ]);
@@ -143,9 +143,9 @@ describe("dead peers", () => {
         [1],
       );
       alive.core.receive(ack, 9100, HOST, psn * 1000 + 2000);
-      alive.core.tick(psn * 1000 + 2500);
+      alive.core.handleTimeout(psn * 1000 + 2500);
     }
-    alive.core.tick(100_000);
+    alive.core.handleTimeout(100_000);
     assert.deepEqual(alive.failures, [], "acks kept coming; then the job paused");
   });
 
@@ -214,7 +214,7 @@ describe("dead peers", () => {
     const credential = submitted.json().credential;
     const rule = { id: 3, fanIn: 2, offset: 0, regionSize: 16 };
     core.receive(contribution(rule, 0, 0, [1]), portOf(0), HOST, 0);
-    core.tick(1500);
+    core.handleTimeout(1500);
     await tick();
     const view = (await app.inject({ method: "GET", url: "/jobs/3" })).json();
     assert.equal(view.status, "failed");
@@ -281,7 +281,7 @@ describe("keepalive packets", () => {
     for (const w of [0, 1]) send(w, 1, 3000);
     for (let t = 4000; t <= 20_000; t += 1000) {
       core.receive(keepalive(7, 2, 3), portOf(2), HOST, t);
-      core.tick(t);
+      core.handleTimeout(t);
     }
     assert.deepEqual(failures, []);
     // An unbound worker's keepalive binds nothing.
@@ -324,7 +324,7 @@ describe("keepalive packets", () => {
     const { capture, core, failures, send } = setup();
     for (const w of [0, 1, 2]) send(w, 0, 0);
     for (const w of [0, 1]) send(w, 1, 10);
-    core.tick(6000);
+    core.handleTimeout(6000);
     assert.equal(failures.length, 1);
     capture.sent.length = 0;
     core.receive(keepalive(7, 0, 3), portOf(0), HOST, 7000);
@@ -341,12 +341,12 @@ describe("keepalive packets", () => {
     core.receive(keepalive(7, 2, 3), portOf(2), HOST, 900);
     const at = core.nextLivenessCheckAt();
     assert.equal(at, 5900, "worker 2 was heard at 0.9 s; the partial claimed at 0.1 s");
-    core.tick(at - 1);
+    core.handleTimeout(at - 1);
     assert.deepEqual(failures, []);
     // A scan just ran: the next one comes at most every 250 ms.
     const again = core.nextLivenessCheckAt();
     assert.equal(again, at - 1 + 250);
-    core.tick(again);
+    core.handleTimeout(again);
     assert.equal(failures.length, 1);
   });
 });
@@ -369,7 +369,7 @@ describe("a stranger cannot keep a dead worker alive", () => {
           core.receive(fake, portOf(2), "127.0.0.9", t); // another host
         }
       }
-      core.tick(t);
+      core.handleTimeout(t);
       if (failures.length > 0) failedAt = t;
     }
     console.log(`the job failed ${failedAt / 1000} s after worker 2's last packet`);
@@ -532,12 +532,12 @@ describe("deadPeerS, per job and switch-wide", () => {
     const { core, failures, send } = setup({ jobs: [{ ...job, deadPeerS: 2 }] });
     for (const w of [0, 1, 2]) send(w, 0, 0);
     for (const w of [0, 1]) send(w, 1, 10);
-    core.tick(2100);
+    core.handleTimeout(2100);
     assert.match(failures[0] ?? "", /worker 2 stopped sending \(PSN 1 waited 2\.1 s/);
     // 0: never.
     const never = setup({ deadPeerS: 0 });
     for (const w of [0, 1]) never.send(w, 1, 10);
-    never.core.tick(10_000_000);
+    never.core.handleTimeout(10_000_000);
     assert.deepEqual(never.failures, []);
     assert.equal(never.core.nextLivenessCheckAt(), Number.POSITIVE_INFINITY);
   });

@@ -3,14 +3,17 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
+import { z } from "zod";
 import { parseScheduleScenario } from "../experiment/schedule.js";
 import { parseLayerTrace, ScenarioRunSchema } from "../proto/scenario.js";
 import { runScenarioRun } from "../runner/run.js";
+import { parseCli } from "../runtime/cli.js";
 import { Engine } from "../sim/engine.js";
 import { simulateCores } from "../sim/harness.js";
 import { simulateSchedule } from "../sim/schedule.js";
 import { DEFAULT_SIM_TIMING, simulateRun } from "../sim/simulate.js";
 import { packetFixedPoint, StreamCheck } from "../sim/stream.js";
+import { SimTimer } from "../sim/timers.js";
 import { outputDigest } from "../worker/workload.js";
 import { testSeed } from "./seed.js";
 
@@ -76,6 +79,64 @@ describe("the simulator's engine", () => {
     engine.run();
     for (let i = 1; i < times.length; i++) assert.ok(times[i] >= times[i - 1]);
     assert.equal(times.length, 5000);
+  });
+});
+
+describe("a core's timer in virtual time", () => {
+  /** A core with one deadline list: handleTimeout takes every deadline due. */
+  const fakeCore = (deadlines: number[]) => {
+    const handled: number[] = [];
+    return {
+      handled,
+      deadlines,
+      nextTimeout: () => (deadlines.length > 0 ? deadlines[0] : Number.POSITIVE_INFINITY),
+      handleTimeout: (now: number) => {
+        handled.push(now);
+        while (deadlines.length > 0 && deadlines[0] <= now) deadlines.shift();
+      },
+    };
+  };
+
+  it("fires exactly at each deadline, after the events of its own ns, and not when nothing is pending", () => {
+    const engine = new Engine();
+    const core = fakeCore([0.5, 2, 2.000001]);
+    const timer = new SimTimer(engine, core);
+    const seen: string[] = [];
+    engine.at(0, () => timer.rearm());
+    // An event at the deadline's ns scheduled after the timer was armed still goes first.
+    engine.at(2e6, () => seen.push(`delivery@${engine.now}`));
+    engine.run();
+    assert.deepEqual(core.handled, [0.5, 2, 2.000001]);
+    assert.deepEqual(seen, ["delivery@2000000"]);
+    assert.equal(timer.fired, 3);
+    assert.equal(engine.pending, 0, "Infinity arms nothing");
+  });
+
+  it("moves its event earlier when the deadline does, and leaves it when it moves later", () => {
+    const engine = new Engine();
+    const core = fakeCore([10]);
+    const timer = new SimTimer(engine, core);
+    timer.rearm();
+    core.deadlines.unshift(3);
+    timer.rearm();
+    core.deadlines.splice(0, 2, 20);
+    timer.rearm();
+    engine.run();
+    // The event at 3 finds nothing due (the deadline moved to 20) and only arms again.
+    assert.deepEqual(core.handled, [20]);
+    assert.equal(timer.fired, 1);
+  });
+
+  it("ina-sim refuses the removed --tick-ms, saying why", () => {
+    const spec = {
+      command: "x",
+      summary: "",
+      options: {},
+      removed: { "tick-ms": "timers fire at their deadlines" },
+      schema: z.strictObject({}),
+    };
+    assert.throws(() => parseCli(spec, ["--tick-ms", "0.1"]), /--tick-ms: removed; timers fire/);
+    assert.throws(() => parseCli(spec, ["--tick-ms=1"]), /--tick-ms: removed/);
   });
 });
 

@@ -257,7 +257,7 @@ describe("fault injection", () => {
           );
         }
       }
-      core.tick(1);
+      core.handleTimeout(1);
       return {
         sent: capture.sent.map((s) => `${s.port}:${s.header.psn}`).join(","),
         injected: core.ingressFaults.injected,

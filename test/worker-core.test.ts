@@ -175,8 +175,8 @@ describe("worker and switch over a simulated network", () => {
               else workers[p.to - 100]?.receive(p.bytes, now);
             }
           }
-          sw.tick(now);
-          for (const w of workers) w?.tick(now);
+          sw.handleTimeout(now);
+          for (const w of workers) w?.handleTimeout(now);
         }
       };
       if (variant === "missed") {
@@ -206,7 +206,7 @@ describe("worker and switch over a simulated network", () => {
   it("gives up with a reason after maxSendsPerPacket, instead of retrying forever", () => {
     const core = smallWorker({ maxSendsPerPacket: 3 }, () => {});
     core.begin(new Float32Array(4), new Float32Array(4), 0);
-    for (let t = 1; t <= 100 && !core.done; t++) core.tick(t * 1000);
+    for (let t = 1; t <= 100 && !core.done; t++) core.handleTimeout(t * 1000);
     assert.equal(core.done, true);
     assert.match(core.failure ?? "", /no result for PSN 0 after 3 sends/);
   });
@@ -229,11 +229,11 @@ describe("worker and switch over a simulated network", () => {
     );
     for (let t = 1; t < 20; t++) {
       core.receive(region, t * 1000);
-      core.tick(t * 1000 + 1);
+      core.handleTimeout(t * 1000 + 1);
     }
     assert.equal(core.done, false, "many more than 3 sends, but only 19 s");
     // Given up at the first timeout from 20 s on (the RTO has backed off to 2 s).
-    for (let t = 20_000; t <= 22_100 && !core.done; t += 100) core.tick(t);
+    for (let t = 20_000; t <= 22_100 && !core.done; t += 100) core.handleTimeout(t);
     assert.equal(core.done, true);
     assert.match(core.failure ?? "", /no result for PSN [01] after \d+ sends over 2[0-2]\.\d s/);
   });
@@ -241,23 +241,25 @@ describe("worker and switch over a simulated network", () => {
   it("sends a keepalive when it has sent nothing for keepaliveMs, between all-reduces too", () => {
     const sent: Buffer[] = [];
     const core = smallWorker({}, (p) => sent.push(Buffer.from(p)));
-    core.tick(0);
-    assert.equal(sent.length, 1, "nothing sent yet: a keepalive at once");
+    core.handleTimeout(0);
+    assert.equal(core.nextKeepaliveAt(), Number.POSITIVE_INFINITY, "nothing sent yet: not bound");
+    assert.equal(sent.length, 0);
+    core.sendKeepalive(0);
     assert.deepEqual(
       [sent[0][1], sent[0].readUInt16LE(6), sent[0].length],
       [PacketType.keepalive, 0, 32],
     );
     assert.equal(core.nextKeepaliveAt(), 1000);
-    core.tick(999);
+    core.handleTimeout(999);
     assert.equal(sent.length, 1);
     assert.equal(core.keepaliveDue(1000), true);
-    core.tick(1000);
+    core.handleTimeout(1000);
     assert.equal(sent.length, 2);
     // Contributions are signs of life: they put the next keepalive off.
     core.begin(new Float32Array(4), new Float32Array(4), 1500);
     assert.equal(core.nextKeepaliveAt(), 2500);
     const off = smallWorker({ keepaliveMs: 0 }, (p) => sent.push(p));
-    off.tick(10_000);
+    off.handleTimeout(10_000);
     assert.equal(off.nextKeepaliveAt(), Number.POSITIVE_INFINITY);
     assert.equal(sent.length, 4, "only the two contributions of the first worker");
   });
@@ -266,7 +268,7 @@ describe("worker and switch over a simulated network", () => {
     const core = smallWorker({ giveUpAfterMs: 5000, maxSendsPerPacket: 1e6 }, () => {});
     core.begin(new Float32Array(8), new Float32Array(8), 0);
     assert.equal(core.unansweredPackets, 2, "a window of 2 in flight");
-    core.tick(4000);
+    core.handleTimeout(4000);
     assert.equal(core.quietMs(4000), 4000);
     // A result of PSN 0 at 4.5 s: the switch is there, the wait starts again.
     core.receive(
@@ -274,9 +276,9 @@ describe("worker and switch over a simulated network", () => {
       4500,
     );
     assert.equal(core.quietMs(4600), 100);
-    core.tick(9000);
+    core.handleTimeout(9000);
     assert.equal(core.done, false, "4.5 s after the last answer");
-    core.tick(9500);
+    core.handleTimeout(9500);
     assert.equal(core.done, true);
     assert.match(
       core.failure ?? "",
@@ -315,18 +317,42 @@ describe("worker and switch over a simulated network", () => {
     const core = smallWorker({}, (buf) => sent.push(Buffer.from(buf)));
     core.begin(new Float32Array(8), new Float32Array(8), 0);
     assert.equal(sent.length, 2);
-    core.tick(DEFAULT_RTO.rtoInitialMs - 1);
+    // The timer `retransmit` is due one RTO after the oldest send.
+    assert.equal(core.nextTimeout(), DEFAULT_RTO.rtoInitialMs);
+    core.handleTimeout(DEFAULT_RTO.rtoInitialMs - 1);
     assert.equal(sent.length, 2);
     // A first timeout resends only the oldest PSN, a probe.
-    core.tick(DEFAULT_RTO.rtoInitialMs);
+    core.handleTimeout(DEFAULT_RTO.rtoInitialMs);
     assert.equal(sent.length, 3);
     assert.equal(sent[2].readUInt32LE(12), 0, "the oldest PSN");
     assert.equal(sent[2].readUInt16LE(2) & 1, 1, "resend flag set");
     assert.equal(core.stats.rtoMs, 2 * DEFAULT_RTO.rtoInitialMs);
+    // PSN 1 (sent at 0) is now the oldest unanswered send, with the backed-off RTO.
+    assert.equal(core.nextTimeout(), 2 * DEFAULT_RTO.rtoInitialMs);
     // No result before the backed-off RTO: every expired PSN goes again.
-    core.tick(2 * DEFAULT_RTO.rtoInitialMs);
+    core.handleTimeout(2 * DEFAULT_RTO.rtoInitialMs);
     assert.equal(sent.length, 4);
     assert.equal(sent[3].readUInt32LE(12), 1);
     assert.equal(core.stats.rtoMs, 4 * DEFAULT_RTO.rtoInitialMs);
+    assert.equal(core.nextTimeout(), DEFAULT_RTO.rtoInitialMs + 4 * DEFAULT_RTO.rtoInitialMs);
+  });
+
+  it("says when its timers are next due: Infinity when idle, the give-up deadline, gaps", () => {
+    const core = smallWorker({ giveUpAfterMs: 5000, maxSendsPerPacket: 1e6 }, () => {});
+    assert.equal(core.nextTimeout(), Number.POSITIVE_INFINITY, "nothing running");
+    core.begin(new Float32Array(8), new Float32Array(8), 0);
+    assert.equal(core.nextTimeout(), DEFAULT_RTO.rtoInitialMs, "the RTO comes before give-up");
+    core.handleTimeout(50);
+    assert.equal(core.stats.retransmissions, 0, "a timer not yet due does nothing");
+    // Keepalives off: only the all-reduce's timers (keepalives have their own test).
+    const failed = smallWorker(
+      { giveUpAfterMs: 100, maxSendsPerPacket: 1e6, keepaliveMs: 0 },
+      () => {},
+    );
+    failed.begin(new Float32Array(8), new Float32Array(8), 0);
+    assert.equal(failed.nextTimeout(), 100, "give-up before the first RTO");
+    failed.handleTimeout(failed.nextTimeout());
+    assert.equal(failed.done, true);
+    assert.equal(failed.nextTimeout(), Number.POSITIVE_INFINITY);
   });
 });

@@ -1,5 +1,6 @@
 import { decodeHeader, forEachPacket, type PacketVisitor } from "../proto/codec.js";
 import { DROP_REASON_COUNT, DropReason, type DropReasonValue } from "../proto/drops.js";
+import { describeFailure } from "../proto/failure.js";
 import { addSaturating, dequantizeInto, quantizeInto } from "../proto/fixedpoint.js";
 import {
   type FailedPacket,
@@ -28,7 +29,8 @@ import { Keepalive, packetGivenUp, type WorkerStats, type WorkerTransmit } from 
  * Host-based collectives over the switch's forwarding (proto/README.md,
  * section 17): ring all-reduce, reduce-scatter, all-gather, broadcast,
  * reduce and all-to-all. Sans-IO like WorkerCore: begin() starts one
- * collective, receive() takes datagrams, tick() drives retransmission.
+ * collective, receive() takes datagrams, nextTimeout() says when
+ * handleTimeout() must run next, which drives retransmission.
  *
  * Every collective is a set of streams of packets between pairs of workers
  * (or from a root to all, multicast by the switch). A stream's packets go
@@ -179,6 +181,8 @@ export class CollectiveCore {
   private readonly keepalive: Keepalive;
   /** the last timeout resent only a probe (see WorkerCore) */
   private probing = false;
+  /** a lower bound of the send times of packets still unacknowledged (see retransmitAt) */
+  private oldestSentAt = Number.POSITIVE_INFINITY;
   private readonly rtt: RttEstimator;
   private readonly header = emptyHeader();
   private readonly scratch: Buffer;
@@ -348,6 +352,7 @@ export class CollectiveCore {
     this.nextCallBase = this.callBase + this.callSpan;
     this.active = true;
     this.probing = false;
+    this.oldestSentAt = Number.POSITIVE_INFINITY;
     this.lastHeardAt = now;
     // Say hello, so the switch knows this worker's address before anyone sends to it.
     this.helloConfirmed = false;
@@ -479,11 +484,7 @@ export class CollectiveCore {
     if (h.type === PacketType.failed && h.jobId === o.jobId) {
       const failed = this.failedIn;
       readFailed(h, failed);
-      if (this.active) {
-        this.fail(
-          `the switch failed the job (workers 0x${failed.deadWorkers.toString(16)} silent)`,
-        );
-      }
+      if (this.active) this.fail(`the switch failed ${describeFailure(failed)}`);
       return;
     }
     if (h.type !== PacketType.forward) {
@@ -590,32 +591,51 @@ export class CollectiveCore {
   }
 
   /**
-   * Retransmits what timed out, the hello until the switch echoes it, and
-   * keepalives; call every few ms.
+   * When this worker next needs handleTimeout() (ms, on the clock of `now`;
+   * Infinity when nothing is pending): the earliest of its named timers,
+   * `giveUp` (nothing heard for giveUpAfterMs), `hello` (resent every RTO
+   * until the switch echoes it), `retransmit` (the oldest unacknowledged
+   * send's RTO, a probe first) and `gapResend` (a stream's gap, once later
+   * packets are acknowledged) while a collective runs, and `keepalive`
+   * always (nothing sent for keepaliveMs). Cheap: no scan of the windows.
    */
-  tick(now: number): void {
+  nextTimeout(): number {
+    const keepalive = this.keepalive.nextAt();
+    if (!this.active) return keepalive;
+    let at = Math.min(keepalive, this.giveUpAt(), this.helloAt(), this.retransmitAt());
+    for (const s of this.outs) {
+      const gap = this.gapResendAt(s);
+      if (gap < at) at = gap;
+    }
+    return at;
+  }
+
+  /** Runs every timer due at `now` (keepalive first); a timer not yet due does nothing. */
+  handleTimeout(now: number): void {
     if (this.keepaliveDue(now)) this.sendKeepalive(now);
     if (!this.active) return;
-    const giveUp = this.options.giveUpAfterMs ?? 0;
-    if (giveUp > 0 && now - this.lastHeardAt >= giveUp) {
+    if (now >= this.giveUpAt()) {
+      const giveUp = this.options.giveUpAfterMs ?? 0;
       this.fail(
         `no packet from the switch for ${(giveUp / 1000).toFixed(1)} s (${this.waitingFor()})`,
       );
       return;
     }
-    const rto = this.stats.rtoMs;
-    if (!this.helloConfirmed && now - this.helloSentAt >= rto) {
+    if (now >= this.helloAt()) {
       this.sendControl(this.options.workerId, 0, now);
       this.helloSentAt = now;
     }
+    const expired = now >= this.retransmitAt();
+    const rto = this.stats.rtoMs;
     let timedOut = false;
     for (const s of this.outs) {
       // Gap detection on the clock too, as WorkerCore does (section 7).
       if (s.newestDone >= s.base + 3) this.resendGaps(s, s.newestDone, now);
+      if (!expired) continue;
       const window = this.options.window;
       for (let i = s.base; i < s.next; i++) {
         const slot = i % window;
-        if (s.awaiting[slot] !== 0 && now - s.sentAt[slot] >= rto) {
+        if (s.awaiting[slot] !== 0 && now >= s.sentAt[slot] + rto) {
           if (packetGivenUp(s.sends[slot], now - s.firstSentAt[slot], this.options)) {
             this.fail(
               `no acknowledgement from worker(s) 0x${s.awaiting[slot].toString(16)} for PSN ${this.callBase + i} after ${s.sends[slot]} sends`,
@@ -634,6 +654,52 @@ export class CollectiveCore {
       this.stats.rtoMs = Math.min(this.options.rtoMaxMs, rto * 2);
       this.probing = !this.probing;
     }
+    if (expired) this.oldestSentAt = this.oldestUnacknowledgedSend();
+  }
+
+  /** Timer `giveUp`: the collective fails once nothing was heard this long. */
+  private giveUpAt(): number {
+    const giveUp = this.options.giveUpAfterMs ?? 0;
+    return giveUp > 0 ? this.lastHeardAt + giveUp : Number.POSITIVE_INFINITY;
+  }
+
+  /** Timer `hello`: the hello goes again an RTO after the last, until the switch echoes it. */
+  private helloAt(): number {
+    return this.helloConfirmed ? Number.POSITIVE_INFINITY : this.helloSentAt + this.stats.rtoMs;
+  }
+
+  /**
+   * Timer `retransmit`: the RTO after the oldest send still unacknowledged,
+   * or earlier: `oldestSentAt` is a lower bound (as WorkerCore's), made exact
+   * when the timer fires.
+   */
+  private retransmitAt(): number {
+    return this.oldestSentAt + this.stats.rtoMs;
+  }
+
+  private oldestUnacknowledgedSend(): number {
+    let oldest = Number.POSITIVE_INFINITY;
+    const window = this.options.window;
+    for (const s of this.outs) {
+      for (let i = s.base; i < s.next; i++) {
+        const slot = i % window;
+        if (s.awaiting[slot] !== 0 && s.sentAt[slot] < oldest) oldest = s.sentAt[slot];
+      }
+    }
+    return oldest;
+  }
+
+  /** Timer `gapResend` of stream `s`: the earliest wait resendGaps() would act on (at most 33 packets). */
+  private gapResendAt(s: OutStream): number {
+    if (s.newestDone < s.base + 3 || !this.rtt.hasSample) return Number.POSITIVE_INFINITY;
+    const waited = this.rtt.gapWaitMs();
+    const last = Math.min(s.newestDone - 3, s.base + 32);
+    let at = Number.POSITIVE_INFINITY;
+    for (let i = s.base; i <= last; i++) {
+      const slot = i % this.options.window;
+      if (s.awaiting[slot] !== 0 && s.sentAt[slot] + waited < at) at = s.sentAt[slot] + waited;
+    }
+    return at;
   }
 
   /**
@@ -675,7 +741,7 @@ export class CollectiveCore {
     const last = Math.min(k - 3, s.base + 32);
     for (let i = s.base; i <= last; i++) {
       const slot = i % this.options.window;
-      if (s.awaiting[slot] !== 0 && now - s.sentAt[slot] >= waited) this.resend(s, slot, now);
+      if (s.awaiting[slot] !== 0 && now >= s.sentAt[slot] + waited) this.resend(s, slot, now);
     }
   }
 
@@ -721,6 +787,7 @@ export class CollectiveCore {
     s.sends[slot] = 1;
     s.sentAt[slot] = now;
     s.firstSentAt[slot] = now;
+    if (now < this.oldestSentAt) this.oldestSentAt = now;
     this.transmitPacket(s.slots.packet(slot, count), now);
   }
 
@@ -730,6 +797,7 @@ export class CollectiveCore {
     view.setUint16(at + Field.flags, view.getUint16(at + Field.flags, true) | Flag.resend, true);
     s.sends[slot]++;
     s.sentAt[slot] = now;
+    if (now < this.oldestSentAt) this.oldestSentAt = now;
     this.stats.retransmissions++;
     this.transmitPacket(s.slots.packet(slot, view.getUint16(at + Field.elementCount, true)), now);
   }

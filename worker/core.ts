@@ -97,8 +97,8 @@ export function packetGivenUp(
  * due, and the packet. Any packet sent to the switch restarts the wait.
  */
 export class Keepalive {
-  /** `now` of the latest packet sent to the switch */
-  lastSentAt = Number.NEGATIVE_INFINITY;
+  /** `now` of the latest packet sent to the switch (Infinity: none yet) */
+  lastSentAt = Number.POSITIVE_INFINITY;
   private readonly packet = Buffer.alloc(HEADER_BYTES);
   private readonly view: DataView;
   readonly intervalMs: number;
@@ -117,7 +117,11 @@ export class Keepalive {
     this.view.setUint32(Field.aggregatorIndex, port, true);
   }
 
-  /** When the next keepalive is due (ms); +Infinity when keepalives are off. */
+  /**
+   * When the next keepalive is due (ms); +Infinity when keepalives are off
+   * or nothing was sent yet (a worker that never sent is not bound, and
+   * its keepalive would prove nothing).
+   */
   nextAt(): number {
     return this.intervalMs > 0 ? this.lastSentAt + this.intervalMs : Number.POSITIVE_INFINITY;
   }
@@ -246,8 +250,9 @@ export interface WorkerStats {
  * One end host of a NetReduce, ATP or PS job, sans-IO. begin() starts an all-reduce of a tensor;
  * the tensor is cut into packets of `elementsPerPacket`, PSNs continue across
  * calls, at most `window` packets are in flight, and each result is written
- * into the output. receive() takes datagrams from the switch, tick() drives
- * retransmission. Nothing here allocates per packet.
+ * into the output. receive() takes datagrams from the switch; nextTimeout()
+ * says when the worker next needs handleTimeout(), which drives
+ * retransmission (section 7). Nothing here allocates per packet.
  */
 export class WorkerCore {
   readonly options: WorkerCoreOptions;
@@ -330,6 +335,10 @@ export class WorkerCore {
   private probing = false;
   /** the highest PSN of this all-reduce with its result (-1: none yet) */
   private newestResult = -1;
+  /** a lower bound of the send times of PSNs without their result (see retransmitAt) */
+  private oldestSentAt = Number.POSITIVE_INFINITY;
+  /** PSNs in flight (in [base, next), without their result) that were sent more than once */
+  private resentInFlight = 0;
   private readonly rtt: RttEstimator;
 
   constructor(
@@ -453,6 +462,8 @@ export class WorkerCore {
     this.active = packets > 0;
     this.probing = false;
     this.newestResult = -1;
+    this.oldestSentAt = Number.POSITIVE_INFINITY;
+    this.resentInFlight = 0;
     this.lastAnswerAt = now;
     this.fillWindow(now);
   }
@@ -565,6 +576,7 @@ export class WorkerCore {
     this.stats.resultsReceived++;
     this.stats.payloadBytesReceived += count * 4;
     this.slotDone[slot] = 1;
+    if (this.slotSends[slot] > 1) this.resentInFlight--;
     if (psn > this.newestResult) this.newestResult = psn;
     // Karn: only a packet sent once gives an unambiguous RTT sample.
     if (this.slotSends[slot] === 1) {
@@ -587,8 +599,8 @@ export class WorkerCore {
 
   /**
    * When this worker's next keepalive is due (ms; +Infinity: keepalives are
-   * off): call tick(), or sendKeepalive(), at or after then, even between
-   * all-reduces. Every packet sent moves it later.
+   * off): timer `keepalive`, due even between all-reduces. Every packet sent
+   * moves it later.
    */
   nextKeepaliveAt(): number {
     return this.keepalive.nextAt();
@@ -617,12 +629,31 @@ export class WorkerCore {
     this.transmit.send(packet);
   }
 
-  /** Retransmits every packet whose timeout has passed, and keepalives; call every few ms. */
-  tick(now: number): void {
+  /**
+   * When this worker next needs handleTimeout() (ms, on the clock of `now`;
+   * Infinity when nothing is pending): the earliest of its named timers,
+   * `retransmit` (the oldest unanswered send's RTO, a probe first), `gapResend`
+   * (a gap's wait, once later PSNs have their results) and `giveUp` (no
+   * answer from the switch for giveUpAfterMs) while an all-reduce runs, and
+   * `keepalive` always (nothing sent for keepaliveMs). Cheap: no scan of the
+   * window.
+   */
+  nextTimeout(): number {
+    const keepalive = this.keepalive.nextAt();
+    if (!this.active) return keepalive;
+    return Math.min(keepalive, this.retransmitAt(), this.gapResendAt(), this.giveUpAt());
+  }
+
+  /**
+   * Runs every timer due at `now`, in this order: keepalive, give up, resend
+   * gaps, retransmit on timeout. Each rule is the same whenever it runs; a
+   * timer not yet due does nothing.
+   */
+  handleTimeout(now: number): void {
     if (this.keepaliveDue(now)) this.sendKeepalive(now);
     if (!this.active) return;
-    const giveUp = this.options.giveUpAfterMs ?? 0;
-    if (giveUp > 0 && now - this.lastAnswerAt >= giveUp) {
+    if (now >= this.giveUpAt()) {
+      const giveUp = this.options.giveUpAfterMs ?? 0;
       this.fail(
         `no answer from the switch for ${(giveUp / 1000).toFixed(1)} s ` +
           `(${this.unansweredPackets} packets unanswered, ${this.completedPackets} of ` +
@@ -634,11 +665,58 @@ export class WorkerCore {
     // window has its result, no result comes to trigger it, and only the
     // timeout (far longer) would resend what is missing.
     if (this.newestResult >= this.base + 3) this.resendGaps(this.newestResult, now);
+    if (now >= this.retransmitAt()) this.retransmit(now);
+  }
+
+  /** Timer `giveUp`: the all-reduce fails once the switch has been silent this long. */
+  private giveUpAt(): number {
+    const giveUp = this.options.giveUpAfterMs ?? 0;
+    return giveUp > 0 ? this.lastAnswerAt + giveUp : Number.POSITIVE_INFINITY;
+  }
+
+  /**
+   * Timer `retransmit`: the RTO after the oldest send still unanswered. PSNs
+   * sent once went out in PSN order, so while none in flight was resent the
+   * oldest is the base's (exact, O(1)). Otherwise `oldestSentAt`, a lower
+   * bound: a send only ever raises a slot's time, and it is lowered (to a
+   * send's `now`) only when nothing older is in flight; the timer that fires
+   * makes it exact again (a window scan per timer that fires, not per packet).
+   */
+  private retransmitAt(): number {
+    if (this.base >= this.next) return Number.POSITIVE_INFINITY;
+    const oldest =
+      this.resentInFlight === 0
+        ? this.slotSentAt[this.base % this.options.window]
+        : this.oldestSentAt;
+    return oldest + this.stats.rtoMs;
+  }
+
+  /**
+   * Timer `gapResend`: the earliest wait of a PSN resendGaps() would resend,
+   * once later PSNs have their results (at most 33 PSNs are looked at, as
+   * resendGaps does).
+   */
+  private gapResendAt(): number {
+    if (this.newestResult < this.base + 3 || !this.rtt.hasSample) return Number.POSITIVE_INFINITY;
+    const waited = this.rtt.gapWaitMs();
+    const last = Math.min(this.newestResult - 3, this.base + 32);
+    let at = Number.POSITIVE_INFINITY;
+    for (let p = this.base; p <= last; p++) {
+      const slot = p % this.options.window;
+      if (this.slotDone[slot] !== 0) continue;
+      const t = this.slotSentAt[slot] + this.gapWait(p, waited);
+      if (t < at) at = t;
+    }
+    return at;
+  }
+
+  /** Retransmits what timed out at `now`: a probe (the oldest PSN) first (see `probing`). */
+  private retransmit(now: number): void {
     const rto = this.stats.rtoMs;
     let timedOut = false;
     for (let psn = this.base; psn < this.next; psn++) {
       const slot = psn % this.options.window;
-      if (this.slotDone[slot] === 0 && now - this.slotSentAt[slot] >= rto) {
+      if (this.slotDone[slot] === 0 && now >= this.slotSentAt[slot] + rto) {
         if (packetGivenUp(this.slotSends[slot], now - this.slotFirstSentAt[slot], this.options)) {
           this.fail(
             `no result for PSN ${psn} after ${this.slotSends[slot]} sends over ` +
@@ -657,6 +735,15 @@ export class WorkerCore {
       this.stats.rtoMs = Math.min(this.options.rtoMaxMs, rto * 2);
       this.probing = !this.probing;
     }
+    // The lower bound made exact: the oldest send of a PSN still unanswered.
+    let oldest = Number.POSITIVE_INFINITY;
+    for (let psn = this.base; psn < this.next; psn++) {
+      const slot = psn % this.options.window;
+      if (this.slotDone[slot] === 0 && this.slotSentAt[slot] < oldest) {
+        oldest = this.slotSentAt[slot];
+      }
+    }
+    this.oldestSentAt = oldest;
   }
 
   /**
@@ -667,22 +754,27 @@ export class WorkerCore {
   private resendGaps(psn: number, now: number): void {
     if (!this.rtt.hasSample) return;
     const waited = this.rtt.gapWaitMs();
-    // ATP: a PSN whose contributions split between its aggregator and the PS
-    // (a collision) completes once any one worker resends it, and every
-    // worker sees the same gap at the same time. One worker per PSN (psn mod
-    // fanIn) resends at once; the others wait three times as long, by which
-    // time that resend's ack has usually arrived.
-    const atp = this.options.mode === "atp";
-    const later = 3 * waited;
     // Bounded, so a long gap costs O(1) per result rather than O(window).
     const last = Math.min(psn - 3, this.base + 32);
     for (let p = this.base; p <= last; p++) {
       const slot = p % this.options.window;
-      const due = atp && p % this.options.fanIn !== this.options.workerId ? later : waited;
-      if (this.slotDone[slot] === 0 && now - this.slotSentAt[slot] >= due) {
+      if (this.slotDone[slot] === 0 && now >= this.slotSentAt[slot] + this.gapWait(p, waited)) {
         this.resend(slot, now);
       }
     }
+  }
+
+  /**
+   * How long PSN `p` waits in a gap before it is resent, `waited` being the
+   * path's gap wait. ATP: a PSN whose contributions split between its
+   * aggregator and the PS (a collision) completes once any one worker
+   * resends it, and every worker sees the same gap at the same time. One
+   * worker per PSN (psn mod fanIn) resends at once; the others wait three
+   * times as long, by which time that resend's ack has usually arrived.
+   */
+  private gapWait(p: number, waited: number): number {
+    const o = this.options;
+    return o.mode === "atp" && p % o.fanIn !== o.workerId ? 3 * waited : waited;
   }
 
   /** Ends the current all-reduce unfinished; `done` turns true and `failure` says why. */
@@ -754,6 +846,10 @@ export class WorkerCore {
     this.congestion.setMax(this.windowLimit);
     this.stats.regionChanges++;
     const first = Math.max(this.base, region.start);
+    for (let psn = first; psn < this.next; psn++) {
+      const slot = psn % this.options.window;
+      if (this.slotDone[slot] === 0 && this.slotSends[slot] > 1) this.resentInFlight--;
+    }
     if (this.next > first) this.next = first;
   }
 
@@ -827,6 +923,7 @@ export class WorkerCore {
     this.slotSends[slot] = 1;
     this.slotSentAt[slot] = now;
     this.slotFirstSentAt[slot] = now;
+    if (now < this.oldestSentAt) this.oldestSentAt = now;
     this.transmitSlot(slot, count, now);
   }
 
@@ -834,8 +931,10 @@ export class WorkerCore {
     const view = this.slots.view;
     const at = this.slots.headerOffset(slot);
     view.setUint16(at + Field.flags, view.getUint16(at + Field.flags, true) | Flag.resend, true);
+    if (this.slotSends[slot] === 1) this.resentInFlight++;
     this.slotSends[slot]++;
     this.slotSentAt[slot] = now;
+    if (now < this.oldestSentAt) this.oldestSentAt = now;
     this.stats.retransmissions++;
     this.transmitSlot(slot, view.getUint16(at + Field.elementCount, true), now);
   }

@@ -17,6 +17,7 @@ import {
   type SocketBuffers,
   socketBuffers,
 } from "../runtime/socket.js";
+import { CoreTimer, type TimedCore } from "../runtime/timer.js";
 import {
   type Collective,
   CollectiveCore,
@@ -41,8 +42,6 @@ export type WorkerOptions = Omit<WorkerCoreOptions, keyof typeof DEFAULT_RTO> &
      * the loopback, else 0.0.0.0 (the route to the switch picks the source)
      */
     host?: string;
-    /** how often retransmission timeouts are checked */
-    tickMs?: number;
     /** the worker's emulated link: its sends are paced through its NIC's queue */
     link?: LinkParams;
     /** how many packets (and bytes) one datagram to the switch may carry; default 64 */
@@ -75,9 +74,8 @@ function defaultBindHost(switchHost: string): string {
 }
 
 /** What the UDP adapter needs of a sans-IO end host. */
-interface HostCore {
+interface HostCore extends TimedCore {
   receive(datagram: Buffer, now: number): void;
-  tick(now: number): void;
   nextKeepaliveAt(): number;
   keepaliveDue(now: number): boolean;
   sendKeepalive(now: number): void;
@@ -97,7 +95,6 @@ interface PathOptions {
   switchHost: string;
   switchPort: number;
   host?: string;
-  tickMs?: number;
   link?: LinkParams;
   datagram?: DatagramLimits;
   keepaliveThread?: boolean;
@@ -109,7 +106,6 @@ interface PathOptions {
 interface OpenedEndpoint<C extends HostCore> {
   socket: SocketAsPromised;
   core: C;
-  tickMs: number;
   coalescer: Coalescer;
   nic: PacedPort | null;
   buffers: SocketBuffers;
@@ -121,19 +117,17 @@ interface OpenedEndpoint<C extends HostCore> {
 /**
  * An end host's socket, connected to the switch, with its coalescer and
  * (with a link) its paced NIC, the data path on node:dgram events into a
- * sans-IO core, and a timer for retransmission.
+ * sans-IO core, and one timer for the core's nextTimeout() (runtime/timer.ts).
  */
 class Endpoint<C extends HostCore> {
   socketErrors = 0;
-  private timer: NodeJS.Timeout | null = null;
-  private keepaliveTimer: NodeJS.Timeout | null = null;
+  /** the core's timers (retransmission, gaps, give-up, hello, keepalive) */
+  readonly timer: CoreTimer;
   private keepaliveThread: Thread | null = null;
-  private closed = false;
   private finish: (() => void) | null = null;
 
   private readonly socket: SocketAsPromised;
   readonly core: C;
-  private readonly tickMs: number;
   /** packets to the switch leaving in one turn share datagrams */
   readonly coalescer: Coalescer;
   /** the worker's NIC on its emulated link, or null without one */
@@ -146,21 +140,29 @@ class Endpoint<C extends HostCore> {
     const { socket, core } = opened;
     this.socket = socket;
     this.core = core;
-    this.tickMs = opened.tickMs;
     this.coalescer = opened.coalescer;
     this.nic = opened.nic;
     this.buffers = opened.buffers;
     this.bufferWarning = opened.warning;
+    // Timeouts are checked after the event loop's poll phase, not in its
+    // timers phase (see CoreTimer): after this process was descheduled for a
+    // while, results waiting in the socket would otherwise look lost.
+    const timer = new CoreTimer(core, () => {
+      if (core.done && this.finish !== null) this.finish();
+    });
+    this.timer = timer;
     socket.socket.on("message", (msg) => {
       core.receive(msg, performance.now());
       if (core.done && this.finish !== null) this.finish();
+      timer.poke();
     });
     socket.socket.on("error", () => {
       // e.g. ICMP port unreachable while the switch is not up yet:
       // retransmission covers it, and a persistent fault ends in core.failure.
       this.socketErrors++;
     });
-    this.scheduleKeepalive();
+    // The keepalive is one of the core's timers, due between operations too.
+    timer.poke();
     if (opened.keepaliveThread !== null) this.startKeepaliveThread(opened.keepaliveThread);
   }
 
@@ -243,7 +245,6 @@ class Endpoint<C extends HostCore> {
     return {
       socket,
       core,
-      tickMs: options.tickMs ?? 5,
       coalescer,
       nic,
       buffers,
@@ -253,23 +254,6 @@ class Endpoint<C extends HostCore> {
           ? { switchHost: options.switchHost, switchPort: options.switchPort, bindHost }
           : null,
     };
-  }
-
-  /**
-   * Keepalives between operations too (during one, the core's tick() sends
-   * them): a timer at the core's next due time, which does not keep the
-   * process alive. A blocked event loop sends none (README.md, "Dead peers").
-   */
-  private scheduleKeepalive(): void {
-    const at = this.core.nextKeepaliveAt();
-    if (this.closed || at === Number.POSITIVE_INFINITY) return;
-    const delay = Math.max(0, Math.min(at - performance.now(), 60_000));
-    this.keepaliveTimer = setTimeout(() => {
-      const now = performance.now();
-      if (this.core.keepaliveDue(now)) this.core.sendKeepalive(now);
-      this.scheduleKeepalive();
-    }, delay);
-    this.keepaliveTimer.unref();
   }
 
   address(): AddressInfo {
@@ -294,30 +278,18 @@ class Endpoint<C extends HostCore> {
           this.core.sendKeepalive(performance.now());
           this.coalescer.flush();
         }
-        if (this.timer !== null) clearInterval(this.timer);
-        this.timer = null;
         if (this.core.failure !== null) reject(new Error(this.core.failure));
         else resolve();
       };
-      // Timeouts are checked after the event loop's poll phase, not in its
-      // timers phase: after this process was descheduled for a while, the
-      // timer fires first, and results waiting in the socket would otherwise
-      // look lost and be sent for again.
-      const tick = () => {
-        this.core.tick(performance.now());
-        if (this.core.done && this.finish !== null) this.finish();
-      };
-      this.timer = setInterval(() => setImmediate(tick), this.tickMs);
       try {
         start(performance.now());
       } catch (error) {
         this.finish = null;
-        clearInterval(this.timer);
-        this.timer = null;
         reject(error);
         return;
       }
       if (this.core.done) this.finish();
+      else this.timer.poke();
     });
   }
 
@@ -326,13 +298,9 @@ class Endpoint<C extends HostCore> {
    * at most a second), then closes the socket.
    */
   async close(): Promise<void> {
-    this.closed = true;
+    this.timer.stop();
     await this.keepaliveThread?.terminate();
     this.keepaliveThread = null;
-    if (this.keepaliveTimer !== null) clearTimeout(this.keepaliveTimer);
-    this.keepaliveTimer = null;
-    if (this.timer !== null) clearInterval(this.timer);
-    this.timer = null;
     this.coalescer.flush();
     const nic = this.nic;
     if (nic !== null) {
