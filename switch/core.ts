@@ -20,7 +20,7 @@ import {
 import { SampleRing } from "../runtime/sample-ring.js";
 import { AggregatorArray } from "./aggregators.js";
 import { type AtpOutcome, atpContribute, atpRelease } from "./atp.js";
-import { type FaultInjector, FaultStage } from "./faults.js";
+import { FaultStage } from "./faults.js";
 import { JobState, type RegionState } from "./jobs.js";
 import { type JobFailure, Liveness } from "./liveness.js";
 import { type NetReduceOutcome, netReduceContribute } from "./netreduce.js";
@@ -102,9 +102,7 @@ export class SwitchCore {
    * fault injection around the core: ingress before handle(), egress between
    * emit() and send(); a direction without faults configured bypasses it
    */
-  private readonly faults: FaultStage;
-  readonly ingressFaults: FaultInjector;
-  readonly egressFaults: FaultInjector;
+  readonly faults: FaultStage;
 
   private readonly jobSlotById = new Int32Array(0x10000).fill(-1);
   private readonly header = emptyHeader();
@@ -170,12 +168,10 @@ export class SwitchCore {
       handle: (bytes, at, length, port, address) => this.handle(bytes, at, length, port, address),
       transmit: (packet, port, address) => this.send(packet, port, address),
     });
-    this.ingressFaults = this.faults.ingress;
-    this.egressFaults = this.faults.egress;
     this.walk = {
       packet: (bytes, at, length) => {
         this.stats.rxPackets++;
-        if (this.ingressFaults.enabled) {
+        if (this.faults.ingress.enabled) {
           this.faults.receive(
             bytes,
             at,
@@ -763,7 +759,7 @@ export class SwitchCore {
 
   /** Sends `packet`, through the egress faults if there are any. */
   private emit(packet: Buffer, port: number, address: string): void {
-    if (this.egressFaults.enabled) this.faults.send(packet, port, address, this.aggregators.now);
+    if (this.faults.egress.enabled) this.faults.send(packet, port, address, this.aggregators.now);
     else this.send(packet, port, address);
   }
 

@@ -24,8 +24,8 @@ export function switchReport(core: SwitchCore): SwitchStatsRecord {
     jobsFailed: s.jobsFailed,
     drops: dropsByName(s.drops),
     injected: {
-      ingress: { ...core.ingressFaults.injected },
-      egress: { ...core.egressFaults.injected },
+      ingress: { ...core.faults.ingress.injected },
+      egress: { ...core.faults.egress.injected },
     },
     jobs: core.jobs.map((job) => ({ id: job.id, mode: job.mode, ...job.counters })),
   };

@@ -260,7 +260,7 @@ describe("fault injection", () => {
       core.handleTimeout(1);
       return {
         sent: capture.sent.map((s) => `${s.port}:${s.header.psn}`).join(","),
-        injected: core.ingressFaults.injected,
+        injected: core.faults.ingress.injected,
       };
     };
     const a = run(3);
