@@ -238,6 +238,9 @@ export class CollectiveCore {
       drops: new Float64Array(DROP_REASON_COUNT),
       srttMs: 0,
       rtoMs: o.rtoInitialMs,
+      // not tracked by the ring cores (yet)
+      spuriousTimeouts: 0,
+      timeoutStallMs: 0,
     };
     this.rtt = new RttEstimator(o, this.stats);
     this.keepalive = new Keepalive(o);

@@ -55,11 +55,14 @@ export interface WorkerCoreOptions {
    */
   maxSendsPerPacket: number;
   /**
-   * the least a packet waits, once later ones have their results, before it
-   * is resent as a gap (ms; default 2: a busy host's scheduling; the
-   * simulator's microsecond round trips want less)
+   * the least reordering wait (RACK's reo_wnd, see RttEstimator): a PSN
+   * sent before one that has its result is resent once it has waited that
+   * one's round trip plus max(gapFloorMs, minRTT / 4) (ms; default 2: a
+   * busy host's scheduling; the simulator sets one packet's serialization)
    */
   gapFloorMs?: number;
+  /** RFC 6298's clock granularity G in the RTO (ms; default 1, Node's timers; the simulator sets the link's) */
+  clockGranularityMs?: number;
   /** an all-reduce with no answer from the switch for this long fails (ms; 0: never) */
   giveUpAfterMs?: number;
   /** how the window reacts to ECN-marked results (default none) */
@@ -244,6 +247,13 @@ export interface WorkerStats {
   drops: Float64Array;
   srttMs: number;
   rtoMs: number;
+  /**
+   * timeouts that were spurious: the PSN a timeout resent got its result
+   * sooner than the least RTT after that resend (the answer to an earlier send)
+   */
+  spuriousTimeouts: number;
+  /** time with nothing from the switch before a timeout fired, summed (ms): what timeouts stalled */
+  timeoutStallMs: number;
 }
 
 /**
@@ -340,6 +350,21 @@ export class WorkerCore {
   /** PSNs in flight (in [base, next), without their result) that were sent more than once */
   private resentInFlight = 0;
   private readonly rtt: RttEstimator;
+  /** 1: the slot's latest send was a timeout's (a quick result then shows it spurious) */
+  private readonly slotTimedOut: Uint8Array;
+  /**
+   * RACK (RFC 8985): the send time and PSN of the latest-sent packet that
+   * has its result, and that packet's round trip. A PSN without a result
+   * sent before it is lost once it has waited rackRttMs plus the reordering
+   * wait: selective repeat, each PSN on its own deadline.
+   */
+  private rackSentAt = Number.NEGATIVE_INFINITY;
+  private rackPsn = -1;
+  private rackRttMs = 0;
+  /** timer `gapResend`: the earliest such deadline the last scan found (Infinity: none) */
+  private lossDeadline = Number.POSITIVE_INFINITY;
+  /** the latest timeout's `now`: stalls are counted from it or from the last answer */
+  private lastTimeoutAt = Number.NEGATIVE_INFINITY;
 
   constructor(
     options: WorkerCoreOptions,
@@ -388,7 +413,10 @@ export class WorkerCore {
       drops: new Float64Array(DROP_REASON_COUNT),
       srttMs: 0,
       rtoMs: options.rtoInitialMs,
+      spuriousTimeouts: 0,
+      timeoutStallMs: 0,
     };
+    this.slotTimedOut = new Uint8Array(w);
     this.rtt = new RttEstimator(options, this.stats);
   }
 
@@ -464,6 +492,11 @@ export class WorkerCore {
     this.newestResult = -1;
     this.oldestSentAt = Number.POSITIVE_INFINITY;
     this.resentInFlight = 0;
+    this.rackSentAt = Number.NEGATIVE_INFINITY;
+    this.rackPsn = -1;
+    this.rackRttMs = 0;
+    this.lossDeadline = Number.POSITIVE_INFINITY;
+    this.lastTimeoutAt = Number.NEGATIVE_INFINITY;
     this.lastAnswerAt = now;
     this.fillWindow(now);
   }
@@ -578,10 +611,24 @@ export class WorkerCore {
     this.slotDone[slot] = 1;
     if (this.slotSends[slot] > 1) this.resentInFlight--;
     if (psn > this.newestResult) this.newestResult = psn;
+    const sentAt = this.slotSentAt[slot];
+    const rtt = now - sentAt;
     // Karn: only a packet sent once gives an unambiguous RTT sample.
     if (this.slotSends[slot] === 1) {
-      this.rtt.sample(now - this.slotSentAt[slot]);
+      this.rtt.sample(rtt);
       this.probing = false;
+    }
+    // A result sooner than the least RTT after the latest send answers an
+    // earlier one: that send was spurious, and its time says nothing (RFC 8985, 6.2 step 2).
+    const answersLatest = this.slotSends[slot] === 1 || rtt >= this.rtt.minRttMs;
+    if (!answersLatest && this.slotTimedOut[slot] === 1) this.stats.spuriousTimeouts++;
+    if (
+      answersLatest &&
+      (sentAt > this.rackSentAt || (sentAt === this.rackSentAt && psn > this.rackPsn))
+    ) {
+      this.rackSentAt = sentAt;
+      this.rackPsn = psn;
+      this.rackRttMs = rtt;
     }
     if (psn === this.base) {
       while (this.base < this.next && this.slotDone[this.base % this.options.window] === 1) {
@@ -592,9 +639,8 @@ export class WorkerCore {
         return;
       }
       this.fillWindow(now);
-    } else {
-      this.resendGaps(psn, now);
     }
+    if (this.base < this.rackPsn) this.detectLosses(now);
   }
 
   /**
@@ -661,10 +707,10 @@ export class WorkerCore {
       );
       return;
     }
-    // Gap detection runs on the clock too: when every later PSN of the
+    // Loss detection runs on the clock too: when every later PSN of the
     // window has its result, no result comes to trigger it, and only the
     // timeout (far longer) would resend what is missing.
-    if (this.newestResult >= this.base + 3) this.resendGaps(this.newestResult, now);
+    if (now >= this.lossDeadline) this.detectLosses(now);
     if (now >= this.retransmitAt()) this.retransmit(now);
   }
 
@@ -692,22 +738,11 @@ export class WorkerCore {
   }
 
   /**
-   * Timer `gapResend`: the earliest wait of a PSN resendGaps() would resend,
-   * once later PSNs have their results (at most 33 PSNs are looked at, as
-   * resendGaps does).
+   * Timer `gapResend`: the earliest deadline of a PSN that a later-sent one
+   * overtook, as the last loss scan found it (RACK's reordering timer).
    */
   private gapResendAt(): number {
-    if (this.newestResult < this.base + 3 || !this.rtt.hasSample) return Number.POSITIVE_INFINITY;
-    const waited = this.rtt.gapWaitMs();
-    const last = Math.min(this.newestResult - 3, this.base + 32);
-    let at = Number.POSITIVE_INFINITY;
-    for (let p = this.base; p <= last; p++) {
-      const slot = p % this.options.window;
-      if (this.slotDone[slot] !== 0) continue;
-      const t = this.slotSentAt[slot] + this.gapWait(p, waited);
-      if (t < at) at = t;
-    }
-    return at;
+    return this.lossDeadline;
   }
 
   /** Retransmits what timed out at `now`: a probe (the oldest PSN) first (see `probing`). */
@@ -725,6 +760,7 @@ export class WorkerCore {
           return;
         }
         this.resend(slot, now);
+        this.slotTimedOut[slot] = 1;
         timedOut = true;
         // A first timeout resends only the oldest PSN, a probe (see `probing`).
         if (!this.probing) break;
@@ -732,6 +768,8 @@ export class WorkerCore {
     }
     if (timedOut) {
       this.stats.timeouts++;
+      this.stats.timeoutStallMs += now - Math.max(this.lastAnswerAt, this.lastTimeoutAt);
+      this.lastTimeoutAt = now;
       this.stats.rtoMs = Math.min(this.options.rtoMaxMs, rto * 2);
       this.probing = !this.probing;
     }
@@ -747,21 +785,39 @@ export class WorkerCore {
   }
 
   /**
-   * A result for `psn` arrived while older PSNs still wait: results come back
-   * nearly in PSN order, so an older PSN that has waited well over an RTT was
-   * most likely lost (its contribution, someone else's, or its result).
+   * RACK loss detection (RFC 8985), per PSN: a PSN without its result that
+   * was sent before the latest-sent packet with a result (rackSentAt; same
+   * `now`: a lower PSN) is lost once it has waited that packet's round trip
+   * plus the reordering wait, and is resent at once, whatever the PSNs
+   * around it do; the others' earliest deadline arms timer `gapResend`.
+   * Links keep order, so a later send answered first means a loss after
+   * little more than the reordering wait. A resend's own time is its send
+   * time, so a lost resend is found the same way. Scans [base, rackPsn):
+   * O(window) per result while a PSN is missing, nothing otherwise.
    */
-  private resendGaps(psn: number, now: number): void {
+  private detectLosses(now: number): void {
+    this.lossDeadline = Number.POSITIVE_INFINITY;
     if (!this.rtt.hasSample) return;
-    const waited = this.rtt.gapWaitMs();
-    // Bounded, so a long gap costs O(1) per result rather than O(window).
-    const last = Math.min(psn - 3, this.base + 32);
-    for (let p = this.base; p <= last; p++) {
-      const slot = p % this.options.window;
-      if (this.slotDone[slot] === 0 && now >= this.slotSentAt[slot] + this.gapWait(p, waited)) {
+    const reo = this.rtt.reorderWaitMs();
+    const wait = this.rackRttMs + reo;
+    const w = this.options.window;
+    const rackSentAt = this.rackSentAt;
+    const end = Math.min(this.rackPsn, this.next);
+    let deadline = Number.POSITIVE_INFINITY;
+    for (let p = this.base; p < end; p++) {
+      const slot = p % w;
+      if (this.slotDone[slot] !== 0) continue;
+      const sentAt = this.slotSentAt[slot];
+      if (sentAt > rackSentAt) continue;
+      const at = sentAt + this.gapWait(p, wait);
+      if (now >= at) {
         this.resend(slot, now);
+        this.slotTimedOut[slot] = 0;
+      } else if (at < deadline) {
+        deadline = at;
       }
     }
+    this.lossDeadline = deadline;
   }
 
   /**
@@ -921,6 +977,7 @@ export class WorkerCore {
     this.stats.payloadBytesSent += count * 4;
     this.slotDone[slot] = 0;
     this.slotSends[slot] = 1;
+    this.slotTimedOut[slot] = 0;
     this.slotSentAt[slot] = now;
     this.slotFirstSentAt[slot] = now;
     if (now < this.oldestSentAt) this.oldestSentAt = now;
