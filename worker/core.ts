@@ -343,8 +343,6 @@ export class WorkerCore {
    * expired PSN is resent, as before.
    */
   private probing = false;
-  /** the highest PSN of this all-reduce with its result (-1: none yet) */
-  private newestResult = -1;
   /** a lower bound of the send times of PSNs without their result (see retransmitAt) */
   private oldestSentAt = Number.POSITIVE_INFINITY;
   /** PSNs in flight (in [base, next), without their result) that were sent more than once */
@@ -363,6 +361,13 @@ export class WorkerCore {
   private rackRttMs = 0;
   /** timer `gapResend`: the earliest such deadline the last scan found (Infinity: none) */
   private lossDeadline = Number.POSITIVE_INFINITY;
+  /**
+   * `now` of the latest result of this all-reduce: the RTO runs from it or
+   * from a PSN's send, whichever is later (RFC 6298, 5.3: the timer restarts
+   * when new data is acknowledged), so while results flow, losses are RACK's
+   * and a timeout means the path went quiet
+   */
+  private lastResultAt = Number.NEGATIVE_INFINITY;
   /** the latest timeout's `now`: stalls are counted from it or from the last answer */
   private lastTimeoutAt = Number.NEGATIVE_INFINITY;
 
@@ -489,7 +494,6 @@ export class WorkerCore {
     this.next = this.firstPsn;
     this.active = packets > 0;
     this.probing = false;
-    this.newestResult = -1;
     this.oldestSentAt = Number.POSITIVE_INFINITY;
     this.resentInFlight = 0;
     this.rackSentAt = Number.NEGATIVE_INFINITY;
@@ -497,6 +501,7 @@ export class WorkerCore {
     this.rackRttMs = 0;
     this.lossDeadline = Number.POSITIVE_INFINITY;
     this.lastTimeoutAt = Number.NEGATIVE_INFINITY;
+    this.lastResultAt = Number.NEGATIVE_INFINITY;
     this.lastAnswerAt = now;
     this.fillWindow(now);
   }
@@ -609,8 +614,8 @@ export class WorkerCore {
     this.stats.resultsReceived++;
     this.stats.payloadBytesReceived += count * 4;
     this.slotDone[slot] = 1;
+    this.lastResultAt = now;
     if (this.slotSends[slot] > 1) this.resentInFlight--;
-    if (psn > this.newestResult) this.newestResult = psn;
     const sentAt = this.slotSentAt[slot];
     const rtt = now - sentAt;
     // Karn: only a packet sent once gives an unambiguous RTT sample.
@@ -721,7 +726,8 @@ export class WorkerCore {
   }
 
   /**
-   * Timer `retransmit`: the RTO after the oldest send still unanswered. PSNs
+   * Timer `retransmit`: the RTO after the oldest send still unanswered, or
+   * after the latest result if that came later (see lastResultAt). PSNs
    * sent once went out in PSN order, so while none in flight was resent the
    * oldest is the base's (exact, O(1)). Otherwise `oldestSentAt`, a lower
    * bound: a send only ever raises a slot's time, and it is lowered (to a
@@ -734,7 +740,7 @@ export class WorkerCore {
       this.resentInFlight === 0
         ? this.slotSentAt[this.base % this.options.window]
         : this.oldestSentAt;
-    return oldest + this.stats.rtoMs;
+    return Math.max(oldest, this.lastResultAt) + this.stats.rtoMs;
   }
 
   /**
@@ -748,10 +754,11 @@ export class WorkerCore {
   /** Retransmits what timed out at `now`: a probe (the oldest PSN) first (see `probing`). */
   private retransmit(now: number): void {
     const rto = this.stats.rtoMs;
+    const since = this.lastResultAt;
     let timedOut = false;
     for (let psn = this.base; psn < this.next; psn++) {
       const slot = psn % this.options.window;
-      if (this.slotDone[slot] === 0 && now >= this.slotSentAt[slot] + rto) {
+      if (this.slotDone[slot] === 0 && now >= Math.max(this.slotSentAt[slot], since) + rto) {
         if (packetGivenUp(this.slotSends[slot], now - this.slotFirstSentAt[slot], this.options)) {
           this.fail(
             `no result for PSN ${psn} after ${this.slotSends[slot]} sends over ` +
@@ -794,6 +801,12 @@ export class WorkerCore {
    * little more than the reordering wait. A resend's own time is its send
    * time, so a lost resend is found the same way. Scans [base, rackPsn):
    * O(window) per result while a PSN is missing, nothing otherwise.
+   *
+   * Every worker of an ATP job waits the same: a PSN split between its
+   * aggregator and the PS completes once any worker resends it, but one
+   * whose contribution was lost only once its owner does, and no worker
+   * knows which; with the RTO running from the latest result, a worker that
+   * waited longer (three times, before) would time out first and back off.
    */
   private detectLosses(now: number): void {
     this.lossDeadline = Number.POSITIVE_INFINITY;
@@ -809,7 +822,7 @@ export class WorkerCore {
       if (this.slotDone[slot] !== 0) continue;
       const sentAt = this.slotSentAt[slot];
       if (sentAt > rackSentAt) continue;
-      const at = sentAt + this.gapWait(p, wait);
+      const at = sentAt + wait;
       if (now >= at) {
         this.resend(slot, now);
         this.slotTimedOut[slot] = 0;
@@ -818,19 +831,6 @@ export class WorkerCore {
       }
     }
     this.lossDeadline = deadline;
-  }
-
-  /**
-   * How long PSN `p` waits in a gap before it is resent, `waited` being the
-   * path's gap wait. ATP: a PSN whose contributions split between its
-   * aggregator and the PS (a collision) completes once any one worker
-   * resends it, and every worker sees the same gap at the same time. One
-   * worker per PSN (psn mod fanIn) resends at once; the others wait three
-   * times as long, by which time that resend's ack has usually arrived.
-   */
-  private gapWait(p: number, waited: number): number {
-    const o = this.options;
-    return o.mode === "atp" && p % o.fanIn !== o.workerId ? 3 * waited : waited;
   }
 
   /** Ends the current all-reduce unfinished; `done` turns true and `failure` says why. */
