@@ -380,6 +380,12 @@ describe("worker and switch over a simulated network", () => {
     core.receive(result(0), 21);
     assert.equal(core.stats.spuriousTimeouts, 1);
     assert.equal(core.stats.timeoutStallMs, 20, "nothing came from the switch for 20 ms before it");
+    // Before any RTT sample nothing says which send a result answers: not counted.
+    const early = smallWorker({ keepaliveMs: 0, rtoInitialMs: 20 }, () => {});
+    early.begin(new Float32Array(8), new Float32Array(8), 0);
+    early.handleTimeout(20);
+    early.receive(result(0), 21);
+    assert.equal(early.stats.spuriousTimeouts, 0);
   });
 
   it("says when its timers are next due: Infinity when idle, the give-up deadline, gaps", () => {

@@ -625,7 +625,9 @@ export class WorkerCore {
     }
     // A result sooner than the least RTT after the latest send answers an
     // earlier one: that send was spurious, and its time says nothing (RFC 8985, 6.2 step 2).
-    const answersLatest = this.slotSends[slot] === 1 || rtt >= this.rtt.minRttMs;
+    // Without any sample (no least RTT yet) it is taken as the latest send's answer.
+    const answersLatest =
+      this.slotSends[slot] === 1 || !this.rtt.hasSample || rtt >= this.rtt.minRttMs;
     if (!answersLatest && this.slotTimedOut[slot] === 1) this.stats.spuriousTimeouts++;
     if (
       answersLatest &&
