@@ -622,6 +622,12 @@ export class WorkerCore {
     if (this.slotSends[slot] === 1) {
       this.rtt.sample(rtt);
       this.probing = false;
+    } else {
+      // No sample (Karn), but the path delivers again: the backoff is over
+      // (as Linux resets it on an ACK of new data). Otherwise, in ATP under
+      // heavy loss, results that waited on a backed-off peer inflate SRTT
+      // while the RTO stays at its ceiling, and one stuck PSN costs seconds.
+      this.rtt.restart();
     }
     // A result sooner than the least RTT after the latest send answers an
     // earlier one: that send was spurious, and its time says nothing (RFC 8985, 6.2 step 2).
