@@ -27,6 +27,9 @@ export interface WorkerOutcome {
   packetsSent: number;
   retransmissions: number;
   timeouts: number;
+  /** timeouts that were spurious, and the time stalled before timeouts fired (ms) */
+  spuriousTimeouts: number;
+  timeoutStallMs: number;
   /** smoothed RTT and retransmission timeout at the end (ms) */
   srttMs: number;
   rtoMs: number;
@@ -256,6 +259,8 @@ export function workerOutcome(r: WorkerResultRecord): WorkerOutcome {
     packetsSent: r.packetsSent,
     retransmissions: r.retransmissions,
     timeouts: r.timeouts,
+    spuriousTimeouts: r.spuriousTimeouts,
+    timeoutStallMs: r.timeoutStallMs,
     srttMs: r.srttMs,
     rtoMs: r.rtoMs,
     ecnMarkedResults: r.ecnMarkedResults,

@@ -321,6 +321,10 @@ export const WorkerResultSchema = z.strictObject({
   datagramsReceived: count,
   retransmissions: count,
   timeouts: count,
+  /** timeouts whose PSN's result then came sooner than the least RTT (an earlier send's answer) */
+  spuriousTimeouts: count,
+  /** time with nothing from the switch before each timeout fired, summed (ms) */
+  timeoutStallMs: z.number(),
   resultsReceived: count,
   duplicateResults: count,
   overflowedResults: count,

@@ -62,14 +62,26 @@ const spec = {
     "rto-floor-ms": {
       type: "string",
       valueName: "MS",
-      description: "the workers' lowest retransmission timeout (the processes': 50)",
-      defaultText: String(DEFAULT_SIM_TIMING.rtoFloorMs),
+      description:
+        "the workers' lowest retransmission timeout (the processes': 50); default: the path's\n" +
+        "round trip without queueing plus G",
+      defaultText: "from the links",
     },
     "gap-floor-ms": {
       type: "string",
       valueName: "MS",
-      description: "the least a worker waits before resending a gap (the processes': 2)",
-      defaultText: String(DEFAULT_SIM_TIMING.gapFloorMs),
+      description:
+        "the least reordering wait before a PSN that a later-sent one overtook is resent (the\n" +
+        "processes': 2); default: G",
+      defaultText: "from the links",
+    },
+    "clock-granularity-ms": {
+      type: "string",
+      valueName: "MS",
+      description:
+        "G in the workers' RTO = SRTT + max(G, 4 RTTVAR) (the processes': 1); default: one\n" +
+        "packet's serialization on the worker's link, at least 0.001",
+      defaultText: "from the links",
     },
     "rto-initial-ms": {
       type: "string",
@@ -97,9 +109,10 @@ const spec = {
     switchProcessingNs: cliInt(0, 1_000_000_000).default(DEFAULT_SIM_TIMING.switchProcessingNs),
     hostProcessingNs: cliInt(0, 1_000_000_000).default(DEFAULT_SIM_TIMING.hostProcessingNs),
     streamAbove: byteSize.default(DEFAULT_SIM_TIMING.streamAboveBytes),
-    rtoFloorMs: z.coerce.number().positive().max(60_000).default(DEFAULT_SIM_TIMING.rtoFloorMs),
+    rtoFloorMs: z.coerce.number().positive().max(60_000).optional(),
     rtoInitialMs: z.coerce.number().positive().max(60_000).default(DEFAULT_SIM_TIMING.rtoInitialMs),
-    gapFloorMs: z.coerce.number().min(0).max(60_000).default(DEFAULT_SIM_TIMING.gapFloorMs),
+    gapFloorMs: z.coerce.number().min(0).max(60_000).optional(),
+    clockGranularityMs: z.coerce.number().min(0).max(60_000).optional(),
   }),
 } as const;
 
@@ -112,6 +125,7 @@ await runCli(spec, async (o) => {
     rtoFloorMs: o.rtoFloorMs,
     rtoInitialMs: o.rtoInitialMs,
     gapFloorMs: o.gapFloorMs,
+    clockGranularityMs: o.clockGranularityMs,
   };
   if (isScheduleScenario(json)) {
     if (o.only !== undefined)

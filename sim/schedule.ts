@@ -10,6 +10,7 @@ import { type Policy, parseSwitchConfig } from "../proto/config.js";
 import { JobSubmitSchema } from "../proto/control.js";
 import { type LinkHost, linkParamsFor } from "../proto/links.js";
 import type { ScheduleScenario } from "../proto/scenario.js";
+import { HEADER_BYTES } from "../proto/wire.js";
 import { ControlPlane, view } from "../switch/control.js";
 import { MemoryManager } from "../switch/memory.js";
 import { switchReport } from "../switch/report.js";
@@ -17,7 +18,7 @@ import { DEFAULT_RTO, WorkerCore } from "../worker/core.js";
 import { makeGradient, verifyAllReduce } from "../worker/workload.js";
 import { Engine } from "./engine.js";
 import { HOST, PS_PORT, type Receiver, SimStar, SWITCH_PORT, workerPort } from "./network.js";
-import { DEFAULT_SIM_TIMING, type SimTiming } from "./simulate.js";
+import { DEFAULT_SIM_TIMING, pathWaits, type SimTiming } from "./simulate.js";
 import { SimTimer } from "./timers.js";
 
 interface ScheduledWorker {
@@ -141,8 +142,11 @@ export function simulateSchedule(
           {
             ...DEFAULT_RTO,
             rtoInitialMs: timing.rtoInitialMs,
-            rtoFloorMs: timing.rtoFloorMs,
-            gapFloorMs: timing.gapFloorMs,
+            ...pathWaits(
+              links === undefined ? undefined : linkParamsFor(links, host),
+              HEADER_BYTES + 4 * 256,
+              timing,
+            ),
             mode: job.mode,
             jobId: id,
             workerId: w,

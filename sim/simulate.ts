@@ -11,10 +11,11 @@ import {
 import { type ResolvedJob, resolveJobs, switchConfigOf } from "../experiment/scenario.js";
 import { LinkPort } from "../link/link.js";
 import { type Collective, parseSwitchConfig } from "../proto/config.js";
-import { type LinkHost, linkParamsFor } from "../proto/links.js";
+import { type LinkHost, type LinkParams, linkParamsFor } from "../proto/links.js";
 import { deriveSeed } from "../proto/prng.js";
 import type { Verification } from "../proto/records.js";
 import type { ScenarioRun } from "../proto/scenario.js";
+import { HEADER_BYTES } from "../proto/wire.js";
 import { psReport } from "../ps/report.js";
 import { switchReport } from "../switch/report.js";
 import { CollectiveCore } from "../worker/collective.js";
@@ -46,14 +47,18 @@ export interface SimTiming {
    */
   streamAboveBytes: number;
   /**
-   * the workers' retransmission timeout before any RTT sample and its floor
-   * (ms): hardware round trips are microseconds, so the real processes'
-   * 200 ms and 50 ms (sized for a busy host) would make every timeout a stall
+   * the workers' retransmission timeout before any RTT sample (ms):
+   * hardware round trips are microseconds, so the real processes' 200 ms
+   * (sized for a busy host) would make every early timeout a stall
    */
   rtoInitialMs: number;
-  rtoFloorMs: number;
-  /** the least wait before a gap is resent (ms; 2, as the processes': ATP at microsecond round trips is sensitive to it, see --gap-floor-ms) */
-  gapFloorMs: number;
+  /**
+   * the workers' RTO floor, least reordering wait and clock granularity G
+   * (ms); undefined: derived from each worker's link (pathWaits)
+   */
+  rtoFloorMs?: number;
+  gapFloorMs?: number;
+  clockGranularityMs?: number;
 }
 
 export const DEFAULT_SIM_TIMING: SimTiming = {
@@ -61,9 +66,37 @@ export const DEFAULT_SIM_TIMING: SimTiming = {
   hostProcessingNs: 0,
   streamAboveBytes: 256 * 2 ** 20,
   rtoInitialMs: 10,
-  rtoFloorMs: 1,
-  gapFloorMs: 2,
 };
+
+/** The simulator's time quantum where a link gives none (ms): 1 us. */
+const SIM_QUANTUM_MS = 0.001;
+
+/**
+ * A simulated worker's waits from its path (the link model), where the
+ * timing leaves them unset: G = one packet's serialization on its link, at
+ * least 1 us (the smallest delay that matters next to the switch's
+ * pipeline); the least reordering wait = G (links keep order: only
+ * serialization reorders); the RTO floor = the path's round trip without
+ * queueing (2 x (propagation + serialization) + the switch's and the
+ * host's processing) + G: no timeout can be right before that.
+ */
+export function pathWaits(
+  link: LinkParams | undefined,
+  packetBytes: number,
+  timing: SimTiming,
+): { rtoFloorMs: number; gapFloorMs: number; clockGranularityMs: number } {
+  const serializationMs =
+    link === undefined ? 0 : (packetBytes * 8 * 1000) / link.rateBitsPerSecond;
+  const g = timing.clockGranularityMs ?? Math.max(serializationMs, SIM_QUANTUM_MS);
+  const rttMs =
+    2 * ((link?.delayMs ?? 0) + serializationMs) +
+    (timing.switchProcessingNs + timing.hostProcessingNs) / 1e6;
+  return {
+    rtoFloorMs: timing.rtoFloorMs ?? rttMs + g,
+    gapFloorMs: timing.gapFloorMs ?? g,
+    clockGranularityMs: g,
+  };
+}
 
 /** What the simulator adds to a run's result: it is the same record as a real run's otherwise. */
 export interface SimRunResult extends RunResult {
@@ -125,6 +158,12 @@ export function simulateRun(
   const links = run.links;
   const portFor = (host: LinkHost) =>
     links === undefined ? null : new LinkPort(linkParamsFor(links, host));
+  const waitsFor = (host: LinkHost, elementsPerPacket: number) =>
+    pathWaits(
+      links === undefined ? undefined : linkParamsFor(links, host),
+      HEADER_BYTES + 4 * elementsPerPacket,
+      timing,
+    );
   const nowMs = () => engine.now / 1e6;
 
   const star = new SimStar(
@@ -165,14 +204,14 @@ export function simulateRun(
         },
       };
       const op: Collective = job.mode === "ring" ? job.operation : "allReduce";
+      const waits = waitsFor(host, job.elementsPerPacket);
       const core =
         job.mode === "ring"
           ? new CollectiveCore(
               {
                 ...DEFAULT_RTO,
                 rtoInitialMs: timing.rtoInitialMs,
-                rtoFloorMs: timing.rtoFloorMs,
-                gapFloorMs: timing.gapFloorMs,
+                ...waits,
                 jobId: job.id,
                 workerId: w,
                 fanIn: job.workers,
@@ -186,8 +225,7 @@ export function simulateRun(
               {
                 ...DEFAULT_RTO,
                 rtoInitialMs: timing.rtoInitialMs,
-                rtoFloorMs: timing.rtoFloorMs,
-                gapFloorMs: timing.gapFloorMs,
+                ...waits,
                 mode: job.mode,
                 jobId: job.id,
                 workerId: w,
@@ -404,6 +442,8 @@ function simJobResult(
       packetsSent: s.packetsSent,
       retransmissions: s.retransmissions,
       timeouts: s.timeouts,
+      spuriousTimeouts: s.spuriousTimeouts,
+      timeoutStallMs: s.timeoutStallMs,
       srttMs: s.srttMs,
       rtoMs: s.rtoMs,
       ecnMarkedResults: s.ecnMarkedResults,

@@ -63,12 +63,15 @@ describe("what bound a run, in virtual time", () => {
     },
     {
       bound: "loss",
-      what: "1 % loss at the switch on a fast, short link",
+      what: "1 % loss at the switch on a fast, short link, with a busy host's millisecond waits",
       run: scenario({
         links: { rate: "10Gbps", delay: "5us" },
         faults: { loss: 0.01 },
         job: { tensorBytes: "1MiB", window: 64 },
       }),
+      // The path's own waits (microseconds) make the loss cost little: the
+      // link bounds such a run (see the loss-100g scenario).
+      timing: { rtoFloorMs: 1, gapFloorMs: 2, clockGranularityMs: 1 },
     },
     {
       bound: "switch",

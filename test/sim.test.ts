@@ -161,6 +161,41 @@ describe("ina-sim: scenarios in virtual time", () => {
     }
   });
 
+  it("recovers loss at 100 Gbit/s in little more than the lossless time: waits from the path, no stall per loss", () => {
+    const seed = testSeed("sim loss cost", 71);
+    const timing = { ...DEFAULT_SIM_TIMING, streamAboveBytes: 0 };
+    for (const [mode, bound] of [
+      ["netreduce", 2.5],
+      ["atp", 3],
+    ] as const) {
+      const run = (loss: number) =>
+        simulateRun(
+          ScenarioRunSchema.parse({
+            name: "loss",
+            aggregators: 512,
+            links: { rate: "100Gbps", delay: "1us" },
+            faults: { loss },
+            jobs: [{ mode, workers: 8, tensorBytes: "2MiB", window: 128 }],
+          }),
+          seed,
+          timing,
+        );
+      const lossless = run(0).seconds;
+      for (const [loss, most] of [
+        [0.001, 1.5],
+        [0.01, bound],
+      ]) {
+        const r = run(loss);
+        assert.equal(r.verified, true, `${mode} at ${loss}: ${r.error}`);
+        // Before waits came from the path: 50-170x (a 1-2 ms wait per loss).
+        assert.ok(
+          r.seconds <= most * lossless,
+          `${mode} at ${loss}: ${r.seconds} s vs ${lossless} s`,
+        );
+      }
+    }
+  });
+
   it("agrees with the link model: NetReduce near size / rate + a round trip, PS N times that", () => {
     const run = (mode: "netreduce" | "ps", workers: number) =>
       simulateRun(

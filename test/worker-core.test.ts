@@ -337,6 +337,57 @@ describe("worker and switch over a simulated network", () => {
     assert.equal(core.nextTimeout(), DEFAULT_RTO.rtoInitialMs + 4 * DEFAULT_RTO.rtoInitialMs);
   });
 
+  it("resends a PSN overtaken by a later send's result after that one's RTT + the reordering wait (RACK), not its RTO", () => {
+    const sent: Buffer[] = [];
+    const core = smallWorker(
+      { window: 4, regionSize: 8, gapFloorMs: 0.5, clockGranularityMs: 0.1, keepaliveMs: 0 },
+      (buf) => sent.push(Buffer.from(buf)),
+    );
+    const result = (psn: number) =>
+      packet({ type: PacketType.result, jobId: 1, fanIn: 2, workerId: 0xffff, psn }, [psn, psn]);
+    core.begin(new Float32Array(16), new Float32Array(16), 0);
+    assert.equal(sent.length, 4, "PSNs 0-3 at 0");
+    // PSN 0 is lost; PSN 1's result comes after 10 ms: minRTT 10, reo = 10 / 4.
+    core.receive(result(1), 10);
+    assert.equal(sent.length, 4, "not before the reordering wait");
+    assert.equal(core.nextTimeout(), 12.5, "PSN 0: sent at 0 + PSN 1's RTT 10 + reo 2.5");
+    core.handleTimeout(12.5);
+    assert.equal(sent.length, 5);
+    assert.equal(sent[4].readUInt32LE(12), 0, "PSN 0 again");
+    assert.equal(sent[4].readUInt16LE(2) & Flag.resend, Flag.resend);
+    assert.equal(core.stats.timeouts, 0, "no timeout: the RTO (floor 50) is far off");
+    // PSNs above keep their own deadlines: 2 and 3 answered, 0's resend answered.
+    core.receive(result(2), 10.1);
+    core.receive(result(3), 10.2);
+    core.receive(result(0), 22.5);
+    assert.equal(sent.length, 9, "the window moved on: PSNs 4-7");
+    assert.equal(core.stats.retransmissions, 1);
+    assert.equal(core.stats.spuriousTimeouts, 0);
+  });
+
+  it("counts a timeout as spurious when its PSN's result comes sooner than the least RTT after the resend", () => {
+    const sent: Buffer[] = [];
+    const core = smallWorker({ keepaliveMs: 0, rtoInitialMs: 20 }, (buf) =>
+      sent.push(Buffer.from(buf)),
+    );
+    const result = (psn: number) =>
+      packet({ type: PacketType.result, jobId: 1, fanIn: 2, workerId: 0xffff, psn }, [psn, psn]);
+    core.begin(new Float32Array(8), new Float32Array(8), 0);
+    core.handleTimeout(20);
+    assert.equal(core.stats.timeouts, 1);
+    // PSN 1's result: an RTT sample of 21 (the least RTT), then PSN 0's 1 ms after its resend.
+    core.receive(result(1), 21);
+    core.receive(result(0), 21);
+    assert.equal(core.stats.spuriousTimeouts, 1);
+    assert.equal(core.stats.timeoutStallMs, 20, "nothing came from the switch for 20 ms before it");
+    // Before any RTT sample nothing says which send a result answers: not counted.
+    const early = smallWorker({ keepaliveMs: 0, rtoInitialMs: 20 }, () => {});
+    early.begin(new Float32Array(8), new Float32Array(8), 0);
+    early.handleTimeout(20);
+    early.receive(result(0), 21);
+    assert.equal(early.stats.spuriousTimeouts, 0);
+  });
+
   it("says when its timers are next due: Infinity when idle, the give-up deadline, gaps", () => {
     const core = smallWorker({ giveUpAfterMs: 5000, maxSendsPerPacket: 1e6 }, () => {});
     assert.equal(core.nextTimeout(), Number.POSITIVE_INFINITY, "nothing running");

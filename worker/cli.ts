@@ -774,6 +774,8 @@ await runCli(spec, async (o) => {
     datagramsReceived: s.datagramsReceived,
     retransmissions: s.retransmissions,
     timeouts: s.timeouts,
+    spuriousTimeouts: s.spuriousTimeouts,
+    timeoutStallMs: s.timeoutStallMs,
     resultsReceived: s.resultsReceived,
     duplicateResults: s.duplicateResults,
     overflowedResults: s.overflowedResults,

@@ -61,8 +61,10 @@ export interface CollectiveOptions {
   rtoFloorMs: number;
   rtoMaxMs: number;
   maxSendsPerPacket: number;
-  /** the least wait before a gap is resent (ms; default 2), as WorkerCore's */
+  /** the least wait before a gap is resent (ms; default 2) */
   gapFloorMs?: number;
+  /** RFC 6298's clock granularity G in the RTO (ms; default 1), as WorkerCore's */
+  clockGranularityMs?: number;
   /** a collective that hears nothing for this long fails (ms; 0: never) */
   giveUpAfterMs?: number;
   /** keepalive interval while nothing else is sent (ms; default 1000, 0: never), as WorkerCore's */
@@ -238,6 +240,9 @@ export class CollectiveCore {
       drops: new Float64Array(DROP_REASON_COUNT),
       srttMs: 0,
       rtoMs: o.rtoInitialMs,
+      // not tracked by the ring cores (yet)
+      spuriousTimeouts: 0,
+      timeoutStallMs: 0,
     };
     this.rtt = new RttEstimator(o, this.stats);
     this.keepalive = new Keepalive(o);

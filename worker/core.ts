@@ -55,11 +55,14 @@ export interface WorkerCoreOptions {
    */
   maxSendsPerPacket: number;
   /**
-   * the least a packet waits, once later ones have their results, before it
-   * is resent as a gap (ms; default 2: a busy host's scheduling; the
-   * simulator's microsecond round trips want less)
+   * the least reordering wait (RACK's reo_wnd, see RttEstimator): a PSN
+   * sent before one that has its result is resent once it has waited that
+   * one's round trip plus max(gapFloorMs, minRTT / 4) (ms; default 2: a
+   * busy host's scheduling; the simulator sets one packet's serialization)
    */
   gapFloorMs?: number;
+  /** RFC 6298's clock granularity G in the RTO (ms; default 1, Node's timers; the simulator sets the link's) */
+  clockGranularityMs?: number;
   /** an all-reduce with no answer from the switch for this long fails (ms; 0: never) */
   giveUpAfterMs?: number;
   /** how the window reacts to ECN-marked results (default none) */
@@ -244,6 +247,13 @@ export interface WorkerStats {
   drops: Float64Array;
   srttMs: number;
   rtoMs: number;
+  /**
+   * timeouts that were spurious: the PSN a timeout resent got its result
+   * sooner than the least RTT after that resend (the answer to an earlier send)
+   */
+  spuriousTimeouts: number;
+  /** time with nothing from the switch before a timeout fired, summed (ms): what timeouts stalled */
+  timeoutStallMs: number;
 }
 
 /**
@@ -333,13 +343,33 @@ export class WorkerCore {
    * expired PSN is resent, as before.
    */
   private probing = false;
-  /** the highest PSN of this all-reduce with its result (-1: none yet) */
-  private newestResult = -1;
   /** a lower bound of the send times of PSNs without their result (see retransmitAt) */
   private oldestSentAt = Number.POSITIVE_INFINITY;
   /** PSNs in flight (in [base, next), without their result) that were sent more than once */
   private resentInFlight = 0;
   private readonly rtt: RttEstimator;
+  /** 1: the slot's latest send was a timeout's (a quick result then shows it spurious) */
+  private readonly slotTimedOut: Uint8Array;
+  /**
+   * RACK (RFC 8985): the send time and PSN of the latest-sent packet that
+   * has its result, and that packet's round trip. A PSN without a result
+   * sent before it is lost once it has waited rackRttMs plus the reordering
+   * wait: selective repeat, each PSN on its own deadline.
+   */
+  private rackSentAt = Number.NEGATIVE_INFINITY;
+  private rackPsn = -1;
+  private rackRttMs = 0;
+  /** timer `gapResend`: the earliest such deadline the last scan found (Infinity: none) */
+  private lossDeadline = Number.POSITIVE_INFINITY;
+  /**
+   * `now` of the latest result of this all-reduce: the RTO runs from it or
+   * from a PSN's send, whichever is later (RFC 6298, 5.3: the timer restarts
+   * when new data is acknowledged), so while results flow, losses are RACK's
+   * and a timeout means the path went quiet
+   */
+  private lastResultAt = Number.NEGATIVE_INFINITY;
+  /** the latest timeout's `now`: stalls are counted from it or from the last answer */
+  private lastTimeoutAt = Number.NEGATIVE_INFINITY;
 
   constructor(
     options: WorkerCoreOptions,
@@ -388,7 +418,10 @@ export class WorkerCore {
       drops: new Float64Array(DROP_REASON_COUNT),
       srttMs: 0,
       rtoMs: options.rtoInitialMs,
+      spuriousTimeouts: 0,
+      timeoutStallMs: 0,
     };
+    this.slotTimedOut = new Uint8Array(w);
     this.rtt = new RttEstimator(options, this.stats);
   }
 
@@ -461,9 +494,14 @@ export class WorkerCore {
     this.next = this.firstPsn;
     this.active = packets > 0;
     this.probing = false;
-    this.newestResult = -1;
     this.oldestSentAt = Number.POSITIVE_INFINITY;
     this.resentInFlight = 0;
+    this.rackSentAt = Number.NEGATIVE_INFINITY;
+    this.rackPsn = -1;
+    this.rackRttMs = 0;
+    this.lossDeadline = Number.POSITIVE_INFINITY;
+    this.lastTimeoutAt = Number.NEGATIVE_INFINITY;
+    this.lastResultAt = Number.NEGATIVE_INFINITY;
     this.lastAnswerAt = now;
     this.fillWindow(now);
   }
@@ -576,12 +614,34 @@ export class WorkerCore {
     this.stats.resultsReceived++;
     this.stats.payloadBytesReceived += count * 4;
     this.slotDone[slot] = 1;
+    this.lastResultAt = now;
     if (this.slotSends[slot] > 1) this.resentInFlight--;
-    if (psn > this.newestResult) this.newestResult = psn;
+    const sentAt = this.slotSentAt[slot];
+    const rtt = now - sentAt;
     // Karn: only a packet sent once gives an unambiguous RTT sample.
     if (this.slotSends[slot] === 1) {
-      this.rtt.sample(now - this.slotSentAt[slot]);
+      this.rtt.sample(rtt);
       this.probing = false;
+    } else {
+      // No sample (Karn), but the path delivers again: the backoff is over
+      // (as Linux resets it on an ACK of new data). Otherwise, in ATP under
+      // heavy loss, results that waited on a backed-off peer inflate SRTT
+      // while the RTO stays at its ceiling, and one stuck PSN costs seconds.
+      this.rtt.restart();
+    }
+    // A result sooner than the least RTT after the latest send answers an
+    // earlier one: that send was spurious, and its time says nothing (RFC 8985, 6.2 step 2).
+    // Without any sample (no least RTT yet) it is taken as the latest send's answer.
+    const answersLatest =
+      this.slotSends[slot] === 1 || !this.rtt.hasSample || rtt >= this.rtt.minRttMs;
+    if (!answersLatest && this.slotTimedOut[slot] === 1) this.stats.spuriousTimeouts++;
+    if (
+      answersLatest &&
+      (sentAt > this.rackSentAt || (sentAt === this.rackSentAt && psn > this.rackPsn))
+    ) {
+      this.rackSentAt = sentAt;
+      this.rackPsn = psn;
+      this.rackRttMs = rtt;
     }
     if (psn === this.base) {
       while (this.base < this.next && this.slotDone[this.base % this.options.window] === 1) {
@@ -592,9 +652,8 @@ export class WorkerCore {
         return;
       }
       this.fillWindow(now);
-    } else {
-      this.resendGaps(psn, now);
     }
+    if (this.base < this.rackPsn) this.detectLosses(now);
   }
 
   /**
@@ -661,10 +720,10 @@ export class WorkerCore {
       );
       return;
     }
-    // Gap detection runs on the clock too: when every later PSN of the
+    // Loss detection runs on the clock too: when every later PSN of the
     // window has its result, no result comes to trigger it, and only the
     // timeout (far longer) would resend what is missing.
-    if (this.newestResult >= this.base + 3) this.resendGaps(this.newestResult, now);
+    if (now >= this.lossDeadline) this.detectLosses(now);
     if (now >= this.retransmitAt()) this.retransmit(now);
   }
 
@@ -675,7 +734,8 @@ export class WorkerCore {
   }
 
   /**
-   * Timer `retransmit`: the RTO after the oldest send still unanswered. PSNs
+   * Timer `retransmit`: the RTO after the oldest send still unanswered, or
+   * after the latest result if that came later (see lastResultAt). PSNs
    * sent once went out in PSN order, so while none in flight was resent the
    * oldest is the base's (exact, O(1)). Otherwise `oldestSentAt`, a lower
    * bound: a send only ever raises a slot's time, and it is lowered (to a
@@ -688,35 +748,25 @@ export class WorkerCore {
       this.resentInFlight === 0
         ? this.slotSentAt[this.base % this.options.window]
         : this.oldestSentAt;
-    return oldest + this.stats.rtoMs;
+    return Math.max(oldest, this.lastResultAt) + this.stats.rtoMs;
   }
 
   /**
-   * Timer `gapResend`: the earliest wait of a PSN resendGaps() would resend,
-   * once later PSNs have their results (at most 33 PSNs are looked at, as
-   * resendGaps does).
+   * Timer `gapResend`: the earliest deadline of a PSN that a later-sent one
+   * overtook, as the last loss scan found it (RACK's reordering timer).
    */
   private gapResendAt(): number {
-    if (this.newestResult < this.base + 3 || !this.rtt.hasSample) return Number.POSITIVE_INFINITY;
-    const waited = this.rtt.gapWaitMs();
-    const last = Math.min(this.newestResult - 3, this.base + 32);
-    let at = Number.POSITIVE_INFINITY;
-    for (let p = this.base; p <= last; p++) {
-      const slot = p % this.options.window;
-      if (this.slotDone[slot] !== 0) continue;
-      const t = this.slotSentAt[slot] + this.gapWait(p, waited);
-      if (t < at) at = t;
-    }
-    return at;
+    return this.lossDeadline;
   }
 
   /** Retransmits what timed out at `now`: a probe (the oldest PSN) first (see `probing`). */
   private retransmit(now: number): void {
     const rto = this.stats.rtoMs;
+    const since = this.lastResultAt;
     let timedOut = false;
     for (let psn = this.base; psn < this.next; psn++) {
       const slot = psn % this.options.window;
-      if (this.slotDone[slot] === 0 && now >= this.slotSentAt[slot] + rto) {
+      if (this.slotDone[slot] === 0 && now >= Math.max(this.slotSentAt[slot], since) + rto) {
         if (packetGivenUp(this.slotSends[slot], now - this.slotFirstSentAt[slot], this.options)) {
           this.fail(
             `no result for PSN ${psn} after ${this.slotSends[slot]} sends over ` +
@@ -725,6 +775,7 @@ export class WorkerCore {
           return;
         }
         this.resend(slot, now);
+        this.slotTimedOut[slot] = 1;
         timedOut = true;
         // A first timeout resends only the oldest PSN, a probe (see `probing`).
         if (!this.probing) break;
@@ -732,6 +783,8 @@ export class WorkerCore {
     }
     if (timedOut) {
       this.stats.timeouts++;
+      this.stats.timeoutStallMs += now - Math.max(this.lastAnswerAt, this.lastTimeoutAt);
+      this.lastTimeoutAt = now;
       this.stats.rtoMs = Math.min(this.options.rtoMaxMs, rto * 2);
       this.probing = !this.probing;
     }
@@ -747,34 +800,45 @@ export class WorkerCore {
   }
 
   /**
-   * A result for `psn` arrived while older PSNs still wait: results come back
-   * nearly in PSN order, so an older PSN that has waited well over an RTT was
-   * most likely lost (its contribution, someone else's, or its result).
+   * RACK loss detection (RFC 8985), per PSN: a PSN without its result that
+   * was sent before the latest-sent packet with a result (rackSentAt; same
+   * `now`: a lower PSN) is lost once it has waited that packet's round trip
+   * plus the reordering wait, and is resent at once, whatever the PSNs
+   * around it do; the others' earliest deadline arms timer `gapResend`.
+   * Links keep order, so a later send answered first means a loss after
+   * little more than the reordering wait. A resend's own time is its send
+   * time, so a lost resend is found the same way. Scans [base, rackPsn):
+   * O(window) per result while a PSN is missing, nothing otherwise.
+   *
+   * Every worker of an ATP job waits the same: a PSN split between its
+   * aggregator and the PS completes once any worker resends it, but one
+   * whose contribution was lost only once its owner does, and no worker
+   * knows which; with the RTO running from the latest result, a worker that
+   * waited longer (three times, before) would time out first and back off.
    */
-  private resendGaps(psn: number, now: number): void {
+  private detectLosses(now: number): void {
+    this.lossDeadline = Number.POSITIVE_INFINITY;
     if (!this.rtt.hasSample) return;
-    const waited = this.rtt.gapWaitMs();
-    // Bounded, so a long gap costs O(1) per result rather than O(window).
-    const last = Math.min(psn - 3, this.base + 32);
-    for (let p = this.base; p <= last; p++) {
-      const slot = p % this.options.window;
-      if (this.slotDone[slot] === 0 && now >= this.slotSentAt[slot] + this.gapWait(p, waited)) {
+    const reo = this.rtt.reorderWaitMs();
+    const wait = this.rackRttMs + reo;
+    const w = this.options.window;
+    const rackSentAt = this.rackSentAt;
+    const end = Math.min(this.rackPsn, this.next);
+    let deadline = Number.POSITIVE_INFINITY;
+    for (let p = this.base; p < end; p++) {
+      const slot = p % w;
+      if (this.slotDone[slot] !== 0) continue;
+      const sentAt = this.slotSentAt[slot];
+      if (sentAt > rackSentAt) continue;
+      const at = sentAt + wait;
+      if (now >= at) {
         this.resend(slot, now);
+        this.slotTimedOut[slot] = 0;
+      } else if (at < deadline) {
+        deadline = at;
       }
     }
-  }
-
-  /**
-   * How long PSN `p` waits in a gap before it is resent, `waited` being the
-   * path's gap wait. ATP: a PSN whose contributions split between its
-   * aggregator and the PS (a collision) completes once any one worker
-   * resends it, and every worker sees the same gap at the same time. One
-   * worker per PSN (psn mod fanIn) resends at once; the others wait three
-   * times as long, by which time that resend's ack has usually arrived.
-   */
-  private gapWait(p: number, waited: number): number {
-    const o = this.options;
-    return o.mode === "atp" && p % o.fanIn !== o.workerId ? 3 * waited : waited;
+    this.lossDeadline = deadline;
   }
 
   /** Ends the current all-reduce unfinished; `done` turns true and `failure` says why. */
@@ -921,6 +985,7 @@ export class WorkerCore {
     this.stats.payloadBytesSent += count * 4;
     this.slotDone[slot] = 0;
     this.slotSends[slot] = 1;
+    this.slotTimedOut[slot] = 0;
     this.slotSentAt[slot] = now;
     this.slotFirstSentAt[slot] = now;
     if (now < this.oldestSentAt) this.oldestSentAt = now;
