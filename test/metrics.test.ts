@@ -210,6 +210,10 @@ describe("metrics, Prometheus and the dashboard", () => {
           ? { ina_job: "1", worker: String(i % 2), mode: "netreduce" }
           : { ina_job: "2", worker: String(i % 2), mode: "atp" };
       assert.equal(worker.get(key("ina_worker_retransmissions_total", labels)), r.retransmissions);
+      assert.equal(
+        worker.get(key("ina_worker_spurious_timeouts_total", labels)),
+        r.spuriousTimeouts,
+      );
       assert.equal(worker.get(key("ina_worker_packets_sent_total", labels)), r.packetsSent);
       assert.equal(worker.get(key("ina_worker_allreduce_duration_seconds_count", labels)), 1);
       assert.equal(worker.get(key("ina_worker_progress_ratio", labels)), 1);

@@ -49,6 +49,20 @@ export function createWorkerMetrics(
   ]);
   counterFrom(
     registry,
+    "ina_worker_spurious_timeouts_total",
+    "Timeouts whose PSN's result came sooner after the resend than the least round trip",
+    names,
+    () => [[l, s.spuriousTimeouts]],
+  );
+  counterFrom(
+    registry,
+    "ina_worker_timeout_stall_seconds_total",
+    "Time spent with nothing answered until a timeout fired",
+    names,
+    () => [[l, s.timeoutStallMs / 1000]],
+  );
+  counterFrom(
+    registry,
     "ina_worker_results_received_total",
     "Results (or acks) received for PSNs in flight",
     names,
