@@ -44,7 +44,7 @@ import { Keepalive, packetGivenUp, type WorkerStats, type WorkerTransmit } from 
 export { COLLECTIVES, type Collective } from "../proto/config.js";
 
 import type { Collective } from "../proto/config.js";
-import { RttEstimator } from "./rtt.js";
+import { Rack, RttEstimator } from "./rtt.js";
 
 /** Sums (fixed point, as the switch's) or moves float32 values unchanged. */
 const reduces = (op: Collective) => op === "allReduce" || op === "reduceScatter" || op === "reduce";
@@ -114,12 +114,25 @@ class StreamPlan {
   }
 }
 
-/** An outgoing stream: its plan, window slots and their state. */
+/**
+ * An outgoing stream: its plan, window slots and their state, and its loss
+ * recovery, WorkerCore's per stream (proto/README.md, section 7), with a
+ * packet's acknowledgements by all its receivers as its result.
+ */
 class OutStream {
   base = 0;
   next = 0;
-  /** the highest packet index acknowledged by all its receivers (-1: none) */
-  newestDone = -1;
+  /** RACK of this stream's packets, and its timer `gapResend` */
+  readonly rack = new Rack();
+  /**
+   * `now` of this stream's latest new acknowledgement: its RTO runs from it or
+   * from a packet's send, whichever is later (RFC 6298, 5.3), as WorkerCore's
+   */
+  lastAckAt = Number.NEGATIVE_INFINITY;
+  /** a lower bound of the send times of packets unacknowledged (see retransmitAt) */
+  oldestSentAt = Number.POSITIVE_INFINITY;
+  /** packets in flight (in [base, next), unacknowledged) that were sent more than once */
+  resentInFlight = 0;
   readonly slots: PacketSlots;
   readonly sentAt: Float64Array;
   /** when each slot's packet was first sent (packetGivenUp) */
@@ -127,6 +140,8 @@ class OutStream {
   readonly sends: Uint32Array;
   /** acknowledgements still missing, per slot: a bit per receiver */
   readonly awaiting: Uint32Array;
+  /** 1: the slot's latest send was a timeout's (a quick acknowledgement then shows it spurious) */
+  readonly timedOut: Uint8Array;
   constructor(
     readonly destination: number,
     /** the bits of the workers whose acknowledgements complete a packet */
@@ -140,6 +155,7 @@ class OutStream {
     this.firstSentAt = new Float64Array(window);
     this.sends = new Uint32Array(window);
     this.awaiting = new Uint32Array(window);
+    this.timedOut = new Uint8Array(window);
   }
 }
 
@@ -183,8 +199,8 @@ export class CollectiveCore {
   private readonly keepalive: Keepalive;
   /** the last timeout resent only a probe (see WorkerCore) */
   private probing = false;
-  /** a lower bound of the send times of packets still unacknowledged (see retransmitAt) */
-  private oldestSentAt = Number.POSITIVE_INFINITY;
+  /** the latest timeout's `now`: stalls are counted from it or from the last packet heard */
+  private lastTimeoutAt = Number.NEGATIVE_INFINITY;
   private readonly rtt: RttEstimator;
   private readonly header = emptyHeader();
   private readonly scratch: Buffer;
@@ -240,7 +256,6 @@ export class CollectiveCore {
       drops: new Float64Array(DROP_REASON_COUNT),
       srttMs: 0,
       rtoMs: o.rtoInitialMs,
-      // not tracked by the ring cores (yet)
       spuriousTimeouts: 0,
       timeoutStallMs: 0,
     };
@@ -357,7 +372,7 @@ export class CollectiveCore {
     this.nextCallBase = this.callBase + this.callSpan;
     this.active = true;
     this.probing = false;
-    this.oldestSentAt = Number.POSITIVE_INFINITY;
+    this.lastTimeoutAt = Number.NEGATIVE_INFINITY;
     this.lastHeardAt = now;
     // Say hello, so the switch knows this worker's address before anyone sends to it.
     this.helloConfirmed = false;
@@ -608,10 +623,7 @@ export class CollectiveCore {
     const keepalive = this.keepalive.nextAt();
     if (!this.active) return keepalive;
     let at = Math.min(keepalive, this.giveUpAt(), this.helloAt(), this.retransmitAt());
-    for (const s of this.outs) {
-      const gap = this.gapResendAt(s);
-      if (gap < at) at = gap;
-    }
+    for (const s of this.outs) if (s.rack.deadline < at) at = s.rack.deadline;
     return at;
   }
 
@@ -630,17 +642,26 @@ export class CollectiveCore {
       this.sendControl(this.options.workerId, 0, now);
       this.helloSentAt = now;
     }
-    const expired = now >= this.retransmitAt();
+    // Loss detection on the clock too, as WorkerCore's (section 7): once every
+    // later packet is acknowledged, no acknowledgement comes to trigger it.
+    for (const s of this.outs) if (now >= s.rack.deadline) this.detectLosses(s, now);
+    if (now >= this.retransmitAt()) this.retransmit(now);
+  }
+
+  /**
+   * Retransmits what timed out at `now`, each stream's packets by its own
+   * RTO anchor (see OutStream.lastAckAt): a probe (a stream's oldest packet)
+   * first, as WorkerCore's.
+   */
+  private retransmit(now: number): void {
     const rto = this.stats.rtoMs;
+    const window = this.options.window;
     let timedOut = false;
     for (const s of this.outs) {
-      // Gap detection on the clock too, as WorkerCore does (section 7).
-      if (s.newestDone >= s.base + 3) this.resendGaps(s, s.newestDone, now);
-      if (!expired) continue;
-      const window = this.options.window;
+      const since = s.lastAckAt;
       for (let i = s.base; i < s.next; i++) {
         const slot = i % window;
-        if (s.awaiting[slot] !== 0 && now >= s.sentAt[slot] + rto) {
+        if (s.awaiting[slot] !== 0 && now >= Math.max(s.sentAt[slot], since) + rto) {
           if (packetGivenUp(s.sends[slot], now - s.firstSentAt[slot], this.options)) {
             this.fail(
               `no acknowledgement from worker(s) 0x${s.awaiting[slot].toString(16)} for PSN ${this.callBase + i} after ${s.sends[slot]} sends`,
@@ -648,6 +669,7 @@ export class CollectiveCore {
             return;
           }
           this.resend(s, slot, now);
+          s.timedOut[slot] = 1;
           timedOut = true;
           // A first timeout resends only the oldest packet, a probe (section 7).
           if (!this.probing) break;
@@ -656,10 +678,20 @@ export class CollectiveCore {
     }
     if (timedOut) {
       this.stats.timeouts++;
+      this.stats.timeoutStallMs += now - Math.max(this.lastHeardAt, this.lastTimeoutAt);
+      this.lastTimeoutAt = now;
       this.stats.rtoMs = Math.min(this.options.rtoMaxMs, rto * 2);
       this.probing = !this.probing;
     }
-    if (expired) this.oldestSentAt = this.oldestUnacknowledgedSend();
+    // The lower bounds made exact: each stream's oldest send still unacknowledged.
+    for (const s of this.outs) {
+      let oldest = Number.POSITIVE_INFINITY;
+      for (let i = s.base; i < s.next; i++) {
+        const slot = i % window;
+        if (s.awaiting[slot] !== 0 && s.sentAt[slot] < oldest) oldest = s.sentAt[slot];
+      }
+      s.oldestSentAt = oldest;
+    }
   }
 
   /** Timer `giveUp`: the collective fails once nothing was heard this long. */
@@ -674,35 +706,21 @@ export class CollectiveCore {
   }
 
   /**
-   * Timer `retransmit`: the RTO after the oldest send still unacknowledged,
-   * or earlier: `oldestSentAt` is a lower bound (as WorkerCore's), made exact
-   * when the timer fires.
+   * Timer `retransmit`: the earliest over the streams of the RTO after the
+   * stream's oldest send still unacknowledged, or after its latest new
+   * acknowledgement if that came later (as WorkerCore's). A stream's packets
+   * sent once went out in order, so while none in flight was resent its
+   * oldest is its base's (exact, O(1)); otherwise `oldestSentAt`, a lower
+   * bound made exact when the timer fires. O(streams).
    */
   private retransmitAt(): number {
-    return this.oldestSentAt + this.stats.rtoMs;
-  }
-
-  private oldestUnacknowledgedSend(): number {
-    let oldest = Number.POSITIVE_INFINITY;
+    let at = Number.POSITIVE_INFINITY;
     const window = this.options.window;
     for (const s of this.outs) {
-      for (let i = s.base; i < s.next; i++) {
-        const slot = i % window;
-        if (s.awaiting[slot] !== 0 && s.sentAt[slot] < oldest) oldest = s.sentAt[slot];
-      }
-    }
-    return oldest;
-  }
-
-  /** Timer `gapResend` of stream `s`: the earliest wait resendGaps() would act on (at most 33 packets). */
-  private gapResendAt(s: OutStream): number {
-    if (s.newestDone < s.base + 3 || !this.rtt.hasSample) return Number.POSITIVE_INFINITY;
-    const waited = this.rtt.gapWaitMs();
-    const last = Math.min(s.newestDone - 3, s.base + 32);
-    let at = Number.POSITIVE_INFINITY;
-    for (let i = s.base; i <= last; i++) {
-      const slot = i % this.options.window;
-      if (s.awaiting[slot] !== 0 && s.sentAt[slot] + waited < at) at = s.sentAt[slot] + waited;
+      if (s.base >= s.next) continue;
+      const oldest = s.resentInFlight === 0 ? s.sentAt[s.base % window] : s.oldestSentAt;
+      const due = Math.max(oldest, s.lastAckAt) + this.stats.rtoMs;
+      if (due < at) at = due;
     }
     return at;
   }
@@ -724,30 +742,62 @@ export class CollectiveCore {
       const slot = k % this.options.window;
       if ((s.awaiting[slot] & (1 << from)) === 0) return;
       s.awaiting[slot] &= ~(1 << from);
+      s.lastAckAt = now;
       if (s.awaiting[slot] !== 0) return;
-      if (k > s.newestDone) s.newestDone = k;
-      if (s.sends[slot] === 1) {
-        this.rtt.sample(now - s.sentAt[slot]);
-        this.probing = false;
-      }
+      if (s.sends[slot] > 1) s.resentInFlight--;
+      // Karn's sample or the backoff's end, a spurious timeout, RACK (see Rack).
+      if (s.sends[slot] === 1) this.probing = false;
+      s.rack.answered(
+        this.rtt,
+        this.stats,
+        k,
+        s.sends[slot],
+        s.timedOut[slot] === 1,
+        s.sentAt[slot],
+        now,
+      );
       if (k === s.base) {
         while (s.base < s.next && s.awaiting[s.base % this.options.window] === 0) s.base++;
         this.fill(s, now);
         this.finishIfDone();
-      } else this.resendGaps(s, k, now);
+        if (!this.active) return;
+      }
+      if (s.base < s.rack.seq) this.detectLosses(s, now);
       return;
     }
   }
 
-  /** An acknowledgement for a later packet while older ones wait well over an RTT: resend those. */
-  private resendGaps(s: OutStream, k: number, now: number): void {
+  /**
+   * RACK loss detection (RFC 8985) of stream `s`, as WorkerCore's: an
+   * unacknowledged packet sent before the latest-sent acknowledged one (same
+   * time: a lower index) is resent once it has waited that one's round trip
+   * plus the reordering wait; the others' earliest deadline arms the
+   * stream's timer `gapResend`. Scans [base, rack.seq): O(window) per
+   * acknowledgement while a packet is missing, nothing otherwise.
+   */
+  private detectLosses(s: OutStream, now: number): void {
+    const rack = s.rack;
+    rack.deadline = Number.POSITIVE_INFINITY;
     if (!this.rtt.hasSample) return;
-    const waited = this.rtt.gapWaitMs();
-    const last = Math.min(k - 3, s.base + 32);
-    for (let i = s.base; i <= last; i++) {
-      const slot = i % this.options.window;
-      if (s.awaiting[slot] !== 0 && now >= s.sentAt[slot] + waited) this.resend(s, slot, now);
+    const wait = rack.lossWaitMs(this.rtt);
+    const window = this.options.window;
+    const rackSentAt = rack.sentAt;
+    const end = Math.min(rack.seq, s.next);
+    let deadline = Number.POSITIVE_INFINITY;
+    for (let i = s.base; i < end; i++) {
+      const slot = i % window;
+      if (s.awaiting[slot] === 0) continue;
+      const sentAt = s.sentAt[slot];
+      if (sentAt > rackSentAt) continue;
+      const at = sentAt + wait;
+      if (now >= at) {
+        this.resend(s, slot, now);
+        s.timedOut[slot] = 0;
+      } else if (at < deadline) {
+        deadline = at;
+      }
     }
+    rack.deadline = deadline;
   }
 
   /** Sends the stream's next packets while its window has room and what they wait for has come. */
@@ -792,7 +842,8 @@ export class CollectiveCore {
     s.sends[slot] = 1;
     s.sentAt[slot] = now;
     s.firstSentAt[slot] = now;
-    if (now < this.oldestSentAt) this.oldestSentAt = now;
+    s.timedOut[slot] = 0;
+    if (now < s.oldestSentAt) s.oldestSentAt = now;
     this.transmitPacket(s.slots.packet(slot, count), now);
   }
 
@@ -800,9 +851,10 @@ export class CollectiveCore {
     const view = s.slots.view;
     const at = s.slots.headerOffset(slot);
     view.setUint16(at + Field.flags, view.getUint16(at + Field.flags, true) | Flag.resend, true);
+    if (s.sends[slot] === 1) s.resentInFlight++;
     s.sends[slot]++;
     s.sentAt[slot] = now;
-    if (now < this.oldestSentAt) this.oldestSentAt = now;
+    if (now < s.oldestSentAt) s.oldestSentAt = now;
     this.stats.retransmissions++;
     this.transmitPacket(s.slots.packet(slot, view.getUint16(at + Field.elementCount, true)), now);
   }

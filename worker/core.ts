@@ -25,7 +25,7 @@ import {
 } from "../proto/wire.js";
 import { PacketSlots } from "../runtime/slots.js";
 import { CongestionWindow } from "./congestion.js";
-import { RttEstimator } from "./rtt.js";
+import { Rack, RttEstimator } from "./rtt.js";
 
 export interface WorkerCoreOptions {
   /**
@@ -351,16 +351,10 @@ export class WorkerCore {
   /** 1: the slot's latest send was a timeout's (a quick result then shows it spurious) */
   private readonly slotTimedOut: Uint8Array;
   /**
-   * RACK (RFC 8985): the send time and PSN of the latest-sent packet that
-   * has its result, and that packet's round trip. A PSN without a result
-   * sent before it is lost once it has waited rackRttMs plus the reordering
-   * wait: selective repeat, each PSN on its own deadline.
+   * RACK (RFC 8985) of this all-reduce's PSNs: the latest-sent PSN with its
+   * result, and timer `gapResend` (see detectLosses)
    */
-  private rackSentAt = Number.NEGATIVE_INFINITY;
-  private rackPsn = -1;
-  private rackRttMs = 0;
-  /** timer `gapResend`: the earliest such deadline the last scan found (Infinity: none) */
-  private lossDeadline = Number.POSITIVE_INFINITY;
+  private readonly rack = new Rack();
   /**
    * `now` of the latest result of this all-reduce: the RTO runs from it or
    * from a PSN's send, whichever is later (RFC 6298, 5.3: the timer restarts
@@ -496,10 +490,7 @@ export class WorkerCore {
     this.probing = false;
     this.oldestSentAt = Number.POSITIVE_INFINITY;
     this.resentInFlight = 0;
-    this.rackSentAt = Number.NEGATIVE_INFINITY;
-    this.rackPsn = -1;
-    this.rackRttMs = 0;
-    this.lossDeadline = Number.POSITIVE_INFINITY;
+    this.rack.reset();
     this.lastTimeoutAt = Number.NEGATIVE_INFINITY;
     this.lastResultAt = Number.NEGATIVE_INFINITY;
     this.lastAnswerAt = now;
@@ -616,33 +607,17 @@ export class WorkerCore {
     this.slotDone[slot] = 1;
     this.lastResultAt = now;
     if (this.slotSends[slot] > 1) this.resentInFlight--;
-    const sentAt = this.slotSentAt[slot];
-    const rtt = now - sentAt;
-    // Karn: only a packet sent once gives an unambiguous RTT sample.
-    if (this.slotSends[slot] === 1) {
-      this.rtt.sample(rtt);
-      this.probing = false;
-    } else {
-      // No sample (Karn), but the path delivers again: the backoff is over
-      // (as Linux resets it on an ACK of new data). Otherwise, in ATP under
-      // heavy loss, results that waited on a backed-off peer inflate SRTT
-      // while the RTO stays at its ceiling, and one stuck PSN costs seconds.
-      this.rtt.restart();
-    }
-    // A result sooner than the least RTT after the latest send answers an
-    // earlier one: that send was spurious, and its time says nothing (RFC 8985, 6.2 step 2).
-    // Without any sample (no least RTT yet) it is taken as the latest send's answer.
-    const answersLatest =
-      this.slotSends[slot] === 1 || !this.rtt.hasSample || rtt >= this.rtt.minRttMs;
-    if (!answersLatest && this.slotTimedOut[slot] === 1) this.stats.spuriousTimeouts++;
-    if (
-      answersLatest &&
-      (sentAt > this.rackSentAt || (sentAt === this.rackSentAt && psn > this.rackPsn))
-    ) {
-      this.rackSentAt = sentAt;
-      this.rackPsn = psn;
-      this.rackRttMs = rtt;
-    }
+    // Karn's sample or the backoff's end, a spurious timeout, RACK (see Rack).
+    if (this.slotSends[slot] === 1) this.probing = false;
+    this.rack.answered(
+      this.rtt,
+      this.stats,
+      psn,
+      this.slotSends[slot],
+      this.slotTimedOut[slot] === 1,
+      this.slotSentAt[slot],
+      now,
+    );
     if (psn === this.base) {
       while (this.base < this.next && this.slotDone[this.base % this.options.window] === 1) {
         this.base++;
@@ -653,7 +628,7 @@ export class WorkerCore {
       }
       this.fillWindow(now);
     }
-    if (this.base < this.rackPsn) this.detectLosses(now);
+    if (this.base < this.rack.seq) this.detectLosses(now);
   }
 
   /**
@@ -723,7 +698,7 @@ export class WorkerCore {
     // Loss detection runs on the clock too: when every later PSN of the
     // window has its result, no result comes to trigger it, and only the
     // timeout (far longer) would resend what is missing.
-    if (now >= this.lossDeadline) this.detectLosses(now);
+    if (now >= this.rack.deadline) this.detectLosses(now);
     if (now >= this.retransmitAt()) this.retransmit(now);
   }
 
@@ -756,7 +731,7 @@ export class WorkerCore {
    * overtook, as the last loss scan found it (RACK's reordering timer).
    */
   private gapResendAt(): number {
-    return this.lossDeadline;
+    return this.rack.deadline;
   }
 
   /** Retransmits what timed out at `now`: a probe (the oldest PSN) first (see `probing`). */
@@ -801,13 +776,13 @@ export class WorkerCore {
 
   /**
    * RACK loss detection (RFC 8985), per PSN: a PSN without its result that
-   * was sent before the latest-sent packet with a result (rackSentAt; same
+   * was sent before the latest-sent packet with a result (rack.sentAt; same
    * `now`: a lower PSN) is lost once it has waited that packet's round trip
    * plus the reordering wait, and is resent at once, whatever the PSNs
    * around it do; the others' earliest deadline arms timer `gapResend`.
    * Links keep order, so a later send answered first means a loss after
    * little more than the reordering wait. A resend's own time is its send
-   * time, so a lost resend is found the same way. Scans [base, rackPsn):
+   * time, so a lost resend is found the same way. Scans [base, rack.seq):
    * O(window) per result while a PSN is missing, nothing otherwise.
    *
    * Every worker of an ATP job waits the same: a PSN split between its
@@ -817,13 +792,13 @@ export class WorkerCore {
    * waited longer (three times, before) would time out first and back off.
    */
   private detectLosses(now: number): void {
-    this.lossDeadline = Number.POSITIVE_INFINITY;
+    const rack = this.rack;
+    rack.deadline = Number.POSITIVE_INFINITY;
     if (!this.rtt.hasSample) return;
-    const reo = this.rtt.reorderWaitMs();
-    const wait = this.rackRttMs + reo;
+    const wait = rack.lossWaitMs(this.rtt);
     const w = this.options.window;
-    const rackSentAt = this.rackSentAt;
-    const end = Math.min(this.rackPsn, this.next);
+    const rackSentAt = rack.sentAt;
+    const end = Math.min(rack.seq, this.next);
     let deadline = Number.POSITIVE_INFINITY;
     for (let p = this.base; p < end; p++) {
       const slot = p % w;
@@ -838,7 +813,7 @@ export class WorkerCore {
         deadline = at;
       }
     }
-    this.lossDeadline = deadline;
+    rack.deadline = deadline;
   }
 
   /** Ends the current all-reduce unfinished; `done` turns true and `failure` says why. */

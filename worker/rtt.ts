@@ -87,12 +87,67 @@ export class RttEstimator {
     const floor = this.bounds.gapFloorMs ?? DEFAULT_GAP_FLOOR_MS;
     return Math.max(floor, this.sampled ? this.minRttMs / 4 : 0);
   }
+}
 
-  /** How long an older packet may wait once a later one is answered before it counts as lost. */
-  gapWaitMs(): number {
-    return Math.max(
-      this.bounds.gapFloorMs ?? DEFAULT_GAP_FLOOR_MS,
-      this.report.srttMs * 1.5 + this.rttVarMs,
-    );
+/**
+ * RACK (RFC 8985) of one sequence of packets, for both worker cores
+ * (WorkerCore's PSNs, each of CollectiveCore's outgoing streams): the send
+ * time, sequence number and round trip of the latest-sent packet that was
+ * answered (a result, or every acknowledgement). A packet still unanswered
+ * that was sent before it (same time: a lower number) is lost once it has
+ * waited that round trip plus the reordering wait (lossWaitMs), whatever the
+ * packets around it do: selective repeat, each packet on its own deadline.
+ * The core scans its window for such packets (its loss detection) and keeps
+ * the earliest deadline not yet due in `deadline`, its timer `gapResend`.
+ */
+export class Rack {
+  sentAt = Number.NEGATIVE_INFINITY;
+  seq = -1;
+  rttMs = 0;
+  /** timer `gapResend`: the earliest deadline the last scan found (Infinity: none) */
+  deadline = Number.POSITIVE_INFINITY;
+
+  /** Forgets everything: a new sequence starts. */
+  reset(): void {
+    this.sentAt = Number.NEGATIVE_INFINITY;
+    this.seq = -1;
+    this.rttMs = 0;
+    this.deadline = Number.POSITIVE_INFINITY;
+  }
+
+  /**
+   * Packet `seq`, sent `sends` times, the latest at `sentAt` (by a timeout's
+   * resend if `timedOut`), is answered at `now`. Karn: only a packet sent once
+   * gives an RTT sample; an answer to a resent one still ends the RTO backoff
+   * (the path delivers again; as Linux resets it on an ACK of new data).
+   * An answer sooner than the least RTT after the latest send answers an
+   * earlier one: that send was spurious (counted if a timeout's), and its
+   * time says nothing (RFC 8985, 6.2 step 2); without any sample yet it is
+   * taken as the latest send's answer.
+   */
+  answered(
+    rtt: RttEstimator,
+    stats: { spuriousTimeouts: number },
+    seq: number,
+    sends: number,
+    timedOut: boolean,
+    sentAt: number,
+    now: number,
+  ): void {
+    const sample = now - sentAt;
+    if (sends === 1) rtt.sample(sample);
+    else rtt.restart();
+    const answersLatest = sends === 1 || !rtt.hasSample || sample >= rtt.minRttMs;
+    if (!answersLatest && timedOut) stats.spuriousTimeouts++;
+    if (answersLatest && (sentAt > this.sentAt || (sentAt === this.sentAt && seq > this.seq))) {
+      this.sentAt = sentAt;
+      this.seq = seq;
+      this.rttMs = sample;
+    }
+  }
+
+  /** How long after its send a packet sent before the latest answered one counts as lost. */
+  lossWaitMs(rtt: RttEstimator): number {
+    return this.rttMs + rtt.reorderWaitMs();
   }
 }
