@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { writeRingControl } from "../proto/packets.js";
+import { Flag, HEADER_BYTES } from "../proto/wire.js";
 import { type CoreSimJob, simulateCores } from "../sim/harness.js";
-import { COLLECTIVES } from "../worker/collective.js";
+import { COLLECTIVES, CollectiveCore } from "../worker/collective.js";
 import { verifyCollective } from "../worker/workload.js";
 import { testSeed } from "./seed.js";
 
@@ -163,5 +165,69 @@ describe("collectives over the switch's forwarding", () => {
       () => core.begin("broadcast", new Float32Array(4), new Float32Array(4), 0, 2),
       /root/,
     );
+  });
+
+  describe("loss recovery per outgoing stream, as WorkerCore's (proto/README.md, section 7)", () => {
+    // Worker 0 of 2: its ring stream to worker 1 starts with packets 0 and 1 (PSNs 0, 1).
+    const start = () => {
+      const core = new CollectiveCore(
+        {
+          jobId: 1,
+          workerId: 0,
+          fanIn: 2,
+          window: 8,
+          elementsPerPacket: 2,
+          scaleBits: 16,
+          rtoInitialMs: 20,
+          rtoFloorMs: 1,
+          rtoMaxMs: 2000,
+          maxSendsPerPacket: 40,
+          gapFloorMs: 1,
+          clockGranularityMs: 1,
+          keepaliveMs: 0,
+        },
+        { send: () => {} },
+      );
+      core.begin("allReduce", new Float32Array(8), new Float32Array(8), 0);
+      return core;
+    };
+    // A forward with no payload from `sender`: an acknowledgement of `psn` (worker 1), or our hello's echo.
+    const control = (sender: number, psn: number) => {
+      const b = Buffer.alloc(HEADER_BYTES);
+      writeRingControl(new DataView(b.buffer), 0, Flag.batches, 1, sender, 2, psn, 0);
+      return b;
+    };
+
+    it("resends a packet a later-sent acknowledged one overtook after its RTT + the reordering wait (RACK)", () => {
+      const core = start();
+      core.receive(control(0, 0), 0.5); // the switch echoes the hello
+      // Packet 1 acknowledged at 5 (the least RTT): packet 0 is lost at 0 + 5 + max(1, 5 / 4).
+      core.receive(control(1, 1), 5);
+      assert.equal(core.nextTimeout(), 6.25);
+      core.handleTimeout(6);
+      assert.equal(core.stats.retransmissions, 0, "a timer not yet due does nothing");
+      core.handleTimeout(6.25);
+      assert.equal(core.stats.retransmissions, 1);
+      assert.equal(core.stats.timeouts, 0);
+      // The RTO (5 + 4 x 2.5): first from a lower bound of the oldest send
+      // (the latest acknowledgement, 5, here), made exact when it fires:
+      // from the resend, later than the latest acknowledgement.
+      assert.equal(core.nextTimeout(), 5 + 15);
+      core.handleTimeout(20);
+      assert.equal(core.stats.retransmissions, 1, "the lower bound's timer resends nothing");
+      assert.equal(core.nextTimeout(), 6.25 + 15);
+    });
+
+    it("counts a timeout as spurious when its acknowledgement comes sooner than the least RTT after the resend", () => {
+      const core = start();
+      core.handleTimeout(20);
+      assert.equal(core.stats.timeouts, 1);
+      assert.equal(core.stats.retransmissions, 1, "a probe: only the oldest packet");
+      // Packet 1's acknowledgement: an RTT sample of 21 (the least RTT), then packet 0's 1 ms after its resend.
+      core.receive(control(1, 1), 21);
+      core.receive(control(1, 0), 21);
+      assert.equal(core.stats.spuriousTimeouts, 1);
+      assert.equal(core.stats.timeoutStallMs, 20, "nothing came for 20 ms before it");
+    });
   });
 });
