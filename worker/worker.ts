@@ -76,8 +76,6 @@ function defaultBindHost(switchHost: string): string {
 /** What the UDP adapter needs of a sans-IO end host. */
 interface HostCore extends TimedCore {
   receive(datagram: Buffer, now: number): void;
-  nextKeepaliveAt(): number;
-  keepaliveDue(now: number): boolean;
   sendKeepalive(now: number): void;
   useKeepaliveSocket(port: number): void;
   readonly options: {
