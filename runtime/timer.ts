@@ -37,6 +37,8 @@ export class CoreTimer {
     private readonly core: TimedCore,
     /** called after each handleTimeout (e.g. to see whether an operation ended) */
     private readonly afterTimeout: () => void = () => {},
+    /** how late each setTimeout fired after its deadline (ms), and when: the process's clock granularity */
+    private readonly onLate: (lateMs: number, now: number) => void = () => {},
   ) {}
 
   /** Something happened: look at the core's deadline once this turn's datagrams are read. */
@@ -66,6 +68,8 @@ export class CoreTimer {
   };
 
   private readonly fire = (): void => {
+    const now = performance.now();
+    this.onLate(Math.max(0, now - this.armedFor), now);
     this.timer = null;
     this.armedFor = Number.POSITIVE_INFINITY;
     this.counts.fired++;

@@ -63,24 +63,25 @@ const spec = {
       type: "string",
       valueName: "MS",
       description:
-        "the workers' lowest retransmission timeout (the processes': 50); default: the path's\n" +
-        "round trip without queueing plus G",
+        "the workers' lowest retransmission timeout (the processes': their largest RTT lately plus\n" +
+        "G); default: the path's round trip without queueing plus G",
       defaultText: "from the links",
     },
     "gap-floor-ms": {
       type: "string",
       valueName: "MS",
       description:
-        "the least reordering wait before a PSN that a later-sent one overtook is resent (the\n" +
-        "processes': 2); default: G",
+        "the least reordering wait before a PSN that a later-sent one overtook is resent (as\n" +
+        "the processes'); default: G",
       defaultText: "from the links",
     },
     "clock-granularity-ms": {
       type: "string",
       valueName: "MS",
       description:
-        "G in the workers' RTO = SRTT + max(G, 4 RTTVAR) (the processes': 1); default: one\n" +
-        "packet's serialization on the worker's link, at least 0.001",
+        "G in the workers' RTO = SRTT + max(G, 4 RTTVAR) (the processes': their timers'\n" +
+        "measured lateness, at least 1); default: one packet's serialization on the worker's\n" +
+        "link, at least 0.001",
       defaultText: "from the links",
     },
     "rto-initial-ms": {

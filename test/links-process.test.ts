@@ -65,3 +65,35 @@ describe("emulated links with real processes", () => {
     );
   });
 });
+
+describe("timeouts on a loss-free link with real processes", () => {
+  it("no worker times out, whatever its window: 2 packets (below the path's bandwidth-delay product), 16, or 128 (a queue of 100 ms), NetReduce and ring", async () => {
+    const seed = testSeed("no spurious timeouts", 22);
+    const result = await runScenarioRun(
+      ScenarioRunSchema.parse({
+        name: "windows",
+        aggregators: 512,
+        links: { rate: 10e6, delay: "1ms" },
+        jobs: [
+          { mode: "netreduce", workers: 2, tensorBytes: "256KiB", window: 2 },
+          { mode: "netreduce", workers: 2, tensorBytes: "256KiB", window: 16 },
+          { mode: "netreduce", workers: 2, tensorBytes: "256KiB", window: 128 },
+          { mode: "ring", workers: 3, tensorBytes: "192KiB", window: 32 },
+        ],
+      }),
+      { seed, timeoutMs: 120_000 },
+    );
+    assert.equal(result.verified, true);
+    for (const job of result.jobs) {
+      for (const w of job.perWorker) {
+        const where = `job ${job.id} (window ${job.window}) worker ${w.workerId}: srtt ${w.srttMs.toFixed(1)} ms, rto ${w.rtoMs.toFixed(1)} ms`;
+        assert.equal(
+          w.timeouts,
+          0,
+          `${where}: ${w.spuriousTimeouts} spurious of ${w.timeouts} timeouts`,
+        );
+        assert.equal(w.retransmissions, 0, `${where}: retransmissions`);
+      }
+    }
+  });
+});

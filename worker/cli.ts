@@ -203,7 +203,7 @@ const spec = {
       type: "string",
       valueName: "MS",
       description: "lowest retransmission timeout",
-      defaultText: "50",
+      defaultText: "the path's: least RTT measured + the timers' measured granularity",
     },
     "compute-ms": {
       type: "string",
@@ -293,7 +293,7 @@ const spec = {
       iterations: cliInt(1, 1_000_000).default(1),
       waitGo: z.boolean().default(false),
       noVerify: z.boolean().default(false),
-      rtoFloorMs: z.coerce.number().min(1).max(60_000).default(50),
+      rtoFloorMs: z.coerce.number().positive().max(60_000).optional(),
       linkRate: rateSchema.optional(),
       linkDelay: durationSchema.optional(),
       linkBuffer: byteSize.optional(),

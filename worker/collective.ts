@@ -58,12 +58,13 @@ export interface CollectiveOptions {
   elementsPerPacket: number;
   scaleBits: number;
   rtoInitialMs: number;
-  rtoFloorMs: number;
+  /** unset: the path's, the largest RTT sampled lately + G, as WorkerCore's */
+  rtoFloorMs?: number;
   rtoMaxMs: number;
   maxSendsPerPacket: number;
-  /** the least wait before a gap is resent (ms; default 2) */
+  /** the least reordering wait before a stream's packet is resent (ms; unset: G), as WorkerCore's */
   gapFloorMs?: number;
-  /** RFC 6298's clock granularity G in the RTO (ms; default 1), as WorkerCore's */
+  /** RFC 6298's clock granularity G in the RTO (ms; unset: measured), as WorkerCore's */
   clockGranularityMs?: number;
   /** a collective that hears nothing for this long fails (ms; 0: never) */
   giveUpAfterMs?: number;
@@ -619,6 +620,11 @@ export class CollectiveCore {
    * packets are acknowledged) while a collective runs, and `keepalive`
    * always (nothing sent for keepaliveMs). Cheap: no scan of the windows.
    */
+  /** The process's timer due at `now - lateMs` ran at `now`: the measured G (RttEstimator). */
+  observeTimerLateness(lateMs: number, now: number): void {
+    this.rtt.observeTimerLateness(lateMs, now);
+  }
+
   nextTimeout(): number {
     const keepalive = this.keepalive.nextAt();
     if (!this.active) return keepalive;

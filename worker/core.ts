@@ -46,7 +46,8 @@ export interface WorkerCoreOptions {
   scaleBits: number;
   /** retransmission timeout before any RTT sample, and its bounds (ms) */
   rtoInitialMs: number;
-  rtoFloorMs: number;
+  /** unset: the path's, the largest RTT sampled lately + G (RttEstimator) */
+  rtoFloorMs?: number;
   rtoMaxMs: number;
   /**
    * sends of one PSN after which the all-reduce fails instead of retrying
@@ -57,11 +58,11 @@ export interface WorkerCoreOptions {
   /**
    * the least reordering wait (RACK's reo_wnd, see RttEstimator): a PSN
    * sent before one that has its result is resent once it has waited that
-   * one's round trip plus max(gapFloorMs, minRTT / 4) (ms; default 2: a
-   * busy host's scheduling; the simulator sets one packet's serialization)
+   * one's round trip plus max(gapFloorMs, minRTT / 4) (ms; unset: G; the
+   * simulator sets one packet's serialization)
    */
   gapFloorMs?: number;
-  /** RFC 6298's clock granularity G in the RTO (ms; default 1, Node's timers; the simulator sets the link's) */
+  /** RFC 6298's clock granularity G in the RTO (ms; unset: measured from the process's timers, at least 1; the simulator sets the link's) */
   clockGranularityMs?: number;
   /** an all-reduce with no answer from the switch for this long fails (ms; 0: never) */
   giveUpAfterMs?: number;
@@ -149,7 +150,6 @@ interface WorkerRegion {
 
 export const DEFAULT_RTO = {
   rtoInitialMs: 200,
-  rtoFloorMs: 50,
   rtoMaxMs: 2000,
   maxSendsPerPacket: 40,
 } as const;
@@ -191,7 +191,10 @@ export function validateWorkerOptions(o: WorkerCoreOptions): void {
     int(o.scaleBits, 0, MAX_SCALE_BITS),
     `scaleBits must be 0..${MAX_SCALE_BITS}, got ${o.scaleBits}`,
   );
-  check(o.rtoFloorMs > 0 && o.rtoFloorMs <= o.rtoMaxMs, "need 0 < rtoFloorMs <= rtoMaxMs");
+  check(
+    o.rtoFloorMs === undefined || (o.rtoFloorMs > 0 && o.rtoFloorMs <= o.rtoMaxMs),
+    "need 0 < rtoFloorMs <= rtoMaxMs",
+  );
   check(
     o.giveUpAfterMs === undefined || (Number.isFinite(o.giveUpAfterMs) && o.giveUpAfterMs >= 0),
     `giveUpAfterMs must be >= 0, got ${o.giveUpAfterMs}`,
@@ -672,6 +675,11 @@ export class WorkerCore {
    * `keepalive` always (nothing sent for keepaliveMs). Cheap: no scan of the
    * window.
    */
+  /** The process's timer due at `now - lateMs` ran at `now`: the measured G (RttEstimator). */
+  observeTimerLateness(lateMs: number, now: number): void {
+    this.rtt.observeTimerLateness(lateMs, now);
+  }
+
   nextTimeout(): number {
     const keepalive = this.keepalive.nextAt();
     if (!this.active) return keepalive;

@@ -5,45 +5,103 @@ export interface RttReport {
 }
 
 export interface RtoBounds {
-  rtoFloorMs: number;
+  /**
+   * the least RTO (ms); unset: the path's own, the largest RTT sampled
+   * lately (DecayingPeak: a peer's scheduling stall on a busy host shows
+   * there) + G. The simulator sets the link model's unqueued round trip + G.
+   */
+  rtoFloorMs?: number;
   rtoMaxMs: number;
   /**
    * the least reordering wait before a PSN that a later-sent one overtook
-   * counts as lost (ms; default 2, a busy host's scheduling; the simulator
-   * sets one packet's serialization time)
+   * counts as lost (ms); unset: G
    */
   gapFloorMs?: number;
   /**
    * RFC 6298's clock granularity G: RTO = SRTT + max(G, 4 RTTVAR), so a
-   * steady path (RTTVAR near 0) never times out at exactly SRTT (ms; default
-   * 1, Node's timer granularity; the simulator sets the link's own scale)
+   * steady path (RTTVAR near 0) never times out at exactly SRTT (ms). Unset:
+   * measured, how late the process's timers fired lately (DecayingPeak), at
+   * least 1 ms; the simulator sets the link's own scale.
    */
   clockGranularityMs?: number;
 }
 
-/** Default G of processes (ms): Node's timers fire on whole milliseconds. */
+/** Least G of processes (ms): Node's timers fire on whole milliseconds. */
 export const DEFAULT_CLOCK_GRANULARITY_MS = 1;
-/** Default least reordering wait of processes (ms): scheduling on a busy host. */
-export const DEFAULT_GAP_FLOOR_MS = 2;
+
+/**
+ * The largest value seen lately: a peak that halves every `halfLifeMs`
+ * after it, so one large sample counts at once and is forgotten once the
+ * host is quiet again. Sans-IO: each sample comes with the time it was seen.
+ */
+export class DecayingPeak {
+  private peak = 0;
+  private peakAt = Number.NEGATIVE_INFINITY;
+
+  constructor(private readonly halfLifeMs = 10_000) {}
+
+  observe(value: number, now: number): void {
+    if (!(value > this.valueAt(now))) return;
+    this.peak = value;
+    this.peakAt = now;
+  }
+
+  /** The decayed peak at `now` (0 before any sample). */
+  valueAt(now: number): number {
+    return this.peak * 0.5 ** (Math.max(0, now - this.peakAt) / this.halfLifeMs);
+  }
+}
 
 /**
  * RFC 6298's round-trip estimator, for both worker cores: it writes the
- * smoothed RTT and the RTO into the worker's stats. The floor absorbs
- * scheduling stalls on a busy machine.
+ * smoothed RTT and the RTO into the worker's stats.
  *
  * RTO = min(rtoMax, max(rtoFloor, SRTT + max(G, 4 RTTVAR))); the reordering
- * wait (RACK's reo_wnd, RFC 8985) = max(gapFloor, minRTT / 4).
+ * wait (RACK's reo_wnd, RFC 8985) = max(gapFloor, minRTT / 4). Unset, the
+ * floors come from the path: rtoFloor = the largest RTT lately + G,
+ * gapFloor = G.
  */
 export class RttEstimator {
   private rttVarMs = 0;
   private sampled = false;
   /** the least RTT sampled: the path's round trip without queueing */
   minRttMs = Number.POSITIVE_INFINITY;
+  /** G (ms): the option, or what the process measured (observeTimerLateness) */
+  private clockMs: number;
+  /** how late the process's timers fired lately (ms): G, when not an option */
+  private readonly timerLateness = new DecayingPeak();
+  /** the largest RTT sampled lately (ms): with G, the RTO floor when not an option */
+  private readonly rttPeak = new DecayingPeak();
+  /** the time of the latest sample or lateness (ms): where the peaks are read */
+  private lastNow = 0;
 
   constructor(
     private readonly bounds: RtoBounds,
     private readonly report: RttReport,
-  ) {}
+  ) {
+    this.clockMs = bounds.clockGranularityMs ?? DEFAULT_CLOCK_GRANULARITY_MS;
+  }
+
+  /** Whether G is measured by the process (no clockGranularityMs option). */
+  get measuresClock(): boolean {
+    return this.bounds.clockGranularityMs === undefined;
+  }
+
+  get clockGranularityMs(): number {
+    return this.clockMs;
+  }
+
+  /**
+   * A timer of the process due at `now - lateMs` ran at `now`: G follows
+   * (ignored when the clockGranularityMs option sets it).
+   */
+  observeTimerLateness(lateMs: number, now: number): void {
+    if (!this.measuresClock) return;
+    this.timerLateness.observe(lateMs, now);
+    this.clockMs = Math.max(DEFAULT_CLOCK_GRANULARITY_MS, this.timerLateness.valueAt(now));
+    this.lastNow = now;
+    this.restart();
+  }
 
   get hasSample(): boolean {
     return this.sampled;
@@ -53,9 +111,12 @@ export class RttEstimator {
     return this.rttVarMs;
   }
 
-  sample(sampleMs: number): void {
+  /** An RTT sample (ms) taken at `now` (Karn: of a packet sent once). */
+  sample(sampleMs: number, now: number): void {
     const r = this.report;
     if (sampleMs < this.minRttMs) this.minRttMs = sampleMs;
+    this.rttPeak.observe(sampleMs, now);
+    this.lastNow = now;
     if (!this.sampled) {
       r.srttMs = sampleMs;
       this.rttVarMs = sampleMs / 2;
@@ -71,10 +132,11 @@ export class RttEstimator {
   restart(): void {
     if (!this.sampled) return;
     const r = this.report;
-    const g = this.bounds.clockGranularityMs ?? DEFAULT_CLOCK_GRANULARITY_MS;
+    const g = this.clockMs;
+    const floor = this.bounds.rtoFloorMs ?? this.rttPeak.valueAt(this.lastNow) + g;
     r.rtoMs = Math.min(
       this.bounds.rtoMaxMs,
-      Math.max(this.bounds.rtoFloorMs, r.srttMs + Math.max(g, 4 * this.rttVarMs)),
+      Math.max(floor, r.srttMs + Math.max(g, 4 * this.rttVarMs)),
     );
   }
 
@@ -84,7 +146,7 @@ export class RttEstimator {
    * before it counts as lost; at least gapFloorMs.
    */
   reorderWaitMs(): number {
-    const floor = this.bounds.gapFloorMs ?? DEFAULT_GAP_FLOOR_MS;
+    const floor = this.bounds.gapFloorMs ?? this.clockMs;
     return Math.max(floor, this.sampled ? this.minRttMs / 4 : 0);
   }
 }
@@ -135,7 +197,7 @@ export class Rack {
     now: number,
   ): void {
     const sample = now - sentAt;
-    if (sends === 1) rtt.sample(sample);
+    if (sends === 1) rtt.sample(sample, now);
     else rtt.restart();
     const answersLatest = sends === 1 || !rtt.hasSample || sample >= rtt.minRttMs;
     if (!answersLatest && timedOut) stats.spuriousTimeouts++;

@@ -77,6 +77,7 @@ function defaultBindHost(switchHost: string): string {
 interface HostCore extends TimedCore {
   receive(datagram: Buffer, now: number): void;
   sendKeepalive(now: number): void;
+  observeTimerLateness(lateMs: number, now: number): void;
   useKeepaliveSocket(port: number): void;
   readonly options: {
     jobId: number;
@@ -145,9 +146,13 @@ class Endpoint<C extends HostCore> {
     // Timeouts are checked after the event loop's poll phase, not in its
     // timers phase (see CoreTimer): after this process was descheduled for a
     // while, results waiting in the socket would otherwise look lost.
-    const timer = new CoreTimer(core, () => {
-      if (core.done && this.finish !== null) this.finish();
-    });
+    const timer = new CoreTimer(
+      core,
+      () => {
+        if (core.done && this.finish !== null) this.finish();
+      },
+      (lateMs, now) => core.observeTimerLateness(lateMs, now),
+    );
     this.timer = timer;
     socket.socket.on("message", (msg) => {
       core.receive(msg, performance.now());
