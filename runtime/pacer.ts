@@ -4,6 +4,9 @@ import type { LinkParams } from "../proto/links.js";
 import type { LinkPortRecord } from "../proto/records.js";
 import { Field, Flag, HEADER_BYTES } from "../proto/wire.js";
 
+/** The most a release clock sends early to make up for its timers' lateness (ms). */
+const MAX_LEAD_MS = 2;
+
 /** Sends one datagram now: the process's socket. */
 export type SendNow = (packet: Buffer, port: number, address: string) => void;
 
@@ -82,11 +85,16 @@ export class PacedPort {
     return true;
   }
 
-  /** Sends every packet whose arrival time has come; returns when the next one is due (or Infinity). */
-  release(now: number): number {
+  /**
+   * Sends every packet whose arrival time has come, or comes within `lead`
+   * ms, telling the clock how late each one left; returns when the next one
+   * is due (or Infinity).
+   */
+  release(now: number, lead = 0): number {
     while (this.head < this.tail) {
       const i = this.head % this.capacity;
-      if (this.arriveAt[i] > now) return this.arriveAt[i];
+      if (this.arriveAt[i] > now + lead) return this.arriveAt[i];
+      this.clock.sentLate(now - this.arriveAt[i]);
       this.sendNow(this.packetIn(i), this.ports[i], this.addresses[i]);
       this.head++;
     }
@@ -156,14 +164,22 @@ export class PacedPort {
 /**
  * One timer for every paced port of a process: armed for the earliest
  * packet due, so it costs nothing while every queue is empty. Node's timers
- * fire about a millisecond apart at best: each firing sends every packet
- * that is due, so pacing is exact on average and bursty within a
+ * count whole milliseconds and fire up to a millisecond or more after their
+ * deadline; each hop of a round trip would add that to the link model's
+ * delay (about 2 ms per round trip, a window of 2 on a slow link 26 %
+ * slower than the model). So the clock measures how late it fires and
+ * leads by that much: it is armed `lead` ms before the packet is due and
+ * sends what is due within `lead` of now, so packets leave on time on
+ * average, each within about a millisecond of it. Each firing sends every
+ * packet that is due, so pacing is exact on average and bursty within a
  * millisecond.
  */
 export class ReleaseClock {
   private readonly ports: PacedPort[] = [];
   private timer: NodeJS.Timeout | null = null;
   private armedFor = Number.POSITIVE_INFINITY;
+  /** how much earlier than a packet's time the timer is armed and the packet sent (ms) */
+  lead = 0;
 
   add(port: PacedPort): void {
     this.ports.push(port);
@@ -174,23 +190,29 @@ export class ReleaseClock {
     if (at >= this.armedFor) return;
     if (this.timer !== null) clearTimeout(this.timer);
     this.armedFor = at;
-    this.timer = setTimeout(() => this.fire(), Math.max(0, at - performance.now()));
+    this.timer = setTimeout(() => this.fire(), Math.max(0, at - this.lead - performance.now()));
   }
 
-  /** Sends what is due now; for a caller that already has the time. */
+  /** A packet left `lateMs` after its time (negative: early): lead more or less (an average over 16 packets). */
+  sentLate(lateMs: number): void {
+    this.lead = Math.min(MAX_LEAD_MS, Math.max(0, this.lead + lateMs / 16));
+  }
+
+  /** Sends what is due now (within the lead); for a caller that already has the time. */
   releaseDue(now: number): void {
     let next = Number.POSITIVE_INFINITY;
     for (const port of this.ports) {
-      const due = port.release(now);
+      const due = port.release(now, this.lead);
       if (due < next) next = due;
     }
     if (next < Number.POSITIVE_INFINITY) this.due(next);
   }
 
   private fire(): void {
+    const now = performance.now();
     this.timer = null;
     this.armedFor = Number.POSITIVE_INFINITY;
-    this.releaseDue(performance.now());
+    this.releaseDue(now);
   }
 
   stop(): void {

@@ -87,8 +87,10 @@ const spec = {
     "rto-initial-ms": {
       type: "string",
       valueName: "MS",
-      description: "their timeout before any RTT sample (the processes': 200)",
-      defaultText: String(DEFAULT_SIM_TIMING.rtoInitialMs),
+      description:
+        "their timeout before any RTT sample (the processes': 200); default: twice the path's\n" +
+        "round trip plus the first window's serialization",
+      defaultText: "from the links",
     },
     "stream-above": {
       type: "string",
@@ -111,7 +113,7 @@ const spec = {
     hostProcessingNs: cliInt(0, 1_000_000_000).default(DEFAULT_SIM_TIMING.hostProcessingNs),
     streamAbove: byteSize.default(DEFAULT_SIM_TIMING.streamAboveBytes),
     rtoFloorMs: z.coerce.number().positive().max(60_000).optional(),
-    rtoInitialMs: z.coerce.number().positive().max(60_000).default(DEFAULT_SIM_TIMING.rtoInitialMs),
+    rtoInitialMs: z.coerce.number().positive().max(60_000).optional(),
     gapFloorMs: z.coerce.number().min(0).max(60_000).optional(),
     clockGranularityMs: z.coerce.number().min(0).max(60_000).optional(),
   }),

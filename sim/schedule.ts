@@ -141,11 +141,11 @@ export function simulateSchedule(
         const core = new WorkerCore(
           {
             ...DEFAULT_RTO,
-            rtoInitialMs: timing.rtoInitialMs,
             ...pathWaits(
               links === undefined ? undefined : linkParamsFor(links, host),
               HEADER_BYTES + 4 * 256,
               timing,
+              Number(placement.window),
             ),
             mode: job.mode,
             jobId: id,

@@ -47,11 +47,12 @@ export interface SimTiming {
    */
   streamAboveBytes: number;
   /**
-   * the workers' retransmission timeout before any RTT sample (ms):
-   * hardware round trips are microseconds, so the real processes' 200 ms
-   * (sized for a busy host) would make every early timeout a stall
+   * the workers' retransmission timeout before any RTT sample (ms);
+   * undefined: from each worker's path (pathWaits). Hardware round trips
+   * are microseconds, so the real processes' 200 ms (sized for a busy
+   * host) would make every early timeout a stall.
    */
-  rtoInitialMs: number;
+  rtoInitialMs?: number;
   /**
    * the workers' RTO floor, least reordering wait and clock granularity G
    * (ms); undefined: derived from each worker's link (pathWaits)
@@ -65,7 +66,6 @@ export const DEFAULT_SIM_TIMING: SimTiming = {
   switchProcessingNs: 1000,
   hostProcessingNs: 0,
   streamAboveBytes: 256 * 2 ** 20,
-  rtoInitialMs: 10,
 };
 
 /** The simulator's time quantum where a link gives none (ms): 1 us. */
@@ -78,13 +78,19 @@ const SIM_QUANTUM_MS = 0.001;
  * pipeline); the least reordering wait = G (links keep order: only
  * serialization reorders); the RTO floor = the path's round trip without
  * queueing (2 x (propagation + serialization) + the switch's and the
- * host's processing) + G: no timeout can be right before that.
+ * host's processing) + G: no timeout can be right before that. The RTO
+ * before any sample = twice the time the first window takes to come back
+ * at line rate: that round trip + the window's serialization (`sharers`
+ * windows where one link carries them all, a PS's), so a first window
+ * longer than a fixed initial RTO is not resent whole.
  */
 export function pathWaits(
   link: LinkParams | undefined,
   packetBytes: number,
   timing: SimTiming,
-): { rtoFloorMs: number; gapFloorMs: number; clockGranularityMs: number } {
+  window: number,
+  sharers = 1,
+): { rtoInitialMs: number; rtoFloorMs: number; gapFloorMs: number; clockGranularityMs: number } {
   const serializationMs =
     link === undefined ? 0 : (packetBytes * 8 * 1000) / link.rateBitsPerSecond;
   const g = timing.clockGranularityMs ?? Math.max(serializationMs, SIM_QUANTUM_MS);
@@ -92,6 +98,7 @@ export function pathWaits(
     2 * ((link?.delayMs ?? 0) + serializationMs) +
     (timing.switchProcessingNs + timing.hostProcessingNs) / 1e6;
   return {
+    rtoInitialMs: timing.rtoInitialMs ?? 2 * (rttMs + window * sharers * serializationMs + g),
     rtoFloorMs: timing.rtoFloorMs ?? rttMs + g,
     gapFloorMs: timing.gapFloorMs ?? g,
     clockGranularityMs: g,
@@ -158,11 +165,13 @@ export function simulateRun(
   const links = run.links;
   const portFor = (host: LinkHost) =>
     links === undefined ? null : new LinkPort(linkParamsFor(links, host));
-  const waitsFor = (host: LinkHost, elementsPerPacket: number) =>
+  const waitsFor = (host: LinkHost, job: ResolvedJob) =>
     pathWaits(
       links === undefined ? undefined : linkParamsFor(links, host),
-      HEADER_BYTES + 4 * elementsPerPacket,
+      HEADER_BYTES + 4 * job.elementsPerPacket,
       timing,
+      job.window,
+      job.mode === "ps" ? job.workers : 1,
     );
   const nowMs = () => engine.now / 1e6;
 
@@ -204,13 +213,12 @@ export function simulateRun(
         },
       };
       const op: Collective = job.mode === "ring" ? job.operation : "allReduce";
-      const waits = waitsFor(host, job.elementsPerPacket);
+      const waits = waitsFor(host, job);
       const core =
         job.mode === "ring"
           ? new CollectiveCore(
               {
                 ...DEFAULT_RTO,
-                rtoInitialMs: timing.rtoInitialMs,
                 ...waits,
                 jobId: job.id,
                 workerId: w,
@@ -224,7 +232,6 @@ export function simulateRun(
           : new WorkerCore(
               {
                 ...DEFAULT_RTO,
-                rtoInitialMs: timing.rtoInitialMs,
                 ...waits,
                 mode: job.mode,
                 jobId: job.id,
