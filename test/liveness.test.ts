@@ -7,6 +7,7 @@ import { parseSwitchConfig, switchDeadPeerMs } from "../proto/config.js";
 import { bearer } from "../proto/control.js";
 import { DropReason } from "../proto/drops.js";
 import { writeKeepalive } from "../proto/packets.js";
+import { Prng } from "../proto/prng.js";
 import { emptyHeader, HEADER_BYTES, PacketType, WORKER_ID_NONE } from "../proto/wire.js";
 import { type CoreSimJob, simulateCores } from "../sim/harness.js";
 import { buildControlApp, ControlPlane } from "../switch/control.js";
@@ -512,6 +513,75 @@ describe("liveness never kills a healthy job (virtual time)", () => {
       () => simulateCores({ ...blocked, deadPeerS: 20 }),
       /the switch failed job 1: worker 1 stopped sending \(PSN \d+ waited 20\.\d s/,
     );
+  });
+});
+
+describe("a host at load 30 (virtual time)", () => {
+  /**
+   * Thirty busy processes on two cores: each of ours waits its turn, mostly
+   * for up to 300 ms, one time in ten for up to 8 s, then runs 0.1-0.5 ms
+   * (a swap storm, a burst of other jobs). Every worker and the PS, each on
+   * its own seeded schedule, for the whole run.
+   */
+  const loadedHosts = (seed: number, workersPerJob: number[]) => {
+    const prng = new Prng(seed);
+    const hosts: Array<"ps" | { job: number; worker: number }> = ["ps"];
+    workersPerJob.forEach((n, job) => {
+      for (let worker = 0; worker < n; worker++) hosts.push({ job, worker });
+    });
+    const pauses: Array<{
+      host: "ps" | { job: number; worker: number };
+      from: number;
+      to: number;
+    }> = [];
+    let longest = 0;
+    for (const host of hosts) {
+      for (let t = 0; t < 600_000; ) {
+        const waits = prng.nextFloat() < 0.1 ? 8000 * prng.nextFloat() : 300 * prng.nextFloat();
+        const runs = 0.1 + 0.4 * prng.nextFloat();
+        pauses.push({ host, from: t, to: t + waits });
+        longest = Math.max(longest, waits);
+        t += waits + runs;
+      }
+    }
+    return { pauses, longest };
+  };
+
+  it("NetReduce, ATP and PS jobs finish exact with the default deadPeerS and give-up; the old 5 s rule killed them", () => {
+    const seed = testSeed("liveness load 30", 26);
+    const jobs: CoreSimJob[] = [
+      { mode: "netreduce", workers: 3, elements: 2000, window: 8, elementsPerPacket: 50 },
+      { mode: "atp", workers: 3, elements: 2000, window: 8, elementsPerPacket: 50, regionSize: 16 },
+      { mode: "ps", workers: 2, elements: 2000, window: 8, elementsPerPacket: 50 },
+    ];
+    const { pauses, longest } = loadedHosts(
+      seed,
+      jobs.map((j) => j.workers),
+    );
+    const loaded = {
+      jobs,
+      aggregators: 64,
+      rates: { drop: 0, duplicate: 0, reorder: 0 },
+      seed,
+      calls: 3,
+      giveUpAfterMs: 90_000,
+      pauses,
+    };
+    const sim = simulateCores(loaded);
+    assert.equal(sim.sw.stats.jobsFailed, 0);
+    sim.jobs.forEach((j, i) => {
+      for (const [w, out] of j.outputs.entries()) {
+        const v = verifyAllReduce(out, j.seed, jobs[i].workers, 20);
+        assert.equal(v.verified, true, `job ${i} worker ${w}`);
+        assert.equal(v.notBitExact, 0, `job ${i} worker ${w}`);
+      }
+    });
+    assert.ok(
+      longest > 5000,
+      `the schedule stops some host longer than 5 s (longest ${longest.toFixed(0)} ms)`,
+    );
+    assert.ok(sim.now > 5000, `the load stretched the run (${sim.now.toFixed(0)} ms)`);
+    assert.throws(() => simulateCores({ ...loaded, deadPeerS: 5 }), /the switch failed job \d: /);
   });
 });
 
