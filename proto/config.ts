@@ -171,6 +171,21 @@ export const DEFAULT_DEAD_PEER_S = 60;
 /** A dead-peer timeout in seconds: 0 (never) to a day. */
 export const deadPeerSchema = z.number().min(0).max(86_400);
 
+/** One allowed source of a job's workers: an IPv4 address or CIDR, or an IPv6 address. */
+const sourceSchema = z.string().refine(
+  (s) => {
+    const v4 = /^(\d+)\.(\d+)\.(\d+)\.(\d+)(?:\/(\d+))?$/.exec(s);
+    if (v4 !== null) {
+      return (
+        v4.slice(1, 5).every((p) => Number(p) <= 255) &&
+        (v4[5] === undefined || Number(v4[5]) <= 32)
+      );
+    }
+    return /^[0-9a-fA-F:]+$/.test(s) && s.includes(":");
+  },
+  { message: 'expected an IPv4 address, an IPv4 CIDR ("10.0.0.0/24") or an IPv6 address' },
+);
+
 const jobCommon = {
   id: z.int().min(0).max(0xffff),
   /** optional, for people: the switch labels the job's metrics with it (`ina_job_name`) */
@@ -190,6 +205,13 @@ const jobCommon = {
    * 0: never); default: the switch's (README.md, "Dead peers")
    */
   deadPeerS: deadPeerSchema.optional(),
+  /**
+   * the addresses its workers may send from (IPv4 addresses, IPv4 CIDRs
+   * such as "10.0.0.0/24", IPv6 addresses): a config-file job binds each
+   * worker to the first address that sends for it, and only one of these
+   * may (section 15); default: any address
+   */
+  sources: z.array(sourceSchema).min(1).max(256).optional(),
 };
 
 /**

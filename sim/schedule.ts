@@ -135,6 +135,8 @@ export function simulateSchedule(
       for (let w = 0; w < job.workers; w++) {
         const placement = control.join(id, { workerId: w });
         const port = workerPort(j, w);
+        // As ina-worker --control does: the switch takes its packets only once bound.
+        control.bindAddress(id, w, port, HOST);
         const host = { job: id, worker: w };
         const up = portFor(host);
         const region = placement.region as { offset: number; size: number; epoch: number };

@@ -102,6 +102,8 @@ export class ControlPlane {
   /** bitmaps of the workers that joined each job, and of those that reported their all-reduces done */
   private readonly joined = new Map<number, number>();
   private readonly done = new Map<number, number>();
+  /** each control-plane job's bound worker addresses, kept across reinstalls */
+  private readonly bindings = new Map<number, Map<number, { port: number; host: string }>>();
   /** each job's credential, given once when it is submitted */
   private readonly credentials = new Map<number, string>();
 
@@ -149,6 +151,7 @@ export class ControlPlane {
       this.credentials.delete(id);
       this.joined.delete(id);
       this.done.delete(id);
+      this.bindings.delete(id);
     }
   }
 
@@ -194,6 +197,12 @@ export class ControlPlane {
           deadPeerS: job.spec.deadPeerS,
         });
         state.current.epoch = region.epoch;
+        // Only the authenticated bind names a worker's address (section 15);
+        // a job installed again (after it queued) keeps its bindings.
+        state.bindsByControlOnly = true;
+        for (const [workerId, b] of this.bindings.get(d.jobId) ?? []) {
+          state.bindHost(workerId, b.port, b.host);
+        }
         core.installJob(state);
       } else if (
         installed.current.offset !== region.offset ||
@@ -324,6 +333,9 @@ export class ControlPlane {
     // An IPv4 peer may show as ::ffff:a.b.c.d; the data plane speaks IPv4.
     const host = address.replace(/^::ffff:/, "");
     installed.bindHost(workerId, port, host);
+    const jobBindings = this.bindings.get(jobId) ?? new Map();
+    jobBindings.set(workerId, { port, host });
+    this.bindings.set(jobId, jobBindings);
     return { jobId, workerId, host, port };
   }
 

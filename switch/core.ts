@@ -21,7 +21,7 @@ import { SampleRing } from "../runtime/sample-ring.js";
 import { AggregatorArray } from "./aggregators.js";
 import { type AtpOutcome, atpContribute, atpRelease } from "./atp.js";
 import { FaultStage } from "./faults.js";
-import { JobState, type RegionState } from "./jobs.js";
+import { JobState, type RegionState, refusedSources } from "./jobs.js";
 import { type JobFailure, Liveness } from "./liveness.js";
 import { type NetReduceOutcome, netReduceContribute } from "./netreduce.js";
 import { RegionChanges } from "./regions.js";
@@ -352,7 +352,11 @@ export class SwitchCore {
     this.writeFailure(failure);
     this.multicast(job, this.failurePacket, -1);
     this.removeJob(failure.jobId);
-    this.onJobFailed?.(failure.jobId, describeFailure(failure));
+    const refused = refusedSources(job, failure.deadWorkers);
+    this.onJobFailed?.(
+      failure.jobId,
+      refused === "" ? describeFailure(failure) : `${describeFailure(failure)}; but ${refused}`,
+    );
   }
 
   private writeFailure(f: JobFailure): void {
@@ -452,6 +456,8 @@ export class SwitchCore {
       !job.fromBoundHost(h.workerId, port, address) &&
       !(h.type === PacketType.keepalive && job.fromKeepaliveSocket(h.workerId, port, address))
     ) {
+      job.refusedPort[h.workerId] = port;
+      job.refusedAddress[h.workerId] = address;
       this.dropPacket(DropReason.wrongSource, job);
       return null;
     }

@@ -54,6 +54,12 @@ export class JobState {
    */
   readonly keepalivePort = new Int32Array(MAX_FAN_IN).fill(-1);
   readonly hostAddress: string[] = new Array(MAX_FAN_IN).fill("");
+  /**
+   * the source of the latest packet refused for each worker because another
+   * address holds (or, unbound, may not take) its binding: a failure names it
+   */
+  readonly refusedPort = new Int32Array(MAX_FAN_IN).fill(-1);
+  readonly refusedAddress: string[] = new Array(MAX_FAN_IN).fill("");
   /** the address each worker last said, with the `batches` flag, accepts datagrams of several packets */
   readonly batchesPort = new Int32Array(MAX_FAN_IN).fill(-1);
   readonly batchesAddress: string[] = new Array(MAX_FAN_IN).fill("");
@@ -93,6 +99,7 @@ export class JobState {
     this.scaleBits = config.scaleBits ?? -1;
     this.deadPeerMs = config.deadPeerS === undefined ? -1 : config.deadPeerS * 1000;
     this.fullBitmap = config.fanIn === 32 ? 0xffffffff : (1 << config.fanIn) - 1;
+    this.sources = config.sources === undefined ? null : sourceMatcher(config.sources);
   }
 
   get offset(): number {
@@ -126,8 +133,19 @@ export class JobState {
    */
   fromBoundHost(workerId: number, port: number, address: string): boolean {
     const bound = this.hostPort[workerId];
-    return bound < 0 || (bound === port && this.hostAddress[workerId] === address);
+    if (bound >= 0) return bound === port && this.hostAddress[workerId] === address;
+    // Unbound: a control-plane job waits for the authenticated bind; a
+    // config-file job takes the first packet from an allowed source.
+    return !this.bindsByControlOnly && (this.sources === null || this.sources(address));
   }
+
+  /**
+   * Set by the control plane: its workers' addresses are bound only through
+   * it (join, PUT address), never by a first packet (no pre-bind window).
+   */
+  bindsByControlOnly = false;
+  /** a config-file job's `sources`: who may be bound on first use; null: anyone */
+  private readonly sources: ((address: string) => boolean) | null;
 
   /** Whether `address:port` is worker `workerId`'s registered keepalive socket (section 15). */
   fromKeepaliveSocket(workerId: number, port: number, address: string): boolean {
@@ -153,4 +171,53 @@ export class JobState {
     this.hostPort[workerId] = port;
     this.hostAddress[workerId] = address;
   }
+}
+
+/**
+ * Whether an address is one of `sources`: IPv4 addresses, IPv4 CIDRs
+ * ("10.0.0.0/24") or exact IPv6 addresses (proto/config.ts checks them).
+ */
+export function sourceMatcher(sources: readonly string[]): (address: string) => boolean {
+  const exact = new Set<string>();
+  const nets: Array<{ base: number; mask: number }> = [];
+  for (const source of sources) {
+    const cidr = /^(\d+\.\d+\.\d+\.\d+)\/(\d+)$/.exec(source);
+    if (cidr === null) {
+      exact.add(source);
+      continue;
+    }
+    const bits = Number(cidr[2]);
+    const mask = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
+    nets.push({ base: (ipv4ToInt(cidr[1]) & mask) >>> 0, mask });
+  }
+  return (address) => {
+    const a = address.replace(/^::ffff:/, "");
+    if (exact.has(a)) return true;
+    if (nets.length === 0 || !/^\d+\.\d+\.\d+\.\d+$/.test(a)) return false;
+    const n = ipv4ToInt(a);
+    return nets.some((net) => (n & net.mask) >>> 0 === net.base);
+  };
+}
+
+function ipv4ToInt(address: string): number {
+  return address.split(".").reduce((n, part) => ((n << 8) | Number(part)) >>> 0, 0);
+}
+
+/**
+ * Why a worker the switch waited for may not be dead: its packets came from
+ * another address than the one bound to it (words for a failure's reason),
+ * or "" if none was refused.
+ */
+export function refusedSources(job: JobState, workers: number): string {
+  const parts: string[] = [];
+  for (let w = 0; w < job.fanIn; w++) {
+    if (((workers >>> w) & 1) === 0 || job.refusedPort[w] < 0) continue;
+    const from = `${job.refusedAddress[w]}:${job.refusedPort[w]}`;
+    parts.push(
+      job.hostPort[w] >= 0
+        ? `worker ${w} is bound to ${job.hostAddress[w]}:${job.hostPort[w]}${job.bindsByControlOnly ? "" : " (the first address that sent for it)"}, and packets for it from ${from} were refused (wrongSource)`
+        : `packets for worker ${w} from ${from} were refused (wrongSource): ${job.bindsByControlOnly ? "it was never bound through the control plane" : "that address is not one of the job's sources"}`,
+    );
+  }
+  return parts.join("; ");
 }

@@ -168,6 +168,75 @@ describe("data-plane isolation", () => {
     assert.match(bad.json().message, /workerId: job 3 has 2 workers/);
   });
 
+  it("a control-plane job counts nothing before its workers are bound: a stranger's contributions in the pre-bind window are refused, the real sums exact", async () => {
+    const capture = captureTransmit();
+    const core = new SwitchCore(parseSwitchConfig({ aggregators: 64 }), capture);
+    const manager = new MemoryManager({ aggregators: 64, bytesPerAggregator: 1024, policy: "edf" });
+    const app = buildControlApp(
+      new ControlPlane({ manager, core, dataAddress: { host: HOST, port: 1 }, now: () => 0 }),
+    );
+    const submit = await app.inject({
+      method: "POST",
+      url: "/jobs",
+      payload: {
+        id: 21,
+        class: "be",
+        mode: "netreduce",
+        workers: 2,
+        window: 4,
+        modelBytes: 64,
+        aggregators: 8,
+      },
+    });
+    assert.equal(submit.statusCode, 201);
+    const credential = submit.json().credential;
+    const rule = { id: 21, fanIn: 2, offset: 0, regionSize: 8 };
+    // The stranger saw job 21 on GET /jobs and sends PSNs 0-7 as both workers.
+    for (let psn = 0; psn < 8; psn++) {
+      for (let w = 0; w < 2; w++)
+        core.receive(contribution(rule, w, psn, [1000]), STRANGER, HOST, 0);
+    }
+    assert.equal(core.stats.drops[DropReason.wrongSource], 16, "every one refused and counted");
+    assert.equal(capture.sent.length, 0, "no result went anywhere");
+    assert.equal(core.stats.jobsFailed, 0, "nor did the stranger get the job failed");
+    for (let w = 0; w < 2; w++) {
+      const bind = await app.inject({
+        method: "PUT",
+        url: `/jobs/21/workers/${w}/address`,
+        payload: { port: portOf(w) },
+        remoteAddress: HOST,
+        headers: { authorization: bearer(credential) },
+      });
+      assert.equal(bind.statusCode, 200, bind.body);
+    }
+    for (let w = 0; w < 2; w++) core.receive(contribution(rule, w, 0, [w + 1]), portOf(w), HOST, 0);
+    const results = capture.sent.filter((r) => r.header.psn === 0);
+    assert.equal(results.length, 2);
+    for (const r of results) assert.deepEqual(r.values, [3], "the real workers' sum alone");
+  });
+
+  it("a config-file job with `sources` binds on first use only an allowed address", () => {
+    const capture = captureTransmit();
+    const core = new SwitchCore(
+      parseSwitchConfig({
+        aggregators: 8,
+        elementsPerAggregator: 4,
+        jobs: [{ ...job, sources: ["10.1.2.0/24", "::1"] }],
+      }),
+      capture,
+    );
+    core.receive(contribution(job, 0, 0, [1000]), portOf(0), HOST, 0);
+    assert.equal(core.stats.drops[DropReason.wrongSource], 1, "127.0.0.1 is not a source");
+    core.receive(contribution(job, 0, 0, [1]), portOf(0), "10.1.2.7", 0);
+    assert.equal(core.stats.drops[DropReason.wrongSource], 1);
+    core.receive(contribution(job, 0, 1, [1]), portOf(0), "10.1.2.8", 0);
+    assert.equal(core.stats.drops[DropReason.wrongSource], 2, "bound to the first allowed one");
+    assert.throws(
+      () => parseSwitchConfig({ aggregators: 8, jobs: [{ ...job, sources: ["10.1.2.0/33"] }] }),
+      /sources.*expected an IPv4 address, an IPv4 CIDR/s,
+    );
+  });
+
   it("the PS takes pieces only from the switch", () => {
     const capture = captureTransmit();
     const atpJob = { id: 4, mode: "atp" as const, fanIn: 2, offset: 0, regionSize: 8, window: 4 };

@@ -69,6 +69,22 @@ describe("dead peers", () => {
     assert.equal(capture.sent[0].port, portOf(0));
   });
 
+  it("a config-file worker whose address a stranger took first: the failure says so, not only 'stopped sending'", () => {
+    const { core, failures, send } = setup();
+    core.receive(contribution(job, 2, 0, [1000]), 6666, HOST, 0); // the stranger, first
+    for (const w of [0, 1]) send(w, 0, 0);
+    for (const w of [0, 1]) send(w, 1, 0);
+    send(2, 0, 10); // the real worker 2: refused
+    send(2, 1, 10);
+    core.handleTimeout(5100);
+    assert.equal(failures.length, 1);
+    assert.match(failures[0], /^job 7: worker 2 stopped sending/);
+    assert.match(
+      failures[0],
+      /worker 2 is bound to 127\.0\.0\.1:6666 \(the first address that sent for it\), and packets for it from 127\.0\.0\.1:5002 were refused \(wrongSource\)/,
+    );
+  });
+
   it("a worker whose one contribution keeps getting lost, but which is still heard, is not dead", () => {
     const { core, failures, send } = setup();
     for (const w of [0, 1, 2]) send(w, 0, 0);
@@ -213,6 +229,14 @@ describe("dead peers", () => {
       },
     });
     const credential = submitted.json().credential;
+    const bound = await app.inject({
+      method: "PUT",
+      url: "/jobs/3/workers/0/address",
+      payload: { port: portOf(0) },
+      remoteAddress: HOST,
+      headers: { authorization: bearer(credential) },
+    });
+    assert.equal(bound.statusCode, 200, bound.body);
     const rule = { id: 3, fanIn: 2, offset: 0, regionSize: 16 };
     core.receive(contribution(rule, 0, 0, [1]), portOf(0), HOST, 0);
     core.handleTimeout(1500);
