@@ -10,7 +10,7 @@ import {
   windowInputSchema,
   windowPackets,
 } from "../proto/config.js";
-import { bearer, CREDENTIAL_ENV, type WorkerJoin } from "../proto/control.js";
+import { CREDENTIAL_ENV, type WorkerJoin } from "../proto/control.js";
 import { dropsByName } from "../proto/drops.js";
 import { defaultLinkParams, type LinkParams, LinksSchema, linkProblems } from "../proto/links.js";
 import type { Verification, WorkerIdSource } from "../proto/records.js";
@@ -31,6 +31,7 @@ import {
 import { serveMetrics } from "../runtime/http.js";
 import { createLinkMetrics } from "../runtime/metrics.js";
 import { COLLECTIVES } from "./collective.js";
+import { requestControl } from "./control-client.js";
 import { NO_ANSWER_HINT } from "./core.js";
 import { launcherRank } from "./launcher.js";
 import { createWorkerMetrics } from "./metrics.js";
@@ -70,7 +71,8 @@ const spec = {
       description:
         "join --job through the switch's control plane (http://HOST:PORT): it gives fan-in, mode,\n" +
         "window, region, data address and (without --worker or a launcher's rank) the worker id;\n" +
-        "waits while the job is queued",
+        "waits while the job is queued; a request answered 429 or 5xx, or that cannot connect, is\n" +
+        "tried again with backoff for up to 60 s; the result is printed before done is reported",
     },
     switch: {
       type: "string",
@@ -359,36 +361,11 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 /** The job's credential for the control plane: --credential, else the environment's. */
 let credential: string | undefined;
 
-async function controlRequest(
+const controlRequest = (
   url: string,
   method: "GET" | "POST" | "PUT",
   payload?: Record<string, unknown>,
-): Promise<Record<string, unknown>> {
-  let response: Response;
-  const auth: Record<string, string> =
-    credential === undefined ? {} : { authorization: bearer(credential) };
-  try {
-    response = await fetch(
-      url,
-      payload === undefined
-        ? { method, headers: auth }
-        : {
-            method,
-            headers: { "content-type": "application/json", ...auth },
-            body: JSON.stringify(payload),
-          },
-    );
-  } catch (error) {
-    throw new Error(`--control: cannot reach ${url}: ${(error as Error).message}`);
-  }
-  const body = (await response.json().catch(() => ({}))) as Record<string, unknown>;
-  if (!response.ok) {
-    throw new Error(
-      `--control: ${method} ${url}: ${response.status} ${String(body.message ?? "")}`,
-    );
-  }
-  return body;
-}
+) => requestControl(url, method, { payload, credential });
 
 /** Who this worker is, as far as it knows before joining: from its options, its launcher, or neither. */
 interface Identity {
@@ -749,12 +726,6 @@ await runCli(spec, async (o) => {
           length: elements,
         })
       : verifyAllReduce(output, o.seed, p.fanIn, o.scaleBits);
-  if (o.control !== undefined) {
-    await controlRequest(
-      `${o.control.replace(/\/$/, "")}/jobs/${o.job}/workers/${p.workerId}/done`,
-      "POST",
-    );
-  }
   const s = core.stats;
   const verified = check?.verified === true && !overflowed;
   emitRecord({
@@ -790,6 +761,16 @@ await runCli(spec, async (o) => {
     outputDigest: outputDigest(output),
     verified,
   });
+  // After the result is out: a done that cannot be reported loses nothing
+  // (the switch ends the job on its own) and is only warned about.
+  if (o.control !== undefined) {
+    await controlRequest(
+      `${o.control.replace(/\/$/, "")}/jobs/${o.job}/workers/${p.workerId}/done`,
+      "POST",
+    ).catch((error: Error) =>
+      process.stderr.write(`warning: the job's done was not reported: ${error.message}\n`),
+    );
+  }
   if (o.lingerMs > 0) await sleep(o.lingerMs);
   await metricsServer.close();
   return check === null || verified ? EXIT_OK : EXIT_FAILED;
