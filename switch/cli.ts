@@ -72,6 +72,20 @@ const spec = {
         "flood cannot starve the data path, which shares its event loop",
       defaultText: "100",
     },
+    "join-timeout-s": {
+      type: "string",
+      valueName: "S",
+      description:
+        "a control-plane job that no worker joins this long after its submission expires and frees\n" +
+        "its region; 0: never",
+      defaultText: "600",
+    },
+    "jobs-per-submitter": {
+      type: "string",
+      valueName: "N",
+      description: "queued and running jobs one address may hold without the operator token",
+      defaultText: "32",
+    },
     "control-port": {
       type: "string",
       valueName: "PORT",
@@ -96,6 +110,8 @@ const spec = {
     controlPort: cliInt(0, 65535).default(0),
     operatorToken: z.string().min(16, "use at least 16 characters").optional(),
     controlRate: cliInt(1, 100_000).default(100),
+    joinTimeoutS: z.coerce.number().min(0).max(86_400).default(600),
+    jobsPerSubmitter: cliInt(1, 4096).default(32),
     policy: z.enum(POLICIES).default("edf"),
     partitions: cliInt(1, 1024).default(4),
   }),
@@ -134,7 +150,12 @@ await runCli(spec, async (options) => {
     hasParameterServer: config.parameterServer !== undefined,
     operatorToken: options.operatorToken ?? operatorTokenFromEnvironment(),
     changesPerSecond: options.controlRate,
+    joinTimeoutMs: options.joinTimeoutS * 1000,
+    maxJobsPerSubmitter: options.jobsPerSubmitter,
   });
+  // Jobs nobody joins, or whose workers ended without reporting done, end here.
+  const sweeper = setInterval(() => control.sweep(performance.now()), 1000);
+  sweeper.unref();
   const registry = new Registry();
   const names = new Map(config.jobs.flatMap((job) => (job.name ? [[job.id, job.name]] : [])));
   createSwitchMetrics(registry, server.core, manager, names, () => server.coalescer.datagramsSent);
@@ -180,6 +201,7 @@ await runCli(spec, async (options) => {
       links: server.linkRecords(),
     }),
     close: async () => {
+      clearInterval(sweeper);
       await front.close();
       await server.close();
     },

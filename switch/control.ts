@@ -76,6 +76,17 @@ export interface ControlPlaneOptions {
   /** whether the switch has a parameter server, which ATP jobs need */
   hasParameterServer?: boolean;
   /**
+   * a job that no worker joined this long after its submission expires:
+   * cancelled, its region freed (ms; default 600 000, a worker's own
+   * --join-timeout-s; 0: never)
+   */
+  joinTimeoutMs?: number;
+  /**
+   * queued and running jobs one submitter (an address) may hold without the
+   * operator token (32): a stranger cannot fill the job table
+   */
+  maxJobsPerSubmitter?: number;
+  /**
    * runs `work` once the data path's current packet is done (default
    * setImmediate; the simulator's runs it at the same virtual time)
    */
@@ -102,6 +113,8 @@ export class ControlPlane {
   /** bitmaps of the workers that joined each job, and of those that reported their all-reduces done */
   private readonly joined = new Map<number, number>();
   private readonly done = new Map<number, number>();
+  /** who submitted each job (the request's source address), for maxJobsPerSubmitter */
+  private readonly submitters = new Map<number, string>();
   /** each control-plane job's bound worker addresses, kept across reinstalls */
   private readonly bindings = new Map<number, Map<number, { port: number; host: string }>>();
   /** each job's credential, given once when it is submitted */
@@ -133,6 +146,13 @@ export class ControlPlane {
     }
   }
 
+  /** Whether `authorization` carries the operator token. */
+  isOperator(authorization: string | undefined): boolean {
+    const token = /^Bearer (\S+)$/.exec(authorization ?? "")?.[1];
+    const operator = this.options.operatorToken;
+    return token !== undefined && operator !== undefined && sameToken(token, operator);
+  }
+
   /** Forgets the oldest ended jobs beyond `retainedJobs`, so no store grows without bound. */
   private purge(): void {
     const keep = this.options.retainedJobs ?? 200;
@@ -152,6 +172,7 @@ export class ControlPlane {
       this.joined.delete(id);
       this.done.delete(id);
       this.bindings.delete(id);
+      this.submitters.delete(id);
     }
   }
 
@@ -214,7 +235,10 @@ export class ControlPlane {
     }
   }
 
-  submit(body: JobSubmit): { job: ManagedJob; decisions: Decision[]; credential: string } {
+  submit(
+    body: JobSubmit,
+    submitter: { address: string; operator: boolean } = { address: "", operator: true },
+  ): { job: ManagedJob; decisions: Decision[]; credential: string } {
     if (body.class === "md" && body.deadlineS === undefined) {
       throw new HttpError(400, "badRequest", "deadlineS: an MD job needs a deadline");
     }
@@ -238,6 +262,21 @@ export class ControlPlane {
         "tooManyJobs",
         `the switch holds ${active} queued and running jobs, its most: retry when one ends`,
       );
+    }
+    const perSubmitter = this.options.maxJobsPerSubmitter ?? 32;
+    if (!submitter.operator) {
+      const own = [...this.options.manager.jobs.values()].filter(
+        (j) =>
+          (j.status === "queued" || j.status === "running") &&
+          this.submitters.get(j.spec.id) === submitter.address,
+      ).length;
+      if (own >= perSubmitter) {
+        throw new HttpError(
+          429,
+          "tooManyJobs",
+          `${submitter.address || "this submitter"} holds ${own} queued and running jobs, the most without the operator token: retry when one ends`,
+        );
+      }
     }
     if (this.options.core.job(body.id) !== undefined && !this.options.manager.jobs.has(body.id)) {
       throw new HttpError(409, "conflict", `job ${body.id} is a job of the switch's config`);
@@ -266,6 +305,7 @@ export class ControlPlane {
     );
     this.apply(decisions);
     this.credentials.set(body.id, randomBytes(24).toString("base64url"));
+    this.submitters.set(body.id, submitter.address);
     this.purge();
     return {
       job: this.options.manager.get(body.id),
@@ -350,6 +390,48 @@ export class ControlPlane {
       );
     }
     return job;
+  }
+
+  /**
+   * Ends the jobs nobody else will (README.md, "Jobs always end"): one that
+   * no worker joined within joinTimeoutMs of its submission is cancelled
+   * ("expired"); a running one whose workers have all been silent (no
+   * contribution, forward or keepalive from a bound address) for its
+   * dead-peer time after they last were heard, with no PSN waiting (that
+   * the dead-peer rule fails), is finished as unreported: its workers ended
+   * without reporting done. Either way its region goes back. The switch
+   * calls it about once a second.
+   */
+  sweep(now: number): void {
+    const manager = this.options.manager;
+    const joinTimeoutMs = this.options.joinTimeoutMs ?? 600_000;
+    for (const job of [...manager.jobs.values()]) {
+      if (job.status !== "queued" && job.status !== "running") continue;
+      const id = job.spec.id;
+      if ((this.joined.get(id) ?? 0) === 0) {
+        if (joinTimeoutMs > 0 && now - job.submittedAt >= joinTimeoutMs) {
+          this.apply(manager.cancel(id, now));
+          manager.get(id).reason =
+            `expired: no worker joined within ${joinTimeoutMs / 1000} s of its submission`;
+        }
+        continue;
+      }
+      const installed = this.options.core.job(id);
+      if (job.status !== "running" || installed === undefined) continue;
+      const deadMs = this.options.core.deadPeerMsOf(installed);
+      if (deadMs <= 0) continue;
+      let lastHeard = job.startedAt ?? job.submittedAt;
+      for (let w = 0; w < installed.fanIn; w++) lastHeard = Math.max(lastHeard, installed.heardAt[w]);
+      if (now - lastHeard < deadMs) continue;
+      const done = this.done.get(id) ?? 0;
+      const silent: number[] = [];
+      for (let w = 0; w < job.spec.workers; w++) if (((done >>> w) & 1) === 0) silent.push(w);
+      this.apply(manager.finish(id, now));
+      manager.get(id).reason =
+        installed.counters.firstContributionAt < 0
+          ? `unreported: its workers joined but sent nothing for ${(deadMs / 1000).toFixed(0)} s`
+          : `unreported: worker${silent.length === 1 ? "" : "s"} ${silent.join(", ")} did not report done, and no worker was heard for ${(deadMs / 1000).toFixed(0)} s after the last aggregation`;
+    }
   }
 
   /** A worker finished its all-reduces; the job finishes when all have. */
@@ -504,7 +586,10 @@ export function buildControlApp(
   }));
 
   api.post("/jobs", { schema: { body: JobSubmitSchema } }, async (request, reply) => {
-    const { job, decisions, credential } = control.submit(request.body);
+    const { job, decisions, credential } = control.submit(request.body, {
+      address: request.socket.remoteAddress ?? "",
+      operator: control.isOperator(request.headers.authorization),
+    });
     const own = decisions.find((d) => d.jobId === job.spec.id);
     if (job.status === "rejected") {
       return reply.code(503).send({ code: "noResources", message: job.reason ?? "no resources" });

@@ -326,6 +326,11 @@ export class SwitchCore {
     }
   }
 
+  /** The dead-peer time of `job` (ms; 0: never): its own deadPeerS, else the switch's. */
+  deadPeerMsOf(job: JobState): number {
+    return this.liveness.deadMsOf(job);
+  }
+
   /** Timer `livenessScan`: the dead-peer rule's next look, while any job is installed. */
   private livenessScanAt(): number {
     return this.jobs.length === 0 ? Number.POSITIVE_INFINITY : this.liveness.nextScanAt();

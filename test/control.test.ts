@@ -6,6 +6,7 @@ import { bearer } from "../proto/control.js";
 import { buildControlApp, ControlPlane } from "../switch/control.js";
 import { SwitchCore } from "../switch/core.js";
 import { MemoryManager } from "../switch/memory.js";
+import { contribution } from "./packets.js";
 
 const OPERATOR = "operator-token-for-tests";
 
@@ -343,6 +344,101 @@ describe("control plane API", () => {
     const refused = await bounded.inject({ method: "POST", url: "/jobs", payload: job({ id: 4 }) });
     assert.equal(refused.statusCode, 503);
     assert.equal(refused.json().code, "tooManyJobs");
+  });
+
+  it("jobs always end: one nobody joins expires, one whose workers went silent without done ends unreported; each frees its region", async () => {
+    let now = 0;
+    const sw = new SwitchCore(parseSwitchConfig({ aggregators: 64, deadPeerS: 60 }), {
+      send: () => {},
+    });
+    const control = new ControlPlane({
+      manager: new MemoryManager({ aggregators: 64, bytesPerAggregator: 1024, policy: "edf" }),
+      core: sw,
+      dataAddress: { host: "127.0.0.1", port: 1 },
+      now: () => now,
+      joinTimeoutMs: 120_000,
+      operatorToken: OPERATOR,
+    });
+    const api = buildControlApp(control);
+    const as = { authorization: bearer(OPERATOR) };
+    for (const id of [1, 2]) {
+      const r = await api.inject({
+        method: "POST",
+        url: "/jobs",
+        payload: job({ id }),
+        headers: as,
+      });
+      assert.equal(r.statusCode, 201, r.body);
+    }
+    // Job 2's workers join, bind, all-reduce, and end without reporting done.
+    for (const w of [0, 1]) {
+      await api.inject({
+        method: "POST",
+        url: "/jobs/2/workers",
+        payload: { workerId: w },
+        headers: as,
+      });
+      await api.inject({
+        method: "PUT",
+        url: `/jobs/2/workers/${w}/address`,
+        payload: { port: 7000 + w },
+        remoteAddress: "127.0.0.1",
+        headers: as,
+      });
+    }
+    const region = (await api.inject({ method: "GET", url: "/jobs/2" })).json().region;
+    const rule = { id: 2, fanIn: 2, offset: region.offset, regionSize: region.size };
+    now = 1000;
+    for (const w of [0, 1]) sw.receive(contribution(rule, w, 0, [1]), 7000 + w, "127.0.0.1", now);
+    await api.inject({ method: "POST", url: "/jobs/2/workers/0/done", headers: as });
+    control.sweep(60_999);
+    const status = async (id: number) =>
+      (await api.inject({ method: "GET", url: `/jobs/${id}` })).json();
+    assert.equal((await status(2)).status, "running", "59.999 s of silence is not yet 60 s");
+    assert.equal((await status(1)).status, "running", "nor 61 s of waiting for a join 120 s");
+    control.sweep(61_000);
+    const unreported = await status(2);
+    assert.equal(unreported.status, "finished");
+    assert.match(
+      unreported.reason,
+      /^unreported: worker 1 did not report done, and no worker was heard for 60 s/,
+    );
+    assert.equal(sw.job(2), undefined, "its rule is gone");
+    control.sweep(120_000);
+    const expired = await status(1);
+    assert.equal(expired.status, "cancelled");
+    assert.match(expired.reason, /^expired: no worker joined within 120 s/);
+    assert.equal((await api.inject({ method: "GET", url: "/allocation" })).json().freeTotal, 64);
+  });
+
+  it("a submitter without the operator token holds a bounded number of live jobs; the operator is not bounded", async () => {
+    const bounded = buildControlApp(
+      new ControlPlane({
+        manager: new MemoryManager({ aggregators: 64, bytesPerAggregator: 1024, policy: "edf" }),
+        core: new SwitchCore(parseSwitchConfig({ aggregators: 64 }), { send: () => {} }),
+        dataAddress: { host: "127.0.0.1", port: 1 },
+        now: () => 0,
+        operatorToken: OPERATOR,
+        maxJobsPerSubmitter: 3,
+      }),
+    );
+    const submit = (id: number, remoteAddress: string, headers = {}) =>
+      bounded.inject({
+        method: "POST",
+        url: "/jobs",
+        payload: job({ id, aggregators: 2 }),
+        remoteAddress,
+        headers,
+      });
+    for (let id = 1; id <= 3; id++) assert.equal((await submit(id, "10.0.0.9")).statusCode, 201);
+    const refused = await submit(4, "10.0.0.9");
+    assert.equal(refused.statusCode, 429);
+    assert.match(refused.json().message, /10\.0\.0\.9 holds 3 queued and running jobs/);
+    assert.equal((await submit(5, "10.0.0.7")).statusCode, 201, "another address has its own");
+    assert.equal(
+      (await submit(6, "10.0.0.9", { authorization: bearer(OPERATOR) })).statusCode,
+      201,
+    );
   });
 
   it("changes beyond the rate are refused with 429; reads are never limited", async () => {
