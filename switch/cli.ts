@@ -15,7 +15,7 @@ import {
 import { serveFromThread } from "../runtime/http-front.js";
 import { createLinkMetrics } from "../runtime/metrics.js";
 import { serveUntilSignal } from "../runtime/serve.js";
-import { buildControlApp, ControlPlane } from "./control.js";
+import { buildControlApp, ControlPlane, PUBLIC_JOB_FIELDS } from "./control.js";
 import { MemoryManager } from "./memory.js";
 import { createSwitchMetrics } from "./metrics.js";
 import { switchReport } from "./report.js";
@@ -68,9 +68,24 @@ const spec = {
       type: "string",
       valueName: "N",
       description:
-        "changes (POST, PUT, DELETE) the control plane serves per second; beyond: 429, so a\n" +
-        "flood cannot starve the data path, which shares its event loop",
+        "changes (POST, PUT, DELETE) without a known credential the control plane serves per\n" +
+        "second, all sources together; beyond: 429 (a job's credential and the operator token\n" +
+        "have buckets of their own, so a stranger's flood never delays a worker's requests)",
       defaultText: "100",
+    },
+    "control-rate-per-credential": {
+      type: "string",
+      valueName: "N",
+      description: "changes per second per job credential, and for the operator token",
+      defaultText: "20",
+    },
+    "read-rate": {
+      type: "string",
+      valueName: "N",
+      description:
+        "GETs per second per source address (or per credential); they are answered from a\n" +
+        "snapshot the data path publishes twice a second, never by the data path itself",
+      defaultText: "200",
     },
     "join-timeout-s": {
       type: "string",
@@ -110,6 +125,8 @@ const spec = {
     controlPort: cliInt(0, 65535).default(0),
     operatorToken: z.string().min(16, "use at least 16 characters").optional(),
     controlRate: cliInt(1, 100_000).default(100),
+    controlRatePerCredential: cliInt(1, 100_000).default(20),
+    readRate: cliInt(1, 1_000_000).default(200),
     joinTimeoutS: z.coerce.number().min(0).max(86_400).default(600),
     jobsPerSubmitter: cliInt(1, 4096).default(32),
     policy: z.enum(POLICIES).default("edf"),
@@ -149,7 +166,6 @@ await runCli(spec, async (options) => {
     clockOrigin: new Date(performance.timeOrigin),
     hasParameterServer: config.parameterServer !== undefined,
     operatorToken: options.operatorToken ?? operatorTokenFromEnvironment(),
-    changesPerSecond: options.controlRate,
     joinTimeoutMs: options.joinTimeoutS * 1000,
     maxJobsPerSubmitter: options.jobsPerSubmitter,
   });
@@ -175,7 +191,15 @@ await runCli(spec, async (options) => {
   const front = await serveFromThread(app, {
     host: options.host,
     port: options.controlPort,
-    changesPerSecond: options.controlRate,
+    limits: {
+      anonymousChangesPerSecond: options.controlRate,
+      changesPerCredential: options.controlRatePerCredential,
+      readsPerSecond: options.readRate,
+    },
+    cachedPaths: ["/health", "/jobs", "/allocation", "/ui/state", "/metrics"],
+    staticPaths: ["/ui", "/ui/vega.js", "/ui/vega-lite.js"],
+    credentials: () => control.credentialList(),
+    publicJobFields: PUBLIC_JOB_FIELDS,
   });
   const controlPort = front.port;
   return serveUntilSignal({

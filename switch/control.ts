@@ -67,12 +67,6 @@ export interface ControlPlaneOptions {
   retainedJobs?: number;
   /** queued and running jobs at most (256): a submission beyond is refused with 503 */
   maxActiveJobs?: number;
-  /**
-   * requests that change something (POST, PUT, DELETE) the control plane
-   * serves per second, in bursts of as many; beyond: 429. It shares the
-   * data plane's event loop, which a flood must not starve (100)
-   */
-  changesPerSecond?: number;
   /** whether the switch has a parameter server, which ATP jobs need */
   hasParameterServer?: boolean;
   /**
@@ -144,6 +138,15 @@ export class ControlPlane {
     if (!sameToken(token, own)) {
       throw new HttpError(403, "forbidden", `job ${jobId}: wrong credential`);
     }
+  }
+
+  /** Every credential the control plane accepts, and what each may see: for the HTTP front. */
+  credentialList(): Array<[string, "operator" | number]> {
+    const list: Array<[string, "operator" | number]> = [...this.credentials].map(
+      ([id, token]) => [token, id],
+    );
+    if (this.options.operatorToken !== undefined) list.push([this.options.operatorToken, "operator"]);
+    return list;
   }
 
   /** Whether `authorization` carries the operator token. */
@@ -475,6 +478,13 @@ export class ControlPlane {
 }
 
 /** A job as the API shows it. */
+/**
+ * What anyone may read of a job over HTTP (GET /jobs, /jobs/ID): the rest
+ * (region, deadline, progress, reason, history) only with the job's
+ * credential or the operator token (runtime/http-front-thread.ts).
+ */
+export const PUBLIC_JOB_FIELDS = ["id", "name", "class", "mode", "workers", "status"] as const;
+
 export function view(job: ManagedJob) {
   return {
     id: job.spec.id,
@@ -554,24 +564,8 @@ export function buildControlApp(
       .code(404)
       .send({ code: "notFound", message: `no route ${request.method} ${request.url}` });
   });
-  // A token bucket for requests that change something: reads stay cheap,
-  // and a flood of submissions cannot take the data path's event loop.
-  const rate = control.options.changesPerSecond ?? 100;
-  let tokens = rate;
-  let filledAt = control.options.now();
-  app.addHook("onRequest", async (request, reply) => {
-    if (request.method === "GET" || request.method === "HEAD") return;
-    const now = control.options.now();
-    tokens = Math.min(rate, tokens + ((now - filledAt) / 1000) * rate);
-    filledAt = now;
-    if (tokens < 1) {
-      return reply.code(429).send({
-        code: "tooManyRequests",
-        message: `the control plane serves at most ${rate} changes per second: retry in a moment`,
-      });
-    }
-    tokens -= 1;
-  });
+  // Requests are authenticated and limited before they get here, by the HTTP
+  // front's thread (runtime/http-front.ts): in-process callers are trusted.
   const api = app.withTypeProvider<ZodTypeProvider>();
   const manager = control.options.manager;
 

@@ -150,6 +150,14 @@ describe("metrics, Prometheus and the dashboard", () => {
       metricsUrls.set(`worker-${i}`, String(ready.metricsUrl));
     }
     for (const worker of workers) results.push(await worker.waitFor(WorkerResultSchema, 120_000));
+    // The switch's /metrics is a snapshot its data path publishes twice a
+    // second (runtime/http-front.ts): wait, up to 10 s, for one taken after
+    // job 1's last aggregation.
+    const nrDone = `ina_switch_aggregations_completed_total{ina_job="1",mode="netreduce",ina_job_name="nr"} ${packets}`;
+    for (let waited = 0; waited < 10_000; waited += 100) {
+      if ((await (await fetch(metricsUrls.get("switch") ?? "")).text()).includes(nrDone)) break;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
     for (const [name, url] of metricsUrls) {
       const response = await fetch(url);
       assert.equal(response.status, 200);
