@@ -56,8 +56,20 @@ const spec = {
       defaultText: "1",
     },
     json: { type: "boolean", description: "print the results as one JSON record" },
+    only: {
+      type: "string",
+      valueName: "STEPS",
+      description:
+        "comma-separated steps to run: junk and attacks, kill a worker, kill the PS, kill the\n" +
+        "switch, control plane, pool poisoning, fault soak",
+      defaultText: "all",
+    },
   },
   schema: z.strictObject({
+    only: z
+      .string()
+      .transform((s) => s.split(",").map((x) => x.trim()))
+      .optional(),
     junk: cliInt(0, 100_000_000).default(1_000_000),
     seed: cliInt(0, 0xffffffff).default(1),
     json: z.boolean().default(false),
@@ -231,6 +243,111 @@ async function startJob(
     await sleep(20);
   }
   return { sw, ps, workers: list };
+}
+
+/**
+ * A tenant poisoning a shared ATP pool: job 2 shares job 1's slice of 64
+ * aggregators, and its "worker 0" (a raw socket, bound on first use) sends
+ * far-ahead PSNs as fast as it can, each claiming an aggregator that never
+ * completes. The switch drops them: beyond the window of what it has seen
+ * acked for job 2 (windowViolation). The victim's time alone and under
+ * the attack, with the default quota (each job's fair share: 32) and with
+ * the whole pool (`quota` 64 for both: the old default).
+ */
+async function poisonedPool(seed: number): Promise<Row> {
+  const once = async (attack: boolean, quota: number | undefined) => {
+    const dir = await mkdtemp(join(tmpdir(), "ina-reliability-"));
+    const children: ChildNode[] = [];
+    const attacker = await openSocket();
+    let stop = false;
+    let sent = 0;
+    try {
+      const slice = {
+        offset: 0,
+        regionSize: 64,
+        window: 16,
+        ...(quota === undefined ? {} : { quota }),
+      };
+      const config: Record<string, unknown> = {
+        aggregators: 64,
+        jobs: [
+          { id: 1, mode: "atp", fanIn: 2, ...slice },
+          { id: 2, mode: "atp", fanIn: 2, ...slice },
+        ],
+      };
+      await writeFile(join(dir, "ps.json"), JSON.stringify(config));
+      const ps = new ChildNode("ps", SCRIPTS.ps, ["--config", join(dir, "ps.json")]);
+      children.push(ps);
+      config.parameterServer = {
+        host: HOST,
+        port: (await ps.waitFor(PsReadySchema, 30_000)).dataPort,
+      };
+      await writeFile(join(dir, "switch.json"), JSON.stringify(config));
+      const sw = new ChildNode("switch", SCRIPTS.switch, ["--config", join(dir, "switch.json")]);
+      children.push(sw);
+      const ready = await sw.waitFor(SwitchReadySchema, 30_000);
+      const workers = [0, 1].map((w) => {
+        const child = new ChildNode(`victim ${w}`, SCRIPTS.worker, [
+          ...["--switch", `${HOST}:${ready.dataPort}`, "--mode", "atp", "--worker", String(w)],
+          ...["--fan-in", "2", "--region-size", "64", "--window", "16", "--job", "1"],
+          ...["--tensor-bytes", "4MiB", "--seed", String(seed), "--wait-go", "--progress-ms", "0"],
+        ]);
+        children.push(child);
+        return child;
+      });
+      for (const w of workers) await w.waitFor(WorkerReadySchema, 30_000);
+      const flooding = (async () => {
+        let psn = 1 << 20;
+        while (attack && !stop) {
+          // About 10 000 a second: a misbehaving tenant, not a denial of the host's CPU.
+          for (let k = 0; k < 10; k++, psn++) {
+            attacker.send(
+              header({
+                type: PacketType.contribution,
+                jobId: 2,
+                workerId: 0,
+                fanIn: 2,
+                psn,
+                aggregatorIndex: psn % 64,
+                bitmap: 1,
+                scaleBits: 20,
+              }),
+              ready.dataPort,
+              HOST,
+            );
+            sent++;
+          }
+          await sleep(1);
+        }
+      })();
+      for (const w of workers) w.send("go");
+      const results = await Promise.all(workers.map((w) => w.waitFor(WorkerResultSchema, 300_000)));
+      stop = true;
+      await flooding;
+      return {
+        seconds: Math.max(...results.map((r) => r.seconds)),
+        verified: results.every((r) => r.verified),
+        sent,
+      };
+    } finally {
+      stop = true;
+      attacker.close();
+      await Promise.all(children.map((c) => c.stop()));
+      await rm(dir, { recursive: true, force: true });
+    }
+  };
+  const alone = await once(false, undefined);
+  const fair = await once(true, undefined);
+  const whole = await once(true, 64);
+  const slowdown = fair.seconds / alone.seconds;
+  return {
+    check: "a tenant flooding far-ahead PSNs into a shared ATP pool",
+    figure:
+      `victim ${alone.seconds.toFixed(2)} s alone; under the flood ${fair.seconds.toFixed(2)} s (x${slowdown.toFixed(2)}) with the default fair-share quota, ` +
+      `${whole.seconds.toFixed(2)} s (x${(whole.seconds / alone.seconds).toFixed(2)}) with the whole pool as quota; ${fair.sent} attack packets`,
+    // Half the pool is the victim's whatever the attacker does: it slows, it never stalls.
+    ok: alone.verified && fair.verified && whole.verified && slowdown < 3,
+  };
 }
 
 /** How long survivors take to fail, with what message, after `victim` is killed. */
@@ -444,6 +561,7 @@ await runCli(spec, async (o) => {
   process.stderr.write(`reliability suite: seed ${o.seed}, ${o.junk} junk datagrams\n`);
   const rows: Row[] = [];
   const step = async (name: string, f: () => Promise<Row | Row[]>) => {
+    if (o.only !== undefined && !o.only.includes(name)) return;
     process.stderr.write(`  ${name} ...\n`);
     try {
       const out = await f();
@@ -465,6 +583,7 @@ await runCli(spec, async (o) => {
     kill("switch", "netreduce", /no answer from the switch at [^ ]+ for \d+ s/),
   );
   await step("control plane", () => controlPlane(o.seed));
+  await step("pool poisoning", () => poisonedPool(o.seed));
   await step("fault soak", () => soak(o.seed));
   if (o.json) emitRecord({ event: "reliability", seed: o.seed, rows });
   else {

@@ -237,9 +237,10 @@ export const AtpJobSchema = z.strictObject({
   offset: z.int().min(0),
   regionSize: z.int().min(1),
   /**
-   * most aggregators of its slice the job may hold at once (default: the
-   * whole slice); beyond, its contributions go straight to the PS, so one
-   * tenant cannot fill a shared pool
+   * most aggregators of its slice the job may hold at once (default: its
+   * fair share, the slice's size over the ATP jobs whose slices overlap
+   * it; alone, the whole slice); beyond, its contributions go straight to
+   * the PS, so one tenant cannot fill a shared pool
    */
   quota: z.int().min(1).optional(),
 });

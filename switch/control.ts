@@ -142,10 +142,12 @@ export class ControlPlane {
 
   /** Every credential the control plane accepts, and what each may see: for the HTTP front. */
   credentialList(): Array<[string, "operator" | number]> {
-    const list: Array<[string, "operator" | number]> = [...this.credentials].map(
-      ([id, token]) => [token, id],
-    );
-    if (this.options.operatorToken !== undefined) list.push([this.options.operatorToken, "operator"]);
+    const list: Array<[string, "operator" | number]> = [...this.credentials].map(([id, token]) => [
+      token,
+      id,
+    ]);
+    if (this.options.operatorToken !== undefined)
+      list.push([this.options.operatorToken, "operator"]);
     return list;
   }
 
@@ -424,7 +426,8 @@ export class ControlPlane {
       const deadMs = this.options.core.deadPeerMsOf(installed);
       if (deadMs <= 0) continue;
       let lastHeard = job.startedAt ?? job.submittedAt;
-      for (let w = 0; w < installed.fanIn; w++) lastHeard = Math.max(lastHeard, installed.heardAt[w]);
+      for (let w = 0; w < installed.fanIn; w++)
+        lastHeard = Math.max(lastHeard, installed.heardAt[w]);
       if (now - lastHeard < deadMs) continue;
       const done = this.done.get(id) ?? 0;
       const silent: number[] = [];

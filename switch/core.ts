@@ -199,7 +199,29 @@ export class SwitchCore {
     this.jobSlotById[job.id] = this.jobs.length;
     this.jobs.push(job);
     this.regions.fresh(job, job.current);
+    this.shareAtpSlices();
     this.onTimersChanged?.();
+  }
+
+  /**
+   * Gives each ATP job without a quota of its own its fair share of its
+   * slice: the slice's size over the ATP jobs whose slices overlap it
+   * (itself included), at least 1; alone, no limit. So one tenant flooding
+   * a shared pool holds at most its share, and the others keep theirs.
+   */
+  private shareAtpSlices(): void {
+    for (const job of this.jobs) {
+      if (job.mode !== "atp" || job.quotaGiven !== null) continue;
+      const a = job.current;
+      let sharers = 0;
+      for (const other of this.jobs) {
+        const b = other.current;
+        if (other.mode === "atp" && b.offset < a.offset + a.size && a.offset < b.offset + b.size) {
+          sharers++;
+        }
+      }
+      job.quota = sharers <= 1 ? 0 : Math.max(1, Math.floor(a.size / sharers));
+    }
   }
 
   /**
@@ -220,6 +242,7 @@ export class SwitchCore {
     for (let i = slot; i < this.jobs.length; i++) this.jobSlotById[this.jobs[i].id] = i;
     this.regions.sweep(job, job.current);
     if (job.old !== null) this.regions.sweep(job, job.old);
+    this.shareAtpSlices();
     this.onTimersChanged?.();
     return true;
   }
@@ -249,6 +272,7 @@ export class SwitchCore {
     const job = this.job(id);
     if (job === undefined) throw new RangeError(`job ${id} is not installed`);
     this.regions.change(job, offset, size, epoch);
+    this.shareAtpSlices();
     this.onTimersChanged?.();
   }
 
@@ -509,6 +533,11 @@ export class SwitchCore {
       this.dropPacket(DropReason.shapeMismatch, job);
       return;
     }
+    if (job.watermark !== null && !job.watermark.admits(h.workerId, h.psn)) {
+      // Beyond the window: nothing the switch has acked lets a worker send it.
+      this.dropPacket(DropReason.windowViolation, job);
+      return;
+    }
     const counters = job.counters;
     const now = this.stats.lastPacketAt;
     counters.contributions++;
@@ -678,6 +707,7 @@ export class SwitchCore {
       if (atpRelease(this.aggregators, job, h.psn, h.aggregatorIndex)) counters.releases++;
       else counters.acksWithoutMatch++;
     }
+    job.watermark?.ack(h.psn);
     this.stats.acks++;
     counters.acks++;
     job.awaitingAckSince = -1;

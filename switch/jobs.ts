@@ -32,8 +32,16 @@ export class JobState {
   /** bitmap with one bit per worker: the value of a complete aggregation */
   readonly fullBitmap: number;
   /** learned from each worker's packets; -1 until the worker has sent one */
-  /** ATP: most aggregators the job may hold at once; 0: its whole slice */
-  readonly quota: number;
+  /**
+   * ATP: most aggregators the job may hold at once (0: no limit): its
+   * config's `quota`, else its fair share of its slice, the slice's size
+   * over the ATP jobs whose slices overlap it (SwitchCore keeps it)
+   */
+  quota: number;
+  /** the config's own quota, or null: the fair share */
+  readonly quotaGiven: number | null;
+  /** ATP and PS jobs: the PSNs acked, and so the window's top (null for the others) */
+  readonly watermark: AckWatermark | null;
   /** the job's packet shape, when known (0 and -1: any): see JobConfig */
   readonly elementsPerPacket: number;
   readonly scaleBits: number;
@@ -95,7 +103,12 @@ export class JobState {
     this.current = { epoch: 0, offset: region.offset, size: region.size, start: 0 };
     this.window = config.window;
     this.elementsPerPacket = config.elementsPerPacket ?? 0;
-    this.quota = config.mode === "atp" ? (config.quota ?? 0) : 0;
+    this.quotaGiven = config.mode === "atp" ? (config.quota ?? null) : null;
+    this.quota = this.quotaGiven ?? 0;
+    this.watermark =
+      config.mode === "atp" || config.mode === "ps"
+        ? new AckWatermark(config.window, config.fanIn)
+        : null;
     this.scaleBits = config.scaleBits ?? -1;
     this.deadPeerMs = config.deadPeerS === undefined ? -1 : config.deadPeerS * 1000;
     this.fullBitmap = config.fanIn === 32 ? 0xffffffff : (1 << config.fanIn) - 1;
@@ -220,4 +233,65 @@ export function refusedSources(job: JobState, workers: number): string {
     );
   }
   return parts.join("; ");
+}
+
+/**
+ * Where an ATP or PS job's PSNs may be (proto/README.md, section 9,
+ * "Window"): a worker sends PSN p only once it has the result of every PSN
+ * up to p - W, and every result of these jobs is an ack that passes through
+ * the switch. So the switch knows `below`, the lowest PSN it has not seen
+ * acked, and a contribution for p >= below + W broke its window (a tenant
+ * flooding far-ahead PSNs): dropped before it claims an aggregator or
+ * reaches the PS. `below` comes from the acks (a ring of 4W flags), and
+ * from the workers' own progress: worker w sending PSN h shows that every
+ * PSN up to h - W was acked, so the least such h over every worker bounds
+ * it too (a job installed again with PSNs already under way; one rogue
+ * worker cannot move it while another is behind).
+ */
+export class AckWatermark {
+  below = 0;
+  private readonly acked: Uint8Array;
+  /** the highest PSN each worker sent (-1: none yet) */
+  private readonly highest: Float64Array;
+
+  constructor(
+    readonly window: number,
+    private readonly fanIn: number,
+  ) {
+    this.acked = new Uint8Array(4 * window);
+    this.highest = new Float64Array(fanIn).fill(-1);
+  }
+
+  /** Worker `w` sent PSN `psn`: whether it is within the window. */
+  admits(w: number, psn: number): boolean {
+    if (psn > this.highest[w]) this.highest[w] = psn;
+    if (psn < this.below + this.window) return true;
+    let least = Number.POSITIVE_INFINITY;
+    for (let i = 0; i < this.fanIn; i++) if (this.highest[i] < least) least = this.highest[i];
+    this.advanceTo(least - this.window + 1);
+    return psn < this.below + this.window;
+  }
+
+  /** PSN `psn` was acked. */
+  ack(psn: number): void {
+    const size = this.acked.length;
+    if (psn < this.below || psn >= this.below + size) return;
+    this.acked[psn % size] = 1;
+    while (this.acked[this.below % size] === 1) {
+      this.acked[this.below % size] = 0;
+      this.below++;
+    }
+  }
+
+  private advanceTo(target: number): void {
+    const size = this.acked.length;
+    while (this.below < target) {
+      this.acked[this.below % size] = 0;
+      this.below++;
+      if (target - this.below >= size) {
+        this.acked.fill(0);
+        this.below = target;
+      }
+    }
+  }
 }

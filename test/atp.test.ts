@@ -279,7 +279,11 @@ describe("ATP program in the switch", () => {
       parseSwitchConfig({
         aggregators: 8,
         elementsPerAggregator: 4,
-        jobs: [{ ...atpA, quota: 1 }, atpB],
+        // A window wide enough for the PSNs that hash where this test needs them.
+        jobs: [
+          { ...atpA, quota: 1, window: 64 },
+          { ...atpB, window: 64 },
+        ],
         parameterServer: PS,
       }),
       capture,
@@ -348,10 +352,71 @@ describe("ATP program in the switch", () => {
     assert.equal(core.job(1)?.counters.overflowFallbacks, 1);
   });
 
+  it("each ATP job sharing a slice gets its fair share as its quota by default; alone, none; its own quota stands", () => {
+    assert.equal(core.job(1)?.quota, 2, "A and B share 4 aggregators");
+    assert.equal(core.job(2)?.quota, 2);
+    core.removeJob(2);
+    assert.equal(core.job(1)?.quota, 0, "alone: the whole slice");
+    const own = new SwitchCore(
+      parseSwitchConfig({
+        aggregators: 8,
+        jobs: [{ ...atpA, quota: 3 }, atpB, { ...atpB, id: 5 }],
+        parameterServer: PS,
+      }),
+      captureTransmit(),
+    );
+    assert.equal(own.job(1)?.quota, 3);
+    assert.equal(own.job(2)?.quota, 1, "4 aggregators over 3 jobs");
+  });
+
+  it("a contribution beyond the window of what the switch has seen acked is dropped before it claims or reaches the PS", () => {
+    // Worker 0 of job A floods PSNs 2.. (window 2) while worker 1 sends nothing.
+    for (let psn = 2; psn < 50; psn++) send(atpA, 0, psn, [1]);
+    assert.equal(core.stats.drops[DropReason.windowViolation], 48);
+    assert.equal(core.aggregators.heldBy[1], 0, "nothing claimed");
+    assert.equal(toPs().length, 0, "nothing sent on");
+    // PSNs 0 and 1, then their acks: PSNs 2 and 3 are in the window now.
+    for (const psn of [0, 1]) {
+      send(atpA, 0, psn, [1]);
+      send(atpA, 1, psn, [1]);
+      ack(atpA, psn, atpIndex(1, psn, 0, 4), [2]);
+    }
+    send(atpA, 0, 3, [1]);
+    assert.equal(core.stats.drops[DropReason.windowViolation], 48);
+    send(atpA, 0, 4, [1]);
+    assert.equal(core.stats.drops[DropReason.windowViolation], 49);
+  });
+
+  it("a job installed again with its PSNs under way: once every worker has sent, the window follows them; one worker alone cannot move it", () => {
+    for (const psn of [1000, 1001]) send(atpA, 0, psn, [1]);
+    assert.equal(core.stats.drops[DropReason.windowViolation], 2, "worker 1 has sent nothing yet");
+    // Worker 1 sends PSN 1000: each has sent 1000 or later, so every PSN up
+    // to 998 was acked, and 999 and 1000 are in the window.
+    send(atpA, 1, 1000, [1]);
+    assert.equal(core.stats.drops[DropReason.windowViolation], 2);
+    send(atpA, 0, 1000, [1], { flags: Flag.resend });
+    assert.ok(
+      toPs().some((s) => s.header.psn === 1000),
+      "PSN 1000 complete, on to the PS",
+    );
+    send(atpA, 1, 1001, [1]);
+    send(atpA, 0, 1001, [1], { flags: Flag.resend });
+    assert.equal(core.stats.drops[DropReason.windowViolation], 2);
+    assert.ok(toPs().some((s) => s.header.psn === 1001));
+  });
+
   it("frees an aggregator its own job left stale a window ago", () => {
     const index = atpIndex(1, 0, 0, 4);
     send(atpA, 0, 0, [1]);
+    send(atpA, 1, 0, [1]);
+    ack(atpA, 0, index, [2]);
+    assert.equal(core.aggregators.state[index], AggregatorState.empty, "released");
+    // A late duplicate of worker 0's PSN 0 claims it again, after its ack.
+    send(atpA, 0, 0, [1]);
+    assert.equal(core.aggregators.psn[index], 0);
+    // Every PSN up to `later` - window has its ack since: the workers may send `later`.
     const later = psnAt(1, index, atpA.window);
+    for (let q = 1; q <= later - atpA.window; q++) ack(atpA, q, atpIndex(1, q, 0, 4), [0]);
     send(atpA, 0, later, [2]);
     assert.equal(core.aggregators.psn[index], later);
     assert.equal(core.job(1)?.counters.staleFreed, 1);
