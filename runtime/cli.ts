@@ -100,7 +100,18 @@ export function parseCli<S extends z.ZodType>(
   try {
     ({ values } = parseArgs({ args: argv, options, strict: true, allowPositionals: false }));
   } catch (error) {
-    throw new UsageError((error as Error).message);
+    const message = (error as Error).message;
+    // node:util's "argument is ambiguous" means a value that starts with "-".
+    const ambiguous = /^Option '(--[\w-]+)(?:, -\w)?(?: <value>)?' argument is ambiguous/.exec(
+      message,
+    );
+    if (ambiguous !== null) {
+      const value = argv[argv.indexOf(ambiguous[1]) + 1] ?? "";
+      throw new UsageError(
+        `${ambiguous[1]}: ${JSON.stringify(value)} starts with "-": a negative number is not a valid ${ambiguous[1]} (write ${ambiguous[1]}=${value} to pass it anyway)`,
+      );
+    }
+    throw new UsageError(message);
   }
   if (values.help) return "help";
   for (const [old, now] of renamed) {

@@ -14,6 +14,7 @@ import {
 } from "../runtime/cli.js";
 import { serveFromThread } from "../runtime/http-front.js";
 import { createLinkMetrics } from "../runtime/metrics.js";
+import { secretFrom } from "../runtime/secrets.js";
 import { serveUntilSignal } from "../runtime/serve.js";
 import { buildControlApp, ControlPlane, PUBLIC_JOB_FIELDS } from "./control.js";
 import { MemoryManager } from "./memory.js";
@@ -62,7 +63,13 @@ const spec = {
       valueName: "TOKEN",
       description:
         "the control plane's operator token: may cancel, finish, join and report for any job\n" +
-        "(default: $INA_OPERATOR_TOKEN; none: only each job's own credential)",
+        "(default: $INA_OPERATOR_TOKEN; none: only each job's own credential); visible to\n" +
+        "other local users in the process list, so prefer the variable or --operator-token-file",
+    },
+    "operator-token-file": {
+      type: "string",
+      valueName: "FILE",
+      description: "read the operator token from FILE (its first line) instead",
     },
     "control-rate": {
       type: "string",
@@ -123,7 +130,8 @@ const spec = {
   schema: z.strictObject({
     ...SERVER_SCHEMA,
     controlPort: cliInt(0, 65535).default(0),
-    operatorToken: z.string().min(16, "use at least 16 characters").optional(),
+    operatorToken: z.string().min(1).optional(),
+    operatorTokenFile: z.string().min(1).optional(),
     controlRate: cliInt(1, 100_000).default(100),
     controlRatePerCredential: cliInt(1, 100_000).default(20),
     readRate: cliInt(1, 1_000_000).default(200),
@@ -165,7 +173,7 @@ await runCli(spec, async (options) => {
     now: () => performance.now(),
     clockOrigin: new Date(performance.timeOrigin),
     hasParameterServer: config.parameterServer !== undefined,
-    operatorToken: options.operatorToken ?? operatorTokenFromEnvironment(),
+    operatorToken: await operatorTokenOf(options),
     joinTimeoutMs: options.joinTimeoutS * 1000,
     maxJobsPerSubmitter: options.jobsPerSubmitter,
   });
@@ -232,9 +240,18 @@ await runCli(spec, async (options) => {
   });
 });
 
-function operatorTokenFromEnvironment(): string | undefined {
-  const token = process.env[OPERATOR_TOKEN_ENV];
-  if (token === undefined || token === "") return undefined;
-  if (token.length < 16) throw new UsageError(`${OPERATOR_TOKEN_ENV}: use at least 16 characters`);
+async function operatorTokenOf(o: {
+  operatorToken?: string;
+  operatorTokenFile?: string;
+}): Promise<string | undefined> {
+  const token = await secretFrom(
+    "operator-token",
+    o.operatorToken,
+    o.operatorTokenFile,
+    OPERATOR_TOKEN_ENV,
+  );
+  if (token !== undefined && token.length < 16) {
+    throw new UsageError("the operator token: use at least 16 characters");
+  }
   return token;
 }

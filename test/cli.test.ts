@@ -139,6 +139,35 @@ describe("command lines, as real processes", () => {
         ["--scenario", DEADLINES, "--workers", "2", "--loss", "0.1"],
         /--workers, --loss: not for a scheduling scenario/,
       ],
+      [
+        SCRIPTS.worker,
+        [
+          "--switch",
+          "127.0.0.1:9",
+          "--worker",
+          "0",
+          "--fan-in",
+          "2",
+          "--tensor-bytes",
+          "1000000000000000",
+        ],
+        /--tensor-bytes: at most 4 GiB/,
+      ],
+      [
+        SCRIPTS.worker,
+        ["--switch", "127.0.0.1:9", "--worker", "0", "--fan-in", "2", "--window", "-3"],
+        /--window: "-3" starts with "-": a negative number is not a valid --window/,
+      ],
+      [
+        SCRIPTS.worker,
+        ["--control", "http://127.0.0.1:9", "--job", "1", "--credential-file", "/nonexistent/cred"],
+        /--credential-file: cannot read \/nonexistent\/cred/,
+      ],
+      [
+        SCRIPTS.switch,
+        ["--operator-token", "short"],
+        /the operator token: use at least 16 characters/,
+      ],
     ];
     for (const [script, args, message] of cases) {
       const r = run(script, args);

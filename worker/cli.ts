@@ -30,6 +30,7 @@ import {
 } from "../runtime/cli.js";
 import { serveMetrics } from "../runtime/http.js";
 import { createLinkMetrics } from "../runtime/metrics.js";
+import { secretFrom } from "../runtime/secrets.js";
 import { COLLECTIVES } from "./collective.js";
 import { requestControl } from "./control-client.js";
 import { NO_ANSWER_HINT } from "./core.js";
@@ -44,6 +45,9 @@ import {
   verifyAllReduce,
   verifyCollective,
 } from "./workload.js";
+
+/** The largest gradient one ina-worker takes (bytes): it holds it and the sum as Float32Arrays. */
+const MAX_TENSOR_BYTES = 4 * 2 ** 30;
 
 const spec = {
   command: "ina-worker",
@@ -242,7 +246,13 @@ const spec = {
       valueName: "TOKEN",
       description:
         "with --control: the job's credential (POST /jobs answered it) or the operator token\n" +
-        "(default: $INA_JOB_CREDENTIAL)",
+        "(default: $INA_JOB_CREDENTIAL); visible to other local users in the process list, so\n" +
+        "prefer the variable or --credential-file",
+    },
+    "credential-file": {
+      type: "string",
+      valueName: "FILE",
+      description: "read the credential from FILE (its first line) instead",
     },
     "join-timeout-s": {
       type: "string",
@@ -290,7 +300,11 @@ const spec = {
       window: windowInputSchema.default({ packets: 128 }),
       elementsPerPacket: cliInt(1, MAX_ELEMENTS_PER_PACKET).default(256),
       scaleBits: cliInt(0, MAX_SCALE_BITS).default(20),
-      tensorBytes: float32Bytes.default(32 * 1024 * 1024),
+      tensorBytes: float32Bytes
+        .refine((n) => n <= MAX_TENSOR_BYTES, {
+          message: `at most ${MAX_TENSOR_BYTES / 2 ** 30} GiB: a worker holds its gradient and the sum in memory`,
+        })
+        .default(32 * 1024 * 1024),
       seed: cliInt(0, 0xffffffff).default(1),
       iterations: cliInt(1, 1_000_000).default(1),
       waitGo: z.boolean().default(false),
@@ -304,6 +318,7 @@ const spec = {
       computeMs: z.coerce.number().min(0).max(3_600_000).default(0),
       joinTimeoutS: z.coerce.number().positive().max(86_400).default(600),
       credential: z.string().min(1).optional(),
+      credentialFile: z.string().min(1).optional(),
       warnAfterS: z.coerce.number().min(0).max(86_400).default(5),
       giveUpS: z.coerce.number().min(0).max(86_400).default(90),
       keepaliveMs: cliInt(0, 3_600_000).default(1000),
@@ -517,7 +532,7 @@ function warnWhenQuiet(
 }
 
 await runCli(spec, async (o) => {
-  credential = o.credential ?? (process.env[CREDENTIAL_ENV] || undefined);
+  credential = await secretFrom("credential", o.credential, o.credentialFile, CREDENTIAL_ENV);
   let placement: JobPlacement;
   let idSource: WorkerIdSource = "--worker";
   if (o.control !== undefined) {
