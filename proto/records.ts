@@ -154,6 +154,9 @@ export const PsReportSchema = z.strictObject({
   acksSent: count,
   /** PSNs the PS holds state for now */
   statesHeld: count,
+  /** jobs the PS adopted (not in its config), and those it forgot once idle with nothing held */
+  jobsAdopted: count.optional(),
+  adoptedJobsFreed: count.optional(),
   drops: DropCountsSchema,
   /** with emulated links: the PS's own egress (its NIC) */
   link: LinkPortRecordSchema.optional(),

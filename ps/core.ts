@@ -27,7 +27,10 @@ export interface PsTransmit {
 }
 
 /** The counters of the `stats` record, drops by DropReason value. */
-export interface PsStats extends Omit<PsStatsRecord, "drops" | "statesHeld"> {
+export interface PsStats
+  extends Omit<PsStatsRecord, "drops" | "statesHeld" | "jobsAdopted" | "adoptedJobsFreed"> {
+  jobsAdopted: number;
+  adoptedJobsFreed: number;
   drops: Float64Array;
 }
 
@@ -60,6 +63,12 @@ class PsJob {
   /** PSNs below this are retired: every worker has moved a window past them */
   retiredBelow = 0;
   held = 0;
+  /** PSNs collecting pieces (held, not yet complete) */
+  collecting = 0;
+  /** adopted (not in the config): forgotten once idle with no PSN collecting */
+  adopted = false;
+  /** when its latest piece was accepted (ms; NaN: never, or no clock given) */
+  lastPieceAt = Number.NaN;
 
   constructor(
     config: JobConfig,
@@ -101,11 +110,13 @@ class PsJob {
       // Everything held is older than `retire`: clear the ring in one pass.
       for (let slot = 0; slot < this.capacity; slot++) this.state[slot] = EntryState.free;
       this.held = 0;
+      this.collecting = 0;
       this.retiredBelow = retire;
     }
     while (this.retiredBelow < retire) {
       const slot = this.retiredBelow % this.capacity;
       if (this.psn[slot] === this.retiredBelow && this.state[slot] !== EntryState.free) {
+        if (this.state[slot] === EntryState.collecting) this.collecting--;
         this.state[slot] = EntryState.free;
         this.held--;
       }
@@ -136,6 +147,8 @@ export class PsCore {
     floatResults: 0,
     resultsResent: 0,
     acksSent: 0,
+    jobsAdopted: 0,
+    adoptedJobsFreed: 0,
     drops: new Float64Array(DROP_REASON_COUNT),
   };
   readonly jobs: PsJob[] = [];
@@ -155,6 +168,12 @@ export class PsCore {
      * plane), learning the fan-in from their first piece and assuming this window.
      */
     private readonly adoptWindow = 0,
+    /**
+     * an adopted job with no PSN collecting is forgotten after this long without
+     * a piece (ms): its job ended at the switch (README.md, "The parameter
+     * server"); a later piece adopts it afresh
+     */
+    private readonly adoptedIdleMs = 120_000,
   ) {
     this.elements = elementsPerAggregator;
     const arena = new ArrayBuffer(packetBytes(elementsPerAggregator));
@@ -179,7 +198,8 @@ export class PsCore {
    * One datagram (normally from the switch): each of its packets in turn
    * (proto/README.md, section 2.1). Never throws on bad input.
    */
-  receive(datagram: Buffer, port: number, address: string): void {
+  receive(datagram: Buffer, port: number, address: string, now = Number.NaN): void {
+    this.now = now;
     this.stats.rxDatagrams++;
     this.fromPort = port;
     this.fromAddress = address;
@@ -187,17 +207,43 @@ export class PsCore {
     forEachPacket(datagram, datagram.length, Number.POSITIVE_INFINITY, this.walk);
   }
 
+  /** the `now` of the datagram being read (ms; NaN without a clock) */
+  private now = Number.NaN;
+
   /**
-   * When the PS next needs handleTimeout(): never. It has no timers (it
-   * answers what the switch sends and holds a PSN's state until every
-   * worker's piece is in); the method is there so every core is driven alike.
+   * When the PS next needs handleTimeout(): timer `forgetAdopted`, when the
+   * earliest idle adopted job with no PSN collecting may be forgotten. Otherwise
+   * the PS answers what the switch sends and holds a PSN's state until
+   * every worker's piece is in.
    */
   nextTimeout(): number {
-    return Number.POSITIVE_INFINITY;
+    let at = Number.POSITIVE_INFINITY;
+    for (const job of this.jobs) {
+      if (job.adopted && job.collecting === 0 && job.lastPieceAt + this.adoptedIdleMs < at) {
+        at = job.lastPieceAt + this.adoptedIdleMs;
+      }
+    }
+    return at;
   }
 
-  /** Nothing is timed in the PS (see nextTimeout). */
-  handleTimeout(_now: number): void {}
+  /**
+   * Forgets every adopted job idle since adoptedIdleMs before `now` with no
+   * PSN collecting: what it still holds are acks for resends, which a job
+   * that long silent no longer asks for.
+   */
+  handleTimeout(now: number): void {
+    let kept = 0;
+    for (const job of this.jobs) {
+      if (job.adopted && job.collecting === 0 && job.lastPieceAt + this.adoptedIdleMs <= now) {
+        this.jobSlotById[job.id] = -1;
+        this.stats.adoptedJobsFreed++;
+        continue;
+      }
+      this.jobSlotById[job.id] = kept;
+      this.jobs[kept++] = job;
+    }
+    this.jobs.length = kept;
+  }
 
   /** the source of the datagram being walked */
   private fromPort = 0;
@@ -257,25 +303,27 @@ export class PsCore {
       if (this.adoptWindow === 0 || this.jobs.length >= MAX_PS_JOBS) return DropReason.unknownJob;
       slot = this.jobs.length;
       this.jobSlotById[h.jobId] = slot;
-      this.jobs.push(
-        new PsJob(
-          {
-            id: h.jobId,
-            mode: "atp",
-            fanIn: h.fanIn,
-            window: this.adoptWindow,
-            offset: 0,
-            regionSize: 1,
-          },
-          this.elements,
-        ),
+      const adopted = new PsJob(
+        {
+          id: h.jobId,
+          mode: "atp",
+          fanIn: h.fanIn,
+          window: this.adoptWindow,
+          offset: 0,
+          regionSize: 1,
+        },
+        this.elements,
       );
+      adopted.adopted = true;
+      this.jobs.push(adopted);
+      this.stats.jobsAdopted++;
     }
     const job = this.jobs[slot];
     if (h.fanIn !== job.fanIn) return DropReason.fanInMismatch;
     const fromWorker = h.workerId !== WORKER_ID_NONE;
     const bits = fromWorker ? 1 << h.workerId : h.bitmap;
     if (bits === 0 || (bits & ~job.fullBitmap) !== 0) return DropReason.badBitmap;
+    job.lastPieceAt = this.now;
     if (fromWorker) {
       this.stats.workerContributions++;
       if (h.flags & Flag.collision) this.stats.collisions++;
@@ -295,6 +343,7 @@ export class PsCore {
     if (job.state[entry] === EntryState.free) {
       job.state[entry] = EntryState.collecting;
       job.held++;
+      job.collecting++;
       job.psn[entry] = h.psn;
       job.bitmap[entry] = 0;
       job.overflow[entry] = 0;
@@ -346,6 +395,7 @@ export class PsCore {
 
   private complete(job: PsJob, h: PacketHeader, entry: number, port: number, address: string) {
     job.state[entry] = EntryState.done;
+    job.collecting--;
     this.stats.aggregationsCompleted++;
     const n = job.elementCount[entry];
     const base = entry * this.elements;

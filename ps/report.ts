@@ -18,6 +18,8 @@ export function psReport(core: PsCore): PsStatsRecord {
     resultsResent: s.resultsResent,
     acksSent: s.acksSent,
     statesHeld: core.statesHeld,
+    jobsAdopted: s.jobsAdopted,
+    adoptedJobsFreed: s.adoptedJobsFreed,
     drops: dropsByName(s.drops),
   };
 }

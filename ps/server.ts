@@ -1,4 +1,5 @@
 import type { AddressInfo } from "node:net";
+import { performance } from "node:perf_hooks";
 import type { SocketAsPromised } from "dgram-as-promised";
 import type { JobConfig } from "../proto/config.js";
 import { type LinkParams, largestPacketBytes } from "../proto/links.js";
@@ -15,6 +16,7 @@ import {
   type SocketBuffers,
   socketBuffers,
 } from "../runtime/socket.js";
+import { CoreTimer } from "../runtime/timer.js";
 import { PsCore } from "./core.js";
 
 export interface PsServerOptions {
@@ -37,6 +39,7 @@ export interface PsServerOptions {
  */
 export class PsServer {
   socketErrors = 0;
+  readonly timer: CoreTimer;
 
   private constructor(
     private readonly socket: SocketAsPromised,
@@ -49,7 +52,13 @@ export class PsServer {
     /** set once the socket closes: a batch flushed later is dropped, not sent on a closed socket */
     private readonly closed: { value: boolean },
   ) {
-    socket.socket.on("message", (msg, rinfo) => core.receive(msg, rinfo.port, rinfo.address));
+    // Its one timer forgets adopted jobs that ended (PsCore.nextTimeout).
+    this.timer = new CoreTimer(core);
+    const timer = this.timer;
+    socket.socket.on("message", (msg, rinfo) => {
+      core.receive(msg, rinfo.port, rinfo.address, performance.now());
+      timer.poke();
+    });
     socket.socket.on("error", () => {
       this.socketErrors++;
     });
@@ -109,6 +118,7 @@ export class PsServer {
   }
 
   async close(): Promise<void> {
+    this.timer.stop();
     this.nic?.clock.stop();
     // What waits for the end of this turn goes now; after close a flush sends nothing.
     this.coalescer.flush();

@@ -137,4 +137,47 @@ describe("parameter server", () => {
     assert.equal(d[DropReason.unexpectedType], 1);
     assert.equal(ps.statesHeld, 0);
   });
+
+  it("an adopted job is forgotten once idle with no PSN collecting; a listed one, or one still collecting, is kept", () => {
+    const adopting = new PsCore([job], 4, capture, 2, 60_000);
+    const send = (jobId: number, psn: number, w: number, now: number) =>
+      adopting.receive(
+        packet(
+          {
+            type: PacketType.contribution,
+            flags: Flag.toPs,
+            jobId,
+            fanIn: 2,
+            workerId: w,
+            bitmap: 1 << w,
+            psn,
+            aggregatorIndex: 0,
+            scaleBits: 4,
+          },
+          [1],
+        ),
+        SWITCH.port,
+        SWITCH.host,
+        now,
+      );
+    send(40, 0, 0, 1000);
+    send(40, 0, 1, 1000); // job 40's PSN 0: complete
+    send(41, 0, 0, 2000); // job 41's PSN 0: still collecting
+    assert.equal(adopting.stats.jobsAdopted, 2);
+    assert.equal(adopting.nextTimeout(), 61_000);
+    adopting.handleTimeout(60_999);
+    assert.equal(adopting.jobs.length, 3);
+    adopting.handleTimeout(61_000);
+    assert.deepEqual(
+      adopting.jobs.map((j) => j.id),
+      [job.id, 41],
+      "job 40 forgotten; the listed job and job 41 (collecting) kept",
+    );
+    assert.equal(adopting.stats.adoptedJobsFreed, 1);
+    assert.equal(adopting.nextTimeout(), Number.POSITIVE_INFINITY);
+    send(41, 0, 1, 200_000); // completes: job 41 may go once idle
+    send(40, 1, 0, 200_000); // job 40 again: adopted afresh
+    assert.equal(adopting.stats.jobsAdopted, 3);
+    assert.equal(adopting.nextTimeout(), 260_000);
+  });
 });
