@@ -97,7 +97,14 @@ export async function serveFromThread(
      */
     publicJobFields?: readonly string[];
   },
-): Promise<{ port: number; close: () => Promise<void>; publish: () => Promise<void> }> {
+): Promise<{
+  port: number;
+  close: () => Promise<void>;
+  /** renders and sends every cached answer now */
+  publish: () => Promise<void>;
+  /** sends /jobs and the credentials again once this turn is over (a job changed) */
+  publishSoon: () => void;
+}> {
   await app.ready();
   const limits = { ...DEFAULT_FRONT_LIMITS, ...o.limits };
   const thread = new Worker(new URL("./http-front-thread.js", import.meta.url), {
@@ -123,10 +130,11 @@ export async function serveFromThread(
       ...(request.body.length > 0 ? { payload: Buffer.from(request.body) } : {}),
     };
     void app.inject(options).then(
-      (response) => {
+      async (response) => {
+        // A change may have made a credential or moved a job: the thread has
+        // them before the answer, so a client's next GET sees its change.
+        if (request.method !== "GET" && request.method !== "HEAD") await publish(false);
         thread.postMessage(answerOf(request.id, response) satisfies FrontAnswer);
-        // A change may have made a credential or moved a job: publish now.
-        if (request.method !== "GET" && request.method !== "HEAD") void publish(false);
       },
       (error: Error) => {
         const body = Buffer.from(JSON.stringify({ code: "internal", message: error.message }));
@@ -183,9 +191,18 @@ export async function serveFromThread(
     });
   }, o.publishEveryMs ?? 500);
   publisher.unref();
+  let soon = false;
   return {
     port,
     publish: () => publish(true),
+    publishSoon: () => {
+      if (soon) return;
+      soon = true;
+      setImmediate(() => {
+        soon = false;
+        void publish(false);
+      });
+    },
     close: async () => {
       clearInterval(publisher);
       await thread.terminate();

@@ -209,6 +209,8 @@ await runCli(spec, async (options) => {
     credentials: () => control.credentialList(),
     publicJobFields: PUBLIC_JOB_FIELDS,
   });
+  // A job the data path failed, or the sweep ended, shows at once.
+  control.onChange = front.publishSoon;
   const controlPort = front.port;
   return serveUntilSignal({
     ready: {

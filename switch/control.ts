@@ -107,6 +107,8 @@ export class ControlPlane {
   /** bitmaps of the workers that joined each job, and of those that reported their all-reduces done */
   private readonly joined = new Map<number, number>();
   private readonly done = new Map<number, number>();
+  /** when a worker last joined each job (ms), for the join timeout of jobs that never sent */
+  private readonly lastJoinAt = new Map<number, number>();
   /** who submitted each job (the request's source address), for maxJobsPerSubmitter */
   private readonly submitters = new Map<number, string>();
   /** each control-plane job's bound worker addresses, kept across reinstalls */
@@ -178,6 +180,7 @@ export class ControlPlane {
       this.done.delete(id);
       this.bindings.delete(id);
       this.submitters.delete(id);
+      this.lastJoinAt.delete(id);
     }
   }
 
@@ -198,7 +201,11 @@ export class ControlPlane {
   }
 
   /** Installs, changes and removes switch rules as the manager decided. */
+  /** Called after the jobs changed (decisions applied): the HTTP front publishes them again. */
+  onChange: (() => void) | null = null;
+
   apply(decisions: Decision[]): void {
+    this.onChange?.();
     const core = this.options.core;
     for (const d of decisions) {
       const job = this.options.manager.jobs.get(d.jobId);
@@ -361,6 +368,7 @@ export class ControlPlane {
       );
     }
     this.joined.set(jobId, (joined | (1 << workerId)) >>> 0);
+    this.lastJoinAt.set(jobId, this.options.now());
     return { workerId, ...this.southbound(job, localAddress) };
   }
 
@@ -400,7 +408,8 @@ export class ControlPlane {
   /**
    * Ends the jobs nobody else will (README.md, "Jobs always end"): one that
    * no worker joined within joinTimeoutMs of its submission is cancelled
-   * ("expired"); a running one whose workers have all been silent (no
+   * ("expired"), as is one whose workers joined but sent nothing within
+   * joinTimeoutMs of the last join; a running one whose workers have all been silent (no
    * contribution, forward or keepalive from a bound address) for its
    * dead-peer time after they last were heard, with no PSN waiting (that
    * the dead-peer rule fails), is finished as unreported: its workers ended
@@ -410,33 +419,50 @@ export class ControlPlane {
   sweep(now: number): void {
     const manager = this.options.manager;
     const joinTimeoutMs = this.options.joinTimeoutMs ?? 600_000;
+    const expire = (id: number, reason: string) => {
+      this.apply(manager.cancel(id, now));
+      manager.get(id).reason = reason;
+    };
     for (const job of [...manager.jobs.values()]) {
       if (job.status !== "queued" && job.status !== "running") continue;
       const id = job.spec.id;
       if ((this.joined.get(id) ?? 0) === 0) {
         if (joinTimeoutMs > 0 && now - job.submittedAt >= joinTimeoutMs) {
-          this.apply(manager.cancel(id, now));
-          manager.get(id).reason =
-            `expired: no worker joined within ${joinTimeoutMs / 1000} s of its submission`;
+          expire(
+            id,
+            `expired: no worker joined within ${joinTimeoutMs / 1000} s of its submission`,
+          );
         }
         continue;
       }
       const installed = this.options.core.job(id);
       if (job.status !== "running" || installed === undefined) continue;
+      if (installed.counters.firstContributionAt < 0) {
+        // Joined, but nothing sent yet: workers still starting, or dead
+        // before their first packet; the join timeout decides.
+        const joinedAt = this.lastJoinAt.get(id) ?? job.submittedAt;
+        if (joinTimeoutMs > 0 && now - joinedAt >= joinTimeoutMs) {
+          expire(
+            id,
+            `expired: its workers joined but sent nothing within ${joinTimeoutMs / 1000} s`,
+          );
+        }
+        continue;
+      }
       const deadMs = this.options.core.deadPeerMsOf(installed);
       if (deadMs <= 0) continue;
-      let lastHeard = job.startedAt ?? job.submittedAt;
-      for (let w = 0; w < installed.fanIn; w++)
+      let lastHeard = installed.counters.lastContributionAt;
+      for (let w = 0; w < installed.fanIn; w++) {
         lastHeard = Math.max(lastHeard, installed.heardAt[w]);
+      }
       if (now - lastHeard < deadMs) continue;
       const done = this.done.get(id) ?? 0;
       const silent: number[] = [];
       for (let w = 0; w < job.spec.workers; w++) if (((done >>> w) & 1) === 0) silent.push(w);
       this.apply(manager.finish(id, now));
       manager.get(id).reason =
-        installed.counters.firstContributionAt < 0
-          ? `unreported: its workers joined but sent nothing for ${(deadMs / 1000).toFixed(0)} s`
-          : `unreported: worker${silent.length === 1 ? "" : "s"} ${silent.join(", ")} did not report done, and no worker was heard for ${(deadMs / 1000).toFixed(0)} s after the last aggregation`;
+        `unreported: worker${silent.length === 1 ? "" : "s"} ${silent.join(", ")} did not report done, ` +
+        `and no worker was heard for ${(deadMs / 1000).toFixed(0)} s after the last aggregation`;
     }
   }
 

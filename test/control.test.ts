@@ -388,15 +388,20 @@ describe("control plane API", () => {
     }
     const region = (await api.inject({ method: "GET", url: "/jobs/2" })).json().region;
     const rule = { id: 2, fanIn: 2, offset: region.offset, regionSize: region.size };
-    now = 1000;
-    for (const w of [0, 1]) sw.receive(contribution(rule, w, 0, [1]), 7000 + w, "127.0.0.1", now);
-    await api.inject({ method: "POST", url: "/jobs/2/workers/0/done", headers: as });
-    control.sweep(60_999);
     const status = async (id: number) =>
       (await api.inject({ method: "GET", url: `/jobs/${id}` })).json();
+    // Joined, nothing sent for 90 s (workers slow to start): longer than
+    // deadPeerS, shorter than the join timeout: still running.
+    control.sweep(90_000);
+    assert.equal((await status(2)).status, "running", "joined workers get the join timeout");
+    now = 100_000;
+    for (const w of [0, 1]) sw.receive(contribution(rule, w, 0, [1]), 7000 + w, "127.0.0.1", now);
+    await api.inject({ method: "POST", url: "/jobs/2/workers/0/done", headers: as });
+    control.sweep(110_000);
+    assert.equal((await status(1)).status, "running", "110 s of waiting for a join of 120 s");
+    control.sweep(159_999);
     assert.equal((await status(2)).status, "running", "59.999 s of silence is not yet 60 s");
-    assert.equal((await status(1)).status, "running", "nor 61 s of waiting for a join 120 s");
-    control.sweep(61_000);
+    control.sweep(160_000);
     const unreported = await status(2);
     assert.equal(unreported.status, "finished");
     assert.match(
@@ -404,9 +409,8 @@ describe("control plane API", () => {
       /^unreported: worker 1 did not report done, and no worker was heard for 60 s/,
     );
     assert.equal(sw.job(2), undefined, "its rule is gone");
-    control.sweep(120_000);
     const expired = await status(1);
-    assert.equal(expired.status, "cancelled");
+    assert.equal(expired.status, "cancelled", "job 1 expired at the sweep after 120 s");
     assert.match(expired.reason, /^expired: no worker joined within 120 s/);
     assert.equal((await api.inject({ method: "GET", url: "/allocation" })).json().freeTotal, 64);
   });

@@ -208,6 +208,9 @@ describe("workers started by a launcher join with its ranks, as real processes",
     const zero = worker("zero", job, { PMI_RANK: "0", PMI_SIZE: "2" });
     assert.equal((await zero.waitFor(WorkerResultSchema, 30_000)).verified, true, zero.stderr);
     assert.equal((await first.waitFor(WorkerResultSchema, 30_000)).verified, true, first.stderr);
+    // A worker prints its result, then reports done: both exit once they have.
+    assert.equal(await zero.waitExit(30_000), 0, zero.stderr);
+    assert.equal(await first.waitExit(30_000), 0, first.stderr);
     assert.equal(await jobStatus(job), "finished");
   });
 
