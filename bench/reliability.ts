@@ -216,7 +216,7 @@ async function startJob(
   let ps: ChildNode | null = null;
   if (mode === "atp") {
     await writeFile(join(dir, "ps.json"), JSON.stringify(config));
-    ps = new ChildNode("ps", SCRIPTS.ps, ["--config", join(dir, "ps.json")]);
+    ps = new ChildNode("ps", SCRIPTS.ps, ["--config", join(dir, "ps.json"), "--switch", "stdin"]);
     children.push(ps);
     const ready = await ps.waitFor(PsReadySchema, 15_000);
     config.parameterServer = { host: HOST, port: ready.dataPort };
@@ -225,6 +225,7 @@ async function startJob(
   const sw = new ChildNode("switch", SCRIPTS.switch, ["--config", join(dir, "switch.json")]);
   children.push(sw);
   const ready = await sw.waitFor(SwitchReadySchema, 15_000);
+  ps?.send(`switch ${HOST}:${ready.dataPort}`);
   const list = Array.from({ length: workers }, (_, w) => {
     const child = new ChildNode(`worker ${w}`, SCRIPTS.worker, [
       ...["--switch", `${HOST}:${ready.dataPort}`, "--mode", mode, "--worker", String(w)],
@@ -276,7 +277,12 @@ async function poisonedPool(seed: number): Promise<Row> {
         ],
       };
       await writeFile(join(dir, "ps.json"), JSON.stringify(config));
-      const ps = new ChildNode("ps", SCRIPTS.ps, ["--config", join(dir, "ps.json")]);
+      const ps = new ChildNode("ps", SCRIPTS.ps, [
+        "--config",
+        join(dir, "ps.json"),
+        "--switch",
+        "stdin",
+      ]);
       children.push(ps);
       config.parameterServer = {
         host: HOST,
@@ -286,6 +292,7 @@ async function poisonedPool(seed: number): Promise<Row> {
       const sw = new ChildNode("switch", SCRIPTS.switch, ["--config", join(dir, "switch.json")]);
       children.push(sw);
       const ready = await sw.waitFor(SwitchReadySchema, 30_000);
+      ps.send(`switch ${HOST}:${ready.dataPort}`);
       const workers = [0, 1].map((w) => {
         const child = new ChildNode(`victim ${w}`, SCRIPTS.worker, [
           ...["--switch", `${HOST}:${ready.dataPort}`, "--mode", "atp", "--worker", String(w)],

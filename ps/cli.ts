@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { createInterface } from "node:readline";
 import { Registry } from "prom-client";
 import { z } from "zod";
 import { parseSwitchConfig, type SwitchConfigInput } from "../proto/config.js";
@@ -56,7 +57,9 @@ const spec = {
       valueName: "HOST:PORT",
       description:
         "take pieces only from the switch at this address (default: the source of the first\n" +
-        "accepted piece, trust on first use)",
+        "accepted piece, trust on first use); 'stdin': from the address a line 'switch HOST:PORT'\n" +
+        "on standard input names, dropping every piece until it comes (a PS started before its\n" +
+        "switch, as ina-experiment does)",
     },
     "adopt-window": {
       type: "string",
@@ -90,7 +93,24 @@ await runCli(spec, async (options) => {
     datagram: { packets: options.packetsPerDatagram, bytes: options.datagramBytes },
   });
   const address = server.address();
-  if (options.switch !== undefined) {
+  if (options.switch === "stdin") {
+    server.core.awaitSwitch();
+    const lines = createInterface({ input: process.stdin });
+    lines.on("line", (line) => {
+      const named = /^switch (\S+)$/.exec(line.trim());
+      if (named === null) {
+        process.stderr.write(`ina-ps: stdin: expected "switch HOST:PORT", got ${JSON.stringify(line)}\n`);
+        return;
+      }
+      try {
+        const trusted = parseHostPort(named[1], "switch");
+        server.core.trustSwitch(trusted.port, trusted.host);
+        lines.close();
+      } catch (error) {
+        process.stderr.write(`ina-ps: stdin: ${(error as Error).message}\n`);
+      }
+    });
+  } else if (options.switch !== undefined) {
     const trusted = parseHostPort(options.switch, "--switch");
     server.core.trustSwitch(trusted.port, trusted.host);
   }

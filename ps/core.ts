@@ -36,6 +36,9 @@ export interface PsStats
 
 const EntryState = { free: 0, collecting: 1, done: 2 } as const;
 
+/** PsCore's switchPort while it waits to be told the switch's address. */
+const AWAITING_SWITCH = -2;
+
 /** The PS's state for one job: a ring of per-PSN entries indexed by PSN % capacity. */
 class PsJob {
   readonly id: number;
@@ -274,6 +277,16 @@ export class PsCore {
     this.switchAddress = address;
   }
 
+  /**
+   * The switch's address will come (trustSwitch); until then every piece
+   * is dropped as `wrongSource`, so no first packet is trusted.
+   */
+  awaitSwitch(): void {
+    this.switchPort = AWAITING_SWITCH;
+    this.switchAddress = "";
+  }
+
+  /** the trusted switch's port; -1: trust the first accepted piece's source; AWAITING_SWITCH: none yet */
   private switchPort = -1;
   private switchAddress = "";
 
@@ -292,7 +305,10 @@ export class PsCore {
     const reason = decodeHeader(this.scratchView, 0, length, h);
     if (reason !== DropReason.ok) return reason;
     // Pieces come through the switch, never straight from anyone else.
-    if (this.switchPort >= 0 && (port !== this.switchPort || address !== this.switchAddress)) {
+    if (
+      this.switchPort === AWAITING_SWITCH ||
+      (this.switchPort >= 0 && (port !== this.switchPort || address !== this.switchAddress))
+    ) {
       return DropReason.wrongSource;
     }
     if (h.type !== PacketType.contribution) return DropReason.unexpectedType;

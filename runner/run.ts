@@ -114,7 +114,15 @@ export async function startSwitch(o: {
   if (o.withPs) {
     const psConfigPath = join(o.dir, "ps.json");
     await writeFile(psConfigPath, JSON.stringify(o.config, null, 2));
-    ps = new ChildNode("ps", SCRIPTS.ps, ["--config", psConfigPath, ...(o.psArgs ?? [])]);
+    // Its switch is not up yet: it is told the switch's address before any
+    // worker starts, and trusts no piece before (no first-use window).
+    ps = new ChildNode("ps", SCRIPTS.ps, [
+      "--config",
+      psConfigPath,
+      "--switch",
+      "stdin",
+      ...(o.psArgs ?? []),
+    ]);
     o.children.push(ps);
     const ready = await ps.waitFor(PsReadySchema, 15_000);
     scrapeWhileAlive(o.targets, ps, ready, { process: "ps", run: o.run });
@@ -132,6 +140,7 @@ export async function startSwitch(o: {
     o.floorScript !== undefined ? FloorReadySchema : SwitchReadySchema,
     15_000,
   );
+  ps?.send(`switch ${"dataAddress" in ready ? ready.dataAddress : "127.0.0.1"}:${ready.dataPort}`);
   if ("uiUrl" in ready) process.stderr.write(`    live view: ${ready.uiUrl}\n`);
   scrapeWhileAlive(o.targets, sw, ready, { process: "switch", run: o.run });
   return { ps, sw, ready };

@@ -295,4 +295,24 @@ describe("data-plane isolation", () => {
     ps.receive(piece, STRANGER, HOST);
     assert.equal(ps.stats.drops[DropReason.wrongSource], 1);
   });
+
+  it("a PS told to await its switch's address trusts no first piece: a stranger's is refused before and after", () => {
+    const ps = new PsCore(
+      [{ id: 4, mode: "atp", fanIn: 1, offset: 0, regionSize: 8, window: 4 }],
+      4,
+      captureTransmit(),
+    );
+    ps.awaitSwitch();
+    const piece = packet(
+      { type: PacketType.contribution, jobId: 4, workerId: 0, fanIn: 1, bitmap: 1, scaleBits: 8 },
+      [1],
+    );
+    ps.receive(piece, STRANGER, HOST); // first, but not trusted
+    assert.equal(ps.stats.drops[DropReason.wrongSource], 1);
+    ps.trustSwitch(7000, HOST);
+    ps.receive(piece, 7000, HOST);
+    assert.equal(ps.stats.aggregationsCompleted, 1, "the switch's piece counts");
+    ps.receive(piece, STRANGER, HOST);
+    assert.equal(ps.stats.drops[DropReason.wrongSource], 2);
+  });
 });
