@@ -99,7 +99,9 @@ await runCli(spec, async (options) => {
     lines.on("line", (line) => {
       const named = /^switch (\S+)$/.exec(line.trim());
       if (named === null) {
-        process.stderr.write(`ina-ps: stdin: expected "switch HOST:PORT", got ${JSON.stringify(line)}\n`);
+        process.stderr.write(
+          `ina-ps: stdin: expected "switch HOST:PORT", got ${JSON.stringify(line)}\n`,
+        );
         return;
       }
       try {
