@@ -106,6 +106,8 @@ export async function startSwitch(o: {
   /** a floor relay's script instead of the switch (RunOptions.floorScript) */
   floorScript?: string;
   switchArgs?: string[];
+  /** the switch's environment (e.g. INA_OPERATOR_TOKEN, kept off its command line) */
+  switchEnv?: NodeJS.ProcessEnv;
   children: ChildNode[];
   targets: ScrapeTargets | undefined;
   run: string;
@@ -130,11 +132,13 @@ export async function startSwitch(o: {
   }
   const configPath = join(o.dir, "switch.json");
   await writeFile(configPath, JSON.stringify(o.config, null, 2));
-  const sw = new ChildNode("switch", o.floorScript ?? SCRIPTS.switch, [
-    "--config",
-    configPath,
-    ...(o.switchArgs ?? []),
-  ]);
+  const sw = new ChildNode(
+    "switch",
+    o.floorScript ?? SCRIPTS.switch,
+    ["--config", configPath, ...(o.switchArgs ?? [])],
+    undefined,
+    o.switchEnv === undefined ? {} : { env: o.switchEnv },
+  );
   o.children.push(sw);
   const ready = await sw.waitFor(
     o.floorScript !== undefined ? FloorReadySchema : SwitchReadySchema,

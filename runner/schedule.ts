@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -9,7 +10,7 @@ import {
   submitBody,
 } from "../experiment/schedule.js";
 import type { Policy, SwitchConfigInput } from "../proto/config.js";
-import { CREDENTIAL_ENV } from "../proto/control.js";
+import { bearer, CREDENTIAL_ENV, OPERATOR_TOKEN_ENV } from "../proto/control.js";
 import { SwitchStatsSchema, WorkerReadySchema, WorkerResultSchema } from "../proto/records.js";
 import type { ScheduleJob, ScheduleScenario } from "../proto/scenario.js";
 import { ChildNode } from "./processes.js";
@@ -31,6 +32,7 @@ export async function runSchedule(
   const dir = await mkdtemp(join(tmpdir(), "ina-emu-"));
   const children: ChildNode[] = [];
   const timers: NodeJS.Timeout[] = [];
+  const operator = randomBytes(24).toString("base64url");
   try {
     const config: SwitchConfigInput = {
       aggregators: scenario.aggregators,
@@ -44,6 +46,8 @@ export async function runSchedule(
       // The PS learns control-plane jobs from their packets.
       psArgs: ["--adopt-window", String(Math.max(...scenario.jobs.map((j) => j.window)))],
       switchArgs: ["--policy", policy, "--partitions", String(scenario.partitions)],
+      // The runner reads every job's region and history: it is the operator.
+      switchEnv: { ...process.env, [OPERATOR_TOKEN_ENV]: operator },
       children,
       targets,
       run: policy,
@@ -116,7 +120,11 @@ export async function runSchedule(
         ),
       ),
     );
-    const views = (await (await fetch(`${control}/jobs`)).json()) as { jobs: JobView[] };
+    // A worker prints its result, then reports done: its job ends once it exits.
+    await Promise.all(workersOf.flat().map((w) => w.waitExit(120_000).catch(() => null)));
+    const views = (await (
+      await fetch(`${control}/jobs`, { headers: { authorization: bearer(operator) } })
+    ).json()) as { jobs: JobView[] };
     await options.beforeSwitchStops?.();
     await sw.stop();
     const switchStats = sw.recordsOf(SwitchStatsSchema).find((r) => r.final === true) ?? {};

@@ -57,6 +57,9 @@ export const DEFAULT_FRONT_LIMITS: FrontLimits = {
   readsPerSecond: 200,
 };
 
+/** The cached answers a change (a write, a job ending) moves: published again at once. */
+const CHANGED_BY_WRITES = new Set(["/jobs", "/allocation", "/health"]);
+
 /** SHA-256 of a bearer token: the front compares hashes, never holds a token. */
 export function tokenHash(token: string): string {
   return createHash("sha256").update(token).digest("hex");
@@ -102,7 +105,7 @@ export async function serveFromThread(
   close: () => Promise<void>;
   /** renders and sends every cached answer now */
   publish: () => Promise<void>;
-  /** sends /jobs and the credentials again once this turn is over (a job changed) */
+  /** sends /jobs, /allocation, /health and the credentials again once this turn is over (a job changed) */
   publishSoon: () => void;
 }> {
   await app.ready();
@@ -149,13 +152,13 @@ export async function serveFromThread(
   });
   let lastCredentials = "";
   let staticPublished = false;
-  /** Renders the cached GETs (all: every path; else only /jobs) and the credentials, for the thread. */
+  /** Renders the cached GETs (all: every path; else those a change moves) and the credentials, for the thread. */
   const publish = async (all: boolean): Promise<void> => {
     const answers: Record<string, CachedAnswer> = {};
     const statics = staticPublished ? [] : (o.staticPaths ?? []);
     staticPublished = true;
     for (const path of [...(o.cachedPaths ?? []), ...statics]) {
-      if (!all && path !== "/jobs") continue;
+      if (!all && !CHANGED_BY_WRITES.has(path)) continue;
       const response = await app.inject({ method: "GET", url: path });
       const { statusCode, headers, body } = answerOf(0, response);
       answers[path] = { statusCode, headers, body };

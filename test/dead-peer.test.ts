@@ -3,6 +3,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
+import { bearer } from "../proto/control.js";
 import {
   PsReadySchema,
   SwitchReadySchema,
@@ -153,7 +154,10 @@ describe("dead peers, as real processes", { concurrency: true }, () => {
     console.log(
       `worker 0 of job 7 exited ${((Date.now() - killedAt) / 1000).toFixed(1)} s after the kill`,
     );
-    const view = (await (await fetch(`${url}/jobs/7`)).json()) as {
+    // The reason is for the job's owner (or the operator), not for anyone.
+    const view = (await (
+      await fetch(`${url}/jobs/7`, { headers: { authorization: bearer(credential7) } })
+    ).json()) as {
       status: string;
       reason: string;
     };
