@@ -651,11 +651,12 @@ async function controlPlaneJobs(): Promise<Row[]> {
       }
     }
     await sleep(200);
+    const prebindWorkers = startWorkers(21, prebind.body.credential ?? "");
     const results = await Promise.all(
-      startWorkers(21, prebind.body.credential ?? "").map((w) =>
-        w.waitFor(WorkerResultSchema, 120_000),
-      ),
+      prebindWorkers.map((w) => w.waitFor(WorkerResultSchema, 120_000)),
     );
+    // A worker reports done after its result: the job ends once both exit.
+    await Promise.all(prebindWorkers.map((w) => w.waitExit(120_000)));
     rows.push({
       check: "16 contributions from a stranger before a control-plane job's workers bind",
       figure: `both workers ${results.every((r) => r.verified) ? "exact" : "WRONG"}; the job ${await status(21)}`,
