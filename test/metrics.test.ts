@@ -152,10 +152,21 @@ describe("metrics, Prometheus and the dashboard", () => {
     for (const worker of workers) results.push(await worker.waitFor(WorkerResultSchema, 120_000));
     // The switch's /metrics is a snapshot its data path publishes twice a
     // second (runtime/http-front.ts): wait, up to 10 s, for one taken after
-    // job 1's last aggregation.
-    const nrDone = `ina_switch_aggregations_completed_total{ina_job="1",mode="netreduce",ina_job_name="nr"} ${packets}`;
+    // both jobs' last packets (job 1's aggregations all counted, and every
+    // worker's contributions).
     for (let waited = 0; waited < 10_000; waited += 100) {
-      if ((await (await fetch(metricsUrls.get("switch") ?? "")).text()).includes(nrDone)) break;
+      const sw = parseExposition(await (await fetch(metricsUrls.get("switch") ?? "")).text());
+      const nrDone =
+        sw.get(
+          key("ina_switch_aggregations_completed_total", {
+            ina_job: "1",
+            mode: "netreduce",
+            ina_job_name: "nr",
+          }),
+        ) === packets;
+      const contributions =
+        sw.get(key("ina_switch_packets_received_total", { type: "contribution" })) ?? 0;
+      if (nrDone && contributions >= 4 * packets) break;
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
     for (const [name, url] of metricsUrls) {
