@@ -174,7 +174,15 @@ export class ChildNode {
     });
     const result = await Promise.race([this.exited, timeout]);
     clearTimeout(timer);
-    if (result === "timeout") throw new Error(`${this.name} did not exit within ${timeoutMs} ms`);
+    if (result === "timeout") {
+      const last = this.records.at(-1);
+      const doing = last === undefined ? "no record yet" : `last record ${JSON.stringify(last)}`;
+      const stderr = this.stderr.trim().slice(-500);
+      throw new Error(
+        `${this.name} did not exit within ${timeoutMs} ms; ${doing.slice(0, 400)}` +
+          (stderr === "" ? "" : `; stderr: ${stderr}`),
+      );
+    }
     return result;
   }
 

@@ -49,6 +49,13 @@ export interface JobProgress {
   phase: JobPhase;
 }
 
+/**
+ * How long the runner waits for a process to say it is ready, or to exit
+ * after its work (ms): a Node process takes seconds to start on a host at
+ * load 30; a healthy run never waits this long.
+ */
+export const STARTUP_MS = 120_000;
+
 export interface RunOptions {
   /** seed of faults, and of gradients for jobs without their own */
   seed: number;
@@ -126,7 +133,7 @@ export async function startSwitch(o: {
       ...(o.psArgs ?? []),
     ]);
     o.children.push(ps);
-    const ready = await ps.waitFor(PsReadySchema, 15_000);
+    const ready = await ps.waitFor(PsReadySchema, STARTUP_MS);
     scrapeWhileAlive(o.targets, ps, ready, { process: "ps", run: o.run });
     o.config.parameterServer = { host: ready.dataAddress, port: ready.dataPort };
   }
@@ -142,7 +149,7 @@ export async function startSwitch(o: {
   o.children.push(sw);
   const ready = await sw.waitFor(
     o.floorScript !== undefined ? FloorReadySchema : SwitchReadySchema,
-    15_000,
+    STARTUP_MS,
   );
   ps?.send(`switch ${"dataAddress" in ready ? ready.dataAddress : "127.0.0.1"}:${ready.dataPort}`);
   if ("uiUrl" in ready) process.stderr.write(`    live view: ${ready.uiUrl}\n`);
@@ -222,7 +229,7 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
     await Promise.all(
       workersOf.flatMap((workers, j) =>
         workers.map(async (child) => {
-          const record = await child.waitFor(WorkerReadySchema, 60_000);
+          const record = await child.waitFor(WorkerReadySchema, STARTUP_MS);
           scrapeWhileAlive(o.targets, child, record, {
             process: "worker",
             run: run.name,
@@ -277,7 +284,7 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
       ),
     );
     const seconds = (performance.now() - started) / 1000;
-    await Promise.all(workersOf.flat().map((child) => child.waitExit(10_000)));
+    await Promise.all(workersOf.flat().map((child) => child.waitExit(STARTUP_MS)));
     await o.beforeSwitchStops?.();
     await sw.stop();
     const switchStats: RunResult["switch"] =

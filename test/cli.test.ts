@@ -13,6 +13,7 @@ import {
 } from "../proto/records.js";
 import { ChildNode } from "../runner/processes.js";
 import { SCRIPTS } from "../runner/run.js";
+import { STARTUP_MS } from "./waits.js";
 
 const EXPERIMENT = SCRIPTS.switch.replace(/switch\/cli\.js$/, "runner/experiment.js");
 const DEADLINES = SCRIPTS.switch.replace(
@@ -57,9 +58,9 @@ describe("command lines, as real processes", () => {
     for (let i = 0; i < 5; i++) {
       const child = new ChildNode(`writer-${i}`, script, []);
       children.push(child);
-      const result = await child.waitFor(Result, 30_000);
+      const result = await child.waitFor(Result, STARTUP_MS);
       assert.equal(result.pad.length, 1 << 21);
-      assert.equal(await child.waitExit(30_000), 0);
+      assert.equal(await child.waitExit(STARTUP_MS), 0);
     }
   });
 
@@ -245,7 +246,7 @@ describe("command lines, as real processes", () => {
   it("the switch reports its port when ready and its counters when stopped", async () => {
     const sw = new ChildNode("switch", SCRIPTS.switch, []);
     children.push(sw);
-    const ready = await sw.waitFor(SwitchReadySchema, 15_000);
+    const ready = await sw.waitFor(SwitchReadySchema, STARTUP_MS);
     assert.ok(ready.dataPort > 0);
     assert.equal(await sw.stop(), 0);
     const [stats] = sw.recordsOf(SwitchStatsSchema);
@@ -257,7 +258,7 @@ describe("command lines, as real processes", () => {
     // The default switch serves job 1 with fan-in 4; job 9 is unknown to it.
     const sw = new ChildNode("switch", SCRIPTS.switch, []);
     children.push(sw);
-    const ready = await sw.waitFor(SwitchReadySchema, 15_000);
+    const ready = await sw.waitFor(SwitchReadySchema, STARTUP_MS);
     const address = `127.0.0.1:${ready.dataPort}`;
     const worker = new ChildNode("worker", SCRIPTS.worker, [
       ...["--switch", address, "--job", "9", "--worker", "0", "--fan-in", "2"],
@@ -282,7 +283,7 @@ describe("command lines, as real processes", () => {
   it("a worker of a queued job says it is queued and why, and gives up at --join-timeout-s", async () => {
     const sw = new ChildNode("switch", SCRIPTS.switch, []);
     children.push(sw);
-    const ready = await sw.waitFor(SwitchReadySchema, 15_000);
+    const ready = await sw.waitFor(SwitchReadySchema, STARTUP_MS);
     const url = String(ready.controlUrl);
     // A deadline job takes the 256 aggregators the default config leaves free.
     const submit = (id: number, jobClass: "md" | "be") =>
@@ -320,7 +321,7 @@ describe("command lines, as real processes", () => {
   it("the README's control-plane job runs at once on the default switch", async () => {
     const sw = new ChildNode("switch", SCRIPTS.switch, []);
     children.push(sw);
-    const ready = await sw.waitFor(SwitchReadySchema, 15_000);
+    const ready = await sw.waitFor(SwitchReadySchema, STARTUP_MS);
     const url = String(ready.controlUrl);
     const submit = await fetch(`${url}/jobs`, {
       method: "POST",
@@ -352,7 +353,7 @@ describe("command lines, as real processes", () => {
     for (const w of workers) {
       const result = await w.waitFor(WorkerResultSchema, 60_000);
       assert.equal(result.verified, true);
-      assert.equal(await w.waitExit(30_000), 0);
+      assert.equal(await w.waitExit(STARTUP_MS), 0);
       // Between the all-reduce and its result, a worker says it is verifying.
       const phases = w.recordsOf(WorkerProgressSchema).map((r) => r.phase);
       assert.equal(phases.at(-1), "verifying");

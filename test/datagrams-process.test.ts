@@ -9,6 +9,7 @@ import { packetBytes } from "../proto/wire.js";
 import { ChildNode } from "../runner/processes.js";
 import { runScenarioRun, SCRIPTS } from "../runner/run.js";
 import { testSeed } from "./seed.js";
+import { STARTUP_MS } from "./waits.js";
 
 /**
  * Datagrams of several packets with real processes (proto/README.md,
@@ -69,7 +70,7 @@ describe("datagrams of several packets, real processes", () => {
     await writeFile(configPath, JSON.stringify(config));
     const sw = new ChildNode("switch", SCRIPTS.switch, ["--config", configPath]);
     children.push(sw);
-    const ready = await sw.waitFor(SwitchReadySchema, 15_000);
+    const ready = await sw.waitFor(SwitchReadySchema, STARTUP_MS);
     const inFlight = 32 * 64 * packetBytes(elements);
     const buffers = ready.socketBuffers;
     assert.ok(buffers.receiveBytes > 0 && buffers.requestedBytes === inFlight);
@@ -109,7 +110,7 @@ describe("datagrams of several packets, real processes", () => {
       "--wait-go",
     ]);
     children.push(worker);
-    const workerReady = await worker.waitFor(WorkerReadySchema, 15_000);
+    const workerReady = await worker.waitFor(WorkerReadySchema, STARTUP_MS);
     assert.equal(
       workerReady.window,
       Math.floor((64 * 2 ** 20) / packetBytes(elements)),

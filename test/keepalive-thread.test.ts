@@ -8,6 +8,7 @@ import { ChildNode } from "../runner/processes.js";
 import { SCRIPTS } from "../runner/run.js";
 import { Worker } from "../worker/worker.js";
 import { makeGradient, verifyAllReduce } from "../worker/workload.js";
+import { STARTUP_MS } from "./waits.js";
 
 /** Blocks this thread's event loop for `ms`, as a library's caller may. */
 function blockLoop(ms: number): void {
@@ -39,7 +40,7 @@ describe("keepalives from a thread", () => {
     await writeFile(config, JSON.stringify({ aggregators: 64, jobs: [{ ...job, deadPeerS: 2 }] }));
     const sw = new ChildNode("switch", SCRIPTS.switch, ["--config", config]);
     children.push(sw);
-    const ready = await sw.waitFor(SwitchReadySchema, 15_000);
+    const ready = await sw.waitFor(SwitchReadySchema, STARTUP_MS);
     const elements = 16_384;
     const peer = new ChildNode("worker 0", SCRIPTS.worker, [
       ...["--switch", `127.0.0.1:${ready.dataPort}`, "--worker", "0", "--fan-in", "2"],
@@ -72,8 +73,8 @@ describe("keepalives from a thread", () => {
     } finally {
       await worker.close();
     }
-    assert.equal((await peer.waitFor(WorkerResultSchema, 30_000)).verified, true, peer.stderr);
-    assert.equal(await peer.waitExit(30_000), 0, peer.stderr);
+    assert.equal((await peer.waitFor(WorkerResultSchema, STARTUP_MS)).verified, true, peer.stderr);
+    assert.equal(await peer.waitExit(STARTUP_MS), 0, peer.stderr);
     await sw.stop();
     const stats = sw.recordsOf(SwitchStatsSchema).find((r) => r.final === true);
     assert.equal(stats?.jobsFailed, 0);

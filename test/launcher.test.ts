@@ -16,6 +16,7 @@ import { ChildNode, parseRecord } from "../runner/processes.js";
 import { SCRIPTS } from "../runner/run.js";
 import { LAUNCHERS, launcherRank } from "../worker/launcher.js";
 import { testSeed } from "./seed.js";
+import { STARTUP_MS } from "./waits.js";
 
 /** Every launcher variable unset: the tests choose which ones a worker sees. */
 const UNSET_LAUNCHERS = LAUNCHERS.flatMap((l) => ["-u", l.rank, "-u", l.size]);
@@ -97,7 +98,7 @@ describe("workers started by a launcher join with its ranks, as real processes",
       ...["--config", config, "--port", "0", "--operator-token", OPERATOR],
     ]);
     children.push(sw);
-    const ready = await sw.waitFor(SwitchReadySchema, 15_000);
+    const ready = await sw.waitFor(SwitchReadySchema, STARTUP_MS);
     control = String(ready.controlUrl);
     console.log(`switch: data port ${ready.dataPort}, control plane ${control}`);
   });
@@ -172,8 +173,8 @@ describe("workers started by a launcher join with its ranks, as real processes",
     );
     const slurm = worker("slurm", job, { SLURM_PROCID: "1", SLURM_NTASKS: "2" });
     const [a, b] = await Promise.all([
-      explicit.waitFor(WorkerResultSchema, 30_000),
-      slurm.waitFor(WorkerResultSchema, 30_000),
+      explicit.waitFor(WorkerResultSchema, STARTUP_MS),
+      slurm.waitFor(WorkerResultSchema, STARTUP_MS),
     ]);
     const readyOf = (c: ChildNode) => c.recordsOf(WorkerReadySchema).at(0);
     assert.equal(readyOf(explicit)?.workerId, 0);
@@ -191,26 +192,30 @@ describe("workers started by a launcher join with its ranks, as real processes",
   it("a launcher's fan-in other than the job's, or a taken rank, is refused by the control plane", async () => {
     const job = await submit(2);
     const wrongSize = worker("wrong size", job, { PMI_RANK: "0", PMI_SIZE: "3" });
-    assert.equal(await wrongSize.waitExit(15_000), 1);
+    assert.equal(await wrongSize.waitExit(STARTUP_MS), 1);
     assert.match(
       wrongSize.stderr,
       new RegExp(`409 fanIn: job ${job} has 2 workers, this worker was started as one of 3`),
     );
     const first = worker("first", job, { PMI_RANK: "1", PMI_SIZE: "2" });
-    await first.waitFor(WorkerReadySchema, 15_000);
+    await first.waitFor(WorkerReadySchema, STARTUP_MS);
     const twin = worker("twin", job, { PMI_RANK: "1", PMI_SIZE: "2" });
-    assert.equal(await twin.waitExit(15_000), 1);
+    assert.equal(await twin.waitExit(STARTUP_MS), 1);
     assert.match(
       twin.stderr,
       new RegExp(`409 workerId: worker 1 of job ${job} has already joined`),
     );
     // The refused joins took nothing: rank 0 completes the job.
     const zero = worker("zero", job, { PMI_RANK: "0", PMI_SIZE: "2" });
-    assert.equal((await zero.waitFor(WorkerResultSchema, 30_000)).verified, true, zero.stderr);
-    assert.equal((await first.waitFor(WorkerResultSchema, 30_000)).verified, true, first.stderr);
+    assert.equal((await zero.waitFor(WorkerResultSchema, STARTUP_MS)).verified, true, zero.stderr);
+    assert.equal(
+      (await first.waitFor(WorkerResultSchema, STARTUP_MS)).verified,
+      true,
+      first.stderr,
+    );
     // A worker prints its result, then reports done: both exit once they have.
-    assert.equal(await zero.waitExit(30_000), 0, zero.stderr);
-    assert.equal(await first.waitExit(30_000), 0, first.stderr);
+    assert.equal(await zero.waitExit(STARTUP_MS), 0, zero.stderr);
+    assert.equal(await first.waitExit(STARTUP_MS), 0, first.stderr);
     assert.equal(await jobStatus(job), "finished");
   });
 

@@ -15,6 +15,8 @@ import { decodeRuns, encodeRuns, type LiveState } from "../switch/live.js";
 import { MemoryManager } from "../switch/memory.js";
 import { launchChromium } from "./browser.js";
 import { captureTransmit, contribution } from "./packets.js";
+import { poll } from "./poll.js";
+import { STARTUP_MS } from "./waits.js";
 
 describe("the live view of the switch", () => {
   const dirs: string[] = [];
@@ -119,7 +121,7 @@ describe("the live view of the switch", () => {
     await writeFile(configPath, JSON.stringify({ aggregators: 256, jobs: [] }));
     const sw = new ChildNode("switch", SCRIPTS.switch, ["--config", configPath]);
     children.push(sw);
-    const ready = await sw.waitFor(SwitchReadySchema, 15_000);
+    const ready = await sw.waitFor(SwitchReadySchema, STARTUP_MS);
     const control = String(ready.controlUrl);
     const submit = async (body: Record<string, unknown>) => {
       const r = await fetch(`${control}/jobs`, {
@@ -182,13 +184,9 @@ describe("the live view of the switch", () => {
         page
           .$eval(`#jobs tr[data-job="${job}"] td.${name}`, (td) => td.textContent ?? "")
           .catch(() => "");
-      const waitFor = async (what: string, ok: () => Promise<boolean>) => {
-        for (let i = 0; i < 150; i++) {
-          if (await ok()) return;
-          await new Promise((r) => setTimeout(r, 100));
-        }
-        assert.fail(`the page never showed ${what}`);
-      };
+      // Bounded for a loaded host: the page polls twice a second.
+      const waitFor = (what: string, ok: () => Promise<boolean>) =>
+        poll(`the page showing ${what}`, STARTUP_MS, async () => ((await ok()) ? true : null), 100);
       await waitFor(
         "job 1 at a non-zero aggregation rate",
         async () => Number(await cell(1, "rate")) > 0,

@@ -23,6 +23,7 @@ import { SCRIPTS } from "../runner/run.js";
 import { buildInfo } from "../runtime/metrics.js";
 import { poll } from "./poll.js";
 import { testSeed } from "./seed.js";
+import { STARTUP_MS } from "./waits.js";
 
 /** `name{labels}` (labels sorted by name) -> value, from a Prometheus text exposition. */
 function parseExposition(text: string): Map<string, number> {
@@ -114,13 +115,13 @@ describe("metrics, Prometheus and the dashboard", () => {
     await writeFile(join(dir, "ps.json"), JSON.stringify(config));
     const ps = new ChildNode("ps", SCRIPTS.ps, ["--config", join(dir, "ps.json")]);
     children.push(ps);
-    const psReady = await ps.waitFor(PsReadySchema, 15_000);
+    const psReady = await ps.waitFor(PsReadySchema, STARTUP_MS);
     metricsUrls.set("ps", String(psReady.metricsUrl));
     config.parameterServer = { host: "127.0.0.1", port: psReady.dataPort };
     await writeFile(join(dir, "switch.json"), JSON.stringify(config));
     const sw = new ChildNode("switch", SCRIPTS.switch, ["--config", join(dir, "switch.json")]);
     children.push(sw);
-    const swReady = await sw.waitFor(SwitchReadySchema, 15_000);
+    const swReady = await sw.waitFor(SwitchReadySchema, STARTUP_MS);
     metricsUrls.set("switch", String(swReady.metricsUrl));
     const workers: ChildNode[] = [];
     for (const [job, mode, offset, size] of [
@@ -146,7 +147,7 @@ describe("metrics, Prometheus and the dashboard", () => {
       }
     }
     for (const [i, worker] of workers.entries()) {
-      const ready = await worker.waitFor(WorkerReadySchema, 30_000);
+      const ready = await worker.waitFor(WorkerReadySchema, STARTUP_MS);
       metricsUrls.set(`worker-${i}`, String(ready.metricsUrl));
     }
     for (const worker of workers) results.push(await worker.waitFor(WorkerResultSchema, 120_000));

@@ -10,6 +10,7 @@ import { Prng } from "../proto/prng.js";
 import { SwitchReadySchema, SwitchStatsSchema } from "../proto/records.js";
 import { ChildNode } from "../runner/processes.js";
 import { testSeed } from "./seed.js";
+import { STARTUP_MS } from "./waits.js";
 
 // dist/test/package.test.js -> the repository's root.
 const root = fileURLToPath(new URL("../../", import.meta.url));
@@ -207,7 +208,7 @@ describe("the packed package, installed in another project", () => {
       { raw: true },
     );
     children.push(sw);
-    const ready = await sw.waitFor(SwitchReadySchema, 15_000);
+    const ready = await sw.waitFor(SwitchReadySchema, STARTUP_MS);
     console.log(`installed ina-switch: data port ${ready.dataPort}`);
     const workers = [0, 1].map((w) => {
       const child = new ChildNode(`worker ${w}`, join(app, "allreduce.mjs"), [
@@ -224,7 +225,7 @@ describe("the packed package, installed in another project", () => {
       workerId: z.int(),
       sum: z.array(z.number()),
     });
-    const results = await Promise.all(workers.map((w) => w.waitFor(ProgramResult, 30_000)));
+    const results = await Promise.all(workers.map((w) => w.waitFor(ProgramResult, STARTUP_MS)));
     const expected = inputs[0].map((x, i) => x + inputs[1][i]);
     for (const [w, result] of results.entries()) {
       assert.equal(result.workerId, w);

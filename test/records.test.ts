@@ -20,6 +20,7 @@ import {
 } from "../proto/records.js";
 import { ChildNode, type ProcessRecord, parseRecord, RecordMismatch } from "../runner/processes.js";
 import { linkArgs, SCRIPTS } from "../runner/run.js";
+import { STARTUP_MS } from "./waits.js";
 
 const FLOOR_SCRIPT = SCRIPTS.switch.replace(/switch\/cli\.js$/, "bench/floor-switch.js");
 
@@ -52,14 +53,14 @@ describe("records: the schemas match what the commands print", () => {
       ...["--config", join(dir, "ps.json"), "--stats-interval-ms", "20"],
     ]);
     children.push(ps);
-    const psReady = await ps.waitFor(PsReadySchema, 15_000);
+    const psReady = await ps.waitFor(PsReadySchema, STARTUP_MS);
     config.parameterServer = { host: "127.0.0.1", port: psReady.dataPort };
     await writeFile(join(dir, "switch.json"), JSON.stringify(config));
     sw = new ChildNode("switch", SCRIPTS.switch, [
       ...["--config", join(dir, "switch.json"), "--stats-interval-ms", "20"],
     ]);
     children.push(sw);
-    const ready = await sw.waitFor(SwitchReadySchema, 15_000);
+    const ready = await sw.waitFor(SwitchReadySchema, STARTUP_MS);
     worker = new ChildNode("worker", SCRIPTS.worker, [
       ...["--switch", `127.0.0.1:${ready.dataPort}`, "--mode", "atp", "--worker", "0"],
       ...["--fan-in", "1", "--region-size", "32", "--window", "16", "--tensor-bytes", "256KiB"],
@@ -67,7 +68,7 @@ describe("records: the schemas match what the commands print", () => {
     ]);
     children.push(worker);
     await worker.waitFor(WorkerResultSchema, 60_000);
-    assert.equal(await worker.waitExit(30_000), 0, worker.stderr);
+    assert.equal(await worker.waitExit(STARTUP_MS), 0, worker.stderr);
     assert.equal(await sw.stop(), 0);
     assert.equal(await ps.stop(), 0);
 
@@ -80,7 +81,7 @@ describe("records: the schemas match what the commands print", () => {
     );
     floor = new ChildNode("floor", FLOOR_SCRIPT, ["--config", join(dir, "floor.json")]);
     children.push(floor);
-    await floor.waitFor(FloorReadySchema, 15_000);
+    await floor.waitFor(FloorReadySchema, STARTUP_MS);
     await floor.stop();
   });
 

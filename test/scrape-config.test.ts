@@ -8,6 +8,7 @@ import { ChildNode } from "../runner/processes.js";
 import { findPrometheus, queryPrometheus, startPrometheus } from "../runner/prometheus.js";
 import { SCRIPTS } from "../runner/run.js";
 import { poll } from "./poll.js";
+import { STARTUP_MS } from "./waits.js";
 
 const EXPERIMENT = SCRIPTS.switch.replace(/switch\/cli\.js$/, "runner/experiment.js");
 
@@ -45,7 +46,7 @@ describe("the README's own-Prometheus recipe, on a fresh folder", () => {
       },
     );
     children.push(write);
-    assert.equal(await write.waitExit(30_000), 0, write.stderr);
+    assert.equal(await write.waitExit(STARTUP_MS), 0, write.stderr);
     const [printed] = write.recordsOf(ScrapeConfigSchema);
     const configFile = join(home, "results", "prometheus", "prometheus.yml");
     const targetsFile = join(home, "results", "prometheus", "targets.json");
