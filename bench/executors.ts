@@ -66,6 +66,9 @@ interface Row {
   realSeconds: number[];
   realMedian: number;
   ratio: number;
+  /** timeouts and spurious timeouts over the job's workers, summed over the real runs */
+  timeouts: number;
+  spuriousTimeouts: number;
 }
 
 const median = (v: number[]) => {
@@ -103,6 +106,14 @@ await runCli(spec, async (o) => {
         realSeconds,
         realMedian,
         ratio: realMedian / job.seconds,
+        timeouts: real[i].reduce(
+          (n, r) => n + r.jobs[j].perWorker.reduce((m, w) => m + w.timeouts, 0),
+          0,
+        ),
+        spuriousTimeouts: real[i].reduce(
+          (n, r) => n + r.jobs[j].perWorker.reduce((m, w) => m + w.spuriousTimeouts, 0),
+          0,
+        ),
       };
     }),
   );
@@ -113,7 +124,17 @@ await runCli(spec, async (o) => {
     );
   } else {
     const table = [
-      ["run", "job", "window", "sim bound", "sim s", "real s (median)", "real runs", "real / sim"],
+      [
+        "run",
+        "job",
+        "window",
+        "sim bound",
+        "sim s",
+        "real s (median)",
+        "real runs",
+        "real / sim",
+        "real timeouts (spurious)",
+      ],
       ...rows.map((r) => [
         r.run,
         r.job,
@@ -123,6 +144,7 @@ await runCli(spec, async (o) => {
         r.realMedian.toFixed(3),
         r.realSeconds.map((s) => s.toFixed(3)).join(" "),
         r.ratio.toFixed(3),
+        `${r.timeouts} (${r.spuriousTimeouts})`,
       ]),
     ];
     const widths = table[0].map((_, c) => Math.max(...table.map((row) => row[c].length)));
