@@ -143,6 +143,10 @@ export interface LinkLoad {
   drops: number;
   marks: number;
   queueHighWaterBytes: number;
+  /** the queue's time-weighted mean, and what the median and 99th-percentile packet found (bytes; link/link.ts QueueStats) */
+  queueMeanBytes: number;
+  queueP50Bytes: number;
+  queueP99Bytes: number;
 }
 
 /** Every link direction's load over `seconds`, busiest first, and what bound the run. */
@@ -162,6 +166,9 @@ export function linkLoads(
     drops: r.drops,
     marks: r.marks,
     queueHighWaterBytes: r.queueHighWaterBytes,
+    queueMeanBytes: r.queueMeanBytes ?? 0,
+    queueP50Bytes: r.queueP50Bytes ?? 0,
+    queueP99Bytes: r.queueP99Bytes ?? 0,
   });
   const links: LinkLoad[] = [];
   jobs.forEach((job, j) => {

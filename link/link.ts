@@ -46,6 +46,24 @@ export interface PortCounters {
   /** `now` of the first packet offered, and departure of the last accepted (ms); -1 before any */
   firstOfferAt: number;
   lastDepartAt: number;
+  /** the queue's bytes integrated over time up to `queueAreaAt` (bytes x ms) */
+  queueArea: number;
+  queueAreaAt: number;
+}
+
+/**
+ * Bins of the queue an accepted packet found (QueueStats): bin 0 an empty
+ * queue, bin k >= 1 [2^(k-1), 2^k) bytes; the last bin takes the rest.
+ */
+export const QUEUE_BINS = 40;
+
+/** The queue a port held over a run: its time-weighted mean, and what the packets found. */
+export interface QueueStats {
+  /** bytes queued on average over the port's busy span (first offer to last departure) */
+  meanBytes: number;
+  /** the queue the median and the 99th-percentile accepted packet found (the bin's upper bound, bytes) */
+  p50Bytes: number;
+  p99Bytes: number;
 }
 
 export class LinkPort {
@@ -58,7 +76,11 @@ export class LinkPort {
     queueHighWaterBytes: 0,
     firstOfferAt: -1,
     lastDepartAt: -1,
+    queueArea: 0,
+    queueAreaAt: 0,
   };
+  /** accepted packets by the queue they found (QUEUE_BINS) */
+  readonly queueFound = new Float64Array(QUEUE_BINS);
   /** bytes the line sends per ms */
   private readonly bytesPerMs: number;
   /** when the transmitter has sent everything accepted so far (ms) */
@@ -76,7 +98,11 @@ export class LinkPort {
   /** Offers a packet of `bytes` at `now`; fills and returns `out`. */
   offer(bytes: number, now: number, out: PortVerdict): PortVerdict {
     const c = this.counters;
-    if (c.firstOfferAt < 0) c.firstOfferAt = now;
+    if (c.firstOfferAt < 0) {
+      c.firstOfferAt = now;
+      c.queueAreaAt = now;
+    }
+    this.integrateQueue(now);
     const queued = this.queuedBytes(now);
     if (queued + bytes > this.params.bufferBytes) {
       c.drops++;
@@ -97,7 +123,47 @@ export class LinkPort {
     c.packets++;
     c.lastDepartAt = departAt;
     if (queued + bytes > c.queueHighWaterBytes) c.queueHighWaterBytes = queued + bytes;
+    this.queueFound[queued < 1 ? 0 : Math.min(QUEUE_BINS - 1, 1 + Math.floor(Math.log2(queued)))]++;
     return out;
+  }
+
+  /** Adds the queue's area from the last offer to `now` (it drains at the line rate in between). */
+  private integrateQueue(now: number): void {
+    const c = this.counters;
+    const from = c.queueAreaAt;
+    if (now <= from) return;
+    const empty = this.busyUntil;
+    if (empty > from) {
+      const until = empty < now ? empty : now;
+      // Linear from (empty - from) to (empty - until) ms of bytes: a trapezoid.
+      c.queueArea += ((empty - from + (empty - until)) / 2) * (until - from) * this.bytesPerMs;
+    }
+    c.queueAreaAt = now;
+  }
+
+  /** The queue over the run so far (QueueStats); zeros before any packet. */
+  queueStats(): QueueStats {
+    const c = this.counters;
+    const span = c.lastDepartAt - c.firstOfferAt;
+    // The area up to the last departure: what is queued now drains by then.
+    const rest = this.busyUntil > c.queueAreaAt ? this.busyUntil - c.queueAreaAt : 0;
+    const area = c.queueArea + ((rest * rest) / 2) * this.bytesPerMs;
+    const found = this.queueFound;
+    let total = 0;
+    for (let k = 0; k < QUEUE_BINS; k++) total += found[k];
+    const percentile = (q: number) => {
+      let seen = 0;
+      for (let k = 0; k < QUEUE_BINS; k++) {
+        seen += found[k];
+        if (seen >= q * total && seen > 0) return k === 0 ? 0 : 2 ** k;
+      }
+      return 0;
+    };
+    return {
+      meanBytes: span > 0 ? area / span : 0,
+      p50Bytes: percentile(0.5),
+      p99Bytes: percentile(0.99),
+    };
   }
 
   /** Share of `seconds` the line was busy sending: bytes / (rate x duration). */
@@ -121,5 +187,19 @@ export function portRecord(port: LinkPort): LinkPortRecord {
     drops: c.drops,
     marks: c.marks,
     queueHighWaterBytes: Math.round(c.queueHighWaterBytes),
+    ...queueFields(port.queueStats()),
+  };
+}
+
+/** A port's QueueStats as record and result fields, rounded to bytes. */
+export function queueFields(q: QueueStats): {
+  queueMeanBytes: number;
+  queueP50Bytes: number;
+  queueP99Bytes: number;
+} {
+  return {
+    queueMeanBytes: Math.round(q.meanBytes),
+    queueP50Bytes: q.p50Bytes,
+    queueP99Bytes: q.p99Bytes,
   };
 }

@@ -81,6 +81,14 @@ export const LinkPortRecordSchema = z.strictObject({
   marks: count,
   /** most bytes ever queued */
   queueHighWaterBytes: z.number(),
+  /**
+   * the queue's time-weighted mean over the port's busy span, and what the
+   * median and the 99th-percentile accepted packet found (a power-of-two
+   * bin's upper bound), bytes
+   */
+  queueMeanBytes: z.number().optional(),
+  queueP50Bytes: z.number().optional(),
+  queueP99Bytes: z.number().optional(),
 });
 export type LinkPortRecord = z.infer<typeof LinkPortRecordSchema>;
 

@@ -202,6 +202,20 @@ export function createLinkMetrics(registry: Registry, read: () => LinkPortSample
   );
   gaugeFrom(
     registry,
+    "ina_link_queue_mean_bytes",
+    "A link's egress queue, time-weighted mean over its busy span so far",
+    labels,
+    each((r) => r.queueMeanBytes ?? 0),
+  );
+  gaugeFrom(
+    registry,
+    "ina_link_queue_p99_bytes",
+    "The queue the 99th-percentile packet found at a link's egress port (a power-of-two bin's upper bound)",
+    labels,
+    each((r) => r.queueP99Bytes ?? 0),
+  );
+  gaugeFrom(
+    registry,
     "ina_link_rate_bits_per_second",
     "A link's line rate",
     labels,

@@ -9,7 +9,7 @@ import {
   type WorkerOutcome,
 } from "../experiment/results.js";
 import { type ResolvedJob, resolveJobs, switchConfigOf } from "../experiment/scenario.js";
-import { LinkPort } from "../link/link.js";
+import { LinkPort, queueFields } from "../link/link.js";
 import { type Collective, parseSwitchConfig } from "../proto/config.js";
 import { type LinkHost, type LinkParams, linkParamsFor } from "../proto/links.js";
 import { deriveSeed } from "../proto/prng.js";
@@ -490,6 +490,7 @@ function linkLoadsOf(
       drops: c.drops,
       marks: c.marks,
       queueHighWaterBytes: c.queueHighWaterBytes,
+      ...queueFields(port.queueStats()),
     };
   };
   const loads: LinkLoad[] = [];

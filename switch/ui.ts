@@ -65,8 +65,8 @@ draining regions dashed. Polled from /ui/state every 500 ms.</p>
 <div id="timeline"></div>
 <ul id="decisions" class="muted"></ul>
 <h2>Ports</h2>
-<table id="ports"><thead><tr><th>host</th><th>rate</th><th>bytes</th><th>queue high water</th>
-<th>drops</th><th>ECN marks</th></tr></thead><tbody></tbody></table>
+<table id="ports"><thead><tr><th>host</th><th>rate</th><th>bytes</th><th>queue mean</th>
+<th>queue p99</th><th>queue high water</th><th>drops</th><th>ECN marks</th></tr></thead><tbody></tbody></table>
 <script>
 "use strict";
 const STATES = ["empty", "partial", "complete", "fallback"];
@@ -164,8 +164,9 @@ function render(state) {
     "</td><td>" + text(j.reason || "") + "</td></tr>").join("");
   document.querySelector("#ports tbody").innerHTML = state.ports.map((p) =>
     "<tr><td>" + text(p.host) + "</td><td>" + (p.rateBitsPerSecond / 1e6).toFixed(0) + " Mbps</td><td>" + p.bytes +
-    "</td><td>" + p.queueHighWaterBytes + " B</td><td>" + p.drops + "</td><td>" + p.marks + "</td></tr>").join("") ||
-    '<tr><td colspan="6" class="muted">no emulated links</td></tr>';
+    "</td><td>" + (p.queueMeanBytes || 0) + " B</td><td>" + (p.queueP99Bytes || 0) + " B</td><td>" +
+    p.queueHighWaterBytes + " B</td><td>" + p.drops + "</td><td>" + p.marks + "</td></tr>").join("") ||
+    '<tr><td colspan="8" class="muted">no emulated links</td></tr>';
   polls++;
   document.body.dataset.polls = String(polls);
 }

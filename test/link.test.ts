@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { Registry } from "prom-client";
-import { LinkPort, newVerdict } from "../link/link.js";
+import { LinkPort, newVerdict, portRecord as portRecordOf } from "../link/link.js";
 import { ConfigError, parseSwitchConfig } from "../proto/config.js";
 import { LinksSchema, linkParamsFor } from "../proto/links.js";
 import { parseDuration, parseRate } from "../proto/units.js";
@@ -61,6 +61,43 @@ describe("link model", () => {
     for (let i = 0; i < 1000; i++) port.offer(1000, i * 0.1, v); // offered at 10x the rate
     assert.ok(Math.abs(v.departAt - 1000) < 1e-6, `last departs at ${v.departAt} ms`);
     assert.equal(port.counters.marks, 0, "no threshold, no marks");
+  });
+
+  it("measures its queue over time: the time-weighted mean and what the packets found", () => {
+    // 8 Mbit/s: 1000 bytes take 1 ms; a big buffer, no marks.
+    const params = {
+      rateBitsPerSecond: 8e6,
+      delayMs: 0,
+      bufferBytes: 1e9,
+      ecnThresholdBytes: Infinity,
+    };
+    const v = newVerdict();
+    // A burst of 100 packets at once: packet i finds i x 1000 bytes; the
+    // queue falls from 100 000 bytes to 0 over 100 ms, a mean of 50 000.
+    const burst = new LinkPort(params);
+    for (let i = 0; i < 100; i++) burst.offer(1000, 0, v);
+    const b = burst.queueStats();
+    assert.ok(Math.abs(b.meanBytes - 50_000) < 1, `mean ${b.meanBytes}`);
+    assert.equal(
+      b.p50Bytes,
+      65_536,
+      "the median packet found 49 000-50 000 bytes: the bin below 2^16",
+    );
+    assert.equal(b.p99Bytes, 131_072);
+    // Paced at half the line rate: nobody waits; each packet is on the line
+    // half the time, so the mean is a quarter of a packet (over the busy span).
+    const paced = new LinkPort(params);
+    for (let i = 0; i < 100; i++) paced.offer(1000, 2 * i, v);
+    const q = paced.queueStats();
+    assert.equal(q.p50Bytes, 0);
+    assert.equal(q.p99Bytes, 0);
+    const expected = (100 * 1000 * 1) / 2 / (2 * 99 + 1);
+    assert.ok(Math.abs(q.meanBytes - expected) < 1e-6, `mean ${q.meanBytes}, expected ${expected}`);
+    assert.deepEqual(
+      [q.meanBytes > 0, portRecordOf(paced).queueP99Bytes],
+      [true, 0],
+      "the record carries them",
+    );
   });
 
   it("parses rates and durations, and refuses what is not one", () => {
