@@ -1,5 +1,6 @@
 import { performance } from "node:perf_hooks";
 import {
+  communicationShare,
   type JobCountersReport,
   type JobResult,
   jobResult,
@@ -133,6 +134,8 @@ interface SimWorker {
   up: LinkPort | null;
   down: LinkPort | null;
   iteration: number;
+  /** each iteration's all-reduce time (s): from the end of its computation to its last layer's sum, as a real worker's */
+  iterationSeconds: number[];
   running: boolean;
   startedAt: number;
   finishedAt: number;
@@ -279,6 +282,7 @@ export function simulateRun(
         up,
         down: portFor(host),
         iteration: 0,
+        iterationSeconds: [],
         running: false,
         startedAt: -1,
         finishedAt: -1,
@@ -353,6 +357,7 @@ export function simulateRun(
       beginWhenReady(w);
       return;
     }
+    w.iterationSeconds.push((engine.now - w.iterationStart) / 1e9);
     w.iteration++;
     const job = jobs[w.job];
     if (w.iteration < job.iterations) beginIteration(w, engine.now);
@@ -468,7 +473,17 @@ function simJobResult(
       verified: v.verified && w.failure === null,
     };
   });
-  return jobResult(job, perWorker, counters);
+  // As a real run's: each iteration's slowest worker, and the share of an iteration spent all-reducing.
+  const iterationSeconds: number[] = [];
+  for (const w of workers) {
+    w.iterationSeconds.forEach((t, i) => {
+      iterationSeconds[i] = Math.max(iterationSeconds[i] ?? 0, t);
+    });
+  }
+  return jobResult(job, perWorker, counters, {
+    iterationSeconds,
+    communicationShare: communicationShare(iterationSeconds, job.computeMs),
+  });
 }
 
 /** Every link direction's load over the run, busiest first (as a real run reports them). */

@@ -161,6 +161,28 @@ describe("ina-sim: scenarios in virtual time", () => {
     }
   });
 
+  it("reports each iteration's all-reduce time and the communication share, as a real run does", () => {
+    const seed = testSeed("sim communication share", 73);
+    const computeMs = 10;
+    const result = simulateRun(
+      ScenarioRunSchema.parse({
+        name: "share",
+        links: { rate: "1Gbps", delay: "10us" },
+        jobs: [{ mode: "netreduce", workers: 3, tensorBytes: "256KiB", iterations: 3, computeMs }],
+      }),
+      seed,
+    );
+    const [job] = result.jobs;
+    assert.equal(job.iterationSeconds.length, 3);
+    const communicating = job.iterationSeconds.reduce((a, b) => a + b, 0);
+    // Symmetric workers: the job's time is its computations plus its all-reduces.
+    assert.ok(
+      Math.abs(communicating + (3 * computeMs) / 1000 - job.seconds) < 1e-9,
+      `${communicating} s all-reducing + 0.03 s computing vs ${job.seconds} s`,
+    );
+    assert.equal(job.communicationShare, communicating / job.seconds);
+  });
+
   it("recovers loss at 100 Gbit/s in little more than the lossless time: waits from the path, no stall per loss", () => {
     const seed = testSeed("sim loss cost", 71);
     const timing = { ...DEFAULT_SIM_TIMING, streamAboveBytes: 0 };
