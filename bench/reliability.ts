@@ -655,7 +655,7 @@ async function controlPlaneJobs(): Promise<Row[]> {
     const results = await Promise.all(
       prebindWorkers.map((w) => w.waitFor(WorkerResultSchema, 120_000)),
     );
-    // A worker reports done after its result: the job ends once both exit.
+    // Both exit once done is reported and the result printed.
     await Promise.all(prebindWorkers.map((w) => w.waitExit(120_000)));
     rows.push({
       check: "16 contributions from a stranger before a control-plane job's workers bind",

@@ -213,7 +213,7 @@ describe("workers started by a launcher join with its ranks, as real processes",
       true,
       first.stderr,
     );
-    // A worker prints its result, then reports done: both exit once they have.
+    // Both exit once done is reported and the result printed.
     assert.equal(await zero.waitExit(STARTUP_MS), 0, zero.stderr);
     assert.equal(await first.waitExit(STARTUP_MS), 0, first.stderr);
     assert.equal(await jobStatus(job), "finished");

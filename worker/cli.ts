@@ -76,7 +76,8 @@ const spec = {
         "join --job through the switch's control plane (http://HOST:PORT): it gives fan-in, mode,\n" +
         "window, region, data address and (without --worker or a launcher's rank) the worker id;\n" +
         "waits while the job is queued; a request answered 429 or 5xx, or that cannot connect, is\n" +
-        "tried again with backoff for up to 60 s; the result is printed before done is reported",
+        "tried again with backoff for up to 60 s; done is reported once the last sum is in (the\n" +
+        "switch frees the region while the worker verifies), and the result is printed either way",
     },
     switch: {
       type: "string",
@@ -729,6 +730,23 @@ await runCli(spec, async (o) => {
       totalPackets: core.totalPackets,
     });
   }
+  // Done as soon as the last aggregation is in, before the (synchronous)
+  // verification, so the switch frees the region while this worker checks;
+  // a done that cannot be reported is only warned about, and the result is
+  // printed either way.
+  const reportingDone =
+    o.control === undefined
+      ? Promise.resolve()
+      : controlRequest(
+          `${o.control.replace(/\/$/, "")}/jobs/${o.job}/workers/${p.workerId}/done`,
+          "POST",
+        ).then(
+          () => {},
+          (error: Error) => {
+            process.stderr.write(`warning: the job's done was not reported: ${error.message}\n`);
+          },
+        );
+  await reportingDone;
   const check: Verification | null = o.noVerify
     ? null
     : ring
@@ -776,16 +794,6 @@ await runCli(spec, async (o) => {
     outputDigest: outputDigest(output),
     verified,
   });
-  // After the result is out: a done that cannot be reported loses nothing
-  // (the switch ends the job on its own) and is only warned about.
-  if (o.control !== undefined) {
-    await controlRequest(
-      `${o.control.replace(/\/$/, "")}/jobs/${o.job}/workers/${p.workerId}/done`,
-      "POST",
-    ).catch((error: Error) =>
-      process.stderr.write(`warning: the job's done was not reported: ${error.message}\n`),
-    );
-  }
   if (o.lingerMs > 0) await sleep(o.lingerMs);
   await metricsServer.close();
   return check === null || verified ? EXIT_OK : EXIT_FAILED;
