@@ -221,6 +221,8 @@ export class PsCore {
    */
   nextTimeout(): number {
     let at = Number.POSITIVE_INFINITY;
+    // Asked after every datagram turn: without adoption there is nothing to scan.
+    if (this.adoptWindow === 0) return at;
     for (const job of this.jobs) {
       if (job.adopted && job.collecting === 0 && job.lastPieceAt + this.adoptedIdleMs < at) {
         at = job.lastPieceAt + this.adoptedIdleMs;
