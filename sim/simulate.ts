@@ -4,6 +4,7 @@ import {
   type JobCountersReport,
   type JobResult,
   jobResult,
+  keepQueueSeries,
   type LinkLoad,
   type RunResult,
   runResult,
@@ -548,12 +549,16 @@ function linkLoadsOf(
   psName: (server: SimParameterServer) => string,
   seconds: number,
 ): LinkLoad[] {
+  const portOf = new Map<LinkLoad, LinkPort>();
   const load = (host: string, direction: "up" | "down", port: LinkPort): LinkLoad => {
     const c = port.counters;
-    return {
+    const link: LinkLoad = {
       host,
       direction,
       rateBitsPerSecond: port.params.rateBitsPerSecond,
+      ecnThresholdBytes: Number.isFinite(port.params.ecnThresholdBytes)
+        ? port.params.ecnThresholdBytes
+        : null,
       bytes: c.bytes,
       utilization: seconds > 0 ? (c.bytes * 8) / (port.params.rateBitsPerSecond * seconds) : 0,
       drops: c.drops,
@@ -561,6 +566,8 @@ function linkLoadsOf(
       queueHighWaterBytes: c.queueHighWaterBytes,
       ...queueFields(port.queueStats()),
     };
+    portOf.set(link, port);
+    return link;
   };
   const loads: LinkLoad[] = [];
   jobs.forEach((job, j) => {
@@ -574,6 +581,7 @@ function linkLoadsOf(
     if (server.down !== null) loads.push(load(psName(server), "down", server.down));
   }
   loads.sort((a, b) => b.utilization - a.utilization);
+  keepQueueSeries(loads, (link) => portOf.get(link)?.queueSeries());
   return loads;
 }
 

@@ -143,12 +143,12 @@ export class SwitchServer {
   }
 
   /** The egress port towards each host, with emulated links; undefined without. */
-  linkRecords(): SwitchLinkRecord[] | undefined {
+  linkRecords(options: { series?: boolean; now?: number } = {}): SwitchLinkRecord[] | undefined {
     return this.ports?.all.map(({ name, address, port, paced }) => ({
       host: name,
       address,
       port,
-      ...paced.record(),
+      ...paced.record(options),
     }));
   }
 

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
+import { QUEUE_SERIES_LINKS } from "../experiment/results.js";
 import { parseScheduleScenario } from "../experiment/schedule.js";
 import { parseLayerTrace, ScenarioRunSchema } from "../proto/scenario.js";
 import { runScenarioRun } from "../runner/run.js";
@@ -217,6 +218,53 @@ describe("ina-sim: scenarios in virtual time", () => {
           `${mode} at ${loss}: ${r.seconds} s vs ${lossless} s`,
         );
       }
+    }
+  });
+
+  it("reports the fullest ports' queue over time, agreeing with each port's mean queue", () => {
+    const seed = testSeed("sim queue series", 25);
+    const result = simulateRun(
+      ScenarioRunSchema.parse({
+        name: "incast",
+        links: { rate: "1Gbps", delay: "10us", buffer: "256KiB", ecnThreshold: "32KiB" },
+        jobs: [
+          { mode: "ps", workers: 8, tensorBytes: "512KiB", window: 64, congestionControl: "dctcp" },
+        ],
+      }),
+      seed,
+    );
+    assert.equal(result.verified, true, result.error);
+    const links = result.links ?? [];
+    const withSeries = links.filter((l) => l.queueSeries !== undefined);
+    assert.equal(withSeries.length, QUEUE_SERIES_LINKS, "only the fullest few keep a series");
+    const fullest = Math.max(...links.map((l) => l.queueMeanBytes));
+    const ps = links.find((l) => l.host === "ps" && l.direction === "down");
+    assert.equal(ps?.queueMeanBytes, fullest, "the incast port is the fullest");
+    assert.ok(ps?.queueSeries !== undefined, "and keeps its series");
+    assert.equal(ps.ecnThresholdBytes, 32 * 1024);
+    for (const link of withSeries) {
+      const s = link.queueSeries;
+      if (s === undefined) continue;
+      const name = `${link.host} ${link.direction}`;
+      assert.ok(
+        s.meanBytes.length > 0 && s.meanBytes.length <= 256,
+        `${name}: ${s.meanBytes.length}`,
+      );
+      assert.equal(
+        s.meanBytes.length,
+        Math.ceil(s.spanMs / s.bucketMs),
+        `${name}: covers its span`,
+      );
+      let area = 0;
+      s.meanBytes.forEach((mean, k) => {
+        area += mean * Math.min(s.bucketMs, s.spanMs - k * s.bucketMs);
+      });
+      // Whole bytes per bucket and for the mean: within a byte.
+      assert.ok(
+        Math.abs(area / s.spanMs - link.queueMeanBytes) <= 1,
+        `${name}: series ${area / s.spanMs} B, run ${link.queueMeanBytes} B`,
+      );
+      assert.equal(Math.max(...s.maxBytes), Math.round(link.queueHighWaterBytes), name);
     }
   });
 
