@@ -351,6 +351,14 @@ export const WorkerResultSchema = z.strictObject({
   link: LinkPortRecordSchema.optional(),
   /** null with --no-verify */
   verification: VerificationSchema.nullable(),
+  /** how long checking the output took (0 with --no-verify); after done was reported */
+  verificationSeconds: z.number().optional(),
+  /**
+   * when the first all-reduce began (after the first --compute-ms) and when
+   * the last sum was in: Unix ms with a fraction, on this host's clock
+   */
+  firstPacketAtUnixMs: z.number().optional(),
+  lastResultAtUnixMs: z.number().optional(),
   /** FNV-1a of the last output's bytes: equal digests, equal outputs */
   outputDigest: z.string(),
   verified: z.boolean(),

@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
   type JobView,
+  jobTiming,
   type PolicyResult,
   policyResult,
   scheduledJobResult,
@@ -128,11 +129,21 @@ export async function runSchedule(
     await options.beforeSwitchStops?.();
     await sw.stop();
     const switchStats = sw.recordsOf(SwitchStatsSchema).find((r) => r.final === true) ?? {};
+    // The workers' times are Unix ms; the job's are on the switch's clock, which read 0 at its origin.
+    const origin = await switchClockOrigin(control);
     const jobs = scenario.jobs.map((job, j) =>
       scheduledJobResult(
         job,
         j + 1,
         views.jobs.find((v) => v.id === j + 1),
+        jobTiming(
+          results[j].map((r) => ({
+            firstPacketAt: (r.firstPacketAtUnixMs ?? Number.NaN) - origin,
+            lastResultAt: (r.lastResultAtUnixMs ?? Number.NaN) - origin,
+            verificationS: r.verificationSeconds ?? 0,
+          })),
+          job.workers,
+        ),
         results[j],
       ),
     );
@@ -156,4 +167,14 @@ async function submit(control: string, job: ScheduleJob, id: number): Promise<st
     throw new Error(`submitting ${job.name}: ${response.status} ${body.message ?? ""}`);
   }
   return String(((await response.json()) as { credential: string }).credential);
+}
+
+/** The Unix time (ms) at which the switch's clock read 0 (GET /health). */
+async function switchClockOrigin(control: string): Promise<number> {
+  const health = (await (await fetch(`${control}/health`)).json()) as {
+    clockOrigin?: string | null;
+  };
+  const origin = Date.parse(health.clockOrigin ?? "");
+  if (!Number.isFinite(origin)) throw new Error(`${control}/health tells no clockOrigin`);
+  return origin;
 }

@@ -47,8 +47,12 @@ function scheduleResults(): ResultsFile {
     mode: "netreduce" as const,
     workers: 2,
     arriveS,
+    grantedS: 0,
     waitS: 0,
+    transferS: jct,
     jctS: jct,
+    verificationS: 0.1,
+    heldAfterLastResultS: 0.01,
     deadlineS: 2,
     deadlineMet: jct <= 2,
     regions: [

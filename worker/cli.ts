@@ -695,9 +695,12 @@ await runCli(spec, async (o) => {
   const started = performance.now();
   const cpuBefore = cpuSeconds();
   const iterationSeconds: number[] = [];
+  /** when the first all-reduce began (its first packet went out), performance.now() */
+  let firstPacketAt = Number.NaN;
   for (; iteration < o.iterations; iteration++) {
     if (o.computeMs > 0) await sleep(o.computeMs);
     const t = performance.now();
+    if (iteration === 0) firstPacketAt = t;
     try {
       if (worker instanceof CollectiveWorker) await worker.collective(op, input, output, o.root);
       else await worker.allreduce(input, output);
@@ -713,7 +716,8 @@ await runCli(spec, async (o) => {
     iterationSeconds.push((performance.now() - t) / 1000);
     metrics.observeAllReduce((performance.now() - t) / 1000);
   }
-  const seconds = (performance.now() - started) / 1000;
+  const lastResultAt = performance.now();
+  const seconds = (lastResultAt - started) / 1000;
   const allReduceCpuSeconds = cpuSeconds() - cpuBefore;
   if (progress !== null) clearInterval(progress);
   if (watchdog !== null) clearInterval(watchdog);
@@ -747,6 +751,7 @@ await runCli(spec, async (o) => {
           },
         );
   await reportingDone;
+  const verifyStarted = performance.now();
   const check: Verification | null = o.noVerify
     ? null
     : ring
@@ -759,6 +764,7 @@ await runCli(spec, async (o) => {
           length: elements,
         })
       : verifyAllReduce(output, o.seed, p.fanIn, o.scaleBits);
+  const verificationSeconds = (performance.now() - verifyStarted) / 1000;
   const s = core.stats;
   const verified = check?.verified === true && !overflowed;
   emitRecord({
@@ -791,6 +797,10 @@ await runCli(spec, async (o) => {
     link: worker.nic?.record(),
     drops: dropsByName(s.drops),
     verification: check,
+    verificationSeconds,
+    // Unix ms (this host's clock), so a launcher can put them on another process's clock.
+    firstPacketAtUnixMs: performance.timeOrigin + firstPacketAt,
+    lastResultAtUnixMs: performance.timeOrigin + lastResultAt,
     outputDigest: outputDigest(output),
     verified,
   });
