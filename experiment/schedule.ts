@@ -52,6 +52,8 @@ export interface ScheduledJobResult {
   verificationS: number | null;
   /** the last result to the region's release (the last worker's done, ending the job) */
   heldAfterLastResultS: number | null;
+  /** the last result to the end of the last worker's verification: the release comes before it */
+  verifiedAfterLastResultS: number | null;
   deadlineS: number | null;
   /** whether the last result came within the deadline after submission */
   deadlineMet: boolean | null;
@@ -148,27 +150,36 @@ export function failedPolicy(policy: Policy, error: string): PolicyResult {
 
 /**
  * When a job's data moved, on the control plane's clock (ms): its first
- * worker's first packet, its last worker's last result, and the slowest
- * worker's verification (s). Null when no worker got that far.
+ * worker's first packet, its last worker's last result, the slowest
+ * worker's verification (s) and when the last one ended. Null when not
+ * every worker got that far.
  */
 export interface JobTiming {
   firstPacketAt: number | null;
   lastResultAt: number | null;
   verificationS: number | null;
+  verifiedAt: number | null;
 }
 
 /** The job's timing from its workers' (first packet, last result, verification), on one clock. */
 export function jobTiming(
-  workers: ReadonlyArray<{ firstPacketAt: number; lastResultAt: number; verificationS: number }>,
+  workers: ReadonlyArray<{
+    firstPacketAt: number;
+    lastResultAt: number;
+    verificationS: number;
+    verifiedAt: number;
+  }>,
   expected: number,
 ): JobTiming {
+  const finite = (x: number) => (Number.isFinite(x) ? x : null);
   if (workers.length < expected || workers.length === 0) {
-    return { firstPacketAt: null, lastResultAt: null, verificationS: null };
+    return { firstPacketAt: null, lastResultAt: null, verificationS: null, verifiedAt: null };
   }
   return {
-    firstPacketAt: Math.min(...workers.map((w) => w.firstPacketAt)),
-    lastResultAt: Math.max(...workers.map((w) => w.lastResultAt)),
-    verificationS: Math.max(...workers.map((w) => w.verificationS)),
+    firstPacketAt: finite(Math.min(...workers.map((w) => w.firstPacketAt))),
+    lastResultAt: finite(Math.max(...workers.map((w) => w.lastResultAt))),
+    verificationS: finite(Math.max(...workers.map((w) => w.verificationS))),
+    verifiedAt: finite(Math.max(...workers.map((w) => w.verifiedAt))),
   };
 }
 
@@ -203,6 +214,7 @@ export function scheduledJobResult(
     jctS,
     verificationS: timing.verificationS,
     heldAfterLastResultS: v?.status === "finished" ? s(v.finishedAt, timing.lastResultAt) : null,
+    verifiedAfterLastResultS: s(timing.verifiedAt, timing.lastResultAt),
     deadlineS,
     deadlineMet: deadlineS === null ? null : jctS !== null && jctS <= deadlineS,
     regions: (v?.history ?? []).map((h) => ({

@@ -282,6 +282,16 @@ export const WorkerReadySchema = z.strictObject({
 });
 export type WorkerReadyRecord = z.infer<typeof WorkerReadySchema>;
 
+/**
+ * ina-worker --credential-stdin's `standby` record: started, waiting for its
+ * job's credential on stdin before it joins.
+ */
+export const WorkerStandbySchema = z.strictObject({
+  event: z.literal("standby"),
+  pid: z.int(),
+});
+export type WorkerStandbyRecord = z.infer<typeof WorkerStandbySchema>;
+
 /** ina-worker's `progress` record (every --progress-ms). */
 export const WorkerProgressSchema = z.strictObject({
   event: z.literal("progress"),
@@ -355,10 +365,13 @@ export const WorkerResultSchema = z.strictObject({
   verificationSeconds: z.number().optional(),
   /**
    * when the first all-reduce began (after the first --compute-ms) and when
-   * the last sum was in: Unix ms with a fraction, on this host's clock
+   * the last sum was in: Unix ms with a fraction, on this host's clock (the
+   * verification and the done report come after)
    */
   firstPacketAtUnixMs: z.number().optional(),
   lastResultAtUnixMs: z.number().optional(),
+  /** when the check ended (Unix ms): done was reported before it began */
+  verifiedAtUnixMs: z.number().optional(),
   /** FNV-1a of the last output's bytes: equal digests, equal outputs */
   outputDigest: z.string(),
   verified: z.boolean(),
@@ -411,6 +424,7 @@ export const SwitchRecordSchema = z.discriminatedUnion("event", [
 ]);
 export const PsRecordSchema = z.discriminatedUnion("event", [PsReadySchema, PsStatsSchema]);
 export const WorkerRecordSchema = z.discriminatedUnion("event", [
+  WorkerStandbySchema,
   WorkerReadySchema,
   WorkerProgressSchema,
   WorkerResultSchema,

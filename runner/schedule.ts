@@ -11,18 +11,33 @@ import {
   submitBody,
 } from "../experiment/schedule.js";
 import type { Policy, SwitchConfigInput } from "../proto/config.js";
-import { bearer, CREDENTIAL_ENV, OPERATOR_TOKEN_ENV } from "../proto/control.js";
-import { SwitchStatsSchema, WorkerReadySchema, WorkerResultSchema } from "../proto/records.js";
+import { bearer, OPERATOR_TOKEN_ENV } from "../proto/control.js";
+import {
+  SwitchStatsSchema,
+  WorkerReadySchema,
+  WorkerResultSchema,
+  WorkerStandbySchema,
+} from "../proto/records.js";
 import type { ScheduleJob, ScheduleScenario } from "../proto/scenario.js";
 import { ChildNode } from "./processes.js";
 import type { ScrapeTargets } from "./prometheus.js";
 import { linkArgs, SCRIPTS, scrapeWhileAlive, startSwitch } from "./run.js";
 
 /**
+ * How long before its arrival a job's workers are started (ms): a Node
+ * process takes up to seconds to start on a busy 2-core host, and an idle
+ * one in standby costs only memory.
+ */
+export const WORKER_LEAD_MS = 20_000;
+/** How long the first jobs' workers may take to reach standby (ms). */
+const STANDBY_MS = 120_000;
+
+/**
  * Runs the scenario's arrivals under one policy with real processes: a
- * switch with its control plane (and a PS for ATP jobs); at each arrival the
- * job is submitted and its workers started with --control, so they join,
- * wait while queued, run, and report done.
+ * switch with its control plane (and a PS for ATP jobs); every job's
+ * workers are started ahead (--control --credential-stdin) and wait in
+ * standby; at its arrival the job is submitted and its credential handed
+ * to them, so they join, wait while queued, run, and report done.
  */
 export async function runSchedule(
   scenario: ScheduleScenario,
@@ -55,8 +70,62 @@ export async function runSchedule(
     });
     if (!("controlUrl" in ready)) throw new Error("the switch has no control plane");
     const control = ready.controlUrl;
+    // The workers' times are Unix ms; the jobs' are on the switch's clock, which read 0 at its origin.
+    const origin = await switchClockOrigin(control);
 
     const workersOf: ChildNode[][] = scenario.jobs.map(() => []);
+    /** Starts job j's workers: they start up and wait, in standby, for its credential. */
+    const startWorkers = (job: ScheduleJob, j: number) => {
+      for (let w = 0; w < job.workers; w++) {
+        const child = new ChildNode(`${job.name} worker`, SCRIPTS.worker, [
+          "--control",
+          control,
+          "--job",
+          String(j + 1),
+          // The id is asked for, so the worker's own link is known.
+          "--worker",
+          String(w),
+          // Not on the command line nor in the environment, where every process could read it.
+          "--credential-stdin",
+          ...linkArgs(scenario.links, { job: j + 1, worker: w }),
+          "--tensor-bytes",
+          String(job.tensorBytes),
+          "--iterations",
+          String(job.epochs),
+          "--compute-ms",
+          String(job.computeMs),
+          "--seed",
+          String(scenario.seed + j + 1),
+          "--progress-ms",
+          "0",
+        ]);
+        children.push(child);
+        workersOf[j].push(child);
+        child
+          .waitFor(WorkerReadySchema, 600_000)
+          .then((record) =>
+            scrapeWhileAlive(targets, child, record, {
+              process: "worker",
+              run: policy,
+              ina_job_name: job.name,
+            }),
+          )
+          .catch(() => {});
+      }
+    };
+    // A job's time starts at its submission, not at its processes' start-up:
+    // its workers start up to WORKER_LEAD_MS before its arrival (those of the
+    // first jobs before the trace's clock starts) and wait in standby.
+    const early = scenario.jobs.flatMap((job, j) => (job.arriveMs < WORKER_LEAD_MS ? [j] : []));
+    for (const j of early) startWorkers(scenario.jobs[j], j);
+    await Promise.all(
+      early.flatMap((j) => workersOf[j].map((w) => w.waitFor(WorkerStandbySchema, STANDBY_MS))),
+    );
+    scenario.jobs.forEach((job, j) => {
+      if (job.arriveMs >= WORKER_LEAD_MS) {
+        timers.push(setTimeout(() => startWorkers(job, j), job.arriveMs - WORKER_LEAD_MS));
+      }
+    });
     const arrivals = scenario.jobs.map(
       (job, j) =>
         new Promise<void>((resolve, reject) => {
@@ -64,46 +133,15 @@ export async function runSchedule(
             setTimeout(() => {
               submit(control, job, j + 1)
                 .then((credential) => {
-                  for (let w = 0; w < job.workers; w++) {
-                    const child = new ChildNode(
-                      `${job.name} worker`,
-                      SCRIPTS.worker,
-                      [
-                        "--control",
-                        control,
-                        "--job",
-                        String(j + 1),
-                        // The id is asked for, so the worker's own link is known.
-                        "--worker",
-                        String(w),
-                        ...linkArgs(scenario.links, { job: j + 1, worker: w }),
-                        "--tensor-bytes",
-                        String(job.tensorBytes),
-                        "--iterations",
-                        String(job.epochs),
-                        "--compute-ms",
-                        String(job.computeMs),
-                        "--seed",
-                        String(scenario.seed + j + 1),
-                        "--progress-ms",
-                        "0",
-                      ],
-                      undefined,
-                      // Not on the command line, where every process could read it.
-                      { env: { ...process.env, [CREDENTIAL_ENV]: credential } },
-                    );
-                    children.push(child);
-                    workersOf[j].push(child);
-                    child
-                      .waitFor(WorkerReadySchema, 600_000)
-                      .then((record) =>
-                        scrapeWhileAlive(targets, child, record, {
-                          process: "worker",
-                          run: policy,
-                          ina_job_name: job.name,
-                        }),
-                      )
-                      .catch(() => {});
+                  for (const worker of workersOf[j]) {
+                    if (!worker.records.some((r) => r.event === "standby")) {
+                      process.stderr.write(
+                        `ina-experiment: warning: a worker of ${job.name} was not in standby at its ` +
+                          "arrival: the rest of its start-up counts in the job's wait\n",
+                      );
+                    }
+                    // Read once the worker is in standby (the pipe keeps it until then).
+                    worker.send(credential);
                   }
                   resolve();
                 })
@@ -129,8 +167,6 @@ export async function runSchedule(
     await options.beforeSwitchStops?.();
     await sw.stop();
     const switchStats = sw.recordsOf(SwitchStatsSchema).find((r) => r.final === true) ?? {};
-    // The workers' times are Unix ms; the job's are on the switch's clock, which read 0 at its origin.
-    const origin = await switchClockOrigin(control);
     const jobs = scenario.jobs.map((job, j) =>
       scheduledJobResult(
         job,
@@ -140,7 +176,8 @@ export async function runSchedule(
           results[j].map((r) => ({
             firstPacketAt: (r.firstPacketAtUnixMs ?? Number.NaN) - origin,
             lastResultAt: (r.lastResultAtUnixMs ?? Number.NaN) - origin,
-            verificationS: r.verificationSeconds ?? 0,
+            verificationS: r.verificationSeconds ?? Number.NaN,
+            verifiedAt: (r.verifiedAtUnixMs ?? Number.NaN) - origin,
           })),
           job.workers,
         ),

@@ -226,6 +226,7 @@ export function simulateSchedule(
           firstPacketAt: w.firstPacketAt,
           lastResultAt: w.lastResultAt,
           verificationS: 0,
+          verifiedAt: w.lastResultAt,
         })),
       job.workers,
     );

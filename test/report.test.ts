@@ -53,6 +53,7 @@ function scheduleResults(): ResultsFile {
     jctS: jct,
     verificationS: 0.1,
     heldAfterLastResultS: 0.01,
+    verifiedAfterLastResultS: 0.12,
     deadlineS: 2,
     deadlineMet: jct <= 2,
     regions: [
