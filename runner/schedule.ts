@@ -74,6 +74,11 @@ export async function runSchedule(
     const origin = await switchClockOrigin(control);
 
     const workersOf: ChildNode[][] = scenario.jobs.map(() => []);
+    const lastArrival = Math.max(...scenario.jobs.map((j) => j.arriveMs));
+    const joinTimeoutS = Math.min(
+      86_400,
+      Math.ceil((options.timeoutMs + lastArrival + WORKER_LEAD_MS) / 1000),
+    );
     /** Starts job j's workers: they start up and wait, in standby, for its credential. */
     const startWorkers = (job: ScheduleJob, j: number) => {
       for (let w = 0; w < job.workers; w++) {
@@ -87,6 +92,9 @@ export async function runSchedule(
           String(w),
           // Not on the command line nor in the environment, where every process could read it.
           "--credential-stdin",
+          // Waiting in standby and then in the queue is bounded by the run's timeout, not 600 s.
+          "--join-timeout-s",
+          String(joinTimeoutS),
           ...linkArgs(scenario.links, { job: j + 1, worker: w }),
           "--tensor-bytes",
           String(job.tensorBytes),
@@ -151,7 +159,6 @@ export async function runSchedule(
         }),
     );
     await Promise.all(arrivals);
-    const lastArrival = Math.max(...scenario.jobs.map((j) => j.arriveMs));
     const results = await Promise.all(
       workersOf.map((workers) =>
         Promise.all(
