@@ -364,14 +364,14 @@ export const WorkerResultSchema = z.strictObject({
   /** how long checking the output took (0 with --no-verify); after done was reported */
   verificationSeconds: z.number().optional(),
   /**
-   * when the first all-reduce began (after the first --compute-ms) and when
-   * the last sum was in: Unix ms with a fraction, on this host's clock (the
-   * verification and the done report come after)
+   * when the first all-reduce began (after the first --compute-ms), when the
+   * last sum was in (then done is reported) and when the check ended: ms on
+   * the host's monotonic clock (CLOCK_MONOTONIC), which every process on the
+   * host shares (ina-switch's GET /health tells where its own clock starts on it)
    */
-  firstPacketAtUnixMs: z.number().optional(),
-  lastResultAtUnixMs: z.number().optional(),
-  /** when the check ended (Unix ms): done was reported before it began */
-  verifiedAtUnixMs: z.number().optional(),
+  firstPacketAtMonotonicMs: z.number().optional(),
+  lastResultAtMonotonicMs: z.number().optional(),
+  verifiedAtMonotonicMs: z.number().optional(),
   /** FNV-1a of the last output's bytes: equal digests, equal outputs */
   outputDigest: z.string(),
   verified: z.boolean(),

@@ -70,7 +70,7 @@ export async function runSchedule(
     });
     if (!("controlUrl" in ready)) throw new Error("the switch has no control plane");
     const control = ready.controlUrl;
-    // The workers' times are Unix ms; the jobs' are on the switch's clock, which read 0 at its origin.
+    // The workers' times are on the host's monotonic clock; the jobs' on the switch's, which read 0 at its origin.
     const origin = await switchClockOrigin(control);
 
     const workersOf: ChildNode[][] = scenario.jobs.map(() => []);
@@ -181,10 +181,10 @@ export async function runSchedule(
         views.jobs.find((v) => v.id === j + 1),
         jobTiming(
           results[j].map((r) => ({
-            firstPacketAt: (r.firstPacketAtUnixMs ?? Number.NaN) - origin,
-            lastResultAt: (r.lastResultAtUnixMs ?? Number.NaN) - origin,
+            firstPacketAt: (r.firstPacketAtMonotonicMs ?? Number.NaN) - origin,
+            lastResultAt: (r.lastResultAtMonotonicMs ?? Number.NaN) - origin,
             verificationS: r.verificationSeconds ?? Number.NaN,
-            verifiedAt: (r.verifiedAtUnixMs ?? Number.NaN) - origin,
+            verifiedAt: (r.verifiedAtMonotonicMs ?? Number.NaN) - origin,
           })),
           job.workers,
         ),
@@ -213,12 +213,13 @@ async function submit(control: string, job: ScheduleJob, id: number): Promise<st
   return String(((await response.json()) as { credential: string }).credential);
 }
 
-/** The Unix time (ms) at which the switch's clock read 0 (GET /health). */
+/** Where the switch's clock read 0 on the host's monotonic clock, ms (GET /health). */
 async function switchClockOrigin(control: string): Promise<number> {
   const health = (await (await fetch(`${control}/health`)).json()) as {
-    clockOrigin?: string | null;
+    clockOriginMonotonicMs?: number | null;
   };
-  const origin = Date.parse(health.clockOrigin ?? "");
-  if (!Number.isFinite(origin)) throw new Error(`${control}/health tells no clockOrigin`);
+  const origin = health.clockOriginMonotonicMs;
+  if (typeof origin !== "number")
+    throw new Error(`${control}/health tells no clockOriginMonotonicMs`);
   return origin;
 }

@@ -61,6 +61,11 @@ export interface ControlPlaneOptions {
   now: () => number;
   /** the wall-clock time at which `now()` was 0, shown by GET /health to convert times */
   clockOrigin?: Date;
+  /**
+   * where `now()` was 0 on the host's monotonic clock (ms; runtime/clock.ts),
+   * shown by GET /health: processes on the host compare times through it
+   */
+  clockOriginMonotonicMs?: number;
   /** may do anything to any job (section "Credentials" of proto/control.ts); none: only job credentials */
   operatorToken?: string;
   /** finished, cancelled and rejected jobs kept for GET, the oldest purged first (200) */
@@ -611,6 +616,7 @@ export function buildControlApp(
     jobs: manager.jobs.size,
     // Job times are ms on the switch's clock: this is when it read 0, and what it reads now.
     clockOrigin: control.options.clockOrigin?.toISOString() ?? null,
+    clockOriginMonotonicMs: control.options.clockOriginMonotonicMs ?? null,
     clockMs: control.options.now(),
   }));
 

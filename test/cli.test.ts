@@ -401,8 +401,8 @@ describe("command lines, as real processes", () => {
     const result = await worker.waitFor(WorkerResultSchema, 60_000);
     assert.equal(result.verified, true);
     assert.ok(
-      (result.firstPacketAtUnixMs ?? 0) < (result.lastResultAtUnixMs ?? 0) &&
-        (result.lastResultAtUnixMs ?? 0) < (result.verifiedAtUnixMs ?? 0),
+      (result.firstPacketAtMonotonicMs ?? 0) < (result.lastResultAtMonotonicMs ?? 0) &&
+        (result.lastResultAtMonotonicMs ?? 0) < (result.verifiedAtMonotonicMs ?? 0),
       "first packet, last result, then verification",
     );
     assert.equal(await worker.waitExit(STARTUP_MS), 0);

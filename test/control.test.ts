@@ -42,6 +42,7 @@ describe("control plane API", () => {
       now: () => clock,
       operatorToken: OPERATOR,
       clockOrigin: new Date("2026-01-01T00:00:00Z"),
+      clockOriginMonotonicMs: 5_000_000.25,
     });
     app = buildControlApp(control);
   });
@@ -56,6 +57,7 @@ describe("control plane API", () => {
       aggregators: 64,
       jobs: 0,
       clockOrigin: "2026-01-01T00:00:00.000Z",
+      clockOriginMonotonicMs: 5_000_000.25,
       clockMs: 1234.5,
     });
   });

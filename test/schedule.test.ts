@@ -56,7 +56,7 @@ describe("scheduling through the control plane, real processes", () => {
     });
     const result = await runSchedule(scenario, "edf", { timeoutMs: 600_000 });
     const [be, late, early] = result.jobs;
-    // Workers' times (Unix ms) are put on the switch's clock, whose origin GET /health tells to the ms.
+    // Workers' times are put on the switch's clock through the host's monotonic clock (GET /health).
     const clockSlackS = 0.002;
     for (const job of result.jobs) {
       assert.equal(job.verified, true, `${job.name} exact`);

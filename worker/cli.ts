@@ -28,6 +28,7 @@ import {
   runCli,
   UsageError,
 } from "../runtime/cli.js";
+import { monotonicOriginMs } from "../runtime/clock.js";
 import { serveMetrics } from "../runtime/http.js";
 import { createLinkMetrics } from "../runtime/metrics.js";
 import { secretFrom } from "../runtime/secrets.js";
@@ -831,6 +832,7 @@ await runCli(spec, async (o) => {
         })
       : verifyAllReduce(output, o.seed, p.fanIn, o.scaleBits);
   const verifiedAt = performance.now();
+  const monotonicOrigin = monotonicOriginMs();
   const verificationSeconds = (verifiedAt - verifyStarted) / 1000;
   const s = core.stats;
   const verified = check?.verified === true && !overflowed;
@@ -865,10 +867,10 @@ await runCli(spec, async (o) => {
     drops: dropsByName(s.drops),
     verification: check,
     verificationSeconds,
-    // Unix ms (this host's clock), so a launcher can put them on another process's clock.
-    firstPacketAtUnixMs: performance.timeOrigin + firstPacketAt,
-    lastResultAtUnixMs: performance.timeOrigin + lastResultAt,
-    verifiedAtUnixMs: performance.timeOrigin + verifiedAt,
+    // On the host's monotonic clock, so a launcher can put them on another process's clock.
+    firstPacketAtMonotonicMs: monotonicOrigin + firstPacketAt,
+    lastResultAtMonotonicMs: monotonicOrigin + lastResultAt,
+    verifiedAtMonotonicMs: monotonicOrigin + verifiedAt,
     outputDigest: outputDigest(output),
     verified,
   });
