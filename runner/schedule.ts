@@ -166,7 +166,7 @@ export async function runSchedule(
         ),
       ),
     );
-    // A worker prints its result, then reports done: its job ends once it exits.
+    // A worker reports done, then verifies and prints its result: its job has ended once it exits.
     await Promise.all(workersOf.flat().map((w) => w.waitExit(120_000).catch(() => null)));
     const views = (await (
       await fetch(`${control}/jobs`, { headers: { authorization: bearer(operator) } })
