@@ -29,8 +29,9 @@ import { linkArgs, SCRIPTS, scrapeWhileAlive, startSwitch } from "./run.js";
  * one in standby costs only memory.
  */
 export const WORKER_LEAD_MS = 20_000;
-/** How long the first jobs' workers may take to reach standby (ms). */
+/** How long the first jobs' workers may take to reach standby (ms): at least, and per worker started at once. */
 const STANDBY_MS = 120_000;
+const STANDBY_PER_WORKER_MS = 2000;
 
 /**
  * Runs the scenario's arrivals under one policy with real processes: a
@@ -126,8 +127,10 @@ export async function runSchedule(
     // first jobs before the trace's clock starts) and wait in standby.
     const early = scenario.jobs.flatMap((job, j) => (job.arriveMs < WORKER_LEAD_MS ? [j] : []));
     for (const j of early) startWorkers(scenario.jobs[j], j);
+    // Many processes starting at once on a few cores each take longer.
+    const standbyMs = Math.max(STANDBY_MS, STANDBY_PER_WORKER_MS * children.length);
     await Promise.all(
-      early.flatMap((j) => workersOf[j].map((w) => w.waitFor(WorkerStandbySchema, STANDBY_MS))),
+      early.flatMap((j) => workersOf[j].map((w) => w.waitFor(WorkerStandbySchema, standbyMs))),
     );
     scenario.jobs.forEach((job, j) => {
       if (job.arriveMs >= WORKER_LEAD_MS) {
