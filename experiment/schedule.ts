@@ -19,6 +19,16 @@ export function parseScheduleScenario(input: unknown, source = "scenario"): Sche
   return parseOrUsage(ScheduleScenarioSchema, input, source);
 }
 
+/**
+ * One job of a scheduling run. Every time is on one clock (the switch's, to
+ * which a real run converts its workers' times; the simulator's virtual
+ * clock), from the job's submission, which is its arrival:
+ *
+ *   submission ──wait──▶ first packet ──transfer──▶ last result     (JCT = wait + transfer)
+ *        └─granted─▶ (region)                           └─held─▶ region released
+ *
+ * and verification, after the last result, counts in neither.
+ */
 export interface ScheduledJobResult {
   name: string;
   id: number;
@@ -26,11 +36,26 @@ export interface ScheduledJobResult {
   mode: "netreduce" | "atp";
   workers: number;
   arriveS: number;
-  /** submission to first region */
+  /** submission to the job's first region (part of the wait) */
+  grantedS: number | null;
+  /** submission to the first packet: the first worker's first all-reduce began (after its first computeMs) */
   waitS: number | null;
-  /** submission to the last worker's done */
+  /** first packet to the last worker's last result (computeMs between epochs included) */
+  transferS: number | null;
+  /** submission to the last worker's last result: waitS + transferS */
   jctS: number | null;
+  /**
+   * the slowest worker's check of its output against the reference sum, after
+   * its last result and its done; not in the JCT (the simulator verifies in
+   * zero virtual time: 0)
+   */
+  verificationS: number | null;
+  /** the last result to the region's release (the last worker's done, ending the job) */
+  heldAfterLastResultS: number | null;
+  /** the last result to the end of the last worker's verification: the release comes before it */
+  verifiedAfterLastResultS: number | null;
   deadlineS: number | null;
+  /** whether the last result came within the deadline after submission */
   deadlineMet: boolean | null;
   /** regions over time: seconds after submission, offset, size */
   regions: Array<{ atS: number; offset: number; size: number; epoch: number }>;
@@ -123,18 +148,59 @@ export function failedPolicy(policy: Policy, error: string): PolicyResult {
   };
 }
 
-/** One job's row from the control plane's view of it and its workers' result records. */
+/**
+ * When a job's data moved, on the control plane's clock (ms): its first
+ * worker's first packet, its last worker's last result, the slowest
+ * worker's verification (s) and when the last one ended. Null when not
+ * every worker got that far.
+ */
+export interface JobTiming {
+  firstPacketAt: number | null;
+  lastResultAt: number | null;
+  verificationS: number | null;
+  verifiedAt: number | null;
+}
+
+/** The job's timing from its workers' (first packet, last result, verification), on one clock. */
+export function jobTiming(
+  workers: ReadonlyArray<{
+    firstPacketAt: number;
+    lastResultAt: number;
+    verificationS: number;
+    verifiedAt: number;
+  }>,
+  expected: number,
+): JobTiming {
+  const finite = (x: number) => (Number.isFinite(x) ? x : null);
+  if (workers.length < expected || workers.length === 0) {
+    return { firstPacketAt: null, lastResultAt: null, verificationS: null, verifiedAt: null };
+  }
+  return {
+    firstPacketAt: finite(Math.min(...workers.map((w) => w.firstPacketAt))),
+    lastResultAt: finite(Math.max(...workers.map((w) => w.lastResultAt))),
+    verificationS: finite(Math.max(...workers.map((w) => w.verificationS))),
+    verifiedAt: finite(Math.max(...workers.map((w) => w.verifiedAt))),
+  };
+}
+
+/** One job's row from the control plane's view of it, its timing and its workers' result records. */
 export function scheduledJobResult(
   job: ScheduleJob,
   id: number,
   v: JobView | undefined,
+  timing: JobTiming,
   records: ReadonlyArray<Pick<WorkerResultRecord, "retransmissions" | "timeouts" | "verified">>,
 ): ScheduledJobResult {
-  const s = (ms: number | null | undefined, from: number) =>
-    ms === null || ms === undefined ? null : (ms - from) / 1000;
-  const submitted = v?.submittedAt ?? 0;
-  const finished = v?.finishedAt ?? null;
-  const deadline = v?.deadlineAt ?? null;
+  const s = (ms: number | null | undefined, from: number | null | undefined) =>
+    ms === null || ms === undefined || from === null || from === undefined
+      ? null
+      : (ms - from) / 1000;
+  const submitted = v?.submittedAt ?? null;
+  const waitS = s(timing.firstPacketAt, submitted);
+  const transferS = s(timing.lastResultAt, timing.firstPacketAt);
+  // The sum, not a third difference: wait + transfer = JCT exactly.
+  const jctS = waitS === null || transferS === null ? null : waitS + transferS;
+  const deadlineS = job.deadlineS ?? null;
   return {
     name: job.name,
     id,
@@ -142,12 +208,17 @@ export function scheduledJobResult(
     mode: job.mode,
     workers: job.workers,
     arriveS: job.arriveMs / 1000,
-    waitS: s(v?.startedAt, submitted),
-    jctS: s(finished, submitted),
-    deadlineS: job.deadlineS ?? null,
-    deadlineMet: deadline === null ? null : finished !== null && finished <= deadline,
+    grantedS: s(v?.startedAt, submitted),
+    waitS,
+    transferS,
+    jctS,
+    verificationS: timing.verificationS,
+    heldAfterLastResultS: v?.status === "finished" ? s(v.finishedAt, timing.lastResultAt) : null,
+    verifiedAfterLastResultS: s(timing.verifiedAt, timing.lastResultAt),
+    deadlineS,
+    deadlineMet: deadlineS === null ? null : jctS !== null && jctS <= deadlineS,
     regions: (v?.history ?? []).map((h) => ({
-      atS: (h.at - submitted) / 1000,
+      atS: (h.at - (submitted ?? 0)) / 1000,
       offset: h.offset,
       size: h.size,
       epoch: h.epoch,

@@ -116,8 +116,12 @@ export function formatScheduleTable(results: PolicyResult[]): string {
     "class",
     "mode",
     "arrive s",
+    "granted s",
     "wait s",
+    "transfer s",
     "JCT s",
+    "verify s",
+    "held s",
     "deadline s",
     "met",
     "regions (s after submit: size)",
@@ -132,8 +136,12 @@ export function formatScheduleTable(results: PolicyResult[]): string {
       j.class,
       j.mode,
       j.arriveS.toFixed(1),
+      f(j.grantedS),
       f(j.waitS),
+      f(j.transferS),
       f(j.jctS),
+      f(j.verificationS),
+      f(j.heldAfterLastResultS),
       j.deadlineS === null ? "-" : String(j.deadlineS),
       j.deadlineMet === null ? "-" : j.deadlineMet ? "yes" : "NO",
       j.regions.map((g) => `${g.atS.toFixed(1)}:${g.size}`).join(" ") || "-",
@@ -149,7 +157,14 @@ export function formatScheduleTable(results: PolicyResult[]): string {
         `${r.policy}: average JCT ${f(r.averageJctS)} s, deadlines met ${r.deadlinesMet}/${r.deadlineJobs}` +
         (r.deadlineJobs > 0 ? ` (${((100 * r.deadlinesMet) / r.deadlineJobs).toFixed(0)}%)` : ""),
     );
-  return [line(header), ...rows.map(line), ...failures(results), "", ...summary, ""].join("\n");
+  const virtual = results.some((r) => (r as { clock?: string }).clock === "virtual");
+  const legend =
+    "(from submission: granted = first region, wait = first packet, JCT = wait + transfer = last result; " +
+    `verify s: after the last result, not in the JCT${virtual ? ", and no virtual time in the simulator" : ""}; ` +
+    "held s: last result to the region's release)";
+  return [line(header), ...rows.map(line), ...failures(results), legend, "", ...summary, ""].join(
+    "\n",
+  );
 }
 
 /** Per point and job, over its repetitions: medians, and the mean with its 95 % interval. */

@@ -301,6 +301,16 @@ export const WorkerReadySchema = z.strictObject({
 });
 export type WorkerReadyRecord = z.infer<typeof WorkerReadySchema>;
 
+/**
+ * ina-worker --credential-stdin's `standby` record: started, waiting for its
+ * job's credential on stdin before it joins.
+ */
+export const WorkerStandbySchema = z.strictObject({
+  event: z.literal("standby"),
+  pid: z.int(),
+});
+export type WorkerStandbyRecord = z.infer<typeof WorkerStandbySchema>;
+
 /** ina-worker's `progress` record (every --progress-ms). */
 export const WorkerProgressSchema = z.strictObject({
   event: z.literal("progress"),
@@ -370,6 +380,17 @@ export const WorkerResultSchema = z.strictObject({
   link: LinkPortRecordSchema.optional(),
   /** null with --no-verify */
   verification: VerificationSchema.nullable(),
+  /** how long checking the output took (0 with --no-verify); after done was reported */
+  verificationSeconds: z.number().optional(),
+  /**
+   * when the first all-reduce began (after the first --compute-ms), when the
+   * last sum was in (then done is reported) and when the check ended: ms on
+   * the host's monotonic clock (CLOCK_MONOTONIC), which every process on the
+   * host shares (ina-switch's GET /health tells where its own clock starts on it)
+   */
+  firstPacketAtMonotonicMs: z.number().optional(),
+  lastResultAtMonotonicMs: z.number().optional(),
+  verifiedAtMonotonicMs: z.number().optional(),
   /** FNV-1a of the last output's bytes: equal digests, equal outputs */
   outputDigest: z.string(),
   verified: z.boolean(),
@@ -422,6 +443,7 @@ export const SwitchRecordSchema = z.discriminatedUnion("event", [
 ]);
 export const PsRecordSchema = z.discriminatedUnion("event", [PsReadySchema, PsStatsSchema]);
 export const WorkerRecordSchema = z.discriminatedUnion("event", [
+  WorkerStandbySchema,
   WorkerReadySchema,
   WorkerProgressSchema,
   WorkerResultSchema,

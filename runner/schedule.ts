@@ -4,24 +4,41 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
   type JobView,
+  jobTiming,
   type PolicyResult,
   policyResult,
   scheduledJobResult,
   submitBody,
 } from "../experiment/schedule.js";
 import type { Policy, SwitchConfigInput } from "../proto/config.js";
-import { bearer, CREDENTIAL_ENV, OPERATOR_TOKEN_ENV } from "../proto/control.js";
-import { SwitchStatsSchema, WorkerReadySchema, WorkerResultSchema } from "../proto/records.js";
+import { bearer, OPERATOR_TOKEN_ENV } from "../proto/control.js";
+import {
+  SwitchStatsSchema,
+  WorkerReadySchema,
+  WorkerResultSchema,
+  WorkerStandbySchema,
+} from "../proto/records.js";
 import type { ScheduleJob, ScheduleScenario } from "../proto/scenario.js";
 import { ChildNode } from "./processes.js";
 import type { ScrapeTargets } from "./prometheus.js";
 import { linkArgs, SCRIPTS, scrapeWhileAlive, startSwitch } from "./run.js";
 
 /**
+ * How long before its arrival a job's workers are started (ms): a Node
+ * process takes up to seconds to start on a busy 2-core host, and an idle
+ * one in standby costs only memory.
+ */
+export const WORKER_LEAD_MS = 20_000;
+/** How long the first jobs' workers may take to reach standby (ms): at least, and per worker started at once. */
+const STANDBY_MS = 120_000;
+const STANDBY_PER_WORKER_MS = 2000;
+
+/**
  * Runs the scenario's arrivals under one policy with real processes: a
- * switch with its control plane (and a PS for ATP jobs); at each arrival the
- * job is submitted and its workers started with --control, so they join,
- * wait while queued, run, and report done.
+ * switch with its control plane (and a PS for ATP jobs); every job's
+ * workers are started ahead (--control --credential-stdin) and wait in
+ * standby; at its arrival the job is submitted and its credential handed
+ * to them, so they join, wait while queued, run, and report done.
  */
 export async function runSchedule(
   scenario: ScheduleScenario,
@@ -54,8 +71,72 @@ export async function runSchedule(
     });
     if (!("controlUrl" in ready)) throw new Error("the switch has no control plane");
     const control = ready.controlUrl;
+    // The workers' times are on the host's monotonic clock; the jobs' on the switch's, which read 0 at its origin.
+    const origin = await switchClockOrigin(control);
 
     const workersOf: ChildNode[][] = scenario.jobs.map(() => []);
+    const lastArrival = Math.max(...scenario.jobs.map((j) => j.arriveMs));
+    const joinTimeoutS = Math.min(
+      86_400,
+      Math.ceil((options.timeoutMs + lastArrival + WORKER_LEAD_MS) / 1000),
+    );
+    /** Starts job j's workers: they start up and wait, in standby, for its credential. */
+    const startWorkers = (job: ScheduleJob, j: number) => {
+      for (let w = 0; w < job.workers; w++) {
+        const child = new ChildNode(`${job.name} worker`, SCRIPTS.worker, [
+          "--control",
+          control,
+          "--job",
+          String(j + 1),
+          // The id is asked for, so the worker's own link is known.
+          "--worker",
+          String(w),
+          // Not on the command line nor in the environment, where every process could read it.
+          "--credential-stdin",
+          // Waiting in standby and then in the queue is bounded by the run's timeout, not 600 s.
+          "--join-timeout-s",
+          String(joinTimeoutS),
+          ...linkArgs(scenario.links, { job: j + 1, worker: w }),
+          "--tensor-bytes",
+          String(job.tensorBytes),
+          "--iterations",
+          String(job.epochs),
+          "--compute-ms",
+          String(job.computeMs),
+          "--seed",
+          String(scenario.seed + j + 1),
+          "--progress-ms",
+          "0",
+        ]);
+        children.push(child);
+        workersOf[j].push(child);
+        child
+          .waitFor(WorkerReadySchema, 600_000)
+          .then((record) =>
+            scrapeWhileAlive(targets, child, record, {
+              process: "worker",
+              run: policy,
+              ina_job_name: job.name,
+            }),
+          )
+          .catch(() => {});
+      }
+    };
+    // A job's time starts at its submission, not at its processes' start-up:
+    // its workers start up to WORKER_LEAD_MS before its arrival (those of the
+    // first jobs before the trace's clock starts) and wait in standby.
+    const early = scenario.jobs.flatMap((job, j) => (job.arriveMs < WORKER_LEAD_MS ? [j] : []));
+    for (const j of early) startWorkers(scenario.jobs[j], j);
+    // Many processes starting at once on a few cores each take longer.
+    const standbyMs = Math.max(STANDBY_MS, STANDBY_PER_WORKER_MS * children.length);
+    await Promise.all(
+      early.flatMap((j) => workersOf[j].map((w) => w.waitFor(WorkerStandbySchema, standbyMs))),
+    );
+    scenario.jobs.forEach((job, j) => {
+      if (job.arriveMs >= WORKER_LEAD_MS) {
+        timers.push(setTimeout(() => startWorkers(job, j), job.arriveMs - WORKER_LEAD_MS));
+      }
+    });
     const arrivals = scenario.jobs.map(
       (job, j) =>
         new Promise<void>((resolve, reject) => {
@@ -63,46 +144,15 @@ export async function runSchedule(
             setTimeout(() => {
               submit(control, job, j + 1)
                 .then((credential) => {
-                  for (let w = 0; w < job.workers; w++) {
-                    const child = new ChildNode(
-                      `${job.name} worker`,
-                      SCRIPTS.worker,
-                      [
-                        "--control",
-                        control,
-                        "--job",
-                        String(j + 1),
-                        // The id is asked for, so the worker's own link is known.
-                        "--worker",
-                        String(w),
-                        ...linkArgs(scenario.links, { job: j + 1, worker: w }),
-                        "--tensor-bytes",
-                        String(job.tensorBytes),
-                        "--iterations",
-                        String(job.epochs),
-                        "--compute-ms",
-                        String(job.computeMs),
-                        "--seed",
-                        String(scenario.seed + j + 1),
-                        "--progress-ms",
-                        "0",
-                      ],
-                      undefined,
-                      // Not on the command line, where every process could read it.
-                      { env: { ...process.env, [CREDENTIAL_ENV]: credential } },
-                    );
-                    children.push(child);
-                    workersOf[j].push(child);
-                    child
-                      .waitFor(WorkerReadySchema, 600_000)
-                      .then((record) =>
-                        scrapeWhileAlive(targets, child, record, {
-                          process: "worker",
-                          run: policy,
-                          ina_job_name: job.name,
-                        }),
-                      )
-                      .catch(() => {});
+                  for (const worker of workersOf[j]) {
+                    if (!worker.records.some((r) => r.event === "standby")) {
+                      process.stderr.write(
+                        `ina-experiment: warning: a worker of ${job.name} was not in standby at its ` +
+                          "arrival: the rest of its start-up counts in the job's wait\n",
+                      );
+                    }
+                    // Read once the worker is in standby (the pipe keeps it until then).
+                    worker.send(credential);
                   }
                   resolve();
                 })
@@ -112,7 +162,6 @@ export async function runSchedule(
         }),
     );
     await Promise.all(arrivals);
-    const lastArrival = Math.max(...scenario.jobs.map((j) => j.arriveMs));
     const results = await Promise.all(
       workersOf.map((workers) =>
         Promise.all(
@@ -120,7 +169,7 @@ export async function runSchedule(
         ),
       ),
     );
-    // A worker prints its result, then reports done: its job ends once it exits.
+    // A worker reports done, then verifies and prints its result: its job has ended once it exits.
     await Promise.all(workersOf.flat().map((w) => w.waitExit(120_000).catch(() => null)));
     const views = (await (
       await fetch(`${control}/jobs`, { headers: { authorization: bearer(operator) } })
@@ -133,6 +182,15 @@ export async function runSchedule(
         job,
         j + 1,
         views.jobs.find((v) => v.id === j + 1),
+        jobTiming(
+          results[j].map((r) => ({
+            firstPacketAt: (r.firstPacketAtMonotonicMs ?? Number.NaN) - origin,
+            lastResultAt: (r.lastResultAtMonotonicMs ?? Number.NaN) - origin,
+            verificationS: r.verificationSeconds ?? Number.NaN,
+            verifiedAt: (r.verifiedAtMonotonicMs ?? Number.NaN) - origin,
+          })),
+          job.workers,
+        ),
         results[j],
       ),
     );
@@ -156,4 +214,15 @@ async function submit(control: string, job: ScheduleJob, id: number): Promise<st
     throw new Error(`submitting ${job.name}: ${response.status} ${body.message ?? ""}`);
   }
   return String(((await response.json()) as { credential: string }).credential);
+}
+
+/** Where the switch's clock read 0 on the host's monotonic clock, ms (GET /health). */
+async function switchClockOrigin(control: string): Promise<number> {
+  const health = (await (await fetch(`${control}/health`)).json()) as {
+    clockOriginMonotonicMs?: number | null;
+  };
+  const origin = health.clockOriginMonotonicMs;
+  if (typeof origin !== "number")
+    throw new Error(`${control}/health tells no clockOriginMonotonicMs`);
+  return origin;
 }

@@ -12,6 +12,7 @@ import {
   SERVER_SCHEMA,
   UsageError,
 } from "../runtime/cli.js";
+import { monotonicOriginMs } from "../runtime/clock.js";
 import { serveFromThread } from "../runtime/http-front.js";
 import { createLinkMetrics } from "../runtime/metrics.js";
 import { secretFrom } from "../runtime/secrets.js";
@@ -172,6 +173,7 @@ await runCli(spec, async (options) => {
     dataAddress: { host: address.address, port: address.port },
     now: () => performance.now(),
     clockOrigin: new Date(performance.timeOrigin),
+    clockOriginMonotonicMs: monotonicOriginMs(),
     hasParameterServer: config.parameterServer !== undefined,
     operatorToken: await operatorTokenOf(options),
     joinTimeoutMs: options.joinTimeoutS * 1000,

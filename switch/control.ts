@@ -61,6 +61,11 @@ export interface ControlPlaneOptions {
   now: () => number;
   /** the wall-clock time at which `now()` was 0, shown by GET /health to convert times */
   clockOrigin?: Date;
+  /**
+   * where `now()` was 0 on the host's monotonic clock (ms; runtime/clock.ts),
+   * shown by GET /health: processes on the host compare times through it
+   */
+  clockOriginMonotonicMs?: number;
   /** may do anything to any job (section "Credentials" of proto/control.ts); none: only job credentials */
   operatorToken?: string;
   /** finished, cancelled and rejected jobs kept for GET, the oldest purged first (200) */
@@ -409,7 +414,8 @@ export class ControlPlane {
    * Ends the jobs nobody else will (README.md, "Jobs always end"): one that
    * no worker joined within joinTimeoutMs of its submission is cancelled
    * ("expired"), as is one whose workers joined but sent nothing within
-   * joinTimeoutMs of the last join; a running one whose workers have all been silent (no
+   * joinTimeoutMs of the last join or of its latest region, whichever came
+   * later (a queued job's joined workers are never expired); a running one whose workers have all been silent (no
    * contribution, forward or keepalive from a bound address) for its
    * dead-peer time after they last were heard, with no PSN waiting (that
    * the dead-peer rule fails), is finished as unreported: its workers ended
@@ -439,8 +445,13 @@ export class ControlPlane {
       if (job.status !== "running" || installed === undefined) continue;
       if (installed.counters.firstContributionAt < 0) {
         // Joined, but nothing sent yet: workers still starting, or dead
-        // before their first packet; the join timeout decides.
-        const joinedAt = this.lastJoinAt.get(id) ?? job.submittedAt;
+        // before their first packet; the join timeout decides, counted from
+        // the later of the last join and the region: workers that joined a
+        // queued job (started ahead of it) waited for the region, not idly.
+        const joinedAt = Math.max(
+          this.lastJoinAt.get(id) ?? job.submittedAt,
+          job.history.at(-1)?.at ?? job.submittedAt,
+        );
         if (joinTimeoutMs > 0 && now - joinedAt >= joinTimeoutMs) {
           expire(
             id,
@@ -609,6 +620,7 @@ export function buildControlApp(
     jobs: manager.jobs.size,
     // Job times are ms on the switch's clock: this is when it read 0, and what it reads now.
     clockOrigin: control.options.clockOrigin?.toISOString() ?? null,
+    clockOriginMonotonicMs: control.options.clockOriginMonotonicMs ?? null,
     clockMs: control.options.now(),
   }));
 

@@ -10,6 +10,7 @@ import {
   SwitchStatsSchema,
   WorkerProgressSchema,
   WorkerResultSchema,
+  WorkerStandbySchema,
 } from "../proto/records.js";
 import { ChildNode } from "../runner/processes.js";
 import { SCRIPTS } from "../runner/run.js";
@@ -163,6 +164,16 @@ describe("command lines, as real processes", () => {
         SCRIPTS.worker,
         ["--control", "http://127.0.0.1:9", "--job", "1", "--credential-file", "/nonexistent/cred"],
         /--credential-file: cannot read \/nonexistent\/cred/,
+      ],
+      [
+        SCRIPTS.worker,
+        ["--switch", "127.0.0.1:9", "--worker", "0", "--fan-in", "2", "--credential-stdin"],
+        /--credential-stdin: needs --control/,
+      ],
+      [
+        SCRIPTS.worker,
+        ["--control", "http://127.0.0.1:9", "--credential-stdin", "--wait-go"],
+        /--credential-stdin: give one of --credential, --credential-file, --credential-stdin; and not with --wait-go/,
       ],
       [
         SCRIPTS.switch,
@@ -359,6 +370,43 @@ describe("command lines, as real processes", () => {
       assert.equal(phases.at(-1), "verifying");
     }
     const job = (await (await fetch(`${url}/jobs/7`)).json()) as { status: string };
+    assert.equal(job.status, "finished");
+    await sw.stop();
+  });
+
+  it("a worker started before its job exists waits in standby, then joins with the credential handed on stdin", async () => {
+    const sw = new ChildNode("switch", SCRIPTS.switch, []);
+    children.push(sw);
+    const url = String((await sw.waitFor(SwitchReadySchema, STARTUP_MS)).controlUrl);
+    const worker = new ChildNode("worker", SCRIPTS.worker, [
+      ...["--control", url, "--job", "9", "--worker", "0", "--tensor-bytes", "256KiB"],
+      "--credential-stdin",
+    ]);
+    children.push(worker);
+    await worker.waitFor(WorkerStandbySchema, STARTUP_MS);
+    assert.equal((await fetch(`${url}/jobs/9`)).status, 404, "no job yet: the worker only waits");
+    const submit = await fetch(`${url}/jobs`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        id: 9,
+        class: "be",
+        mode: "netreduce",
+        workers: 1,
+        modelBytes: 262144,
+      }),
+    });
+    assert.equal(submit.status, 201);
+    worker.send(((await submit.json()) as { credential: string }).credential);
+    const result = await worker.waitFor(WorkerResultSchema, 60_000);
+    assert.equal(result.verified, true);
+    assert.ok(
+      (result.firstPacketAtMonotonicMs ?? 0) < (result.lastResultAtMonotonicMs ?? 0) &&
+        (result.lastResultAtMonotonicMs ?? 0) < (result.verifiedAtMonotonicMs ?? 0),
+      "first packet, last result, then verification",
+    );
+    assert.equal(await worker.waitExit(STARTUP_MS), 0);
+    const job = (await (await fetch(`${url}/jobs/9`)).json()) as { status: string };
     assert.equal(job.status, "finished");
     await sw.stop();
   });

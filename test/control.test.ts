@@ -42,6 +42,7 @@ describe("control plane API", () => {
       now: () => clock,
       operatorToken: OPERATOR,
       clockOrigin: new Date("2026-01-01T00:00:00Z"),
+      clockOriginMonotonicMs: 5_000_000.25,
     });
     app = buildControlApp(control);
   });
@@ -56,6 +57,7 @@ describe("control plane API", () => {
       aggregators: 64,
       jobs: 0,
       clockOrigin: "2026-01-01T00:00:00.000Z",
+      clockOriginMonotonicMs: 5_000_000.25,
       clockMs: 1234.5,
     });
   });
@@ -413,6 +415,60 @@ describe("control plane API", () => {
     assert.equal(expired.status, "cancelled", "job 1 expired at the sweep after 120 s");
     assert.match(expired.reason, /^expired: no worker joined within 120 s/);
     assert.equal((await api.inject({ method: "GET", url: "/allocation" })).json().freeTotal, 64);
+  });
+
+  it("workers that joined a queued job are not expired for waiting: the join timeout counts from its region", async () => {
+    let now = 0;
+    // No dead-peer rule: job 1 sends once and then holds its region as long as the test needs.
+    const sw = new SwitchCore(parseSwitchConfig({ aggregators: 64, deadPeerS: 0 }), {
+      send: () => {},
+    });
+    const control = new ControlPlane({
+      manager: new MemoryManager({ aggregators: 64, bytesPerAggregator: 1024, policy: "fcfs" }),
+      core: sw,
+      dataAddress: { host: "127.0.0.1", port: 1 },
+      now: () => now,
+      joinTimeoutMs: 120_000,
+      operatorToken: OPERATOR,
+      defer: (work) => work(),
+    });
+    const api = buildControlApp(control);
+    const post = (url: string, payload?: Record<string, unknown>) =>
+      api.inject({ method: "POST", url, payload, headers: { authorization: bearer(OPERATOR) } });
+    const status = async (id: number) =>
+      (await api.inject({ method: "GET", url: `/jobs/${id}` })).json().status;
+    // Job 1 holds every aggregator; job 2 queues behind it, its workers joined at once.
+    assert.equal((await post("/jobs", job({ id: 1, aggregators: 64 }))).statusCode, 201);
+    assert.equal((await post("/jobs", job({ id: 2, aggregators: 64 }))).statusCode, 202);
+    for (const w of [0, 1]) {
+      assert.equal((await post("/jobs/1/workers", { workerId: w })).statusCode, 201);
+      assert.equal((await post("/jobs/2/workers", { workerId: w })).statusCode, 201);
+      await api.inject({
+        method: "PUT",
+        url: `/jobs/1/workers/${w}/address`,
+        payload: { port: 7000 + w },
+        remoteAddress: "127.0.0.1",
+        headers: { authorization: bearer(OPERATOR) },
+      });
+    }
+    const region = (await api.inject({ method: "GET", url: "/jobs/1" })).json().region;
+    const rule = { id: 1, fanIn: 2, offset: region.offset, regionSize: region.size };
+    now = 10_000;
+    for (const w of [0, 1]) sw.receive(contribution(rule, w, 0, [1]), 7000 + w, "127.0.0.1", now);
+    now = 150_000;
+    control.sweep(now);
+    assert.equal(await status(2), "queued");
+    // Job 1's workers report done.
+    for (const w of [0, 1]) await post(`/jobs/1/workers/${w}/done`);
+    assert.equal(await status(2), "running", "job 2 got the region at 150 s");
+    control.sweep(200_000);
+    assert.equal(
+      await status(2),
+      "running",
+      "50 s after its region, 200 s after its workers joined",
+    );
+    control.sweep(270_000);
+    assert.equal(await status(2), "cancelled", "120 s after its region with nothing sent");
   });
 
   it("a submitter without the operator token holds a bounded number of live jobs; the operator is not bounded", async () => {

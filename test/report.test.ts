@@ -5,9 +5,17 @@ import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { renderFigure, runFigures, scheduleFigures } from "../experiment/figures.js";
 import { type ResultsFile, writeReport } from "../experiment/report-page.js";
-import type { PolicyResult } from "../experiment/schedule.js";
+import {
+  failedPolicy,
+  type JobView,
+  jobTiming,
+  type PolicyResult,
+  parseScheduleScenario,
+  scheduledJobResult,
+} from "../experiment/schedule.js";
 import type { PointStatistics } from "../experiment/sweep.js";
 import { summarize } from "../experiment/sweep.js";
+import { formatScheduleTable } from "../experiment/table.js";
 import { launchChromium } from "./browser.js";
 
 /** A small results file: an ATP pool swept over 3 sizes, 3 repetitions each. */
@@ -47,8 +55,13 @@ function scheduleResults(): ResultsFile {
     mode: "netreduce" as const,
     workers: 2,
     arriveS,
+    grantedS: 0,
     waitS: 0,
+    transferS: jct,
     jctS: jct,
+    verificationS: 0.1,
+    heldAfterLastResultS: 0.01,
+    verifiedAfterLastResultS: 0.12,
     deadlineS: 2,
     deadlineMet: jct <= 2,
     regions: [
@@ -208,5 +221,72 @@ describe("figures and the report page", () => {
     } finally {
       await browser.close();
     }
+  });
+});
+
+describe("scheduling results: a job's times", () => {
+  const job = parseScheduleScenario({
+    name: "t",
+    jobs: [
+      { name: "j", class: "md", deadlineS: 3, workers: 2, tensorBytes: "1MiB", arriveMs: 1000 },
+    ],
+  }).jobs[0];
+  const view: JobView = {
+    id: 1,
+    status: "finished",
+    submittedAt: 1000,
+    startedAt: 1500,
+    finishedAt: 4050,
+    deadlineAt: 4000,
+    history: [{ at: 1500, offset: 0, size: 8, epoch: 0 }],
+  };
+  const records = [0, 1].map(() => ({ retransmissions: 1, timeouts: 0, verified: true }));
+
+  it("wait runs from submission to the first worker's first packet, transfer to the last worker's last result; verification and the region's hold are apart", () => {
+    const timing = jobTiming(
+      [
+        { firstPacketAt: 1700, lastResultAt: 3900, verificationS: 0.2, verifiedAt: 4200 },
+        { firstPacketAt: 1600, lastResultAt: 4000, verificationS: 0.3, verifiedAt: 4300 },
+      ],
+      2,
+    );
+    assert.deepEqual(timing, {
+      firstPacketAt: 1600,
+      lastResultAt: 4000,
+      verificationS: 0.3,
+      verifiedAt: 4300,
+    });
+    const r = scheduledJobResult(job, 1, view, timing, records);
+    assert.equal(r.grantedS, 0.5);
+    assert.equal(r.waitS, 0.6);
+    assert.equal(r.transferS, 2.4);
+    assert.ok(Math.abs((r.jctS ?? 0) - 3) < 1e-12);
+    assert.equal(r.verificationS, 0.3);
+    assert.ok(Math.abs((r.heldAfterLastResultS ?? 0) - 0.05) < 1e-12);
+    assert.ok(Math.abs((r.verifiedAfterLastResultS ?? 0) - 0.3) < 1e-12);
+    assert.equal(
+      r.deadlineMet,
+      true,
+      "the last result came within the deadline; the release after it does not count",
+    );
+    assert.equal(r.retransmissions, 2);
+    const table = formatScheduleTable([
+      { ...failedPolicy("edf", ""), error: undefined, jobs: [r] },
+    ]);
+    assert.match(table, /granted s +wait s +transfer s +JCT s +verify s +held s/);
+    assert.match(table, /0\.50 +0\.60 +2\.40 +3\.00 +0\.30 +0\.0500/);
+  });
+
+  it("a job that not every worker finished has no transfer, no JCT and no deadline met", () => {
+    const timing = jobTiming(
+      [{ firstPacketAt: 1600, lastResultAt: 4000, verificationS: 0.3, verifiedAt: 4300 }],
+      2,
+    );
+    const r = scheduledJobResult(job, 1, { ...view, status: "failed" }, timing, records.slice(1));
+    assert.equal(r.waitS, null);
+    assert.equal(r.jctS, null);
+    assert.equal(r.heldAfterLastResultS, null);
+    assert.equal(r.deadlineMet, false);
+    assert.equal(r.verified, false);
   });
 });

@@ -5,8 +5,8 @@ import { runSchedule } from "../runner/schedule.js";
 import { testSeed } from "./seed.js";
 
 /**
- * Jobs through the control plane, as real processes: submitted on arrival,
- * workers join with --control, the memory manager's decisions change
+ * Jobs through the control plane, as real processes: workers started ahead
+ * in standby, jobs submitted on arrival, workers join with --control, the memory manager's decisions change
  * regions of running jobs, and every result must stay exact.
  */
 describe("scheduling through the control plane, real processes", () => {
@@ -56,9 +56,27 @@ describe("scheduling through the control plane, real processes", () => {
     });
     const result = await runSchedule(scenario, "edf", { timeoutMs: 600_000 });
     const [be, late, early] = result.jobs;
+    // Workers' times are put on the switch's clock through the host's monotonic clock (GET /health).
+    const clockSlackS = 0.002;
     for (const job of result.jobs) {
       assert.equal(job.verified, true, `${job.name} exact`);
       assert.equal(job.status, "finished");
+      const { grantedS, waitS, transferS, jctS, heldAfterLastResultS: held } = job;
+      assert.ok(
+        grantedS !== null && waitS !== null && transferS !== null && jctS !== null && held !== null,
+        `${job.name}: every time measured: ${JSON.stringify(job)}`,
+      );
+      assert.ok(Math.abs(waitS + transferS - jctS) < 1e-9, `${job.name}: wait + transfer = JCT`);
+      assert.ok(transferS > 0, `${job.name}: transfer ${transferS}`);
+      assert.ok(waitS >= grantedS - clockSlackS, `${job.name}: no packet before the region`);
+      assert.ok(held >= -clockSlackS, `${job.name}: released after the last result`);
+      // Done is reported before verifying: the region is back before the last check ends.
+      assert.ok(
+        held <= (job.verifiedAfterLastResultS ?? Number.NaN) + clockSlackS,
+        `${job.name}: region held ${held} s after the last result, verification ended ${job.verifiedAfterLastResultS} s after`,
+      );
+      assert.ok((job.verificationS ?? 0) > 0, `${job.name}: verification measured apart`);
+      assert.equal(job.deadlineMet, job.deadlineS === null ? null : jctS <= job.deadlineS);
     }
     assert.ok(
       be.regions.length >= 2,
@@ -70,9 +88,13 @@ describe("scheduling through the control plane, real processes", () => {
     assert.ok(late.regions.length >= 1);
     // How long each waited and whether deadlines were met depend on this
     // host's speed: reported here, checked in virtual time (test/sim.test.ts).
-    console.log(
-      `md-early waited ${early.waitS?.toFixed(2)} s; deadlines met: ${result.deadlinesMet} of 2`,
-    );
+    for (const j of result.jobs) {
+      console.log(
+        `${j.name}: granted ${j.grantedS?.toFixed(3)} s, wait ${j.waitS?.toFixed(3)} s, transfer ${j.transferS?.toFixed(3)} s, ` +
+          `JCT ${j.jctS?.toFixed(3)} s, verification ${j.verificationS?.toFixed(3)} s, region held ${j.heldAfterLastResultS?.toFixed(3)} s after the last result`,
+      );
+    }
+    console.log(`deadlines met: ${result.deadlinesMet} of 2`);
     const changes = Number(result.switch.regionChanges ?? 0);
     assert.ok(changes >= 1, `regions drained after changes: ${changes}`);
   });

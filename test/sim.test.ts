@@ -480,6 +480,69 @@ describe("ina-sim: scheduling scenarios", () => {
     assert.ok((long?.regions.length ?? 0) > 2, JSON.stringify(long?.regions));
     assert.equal(JSON.stringify(simulateSchedule(scenario, "edf")), JSON.stringify(edf));
   });
+
+  it("splits each JCT into wait (to the first packet) and transfer (to the last result), as the processes do; a finished job's region goes at its last result", () => {
+    const scenario = parseScheduleScenario({
+      name: "split",
+      seed: testSeed("sim schedule split", 7),
+      policies: ["fcfs"],
+      aggregators: 64,
+      links: { rate: "100Mbps", delay: "50us" },
+      jobs: [
+        // holds every aggregator: the second job queues until it is done
+        {
+          name: "a",
+          class: "be",
+          workers: 2,
+          tensorBytes: "512KiB",
+          epochs: 2,
+          computeMs: 5,
+          aggregators: 64,
+          window: 16,
+        },
+        {
+          name: "b",
+          class: "md",
+          deadlineS: 30,
+          workers: 2,
+          tensorBytes: "256KiB",
+          computeMs: 5,
+          arriveMs: 10,
+          aggregators: 64,
+          window: 16,
+        },
+      ],
+    });
+    const result = simulateSchedule(scenario, "fcfs");
+    assert.equal(result.verified, true);
+    const [a, b] = result.jobs;
+    for (const job of result.jobs) {
+      assert.ok(job.waitS !== null && job.transferS !== null && job.jctS !== null, job.name);
+      assert.ok(
+        Math.abs(job.waitS + job.transferS - job.jctS) < 1e-9,
+        `${job.name}: wait + transfer = JCT`,
+      );
+      assert.ok(
+        job.transferS > 0.005,
+        `${job.name}: the transfer holds at least the compute between epochs`,
+      );
+      // In virtual time the first packet leaves one computeMs after the region came.
+      assert.ok(
+        Math.abs(job.waitS - ((job.grantedS ?? Number.NaN) + 0.005)) < 1e-9,
+        `${job.name} wait`,
+      );
+      assert.equal(job.verificationS, 0, "verifying takes no virtual time");
+      assert.equal(job.heldAfterLastResultS, 0, "done at the last result");
+      assert.equal(job.deadlineMet, job.deadlineS === null ? null : job.jctS <= job.deadlineS);
+    }
+    assert.equal(a.grantedS, 0);
+    // b got a's region when a's last result came, on the same clock.
+    assert.ok(
+      Math.abs(b.arriveS + (b.grantedS ?? Number.NaN) - (a.arriveS + (a.jctS ?? Number.NaN))) <
+        1e-9,
+      `b granted at a's last result: ${JSON.stringify({ a, b })}`,
+    );
+  });
 });
 
 describe("ina-sim: per-layer traces", () => {

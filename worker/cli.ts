@@ -28,6 +28,7 @@ import {
   runCli,
   UsageError,
 } from "../runtime/cli.js";
+import { monotonicOriginMs } from "../runtime/clock.js";
 import { serveMetrics } from "../runtime/http.js";
 import { createLinkMetrics } from "../runtime/metrics.js";
 import { secretFrom } from "../runtime/secrets.js";
@@ -263,6 +264,13 @@ const spec = {
       valueName: "FILE",
       description: "read the credential from FILE (its first line) instead",
     },
+    "credential-stdin": {
+      type: "boolean",
+      description:
+        "with --control: wait for the credential on stdin (its first line) before joining, so a\n" +
+        "launcher can start the worker ahead of its job's submission: it prints a standby record\n" +
+        "and waits (at most --join-timeout-s)",
+    },
     "join-timeout-s": {
       type: "string",
       valueName: "S",
@@ -329,6 +337,7 @@ const spec = {
       joinTimeoutS: z.coerce.number().positive().max(86_400).default(600),
       credential: z.string().min(1).optional(),
       credentialFile: z.string().min(1).optional(),
+      credentialStdin: z.boolean().default(false),
       warnAfterS: z.coerce.number().min(0).max(86_400).default(5),
       giveUpS: z.coerce.number().min(0).max(86_400).default(90),
       keepaliveMs: cliInt(0, 3_600_000).default(1000),
@@ -349,6 +358,20 @@ const spec = {
       path: ["fanIn"],
       message: "required without --control",
     })
+    .refine((o) => !o.credentialStdin || o.control !== undefined, {
+      path: ["credentialStdin"],
+      message: "needs --control",
+    })
+    .refine(
+      (o) =>
+        !o.credentialStdin ||
+        (o.credential === undefined && o.credentialFile === undefined && !o.waitGo),
+      {
+        path: ["credentialStdin"],
+        message:
+          "give one of --credential, --credential-file, --credential-stdin; and not with --wait-go (both read stdin)",
+      },
+    )
     .refine((o) => o.worker === undefined || o.fanIn === undefined || o.worker < o.fanIn, {
       path: ["worker"],
       message: "must be below --fan-in",
@@ -382,6 +405,33 @@ interface JobPlacement {
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * The first non-empty line of stdin, once it comes: a launcher started this
+ * worker before it submitted the job, and writes the credential POST /jobs
+ * answered. Bounded by --join-timeout-s.
+ */
+function credentialFromStdin(timeoutS: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const lines = createInterface({ input: process.stdin });
+    const timer = setTimeout(() => {
+      lines.close();
+      reject(
+        new Error(`--credential-stdin: no credential within ${timeoutS} s (--join-timeout-s)`),
+      );
+    }, timeoutS * 1000);
+    lines.on("line", (line) => {
+      if (line.trim() === "") return;
+      clearTimeout(timer);
+      resolve(line.trim());
+      lines.close();
+    });
+    lines.on("close", () => {
+      clearTimeout(timer);
+      reject(new Error("--credential-stdin: stdin closed before the credential came"));
+    });
+  });
+}
 
 /** The job's credential for the control plane: --credential, else the environment's. */
 let credential: string | undefined;
@@ -542,11 +592,28 @@ function warnWhenQuiet(
 }
 
 await runCli(spec, async (o) => {
-  credential = await secretFrom("credential", o.credential, o.credentialFile, CREDENTIAL_ENV);
+  // The metrics server first: it is slow to start on a busy host, needs
+  // nothing of the job, and serves the job's metrics once they are registered.
+  const registry = new Registry();
+  const metricsServer = await serveMetrics(registry, "127.0.0.1", o.metricsPort);
+  const elements = o.tensorBytes / 4;
+  const who = o.control === undefined ? null : identity(o, process.env);
+  // A control-plane job is NetReduce or ATP: with its worker id known, the
+  // gradient can be made before joining, and the join's region is current.
+  const early = who?.workerId === undefined ? null : makeGradient(elements, o.seed, who.workerId);
+  if (o.credentialStdin) {
+    // Started ahead of its job: everything that does not need the job is
+    // done (the runtime, the HTTP client's first request, the metrics
+    // server, the gradient); the job's clock starts when it is submitted.
+    await requestControl(`${String(o.control).replace(/\/$/, "")}/health`, "GET");
+    emitRecord({ event: "standby", pid: process.pid });
+    credential = await credentialFromStdin(o.joinTimeoutS);
+  } else {
+    credential = await secretFrom("credential", o.credential, o.credentialFile, CREDENTIAL_ENV);
+  }
   let placement: JobPlacement;
   let idSource: WorkerIdSource = "--worker";
-  if (o.control !== undefined) {
-    const who = identity(o, process.env);
+  if (o.control !== undefined && who !== null) {
     placement = await join(o.control, o.job, o.joinTimeoutS, who);
     idSource = who.source;
     process.stderr.write(
@@ -575,7 +642,6 @@ await runCli(spec, async (o) => {
       switchPort: target.port,
     };
   }
-  const elements = o.tensorBytes / 4;
   const ring = placement.mode === "ring";
   const op = o.operation;
   if (!ring && op !== "allReduce") {
@@ -591,8 +657,8 @@ await runCli(spec, async (o) => {
   }
   const input = ring
     ? collectiveInput(op, elements, o.seed, placement.workerId, placement.fanIn)
-    : makeGradient(elements, o.seed, placement.workerId);
-  if (o.control !== undefined) {
+    : (early ?? makeGradient(elements, o.seed, placement.workerId));
+  if (o.control !== undefined && early === null) {
     // Making the input takes a while: start in the region the job has now.
     const now = await controlRequest(`${o.control.replace(/\/$/, "")}/jobs/${o.job}`, "GET");
     const region = now.region as { offset: number; size: number; epoch: number } | null;
@@ -657,7 +723,6 @@ await runCli(spec, async (o) => {
       { port: worker.address().port },
     );
   }
-  const registry = new Registry();
   const metrics = createWorkerMetrics(registry, worker.core, {
     job: o.job,
     worker: p.workerId,
@@ -667,7 +732,6 @@ await runCli(spec, async (o) => {
   createLinkMetrics(registry, () =>
     nic === null ? [] : [{ host: "switch", direction: "up", record: nic.record() }],
   );
-  const metricsServer = await serveMetrics(registry, "127.0.0.1", o.metricsPort);
   emitRecord({
     event: "ready",
     pid: process.pid,
@@ -705,9 +769,12 @@ await runCli(spec, async (o) => {
   const started = performance.now();
   const cpuBefore = cpuSeconds();
   const iterationSeconds: number[] = [];
+  /** when the first all-reduce began (its first packet went out), performance.now() */
+  let firstPacketAt = Number.NaN;
   for (; iteration < o.iterations; iteration++) {
     if (o.computeMs > 0) await sleep(o.computeMs);
     const t = performance.now();
+    if (iteration === 0) firstPacketAt = t;
     try {
       if (worker instanceof CollectiveWorker) await worker.collective(op, input, output, o.root);
       else await worker.allreduce(input, output);
@@ -723,11 +790,32 @@ await runCli(spec, async (o) => {
     iterationSeconds.push((performance.now() - t) / 1000);
     metrics.observeAllReduce((performance.now() - t) / 1000);
   }
-  const seconds = (performance.now() - started) / 1000;
+  const lastResultAt = performance.now();
+  const seconds = (lastResultAt - started) / 1000;
   const allReduceCpuSeconds = cpuSeconds() - cpuBefore;
   if (progress !== null) clearInterval(progress);
   if (watchdog !== null) clearInterval(watchdog);
-  await worker.close();
+  // Done as soon as the last aggregation is in, before closing the socket
+  // and the (synchronous) verification, so the switch frees the region
+  // while this worker closes and checks; a done that cannot be reported is
+  // only warned about, and the result is printed either way. A ring worker
+  // closes first: its close lingers to acknowledge peers through the switch.
+  const reportDone = () =>
+    o.control === undefined
+      ? Promise.resolve()
+      : controlRequest(
+          `${o.control.replace(/\/$/, "")}/jobs/${o.job}/workers/${p.workerId}/done`,
+          "POST",
+        ).then(
+          () => {},
+          (error: Error) => {
+            process.stderr.write(`warning: the job's done was not reported: ${error.message}\n`);
+          },
+        );
+  if (ring) await worker.close();
+  const reportingDone = reportDone();
+  if (!ring) await worker.close();
+  await reportingDone;
 
   // The last iteration's output is checked; every iteration sums the same inputs.
   if (!o.noVerify && o.progressMs > 0) {
@@ -740,23 +828,7 @@ await runCli(spec, async (o) => {
       totalPackets: core.totalPackets,
     });
   }
-  // Done as soon as the last aggregation is in, before the (synchronous)
-  // verification, so the switch frees the region while this worker checks;
-  // a done that cannot be reported is only warned about, and the result is
-  // printed either way.
-  const reportingDone =
-    o.control === undefined
-      ? Promise.resolve()
-      : controlRequest(
-          `${o.control.replace(/\/$/, "")}/jobs/${o.job}/workers/${p.workerId}/done`,
-          "POST",
-        ).then(
-          () => {},
-          (error: Error) => {
-            process.stderr.write(`warning: the job's done was not reported: ${error.message}\n`);
-          },
-        );
-  await reportingDone;
+  const verifyStarted = performance.now();
   const check: Verification | null = o.noVerify
     ? null
     : ring
@@ -769,6 +841,9 @@ await runCli(spec, async (o) => {
           length: elements,
         })
       : verifyAllReduce(output, o.seed, p.fanIn, o.scaleBits);
+  const verifiedAt = performance.now();
+  const monotonicOrigin = monotonicOriginMs();
+  const verificationSeconds = (verifiedAt - verifyStarted) / 1000;
   const s = core.stats;
   const verified = check?.verified === true && !overflowed;
   emitRecord({
@@ -801,6 +876,11 @@ await runCli(spec, async (o) => {
     link: worker.nic?.record({ series: true }),
     drops: dropsByName(s.drops),
     verification: check,
+    verificationSeconds,
+    // On the host's monotonic clock, so a launcher can put them on another process's clock.
+    firstPacketAtMonotonicMs: monotonicOrigin + firstPacketAt,
+    lastResultAtMonotonicMs: monotonicOrigin + lastResultAt,
+    verifiedAtMonotonicMs: monotonicOrigin + verifiedAt,
     outputDigest: outputDigest(output),
     verified,
   });
