@@ -40,6 +40,20 @@ export interface AtpOutcome {
   reclaimed: boolean;
   /** the job held its quota of the pool: the contribution passes through to the PS */
   overQuota: boolean;
+  /**
+   * with `foreign`: the other job's partial was preempted (ESA) rather
+   * than reclaimed at the end of its lease
+   */
+  preempted: boolean;
+}
+
+/**
+ * ESA's priority rule, as the switch knows it (the `esa` pool): whether a
+ * first send of `claimant` may take an aggregator from job `holderId`'s
+ * partial aggregate. Asked only on a collision with another job's partial.
+ */
+export interface AtpPriority {
+  outranks(claimant: JobState, holderId: number): boolean;
 }
 
 /**
@@ -75,6 +89,8 @@ export function atpContribute(
   payload: Int32Array,
   payloadStart: number,
   outcome: AtpOutcome,
+  /** the `esa` pool's priority rule; null: no preemption (ATP's own first come) */
+  priority: AtpPriority | null = null,
 ): Buffer | null {
   const index = h.aggregatorIndex;
   outcome.index = index;
@@ -88,6 +104,7 @@ export function atpContribute(
   outcome.evictedBitmap = 0;
   outcome.reclaimed = false;
   outcome.overQuota = false;
+  outcome.preempted = false;
   if (index < region.offset || index >= region.offset + region.size) {
     outcome.dropReason = DropReason.badIndex;
     return null;
@@ -123,6 +140,32 @@ export function atpContribute(
     }
     aggregators.setState(index, AggregatorState.empty);
     state = AggregatorState.empty;
+  }
+  if (
+    priority !== null &&
+    state === AggregatorState.partial &&
+    !held &&
+    !resend &&
+    !(aggregators.pendingJob[index] === job.id && aggregators.pendingPsn[index] === h.psn) &&
+    priority.outranks(job, aggregators.jobId[index])
+  ) {
+    // ESA's preemption: the holder's partial goes to the PS, whose bitmap
+    // merges it with the rest of that PSN, and the aggregator becomes this
+    // job's. The holder's PSN becomes the pending tag, so its later
+    // contributions follow its partial to the PS even once the aggregator
+    // is free again. Only a partial is taken: a complete aggregate is at
+    // the PS already and its ack frees the aggregator within a round trip,
+    // and a fallback holds nothing but its tag. Not when this (job, PSN) is
+    // pending itself: some of its values are at the PS, so it could not
+    // complete here.
+    outcome.preempted = true;
+    outcome.foreign = true;
+    outcome.evictedBitmap = aggregators.bitmap[index];
+    writeForeignPiece(aggregators, index);
+    aggregators.pendingJob[index] = aggregators.jobId[index];
+    aggregators.pendingPsn[index] = aggregators.psn[index];
+    aggregators.setState(index, AggregatorState.empty);
+    return aggregate(aggregators, index);
   }
   if (!held || aggregators.psn[index] !== h.psn) {
     if (state === AggregatorState.empty && !resend && job.quota > 0) {

@@ -5,10 +5,11 @@ import { parseSwitchConfig } from "../proto/config.js";
 import { DropReason } from "../proto/drops.js";
 import { INT32_MAX } from "../proto/fixedpoint.js";
 import { DESTINATION_ALL_WORKERS, Flag, PacketType, WORKER_ID_NONE } from "../proto/wire.js";
+import { PsCore } from "../ps/core.js";
 import { AggregatorState } from "../switch/aggregators.js";
 import { ATP_LEASE_MS } from "../switch/atp.js";
 import { SwitchCore } from "../switch/core.js";
-import { captureTransmit, contribution, packet } from "./packets.js";
+import { captureTransmit, contribution, decodeSent, packet } from "./packets.js";
 
 const PS = { host: "127.0.0.1", port: 9000 };
 const atpA = { id: 1, mode: "atp" as const, fanIn: 2, offset: 0, regionSize: 4, window: 2 };
@@ -468,5 +469,210 @@ describe("ATP program in the switch", () => {
       [portOf(4, 0), portOf(4, 1)],
     );
     assert.equal(core.stats.aggregationsCompleted, 0, "the switch aggregates nothing");
+  });
+});
+
+/**
+ * ESA's preemption (atpPool "esa"), with a real PS in the loop so sums are
+ * checked where they end: job A (small: few bytes left) outranks job B.
+ */
+describe("ATP esa pool: preemption by priority", () => {
+  const SWITCH_PORT = 7000;
+  const A = { ...atpA, fanIn: 3, window: 64, totalBytes: 4 * 16 };
+  const B = { ...atpB, fanIn: 3, window: 64, totalBytes: 1 << 20 };
+  let sw: SwitchCore;
+  let ps: PsCore;
+  /** acks each worker got: "job/psn" -> values */
+  let results: Map<string, number[]>;
+  let queue: Array<{ bytes: Buffer; port: number; toPs: boolean }>;
+  const build = (
+    pool: "esa" | "firstCome" | "fairShare",
+    jobs: Array<typeof atpA & { totalBytes?: number }> = [A, B],
+  ) => {
+    queue = [];
+    results = new Map();
+    sw = new SwitchCore(
+      parseSwitchConfig({
+        aggregators: 8,
+        elementsPerAggregator: 4,
+        atpPool: pool,
+        jobs,
+        parameterServer: PS,
+      }),
+      {
+        send: (b, port) => {
+          if (port === PS.port) queue.push({ bytes: Buffer.from(b), port, toPs: true });
+          else {
+            const s = decodeSent(Buffer.from(b), port, "");
+            if (s.header.type === PacketType.ack) {
+              results.set(`${s.header.jobId}/${s.header.psn}/${port}`, s.values);
+            }
+          }
+        },
+      },
+    );
+    ps = new PsCore(jobs, 4, {
+      send: (b) => queue.push({ bytes: Buffer.from(b), port: PS.port, toPs: false }),
+    });
+    ps.trustSwitch(SWITCH_PORT, "127.0.0.1");
+  };
+  /** Delivers what is in flight between the switch and the PS, until nothing is. */
+  const settle = () => {
+    while (queue.length > 0) {
+      const next = queue.shift() as { bytes: Buffer; toPs: boolean };
+      if (next.toPs) ps.receive(next.bytes, SWITCH_PORT, "127.0.0.1", 0);
+      else sw.receive(next.bytes, PS.port, PS.host, 0);
+    }
+  };
+  const send = (
+    job: { id: number; fanIn: number },
+    w: number,
+    psn: number,
+    values: number[],
+    extra = {},
+  ) =>
+    sw.receive(
+      contribution({ ...job, offset: 0, regionSize: 4 }, w, psn, values, {
+        aggregatorIndex: atpIndex(job.id, psn, 0, 4),
+        ...extra,
+      }),
+      portOf(job.id, w),
+      "127.0.0.1",
+      0,
+    );
+  /** The sum every worker of `job` got for `psn` (asserting they agree), or undefined. */
+  const result = (job: { id: number; fanIn: number }, psn: number) => {
+    const got = Array.from({ length: job.fanIn }, (_, w) =>
+      results.get(`${job.id}/${psn}/${portOf(job.id, w)}`),
+    );
+    for (const g of got) assert.deepEqual(g, got[0], `job ${job.id} PSN ${psn}: workers disagree`);
+    return got[0];
+  };
+  const index = atpIndex(2, 0, 0, 4);
+  const psnA = psnAt(1, index);
+
+  it("a first send of a job with fewer bytes left takes another job's partial: the partial goes to the PS, whose sums stay exact", () => {
+    build("esa");
+    send(B, 0, 0, [1, 2]);
+    send(B, 1, 0, [10, 20]);
+    // A outranks B: B's partial of workers 0 and 1 goes to the PS, A claims.
+    send(A, 0, psnA, [100, 200]);
+    assert.equal(sw.stats.preemptions, 1);
+    assert.equal(sw.job(1)?.counters.preemptions, 1);
+    assert.equal(sw.job(2)?.counters.preempted, 1);
+    assert.equal(sw.aggregators.jobId[index], 1);
+    assert.equal(sw.aggregators.state[index], AggregatorState.partial);
+    const [evicted] = queue.map((q) => decodeSent(q.bytes, q.port, ""));
+    assert.equal(evicted.header.jobId, 2);
+    assert.equal(evicted.header.bitmap, 0b011);
+    assert.deepEqual(evicted.values, [11, 22]);
+    settle();
+    // B's last worker collides with A's claim and goes to the PS, which completes PSN 0.
+    send(B, 2, 0, [1000, 2000]);
+    settle();
+    assert.deepEqual(result(B, 0), [1011, 2022]);
+    assert.equal(sw.aggregators.jobId[index], 1, "B's ack releases nothing of A's");
+    send(A, 1, psnA, [300, 400]);
+    send(A, 2, psnA, [500, 600]);
+    settle();
+    assert.deepEqual(result(A, psnA), [900, 1200]);
+    assert.equal(sw.aggregators.state[index], AggregatorState.empty, "A's ack frees it");
+    assert.equal(sw.job(1)?.counters.aggregationsCompleted, 1, "A aggregated in the switch");
+  });
+
+  it("the preempted PSN's later contributions follow it to the PS, even once the aggregator is free again", () => {
+    build("esa");
+    send(B, 0, 0, [1]);
+    send(A, 0, psnA, [100]);
+    send(A, 1, psnA, [200]);
+    send(A, 2, psnA, [300]);
+    settle(); // A completes and its ack frees the aggregator
+    assert.deepEqual(result(A, psnA), [600]);
+    assert.equal(sw.aggregators.state[index], AggregatorState.empty);
+    // B's workers 1 and 2 must not start a new partial: worker 0 is at the PS.
+    send(B, 1, 0, [10]);
+    assert.equal(sw.aggregators.state[index], AggregatorState.fallback);
+    send(B, 2, 0, [1000]);
+    settle();
+    assert.deepEqual(result(B, 0), [1011]);
+    assert.equal(sw.aggregators.state[index], AggregatorState.empty);
+  });
+
+  it("resends and duplicates after a preemption count each worker once", () => {
+    build("esa");
+    send(B, 0, 0, [1]);
+    send(B, 1, 0, [10]);
+    send(A, 0, psnA, [100]);
+    settle();
+    // B's worker 0 resends (it has no result): through to the PS, which has it already.
+    send(B, 0, 0, [1], { flags: Flag.resend });
+    send(B, 1, 0, [10]); // a late duplicate of a first send
+    send(B, 2, 0, [1000]);
+    send(B, 2, 0, [1000], { flags: Flag.resend });
+    settle();
+    assert.deepEqual(result(B, 0), [1011]);
+    assert.equal(sw.aggregators.jobId[index], 1, "a resend never preempts");
+    send(A, 1, psnA, [200]);
+    send(A, 1, psnA, [200]); // duplicate: dropped by the bitmap
+    send(A, 2, psnA, [300]);
+    settle();
+    assert.deepEqual(result(A, psnA), [600]);
+  });
+
+  it("no preemption by a job that does not outrank the holder, by a resend, of a complete aggregate, or in the other pools", () => {
+    build("esa");
+    send(A, 0, psnA, [100]);
+    send(B, 0, 0, [1]); // B has more left: a collision, not a preemption
+    assert.equal(sw.aggregators.jobId[index], 1);
+    assert.equal(sw.job(2)?.counters.collisions, 1);
+    assert.equal(sw.stats.preemptions, 0);
+
+    build("esa");
+    send(B, 0, 0, [1]);
+    send(A, 0, psnA, [100], { flags: Flag.resend });
+    assert.equal(sw.aggregators.jobId[index], 2, "a resend goes to the PS, B keeps it");
+
+    build("esa");
+    for (const w of [0, 1, 2]) send(B, w, 0, [1]);
+    assert.equal(sw.aggregators.state[index], AggregatorState.complete);
+    send(A, 0, psnA, [100]);
+    assert.equal(sw.aggregators.jobId[index], 2, "complete: its ack frees it soon");
+    assert.equal(sw.stats.preemptions, 0);
+
+    for (const pool of ["firstCome", "fairShare"] as const) {
+      build(pool);
+      send(B, 0, 0, [1]);
+      send(A, 0, psnA, [100]);
+      assert.equal(sw.aggregators.jobId[index], 2, `${pool}: first come keeps it`);
+      assert.equal(sw.stats.preemptions, 0);
+    }
+  });
+
+  it("ranks by bytes left, with a window of hysteresis; a job of unknown size behind the known", () => {
+    // Both sizes known and within one window of each other: no preemption.
+    build("esa", [
+      { ...A, totalBytes: 1 << 20 },
+      { ...B, totalBytes: (1 << 20) + 64 * 16 * 3 - 4 },
+    ]);
+    send(B, 0, 0, [1]);
+    send(A, 0, psnA, [100]);
+    assert.equal(sw.stats.preemptions, 0);
+    // B of unknown size: A, of known size, outranks it.
+    const { totalBytes: _, ...unsized } = B;
+    build("esa", [A, unsized]);
+    send(B, 0, 0, [1]);
+    send(A, 0, psnA, [100]);
+    assert.equal(sw.stats.preemptions, 1);
+  });
+
+  it("firstCome and esa pools give no quota; fairShare splits the slice", () => {
+    build("fairShare");
+    assert.equal(sw.job(1)?.quota, 2);
+    build("firstCome");
+    assert.equal(sw.job(1)?.quota, 0);
+    build("esa");
+    assert.equal(sw.job(2)?.quota, 0);
+    sw.setAtpPool("fairShare");
+    assert.equal(sw.job(2)?.quota, 2);
   });
 });
