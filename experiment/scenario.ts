@@ -149,10 +149,20 @@ export function resolveJobs(run: ScenarioRun, scenarioSeed: number): ResolvedJob
       scaleBits: job.scaleBits,
       ...(job.deadPeerS === undefined ? {} : { deadPeerS: job.deadPeerS }),
     };
+    // The switch ranks ATP jobs of an esa pool by the bytes they have left.
+    const bytes = job.layers?.reduce((n, l) => n + l.bytes, 0) ?? job.tensorBytes;
     const rule: JobConfig =
       job.mode === "ps" || job.mode === "ring"
         ? { ...common, mode: job.mode }
-        : { ...common, mode: job.mode, offset, regionSize };
+        : job.mode === "atp"
+          ? {
+              ...common,
+              mode: job.mode,
+              offset,
+              regionSize,
+              totalBytes: job.workers * bytes * job.iterations,
+            }
+          : { ...common, mode: job.mode, offset, regionSize };
     return {
       ...job,
       name: job.name ?? `${job.mode}-${id}`,
@@ -181,6 +191,7 @@ export function switchConfigOf(
     elementsPerAggregator: Math.max(...jobs.map((j) => j.elementsPerPacket)),
     // The switch labels each job's metrics with its scenario name (ina_job_name).
     jobs: jobs.map((j) => ({ ...j.rule, name: j.name })),
+    atpPool: run.atpPool,
     faults: { seed, ingress: rates, egress: rates },
     ...(run.links === undefined ? {} : { links: run.links }),
   };

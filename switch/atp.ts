@@ -41,10 +41,13 @@ export interface AtpOutcome {
   /** the job held its quota of the pool: the contribution passes through to the PS */
   overQuota: boolean;
   /**
-   * with `foreign`: the other job's partial was preempted (ESA) rather
-   * than reclaimed at the end of its lease
+   * the aggregator was taken from another job's partial (then `foreign`:
+   * the partial goes to the PS first) or complete aggregate by ESA's
+   * preemption, rather than reclaimed at the end of a lease
    */
   preempted: boolean;
+  /** with `preempted`: the job it was taken from */
+  preemptedJobId: number;
 }
 
 /**
@@ -105,6 +108,7 @@ export function atpContribute(
   outcome.reclaimed = false;
   outcome.overQuota = false;
   outcome.preempted = false;
+  outcome.preemptedJobId = -1;
   if (index < region.offset || index >= region.offset + region.size) {
     outcome.dropReason = DropReason.badIndex;
     return null;
@@ -143,29 +147,35 @@ export function atpContribute(
   }
   if (
     priority !== null &&
-    state === AggregatorState.partial &&
+    (state === AggregatorState.partial || state === AggregatorState.complete) &&
     !held &&
     !resend &&
     !(aggregators.pendingJob[index] === job.id && aggregators.pendingPsn[index] === h.psn) &&
     priority.outranks(job, aggregators.jobId[index])
   ) {
-    // ESA's preemption: the holder's partial goes to the PS, whose bitmap
-    // merges it with the rest of that PSN, and the aggregator becomes this
-    // job's. The holder's PSN becomes the pending tag, so its later
-    // contributions follow its partial to the PS even once the aggregator
-    // is free again. Only a partial is taken: a complete aggregate is at
-    // the PS already and its ack frees the aggregator within a round trip,
-    // and a fallback holds nothing but its tag. Not when this (job, PSN) is
-    // pending itself: some of its values are at the PS, so it could not
-    // complete here.
+    // ESA's preemption: the aggregator becomes this job's. The holder's PSN
+    // becomes the pending tag, so its later contributions go to the PS even
+    // once the aggregator is free again. A partial goes to the PS first,
+    // whose bitmap merges it with the rest of that PSN. A complete aggregate
+    // is at the PS already: taking it only ends the wait for the PS's ack
+    // (ATP's synchronous deallocation, what ESA preempts); if that aggregate
+    // was lost, each of the holder's workers lacks the result and resends
+    // its own values to the PS. A fallback is left alone (it holds nothing
+    // but its tag), and so is an aggregator this (job, PSN) is pending on:
+    // some of its values are at the PS, so it could not complete here.
     outcome.preempted = true;
-    outcome.foreign = true;
-    outcome.evictedBitmap = aggregators.bitmap[index];
-    writeForeignPiece(aggregators, index);
+    outcome.preemptedJobId = aggregators.jobId[index];
     aggregators.pendingJob[index] = aggregators.jobId[index];
     aggregators.pendingPsn[index] = aggregators.psn[index];
+    if (state === AggregatorState.partial) {
+      outcome.foreign = true;
+      outcome.evictedBitmap = aggregators.bitmap[index];
+      writeForeignPiece(aggregators, index);
+      aggregators.setState(index, AggregatorState.empty);
+      return aggregate(aggregators, index);
+    }
     aggregators.setState(index, AggregatorState.empty);
-    return aggregate(aggregators, index);
+    state = AggregatorState.empty;
   }
   if (!held || aggregators.psn[index] !== h.psn) {
     if (state === AggregatorState.empty && !resend && job.quota > 0) {

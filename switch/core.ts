@@ -131,6 +131,7 @@ export class SwitchCore {
     reclaimed: false,
     overQuota: false,
     preempted: false,
+    preemptedJobId: -1,
   };
   /**
    * How ATP jobs share a pool (proto/config.ts ATP_POOLS): the config's
@@ -704,19 +705,22 @@ export class SwitchCore {
       this.dropPacket(outcome.dropReason, job);
       return;
     }
-    if (aggregate !== null && outcome.foreign) {
-      // The other job's partial goes to the PS (its workers' values are not
-      // lost); then this contribution finds the aggregator empty.
-      if (outcome.preempted) {
-        this.stats.preemptions++;
-        counters.preemptions++;
-        const holder = this.job(this.aggregators.jobId[outcome.index]);
-        if (holder !== undefined) {
-          holder.counters.preempted++;
+    if (outcome.preempted) {
+      this.stats.preemptions++;
+      counters.preemptions++;
+      const holder = this.job(outcome.preemptedJobId);
+      if (holder !== undefined) {
+        holder.counters.preempted++;
+        if (outcome.foreign) {
           holder.counters.toParameterServer++;
           if (holder.awaitingAckSince < 0) holder.awaitingAckSince = this.aggregators.now;
         }
-      } else counters.leaseReclaims++;
+      }
+    }
+    if (aggregate !== null && outcome.foreign) {
+      // The other job's partial goes to the PS (its workers' values are not
+      // lost); then this contribution finds the aggregator empty.
+      if (!outcome.preempted) counters.leaseReclaims++;
       this.stats.toParameterServer++;
       this.emit(aggregate, this.psPort, this.psAddress);
       this.atp(job, region, h, packet, port, address);

@@ -598,6 +598,31 @@ describe("ATP esa pool: preemption by priority", () => {
     assert.equal(sw.aggregators.state[index], AggregatorState.empty);
   });
 
+  it("a complete aggregate waiting for the PS's ack is taken at once; the holder's result still comes from the PS, and a lost aggregate from its workers' resends", () => {
+    build("esa");
+    for (const w of [0, 1, 2]) send(B, w, 0, [w + 1]);
+    assert.equal(sw.aggregators.state[index], AggregatorState.complete);
+    // The aggregate is on its way to the PS: lost, here.
+    assert.equal(queue.length, 1);
+    queue.length = 0;
+    send(A, 0, psnA, [100]);
+    assert.equal(sw.aggregators.jobId[index], 1, "A holds it before B's ack");
+    assert.equal(queue.length, 0, "nothing to send: the aggregate went already");
+    assert.equal(sw.job(2)?.counters.preempted, 1);
+    // B's workers time out and resend their own values: through to the PS.
+    for (const w of [0, 1, 2]) send(B, w, 0, [w + 1], { flags: Flag.resend });
+    settle();
+    assert.deepEqual(result(B, 0), [6]);
+    assert.equal(sw.aggregators.jobId[index], 1, "B's ack releases nothing of A's");
+    // A late duplicate of B's first send goes to the PS once A's ack freed it (pending tag).
+    send(A, 1, psnA, [200]);
+    send(A, 2, psnA, [300]);
+    settle();
+    assert.deepEqual(result(A, psnA), [600]);
+    send(B, 1, 0, [2]);
+    assert.notEqual(sw.aggregators.state[index], AggregatorState.partial);
+  });
+
   it("resends and duplicates after a preemption count each worker once", () => {
     build("esa");
     send(B, 0, 0, [1]);
@@ -619,7 +644,7 @@ describe("ATP esa pool: preemption by priority", () => {
     assert.deepEqual(result(A, psnA), [600]);
   });
 
-  it("no preemption by a job that does not outrank the holder, by a resend, of a complete aggregate, or in the other pools", () => {
+  it("no preemption by a job that does not outrank the holder, by a resend, or in the other pools", () => {
     build("esa");
     send(A, 0, psnA, [100]);
     send(B, 0, 0, [1]); // B has more left: a collision, not a preemption
@@ -631,13 +656,6 @@ describe("ATP esa pool: preemption by priority", () => {
     send(B, 0, 0, [1]);
     send(A, 0, psnA, [100], { flags: Flag.resend });
     assert.equal(sw.aggregators.jobId[index], 2, "a resend goes to the PS, B keeps it");
-
-    build("esa");
-    for (const w of [0, 1, 2]) send(B, w, 0, [1]);
-    assert.equal(sw.aggregators.state[index], AggregatorState.complete);
-    send(A, 0, psnA, [100]);
-    assert.equal(sw.aggregators.jobId[index], 2, "complete: its ack frees it soon");
-    assert.equal(sw.stats.preemptions, 0);
 
     for (const pool of ["firstCome", "fairShare"] as const) {
       build(pool);
