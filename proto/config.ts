@@ -316,6 +316,11 @@ export type Policy = (typeof POLICIES)[number];
 export const ATP_POOLS = ["fairShare", "firstCome", "esa"] as const;
 export type AtpPool = (typeof ATP_POOLS)[number];
 
+/** The ATP pool a policy asks the switch for: `shared` ATP's own first come, `esa` ESA's; null: the config's. */
+export function atpPoolOfPolicy(policy: Policy): AtpPool | null {
+  return policy === "esa" ? "esa" : policy === "shared" ? "firstCome" : null;
+}
+
 /** A job's region (offset, size) in the aggregator array; a PS or ring job has none. */
 export function jobRegion(job: JobConfig): { offset: number; size: number } {
   return job.mode === "ps" || job.mode === "ring"

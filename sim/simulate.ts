@@ -71,7 +71,7 @@ export const DEFAULT_SIM_TIMING: SimTiming = {
 };
 
 /** How often a run with ATP jobs samples the pool's occupancy (virtual ms). */
-const OCCUPANCY_SAMPLE_MS = 0.1;
+export const OCCUPANCY_SAMPLE_MS = 0.1;
 
 /** The simulator's time quantum where a link gives none (ms): 1 us. */
 const SIM_QUANTUM_MS = 0.001;

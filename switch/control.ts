@@ -15,6 +15,7 @@ import {
   type WorkerJoin,
   WorkerJoinSchema,
 } from "../proto/control.js";
+import { atpPoolOfPolicy } from "../proto/config.js";
 import type { SwitchLinkRecord } from "../proto/records.js";
 import { MAX_FAN_IN } from "../proto/wire.js";
 import { addMetricsRoute } from "../runtime/http.js";
@@ -185,6 +186,9 @@ export class ControlPlane {
   }
 
   constructor(readonly options: ControlPlaneOptions) {
+    // `shared` and `esa` are the data plane's arbitration of one pool.
+    const pool = atpPoolOfPolicy(options.manager.options.policy);
+    if (pool !== null) options.core.setAtpPool(pool);
     const defer = options.defer ?? ((work: () => void) => setImmediate(work));
     // Drain reports come from inside the data path: act on them afterwards.
     options.core.onRegionDrained = (jobId, epoch) => {
@@ -228,6 +232,10 @@ export class ControlPlane {
           elementsPerPacket: job.spec.elementsPerPacket,
           scaleBits: job.spec.scaleBits,
           deadPeerS: job.spec.deadPeerS,
+          // What an esa pool ranks the job by: the bytes its workers will send.
+          ...(job.spec.mode === "atp"
+            ? { totalBytes: job.spec.workers * job.spec.modelBytes * job.spec.epochs }
+            : {}),
         });
         state.current.epoch = region.epoch;
         // Only the authenticated bind names a worker's address (section 15);

@@ -1,8 +1,14 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { parseScheduleScenario } from "../experiment/schedule.js";
+import { parseSwitchConfig } from "../proto/config.js";
 import type { SwitchStatsRecord } from "../proto/records.js";
 import { ScenarioRunSchema } from "../proto/scenario.js";
+import { simulateSchedule } from "../sim/schedule.js";
 import { simulateRun } from "../sim/simulate.js";
+import { ControlPlane } from "../switch/control.js";
+import { SwitchCore } from "../switch/core.js";
+import { type JobSpec, MemoryManager } from "../switch/memory.js";
 
 /**
  * ESA's preemptive pool against ATP's own first come, in virtual time: three
@@ -77,5 +83,109 @@ describe(`ESA's preemptive ATP pool in the simulator (seed ${SEED})`, () => {
       r.jobs.some((j) => j.retransmissions > 0),
       "the faults made workers resend",
     );
+  });
+});
+
+describe("the shared and esa policies", () => {
+  const spec = (id: number, mode: "atp" | "netreduce" = "atp"): JobSpec => ({
+    id,
+    name: `job-${id}`,
+    jobClass: "be",
+    mode,
+    workers: 2,
+    modelBytes: 1e6,
+    epochs: 1,
+    computeMs: 0,
+    throughputBytesPerSecond: 1e9,
+    rttMs: 1,
+  });
+
+  it("give every ATP job the whole pool the config's jobs leave, never move it, and refuse NetReduce jobs", () => {
+    for (const policy of ["shared", "esa"] as const) {
+      const m = new MemoryManager({
+        aggregators: 100,
+        bytesPerAggregator: 1024,
+        policy,
+        reserved: [[0, 20]],
+      });
+      m.submit(spec(1), 0);
+      m.submit(spec(2), 1);
+      const netreduce = m.submit(spec(3, "netreduce"), 2);
+      m.submit(spec(4), 3);
+      for (const id of [1, 2, 4]) {
+        assert.deepEqual(
+          m.get(id).region,
+          { offset: 20, size: 80, epoch: 0 },
+          `${policy} job ${id}`,
+        );
+        assert.equal(m.get(id).history.length, 1);
+      }
+      assert.equal(netreduce[0].outcome, "rejected");
+      assert.match(m.get(3).reason ?? "", /NetReduce job needs a region of its own/);
+      m.finish(1, 4);
+      assert.deepEqual(m.get(2).region, { offset: 20, size: 80, epoch: 0 });
+    }
+  });
+
+  it("set the switch's ATP pool through the control plane: shared is first come, esa preempts", () => {
+    for (const [policy, pool] of [
+      ["shared", "firstCome"],
+      ["esa", "esa"],
+      ["edf", "fairShare"],
+    ] as const) {
+      const core = new SwitchCore(parseSwitchConfig({ aggregators: 8, jobs: [] }), {
+        send: () => {},
+      });
+      new ControlPlane({
+        manager: new MemoryManager({ aggregators: 8, bytesPerAggregator: 1024, policy }),
+        core,
+        dataAddress: { host: "127.0.0.1", port: 1 },
+        now: () => 0,
+        hasParameterServer: true,
+      });
+      assert.equal(core.atpPool, pool, policy);
+    }
+  });
+
+  it("in a simulated scheduling scenario, esa lowers shared's average JCT; the ATP jobs know their sizes from their submissions", () => {
+    const scenario = parseScheduleScenario({
+      name: "esa-schedule",
+      seed: SEED,
+      aggregators: 64,
+      links: { rate: "100Gbps", delay: "1us" },
+      jobs: (
+        [
+          ["big", "1MiB", 0],
+          ["mid", "256KiB", 0.05],
+          ["small", "128KiB", 0.1],
+        ] as const
+      ).map(([name, tensorBytes, arriveMs]) => ({
+        name,
+        class: "be",
+        mode: "atp",
+        workers: 3,
+        tensorBytes,
+        window: 32,
+        arriveMs,
+      })),
+    });
+    const shared = simulateSchedule(scenario, "shared");
+    const esa = simulateSchedule(scenario, "esa");
+    for (const r of [shared, esa]) {
+      assert.equal(r.verified, true, `${r.policy}: ${r.error ?? "a job did not verify"}`);
+      // Every job hashes into the whole pool from its arrival on.
+      for (const job of r.jobs)
+        assert.deepEqual(
+          job.regions.map((g) => [g.offset, g.size]),
+          [[0, 64]],
+        );
+    }
+    assert.equal((shared.switch as SwitchStatsRecord).preemptions, 0);
+    assert.ok((esa.switch as SwitchStatsRecord).preemptions > 0);
+    assert.ok(
+      esa.averageJctS < shared.averageJctS,
+      `average JCT: esa ${esa.averageJctS} s, shared ${shared.averageJctS} s`,
+    );
+    assert.ok(esa.occupancy !== undefined && esa.occupancy.meanFraction > 0);
   });
 });
