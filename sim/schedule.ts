@@ -1,3 +1,4 @@
+import { OccupancySampler } from "../experiment/occupancy.js";
 import {
   type JobView,
   type PolicyResult,
@@ -5,7 +6,6 @@ import {
   scheduledJobResult,
   submitBody,
 } from "../experiment/schedule.js";
-import { OccupancySampler } from "../experiment/occupancy.js";
 import { LinkPort } from "../link/link.js";
 import { type Policy, parseSwitchConfig } from "../proto/config.js";
 import { JobSubmitSchema } from "../proto/control.js";

@@ -8,6 +8,7 @@ import {
 } from "fastify-type-provider-zod";
 import type { Registry } from "prom-client";
 import { z } from "zod";
+import { atpPoolOfPolicy } from "../proto/config.js";
 import {
   type JobSubmit,
   JobSubmitSchema,
@@ -15,7 +16,6 @@ import {
   type WorkerJoin,
   WorkerJoinSchema,
 } from "../proto/control.js";
-import { atpPoolOfPolicy } from "../proto/config.js";
 import type { SwitchLinkRecord } from "../proto/records.js";
 import { MAX_FAN_IN } from "../proto/wire.js";
 import { addMetricsRoute } from "../runtime/http.js";
