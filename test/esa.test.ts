@@ -1,14 +1,19 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { OccupancySampler } from "../experiment/occupancy.js";
 import { parseScheduleScenario } from "../experiment/schedule.js";
+import { atpIndex } from "../proto/addressing.js";
 import { parseSwitchConfig } from "../proto/config.js";
 import type { SwitchStatsRecord } from "../proto/records.js";
 import { ScenarioRunSchema } from "../proto/scenario.js";
+import { DESTINATION_ALL_WORKERS, PacketType, WORKER_ID_NONE } from "../proto/wire.js";
 import { simulateSchedule } from "../sim/schedule.js";
 import { simulateRun } from "../sim/simulate.js";
 import { ControlPlane } from "../switch/control.js";
 import { SwitchCore } from "../switch/core.js";
 import { type JobSpec, MemoryManager } from "../switch/memory.js";
+import { switchReport } from "../switch/report.js";
+import { contribution, packet } from "./packets.js";
 
 /**
  * ESA's preemptive pool against ATP's own first come, in virtual time: three
@@ -187,5 +192,89 @@ describe("the shared and esa policies", () => {
       `average JCT: esa ${esa.averageJctS} s, shared ${shared.averageJctS} s`,
     );
     assert.ok(esa.occupancy !== undefined && esa.occupancy.meanFraction > 0);
+  });
+});
+
+describe("pool occupancy and the atpPool field", () => {
+  it("the switch integrates the aggregators held over time: mean and peak fraction", () => {
+    const PS = { host: "127.0.0.1", port: 9000 };
+    const job = { id: 1, mode: "atp" as const, fanIn: 2, offset: 0, regionSize: 8, window: 4 };
+    const core = new SwitchCore(
+      parseSwitchConfig({
+        aggregators: 8,
+        elementsPerAggregator: 4,
+        jobs: [job],
+        parameterServer: PS,
+      }),
+      { send: () => {} },
+    );
+    const index = atpIndex(1, 0, 0, 8);
+    core.receive(
+      contribution({ ...job }, 0, 0, [1], { aggregatorIndex: index }),
+      5000,
+      "127.0.0.1",
+      0,
+    );
+    core.receive(
+      contribution({ ...job }, 1, 0, [1], { aggregatorIndex: index }),
+      5001,
+      "127.0.0.1",
+      4,
+    );
+    // Held from 0 to 10 ms: the PS's ack frees it at 10; nothing held until 20.
+    core.receive(
+      packet(
+        {
+          type: PacketType.ack,
+          jobId: 1,
+          workerId: WORKER_ID_NONE,
+          fanIn: 2,
+          psn: 0,
+          aggregatorIndex: index,
+          bitmap: 0b11,
+          scaleBits: 8,
+          destination: DESTINATION_ALL_WORKERS,
+        },
+        [2],
+      ),
+      PS.port,
+      PS.host,
+      10,
+    );
+    assert.equal(core.aggregators.held, 0);
+    core.receive(
+      contribution({ ...job }, 0, 1, [1], { aggregatorIndex: 7 }),
+      5000,
+      "127.0.0.1",
+      20,
+    );
+    const occupancy = switchReport(core).occupancy;
+    assert.deepEqual(occupancy, { meanFraction: 10 / 20 / 8, peakFraction: 1 / 8, aggregators: 8 });
+  });
+
+  it("the sampler keeps at most 256 points, merging pairs and doubling their period", () => {
+    const sampler = new OccupancySampler(0.1);
+    for (let i = 0; i < 1000; i++) sampler.sample(i < 500 ? 4 : 0, 8);
+    const series = sampler.series();
+    assert.ok(series.points.length <= 256 && series.points.length > 128, `${series.points.length}`);
+    assert.equal(series.periodMs, 0.4);
+    assert.equal(series.meanFraction, 0.25);
+    assert.equal(series.peakFraction, 0.5);
+    assert.equal(series.points[0][1], 0.5);
+    assert.equal(series.points.at(-1)?.[1], 0);
+    // the points' times follow their period
+    assert.equal(series.points[10][0], (10 * 0.4) / 1000);
+  });
+
+  it("a bad atpPool is refused, naming the field", () => {
+    assert.throws(() => parseSwitchConfig({ aggregators: 8, atpPool: "lottery" }), /atpPool: /);
+    assert.equal(
+      ScenarioRunSchema.safeParse({
+        name: "r",
+        atpPool: "lottery",
+        jobs: [{ mode: "atp", workers: 2 }],
+      }).error?.issues[0].path.join("."),
+      "atpPool",
+    );
   });
 });
