@@ -4,12 +4,14 @@ import { atpHash, atpIndex } from "../proto/addressing.js";
 import { parseSwitchConfig } from "../proto/config.js";
 import { DropReason } from "../proto/drops.js";
 import { INT32_MAX } from "../proto/fixedpoint.js";
+import { Prng } from "../proto/prng.js";
 import { DESTINATION_ALL_WORKERS, Flag, PacketType, WORKER_ID_NONE } from "../proto/wire.js";
 import { PsCore } from "../ps/core.js";
 import { AggregatorState } from "../switch/aggregators.js";
 import { ATP_LEASE_MS } from "../switch/atp.js";
 import { SwitchCore } from "../switch/core.js";
 import { captureTransmit, contribution, decodeSent, packet } from "./packets.js";
+import { testSeed } from "./seed.js";
 
 const PS = { host: "127.0.0.1", port: 9000 };
 const atpA = { id: 1, mode: "atp" as const, fanIn: 2, offset: 0, regionSize: 4, window: 2 };
@@ -693,4 +695,140 @@ describe("ATP esa pool: preemption by priority", () => {
     sw.setAtpPool("fairShare");
     assert.equal(sw.job(2)?.quota, 2);
   });
+});
+
+/**
+ * Adversarial delivery: three jobs of different sizes in an esa pool of 4
+ * aggregators (far fewer than their windows), every packet between workers,
+ * switch and PS delivered in random order, some lost, some duplicated;
+ * workers resend what they lack when the network falls quiet. Every worker
+ * must get every PSN's exact sum, and only it.
+ */
+describe("ATP esa pool under random loss, duplication and reordering", () => {
+  for (const pool of ["esa", "firstCome"] as const) {
+    it(`${pool}: every PSN of every job completes with its exact sum`, () => {
+      const seed = testSeed(`atp ${pool} random delivery`, 25);
+      const rng = new Prng(seed);
+      const SWITCH_PORT = 7000;
+      const PSNS = 40;
+      const WINDOW = 4;
+      const jobs = [
+        { id: 1, fanIn: 3, totalBytes: 3 * PSNS * 8 },
+        { id: 2, fanIn: 2, totalBytes: 2 * PSNS * 8 * 4 },
+        { id: 3, fanIn: 4, totalBytes: 4 * PSNS * 8 * 2 },
+      ].map((j) => ({ ...j, mode: "atp" as const, offset: 0, regionSize: 4, window: WINDOW }));
+      const value = (job: number, w: number, psn: number, e: number) =>
+        (job * 7919 + w * 104729 + psn * 31 + e * 1_000_003) % 2_000_000;
+      type Flight = { bytes: Buffer; to: "switch" | "ps" | "worker"; from: number; port: number };
+      const flights: Flight[] = [];
+      const sw = new SwitchCore(
+        parseSwitchConfig({
+          aggregators: 4,
+          elementsPerAggregator: 2,
+          atpPool: pool,
+          jobs,
+          parameterServer: PS,
+        }),
+        {
+          send: (b, port) =>
+            flights.push({
+              bytes: Buffer.from(b),
+              to: port === PS.port ? "ps" : "worker",
+              from: SWITCH_PORT,
+              port,
+            }),
+        },
+      );
+      const ps = new PsCore(jobs, 2, {
+        send: (b) =>
+          flights.push({ bytes: Buffer.from(b), to: "switch", from: PS.port, port: SWITCH_PORT }),
+      });
+      ps.trustSwitch(SWITCH_PORT, "127.0.0.1");
+      const workers = jobs.flatMap((job) =>
+        Array.from({ length: job.fanIn }, (_, w) => ({
+          job,
+          w,
+          port: portOf(job.id, w),
+          next: 0,
+          results: new Map<number, number[]>(),
+        })),
+      );
+      const byPort = new Map(workers.map((x) => [x.port, x]));
+      const sendFrom = (x: (typeof workers)[number], psn: number, resend: boolean) =>
+        flights.push({
+          bytes: contribution(
+            { ...x.job },
+            x.w,
+            psn,
+            [value(x.job.id, x.w, psn, 0), value(x.job.id, x.job.fanIn, psn, 1) + x.w],
+            {
+              aggregatorIndex: atpIndex(x.job.id, psn, 0, 4),
+              ...(resend ? { flags: Flag.resend } : {}),
+            },
+          ),
+          to: "switch",
+          from: x.port,
+          port: SWITCH_PORT,
+        });
+      /** A worker sends every PSN its window allows: p once it has every result up to p - W. */
+      const advance = (x: (typeof workers)[number]) => {
+        while (x.next < PSNS && (x.next < WINDOW || x.results.has(x.next - WINDOW))) {
+          for (let q = 0; q < x.next - WINDOW; q++) assert.ok(x.results.has(q));
+          sendFrom(x, x.next++, false);
+        }
+      };
+      const exact = (job: (typeof jobs)[number], psn: number) => {
+        let a = 0;
+        let b = 0;
+        for (let w = 0; w < job.fanIn; w++) {
+          a += value(job.id, w, psn, 0);
+          b += value(job.id, job.fanIn, psn, 1) + w;
+        }
+        return [a, b];
+      };
+      for (const x of workers) advance(x);
+      let now = 0;
+      let quiet = 0;
+      for (let step = 0; step < 200_000; step++) {
+        if (workers.every((x) => x.results.size === PSNS)) break;
+        if (flights.length === 0) {
+          // The network fell quiet: each worker resends what it sent and lacks (its timeout).
+          quiet++;
+          for (const x of workers) {
+            for (let p = 0; p < x.next; p++) if (!x.results.has(p)) sendFrom(x, p, true);
+          }
+          continue;
+        }
+        now += 0.01;
+        const [f] = flights.splice(Math.floor(rng.nextFloat() * flights.length), 1);
+        const fate = rng.nextFloat();
+        if (fate < 0.05) continue; // lost
+        if (fate < 0.1) flights.push({ ...f, bytes: Buffer.from(f.bytes) }); // duplicated
+        if (f.to === "switch") sw.receive(f.bytes, f.from, "127.0.0.1", now);
+        else if (f.to === "ps") ps.receive(f.bytes, SWITCH_PORT, "127.0.0.1", now);
+        else {
+          const x = byPort.get(f.port);
+          const s = decodeSent(f.bytes, f.port, "");
+          assert.ok(x !== undefined && s.header.type === PacketType.ack);
+          assert.deepEqual(
+            s.values,
+            exact(x.job, s.header.psn),
+            `seed ${seed}: job ${x.job.id} PSN ${s.header.psn}`,
+          );
+          x.results.set(s.header.psn, s.values);
+          advance(x);
+        }
+      }
+      for (const x of workers) {
+        assert.equal(
+          x.results.size,
+          PSNS,
+          `seed ${seed}: job ${x.job.id} worker ${x.w} unfinished`,
+        );
+      }
+      if (pool === "esa") assert.ok(sw.stats.preemptions > 0, `seed ${seed}: no preemption`);
+      else assert.equal(sw.stats.preemptions, 0);
+      assert.ok(quiet < 200, `seed ${seed}: ${quiet} timeouts`);
+    });
+  }
 });
