@@ -4,6 +4,7 @@ import { OccupancySampler } from "../experiment/occupancy.js";
 import { parseScheduleScenario } from "../experiment/schedule.js";
 import { atpIndex } from "../proto/addressing.js";
 import { parseSwitchConfig } from "../proto/config.js";
+import { JobSubmitSchema } from "../proto/control.js";
 import type { SwitchStatsRecord } from "../proto/records.js";
 import { ScenarioRunSchema } from "../proto/scenario.js";
 import { DESTINATION_ALL_WORKERS, PacketType, WORKER_ID_NONE } from "../proto/wire.js";
@@ -141,7 +142,7 @@ describe("the shared and esa policies", () => {
       const core = new SwitchCore(parseSwitchConfig({ aggregators: 8, jobs: [] }), {
         send: () => {},
       });
-      new ControlPlane({
+      const control = new ControlPlane({
         manager: new MemoryManager({ aggregators: 8, bytesPerAggregator: 1024, policy }),
         core,
         dataAddress: { host: "127.0.0.1", port: 1 },
@@ -149,6 +150,20 @@ describe("the shared and esa policies", () => {
         hasParameterServer: true,
       });
       assert.equal(core.atpPool, pool, policy);
+      control.submit(
+        JobSubmitSchema.parse({
+          id: 5,
+          class: "be",
+          mode: "atp",
+          workers: 3,
+          modelBytes: 1000,
+          epochs: 2,
+          window: 4,
+        }),
+      );
+      // What an esa pool ranks it by: 3 workers x 1000 bytes x 2 epochs.
+      assert.equal(core.job(5)?.totalBytes, 6000, policy);
+      if (pool !== "fairShare") assert.equal(core.job(5)?.quota, 0);
     }
   });
 
