@@ -50,6 +50,11 @@ export interface VirtualTimeEvidence {
    * spent idle, nothing sent or received, until a timer resent something (s)
    */
   stalledSeconds: number[];
+  /**
+   * per job: how long the busiest PS serving it had its CPU busy (s; 0
+   * without a PS or its cost): a lower bound on the job's time ("host")
+   */
+  parameterServerBusySeconds?: number[];
 }
 
 /**
@@ -116,12 +121,15 @@ export function boundCandidates(
   config: Links,
   virtual?: VirtualTimeEvidence,
   stalledSeconds?: number,
+  psBusySeconds?: number,
 ): BoundCandidate[] {
   const out: BoundCandidate[] = [];
   // Link: its busiest link direction's busy time (a PS link carries every PS job's).
   const usesPs = job.mode === "atp" || job.mode === "ps";
+  const psLink = (host: string) =>
+    job.parameterServers > 0 ? host.startsWith(`${job.name} ps `) : host === "ps";
   const own = links.filter(
-    (l) => l.host.startsWith(`${job.name} worker `) || (usesPs && l.host === "ps"),
+    (l) => l.host.startsWith(`${job.name} worker `) || (usesPs && psLink(l.host)),
   );
   out.push({
     bound: "link",
@@ -152,6 +160,10 @@ export function boundCandidates(
           : "window";
   out.push({ bound: roundTrip, seconds: (job.iterations * rounds * m.rttMs) / 1000 });
   if (stalledSeconds !== undefined) out.push({ bound: "loss", seconds: stalledSeconds });
+  if (psBusySeconds !== undefined && psBusySeconds > 0) {
+    // A PS's CPU: every piece it completes costs it time (sim/costs.ts).
+    out.push({ bound: "host", seconds: psBusySeconds });
+  }
   const backwardMs = job.layers?.reduce((n, l) => n + l.backwardMs, 0) ?? 0;
   out.push({ bound: "compute", seconds: (job.iterations * (job.computeMs + backwardMs)) / 1000 });
   // Stable: on a tie the earlier (link, then round trips) wins.
@@ -185,6 +197,7 @@ export function runBound(
     config,
     virtual,
     virtual?.stalledSeconds[j],
+    virtual?.parameterServerBusySeconds?.[j],
   );
   const basis = { job: jobs[j].name, seconds: results[j].seconds, bounds };
   if ((links[0]?.utilization ?? 0) > LINK_BOUND_UTILIZATION) return { bound: "link", basis };

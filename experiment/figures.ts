@@ -1,7 +1,7 @@
 import { Resvg } from "@resvg/resvg-js";
 import * as vega from "vega";
 import * as vegaLite from "vega-lite";
-import type { RunResult } from "./results.js";
+import type { LinkLoad, RunResult } from "./results.js";
 import type { PolicyResult } from "./schedule.js";
 import type { PointStatistics } from "./sweep.js";
 
@@ -105,6 +105,8 @@ export function runFigures(
       },
     });
   }
+  const queues = queueOverTime(runs);
+  if (queues !== null) figures.push(queues);
   if (swept.length === 0) {
     const rows = runs.flatMap((r) =>
       r.jobs.map((j) => ({ run: r.name, job: `${j.name} (${j.mode})`, goodput: j.goodputMBps })),
@@ -137,6 +139,110 @@ export function runFigures(
     }
   }
   return figures;
+}
+
+/** Runs whose fullest port the queue figure draws, at most (one line each). */
+const QUEUE_FIGURE_RUNS = 8;
+
+/** Where a link direction's queue is: the switch's port towards a host, or a host's NIC. */
+function portName(link: LinkLoad): string {
+  return link.direction === "down" ? `towards ${link.host}` : `${link.host}'s NIC`;
+}
+
+/**
+ * The queue over time at each run's fullest port (the direction with the
+ * largest mean queue among those the results keep a series for), a line per
+ * run on one chart, so runs of one scenario (none, aimd, dctcp) compare at
+ * a glance; a dashed rule at the ECN threshold when the ports share one.
+ * Each point is a bucket's time-weighted mean, at the bucket's middle.
+ */
+function queueOverTime(runs: readonly RunResult[]): Figure | null {
+  const rows: Array<{ t: number; run: string; queue: number; most: number }> = [];
+  const thresholds = new Set<number | null>();
+  let lines = 0;
+  for (const run of runs) {
+    if (lines === QUEUE_FIGURE_RUNS) break;
+    let fullest: LinkLoad | undefined;
+    for (const link of run.links ?? []) {
+      if (link.queueSeries === undefined || link.queueSeries.meanBytes.length === 0) continue;
+      if (fullest === undefined || link.queueMeanBytes > fullest.queueMeanBytes) fullest = link;
+    }
+    const series = fullest?.queueSeries;
+    if (fullest === undefined || series === undefined) continue;
+    thresholds.add(fullest.ecnThresholdBytes ?? null);
+    const label = `${run.name}: ${portName(fullest)}`;
+    series.meanBytes.forEach((mean, k) => {
+      const start = k * series.bucketMs;
+      const end = Math.min(start + series.bucketMs, series.spanMs);
+      rows.push({
+        t: (start + end) / 2,
+        run: label,
+        queue: mean / 1024,
+        most: series.maxBytes[k] / 1024,
+      });
+    });
+    lines++;
+  }
+  if (rows.length === 0) return null;
+  const [threshold] = thresholds;
+  const shared = thresholds.size === 1 && threshold !== null && threshold !== undefined;
+  return {
+    name: "queue-over-time",
+    title: "The queue over time at each run's fullest port (mean per interval)",
+    spec: {
+      $schema: "https://vega.github.io/schema/vega-lite/v5.json",
+      width: 520,
+      height: 260,
+      layer: [
+        {
+          data: { values: rows },
+          mark: { type: "line", strokeWidth: 1.5 },
+          encoding: {
+            x: {
+              field: "t",
+              type: "quantitative",
+              title: "time since the port's first packet (ms)",
+            },
+            y: { field: "queue", type: "quantitative", title: "queue (KiB, time-weighted mean)" },
+            color: {
+              field: "run",
+              type: "nominal",
+              title: "run: port",
+              sort: null,
+              legend: { labelLimit: 360 },
+            },
+            tooltip: [{ field: "run" }, { field: "t" }, { field: "queue" }, { field: "most" }],
+          },
+        },
+        ...(shared
+          ? [
+              {
+                data: { values: [{ threshold: threshold / 1024, label: "ECN threshold" }] },
+                layer: [
+                  {
+                    mark: { type: "rule" as const, strokeDash: [4, 3], color: "#555" },
+                    encoding: { y: { field: "threshold", type: "quantitative" as const } },
+                  },
+                  {
+                    mark: {
+                      type: "text" as const,
+                      align: "left" as const,
+                      baseline: "bottom" as const,
+                      x: 4,
+                      color: "#555",
+                    },
+                    encoding: {
+                      y: { field: "threshold", type: "quantitative" as const },
+                      text: { field: "label" },
+                    },
+                  },
+                ],
+              },
+            ]
+          : []),
+      ],
+    },
+  };
 }
 
 /** Figures for a scheduling scenario: JCT per job and policy, deadlines met, and each job's region over time. */

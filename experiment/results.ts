@@ -3,6 +3,7 @@ import type {
   FloorStatsRecord,
   LinkPortRecord,
   PsStatsRecord,
+  QueueSeriesRecord,
   SwitchStatsLine,
   SwitchStatsRecord,
   WorkerResultRecord,
@@ -147,6 +148,8 @@ export interface LinkLoad {
   /** up: the host's NIC towards the switch; down: the switch's port towards the host */
   direction: "up" | "down";
   rateBitsPerSecond: number;
+  /** queues above this many bytes mark (null: never); optional in results written before it */
+  ecnThresholdBytes?: number | null;
   bytes: number;
   /** bytes x 8 / (rate x the run's seconds) */
   utilization: number;
@@ -157,6 +160,36 @@ export interface LinkLoad {
   queueMeanBytes: number;
   queueP50Bytes: number;
   queueP99Bytes: number;
+  /**
+   * the queue over time (link/link.ts QueueSeries): only for the
+   * QUEUE_SERIES_LINKS directions with the largest mean queue, to bound a
+   * results file whatever the number of hosts
+   */
+  queueSeries?: QueueSeriesRecord;
+}
+
+/** How many link directions of a run keep their queue over time in the results. */
+export const QUEUE_SERIES_LINKS = 4;
+
+/**
+ * Gives the QUEUE_SERIES_LINKS directions with the largest mean queue (ties:
+ * the busier) their series, from `seriesOf`, and no other direction one.
+ */
+export function keepQueueSeries(
+  links: LinkLoad[],
+  seriesOf: (link: LinkLoad) => QueueSeriesRecord | undefined,
+): void {
+  const chosen = new Set(
+    links
+      .filter((l) => l.bytes > 0)
+      .sort((a, b) => b.queueMeanBytes - a.queueMeanBytes || b.utilization - a.utilization)
+      .slice(0, QUEUE_SERIES_LINKS),
+  );
+  for (const link of links) {
+    const series = chosen.has(link) ? seriesOf(link) : undefined;
+    if (series === undefined) delete link.queueSeries;
+    else link.queueSeries = series;
+  }
 }
 
 /** Every link direction's load over `seconds`, busiest first, and what bound the run. */
@@ -167,19 +200,25 @@ export function linkLoads(
   psStats: PsStatsRecord | null,
   seconds: number,
 ): LinkLoad[] {
-  const load = (host: string, direction: "up" | "down", r: LinkPortRecord): LinkLoad => ({
-    host,
-    direction,
-    rateBitsPerSecond: r.rateBitsPerSecond,
-    bytes: r.bytes,
-    utilization: seconds > 0 ? (r.bytes * 8) / (r.rateBitsPerSecond * seconds) : 0,
-    drops: r.drops,
-    marks: r.marks,
-    queueHighWaterBytes: r.queueHighWaterBytes,
-    queueMeanBytes: r.queueMeanBytes ?? 0,
-    queueP50Bytes: r.queueP50Bytes ?? 0,
-    queueP99Bytes: r.queueP99Bytes ?? 0,
-  });
+  const recordOf = new Map<LinkLoad, LinkPortRecord>();
+  const load = (host: string, direction: "up" | "down", r: LinkPortRecord): LinkLoad => {
+    const link: LinkLoad = {
+      host,
+      direction,
+      rateBitsPerSecond: r.rateBitsPerSecond,
+      ecnThresholdBytes: r.ecnThresholdBytes,
+      bytes: r.bytes,
+      utilization: seconds > 0 ? (r.bytes * 8) / (r.rateBitsPerSecond * seconds) : 0,
+      drops: r.drops,
+      marks: r.marks,
+      queueHighWaterBytes: r.queueHighWaterBytes,
+      queueMeanBytes: r.queueMeanBytes ?? 0,
+      queueP50Bytes: r.queueP50Bytes ?? 0,
+      queueP99Bytes: r.queueP99Bytes ?? 0,
+    };
+    recordOf.set(link, r);
+    return link;
+  };
   const links: LinkLoad[] = [];
   jobs.forEach((job, j) => {
     for (const record of workerRecords[j]) {
@@ -198,6 +237,7 @@ export function linkLoads(
     links.push(load(host, "down", port));
   }
   links.sort((a, b) => b.utilization - a.utilization);
+  keepQueueSeries(links, (link) => recordOf.get(link)?.queueSeries);
   return links;
 }
 

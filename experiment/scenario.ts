@@ -107,6 +107,11 @@ export function applyOverrides(scenario: Scenario, o: ScenarioOverrides): Scenar
   return { ...scenario, seed: pick(o.seed, scenario.seed), runs };
 }
 
+/** Whether a run needs the shared PS: an ATP or PS job without PSes of its own. */
+export function needsSharedPs(jobs: readonly ResolvedJob[]): boolean {
+  return jobs.some((j) => (j.mode === "atp" || j.mode === "ps") && j.parameterServers === 0);
+}
+
 /** A job with everything decided: id, region, seed and its switch rule. */
 export interface ResolvedJob extends ScenarioJob {
   name: string;
@@ -180,6 +185,11 @@ export function switchConfigOf(
   run: ScenarioRun,
   jobs: readonly ResolvedJob[],
   seed: number,
+  /** where job `job` (its index)'s own PS number `k` listens, for jobs with their own (default 127.0.0.1:1) */
+  ownPsAt: (job: number, k: number) => { host: string; port: number } = () => ({
+    host: "127.0.0.1",
+    port: 1,
+  }),
 ): SwitchConfigInput {
   const rates = {
     drop: run.faults.loss,
@@ -190,7 +200,13 @@ export function switchConfigOf(
     aggregators: run.aggregators,
     elementsPerAggregator: Math.max(...jobs.map((j) => j.elementsPerPacket)),
     // The switch labels each job's metrics with its scenario name (ina_job_name).
-    jobs: jobs.map((j) => ({ ...j.rule, name: j.name })),
+    jobs: jobs.map((j, i) => ({
+      ...j.rule,
+      name: j.name,
+      ...(j.parameterServers > 0
+        ? { parameterServers: Array.from({ length: j.parameterServers }, (_, k) => ownPsAt(i, k)) }
+        : {}),
+    })),
     atpPool: run.atpPool,
     faults: { seed, ingress: rates, egress: rates },
     ...(run.links === undefined ? {} : { links: run.links }),

@@ -12,10 +12,15 @@
  * being serialized) are what the line has not yet sent by then. That is exact
  * for a FIFO at a constant rate, costs a few arithmetic operations per
  * packet, and allocates nothing. Times are milliseconds, like every core's.
+ *
+ * Over time the queue is a sawtooth: it jumps by a packet when one is
+ * accepted and drains linearly at the line rate. The port integrates it
+ * exactly, over the whole run (QueueStats) and per time bucket
+ * (QueueSeries).
  */
 
 import type { LinkParams } from "../proto/links.js";
-import type { LinkPortRecord } from "../proto/records.js";
+import type { LinkPortRecord, QueueSeriesRecord } from "../proto/records.js";
 
 /** What offer() decided; one object per caller, reused. */
 export interface PortVerdict {
@@ -66,6 +71,111 @@ export interface QueueStats {
   p99Bytes: number;
 }
 
+/** Buckets a QueueSeries keeps at most (even: a full series halves by merging pairs). */
+export const QUEUE_SERIES_BUCKETS = 256;
+/** A QueueSeries' first bucket width (ms); it doubles whenever the run outgrows the buckets. */
+export const QUEUE_SERIES_FIRST_BUCKET_MS = 1 / 64;
+
+/**
+ * The queue over time in a bounded number of buckets from the port's first
+ * packet: per bucket the queue's area (bytes x ms) and its maximum. When a
+ * time falls past the last bucket, neighbouring pairs merge and the width
+ * doubles, so memory is fixed however long the run, and a run of any length
+ * fills between half and all of the buckets (once it outlasts the first
+ * width's). Widths are powers of two times the first, exact in binary.
+ */
+export class QueueSeries {
+  /** time of the first bucket's start (ms); -1 before any packet */
+  startMs = -1;
+  bucketMs: number;
+  /** the queue integrated over each bucket (bytes x ms) */
+  readonly area: Float64Array;
+  /** the most bytes queued in each bucket */
+  readonly max: Float64Array;
+
+  constructor(
+    readonly firstBucketMs = QUEUE_SERIES_FIRST_BUCKET_MS,
+    readonly capacity = QUEUE_SERIES_BUCKETS,
+  ) {
+    if (capacity < 2 || capacity % 2 !== 0) {
+      throw new Error(`a queue series needs an even number of buckets, got ${capacity}`);
+    }
+    this.bucketMs = firstBucketMs;
+    this.area = new Float64Array(capacity);
+    this.max = new Float64Array(capacity);
+  }
+
+  /** A copy, to finish without touching this one. */
+  clone(): QueueSeries {
+    const copy = new QueueSeries(this.firstBucketMs, this.capacity);
+    copy.startMs = this.startMs;
+    copy.bucketMs = this.bucketMs;
+    copy.area.set(this.area);
+    copy.max.set(this.max);
+    return copy;
+  }
+
+  /** Merges neighbouring buckets pairwise: half as many, twice as wide. */
+  private double(): void {
+    const half = this.capacity / 2;
+    for (let i = 0; i < half; i++) {
+      this.area[i] = this.area[2 * i] + this.area[2 * i + 1];
+      const a = this.max[2 * i];
+      const b = this.max[2 * i + 1];
+      this.max[i] = a > b ? a : b;
+    }
+    this.area.fill(0, half);
+    this.max.fill(0, half);
+    this.bucketMs *= 2;
+  }
+
+  /** Doubles until `t` is inside the buckets (the end of a span: `t` on the last bucket's end fits). */
+  private fit(t: number, spanEnd: boolean): void {
+    for (;;) {
+      const end = this.capacity * this.bucketMs;
+      const offset = t - this.startMs;
+      if (offset < end || (spanEnd && offset === end)) return;
+      this.double();
+    }
+  }
+
+  private bucketOf(t: number): number {
+    const k = Math.floor((t - this.startMs) / this.bucketMs);
+    return k < 0 ? 0 : k < this.capacity ? k : this.capacity - 1;
+  }
+
+  /** The queue holds `bytes` at `t` (just after a packet joined it). */
+  level(t: number, bytes: number): void {
+    this.fit(t, false);
+    const k = this.bucketOf(t);
+    if (bytes > this.max[k]) this.max[k] = bytes;
+  }
+
+  /**
+   * The queue drains from `startBytes` at `from` at `bytesPerMs` until `to`
+   * (the caller stops it at empty): a trapezoid per bucket it crosses, its
+   * maximum at the bucket's first instant.
+   */
+  drain(from: number, to: number, startBytes: number, bytesPerMs: number): void {
+    if (to <= from) return;
+    this.fit(to, true);
+    let t = from;
+    let k = this.bucketOf(from);
+    while (t < to && k < this.capacity) {
+      const bucketEnd = this.startMs + (k + 1) * this.bucketMs;
+      const end = bucketEnd < to ? bucketEnd : to;
+      if (end > t) {
+        const atStart = startBytes - (t - from) * bytesPerMs;
+        const atEnd = startBytes - (end - from) * bytesPerMs;
+        this.area[k] += ((atStart + atEnd) / 2) * (end - t);
+        if (atStart > this.max[k]) this.max[k] = atStart;
+        t = end;
+      }
+      k++;
+    }
+  }
+}
+
 export class LinkPort {
   readonly counters: PortCounters = {
     bytes: 0,
@@ -81,13 +191,19 @@ export class LinkPort {
   };
   /** accepted packets by the queue they found (QUEUE_BINS) */
   readonly queueFound = new Float64Array(QUEUE_BINS);
+  /** the queue over time, bucketed (QueueSeries); `queueSeries()` reads it */
+  readonly series: QueueSeries;
   /** bytes the line sends per ms */
   private readonly bytesPerMs: number;
   /** when the transmitter has sent everything accepted so far (ms) */
   private busyUntil = Number.NEGATIVE_INFINITY;
 
-  constructor(readonly params: LinkParams) {
+  constructor(
+    readonly params: LinkParams,
+    series: { firstBucketMs?: number; buckets?: number } = {},
+  ) {
     this.bytesPerMs = params.rateBitsPerSecond / 8 / 1000;
+    this.series = new QueueSeries(series.firstBucketMs, series.buckets);
   }
 
   /** Bytes queued at `now`, the packet being serialized included. */
@@ -101,6 +217,7 @@ export class LinkPort {
     if (c.firstOfferAt < 0) {
       c.firstOfferAt = now;
       c.queueAreaAt = now;
+      this.series.startMs = now;
     }
     this.integrateQueue(now);
     const queued = this.queuedBytes(now);
@@ -123,6 +240,7 @@ export class LinkPort {
     c.packets++;
     c.lastDepartAt = departAt;
     if (queued + bytes > c.queueHighWaterBytes) c.queueHighWaterBytes = queued + bytes;
+    this.series.level(now, queued + bytes);
     this.queueFound[queued < 1 ? 0 : Math.min(QUEUE_BINS - 1, 1 + Math.floor(Math.log2(queued)))]++;
     return out;
   }
@@ -137,8 +255,54 @@ export class LinkPort {
       const until = empty < now ? empty : now;
       // Linear from (empty - from) to (empty - until) ms of bytes: a trapezoid.
       c.queueArea += ((empty - from + (empty - until)) / 2) * (until - from) * this.bytesPerMs;
+      this.series.drain(from, until, (empty - from) * this.bytesPerMs, this.bytesPerMs);
     }
     c.queueAreaAt = now;
+  }
+
+  /** The queue integrated over time from the first packet to `now` (bytes x ms), without integrating. */
+  queueAreaUntil(now: number): number {
+    const c = this.counters;
+    const from = c.queueAreaAt;
+    const empty = this.busyUntil;
+    if (c.firstOfferAt < 0 || now <= from || empty <= from) return c.queueArea;
+    const until = empty < now ? empty : now;
+    return c.queueArea + ((empty - from + (empty - until)) / 2) * (until - from) * this.bytesPerMs;
+  }
+
+  /**
+   * The queue over the run so far, bucketed (QueueSeriesRecord): from the
+   * first packet to the last departure (what is queued now drains by then),
+   * each bucket's time-weighted mean and maximum, whole bytes. Allocates: a
+   * report's, not the data path's.
+   */
+  queueSeries(): QueueSeriesRecord {
+    const c = this.counters;
+    const series = this.series.clone();
+    if (c.firstOfferAt < 0) {
+      return { bucketMs: series.bucketMs, spanMs: 0, meanBytes: [], maxBytes: [] };
+    }
+    const from = c.queueAreaAt;
+    if (this.busyUntil > from) {
+      series.drain(
+        from,
+        this.busyUntil,
+        (this.busyUntil - from) * this.bytesPerMs,
+        this.bytesPerMs,
+      );
+    }
+    const spanMs = Math.max(0, c.lastDepartAt - c.firstOfferAt);
+    const w = series.bucketMs;
+    const n = Math.min(series.capacity, Math.ceil(spanMs / w));
+    const meanBytes: number[] = [];
+    const maxBytes: number[] = [];
+    for (let k = 0; k < n; k++) {
+      // The last bucket may end early, at the last departure.
+      const length = Math.min(w, spanMs - k * w);
+      meanBytes.push(length > 0 ? Math.round(series.area[k] / length) : 0);
+      maxBytes.push(Math.round(series.max[k]));
+    }
+    return { bucketMs: w, spanMs, meanBytes, maxBytes };
   }
 
   /** The queue over the run so far (QueueStats); zeros before any packet. */
@@ -173,8 +337,16 @@ export class LinkPort {
   }
 }
 
-/** A port's parameters and counters as a record (utilization is the reader's: it knows the run's duration). */
-export function portRecord(port: LinkPort): LinkPortRecord {
+/**
+ * A port's parameters and counters as a record (utilization is the reader's:
+ * it knows the run's duration). With `series`, the queue over time (a final
+ * record's: a few KB a port); with `now`, the queue then and its area so far
+ * (the live page's, which takes the mean between its polls from them).
+ */
+export function portRecord(
+  port: LinkPort,
+  options: { series?: boolean; now?: number } = {},
+): LinkPortRecord {
   const c = port.counters;
   const p = port.params;
   return {
@@ -188,6 +360,13 @@ export function portRecord(port: LinkPort): LinkPortRecord {
     marks: c.marks,
     queueHighWaterBytes: Math.round(c.queueHighWaterBytes),
     ...queueFields(port.queueStats()),
+    ...(options.series === true ? { queueSeries: port.queueSeries() } : {}),
+    ...(options.now === undefined
+      ? {}
+      : {
+          queueBytes: Math.round(port.queuedBytes(options.now)),
+          queueAreaByteMs: port.queueAreaUntil(options.now),
+        }),
   };
 }
 

@@ -214,6 +214,25 @@ const jobCommon = {
   sources: z.array(sourceSchema).min(1).max(256).optional(),
 };
 
+export const HostPortSchema = z.strictObject({
+  host: z.ipv4(),
+  port: z.int().min(1).max(65535),
+});
+
+/** Most parameter servers one job may have of its own. */
+export const MAX_JOB_PARAMETER_SERVERS = 16;
+
+/**
+ * A job's own parameter servers (ATP's deployment: each job's PS runs on its
+ * own hosts): PSN p's pieces go to parameterServers[p % length]. Absent: the
+ * switch's shared `parameterServer`.
+ */
+const jobParameterServers = z
+  .array(HostPortSchema)
+  .min(1)
+  .max(MAX_JOB_PARAMETER_SERVERS)
+  .optional();
+
 /**
  * NetReduce: the job owns [offset, offset + regionSize); the switch addresses
  * it by PSN % regionSize.
@@ -250,12 +269,14 @@ export const AtpJobSchema = z.strictObject({
    * sent, least first, behind every job of known size)
    */
   totalBytes: z.number().int().min(0).optional(),
+  parameterServers: jobParameterServers,
 });
 
 /** Parameter-server baseline: the switch only forwards; the PS aggregates everything. */
 export const PsJobSchema = z.strictObject({
   ...jobCommon,
   mode: z.literal("ps"),
+  parameterServers: jobParameterServers,
 });
 
 /**
@@ -331,11 +352,6 @@ export function jobRegion(job: JobConfig): { offset: number; size: number } {
 /** Most memory the PS may hold for one job's PSN states. */
 export const PS_JOB_MEMORY_LIMIT = 1024 * 2 ** 20;
 
-export const HostPortSchema = z.strictObject({
-  host: z.ipv4(),
-  port: z.int().min(1).max(65535),
-});
-
 export const SwitchConfigSchema = z
   .strictObject({
     /** aggregators in the switch's array */
@@ -396,11 +412,15 @@ export const SwitchConfigSchema = z
       }
       seen.set(job.id, i);
       if (job.mode === "ring") return;
-      if (job.mode !== "netreduce" && config.parameterServer === undefined) {
+      if (
+        job.mode !== "netreduce" &&
+        config.parameterServer === undefined &&
+        job.parameterServers === undefined
+      ) {
         ctx.addIssue({
           code: "custom",
           path: ["parameterServer"],
-          message: `jobs[${i}] is a ${job.mode === "ps" ? "PS" : "ATP"} job, which needs a parameterServer {host, port}`,
+          message: `jobs[${i}] is a ${job.mode === "ps" ? "PS" : "ATP"} job, which needs a parameterServer {host, port} (the switch's, or the job's own parameterServers)`,
         });
       }
       if (job.mode !== "netreduce") {

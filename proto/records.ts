@@ -72,6 +72,20 @@ export const JobCountersSchema = z.strictObject({
 });
 export type JobCounters = z.infer<typeof JobCountersSchema>;
 
+/**
+ * A port's queue over time (link/link.ts QueueSeries): buckets of `bucketMs`
+ * from its first packet to its last departure (`spanMs`; the last bucket may
+ * be cut short), each with the queue's time-weighted mean and its maximum,
+ * whole bytes. At most 256 buckets: a longer run has wider ones.
+ */
+export const QueueSeriesSchema = z.strictObject({
+  bucketMs: z.number().positive(),
+  spanMs: z.number().nonnegative(),
+  meanBytes: z.array(z.number()),
+  maxBytes: z.array(z.number()),
+});
+export type QueueSeriesRecord = z.infer<typeof QueueSeriesSchema>;
+
 /** One egress port of an emulated link: its parameters and what went through it. */
 export const LinkPortRecordSchema = z.strictObject({
   rateBitsPerSecond: z.number(),
@@ -96,6 +110,11 @@ export const LinkPortRecordSchema = z.strictObject({
   queueMeanBytes: z.number().optional(),
   queueP50Bytes: z.number().optional(),
   queueP99Bytes: z.number().optional(),
+  /** the queue over time: in final records (a switch's, a PS's, a worker's result) */
+  queueSeries: QueueSeriesSchema.optional(),
+  /** the live page's: bytes queued when the record was made, and the queue integrated over time until then (bytes x ms) */
+  queueBytes: z.number().optional(),
+  queueAreaByteMs: z.number().optional(),
 });
 export type LinkPortRecord = z.infer<typeof LinkPortRecordSchema>;
 

@@ -5,12 +5,14 @@ import {
   CONGESTION_CONTROLS,
   deadPeerSchema,
   JOB_MODES,
+  MAX_JOB_PARAMETER_SERVERS,
   POLICIES,
   renamedFields,
   windowInputSchema,
   windowPackets,
   windowSchema,
 } from "./config.js";
+import { HostCostsSchema } from "./costs.js";
 import { LinksSchema } from "./links.js";
 import { float32Bytes } from "./units.js";
 import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN, MAX_SCALE_BITS } from "./wire.js";
@@ -107,8 +109,21 @@ const scenarioJob = z
      * from a CSV file named by `layerTrace` (parseLayerTrace)
      */
     layers: z.array(LayerSchema).min(1).max(10_000).optional(),
+    /**
+     * ATP and PS jobs: how many parameter servers of its own the job has,
+     * each a host with its own link and CPU (ATP's deployment; PSN p goes to
+     * server p % n); 0: the run's one shared PS
+     */
+    parameterServers: z.int().min(0).max(MAX_JOB_PARAMETER_SERVERS).default(0),
   })
   .superRefine((job, ctx) => {
+    if (job.parameterServers > 0 && job.mode !== "atp" && job.mode !== "ps") {
+      ctx.addIssue({
+        code: "custom",
+        path: ["parameterServers"],
+        message: `only ATP and PS jobs have parameter servers; this job is ${job.mode}`,
+      });
+    }
     if (job.mode !== "ring" && job.operation !== "allReduce") {
       ctx.addIssue({
         code: "custom",
@@ -212,6 +227,16 @@ export const ScenarioRunSchema = z.strictObject({
     .default({ loss: 0, duplicate: 0, reorder: 0 }),
   /** emulated links between every host and the switch (proto/links.ts); absent: none */
   links: LinksSchema.optional(),
+  /**
+   * the simulator's processing costs per packet (proto/costs.ts): a PS is a
+   * CPU by default, workers and the switch cost nothing; real processes pay
+   * their own
+   */
+  costs: HostCostsSchema.default({
+    parameterServer: "calibrated",
+    worker: "none",
+    switch: "none",
+  }),
   /** most packets per datagram at every sender (1: no coalescing); absent: each process's default */
   packetsPerDatagram: z.int().min(1).max(4096).optional(),
   /**
@@ -307,6 +332,12 @@ export const ScheduleScenarioSchema = z.strictObject({
   repeat: z.int().min(1).max(100).default(1),
   /** emulated links between every host and the switch (proto/links.ts); absent: none */
   links: LinksSchema.optional(),
+  /** the simulator's processing costs per packet, as a run's (proto/costs.ts) */
+  costs: HostCostsSchema.default({
+    parameterServer: "calibrated",
+    worker: "none",
+    switch: "none",
+  }),
   // 64: the simulator runs arrival traces of tens of jobs; real processes can too, slowly.
   jobs: z.array(ScheduleJobSchema).min(1).max(64),
 });

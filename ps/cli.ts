@@ -133,11 +133,11 @@ await runCli(spec, async (options) => {
       socketBuffers: server.buffers,
     },
     statsIntervalMs: options.statsIntervalMs,
-    report: () => ({
+    report: (final) => ({
       socketErrors: server.socketErrors,
       ...psReport(server.core),
       txDatagrams: server.coalescer.datagramsSent,
-      link: server.nic?.record(),
+      link: server.nic?.record({ series: final }),
     }),
     close: async () => {
       await metrics.close();

@@ -55,9 +55,9 @@ export class PacedPort {
     clock.add(this);
   }
 
-  /** The port's parameters and counters as a record. */
-  record(): LinkPortRecord {
-    return portRecord(this.link);
+  /** The port's parameters and counters as a record (link/link.ts portRecord: with the queue series, or the queue now). */
+  record(options: { series?: boolean; now?: number } = {}): LinkPortRecord {
+    return portRecord(this.link, options);
   }
 
   /** Packets waiting (queued or on the wire). */

@@ -21,11 +21,12 @@ interface CpuTimes {
 type Served =
   | {
       ready: Omit<SwitchReadyRecord, "event" | "startupCpuSeconds">;
-      report: () => Report<SwitchStatsLine>;
+      /** final: the last record (it may carry what is too big for every period's, e.g. queue series) */
+      report: (final: boolean) => Report<SwitchStatsLine>;
     }
   | {
       ready: Omit<PsReadyRecord, "event" | "startupCpuSeconds">;
-      report: () => Report<PsStatsLine>;
+      report: (final: boolean) => Report<PsStatsLine>;
     };
 
 /**
@@ -51,7 +52,7 @@ export async function serveUntilSignal(
   const interval =
     o.statsIntervalMs > 0
       ? setInterval(
-          () => emitRecord({ event: "stats", uptimeMs: performance.now(), ...o.report() }),
+          () => emitRecord({ event: "stats", uptimeMs: performance.now(), ...o.report(false) }),
           o.statsIntervalMs,
         )
       : null;
@@ -64,7 +65,7 @@ export async function serveUntilSignal(
     cpuSeconds: total,
     startupCpuSeconds,
     dataPathCpuSeconds: total - startupCpuSeconds,
-    ...o.report(),
+    ...o.report(true),
   });
   await o.close();
   return EXIT_OK;

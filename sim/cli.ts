@@ -24,10 +24,29 @@ import {
 import { policyStatistics } from "../experiment/schedule.js";
 import { analyzeShape } from "../experiment/shapes.js";
 import { expandScenario } from "../experiment/sweep.js";
+import { type CostInput, ProcessingCostSchema } from "../proto/costs.js";
 import { byteSize } from "../proto/units.js";
 import { cliInt, readJsonFile, runCli, UsageError } from "../runtime/cli.js";
 import { simulateSchedule } from "./schedule.js";
 import { DEFAULT_SIM_TIMING, type SimRunResult, type SimTiming, simulateRun } from "./simulate.js";
+
+/** A processing cost on the command line: "300,15", "calibrated" or "none". */
+const costOption = z.string().transform((text, ctx): CostInput => {
+  if (text === "calibrated" || text === "none") return text;
+  const [perPacket, perElement, extra] = text.split(",").map((v) => Number(v.trim()));
+  const parsed = ProcessingCostSchema.safeParse({
+    perPacketNs: perPacket,
+    perElementNs: perElement,
+  });
+  if (extra !== undefined || !parsed.success) {
+    ctx.addIssue({
+      code: "custom",
+      message: `expected NS_PER_PACKET,NS_PER_ELEMENT (e.g. 300,15), 'calibrated' or 'none', got "${text}"`,
+    });
+    return z.NEVER;
+  }
+  return parsed.data;
+});
 
 const spec = {
   command: "ina-sim",
@@ -38,10 +57,12 @@ const spec = {
   details:
     "Every packet crosses its sender's link and the switch's port towards its receiver (rate, delay,\n" +
     "buffer, ECN, from the run's links; without links, only the processing times), and the switch\n" +
-    "takes --switch-processing-ns per packet. The host's CPU and the kernel are not modelled:\n" +
-    "a run is bound by its links, window, latency, loss, computation or processing times (bound:\n" +
-    "link, window, latency, loss, compute, switch, or host only with --host-processing-ns; see\n" +
-    "experiment/bounds.ts). The same scenario and\n" +
+    "takes --switch-processing-ns per packet. A PS is a CPU: each packet waits for it and costs it\n" +
+    "the calibrated time (bench/calibration.json, written by npm run calibrate; a run's `costs`\n" +
+    "or --ps-cost change it); workers and the switch cost no CPU unless told (--worker-cost,\n" +
+    "--switch-cost). A run is bound by its links, window, latency, loss, computation or processing\n" +
+    "(bound: link, window, latency, loss, compute, switch, host; see experiment/bounds.ts).\n" +
+    "The same scenario and\n" +
     "seed give the same result file, byte for byte. A scheduling scenario (with policies) runs\n" +
     "the real memory manager and control plane, once per policy, decisions at virtual times.\n" +
     "Exit codes: 0 every job verified, 1 not, 2 bad option or scenario.",
@@ -58,6 +79,26 @@ const spec = {
       valueName: "NS",
       description: "a host's receive latency per packet",
       defaultText: String(DEFAULT_SIM_TIMING.hostProcessingNs),
+    },
+    "ps-cost": {
+      type: "string",
+      valueName: "COST",
+      description:
+        "what a PS's CPU spends per packet: NS_PER_PACKET,NS_PER_ELEMENT (e.g. 300,15),\n" +
+        "'calibrated' (bench/calibration.json) or 'none'; over every run's `costs`",
+      defaultText: "each run's costs (calibrated)",
+    },
+    "worker-cost": {
+      type: "string",
+      valueName: "COST",
+      description: "the same for a worker taking a result and sending its next packet",
+      defaultText: "each run's costs (none)",
+    },
+    "switch-cost": {
+      type: "string",
+      valueName: "COST",
+      description: "the same for the switch (a software switch; a pipeline costs none)",
+      defaultText: "each run's costs (none)",
     },
     "rto-floor-ms": {
       type: "string",
@@ -116,6 +157,9 @@ const spec = {
     rtoInitialMs: z.coerce.number().positive().max(60_000).optional(),
     gapFloorMs: z.coerce.number().min(0).max(60_000).optional(),
     clockGranularityMs: z.coerce.number().min(0).max(60_000).optional(),
+    psCost: costOption.optional(),
+    workerCost: costOption.optional(),
+    switchCost: costOption.optional(),
   }),
 } as const;
 
@@ -129,6 +173,11 @@ await runCli(spec, async (o) => {
     rtoInitialMs: o.rtoInitialMs,
     gapFloorMs: o.gapFloorMs,
     clockGranularityMs: o.clockGranularityMs,
+    costs: {
+      ...(o.psCost === undefined ? {} : { parameterServer: o.psCost }),
+      ...(o.workerCost === undefined ? {} : { worker: o.workerCost }),
+      ...(o.switchCost === undefined ? {} : { switch: o.switchCost }),
+    },
   };
   if (isScheduleScenario(json)) {
     if (o.only !== undefined)

@@ -17,9 +17,16 @@ import { MemoryManager } from "../switch/memory.js";
 import { switchReport } from "../switch/report.js";
 import { DEFAULT_RTO, WorkerCore } from "../worker/core.js";
 import { makeGradient, verifyAllReduce } from "../worker/workload.js";
+import { HostCpu } from "./costs.js";
 import { Engine } from "./engine.js";
 import { HOST, PS_PORT, type Receiver, SimStar, SWITCH_PORT, workerPort } from "./network.js";
-import { DEFAULT_SIM_TIMING, OCCUPANCY_SAMPLE_MS, pathWaits, type SimTiming } from "./simulate.js";
+import {
+  DEFAULT_SIM_TIMING,
+  OCCUPANCY_SAMPLE_MS,
+  pathWaits,
+  runCosts,
+  type SimTiming,
+} from "./simulate.js";
 import { SimTimer } from "./timers.js";
 
 interface ScheduledWorker {
@@ -65,10 +72,11 @@ export function simulateSchedule(
     ...(needsPs ? { parameterServer: { host: HOST, port: PS_PORT } } : {}),
   });
 
+  const costs = runCosts(scenario, timing);
   const star = new SimStar(
     engine,
     config,
-    timing,
+    { ...timing, parameterServerCost: costs.parameterServer, switchCost: costs.switch },
     portFor,
     needsPs
       ? { elements: 256, adoptWindow: Math.max(...scenario.jobs.map((j) => j.window)) }
@@ -185,7 +193,12 @@ export function simulateSchedule(
           timer.rearm();
           settle(worker);
         };
-        byPort.set(port, worker);
+        const cpu = new HostCpu(costs.worker);
+        byPort.set(port, {
+          down: worker.down,
+          receiver: worker.receiver,
+          cpu: cpu.free ? null : cpu,
+        });
         workers[j].push(worker);
         engine.after(job.computeMs * 1e6, () => begin(worker));
       }

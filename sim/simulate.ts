@@ -5,20 +5,27 @@ import {
   type JobCountersReport,
   type JobResult,
   jobResult,
+  keepQueueSeries,
   type LinkLoad,
   type RunResult,
   runResult,
   type WorkerOutcome,
 } from "../experiment/results.js";
-import { type ResolvedJob, resolveJobs, switchConfigOf } from "../experiment/scenario.js";
+import {
+  needsSharedPs,
+  type ResolvedJob,
+  resolveJobs,
+  switchConfigOf,
+} from "../experiment/scenario.js";
 import { LinkPort, queueFields } from "../link/link.js";
 import { type Collective, parseSwitchConfig } from "../proto/config.js";
+import type { HostCosts, ProcessingCost } from "../proto/costs.js";
 import { type LinkHost, type LinkParams, linkParamsFor } from "../proto/links.js";
 import { deriveSeed } from "../proto/prng.js";
 import type { Verification } from "../proto/records.js";
 import type { ScenarioRun } from "../proto/scenario.js";
 import { HEADER_BYTES } from "../proto/wire.js";
-import { psReport } from "../ps/report.js";
+import { psReport, sumPsReports } from "../ps/report.js";
 import { switchReport } from "../switch/report.js";
 import { CollectiveCore } from "../worker/collective.js";
 import { DEFAULT_RTO, WorkerCore } from "../worker/core.js";
@@ -30,8 +37,17 @@ import {
   verifyAllReduce,
   verifyCollective,
 } from "../worker/workload.js";
+import { HostCpu, packetCostNs, resolveCost } from "./costs.js";
 import { Engine } from "./engine.js";
-import { HOST, PS_PORT, type Receiver, SimStar, workerPort } from "./network.js";
+import {
+  HOST,
+  ownPsPort,
+  PS_PORT,
+  type Receiver,
+  type SimParameterServer,
+  SimStar,
+  workerPort,
+} from "./network.js";
 import { StallClock } from "./stall.js";
 import { StreamCheck } from "./stream.js";
 import { SimTimer } from "./timers.js";
@@ -62,6 +78,21 @@ export interface SimTiming {
   rtoFloorMs?: number;
   gapFloorMs?: number;
   clockGranularityMs?: number;
+  /** processing costs over the run's own `costs` (e.g. from the command line) */
+  costs?: Partial<HostCosts>;
+}
+
+/** A run's processing costs, resolved: the timing's over the run's (proto/costs.ts). */
+export function runCosts(
+  run: { costs: HostCosts },
+  timing: SimTiming,
+): { parameterServer: ProcessingCost; worker: ProcessingCost; switch: ProcessingCost } {
+  const c = { ...run.costs, ...timing.costs };
+  return {
+    parameterServer: resolveCost(c.parameterServer, "parameterServer"),
+    worker: resolveCost(c.worker, "worker"),
+    switch: resolveCost(c.switch, "switch"),
+  };
 }
 
 export const DEFAULT_SIM_TIMING: SimTiming = {
@@ -86,8 +117,9 @@ const SIM_QUANTUM_MS = 0.001;
  * host's processing) + G: no timeout can be right before that. The RTO
  * before any sample = twice the time the first window takes to come back
  * at line rate: that round trip + the window's serialization (`sharers`
- * windows where one link carries them all, a PS's), so a first window
- * longer than a fixed initial RTO is not resent whole.
+ * windows where one link carries them all, a PS's, each packet taking
+ * the longer of its serialization and the PS's CPU time `serviceNs`), so a
+ * first window longer than a fixed initial RTO is not resent whole.
  */
 export function pathWaits(
   link: LinkParams | undefined,
@@ -95,6 +127,7 @@ export function pathWaits(
   timing: SimTiming,
   window: number,
   sharers = 1,
+  serviceNs = 0,
 ): { rtoInitialMs: number; rtoFloorMs: number; gapFloorMs: number; clockGranularityMs: number } {
   const serializationMs =
     link === undefined ? 0 : (packetBytes * 8 * 1000) / link.rateBitsPerSecond;
@@ -103,7 +136,9 @@ export function pathWaits(
     2 * ((link?.delayMs ?? 0) + serializationMs) +
     (timing.switchProcessingNs + timing.hostProcessingNs) / 1e6;
   return {
-    rtoInitialMs: timing.rtoInitialMs ?? 2 * (rttMs + window * sharers * serializationMs + g),
+    rtoInitialMs:
+      timing.rtoInitialMs ??
+      2 * (rttMs + window * sharers * Math.max(serializationMs, serviceNs / 1e6) + g),
     rtoFloorMs: timing.rtoFloorMs ?? rttMs + g,
     gapFloorMs: timing.gapFloorMs ?? g,
     clockGranularityMs: g,
@@ -164,11 +199,12 @@ export function simulateRun(
 ): SimRunResult {
   const engine = new Engine();
   const jobs = resolveJobs(run, seed);
-  const needsPs = jobs.some((j) => j.mode === "atp" || j.mode === "ps");
+  const needsPs = needsSharedPs(jobs);
   const config = parseSwitchConfig({
-    ...switchConfigOf(run, jobs, seed),
+    ...switchConfigOf(run, jobs, seed, (j, k) => ({ host: HOST, port: ownPsPort(j, k) })),
     ...(needsPs ? { parameterServer: { host: HOST, port: PS_PORT } } : {}),
   });
+  const costs = runCosts(run, timing);
   const links = run.links;
   const portFor = (host: LinkHost) =>
     links === undefined ? null : new LinkPort(linkParamsFor(links, host));
@@ -178,18 +214,27 @@ export function simulateRun(
       HEADER_BYTES + 4 * job.elementsPerPacket,
       timing,
       job.window,
-      job.mode === "ps" ? job.workers : 1,
+      job.mode === "ps" ? job.workers / Math.max(1, job.parameterServers) : 1,
+      job.mode === "ps"
+        ? packetCostNs(costs.parameterServer, HEADER_BYTES + 4 * job.elementsPerPacket)
+        : 0,
     );
   const nowMs = () => engine.now / 1e6;
 
   const star = new SimStar(
     engine,
     config,
-    timing,
+    { ...timing, parameterServerCost: costs.parameterServer, switchCost: costs.switch },
     portFor,
     needsPs ? { elements: config.elementsPerAggregator } : null,
   );
-  const { sw, ps, psUp, psDown } = star;
+  config.jobs.forEach((rule, j) => {
+    if (rule.mode !== "atp" && rule.mode !== "ps") return;
+    for (let k = 0; k < jobs[j].parameterServers; k++) {
+      star.addParameterServer(ownPsPort(j, k), [rule], config.elementsPerAggregator);
+    }
+  });
+  const { sw } = star;
   const byPort = star.hosts;
 
   const checks = jobs.map((job) =>
@@ -250,6 +295,7 @@ export function simulateRun(
                 elementsPerPacket: job.elementsPerPacket,
                 scaleBits: job.scaleBits,
                 congestionControl: job.congestionControl,
+                parameterServers: Math.max(1, job.parameterServers),
               },
               transmit,
             );
@@ -302,7 +348,7 @@ export function simulateRun(
         timer.rearm();
         settle(sim);
       };
-      byPort.set(port, sim);
+      byPort.set(port, { down: sim.down, receiver: sim.receiver, cpu: workerCpu(costs.worker) });
       return sim;
     }),
   );
@@ -400,13 +446,19 @@ export function simulateRun(
   const firstStart = Math.min(...all.map((w) => w.startedAt));
   const lastEnd = Math.max(...all.map((w) => w.finishedAt));
   const seconds = (lastEnd - firstStart) / 1e9;
-  const loads = links === undefined ? null : linkLoadsOf(jobs, workers, psUp, psDown, seconds);
+  const servers = [...star.parameterServers.values()];
+  const psName = (server: SimParameterServer) => {
+    if (server.port === PS_PORT) return "ps";
+    const j = Math.floor((server.port - ownPsPort(0, 0)) / 16);
+    return `${jobs[j].name} ps ${server.port - ownPsPort(j, 0)}`;
+  };
+  const loads = links === undefined ? null : linkLoadsOf(jobs, workers, servers, psName, seconds);
   const failures = all.filter((w) => w.failure !== null);
   return {
     ...runResult(run, jobs, jobResults, {
       seconds,
       switch: switchStats,
-      ps: ps === null ? null : psReport(ps),
+      ps: sumPsReports(servers.map((server) => psReport(server.core))),
       warnings: [],
       links: loads,
       ...(occupancy === null ? {} : { occupancy: occupancy.series() }),
@@ -414,6 +466,9 @@ export function simulateRun(
         switchProcessingNs: timing.switchProcessingNs,
         hostProcessingNs: timing.hostProcessingNs,
         stalledSeconds: workers.map((ws) => Math.max(...ws.map((w) => w.stall.stalledNs / 1e9))),
+        parameterServerBusySeconds: jobs.map((job) =>
+          Math.max(0, ...servers.map((server) => (server.cpu.busyByJob?.[job.id] ?? 0) / 1e9)),
+        ),
       },
       ...(failures.length > 0
         ? {
@@ -507,16 +562,20 @@ function simJobResult(
 function linkLoadsOf(
   jobs: readonly ResolvedJob[],
   workers: SimWorker[][],
-  psUp: LinkPort | null,
-  psDown: LinkPort | null,
+  servers: readonly SimParameterServer[],
+  psName: (server: SimParameterServer) => string,
   seconds: number,
 ): LinkLoad[] {
+  const portOf = new Map<LinkLoad, LinkPort>();
   const load = (host: string, direction: "up" | "down", port: LinkPort): LinkLoad => {
     const c = port.counters;
-    return {
+    const link: LinkLoad = {
       host,
       direction,
       rateBitsPerSecond: port.params.rateBitsPerSecond,
+      ecnThresholdBytes: Number.isFinite(port.params.ecnThresholdBytes)
+        ? port.params.ecnThresholdBytes
+        : null,
       bytes: c.bytes,
       utilization: seconds > 0 ? (c.bytes * 8) / (port.params.rateBitsPerSecond * seconds) : 0,
       drops: c.drops,
@@ -524,6 +583,8 @@ function linkLoadsOf(
       queueHighWaterBytes: c.queueHighWaterBytes,
       ...queueFields(port.queueStats()),
     };
+    portOf.set(link, port);
+    return link;
   };
   const loads: LinkLoad[] = [];
   jobs.forEach((job, j) => {
@@ -532,10 +593,19 @@ function linkLoadsOf(
       if (w.down !== null) loads.push(load(`${job.name} worker ${w.workerId}`, "down", w.down));
     }
   });
-  if (psUp !== null) loads.push(load("ps", "up", psUp));
-  if (psDown !== null) loads.push(load("ps", "down", psDown));
+  for (const server of servers) {
+    if (server.up !== null) loads.push(load(psName(server), "up", server.up));
+    if (server.down !== null) loads.push(load(psName(server), "down", server.down));
+  }
   loads.sort((a, b) => b.utilization - a.utilization);
+  keepQueueSeries(loads, (link) => portOf.get(link)?.queueSeries());
   return loads;
+}
+
+/** A worker's CPU, or null when handling a packet costs it nothing. */
+function workerCpu(cost: ProcessingCost): HostCpu | null {
+  const cpu = new HostCpu(cost);
+  return cpu.free ? null : cpu;
 }
 
 /** The seed of layer `i`'s gradients (a trace's layers are distinct tensors). */

@@ -193,7 +193,7 @@ await runCli(spec, async (options) => {
     })),
   );
   const app = buildControlApp(control, registry, {
-    ports: () => server.linkRecords() ?? [],
+    ports: (now) => server.linkRecords({ now }) ?? [],
     names,
   });
   // HTTP is parsed, and floods refused, in a thread of its own: the data
@@ -230,11 +230,11 @@ await runCli(spec, async (options) => {
       warnings: server.bufferWarning === null ? [] : [server.bufferWarning],
     },
     statsIntervalMs: options.statsIntervalMs,
-    report: () => ({
+    report: (final) => ({
       socketErrors: server.socketErrors,
       ...switchReport(server.core),
       txDatagrams: server.coalescer.datagramsSent,
-      links: server.linkRecords(),
+      links: server.linkRecords({ series: final }),
     }),
     close: async () => {
       clearInterval(sweeper);

@@ -561,7 +561,11 @@ export function buildControlApp(
   control: ControlPlane,
   registry?: Registry,
   /** what the live page (GET /ui) shows besides the switch's own state: ports, job names */
-  live: { ports?: () => SwitchLinkRecord[]; names?: ReadonlyMap<number, string> } = {},
+  live: {
+    /** the ports' records at `now` (with the queue then, and its area so far) */
+    ports?: (now: number) => SwitchLinkRecord[];
+    names?: ReadonlyMap<number, string>;
+  } = {},
 ): FastifyInstance {
   const app = Fastify({ logger: false });
   // Bodies are JSON only: anything else is a 415 naming the content type to use.
@@ -700,15 +704,10 @@ export function buildControlApp(
   app.get("/ui/vega-lite.js", async (_request, reply) =>
     reply.type("text/javascript; charset=utf-8").send(uiAssets().vegaLite),
   );
-  app.get("/ui/state", async () =>
-    liveState(
-      control.options.core,
-      manager,
-      control.options.now(),
-      live.ports?.() ?? [],
-      live.names,
-    ),
-  );
+  app.get("/ui/state", async () => {
+    const now = control.options.now();
+    return liveState(control.options.core, manager, now, live.ports?.(now) ?? [], live.names);
+  });
 
   if (registry !== undefined) addMetricsRoute(app, registry);
 

@@ -334,6 +334,9 @@ export class SwitchCore {
   hostAt(port: number, address: string): LinkHost | null {
     if (port === this.psPort && address === this.psAddress) return "ps";
     for (const job of this.jobs) {
+      for (let k = 0; k < job.psPorts.length; k++) {
+        if (job.psPorts[k] === port && job.psAddresses[k] === address) return "ps";
+      }
       for (let w = 0; w < job.fanIn; w++) {
         if (job.hostPort[w] === port && job.hostAddress[w] === address) {
           return { job: job.id, worker: w };
@@ -722,7 +725,8 @@ export class SwitchCore {
       // lost); then this contribution finds the aggregator empty.
       if (!outcome.preempted) counters.leaseReclaims++;
       this.stats.toParameterServer++;
-      this.emit(aggregate, this.psPort, this.psAddress);
+      const owner = this.job(this.aggregators.jobId[outcome.index]) ?? job;
+      this.emitToPs(owner, this.aggregators.psn[outcome.index], aggregate);
       this.atp(job, region, h, packet, port, address);
       return;
     }
@@ -765,7 +769,7 @@ export class SwitchCore {
    * one named in `destination` when the PS answers a single retransmission).
    */
   private ack(job: JobState, h: PacketHeader, packet: Buffer, port: number, address: string): void {
-    if (port !== this.psPort || address !== this.psAddress) {
+    if (!this.isParameterServerOf(job, h.psn, port, address)) {
       this.dropPacket(DropReason.notFromParameterServer, job);
       return;
     }
@@ -803,7 +807,26 @@ export class SwitchCore {
     this.stats.toParameterServer++;
     job.counters.toParameterServer++;
     if (job.awaitingAckSince < 0) job.awaitingAckSince = this.aggregators.now;
-    this.emit(packet, this.psPort, this.psAddress);
+    this.emitToPs(job, packet.readUInt32LE(Field.psn), packet);
+  }
+
+  /** Sends `packet` (of PSN `psn`) to the job's PS for that PSN: its own, or the shared one. */
+  private emitToPs(job: JobState, psn: number, packet: Buffer): void {
+    const own = job.psPorts.length;
+    if (own === 0) {
+      this.emit(packet, this.psPort, this.psAddress);
+      return;
+    }
+    const k = psn % own;
+    this.emit(packet, job.psPorts[k], job.psAddresses[k]);
+  }
+
+  /** Whether `address:port` is the PS that serves PSN `psn` of `job`. */
+  private isParameterServerOf(job: JobState, psn: number, port: number, address: string): boolean {
+    const own = job.psPorts.length;
+    if (own === 0) return port === this.psPort && address === this.psAddress;
+    const k = psn % own;
+    return job.psPorts[k] === port && job.psAddresses[k] === address;
   }
 
   /**

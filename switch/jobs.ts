@@ -52,6 +52,12 @@ export class JobState {
   /** the job's packet shape, when known (0 and -1: any): see JobConfig */
   readonly elementsPerPacket: number;
   readonly scaleBits: number;
+  /**
+   * the job's own parameter servers (PSN p's go to index p % length), or
+   * empty: the switch's shared one
+   */
+  readonly psPorts: Int32Array;
+  readonly psAddresses: readonly string[];
   /** when a packet went to the PS with no ack since (ms), or -1: the PS's liveness */
   awaitingAckSince = -1;
   /**
@@ -123,6 +129,9 @@ export class JobState {
     this.deadPeerMs = config.deadPeerS === undefined ? -1 : config.deadPeerS * 1000;
     this.fullBitmap = config.fanIn === 32 ? 0xffffffff : (1 << config.fanIn) - 1;
     this.sources = config.sources === undefined ? null : sourceMatcher(config.sources);
+    const own = config.mode === "atp" || config.mode === "ps" ? config.parameterServers : undefined;
+    this.psPorts = Int32Array.from(own ?? [], (p) => p.port);
+    this.psAddresses = (own ?? []).map((p) => p.host);
   }
 
   get offset(): number {

@@ -96,6 +96,10 @@ export class SwitchServer {
     const coalescer = socketCoalescer(options.datagram ?? DEFAULT_DATAGRAM_LIMITS, sendDatagram);
     const parameterServer = options.config.parameterServer;
     if (parameterServer !== undefined) coalescer.accept(parameterServer.port, parameterServer.host);
+    for (const job of options.config.jobs) {
+      if (job.mode !== "atp" && job.mode !== "ps") continue;
+      for (const own of job.parameterServers ?? []) coalescer.accept(own.port, own.host);
+    }
     const sendNow = (packet: Buffer, port: number, address: string) => {
       coalescer.send(packet, port, address);
     };
@@ -139,12 +143,12 @@ export class SwitchServer {
   }
 
   /** The egress port towards each host, with emulated links; undefined without. */
-  linkRecords(): SwitchLinkRecord[] | undefined {
+  linkRecords(options: { series?: boolean; now?: number } = {}): SwitchLinkRecord[] | undefined {
     return this.ports?.all.map(({ name, address, port, paced }) => ({
       host: name,
       address,
       port,
-      ...paced.record(),
+      ...paced.record(options),
     }));
   }
 

@@ -65,7 +65,11 @@ draining regions dashed. Polled from /ui/state every 500 ms.</p>
 <div id="timeline"></div>
 <ul id="decisions" class="muted"></ul>
 <h2>Ports</h2>
-<table id="ports"><thead><tr><th>host</th><th>rate</th><th>bytes</th><th>queue mean</th>
+<p class="muted">The queue at the switch's port towards each host: its time-weighted mean between
+polls (dashed: the ECN threshold, when the ports share one); the table's mean and p99 are over the
+port's whole busy span.</p>
+<div id="queues"></div>
+<table id="ports"><thead><tr><th>host</th><th>rate</th><th>bytes</th><th>queue now</th><th>queue mean</th>
 <th>queue p99</th><th>queue high water</th><th>drops</th><th>ECN marks</th></tr></thead><tbody></tbody></table>
 <script>
 "use strict";
@@ -73,6 +77,7 @@ const STATES = ["empty", "partial", "complete", "fallback"];
 const OPACITY = { empty: 0.25, partial: 0.55, complete: 1, fallback: 0.35 };
 const views = {};
 const rates = [];
+const queues = [];
 let previous = null;
 let polls = 0;
 
@@ -129,6 +134,15 @@ function render(state) {
       rates.push({ t, job: j.name, rate: r });
     }
     while (rates.length > 2000) rates.shift();
+    // Each port's mean queue since the last poll: its queue's area over time, differenced.
+    for (const p of state.ports) {
+      const before = previous.ports.find((q) => q.host === p.host);
+      if (before && dt > 0 && p.queueAreaByteMs !== undefined && before.queueAreaByteMs !== undefined) {
+        queues.push({ t, port: p.host, queue: Math.max(0, p.queueAreaByteMs - before.queueAreaByteMs) / (dt * 1000) / 1024 });
+      }
+    }
+    // The last two minutes.
+    while (queues.length > 0 && (queues[0].t < t - 120 || queues.length > 20000)) queues.shift();
   }
   previous = state;
   draw("rate", {
@@ -162,11 +176,27 @@ function render(state) {
     "</td><td>" + j.fallbacks + "</td><td>" + j.resends + "</td><td>" +
     (j.deadlineAt === null ? "-" : ((j.deadlineAt - state.now) / 1000).toFixed(1) + " s left" + (j.deadlineFeasible === false ? " (not feasible)" : "")) +
     "</td><td>" + text(j.reason || "") + "</td></tr>").join("");
+  if (state.ports.length > 0) {
+    const thresholds = [...new Set(state.ports.map((p) => p.ecnThresholdBytes))];
+    const marking = thresholds.length === 1 && thresholds[0] !== null ? [{ k: thresholds[0] / 1024 }] : [];
+    draw("queues", {
+      width: 900, height: 160,
+      layer: [
+        { data: { values: queues }, mark: "line",
+          encoding: {
+            x: { field: "t", type: "quantitative", title: "time (s)" },
+            y: { field: "queue", type: "quantitative", title: "queue (KiB, mean between polls)" },
+            color: { field: "port", type: "nominal", title: "towards" } } },
+        { data: { values: marking }, mark: { type: "rule", strokeDash: [4, 3], color: "#555" },
+          encoding: { y: { field: "k", type: "quantitative" } } },
+      ],
+    });
+  }
   document.querySelector("#ports tbody").innerHTML = state.ports.map((p) =>
-    "<tr><td>" + text(p.host) + "</td><td>" + (p.rateBitsPerSecond / 1e6).toFixed(0) + " Mbps</td><td>" + p.bytes +
-    "</td><td>" + (p.queueMeanBytes || 0) + " B</td><td>" + (p.queueP99Bytes || 0) + " B</td><td>" +
+    '<tr data-port="' + text(p.host) + '"><td>' + text(p.host) + "</td><td>" + (p.rateBitsPerSecond / 1e6).toFixed(0) + " Mbps</td><td>" + p.bytes +
+    '</td><td class="queue-now">' + (p.queueBytes || 0) + " B</td><td>" + (p.queueMeanBytes || 0) + " B</td><td>" + (p.queueP99Bytes || 0) + " B</td><td>" +
     p.queueHighWaterBytes + " B</td><td>" + p.drops + "</td><td>" + p.marks + "</td></tr>").join("") ||
-    '<tr><td colspan="8" class="muted">no emulated links</td></tr>';
+    '<tr><td colspan="9" class="muted">no emulated links</td></tr>';
   polls++;
   document.body.dataset.polls = String(polls);
 }

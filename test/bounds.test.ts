@@ -108,7 +108,21 @@ describe("what bound a run, in virtual time", () => {
     });
   }
 
-  it("is never host without a host processing time, whatever the mode, loss or link", () => {
+  it("is host when a PS's CPU is busier than anything else: the calibrated PS behind a fast link", () => {
+    const run = ScenarioRunSchema.parse({
+      name: "ps-cpu",
+      links: { rate: "100Gbps", delay: "1us" },
+      costs: { parameterServer: { perPacketNs: 2000, perElementNs: 10 } },
+      jobs: [{ mode: "ps", workers: 4, tensorBytes: "256KiB", window: 16 }],
+    });
+    const { result, why } = simulated(run);
+    assert.equal(result.bound, "host", why);
+    // 4 workers x 256 packets of 256 elements, each 2 us + 2.56 us of the PS's CPU.
+    const [top] = result.boundBasis?.bounds ?? [];
+    assert.ok(Math.abs(top.seconds - 4 * 256 * 4.56e-6) < 1e-9, `${top.seconds} s`);
+  });
+
+  it("is never host without a host processing time or a PS's CPU, whatever the mode, loss or link", () => {
     for (const mode of ["netreduce", "atp", "ps", "ring"] as const) {
       for (const loss of [0, 0.01]) {
         for (const links of [
@@ -120,6 +134,7 @@ describe("what bound a run, in virtual time", () => {
             aggregators: 64,
             faults: { loss },
             links,
+            costs: { parameterServer: "none" },
             jobs: [
               { mode, workers: 3, tensorBytes: "128KiB", window: 16 },
               { mode, workers: 2, tensorBytes: "64KiB", window: 8, startMs: 1 },

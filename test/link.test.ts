@@ -100,6 +100,87 @@ describe("link model", () => {
     );
   });
 
+  it("keeps the queue over time in buckets that double when the run outgrows them", () => {
+    // 1000 bytes per ms, buckets of 1 ms, at most 4 of them.
+    const params = {
+      rateBitsPerSecond: 8e6,
+      delayMs: 0,
+      bufferBytes: 1e9,
+      ecnThresholdBytes: Infinity,
+    };
+    const port = new LinkPort(params, { firstBucketMs: 1, buckets: 4 });
+    const v = newVerdict();
+    // 1000 bytes at 0 drain by 1 ms; 2000 at 2.5 drain by 4.5 ms.
+    port.offer(1000, 0, v);
+    port.offer(2000, 2.5, v);
+    assert.equal(port.queueAreaUntil(3), 500 + ((2000 + 1500) / 2) * 0.5, "area until 3 ms");
+    assert.equal(port.queueAreaUntil(100), 500 + 2000, "area once drained");
+    // 4.5 ms do not fit 4 buckets of 1 ms: width 2. [0,2): area 500, max
+    // 1000; [2,4): 2000 -> 500 over 1.5 ms, area 1875, max 2000; [4,4.5):
+    // 500 -> 0, area 125 over half a ms.
+    assert.deepEqual(port.queueSeries(), {
+      bucketMs: 2,
+      spanMs: 4.5,
+      meanBytes: [250, 938, 250],
+      maxBytes: [1000, 2000, 500],
+    });
+    // Reading the series changed nothing: at 9 ms the drain to 4.5 doubles
+    // to 2 ms, and the packet at 9 to 4 ms: [0,4) area 2375 max 2000,
+    // [4,8) area 125 max 500, [8,10) area 500 max 1000.
+    port.offer(1000, 9, v);
+    const series = port.queueSeries();
+    assert.deepEqual(series, {
+      bucketMs: 4,
+      spanMs: 10,
+      meanBytes: [594, 31, 250],
+      maxBytes: [2000, 500, 1000],
+    });
+    const lengths = [4, 4, 2];
+    const weighted =
+      series.meanBytes.reduce((sum, m, k) => sum + m * lengths[k], 0) / series.spanMs;
+    assert.ok(Math.abs(weighted - port.queueStats().meanBytes) < 0.5, `${weighted}`);
+    assert.equal(port.queueStats().meanBytes, 300, "3000 bytes x ms over 10 ms");
+    assert.deepEqual(portRecordOf(port).queueSeries, undefined, "only when asked for");
+    assert.deepEqual(portRecordOf(port, { series: true }).queueSeries, series);
+    const live = portRecordOf(port, { now: 9.5 });
+    assert.deepEqual([live.queueBytes, live.queueAreaByteMs], [500, 2500 + 375]);
+  });
+
+  it("a long run's series stays within its buckets and keeps the run's mean", () => {
+    const seed = testSeed("link queue series", 25);
+    let state = seed;
+    const random = () => {
+      state = (Math.imul(state, 1_103_515_245) + 12_345) >>> 0;
+      return state / 2 ** 32;
+    };
+    const port = new LinkPort({ ...params, bufferBytes: 50_000, ecnThresholdBytes: Infinity });
+    const v = newVerdict();
+    let now = 0;
+    // 200 000 packets in bursts and gaps: about 100 s at 1000 bytes per ms.
+    for (let i = 0; i < 200_000; i++) {
+      now += random() < 0.05 ? random() * 20 : random() * 0.8;
+      port.offer(500 + Math.floor(random() * 1000), now, v);
+    }
+    const s = port.queueSeries();
+    assert.ok(s.meanBytes.length > 128 && s.meanBytes.length <= 256, `${s.meanBytes.length}`);
+    assert.equal(s.maxBytes.length, s.meanBytes.length);
+    assert.ok(Number.isInteger(Math.log2(s.bucketMs * 64)), `bucket ${s.bucketMs} ms`);
+    let area = 0;
+    s.meanBytes.forEach((m, k) => {
+      area += m * Math.min(s.bucketMs, s.spanMs - k * s.bucketMs);
+    });
+    const q = port.queueStats();
+    assert.ok(
+      Math.abs(area / s.spanMs - q.meanBytes) < 0.5,
+      `seed ${seed}: series mean ${area / s.spanMs}, run mean ${q.meanBytes}`,
+    );
+    assert.equal(Math.max(...s.maxBytes), Math.round(port.counters.queueHighWaterBytes));
+    assert.ok(
+      s.meanBytes.every((m, k) => m <= s.maxBytes[k]),
+      "a mean above its maximum",
+    );
+  });
+
   it("parses rates and durations, and refuses what is not one", () => {
     assert.equal(parseRate("10Gbps"), 1e10);
     assert.equal(parseRate("100Mbps"), 1e8);

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { QUEUE_SERIES_LINKS } from "../experiment/results.js";
 import { ScenarioRunSchema } from "../proto/scenario.js";
 import { runScenarioRun } from "../runner/run.js";
 import { testSeed } from "./seed.js";
@@ -47,6 +48,23 @@ describe("emulated links with real processes", () => {
       "ps",
       "the PS's link is the busiest: it carries N x the bytes",
     );
+    // The final records carry the queue over time; the results keep the fullest few.
+    for (const result of [netreduce, ps]) {
+      const kept = (result.links ?? []).filter((l) => l.queueSeries !== undefined);
+      assert.equal(kept.length, QUEUE_SERIES_LINKS, `${result.name}: series kept`);
+      for (const l of kept) {
+        const s = l.queueSeries;
+        if (s === undefined) continue;
+        let area = 0;
+        s.meanBytes.forEach((mean, k) => {
+          area += mean * Math.min(s.bucketMs, s.spanMs - k * s.bucketMs);
+        });
+        assert.ok(
+          s.spanMs > 0 && Math.abs(area / s.spanMs - l.queueMeanBytes) <= 1,
+          `${result.name} ${l.host} ${l.direction}: series ${area / s.spanMs} B, mean ${l.queueMeanBytes} B`,
+        );
+      }
+    }
   });
 });
 

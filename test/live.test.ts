@@ -3,6 +3,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
+import { LinkPort, newVerdict, portRecord } from "../link/link.js";
 import { atpIndex } from "../proto/addressing.js";
 import { parseSwitchConfig } from "../proto/config.js";
 import { CREDENTIAL_ENV } from "../proto/control.js";
@@ -84,7 +85,19 @@ describe("the live view of the switch", () => {
       dataAddress: { host: "127.0.0.1", port: 1 },
       now: () => 1234,
     });
-    const app = buildControlApp(control);
+    // A port that took 2000 bytes at 1233 ms, 1000 bytes per ms: at 1234 half is left.
+    const link = new LinkPort({
+      rateBitsPerSecond: 8e6,
+      delayMs: 0,
+      bufferBytes: 1e6,
+      ecnThresholdBytes: 1500,
+    });
+    link.offer(2000, 1233, newVerdict());
+    const app = buildControlApp(control, undefined, {
+      ports: (now) => [
+        { host: "job 1 worker 0", address: "127.0.0.1", port: 5000, ...portRecord(link, { now }) },
+      ],
+    });
     const response = await app.inject({ method: "GET", url: "/ui/state" });
     assert.equal(response.statusCode, 200);
     const state = response.json() as LiveState;
@@ -107,6 +120,16 @@ describe("the live view of the switch", () => {
     assert.equal(b?.collisions, 1);
     assert.equal(b?.fallbacks, 1);
     assert.equal(state.jobs.find((j) => j.id === 1)?.aggregationsCompleted, 1);
+    const [port] = state.ports;
+    assert.deepEqual(
+      [port.host, port.queueBytes, port.queueAreaByteMs, port.queueSeries],
+      [
+        "job 1 worker 0",
+        1000,
+        ((2000 + 1000) / 2) * 1,
+        undefined, // the queue now and its area at the page's clock, not the whole series
+      ],
+    );
     const page = await app.inject({ method: "GET", url: "/ui" });
     assert.match(page.headers["content-type"] as string, /text\/html/);
     assert.match(page.body, /<script src="\/ui\/vega\.js"><\/script>/);
@@ -118,7 +141,15 @@ describe("the live view of the switch", () => {
     const dir = await mkdtemp(join(tmpdir(), "ina-live-"));
     dirs.push(dir);
     const configPath = join(dir, "switch.json");
-    await writeFile(configPath, JSON.stringify({ aggregators: 256, jobs: [] }));
+    // Emulated links, so the page has ports and their queues to draw.
+    await writeFile(
+      configPath,
+      JSON.stringify({
+        aggregators: 256,
+        jobs: [],
+        links: { rate: "1Gbps", delay: "50us", buffer: "1MiB", ecnThreshold: "64KiB" },
+      }),
+    );
     const sw = new ChildNode("switch", SCRIPTS.switch, ["--config", configPath]);
     children.push(sw);
     const ready = await sw.waitFor(SwitchReadySchema, STARTUP_MS);
@@ -214,6 +245,14 @@ describe("the live view of the switch", () => {
       assert.match(strip, /deadline/);
       const rates = await page.$$eval("#rate svg path", (paths) => paths.length);
       assert.ok(rates > 0, "the rate chart has lines");
+      // The switch's ports towards the workers: each in the table, their queues charted.
+      const ports = await page.$$eval("#ports tr[data-port]", (rows) => rows.length);
+      assert.ok(ports >= 2, `${ports} ports in the table`);
+      await waitFor("the ports' queues charted", async () =>
+        (await page.$eval("#queues svg", (svg) => svg.textContent ?? "").catch(() => "")).includes(
+          "worker",
+        ),
+      );
       await page.screenshot({ path: join(dir, "live.png"), fullPage: true });
       assert.deepEqual(problems, []);
     } finally {

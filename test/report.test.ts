@@ -121,6 +121,51 @@ describe("figures and the report page", () => {
       ["links-linked"],
       "a run with links gets its ports over time (and no bar: it has no jobs)",
     );
+    // Two runs' ports with queue series: one line per run at its fullest port, the threshold ruled.
+    const port = (host: string, queueMeanBytes: number, meanBytes: number[]) => ({
+      host,
+      direction: "down",
+      ecnThresholdBytes: 32_768,
+      queueMeanBytes,
+      queueSeries: {
+        bucketMs: 2,
+        spanMs: 2 * meanBytes.length - 1,
+        meanBytes,
+        maxBytes: meanBytes,
+      },
+    });
+    const queued = runFigures(
+      ["none", "dctcp"].map((name, i) => ({
+        name,
+        jobs: [],
+        links: [
+          port("ps", 40_000 / (i + 1), [80_000 / (i + 1), 30_000, 20_000]),
+          port("job 1 worker 0", 10, [10, 20, 0]),
+        ],
+      })) as never,
+      [],
+    );
+    assert.deepEqual(
+      queued.map((f) => f.name),
+      ["queue-over-time"],
+    );
+    const queueRows = (queued[0].spec as { layer: Array<{ data: { values: object[] } }> }).layer[0]
+      .data.values;
+    assert.deepEqual(
+      queueRows.map((r) => Object.values(r).slice(0, 3)),
+      [
+        [1, "none: towards ps", 80_000 / 1024],
+        [3, "none: towards ps", 30_000 / 1024],
+        [4.5, "none: towards ps", 20_000 / 1024],
+        [1, "dctcp: towards ps", 40_000 / 1024],
+        [3, "dctcp: towards ps", 30_000 / 1024],
+        [4.5, "dctcp: towards ps", 20_000 / 1024],
+      ],
+      "the fullest port of each run, each bucket at its middle (the last one cut at the span)",
+    );
+    const queueFigure = await renderFigure(queued[0]);
+    assert.ok(queueFigure.svg.includes("queue (KiB, time-weighted mean)"), "y axis title");
+    assert.ok(queueFigure.svg.includes("ECN threshold"), "the threshold's rule");
     const linked = await renderFigure(withLinks[0]);
     assert.ok(linked.svg.includes("utilization (% of the line rate)"));
     const goodput = await renderFigure(figures[0]);

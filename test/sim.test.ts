@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
+import { QUEUE_SERIES_LINKS } from "../experiment/results.js";
 import { parseScheduleScenario } from "../experiment/schedule.js";
 import { parseLayerTrace, ScenarioRunSchema } from "../proto/scenario.js";
 import { runScenarioRun } from "../runner/run.js";
@@ -197,6 +198,8 @@ describe("ina-sim: scenarios in virtual time", () => {
             aggregators: 512,
             links: { rate: "100Gbps", delay: "1us" },
             faults: { loss },
+            // What a loss costs the waits, not a CPU: the PS keeps up with the line.
+            costs: { parameterServer: "none" },
             jobs: [{ mode, workers: 8, tensorBytes: "2MiB", window: 128 }],
           }),
           seed,
@@ -215,6 +218,53 @@ describe("ina-sim: scenarios in virtual time", () => {
           `${mode} at ${loss}: ${r.seconds} s vs ${lossless} s`,
         );
       }
+    }
+  });
+
+  it("reports the fullest ports' queue over time, agreeing with each port's mean queue", () => {
+    const seed = testSeed("sim queue series", 25);
+    const result = simulateRun(
+      ScenarioRunSchema.parse({
+        name: "incast",
+        links: { rate: "1Gbps", delay: "10us", buffer: "256KiB", ecnThreshold: "32KiB" },
+        jobs: [
+          { mode: "ps", workers: 8, tensorBytes: "512KiB", window: 64, congestionControl: "dctcp" },
+        ],
+      }),
+      seed,
+    );
+    assert.equal(result.verified, true, result.error);
+    const links = result.links ?? [];
+    const withSeries = links.filter((l) => l.queueSeries !== undefined);
+    assert.equal(withSeries.length, QUEUE_SERIES_LINKS, "only the fullest few keep a series");
+    const fullest = Math.max(...links.map((l) => l.queueMeanBytes));
+    const ps = links.find((l) => l.host === "ps" && l.direction === "down");
+    assert.equal(ps?.queueMeanBytes, fullest, "the incast port is the fullest");
+    assert.ok(ps?.queueSeries !== undefined, "and keeps its series");
+    assert.equal(ps.ecnThresholdBytes, 32 * 1024);
+    for (const link of withSeries) {
+      const s = link.queueSeries;
+      if (s === undefined) continue;
+      const name = `${link.host} ${link.direction}`;
+      assert.ok(
+        s.meanBytes.length > 0 && s.meanBytes.length <= 256,
+        `${name}: ${s.meanBytes.length}`,
+      );
+      assert.equal(
+        s.meanBytes.length,
+        Math.ceil(s.spanMs / s.bucketMs),
+        `${name}: covers its span`,
+      );
+      let area = 0;
+      s.meanBytes.forEach((mean, k) => {
+        area += mean * Math.min(s.bucketMs, s.spanMs - k * s.bucketMs);
+      });
+      // Whole bytes per bucket and for the mean: within a byte.
+      assert.ok(
+        Math.abs(area / s.spanMs - link.queueMeanBytes) <= 1,
+        `${name}: series ${area / s.spanMs} B, run ${link.queueMeanBytes} B`,
+      );
+      assert.equal(Math.max(...s.maxBytes), Math.round(link.queueHighWaterBytes), name);
     }
   });
 
@@ -274,6 +324,102 @@ describe("ina-sim: scenarios in virtual time", () => {
       assert.equal(outputDigest(net.jobs[0].outputs[w]), digest);
     }
     assert.equal(simulated.verified && real.verified, true);
+  });
+});
+
+describe("ina-sim: parameter servers of jobs' own, and what a PS's CPU costs", () => {
+  const cost = { perPacketNs: 1000, perElementNs: 4 };
+  const twoJobs = (parameterServers: number, mode: "atp" | "ps", loss = 0) =>
+    ScenarioRunSchema.parse({
+      name: `${mode} own ${parameterServers}`,
+      aggregators: 64,
+      links: { rate: "10Gbps", delay: "2us" },
+      faults: { loss },
+      costs: { parameterServer: cost },
+      jobs: [0, 1].map(() => ({
+        mode,
+        workers: 4,
+        tensorBytes: "256KiB",
+        window: 32,
+        parameterServers,
+      })),
+    });
+
+  it("sends each job's PSNs to its own PSes (PSN p to server p % n), exact under loss, on their own links", () => {
+    const seed = testSeed("sim own parameter servers", 81);
+    for (const mode of ["atp", "ps"] as const) {
+      const r = simulateRun(twoJobs(2, mode, 0.01), seed);
+      assert.equal(r.verified, true, `${mode}: ${r.error}`);
+      const hosts = (r.links ?? []).map((l) => `${l.host} ${l.direction}`).sort();
+      for (const job of ["1", "2"]) {
+        for (const k of [0, 1]) {
+          assert.ok(
+            hosts.includes(`${mode}-${job} ps ${k} down`),
+            `${mode}-${job} ps ${k}: ${hosts}`,
+          );
+        }
+      }
+      assert.ok(
+        !hosts.some((h) => h.startsWith("ps ")),
+        "no shared PS is made when no job uses it",
+      );
+      // Both servers of a job carry about half its PSNs (the link's bytes).
+      const down = (name: string) =>
+        r.links?.find((l) => l.host === name && l.direction === "down");
+      const a = down(`${mode}-1 ps 0`)?.bytes ?? 0;
+      const b = down(`${mode}-1 ps 1`)?.bytes ?? 0;
+      assert.ok(a > 0 && b > 0 && Math.abs(a - b) / (a + b) < 0.2, `${a} vs ${b} bytes`);
+      // The summed counters: every PSN completed once per job at the PSes (PS mode: 256 PSNs x 2 jobs).
+      if (mode === "ps") assert.equal(r.ps?.aggregationsCompleted, 2 * 256);
+    }
+  });
+
+  it("charges a PS's CPU per packet: PS jobs sharing one PS take about twice as long as each on its own", () => {
+    const seed = testSeed("sim PS cost", 83);
+    const shared = simulateRun(twoJobs(0, "ps"), seed);
+    const own = simulateRun(twoJobs(1, "ps"), seed);
+    const free = simulateRun(
+      { ...twoJobs(0, "ps"), costs: { ...twoJobs(0, "ps").costs, parameterServer: "none" } },
+      seed,
+    );
+    for (const r of [shared, own, free]) assert.equal(r.verified, true, r.error);
+    // 2 jobs x 4 workers x 256 packets of 256 elements, 2.024 us each: 4.1 ms of one CPU.
+    const busy = 2 * 4 * 256 * (cost.perPacketNs + 256 * cost.perElementNs) * 1e-9;
+    assert.ok(shared.seconds >= busy, `shared ${shared.seconds} s < ${busy} s of CPU`);
+    assert.ok(
+      own.seconds >= busy / 2 && own.seconds < 0.7 * shared.seconds,
+      `own ${own.seconds} s, shared ${shared.seconds} s`,
+    );
+    assert.ok(free.seconds < own.seconds, `free ${free.seconds} s vs own ${own.seconds} s`);
+    assert.equal(shared.bound, "host");
+  });
+
+  it("detects loss per PS: results of two PSes pass each other without a resend", () => {
+    // Before RACK ran per PS, the busier PS's PSNs looked lost behind the
+    // other's and were resent, which loaded it more: 1,138 resends per worker.
+    const seed = testSeed("sim per-PS loss detection", 85);
+    for (const mode of ["atp", "ps"] as const) {
+      const r = simulateRun(twoJobs(2, mode), seed);
+      assert.equal(r.verified, true, r.error);
+      for (const job of r.jobs) {
+        assert.deepEqual(
+          job.perWorker.map((w) => w.retransmissions),
+          [0, 0, 0, 0],
+          `${mode}: ${job.name}`,
+        );
+      }
+    }
+  });
+
+  it("refuses PSes on a job that has none, naming the field", () => {
+    const parsed = ScenarioRunSchema.safeParse({
+      name: "x",
+      jobs: [{ mode: "netreduce", workers: 2, parameterServers: 1 }],
+    });
+    assert.equal(parsed.success, false);
+    const [issue] = parsed.error?.issues ?? [];
+    assert.deepEqual(issue.path, ["jobs", 0, "parameterServers"]);
+    assert.match(issue.message, /only ATP and PS jobs/);
   });
 });
 

@@ -788,7 +788,7 @@ await runCli(spec, async (o) => {
     rtoMs: s.rtoMs,
     ecnMarkedResults: s.ecnMarkedResults,
     window: core.window,
-    link: worker.nic?.record(),
+    link: worker.nic?.record({ series: true }),
     drops: dropsByName(s.drops),
     verification: check,
     outputDigest: outputDigest(output),

@@ -62,6 +62,13 @@ export interface WorkerCoreOptions {
    * simulator sets one packet's serialization)
    */
   gapFloorMs?: number;
+  /**
+   * ATP and PS jobs: the PSes the job's PSNs are spread over (PSN p
+   * answered by PS p % n; default 1). Each answers through its own queue, so
+   * results of different PSes pass each other: loss detection (RACK) runs
+   * per PS, PSN p against the latest answered PSN of its own PS.
+   */
+  parameterServers?: number;
   /** RFC 6298's clock granularity G in the RTO (ms; unset: measured from the process's timers, at least 1; the simulator sets the link's) */
   clockGranularityMs?: number;
   /** an all-reduce with no answer from the switch for this long fails (ms; 0: never) */
@@ -357,7 +364,10 @@ export class WorkerCore {
    * RACK (RFC 8985) of this all-reduce's PSNs: the latest-sent PSN with its
    * result, and timer `gapResend` (see detectLosses)
    */
-  private readonly rack = new Rack();
+  /** RACK per PS the PSNs are spread over (PSN p: racks[p % length]) */
+  private readonly racks: Rack[];
+  /** timer `gapResend`: the earliest deadline the last loss scan found (Infinity: none) */
+  private gapDeadline = Number.POSITIVE_INFINITY;
   /**
    * `now` of the latest result of this all-reduce: the RTO runs from it or
    * from a PSN's send, whichever is later (RFC 6298, 5.3: the timer restarts
@@ -420,6 +430,10 @@ export class WorkerCore {
     };
     this.slotTimedOut = new Uint8Array(w);
     this.rtt = new RttEstimator(options, this.stats);
+    this.racks = Array.from(
+      { length: Math.max(1, options.parameterServers ?? 1) },
+      () => new Rack(),
+    );
   }
 
   /** True once every PSN of the current all-reduce has its result. */
@@ -493,7 +507,8 @@ export class WorkerCore {
     this.probing = false;
     this.oldestSentAt = Number.POSITIVE_INFINITY;
     this.resentInFlight = 0;
-    this.rack.reset();
+    for (const rack of this.racks) rack.reset();
+    this.gapDeadline = Number.POSITIVE_INFINITY;
     this.lastTimeoutAt = Number.NEGATIVE_INFINITY;
     this.lastResultAt = Number.NEGATIVE_INFINITY;
     this.lastAnswerAt = now;
@@ -612,7 +627,7 @@ export class WorkerCore {
     if (this.slotSends[slot] > 1) this.resentInFlight--;
     // Karn's sample or the backoff's end, a spurious timeout, RACK (see Rack).
     if (this.slotSends[slot] === 1) this.probing = false;
-    this.rack.answered(
+    this.racks[psn % this.racks.length].answered(
       this.rtt,
       this.stats,
       psn,
@@ -631,7 +646,7 @@ export class WorkerCore {
       }
       this.fillWindow(now);
     }
-    if (this.base < this.rack.seq) this.detectLosses(now);
+    if (this.base < this.latestAnsweredSeq()) this.detectLosses(now);
   }
 
   /**
@@ -706,7 +721,7 @@ export class WorkerCore {
     // Loss detection runs on the clock too: when every later PSN of the
     // window has its result, no result comes to trigger it, and only the
     // timeout (far longer) would resend what is missing.
-    if (now >= this.rack.deadline) this.detectLosses(now);
+    if (now >= this.gapDeadline) this.detectLosses(now);
     if (now >= this.retransmitAt()) this.retransmit(now);
   }
 
@@ -739,7 +754,15 @@ export class WorkerCore {
    * overtook, as the last loss scan found it (RACK's reordering timer).
    */
   private gapResendAt(): number {
-    return this.rack.deadline;
+    return this.gapDeadline;
+  }
+
+  /** The highest PSN any RACK has seen answered (-1: none). */
+  private latestAnsweredSeq(): number {
+    let seq = this.racks[0].seq;
+    for (let k = 1; k < this.racks.length; k++)
+      if (this.racks[k].seq > seq) seq = this.racks[k].seq;
+    return seq;
   }
 
   /** Retransmits what timed out at `now`: a probe (the oldest PSN) first (see `probing`). */
@@ -800,20 +823,20 @@ export class WorkerCore {
    * waited longer (three times, before) would time out first and back off.
    */
   private detectLosses(now: number): void {
-    const rack = this.rack;
-    rack.deadline = Number.POSITIVE_INFINITY;
+    this.gapDeadline = Number.POSITIVE_INFINITY;
     if (!this.rtt.hasSample) return;
-    const wait = rack.lossWaitMs(this.rtt);
+    const racks = this.racks;
+    const n = racks.length;
     const w = this.options.window;
-    const rackSentAt = rack.sentAt;
-    const end = Math.min(rack.seq, this.next);
+    const end = Math.min(this.latestAnsweredSeq(), this.next);
     let deadline = Number.POSITIVE_INFINITY;
     for (let p = this.base; p < end; p++) {
       const slot = p % w;
       if (this.slotDone[slot] !== 0) continue;
+      const rack = racks[p % n];
       const sentAt = this.slotSentAt[slot];
-      if (sentAt > rackSentAt) continue;
-      const at = sentAt + wait;
+      if (sentAt > rack.sentAt || p > rack.seq) continue;
+      const at = sentAt + rack.lossWaitMs(this.rtt);
       if (now >= at) {
         this.resend(slot, now);
         this.slotTimedOut[slot] = 0;
@@ -821,7 +844,7 @@ export class WorkerCore {
         deadline = at;
       }
     }
-    rack.deadline = deadline;
+    this.gapDeadline = deadline;
   }
 
   /** Ends the current all-reduce unfinished; `done` turns true and `failure` says why. */
