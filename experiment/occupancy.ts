@@ -1,17 +1,17 @@
 /**
- * The aggregator pool's occupancy over time, sampled at a fixed period in
- * virtual time: the fraction of the switch's aggregators held (not empty).
- * The series stays short whatever the run's length: past MAX_POINTS, pairs
- * of neighbouring points merge (their mean) and the period doubles.
+ * The aggregator pool's occupancy over time, sampled in virtual time: the
+ * fraction of the switch's aggregators held (not empty). The series stays
+ * short whatever the run's length, and so does the sampling's cost: past
+ * MAX_POINTS, pairs of neighbouring points merge (their mean) and the
+ * sampling period doubles, so each point stays one period wide.
  */
 
 export interface OccupancySeries {
-  /** the period of the points (ms) and the period the samples were taken at */
+  /** the width of each point (ms): the sampling period at the end */
   periodMs: number;
-  samplePeriodMs: number;
-  /** [t in s from the first sample, mean fraction held over the period] */
+  /** [t in s from the first sample, mean fraction held over the point] */
   points: Array<[number, number]>;
-  /** the mean and peak over every sample */
+  /** the mean over the points (a time-weighted mean of the samples) and the largest sample */
   meanFraction: number;
   peakFraction: number;
 }
@@ -20,49 +20,36 @@ const MAX_POINTS = 256;
 
 export class OccupancySampler {
   private readonly points: number[] = [];
-  /** samples merged into the point being filled, and their sum */
-  private pending = 0;
-  private pendingSum = 0;
-  /** samples per point */
-  private perPoint = 1;
-  private samples = 0;
-  private sum = 0;
   private peak = 0;
 
-  constructor(readonly samplePeriodMs: number) {}
+  constructor(private period: number) {}
+
+  /** The sampling period now (ms): the next sample is due this long after the last. */
+  get periodMs(): number {
+    return this.period;
+  }
 
   /** One sample: `held` of `count` aggregators. */
   sample(held: number, count: number): void {
     const fraction = count > 0 ? held / count : 0;
-    this.samples++;
-    this.sum += fraction;
     if (fraction > this.peak) this.peak = fraction;
-    this.pending++;
-    this.pendingSum += fraction;
-    if (this.pending < this.perPoint) return;
-    this.points.push(this.pendingSum / this.pending);
-    this.pending = 0;
-    this.pendingSum = 0;
+    this.points.push(fraction);
     if (this.points.length >= MAX_POINTS) {
       for (let i = 0; i < this.points.length / 2; i++) {
         this.points[i] = (this.points[2 * i] + this.points[2 * i + 1]) / 2;
       }
       this.points.length /= 2;
-      this.perPoint *= 2;
+      this.period *= 2;
     }
   }
 
   series(): OccupancySeries {
-    const periodMs = this.samplePeriodMs * this.perPoint;
-    const points = this.points.map((f, i): [number, number] => [(i * periodMs) / 1000, f]);
-    if (this.pending > 0) {
-      points.push([(this.points.length * periodMs) / 1000, this.pendingSum / this.pending]);
-    }
+    const points = this.points.map((f, i): [number, number] => [(i * this.period) / 1000, f]);
     return {
-      periodMs,
-      samplePeriodMs: this.samplePeriodMs,
+      periodMs: this.period,
       points,
-      meanFraction: this.samples > 0 ? this.sum / this.samples : 0,
+      meanFraction:
+        this.points.length > 0 ? this.points.reduce((a, b) => a + b, 0) / this.points.length : 0,
       peakFraction: this.peak,
     };
   }

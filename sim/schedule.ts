@@ -216,7 +216,7 @@ export function simulateSchedule(
   const occupancy = new OccupancySampler(OCCUPANCY_SAMPLE_MS);
   const sample = () => {
     occupancy.sample(sw.aggregators.held, sw.aggregators.count);
-    if (!finished()) engine.after(OCCUPANCY_SAMPLE_MS * 1e6, sample);
+    if (!finished()) engine.after(occupancy.periodMs * 1e6, sample);
   };
   engine.at(Math.min(...scenario.jobs.map((j) => j.arriveMs)) * 1e6, sample);
   // Bounded: a schedule that cannot finish (a job never admitted) ends after an hour of virtual time.

@@ -423,7 +423,7 @@ export function simulateRun(
   if (occupancy !== null) {
     const sample = () => {
       occupancy.sample(sw.aggregators.held, sw.aggregators.count);
-      if (!finished()) engine.after(OCCUPANCY_SAMPLE_MS * 1e6, sample);
+      if (!finished()) engine.after(occupancy.periodMs * 1e6, sample);
     };
     engine.at(Math.min(...jobs.map((j) => j.startMs)) * 1e6, sample);
   }

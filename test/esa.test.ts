@@ -267,18 +267,22 @@ describe("pool occupancy and the atpPool field", () => {
     assert.deepEqual(occupancy, { meanFraction: 10 / 20 / 8, peakFraction: 1 / 8, aggregators: 8 });
   });
 
-  it("the sampler keeps at most 256 points, merging pairs and doubling their period", () => {
+  it("the sampler keeps at most 256 points: pairs merge and the sampling period doubles", () => {
     const sampler = new OccupancySampler(0.1);
-    for (let i = 0; i < 1000; i++) sampler.sample(i < 500 ? 4 : 0, 8);
+    let t = 0;
+    // Half the pool held for the first 50 ms, none after, to 150 ms.
+    while (t < 150) {
+      sampler.sample(t < 50 ? 4 : 0, 8);
+      t += sampler.periodMs;
+    }
     const series = sampler.series();
     assert.ok(series.points.length <= 256 && series.points.length > 128, `${series.points.length}`);
-    assert.equal(series.periodMs, 0.4);
-    assert.equal(series.meanFraction, 0.25);
+    assert.equal(series.periodMs, 0.8);
+    assert.ok(Math.abs(series.meanFraction - 0.5 / 3) < 0.01, `${series.meanFraction}`);
     assert.equal(series.peakFraction, 0.5);
     assert.equal(series.points[0][1], 0.5);
     assert.equal(series.points.at(-1)?.[1], 0);
-    // the points' times follow their period
-    assert.equal(series.points[10][0], (10 * 0.4) / 1000);
+    assert.equal(series.points[10][0], (10 * 0.8) / 1000);
   });
 
   it("a bad atpPool is refused, naming the field", () => {
