@@ -197,7 +197,8 @@ export function linkLoads(
   jobs: readonly ResolvedJob[],
   workerRecords: WorkerResultRecord[][],
   switchStats: Partial<SwitchStatsRecord>,
-  psStats: PsStatsRecord | null,
+  /** every PS's final stats, by the host name its links get ("ps", "<job> ps <k>") */
+  parameterServers: ReadonlyArray<{ host: string; stats: PsStatsRecord | null }>,
   seconds: number,
 ): LinkLoad[] {
   const recordOf = new Map<LinkLoad, LinkPortRecord>();
@@ -227,12 +228,14 @@ export function linkLoads(
       }
     }
   });
-  if (psStats?.link !== undefined) links.push(load("ps", "up", psStats.link));
+  for (const { host, stats } of parameterServers) {
+    if (stats?.link !== undefined) links.push(load(host, "up", stats.link));
+  }
   const nameOf = new Map(jobs.map((job) => [job.id, job.name]));
   for (const port of switchStats.links ?? []) {
-    const match = /^job (\d+) worker (\d+)$/.exec(port.host);
+    const match = /^job (\d+) (worker|ps) (\d+)$/.exec(port.host);
     const host = match
-      ? `${nameOf.get(Number(match[1])) ?? `job ${match[1]}`} worker ${match[2]}`
+      ? `${nameOf.get(Number(match[1])) ?? `job ${match[1]}`} ${match[2]} ${match[3]}`
       : port.host;
     links.push(load(host, "down", port));
   }
@@ -466,4 +469,23 @@ export function failedRun(run: ScenarioRun, message: string): RunResult {
     bound: null,
     error: message,
   };
+}
+
+/** Several parameter servers' counters as one record (a run with PSes of jobs' own); null for none. */
+export function sumPsReports(reports: readonly PsStatsRecord[]): PsStatsRecord | null {
+  if (reports.length === 0) return null;
+  if (reports.length === 1) return reports[0];
+  const total = structuredClone(reports[0]);
+  for (const r of reports.slice(1)) {
+    // Counters add up; a PS's own link record stays the first one's.
+    for (const key of Object.keys(r) as Array<keyof PsStatsRecord>) {
+      const n = r[key];
+      if (typeof n === "number")
+        (total as Record<string, unknown>)[key] = ((total[key] as number | undefined) ?? 0) + n;
+    }
+    for (const [reason, n] of Object.entries(r.drops)) {
+      total.drops[reason] = (total.drops[reason] ?? 0) + n;
+    }
+  }
+  return total;
 }

@@ -23,22 +23,3 @@ export function psReport(core: PsCore): PsStatsRecord {
     drops: dropsByName(s.drops),
   };
 }
-
-/** Several parameter servers' counters as one record (a run with PSes of jobs' own); null for none. */
-export function sumPsReports(reports: readonly PsStatsRecord[]): PsStatsRecord | null {
-  if (reports.length === 0) return null;
-  if (reports.length === 1) return reports[0];
-  const total = structuredClone(reports[0]);
-  for (const r of reports.slice(1)) {
-    // Counters add up; a PS's own link record stays the first one's.
-    for (const key of Object.keys(r) as Array<keyof PsStatsRecord>) {
-      const n = r[key];
-      if (typeof n === "number")
-        (total as Record<string, unknown>)[key] = ((total[key] as number | undefined) ?? 0) + n;
-    }
-    for (const [reason, n] of Object.entries(r.drops)) {
-      total.drops[reason] = (total.drops[reason] ?? 0) + n;
-    }
-  }
-  return total;
-}

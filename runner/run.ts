@@ -9,8 +9,14 @@ import {
   linkSeries,
   type RunResult,
   runResult,
+  sumPsReports,
 } from "../experiment/results.js";
-import { type ResolvedJob, resolveJobs, switchConfigOf } from "../experiment/scenario.js";
+import {
+  needsSharedPs,
+  type ResolvedJob,
+  resolveJobs,
+  switchConfigOf,
+} from "../experiment/scenario.js";
 import type { SwitchConfigInput } from "../proto/config.js";
 import { type Links, linkParamsFor } from "../proto/links.js";
 import {
@@ -118,8 +124,40 @@ export async function startSwitch(o: {
   children: ChildNode[];
   targets: ScrapeTargets | undefined;
   run: string;
-}): Promise<{ ps: ChildNode | null; sw: ChildNode; ready: SwitchReadyRecord | FloorReadyRecord }> {
+  /** jobs' own PSes: how many job `config.jobs[i]` has, by i (absent or 0: none) */
+  ownParameterServers?: readonly number[];
+}): Promise<{
+  ps: ChildNode | null;
+  /** the jobs' own PSes, each with the host name its links get ("<job name> ps <k>") */
+  ownPs: Array<{ node: ChildNode; host: string }>;
+  sw: ChildNode;
+  ready: SwitchReadyRecord | FloorReadyRecord;
+}> {
   let ps: ChildNode | null = null;
+  const ownPs: Array<{ node: ChildNode; host: string }> = [];
+  for (const [i, count] of (o.ownParameterServers ?? []).entries()) {
+    const job = o.config.jobs?.[i];
+    if (count === 0 || job === undefined || (job.mode !== "atp" && job.mode !== "ps")) continue;
+    // Each serves this job alone, as ATP deploys a PS per job on its own host.
+    const path = join(o.dir, `ps-job${job.id}.json`);
+    await writeFile(path, JSON.stringify({ ...o.config, jobs: [job] }, null, 2));
+    const addresses: Array<{ host: string; port: number }> = [];
+    for (let k = 0; k < count; k++) {
+      const node = new ChildNode(`${job.name ?? `job ${job.id}`} ps ${k}`, SCRIPTS.ps, [
+        "--config",
+        path,
+        "--switch",
+        "stdin",
+        ...(o.psArgs ?? []),
+      ]);
+      o.children.push(node);
+      const ready = await node.waitFor(PsReadySchema, STARTUP_MS);
+      scrapeWhileAlive(o.targets, node, ready, { process: "ps", run: o.run });
+      addresses.push({ host: ready.dataAddress, port: ready.dataPort });
+      ownPs.push({ node, host: `${job.name ?? `job ${job.id}`} ps ${k}` });
+    }
+    job.parameterServers = addresses;
+  }
   if (o.withPs) {
     const psConfigPath = join(o.dir, "ps.json");
     await writeFile(psConfigPath, JSON.stringify(o.config, null, 2));
@@ -151,10 +189,12 @@ export async function startSwitch(o: {
     o.floorScript !== undefined ? FloorReadySchema : SwitchReadySchema,
     STARTUP_MS,
   );
-  ps?.send(`switch ${"dataAddress" in ready ? ready.dataAddress : "127.0.0.1"}:${ready.dataPort}`);
+  const switchAt = `switch ${"dataAddress" in ready ? ready.dataAddress : "127.0.0.1"}:${ready.dataPort}`;
+  ps?.send(switchAt);
+  for (const { node } of ownPs) node.send(switchAt);
   if ("uiUrl" in ready) process.stderr.write(`    live view: ${ready.uiUrl}\n`);
   scrapeWhileAlive(o.targets, sw, ready, { process: "switch", run: o.run });
-  return { ps, sw, ready };
+  return { ps, ownPs, sw, ready };
 }
 
 /**
@@ -175,10 +215,11 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
       run.packetsPerDatagram === undefined
         ? []
         : ["--packets-per-datagram", String(run.packetsPerDatagram)];
-    const { ps, sw, ready } = await startSwitch({
+    const { ps, ownPs, sw, ready } = await startSwitch({
       dir,
       config,
-      withPs: jobs.some((j) => j.mode === "atp" || j.mode === "ps"),
+      withPs: needsSharedPs(jobs),
+      ownParameterServers: jobs.map((j) => j.parameterServers),
       psArgs: datagramArgs,
       // With links, the switch reports its ports every 250 ms: utilization over time.
       switchArgs: [
@@ -292,11 +333,19 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
         ? sw.recordsOf(FloorStatsSchema)
         : sw.recordsOf(SwitchStatsSchema).filter((r) => r.final === true)
       ).at(0) ?? {};
-    let psStats: PsStatsLine | null = null;
-    if (ps !== null) {
-      await ps.stop();
-      psStats = ps.recordsOf(PsStatsSchema).find((r) => r.final === true) ?? null;
-    }
+    const finalStats = async (node: ChildNode): Promise<PsStatsLine | null> => {
+      await node.stop();
+      return node.recordsOf(PsStatsSchema).find((r) => r.final === true) ?? null;
+    };
+    const parameterServers = [
+      ...(ps === null ? [] : [{ host: "ps", stats: await finalStats(ps) }]),
+      ...(await Promise.all(
+        ownPs.map(async ({ node, host }) => ({ host, stats: await finalStats(node) })),
+      )),
+    ];
+    const psStats = sumPsReports(
+      parameterServers.flatMap(({ stats }) => (stats === null ? [] : [stats])),
+    );
     const jobResults = jobs.map((job, j) => jobResultOfRecords(job, results[j], switchStats));
     // Links carry traffic from the first "go" to the last all-reduce's end;
     // the run's seconds also hold the workers' verification.
@@ -304,7 +353,7 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
     const loads =
       run.links === undefined
         ? null
-        : linkLoads(jobs, results, switchStats, psStats, trafficSeconds);
+        : linkLoads(jobs, results, switchStats, parameterServers, trafficSeconds);
     return runResult(run, jobs, jobResults, {
       seconds,
       switch: switchStats,
@@ -379,6 +428,7 @@ function workerArgs(
     String(job.iterations),
     "--wait-go",
     ...(job.computeMs > 0 ? ["--compute-ms", String(job.computeMs)] : []),
+    ...(job.parameterServers > 1 ? ["--parameter-servers", String(job.parameterServers)] : []),
     ...(job.mode === "ring" ? ["--operation", job.operation, "--root", String(job.root)] : []),
   ];
 }

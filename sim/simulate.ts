@@ -9,6 +9,7 @@ import {
   type LinkLoad,
   type RunResult,
   runResult,
+  sumPsReports,
   type WorkerOutcome,
 } from "../experiment/results.js";
 import {
@@ -25,7 +26,7 @@ import { deriveSeed } from "../proto/prng.js";
 import type { Verification } from "../proto/records.js";
 import type { ScenarioRun } from "../proto/scenario.js";
 import { HEADER_BYTES } from "../proto/wire.js";
-import { psReport, sumPsReports } from "../ps/report.js";
+import { psReport } from "../ps/report.js";
 import { switchReport } from "../switch/report.js";
 import { CollectiveCore } from "../worker/collective.js";
 import { DEFAULT_RTO, WorkerCore } from "../worker/core.js";

@@ -346,6 +346,17 @@ export class SwitchCore {
     return null;
   }
 
+  /** A job's own PS at `address:port` as "job ID ps K" (its place in the job's list), or null. */
+  ownParameterServerAt(port: number, address: string): string | null {
+    for (const job of this.jobs) {
+      for (let k = 0; k < job.psPorts.length; k++) {
+        if (job.psPorts[k] === port && job.psAddresses[k] === address)
+          return `job ${job.id} ps ${k}`;
+      }
+    }
+    return null;
+  }
+
   job(id: number): JobState | undefined {
     const slot = this.jobSlotById[id];
     return slot < 0 ? undefined : this.jobs[slot];

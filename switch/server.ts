@@ -122,7 +122,7 @@ export class SwitchServer {
             host === null
               ? `${address}:${port}`
               : host === "ps"
-                ? "ps"
+                ? (core.ownParameterServerAt(port, address) ?? "ps")
                 : `job ${host.job} worker ${host.worker}`;
           return { name, params: linkParamsFor(links, host ?? { job: -1, worker: -1 }) };
         },

@@ -75,4 +75,46 @@ describe("multi-tenant jobs, real processes", () => {
     );
     assert.equal(nr.switchAggregations, packets);
   });
+
+  it("jobs with PSes of their own: an ATP job over two, a PS job on one, each PS serving its job alone; exact under loss", async () => {
+    const seed = testSeed("own parameter servers processes", 23);
+    const run = ScenarioRunSchema.parse({
+      name: "own-ps",
+      aggregators: 32,
+      faults: { loss: 0.01 },
+      links: { rate: "100Mbps", delay: "100us" },
+      jobs: [
+        {
+          name: "atp",
+          mode: "atp",
+          workers: 3,
+          tensorBytes: size / 2,
+          window: 16,
+          parameterServers: 2,
+        },
+        {
+          name: "ps",
+          mode: "ps",
+          workers: 2,
+          tensorBytes: size / 4,
+          window: 16,
+          parameterServers: 1,
+        },
+      ],
+    });
+    const result = await runScenarioRun(run, { seed, timeoutMs: 120_000 });
+    assert.equal(result.verified, true, result.error);
+    // The PSes' counters add up: every PSN of both jobs completed once at a PS.
+    assert.equal(result.ps?.aggregationsCompleted, packets / 2 + packets / 4);
+    const hosts = new Set(result.links?.map((l) => `${l.host} ${l.direction}`));
+    for (const host of ["atp ps 0", "atp ps 1", "ps ps 0"]) {
+      for (const direction of ["up", "down"]) {
+        assert.ok(hosts.has(`${host} ${direction}`), `${host} ${direction}: ${[...hosts]}`);
+      }
+    }
+    assert.ok(
+      ![...hosts].some((h) => h.startsWith("ps up") || h.startsWith("ps down")),
+      "no shared PS",
+    );
+  });
 });

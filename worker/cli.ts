@@ -206,6 +206,14 @@ const spec = {
       description: "how the window reacts to ECN-marked results: none, aimd (ATP) or dctcp",
       defaultText: "none",
     },
+    "parameter-servers": {
+      type: "string",
+      valueName: "N",
+      description:
+        "ATP and PS jobs: the PSes the job's PSNs are spread over (PSN p answered by PS p % N):\n" +
+        "loss detection runs per PS, so their results passing each other are not losses",
+      defaultText: "1",
+    },
     "rto-floor-ms": {
       type: "string",
       valueName: "MS",
@@ -316,6 +324,7 @@ const spec = {
       linkBuffer: byteSize.optional(),
       linkEcnThreshold: byteSize.optional(),
       congestionControl: z.enum(CONGESTION_CONTROLS).default("none"),
+      parameterServers: cliInt(1, 16).default(1),
       computeMs: z.coerce.number().min(0).max(3_600_000).default(0),
       joinTimeoutS: z.coerce.number().positive().max(86_400).default(600),
       credential: z.string().min(1).optional(),
@@ -633,6 +642,7 @@ await runCli(spec, async (o) => {
           giveUpAfterMs: o.giveUpS * 1000,
           keepaliveMs: o.keepaliveMs,
           congestionControl: o.congestionControl,
+          parameterServers: o.parameterServers,
           link: workerLink(o),
           switchHost: p.switchHost,
           switchPort: p.switchPort,
