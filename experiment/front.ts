@@ -51,7 +51,7 @@ export const FRONT_OPTIONS = {
   policies: {
     type: "string",
     valueName: "LIST",
-    description: "scheduling scenarios: comma-separated policies (edf, fcfs, static)",
+    description: "scheduling scenarios: comma-separated policies (edf, fcfs, static, shared, esa)",
     defaultText: "the scenario's",
   },
   seed: { type: "string", valueName: "N", description: "seed of gradients and faults" },

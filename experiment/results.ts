@@ -10,6 +10,7 @@ import type {
 } from "../proto/records.js";
 import type { ScenarioRun } from "../proto/scenario.js";
 import { type BoundBasis, type RunBound, runBound, type VirtualTimeEvidence } from "./bounds.js";
+import type { OccupancySeries } from "./occupancy.js";
 import type { ResolvedJob } from "./scenario.js";
 
 /**
@@ -103,6 +104,13 @@ export interface RunResult {
   /** first "go" to the last job's last result record (its verification included) */
   seconds: number;
   jobs: JobResult[];
+  /**
+   * job completion times: each job's `seconds` (its start to its slowest
+   * worker's last result), their mean and their maximum (the tail; a run
+   * has at most 16 jobs, so a p99 would be the maximum)
+   */
+  averageJctS: number;
+  maxJctS: number;
   verified: boolean;
   /**
    * the switch's final stats record (the simulator's: its counters alone);
@@ -119,6 +127,8 @@ export interface RunResult {
   linkSeries?: Array<{ t: number; host: string; utilization: number }> | null;
   /** with emulated links: every link direction's load, busiest first */
   links: LinkLoad[] | null;
+  /** the simulator's, with ATP jobs: the fraction of the aggregators held over virtual time */
+  occupancy?: OccupancySeries;
   /**
    * with emulated links, what limited the run (experiment/bounds.ts, RunBound:
    * link, window, latency, switch, host, loss, compute; "host" in virtual
@@ -410,6 +420,7 @@ export function runResult(
     warnings: string[];
     links: LinkLoad[] | null;
     linkSeries?: RunResult["linkSeries"];
+    occupancy?: OccupancySeries;
     /** the simulator's: what it models besides the links, and its measured stalls */
     virtual?: VirtualTimeEvidence;
     error?: string;
@@ -425,12 +436,15 @@ export function runResult(
     faults: run.faults,
     seconds: o.seconds,
     jobs: jobResults,
+    averageJctS: mean(jobResults.map((r) => r.seconds)),
+    maxJctS: Math.max(0, ...jobResults.map((r) => r.seconds)),
     verified: jobResults.every((r) => r.verified),
     switch: o.switch,
     ps: o.ps,
     warnings: o.warnings,
     links: o.links,
     ...(o.linkSeries === undefined ? {} : { linkSeries: o.linkSeries }),
+    ...(o.occupancy === undefined ? {} : { occupancy: o.occupancy }),
     bound: bound?.bound ?? null,
     ...(bound === null ? {} : { boundBasis: bound.basis }),
     ...(o.error === undefined ? {} : { error: o.error }),
@@ -445,6 +459,8 @@ export function failedRun(run: ScenarioRun, message: string): RunResult {
     faults: run.faults,
     seconds: 0,
     jobs: [],
+    averageJctS: 0,
+    maxJctS: 0,
     verified: false,
     switch: {},
     ps: null,

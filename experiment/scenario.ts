@@ -154,10 +154,20 @@ export function resolveJobs(run: ScenarioRun, scenarioSeed: number): ResolvedJob
       scaleBits: job.scaleBits,
       ...(job.deadPeerS === undefined ? {} : { deadPeerS: job.deadPeerS }),
     };
+    // The switch ranks ATP jobs of an esa pool by the bytes they have left.
+    const bytes = job.layers?.reduce((n, l) => n + l.bytes, 0) ?? job.tensorBytes;
     const rule: JobConfig =
       job.mode === "ps" || job.mode === "ring"
         ? { ...common, mode: job.mode }
-        : { ...common, mode: job.mode, offset, regionSize };
+        : job.mode === "atp"
+          ? {
+              ...common,
+              mode: job.mode,
+              offset,
+              regionSize,
+              totalBytes: job.workers * bytes * job.iterations,
+            }
+          : { ...common, mode: job.mode, offset, regionSize };
     return {
       ...job,
       name: job.name ?? `${job.mode}-${id}`,
@@ -197,6 +207,7 @@ export function switchConfigOf(
         ? { parameterServers: Array.from({ length: j.parameterServers }, (_, k) => ownPsAt(i, k)) }
         : {}),
     })),
+    atpPool: run.atpPool,
     faults: { seed, ingress: rates, egress: rates },
     ...(run.links === undefined ? {} : { links: run.links }),
   };

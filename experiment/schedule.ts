@@ -7,6 +7,7 @@ import {
   ScheduleScenarioSchema,
 } from "../proto/scenario.js";
 import { parseOrUsage } from "../runtime/cli.js";
+import type { OccupancySeries } from "./occupancy.js";
 import { type Summary, summarize } from "./sweep.js";
 
 /**
@@ -73,6 +74,10 @@ export interface PolicyResult {
   jobs: ScheduledJobResult[];
   /** average JCT over every job (s) */
   averageJctS: number;
+  /** the tail: the longest JCT (s; a scenario has at most 64 jobs, so a p99 would be about it) */
+  maxJctS?: number;
+  /** the simulator's: the fraction of the aggregators held over virtual time (experiment/occupancy.ts) */
+  occupancy?: OccupancySeries;
   /** MD jobs that met their deadline, of all MD jobs: the service satisfaction rate */
   deadlinesMet: number;
   deadlineJobs: number;
@@ -127,6 +132,7 @@ export function policyResult(
     policy,
     jobs,
     averageJctS: jcts.reduce((a, b) => a + b, 0) / jcts.length,
+    maxJctS: Math.max(0, ...jcts),
     deadlinesMet: md.filter((j) => j.deadlineMet === true).length,
     deadlineJobs: md.length,
     verified: jobs.every((j) => j.verified),
@@ -140,6 +146,7 @@ export function failedPolicy(policy: Policy, error: string): PolicyResult {
     policy,
     jobs: [],
     averageJctS: 0,
+    maxJctS: 0,
     deadlinesMet: 0,
     deadlineJobs: 0,
     verified: false,

@@ -62,13 +62,40 @@ export function formatTable(runs: RunResult[]): string {
       : null;
   });
   const notes = faults.filter((f) => f !== null);
+  const jcts = jctSummary(runs);
   return [
     line(header),
     ...rows.map(line),
     ...failures(runs),
     ...(notes.length > 0 ? ["", `faults: ${notes.join("; ")}`] : []),
+    ...(jcts.length > 0 ? ["", ...jcts] : []),
     "",
   ].join("\n");
+}
+
+/**
+ * Runs of several jobs: their average and tail (max) JCT, as a ratio of the
+ * first such run's, with the ATP pool's preemptions and mean occupancy.
+ */
+function jctSummary(runs: RunResult[]): string[] {
+  const multi = runs.filter((r) => r.error === undefined && r.jobs.length > 1);
+  const base = multi[0];
+  const s = (x: number) => (x >= 0.1 ? x.toFixed(2) : x.toPrecision(3));
+  return multi.map((r) => {
+    const stats = r.switch as { preemptions?: number; occupancy?: { meanFraction: number } };
+    const ratio =
+      r === base || base.averageJctS <= 0
+        ? ""
+        : ` (${(r.averageJctS / base.averageJctS).toFixed(3)} and ${(r.maxJctS / base.maxJctS).toFixed(3)} x ${base.name}'s)`;
+    const atp = r.jobs.some((j) => j.mode === "atp");
+    return (
+      `${r.name}: JCT average ${s(r.averageJctS)} s, max ${s(r.maxJctS)} s${ratio}` +
+      (atp && stats.occupancy !== undefined
+        ? `; aggregators held ${pct(r.occupancy?.meanFraction ?? stats.occupancy.meanFraction)} on average`
+        : "") +
+      (stats.preemptions ? `, ${stats.preemptions} preemptions` : "")
+    );
+  });
 }
 
 /** What bound a run with links, its busiest link direction, and the critical job's largest lower bound. */
@@ -155,7 +182,11 @@ export function formatScheduleTable(results: PolicyResult[]): string {
     .map(
       (r) =>
         `${r.policy}: average JCT ${f(r.averageJctS)} s, deadlines met ${r.deadlinesMet}/${r.deadlineJobs}` +
-        (r.deadlineJobs > 0 ? ` (${((100 * r.deadlinesMet) / r.deadlineJobs).toFixed(0)}%)` : ""),
+        (r.deadlineJobs > 0 ? ` (${((100 * r.deadlinesMet) / r.deadlineJobs).toFixed(0)}%)` : "") +
+        (r.maxJctS === undefined ? "" : `, max JCT ${f(r.maxJctS)} s`) +
+        ((r.switch as { preemptions?: number }).preemptions
+          ? `, ${(r.switch as { preemptions?: number }).preemptions} preemptions`
+          : ""),
     );
   const virtual = results.some((r) => (r as { clock?: string }).clock === "virtual");
   const legend =

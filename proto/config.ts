@@ -262,6 +262,13 @@ export const AtpJobSchema = z.strictObject({
    * the PS, so one tenant cannot fill a shared pool
    */
   quota: z.int().min(1).optional(),
+  /**
+   * payload bytes all its workers will contribute, every iteration
+   * (workers x tensor bytes x iterations): with `atpPool` esa, the job with
+   * fewer of them left outranks the others (absent: it ranks by what it has
+   * sent, least first, behind every job of known size)
+   */
+  totalBytes: z.number().int().min(0).optional(),
   parameterServers: jobParameterServers,
 });
 
@@ -308,9 +315,32 @@ export type Collective = (typeof COLLECTIVES)[number];
 export const CONGESTION_CONTROLS = ["none", "aimd", "dctcp"] as const;
 export type CongestionControl = (typeof CONGESTION_CONTROLS)[number];
 
-/** The memory manager's policies (switch --policy, scheduling scenarios). */
-export const POLICIES = ["edf", "fcfs", "static"] as const;
+/**
+ * The memory manager's policies (switch --policy, scheduling scenarios).
+ * `shared` and `esa` are for ATP jobs: each hashes into the whole pool (no
+ * region of its own, no quota); `shared` is ATP's own first come, `esa`
+ * adds ESA's preemption by priority in the data plane (ATP_POOLS).
+ */
+export const POLICIES = ["edf", "fcfs", "static", "shared", "esa"] as const;
 export type Policy = (typeof POLICIES)[number];
+
+/**
+ * How ATP jobs share the aggregators their slices have in common (switch
+ * config `atpPool`): `fairShare` caps each job at its share of its slice
+ * (its quota); `firstCome` is ATP's own pool, no quota: an aggregator is the
+ * first (job, PSN)'s that hashes to it, until the PS's ack frees it, and a
+ * collision goes to the PS; `esa` is firstCome plus ESA's preemption (Wang
+ * et al., ICNP'23): a first send of a job that outranks the holder of a
+ * partial aggregate (fewer bytes left to aggregate) sends that partial to
+ * the PS and takes the aggregator (switch/atp.ts).
+ */
+export const ATP_POOLS = ["fairShare", "firstCome", "esa"] as const;
+export type AtpPool = (typeof ATP_POOLS)[number];
+
+/** The ATP pool a policy asks the switch for: `shared` ATP's own first come, `esa` ESA's; null: the config's. */
+export function atpPoolOfPolicy(policy: Policy): AtpPool | null {
+  return policy === "esa" ? "esa" : policy === "shared" ? "firstCome" : null;
+}
 
 /** A job's region (offset, size) in the aggregator array; a PS or ring job has none. */
 export function jobRegion(job: JobConfig): { offset: number; size: number } {
@@ -334,6 +364,8 @@ export const SwitchConfigSchema = z
     jobs: z.array(JobConfigSchema).default([]),
     /** where ATP fallbacks and PS-mode traffic go; required when any job is "atp" or "ps" */
     parameterServer: HostPortSchema.optional(),
+    /** how ATP jobs share a pool (ATP_POOLS); `--policy shared` or `esa` sets it too */
+    atpPool: z.enum(ATP_POOLS).default("fairShare"),
     /**
      * a job fails when one of its aggregations waits this long (s) for a
      * worker that has been silent as long while the others' contributions

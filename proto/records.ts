@@ -47,6 +47,13 @@ export const JobCountersSchema = z.strictObject({
   staleFreed: count,
   /** ATP: shared aggregators this job took back from another job's claim that outlived its lease */
   leaseReclaims: count,
+  /**
+   * ATP, `esa` pool: aggregators this job took from another job's partial
+   * by outranking it, and this job's partials another job took (each went
+   * to the PS); older switches report none
+   */
+  preemptions: count.default(0),
+  preempted: count.default(0),
   /** ATP: contributions that went to the PS because the job held its quota of the pool */
   overQuota: count,
   /** ATP: acks that released one of this job's aggregators */
@@ -149,6 +156,16 @@ export const SwitchReportSchema = z.strictObject({
   regionChanges: count,
   /** jobs failed because a worker or the PS stopped answering */
   jobsFailed: count,
+  /** ATP, `esa` pool: partials sent to the PS because a job that outranks their holder took the aggregator */
+  preemptions: count.default(0),
+  /**
+   * aggregators held (not empty), as a fraction of the array: their
+   * time-weighted mean over the active span (first to latest datagram),
+   * and the most at once; older switches report neither
+   */
+  occupancy: z
+    .strictObject({ meanFraction: z.number(), peakFraction: z.number(), aggregators: count })
+    .optional(),
   drops: DropCountsSchema,
   /** faults the switch injected, each direction */
   injected: z.strictObject({ ingress: injectedSchema, egress: injectedSchema }),

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import {
+  ATP_POOLS,
   COLLECTIVES,
   CONGESTION_CONTROLS,
   deadPeerSchema,
@@ -238,6 +239,13 @@ export const ScenarioRunSchema = z.strictObject({
   }),
   /** most packets per datagram at every sender (1: no coalescing); absent: each process's default */
   packetsPerDatagram: z.int().min(1).max(4096).optional(),
+  /**
+   * how the run's ATP jobs share their pool (proto/config.ts ATP_POOLS):
+   * fairShare (each capped at its share), firstCome (ATP's own: no quota, a
+   * collision goes to the PS) or esa (firstCome plus ESA's preemption by
+   * priority, the job with fewer bytes left first)
+   */
+  atpPool: z.enum(ATP_POOLS).default("fairShare"),
   jobs: z
     .array(ScenarioJobSchema)
     .min(1)

@@ -1,3 +1,4 @@
+import { OccupancySampler } from "../experiment/occupancy.js";
 import {
   type JobView,
   jobTiming,
@@ -20,7 +21,13 @@ import { makeGradient, verifyAllReduce } from "../worker/workload.js";
 import { HostCpu } from "./costs.js";
 import { Engine } from "./engine.js";
 import { HOST, PS_PORT, type Receiver, SimStar, SWITCH_PORT, workerPort } from "./network.js";
-import { DEFAULT_SIM_TIMING, pathWaits, runCosts, type SimTiming } from "./simulate.js";
+import {
+  DEFAULT_SIM_TIMING,
+  OCCUPANCY_SAMPLE_MS,
+  pathWaits,
+  runCosts,
+  type SimTiming,
+} from "./simulate.js";
 import { SimTimer } from "./timers.js";
 
 interface ScheduledWorker {
@@ -213,6 +220,13 @@ export function simulateSchedule(
     });
   });
   const finished = () => finishedJobs.size === scenario.jobs.length;
+  // The pool's occupancy over virtual time, from the first arrival.
+  const occupancy = new OccupancySampler(OCCUPANCY_SAMPLE_MS);
+  const sample = () => {
+    occupancy.sample(sw.aggregators.held, sw.aggregators.count);
+    if (!finished()) engine.after(occupancy.periodMs * 1e6, sample);
+  };
+  engine.at(Math.min(...scenario.jobs.map((j) => j.arriveMs)) * 1e6, sample);
   // Bounded: a schedule that cannot finish (a job never admitted) ends after an hour of virtual time.
   engine.run(3600 * 1e9, finished);
 
@@ -241,6 +255,7 @@ export function simulateSchedule(
   });
   return {
     ...policyResult(policy, jobs, switchReport(sw) as unknown as Record<string, unknown>),
+    occupancy: occupancy.series(),
     ...(finished() ? {} : { error: "some jobs never finished within an hour of virtual time" }),
     clock: "virtual",
     events: engine.executed,

@@ -1,4 +1,5 @@
 import { performance } from "node:perf_hooks";
+import { OccupancySampler } from "../experiment/occupancy.js";
 import {
   communicationShare,
   type JobCountersReport,
@@ -100,6 +101,9 @@ export const DEFAULT_SIM_TIMING: SimTiming = {
   hostProcessingNs: 0,
   streamAboveBytes: 256 * 2 ** 20,
 };
+
+/** How often a run with ATP jobs samples the pool's occupancy (virtual ms). */
+export const OCCUPANCY_SAMPLE_MS = 0.1;
 
 /** The simulator's time quantum where a link gives none (ms): 1 us. */
 const SIM_QUANTUM_MS = 0.001;
@@ -412,6 +416,18 @@ export function simulateRun(
   };
   for (const w of all) beginIteration(w, jobs[w.job].startMs * 1e6);
   const finished = () => all.every((w) => w.finishedAt >= 0);
+  // The pool's occupancy over time, where ATP jobs share it: a sample every
+  // OCCUPANCY_SAMPLE_MS of virtual time from the first job's start.
+  const occupancy = jobs.some((j) => j.mode === "atp")
+    ? new OccupancySampler(OCCUPANCY_SAMPLE_MS)
+    : null;
+  if (occupancy !== null) {
+    const sample = () => {
+      occupancy.sample(sw.aggregators.held, sw.aggregators.count);
+      if (!finished()) engine.after(occupancy.periodMs * 1e6, sample);
+    };
+    engine.at(Math.min(...jobs.map((j) => j.startMs)) * 1e6, sample);
+  }
   // Ring workers say hello first, as CollectiveWorker.connect does.
   for (const w of all) if (w.core instanceof CollectiveCore) w.core.hello(0);
   const started = performance.now();
@@ -446,6 +462,7 @@ export function simulateRun(
       ps: sumPsReports(servers.map((server) => psReport(server.core))),
       warnings: [],
       links: loads,
+      ...(occupancy === null ? {} : { occupancy: occupancy.series() }),
       virtual: {
         switchProcessingNs: timing.switchProcessingNs,
         hostProcessingNs: timing.hostProcessingNs,

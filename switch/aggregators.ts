@@ -54,6 +54,8 @@ export class AggregatorArray {
   readonly pendingPsn: Uint32Array;
   /** non-empty aggregators tagged with each job id: how much of a shared pool a job holds */
   readonly heldBy = new Uint32Array(0x10000);
+  /** non-empty aggregators, every job's: the pool's occupancy */
+  held = 0;
   /** the time of the packet being processed (ms), set by the switch before each program call */
   now = 0;
 
@@ -91,6 +93,7 @@ export class AggregatorArray {
     payloadStart: number,
   ): void {
     if (this.state[index] !== AggregatorState.empty) this.heldBy[this.jobId[index]]--;
+    else this.held++;
     this.jobId[index] = jobId;
     this.heldBy[jobId]++;
     this.psn[index] = h.psn;
@@ -118,9 +121,13 @@ export class AggregatorArray {
   setState(index: number, state: AggregatorStateValue): void {
     const before = this.state[index];
     if (before === AggregatorState.empty) {
-      if (state !== AggregatorState.empty) this.heldBy[this.jobId[index]]++;
+      if (state !== AggregatorState.empty) {
+        this.heldBy[this.jobId[index]]++;
+        this.held++;
+      }
     } else if (state === AggregatorState.empty) {
       this.heldBy[this.jobId[index]]--;
+      this.held--;
     }
     this.state[index] = state;
   }

@@ -40,6 +40,23 @@ export interface AtpOutcome {
   reclaimed: boolean;
   /** the job held its quota of the pool: the contribution passes through to the PS */
   overQuota: boolean;
+  /**
+   * the aggregator was taken from another job's partial (then `foreign`:
+   * the partial goes to the PS first) or complete aggregate by ESA's
+   * preemption, rather than reclaimed at the end of a lease
+   */
+  preempted: boolean;
+  /** with `preempted`: the job it was taken from */
+  preemptedJobId: number;
+}
+
+/**
+ * ESA's priority rule, as the switch knows it (the `esa` pool): whether a
+ * first send of `claimant` may take an aggregator from job `holderId`'s
+ * partial aggregate. Asked only on a collision with another job's partial.
+ */
+export interface AtpPriority {
+  outranks(claimant: JobState, holderId: number): boolean;
 }
 
 /**
@@ -75,6 +92,8 @@ export function atpContribute(
   payload: Int32Array,
   payloadStart: number,
   outcome: AtpOutcome,
+  /** the `esa` pool's priority rule; null: no preemption (ATP's own first come) */
+  priority: AtpPriority | null = null,
 ): Buffer | null {
   const index = h.aggregatorIndex;
   outcome.index = index;
@@ -88,6 +107,8 @@ export function atpContribute(
   outcome.evictedBitmap = 0;
   outcome.reclaimed = false;
   outcome.overQuota = false;
+  outcome.preempted = false;
+  outcome.preemptedJobId = -1;
   if (index < region.offset || index >= region.offset + region.size) {
     outcome.dropReason = DropReason.badIndex;
     return null;
@@ -119,6 +140,38 @@ export function atpContribute(
       aggregators.setState(index, AggregatorState.empty);
       outcome.evictedBitmap = aggregators.bitmap[index];
       outcome.foreign = true;
+      return aggregate(aggregators, index);
+    }
+    aggregators.setState(index, AggregatorState.empty);
+    state = AggregatorState.empty;
+  }
+  if (
+    priority !== null &&
+    (state === AggregatorState.partial || state === AggregatorState.complete) &&
+    !held &&
+    !resend &&
+    !(aggregators.pendingJob[index] === job.id && aggregators.pendingPsn[index] === h.psn) &&
+    priority.outranks(job, aggregators.jobId[index])
+  ) {
+    // ESA's preemption: the aggregator becomes this job's. The holder's PSN
+    // becomes the pending tag, so its later contributions go to the PS even
+    // once the aggregator is free again. A partial goes to the PS first,
+    // whose bitmap merges it with the rest of that PSN. A complete aggregate
+    // is at the PS already: taking it only ends the wait for the PS's ack
+    // (ATP's synchronous deallocation, what ESA preempts); if that aggregate
+    // was lost, each of the holder's workers lacks the result and resends
+    // its own values to the PS. A fallback is left alone (it holds nothing
+    // but its tag), and so is an aggregator this (job, PSN) is pending on:
+    // some of its values are at the PS, so it could not complete here.
+    outcome.preempted = true;
+    outcome.preemptedJobId = aggregators.jobId[index];
+    aggregators.pendingJob[index] = aggregators.jobId[index];
+    aggregators.pendingPsn[index] = aggregators.psn[index];
+    if (state === AggregatorState.partial) {
+      outcome.foreign = true;
+      outcome.evictedBitmap = aggregators.bitmap[index];
+      writeForeignPiece(aggregators, index);
+      aggregators.setState(index, AggregatorState.empty);
       return aggregate(aggregators, index);
     }
     aggregators.setState(index, AggregatorState.empty);

@@ -118,7 +118,9 @@ const spec = {
     policy: {
       type: "string",
       valueName: "NAME",
-      description: "memory manager policy: edf, fcfs or static",
+      description:
+        "memory manager policy: edf, fcfs, static, shared (ATP jobs hash into the whole pool,\n" +
+        "first come) or esa (shared, with ESA's preemption by priority in the data plane)",
       defaultText: "edf",
     },
     partitions: {

@@ -8,6 +8,7 @@ import {
 } from "fastify-type-provider-zod";
 import type { Registry } from "prom-client";
 import { z } from "zod";
+import { atpPoolOfPolicy } from "../proto/config.js";
 import {
   type JobSubmit,
   JobSubmitSchema,
@@ -190,6 +191,9 @@ export class ControlPlane {
   }
 
   constructor(readonly options: ControlPlaneOptions) {
+    // `shared` and `esa` are the data plane's arbitration of one pool.
+    const pool = atpPoolOfPolicy(options.manager.options.policy);
+    if (pool !== null) options.core.setAtpPool(pool);
     const defer = options.defer ?? ((work: () => void) => setImmediate(work));
     // Drain reports come from inside the data path: act on them afterwards.
     options.core.onRegionDrained = (jobId, epoch) => {
@@ -233,6 +237,10 @@ export class ControlPlane {
           elementsPerPacket: job.spec.elementsPerPacket,
           scaleBits: job.spec.scaleBits,
           deadPeerS: job.spec.deadPeerS,
+          // What an esa pool ranks the job by: the bytes its workers will send.
+          ...(job.spec.mode === "atp"
+            ? { totalBytes: job.spec.workers * job.spec.modelBytes * job.spec.epochs }
+            : {}),
         });
         state.current.epoch = region.epoch;
         // Only the authenticated bind names a worker's address (section 15);

@@ -1,5 +1,5 @@
 import { decodeHeader, forEachPacket, type PacketVisitor } from "../proto/codec.js";
-import { type SwitchConfig, switchDeadPeerMs } from "../proto/config.js";
+import { type AtpPool, type SwitchConfig, switchDeadPeerMs } from "../proto/config.js";
 import { DROP_REASON_COUNT, DropReason, type DropReasonValue } from "../proto/drops.js";
 import { describeFailure } from "../proto/failure.js";
 import type { LinkHost } from "../proto/links.js";
@@ -19,7 +19,7 @@ import {
 } from "../proto/wire.js";
 import { SampleRing } from "../runtime/sample-ring.js";
 import { AggregatorArray } from "./aggregators.js";
-import { type AtpOutcome, atpContribute, atpRelease } from "./atp.js";
+import { type AtpOutcome, type AtpPriority, atpContribute, atpRelease } from "./atp.js";
 import { FaultStage } from "./faults.js";
 import { JobState, type RegionState, refusedSources } from "./jobs.js";
 import { type JobFailure, Liveness } from "./liveness.js";
@@ -38,7 +38,7 @@ export interface Transmit {
 export interface SwitchStats
   extends Omit<
     SwitchStatsRecord,
-    "drops" | "activeSeconds" | "packetsPerSecond" | "injected" | "jobs"
+    "drops" | "activeSeconds" | "packetsPerSecond" | "injected" | "jobs" | "occupancy"
   > {
   /** drops by DropReason value */
   drops: Float64Array;
@@ -50,6 +50,9 @@ export interface SwitchStats
   /** `now` of the first and latest datagram, for packet rates */
   firstPacketAt: number;
   lastPacketAt: number;
+  /** aggregators held (non-empty) integrated over time (aggregator-ms), and the most held at once */
+  heldIntegral: number;
+  heldPeak: number;
 }
 
 /**
@@ -87,6 +90,9 @@ export class SwitchCore {
     completionLatencyMs: new SampleRing(),
     firstPacketAt: -1,
     lastPacketAt: -1,
+    preemptions: 0,
+    heldIntegral: 0,
+    heldPeak: 0,
   };
   readonly aggregators: AggregatorArray;
   private readonly regions: RegionChanges;
@@ -124,6 +130,35 @@ export class SwitchCore {
     evictedBitmap: 0,
     reclaimed: false,
     overQuota: false,
+    preempted: false,
+    preemptedJobId: -1,
+  };
+  /**
+   * How ATP jobs share a pool (proto/config.ts ATP_POOLS): the config's
+   * `atpPool`, or what the control plane's policy set (setAtpPool)
+   */
+  atpPool: AtpPool;
+  /**
+   * ESA's priority, shortest remaining first: a job outranks another when
+   * it has fewer payload bytes left to send (its `totalBytes` less what its
+   * workers sent, first sends only) by more than one window of its own in
+   * flight (hysteresis: two jobs about as far from done do not take
+   * aggregators back and forth as each advances). A job whose size the
+   * switch was not told ranks behind every job of known size; between two
+   * such jobs the one that has sent less goes first (least attained
+   * service, the size-oblivious stand-in for shortest remaining).
+   */
+  private readonly esaPriority: AtpPriority = {
+    outranks: (claimant, holderId) => {
+      const holder = this.job(holderId);
+      // A claim left by a job no longer installed protects nothing.
+      if (holder === undefined) return true;
+      const margin = claimant.window * this.aggregators.elements * 4 * claimant.fanIn;
+      const known = claimant.totalBytes > 0;
+      if (known !== holder.totalBytes > 0) return known;
+      if (!known) return claimant.payloadBytesIn + margin < holder.payloadBytesIn;
+      return remainingBytes(claimant) + margin < remainingBytes(holder);
+    },
   };
   /** where ATP fallbacks and PS-mode traffic go; port -1 when no job needs a PS */
   private readonly psPort: number;
@@ -162,6 +197,7 @@ export class SwitchCore {
 
     this.scratchView = new DataView(scratchArena);
     this.scratchValues = new Int32Array(scratchArena);
+    this.atpPool = config.atpPool;
     this.psPort = config.parameterServer?.port ?? -1;
     this.psAddress = config.parameterServer?.host ?? "";
     this.faults = new FaultStage(config.faults, this.stats.drops, {
@@ -212,6 +248,11 @@ export class SwitchCore {
   private shareAtpSlices(): void {
     for (const job of this.jobs) {
       if (job.mode !== "atp" || job.quotaGiven !== null) continue;
+      if (this.atpPool !== "fairShare") {
+        // ATP's own pool: first come, no quota (ESA preempts by priority instead).
+        job.quota = 0;
+        continue;
+      }
       const a = job.current;
       let sharers = 0;
       for (const other of this.jobs) {
@@ -222,6 +263,12 @@ export class SwitchCore {
       }
       job.quota = sharers <= 1 ? 0 : Math.max(1, Math.floor(a.size / sharers));
     }
+  }
+
+  /** Changes how ATP jobs share a pool (a policy of the control plane's asks for one). */
+  setAtpPool(pool: AtpPool): void {
+    this.atpPool = pool;
+    this.shareAtpSlices();
   }
 
   /**
@@ -326,6 +373,7 @@ export class SwitchCore {
     stats.rxDatagrams++;
     stats.rxBytes += datagram.length;
     if (stats.firstPacketAt < 0) stats.firstPacketAt = now;
+    this.integrateHeld(now);
     stats.lastPacketAt = now;
     this.aggregators.now = now;
     this.fromPort = port;
@@ -353,6 +401,20 @@ export class SwitchCore {
    */
   nextTimeout(): number {
     return Math.min(this.faults.releaseAt, this.livenessScanAt());
+  }
+
+  /**
+   * Occupancy: the aggregators held since the latest datagram, over the
+   * time up to `now` (the held count changes only as packets and timers
+   * are handled), and the peak after it.
+   */
+  private integrateHeld(now: number): void {
+    const stats = this.stats;
+    const held = this.aggregators.held;
+    if (stats.lastPacketAt >= 0 && now > stats.lastPacketAt) {
+      stats.heldIntegral += held * (now - stats.lastPacketAt);
+    }
+    if (held > stats.heldPeak) stats.heldPeak = held;
   }
 
   /** Runs every timer due at `now`; a timer not yet due does nothing. */
@@ -560,6 +622,7 @@ export class SwitchCore {
     if (counters.firstContributionAt < 0) counters.firstContributionAt = now;
     counters.lastContributionAt = now;
     if (h.flags & Flag.resend) counters.resends++;
+    else job.payloadBytesIn += 4 * h.elementCount;
     if (job.mode === "ps") {
       // Parameter-server baseline: the switch is a plain forwarder.
       job.bindOnFirstUse(h.workerId, port, address);
@@ -650,15 +713,28 @@ export class SwitchCore {
       this.scratchValues,
       HEADER_BYTES / 4,
       outcome,
+      this.atpPool === "esa" ? this.esaPriority : null,
     );
     if (outcome.dropReason !== DropReason.ok) {
       this.dropPacket(outcome.dropReason, job);
       return;
     }
+    if (outcome.preempted) {
+      this.stats.preemptions++;
+      counters.preemptions++;
+      const holder = this.job(outcome.preemptedJobId);
+      if (holder !== undefined) {
+        holder.counters.preempted++;
+        if (outcome.foreign) {
+          holder.counters.toParameterServer++;
+          if (holder.awaitingAckSince < 0) holder.awaitingAckSince = this.aggregators.now;
+        }
+      }
+    }
     if (aggregate !== null && outcome.foreign) {
       // The other job's partial goes to the PS (its workers' values are not
       // lost); then this contribution finds the aggregator empty.
-      counters.leaseReclaims++;
+      if (!outcome.preempted) counters.leaseReclaims++;
       this.stats.toParameterServer++;
       const owner = this.job(this.aggregators.jobId[outcome.index]) ?? job;
       this.emitToPs(owner, this.aggregators.psn[outcome.index], aggregate);
@@ -849,6 +925,11 @@ export class SwitchCore {
     this.stats.drops[reason]++;
     if (job !== null) job.counters.drops++;
   }
+}
+
+/** An ATP job's payload bytes still to send, as far as the switch knows (its size minus its first sends). */
+function remainingBytes(job: JobState): number {
+  return Math.max(0, job.totalBytes - job.payloadBytesIn);
 }
 
 function popcount(bits: number): number {

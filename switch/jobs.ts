@@ -40,6 +40,13 @@ export class JobState {
   quota: number;
   /** the config's own quota, or null: the fair share */
   readonly quotaGiven: number | null;
+  /**
+   * ATP: payload bytes all the job's workers will send (its config's
+   * `totalBytes`; 0: not told), and what they have sent, first sends
+   * only: the `esa` pool's priority (SwitchCore)
+   */
+  totalBytes: number;
+  payloadBytesIn = 0;
   /** ATP and PS jobs: the PSNs acked, and so the window's top (null for the others) */
   readonly watermark: AckWatermark | null;
   /** the job's packet shape, when known (0 and -1: any): see JobConfig */
@@ -92,6 +99,8 @@ export class JobState {
     staleFreed: 0,
     releases: 0,
     leaseReclaims: 0,
+    preemptions: 0,
+    preempted: 0,
     overQuota: 0,
     acksWithoutMatch: 0,
     toParameterServer: 0,
@@ -111,6 +120,7 @@ export class JobState {
     this.elementsPerPacket = config.elementsPerPacket ?? 0;
     this.quotaGiven = config.mode === "atp" ? (config.quota ?? null) : null;
     this.quota = this.quotaGiven ?? 0;
+    this.totalBytes = config.mode === "atp" ? (config.totalBytes ?? 0) : 0;
     this.watermark =
       config.mode === "atp" || config.mode === "ps"
         ? new AckWatermark(config.window, config.fanIn)

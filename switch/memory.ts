@@ -8,7 +8,7 @@
 import { newerEpoch } from "../proto/addressing.js";
 import type { Policy } from "../proto/config.js";
 import { bestFit, gaps, largestRun, totalSize } from "./placement.js";
-import { jobDurationMs, targetSizes } from "./policies.js";
+import { jobDurationMs, SHARED_POOL_NETREDUCE, targetSizes } from "./policies.js";
 
 export interface JobSpec {
   id: number;
@@ -163,6 +163,12 @@ export class MemoryManager {
       estimatedFinishMs: null,
     };
     this.jobs.set(spec.id, job);
+    const shared = this.options.policy === "shared" || this.options.policy === "esa";
+    if (shared && spec.mode !== "atp") {
+      job.status = "rejected";
+      job.reason = SHARED_POOL_NETREDUCE;
+      return [{ jobId: spec.id, outcome: "rejected", region: null, demand, reason: job.reason }];
+    }
     if (job.minimum > this.options.aggregators) {
       job.status = "rejected";
       job.reason = `needs at least ${job.minimum} aggregators; the switch has ${this.options.aggregators}`;
@@ -288,6 +294,20 @@ export class MemoryManager {
         reason: job.reason,
       });
     };
+    if (this.options.policy === "shared" || this.options.policy === "esa") {
+      // Every ATP job hashes into the same pool, the largest run the
+      // config's own jobs leave: no region is ever moved or shrunk.
+      const pool = largestRun(gaps(this.options.aggregators, this.options.reserved));
+      for (const job of active) {
+        if (job.region === null && pool.size >= job.minimum) {
+          this.assign(job, pool.offset, pool.size, now);
+          job.reason = null;
+          decide(job, "granted");
+        }
+        if (job.region !== null) this.estimate(job, now, job.region.size);
+      }
+      return decisions;
+    }
     const running = active.filter((j) => j.region !== null);
     // 1. Shrink (or preempt) running jobs above their target.
     for (const job of running) {

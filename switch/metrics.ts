@@ -109,6 +109,16 @@ export function createSwitchMetrics(
       "ATP contributions that reached the PS outside a full switch aggregate",
     ],
     ["ina_switch_evictions_total", "evictions", "ATP partial aggregates evicted to the PS"],
+    [
+      "ina_switch_preemptions_total",
+      "preemptions",
+      "ATP (esa pool): aggregators the job took from a lower-priority job's partial, which went to the PS",
+    ],
+    [
+      "ina_switch_preempted_total",
+      "preempted",
+      "ATP (esa pool): the job's partial aggregates a higher-priority job preempted to the PS",
+    ],
     ["ina_switch_releases_total", "releases", "ATP aggregators released by the PS's ack"],
     [
       "ina_switch_results_replayed_total",

@@ -3,7 +3,10 @@
  * before placement (placement.ts) finds where. `edf` gives deadline (MD)
  * jobs their demand in deadline order and shares what is left among
  * best-effort (BE) jobs and MD jobs it cannot satisfy; `fcfs` serves jobs in
- * arrival order; `static` splits the pool into equal partitions, one per job.
+ * arrival order; `static` splits the pool into equal partitions, one per job;
+ * `shared` and `esa` give every ATP job the whole pool to hash into, shared
+ * with the others (the switch's data plane arbitrates: first come, or ESA's
+ * preemption), and NetReduce jobs nothing (they need a region of their own).
  */
 
 import type { Policy } from "../proto/config.js";
@@ -40,6 +43,17 @@ export function targetSizes(
     (a, b) => a.submittedAt - b.submittedAt || a.spec.id - b.spec.id,
   );
   const policy = o.policy;
+  if (policy === "shared" || policy === "esa") {
+    for (const job of active) {
+      out.set(
+        job.spec.id,
+        job.spec.mode === "atp"
+          ? { size: capacity, reason: null }
+          : { size: 0, reason: SHARED_POOL_NETREDUCE },
+      );
+    }
+    return out;
+  }
   if (policy === "static") {
     const partition = Math.floor(capacity / o.partitions);
     byArrival.forEach((job, i) => {
@@ -160,6 +174,10 @@ export function targetSizes(
   }
   return out;
 }
+
+/** Why a NetReduce job gets nothing under `shared` and `esa`. */
+export const SHARED_POOL_NETREDUCE =
+  "the shared and esa policies give the whole pool to ATP jobs, to share; a NetReduce job needs a region of its own (use edf, fcfs or static)";
 
 /** Splits `capacity` equally among demands, never giving more than a demand. */
 export function waterFill(capacity: number, demands: number[]): number[] {

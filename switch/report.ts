@@ -22,6 +22,13 @@ export function switchReport(core: SwitchCore): SwitchStatsRecord {
     acks: s.acks,
     regionChanges: s.regionChanges,
     jobsFailed: s.jobsFailed,
+    preemptions: s.preemptions,
+    occupancy: {
+      meanFraction:
+        activeSeconds > 0 ? s.heldIntegral / (activeSeconds * 1000) / core.aggregators.count : 0,
+      peakFraction: s.heldPeak / core.aggregators.count,
+      aggregators: core.aggregators.count,
+    },
     drops: dropsByName(s.drops),
     injected: {
       ingress: { ...core.faults.ingress.injected },

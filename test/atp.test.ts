@@ -4,11 +4,14 @@ import { atpHash, atpIndex } from "../proto/addressing.js";
 import { parseSwitchConfig } from "../proto/config.js";
 import { DropReason } from "../proto/drops.js";
 import { INT32_MAX } from "../proto/fixedpoint.js";
+import { Prng } from "../proto/prng.js";
 import { DESTINATION_ALL_WORKERS, Flag, PacketType, WORKER_ID_NONE } from "../proto/wire.js";
+import { PsCore } from "../ps/core.js";
 import { AggregatorState } from "../switch/aggregators.js";
 import { ATP_LEASE_MS } from "../switch/atp.js";
 import { SwitchCore } from "../switch/core.js";
-import { captureTransmit, contribution, packet } from "./packets.js";
+import { captureTransmit, contribution, decodeSent, packet } from "./packets.js";
+import { testSeed } from "./seed.js";
 
 const PS = { host: "127.0.0.1", port: 9000 };
 const atpA = { id: 1, mode: "atp" as const, fanIn: 2, offset: 0, regionSize: 4, window: 2 };
@@ -469,4 +472,363 @@ describe("ATP program in the switch", () => {
     );
     assert.equal(core.stats.aggregationsCompleted, 0, "the switch aggregates nothing");
   });
+});
+
+/**
+ * ESA's preemption (atpPool "esa"), with a real PS in the loop so sums are
+ * checked where they end: job A (small: few bytes left) outranks job B.
+ */
+describe("ATP esa pool: preemption by priority", () => {
+  const SWITCH_PORT = 7000;
+  const A = { ...atpA, fanIn: 3, window: 64, totalBytes: 4 * 16 };
+  const B = { ...atpB, fanIn: 3, window: 64, totalBytes: 1 << 20 };
+  let sw: SwitchCore;
+  let ps: PsCore;
+  /** acks each worker got: "job/psn" -> values */
+  let results: Map<string, number[]>;
+  let queue: Array<{ bytes: Buffer; port: number; toPs: boolean }>;
+  const build = (
+    pool: "esa" | "firstCome" | "fairShare",
+    jobs: Array<typeof atpA & { totalBytes?: number }> = [A, B],
+  ) => {
+    queue = [];
+    results = new Map();
+    sw = new SwitchCore(
+      parseSwitchConfig({
+        aggregators: 8,
+        elementsPerAggregator: 4,
+        atpPool: pool,
+        jobs,
+        parameterServer: PS,
+      }),
+      {
+        send: (b, port) => {
+          if (port === PS.port) queue.push({ bytes: Buffer.from(b), port, toPs: true });
+          else {
+            const s = decodeSent(Buffer.from(b), port, "");
+            if (s.header.type === PacketType.ack) {
+              results.set(`${s.header.jobId}/${s.header.psn}/${port}`, s.values);
+            }
+          }
+        },
+      },
+    );
+    ps = new PsCore(jobs, 4, {
+      send: (b) => queue.push({ bytes: Buffer.from(b), port: PS.port, toPs: false }),
+    });
+    ps.trustSwitch(SWITCH_PORT, "127.0.0.1");
+  };
+  /** Delivers what is in flight between the switch and the PS, until nothing is. */
+  const settle = () => {
+    while (queue.length > 0) {
+      const next = queue.shift() as { bytes: Buffer; toPs: boolean };
+      if (next.toPs) ps.receive(next.bytes, SWITCH_PORT, "127.0.0.1", 0);
+      else sw.receive(next.bytes, PS.port, PS.host, 0);
+    }
+  };
+  const send = (
+    job: { id: number; fanIn: number },
+    w: number,
+    psn: number,
+    values: number[],
+    extra = {},
+  ) =>
+    sw.receive(
+      contribution({ ...job, offset: 0, regionSize: 4 }, w, psn, values, {
+        aggregatorIndex: atpIndex(job.id, psn, 0, 4),
+        ...extra,
+      }),
+      portOf(job.id, w),
+      "127.0.0.1",
+      0,
+    );
+  /** The sum every worker of `job` got for `psn` (asserting they agree), or undefined. */
+  const result = (job: { id: number; fanIn: number }, psn: number) => {
+    const got = Array.from({ length: job.fanIn }, (_, w) =>
+      results.get(`${job.id}/${psn}/${portOf(job.id, w)}`),
+    );
+    for (const g of got) assert.deepEqual(g, got[0], `job ${job.id} PSN ${psn}: workers disagree`);
+    return got[0];
+  };
+  const index = atpIndex(2, 0, 0, 4);
+  const psnA = psnAt(1, index);
+
+  it("a first send of a job with fewer bytes left takes another job's partial: the partial goes to the PS, whose sums stay exact", () => {
+    build("esa");
+    send(B, 0, 0, [1, 2]);
+    send(B, 1, 0, [10, 20]);
+    // A outranks B: B's partial of workers 0 and 1 goes to the PS, A claims.
+    send(A, 0, psnA, [100, 200]);
+    assert.equal(sw.stats.preemptions, 1);
+    assert.equal(sw.job(1)?.counters.preemptions, 1);
+    assert.equal(sw.job(2)?.counters.preempted, 1);
+    assert.equal(sw.aggregators.jobId[index], 1);
+    assert.equal(sw.aggregators.state[index], AggregatorState.partial);
+    const [evicted] = queue.map((q) => decodeSent(q.bytes, q.port, ""));
+    assert.equal(evicted.header.jobId, 2);
+    assert.equal(evicted.header.bitmap, 0b011);
+    assert.deepEqual(evicted.values, [11, 22]);
+    settle();
+    // B's last worker collides with A's claim and goes to the PS, which completes PSN 0.
+    send(B, 2, 0, [1000, 2000]);
+    settle();
+    assert.deepEqual(result(B, 0), [1011, 2022]);
+    assert.equal(sw.aggregators.jobId[index], 1, "B's ack releases nothing of A's");
+    send(A, 1, psnA, [300, 400]);
+    send(A, 2, psnA, [500, 600]);
+    settle();
+    assert.deepEqual(result(A, psnA), [900, 1200]);
+    assert.equal(sw.aggregators.state[index], AggregatorState.empty, "A's ack frees it");
+    assert.equal(sw.job(1)?.counters.aggregationsCompleted, 1, "A aggregated in the switch");
+  });
+
+  it("the preempted PSN's later contributions follow it to the PS, even once the aggregator is free again", () => {
+    build("esa");
+    send(B, 0, 0, [1]);
+    send(A, 0, psnA, [100]);
+    send(A, 1, psnA, [200]);
+    send(A, 2, psnA, [300]);
+    settle(); // A completes and its ack frees the aggregator
+    assert.deepEqual(result(A, psnA), [600]);
+    assert.equal(sw.aggregators.state[index], AggregatorState.empty);
+    // B's workers 1 and 2 must not start a new partial: worker 0 is at the PS.
+    send(B, 1, 0, [10]);
+    assert.equal(sw.aggregators.state[index], AggregatorState.fallback);
+    send(B, 2, 0, [1000]);
+    settle();
+    assert.deepEqual(result(B, 0), [1011]);
+    assert.equal(sw.aggregators.state[index], AggregatorState.empty);
+  });
+
+  it("a complete aggregate waiting for the PS's ack is taken at once; the holder's result still comes from the PS, and a lost aggregate from its workers' resends", () => {
+    build("esa");
+    for (const w of [0, 1, 2]) send(B, w, 0, [w + 1]);
+    assert.equal(sw.aggregators.state[index], AggregatorState.complete);
+    // The aggregate is on its way to the PS: lost, here.
+    assert.equal(queue.length, 1);
+    queue.length = 0;
+    send(A, 0, psnA, [100]);
+    assert.equal(sw.aggregators.jobId[index], 1, "A holds it before B's ack");
+    assert.equal(queue.length, 0, "nothing to send: the aggregate went already");
+    assert.equal(sw.job(2)?.counters.preempted, 1);
+    // B's workers time out and resend their own values: through to the PS.
+    for (const w of [0, 1, 2]) send(B, w, 0, [w + 1], { flags: Flag.resend });
+    settle();
+    assert.deepEqual(result(B, 0), [6]);
+    assert.equal(sw.aggregators.jobId[index], 1, "B's ack releases nothing of A's");
+    // A late duplicate of B's first send goes to the PS once A's ack freed it (pending tag).
+    send(A, 1, psnA, [200]);
+    send(A, 2, psnA, [300]);
+    settle();
+    assert.deepEqual(result(A, psnA), [600]);
+    send(B, 1, 0, [2]);
+    assert.notEqual(sw.aggregators.state[index], AggregatorState.partial);
+  });
+
+  it("resends and duplicates after a preemption count each worker once", () => {
+    build("esa");
+    send(B, 0, 0, [1]);
+    send(B, 1, 0, [10]);
+    send(A, 0, psnA, [100]);
+    settle();
+    // B's worker 0 resends (it has no result): through to the PS, which has it already.
+    send(B, 0, 0, [1], { flags: Flag.resend });
+    send(B, 1, 0, [10]); // a late duplicate of a first send
+    send(B, 2, 0, [1000]);
+    send(B, 2, 0, [1000], { flags: Flag.resend });
+    settle();
+    assert.deepEqual(result(B, 0), [1011]);
+    assert.equal(sw.aggregators.jobId[index], 1, "a resend never preempts");
+    send(A, 1, psnA, [200]);
+    send(A, 1, psnA, [200]); // duplicate: dropped by the bitmap
+    send(A, 2, psnA, [300]);
+    settle();
+    assert.deepEqual(result(A, psnA), [600]);
+  });
+
+  it("no preemption by a job that does not outrank the holder, by a resend, or in the other pools", () => {
+    build("esa");
+    send(A, 0, psnA, [100]);
+    send(B, 0, 0, [1]); // B has more left: a collision, not a preemption
+    assert.equal(sw.aggregators.jobId[index], 1);
+    assert.equal(sw.job(2)?.counters.collisions, 1);
+    assert.equal(sw.stats.preemptions, 0);
+
+    build("esa");
+    send(B, 0, 0, [1]);
+    send(A, 0, psnA, [100], { flags: Flag.resend });
+    assert.equal(sw.aggregators.jobId[index], 2, "a resend goes to the PS, B keeps it");
+
+    for (const pool of ["firstCome", "fairShare"] as const) {
+      build(pool);
+      send(B, 0, 0, [1]);
+      send(A, 0, psnA, [100]);
+      assert.equal(sw.aggregators.jobId[index], 2, `${pool}: first come keeps it`);
+      assert.equal(sw.stats.preemptions, 0);
+    }
+  });
+
+  it("ranks by bytes left, with a window of hysteresis; a job of unknown size behind the known", () => {
+    // Both sizes known and within one window of each other: no preemption.
+    build("esa", [
+      { ...A, totalBytes: 1 << 20 },
+      { ...B, totalBytes: (1 << 20) + 64 * 16 * 3 - 4 },
+    ]);
+    send(B, 0, 0, [1]);
+    send(A, 0, psnA, [100]);
+    assert.equal(sw.stats.preemptions, 0);
+    // B of unknown size: A, of known size, outranks it.
+    const { totalBytes: _, ...unsized } = B;
+    build("esa", [A, unsized]);
+    send(B, 0, 0, [1]);
+    send(A, 0, psnA, [100]);
+    assert.equal(sw.stats.preemptions, 1);
+  });
+
+  it("firstCome and esa pools give no quota; fairShare splits the slice", () => {
+    build("fairShare");
+    assert.equal(sw.job(1)?.quota, 2);
+    build("firstCome");
+    assert.equal(sw.job(1)?.quota, 0);
+    build("esa");
+    assert.equal(sw.job(2)?.quota, 0);
+    sw.setAtpPool("fairShare");
+    assert.equal(sw.job(2)?.quota, 2);
+  });
+});
+
+/**
+ * Adversarial delivery: three jobs of different sizes in an esa pool of 4
+ * aggregators (far fewer than their windows), every packet between workers,
+ * switch and PS delivered in random order, some lost, some duplicated;
+ * workers resend what they lack when the network falls quiet. Every worker
+ * must get every PSN's exact sum, and only it.
+ */
+describe("ATP esa pool under random loss, duplication and reordering", () => {
+  for (const pool of ["esa", "firstCome"] as const) {
+    it(`${pool}: every PSN of every job completes with its exact sum`, () => {
+      const seed = testSeed(`atp ${pool} random delivery`, 25);
+      const rng = new Prng(seed);
+      const SWITCH_PORT = 7000;
+      const PSNS = 40;
+      const WINDOW = 4;
+      const jobs = [
+        { id: 1, fanIn: 3, totalBytes: 3 * PSNS * 8 },
+        { id: 2, fanIn: 2, totalBytes: 2 * PSNS * 8 * 4 },
+        { id: 3, fanIn: 4, totalBytes: 4 * PSNS * 8 * 2 },
+      ].map((j) => ({ ...j, mode: "atp" as const, offset: 0, regionSize: 4, window: WINDOW }));
+      const value = (job: number, w: number, psn: number, e: number) =>
+        (job * 7919 + w * 104729 + psn * 31 + e * 1_000_003) % 2_000_000;
+      type Flight = { bytes: Buffer; to: "switch" | "ps" | "worker"; from: number; port: number };
+      const flights: Flight[] = [];
+      const sw = new SwitchCore(
+        parseSwitchConfig({
+          aggregators: 4,
+          elementsPerAggregator: 2,
+          atpPool: pool,
+          jobs,
+          parameterServer: PS,
+        }),
+        {
+          send: (b, port) =>
+            flights.push({
+              bytes: Buffer.from(b),
+              to: port === PS.port ? "ps" : "worker",
+              from: SWITCH_PORT,
+              port,
+            }),
+        },
+      );
+      const ps = new PsCore(jobs, 2, {
+        send: (b) =>
+          flights.push({ bytes: Buffer.from(b), to: "switch", from: PS.port, port: SWITCH_PORT }),
+      });
+      ps.trustSwitch(SWITCH_PORT, "127.0.0.1");
+      const workers = jobs.flatMap((job) =>
+        Array.from({ length: job.fanIn }, (_, w) => ({
+          job,
+          w,
+          port: portOf(job.id, w),
+          next: 0,
+          results: new Map<number, number[]>(),
+        })),
+      );
+      const byPort = new Map(workers.map((x) => [x.port, x]));
+      const sendFrom = (x: (typeof workers)[number], psn: number, resend: boolean) =>
+        flights.push({
+          bytes: contribution(
+            { ...x.job },
+            x.w,
+            psn,
+            [value(x.job.id, x.w, psn, 0), value(x.job.id, x.job.fanIn, psn, 1) + x.w],
+            {
+              aggregatorIndex: atpIndex(x.job.id, psn, 0, 4),
+              ...(resend ? { flags: Flag.resend } : {}),
+            },
+          ),
+          to: "switch",
+          from: x.port,
+          port: SWITCH_PORT,
+        });
+      /** A worker sends every PSN its window allows: p once it has every result up to p - W. */
+      const advance = (x: (typeof workers)[number]) => {
+        while (x.next < PSNS && (x.next < WINDOW || x.results.has(x.next - WINDOW))) {
+          for (let q = 0; q < x.next - WINDOW; q++) assert.ok(x.results.has(q));
+          sendFrom(x, x.next++, false);
+        }
+      };
+      const exact = (job: (typeof jobs)[number], psn: number) => {
+        let a = 0;
+        let b = 0;
+        for (let w = 0; w < job.fanIn; w++) {
+          a += value(job.id, w, psn, 0);
+          b += value(job.id, job.fanIn, psn, 1) + w;
+        }
+        return [a, b];
+      };
+      for (const x of workers) advance(x);
+      let now = 0;
+      let quiet = 0;
+      for (let step = 0; step < 200_000; step++) {
+        if (workers.every((x) => x.results.size === PSNS)) break;
+        if (flights.length === 0) {
+          // The network fell quiet: each worker resends what it sent and lacks (its timeout).
+          quiet++;
+          for (const x of workers) {
+            for (let p = 0; p < x.next; p++) if (!x.results.has(p)) sendFrom(x, p, true);
+          }
+          continue;
+        }
+        now += 0.01;
+        const [f] = flights.splice(Math.floor(rng.nextFloat() * flights.length), 1);
+        const fate = rng.nextFloat();
+        if (fate < 0.05) continue; // lost
+        if (fate < 0.1) flights.push({ ...f, bytes: Buffer.from(f.bytes) }); // duplicated
+        if (f.to === "switch") sw.receive(f.bytes, f.from, "127.0.0.1", now);
+        else if (f.to === "ps") ps.receive(f.bytes, SWITCH_PORT, "127.0.0.1", now);
+        else {
+          const x = byPort.get(f.port);
+          const s = decodeSent(f.bytes, f.port, "");
+          assert.ok(x !== undefined && s.header.type === PacketType.ack);
+          assert.deepEqual(
+            s.values,
+            exact(x.job, s.header.psn),
+            `seed ${seed}: job ${x.job.id} PSN ${s.header.psn}`,
+          );
+          x.results.set(s.header.psn, s.values);
+          advance(x);
+        }
+      }
+      for (const x of workers) {
+        assert.equal(
+          x.results.size,
+          PSNS,
+          `seed ${seed}: job ${x.job.id} worker ${x.w} unfinished`,
+        );
+      }
+      if (pool === "esa") assert.ok(sw.stats.preemptions > 0, `seed ${seed}: no preemption`);
+      else assert.equal(sw.stats.preemptions, 0);
+      assert.ok(quiet < 200, `seed ${seed}: ${quiet} timeouts`);
+    });
+  }
 });
