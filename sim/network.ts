@@ -136,13 +136,14 @@ export class SimStar {
     engine: Engine,
     config: SwitchConfig,
     private readonly timing: { switchProcessingNs: number; hostProcessingNs: number },
-    portFor: (host: LinkHost) => LinkPort | null,
+    /** a port on `host`'s link: the host's own (`nic`, hostNicParams) or the switch's towards it */
+    portFor: (host: LinkHost, nic?: boolean) => LinkPort | null,
     /** the PS's elements per aggregator and the window it assumes for jobs it adopts; null: no PS */
     psOptions: { elements: number; adoptWindow?: number } | null,
     options: StarOptions = {},
   ) {
     this.network = new SimNetwork(engine, options.hopNs ?? null);
-    this.psUp = psOptions === null ? null : portFor("ps");
+    this.psUp = psOptions === null ? null : portFor("ps", true);
     this.psDown = psOptions === null ? null : portFor("ps");
     const psIn: Receiver = (b) => {
       this.ps?.receive(b, SWITCH_PORT, HOST);

@@ -12,11 +12,11 @@ import {
 import { type ResolvedJob, resolveJobs, switchConfigOf } from "../experiment/scenario.js";
 import { LinkPort, queueFields } from "../link/link.js";
 import { type Collective, parseSwitchConfig } from "../proto/config.js";
-import { type LinkHost, type LinkParams, linkParamsFor } from "../proto/links.js";
+import { hostNicParams, type LinkHost, type LinkParams, linkParamsFor } from "../proto/links.js";
 import { deriveSeed } from "../proto/prng.js";
 import type { Verification } from "../proto/records.js";
 import type { ScenarioRun } from "../proto/scenario.js";
-import { HEADER_BYTES } from "../proto/wire.js";
+import { Field, HEADER_BYTES, PacketType } from "../proto/wire.js";
 import { psReport } from "../ps/report.js";
 import { switchReport } from "../switch/report.js";
 import { CollectiveCore } from "../worker/collective.js";
@@ -166,8 +166,11 @@ export function simulateRun(
     ...(needsPs ? { parameterServer: { host: HOST, port: PS_PORT } } : {}),
   });
   const links = run.links;
-  const portFor = (host: LinkHost) =>
-    links === undefined ? null : new LinkPort(linkParamsFor(links, host));
+  const portFor = (host: LinkHost, nic = false) => {
+    if (links === undefined) return null;
+    const link = linkParamsFor(links, host);
+    return new LinkPort(nic ? hostNicParams(link) : link);
+  };
   const waitsFor = (host: LinkHost, job: ResolvedJob) =>
     pathWaits(
       links === undefined ? undefined : linkParamsFor(links, host),
@@ -206,12 +209,13 @@ export function simulateRun(
       const check = checks[j];
       const port = workerPort(j, w);
       const host = { job: job.id, worker: w };
-      const up = portFor(host);
+      const up = portFor(host, true);
       const stall = new StallClock();
       const wire = star.toSwitch(port, up);
       const transmit = {
         send: (packet: Buffer) => {
-          stall.sent(engine.now);
+          // A ring acknowledgement its delay timer sends ends no stall: nothing was lost.
+          if (!isRingAcknowledgement(packet)) stall.sent(engine.now);
           wire.send(packet);
         },
       };
@@ -229,6 +233,8 @@ export function simulateRun(
                 window: job.window,
                 elementsPerPacket: job.elementsPerPacket,
                 scaleBits: job.scaleBits,
+                // Packets come one by one here, not in datagrams: hold an acknowledgement up to G.
+                ackDelayMs: waits.clockGranularityMs,
               },
               transmit,
             )
@@ -519,6 +525,15 @@ function linkLoadsOf(
   if (psDown !== null) loads.push(load("ps", "down", psDown));
   loads.sort((a, b) => b.utilization - a.utilization);
   return loads;
+}
+
+/** A ring `forward` with no payload to another worker (a hello goes to its sender itself). */
+function isRingAcknowledgement(packet: Buffer): boolean {
+  return (
+    packet[Field.type] === PacketType.forward &&
+    packet.readUInt16LE(Field.elementCount) === 0 &&
+    packet.readUInt16LE(Field.destination) !== packet.readUInt16LE(Field.workerId)
+  );
 }
 
 /** The seed of layer `i`'s gradients (a trace's layers are distinct tensors). */

@@ -17,6 +17,8 @@ const params = {
   delayMs: 0.5,
   bufferBytes: 2500,
   ecnThresholdBytes: 1500,
+  controlPriority: true,
+  hostEfficiency: 1,
 };
 
 describe("link model", () => {
@@ -70,6 +72,8 @@ describe("link model", () => {
       delayMs: 0,
       bufferBytes: 1e9,
       ecnThresholdBytes: Infinity,
+      controlPriority: true,
+      hostEfficiency: 1,
     };
     const v = newVerdict();
     // A burst of 100 packets at once: packet i finds i x 1000 bytes; the
@@ -130,6 +134,8 @@ describe("link model", () => {
       delayMs: 1,
       bufferBytes: 65536,
       ecnThresholdBytes: Infinity,
+      controlPriority: true,
+      hostEfficiency: 1,
     });
     assert.equal(linkParamsFor(links, { job: 1, worker: 0 }).delayMs, 1);
     assert.equal(linkParamsFor(links, { job: 2, worker: 0 }).delayMs, 5);
@@ -138,6 +144,8 @@ describe("link model", () => {
       delayMs: 5,
       bufferBytes: 65536,
       ecnThresholdBytes: Infinity,
+      controlPriority: true,
+      hostEfficiency: 1,
     });
   });
 
@@ -180,6 +188,8 @@ describe("the programs over emulated links (virtual time)", () => {
     delayMs: 0.5,
     bufferBytes: 64 * 1024,
     ecnThresholdBytes: Infinity,
+    controlPriority: true,
+    hostEfficiency: 1,
   };
 
   for (const mode of ["netreduce", "atp", "ps"] as const) {
@@ -271,7 +281,7 @@ describe("the programs over emulated links (virtual time)", () => {
 describe("link metrics", () => {
   it("every paced port's counters, by far end and direction, read at scrape time", async () => {
     const port = new PacedPort(
-      { rateBitsPerSecond: 8e6, delayMs: 0, bufferBytes: 2000, ecnThresholdBytes: 500 },
+      { ...params, delayMs: 0, bufferBytes: 2000, ecnThresholdBytes: 500 },
       1056,
       () => {},
       new ReleaseClock(),

@@ -200,6 +200,12 @@ const spec = {
       description:
         "with --link-rate: mark packets that find more than this queued (default: never)",
     },
+    "link-fifo": {
+      type: "boolean",
+      description:
+        "with --link-rate: one queue for all packets (default: packets with no payload,\n" +
+        "acknowledgements and hellos, leave ahead of queued data)",
+    },
     "congestion-control": {
       type: "string",
       valueName: "CC",
@@ -315,6 +321,7 @@ const spec = {
       linkDelay: durationSchema.optional(),
       linkBuffer: byteSize.optional(),
       linkEcnThreshold: byteSize.optional(),
+      linkFifo: z.boolean().default(false),
       congestionControl: z.enum(CONGESTION_CONTROLS).default("none"),
       computeMs: z.coerce.number().min(0).max(3_600_000).default(0),
       joinTimeoutS: z.coerce.number().positive().max(86_400).default(600),
@@ -472,11 +479,12 @@ function workerLink(o: {
   linkDelay?: number;
   linkBuffer?: number;
   linkEcnThreshold?: number;
+  linkFifo?: boolean;
   elementsPerPacket: number;
 }): LinkParams | undefined {
   if (o.linkRate === undefined) {
-    const stray = (["linkDelay", "linkBuffer", "linkEcnThreshold"] as const).find(
-      (k) => o[k] !== undefined,
+    const stray = (["linkDelay", "linkBuffer", "linkEcnThreshold", "linkFifo"] as const).find(
+      (k) => o[k] !== undefined && o[k] !== false,
     );
     if (stray !== undefined) {
       throw new UsageError(
@@ -490,6 +498,7 @@ function workerLink(o: {
     delay: o.linkDelay ?? 0,
     buffer: o.linkBuffer,
     ecnThreshold: o.linkEcnThreshold,
+    controlPriority: !(o.linkFifo ?? false),
   });
   const [problem] = linkProblems(links, packetBytes(o.elementsPerPacket));
   if (problem !== undefined) {
