@@ -18,8 +18,9 @@
  * strict-priority class of its own, as NICs and switches serve traffic
  * classes (and a NIC's queue pairs take turns, so one flow's acknowledgements
  * never wait behind a window of another's data): it waits only for the
- * packets of its class and for the data packet being serialized (taken as
- * the size of the last data packet accepted), then leaves. Its bytes still
+ * packets of its class and for the data packet being serialized (its end
+ * found as if the queue were packets of the last data packet's size), then
+ * leaves. Its bytes still
  * take the line's time: the data accepted after it leave that much later
  * (data accepted before keep their times, already given: the one
  * approximation, a control packet's serialization, 2.6 ns at 100 Gbit/s).
@@ -98,7 +99,7 @@ export class LinkPort {
   private busyUntil = Number.NEGATIVE_INFINITY;
   /** controlPriority: when the control class has sent everything it accepted (ms) */
   private controlBusyUntil = Number.NEGATIVE_INFINITY;
-  /** controlPriority: the serialization of the last data packet accepted (ms): what a control packet may wait for */
+  /** controlPriority: the serialization of the last data packet accepted (ms): where the packet on the line ends */
   private lastDataMs = 0;
 
   constructor(readonly params: LinkParams) {
@@ -131,9 +132,13 @@ export class LinkPort {
     let departAt: number;
     let found = queued;
     if (this.params.controlPriority && bytes <= CONTROL_PACKET_BYTES) {
-      // Ahead of queued data: after its own class and the data packet on the line.
-      const lineFree = Math.min(this.busyUntil, now + this.lastDataMs);
-      let start = lineFree > now ? lineFree : now;
+      // Ahead of queued data: after its own class and the data packet on the line,
+      // whose end is found as if the queue were packets of the last one's size.
+      let start = now;
+      if (this.busyUntil > now && this.lastDataMs > 0) {
+        const queuedMs = this.busyUntil - now;
+        start += queuedMs - (Math.ceil(queuedMs / this.lastDataMs) - 1) * this.lastDataMs;
+      }
       if (this.controlBusyUntil > start) start = this.controlBusyUntil;
       departAt = start + serializationMs;
       this.controlBusyUntil = departAt;
