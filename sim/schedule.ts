@@ -147,7 +147,7 @@ export function simulateSchedule(
           {
             ...DEFAULT_RTO,
             ...pathWaits(
-              links === undefined ? undefined : linkParamsFor(links, host),
+              links === undefined ? undefined : hostNicParams(linkParamsFor(links, host)),
               HEADER_BYTES + 4 * 256,
               timing,
               Number(placement.window),

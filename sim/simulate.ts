@@ -173,7 +173,7 @@ export function simulateRun(
   };
   const waitsFor = (host: LinkHost, job: ResolvedJob) =>
     pathWaits(
-      links === undefined ? undefined : linkParamsFor(links, host),
+      links === undefined ? undefined : hostNicParams(linkParamsFor(links, host)),
       HEADER_BYTES + 4 * job.elementsPerPacket,
       timing,
       job.window,
