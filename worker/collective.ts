@@ -34,7 +34,8 @@ import { Keepalive, packetGivenUp, type WorkerStats, type WorkerTransmit } from 
  *
  * Every collective is a set of streams of packets between pairs of workers
  * (or from a root to all, multicast by the switch). A stream's packets go
- * out in order through a window, each acknowledged by its receiver; a
+ * out in order through a window, each acknowledged by its receiver (up to
+ * ackCoverage consecutive ones by one acknowledgement, section 17); a
  * packet may wait for one packet of an incoming stream (the ring's
  * pipelining: what a worker sends in step s is what it received in step
  * s - 1, plus its own). Receivers apply each packet exactly once (add or
@@ -86,7 +87,7 @@ export interface CollectiveOptions {
   ackDelayMs?: number;
 }
 
-/** Most packets an acknowledgement covers by default. */
+/** The largest ackCoverage: data packets carry it in regionEpoch, one byte. */
 export const MAX_ACK_COVERAGE = 255;
 
 /**
@@ -732,8 +733,9 @@ export class CollectiveCore {
    * Infinity when nothing is pending): the earliest of its named timers,
    * `giveUp` (nothing heard for giveUpAfterMs), `hello` (resent every RTO
    * until the switch echoes it), `retransmit` (the oldest unacknowledged
-   * send's RTO, a probe first) and `gapResend` (a stream's gap, once later
-   * packets are acknowledged) while a collective runs, and `keepalive`
+   * send's RTO, a probe first), `gapResend` (a stream's gap, once later
+   * packets are acknowledged) and `ackDelay` (a held acknowledgement's
+   * ackDelayMs) while a collective runs, and `keepalive`
    * always (nothing sent for keepaliveMs). Cheap: no scan of the windows.
    */
   /** The process's timer due at `now - lateMs` ran at `now`: the measured G (RttEstimator). */
