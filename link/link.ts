@@ -13,13 +13,25 @@
  * for a FIFO at a constant rate, costs a few arithmetic operations per
  * packet, and allocates nothing. Times are milliseconds, like every core's.
  *
+ * With `controlPriority` (the default), a packet with no payload (at most
+ * CONTROL_PACKET_BYTES: an acknowledgement, a hello, a keepalive) is a
+ * strict-priority class of its own, as NICs and switches serve traffic
+ * classes (and a NIC's queue pairs take turns, so one flow's acknowledgements
+ * never wait behind a window of another's data): it waits only for the
+ * packets of its class and for the data packet being serialized (its end
+ * found as if the queue were packets of the last data packet's size), then
+ * leaves. Its bytes still
+ * take the line's time: the data accepted after it leave that much later
+ * (data accepted before keep their times, already given: the one
+ * approximation, a control packet's serialization, 2.6 ns at 100 Gbit/s).
+ *
  * Over time the queue is a sawtooth: it jumps by a packet when one is
  * accepted and drains linearly at the line rate. The port integrates it
  * exactly, over the whole run (QueueStats) and per time bucket
  * (QueueSeries).
  */
 
-import type { LinkParams } from "../proto/links.js";
+import { CONTROL_PACKET_BYTES, type LinkParams } from "../proto/links.js";
 import type { LinkPortRecord, QueueSeriesRecord } from "../proto/records.js";
 
 /** What offer() decided; one object per caller, reused. */
@@ -197,6 +209,10 @@ export class LinkPort {
   private readonly bytesPerMs: number;
   /** when the transmitter has sent everything accepted so far (ms) */
   private busyUntil = Number.NEGATIVE_INFINITY;
+  /** controlPriority: when the control class has sent everything it accepted (ms) */
+  private controlBusyUntil = Number.NEGATIVE_INFINITY;
+  /** controlPriority: the serialization of the last data packet accepted (ms): where the packet on the line ends */
+  private lastDataMs = 0;
 
   constructor(
     readonly params: LinkParams,
@@ -229,19 +245,38 @@ export class LinkPort {
       return out;
     }
     out.dropped = false;
-    out.marked = queued > this.params.ecnThresholdBytes;
+    const serializationMs = bytes / this.bytesPerMs;
+    let departAt: number;
+    let found = queued;
+    if (this.params.controlPriority && bytes <= CONTROL_PACKET_BYTES) {
+      // Ahead of queued data: after its own class and the data packet on the line,
+      // whose end is found as if the queue were packets of the last one's size.
+      let start = now;
+      if (this.busyUntil > now && this.lastDataMs > 0) {
+        const queuedMs = this.busyUntil - now;
+        start += queuedMs - (Math.ceil(queuedMs / this.lastDataMs) - 1) * this.lastDataMs;
+      }
+      if (this.controlBusyUntil > start) start = this.controlBusyUntil;
+      departAt = start + serializationMs;
+      this.controlBusyUntil = departAt;
+      found = (start - now) * this.bytesPerMs;
+      this.busyUntil = (this.busyUntil > now ? this.busyUntil : now) + serializationMs;
+    } else {
+      const start = this.busyUntil > now ? this.busyUntil : now;
+      departAt = start + serializationMs;
+      this.busyUntil = departAt;
+      this.lastDataMs = serializationMs;
+    }
+    out.marked = found > this.params.ecnThresholdBytes;
     if (out.marked) c.marks++;
-    const start = this.busyUntil > now ? this.busyUntil : now;
-    const departAt = start + bytes / this.bytesPerMs;
-    this.busyUntil = departAt;
     out.departAt = departAt;
     out.arriveAt = departAt + this.params.delayMs;
     c.bytes += bytes;
     c.packets++;
-    c.lastDepartAt = departAt;
+    if (departAt > c.lastDepartAt) c.lastDepartAt = departAt;
     if (queued + bytes > c.queueHighWaterBytes) c.queueHighWaterBytes = queued + bytes;
     this.series.level(now, queued + bytes);
-    this.queueFound[queued < 1 ? 0 : Math.min(QUEUE_BINS - 1, 1 + Math.floor(Math.log2(queued)))]++;
+    this.queueFound[found < 1 ? 0 : Math.min(QUEUE_BINS - 1, 1 + Math.floor(Math.log2(found)))]++;
     return out;
   }
 

@@ -20,7 +20,21 @@ export interface LinkParams {
   bufferBytes: number;
   /** a packet that finds more than this many bytes queued is marked; Infinity: never */
   ecnThresholdBytes: number;
+  /**
+   * packets with no payload (CONTROL_PACKET_BYTES: acknowledgements, hellos,
+   * keepalives, notices) leave ahead of queued data, a strict-priority
+   * traffic class; false: one FIFO for all (LinkPort)
+   */
+  controlPriority: boolean;
+  /**
+   * the share of the link's rate the host at this end sends at, in (0, 1]:
+   * its own overheads (hostNicParams); the switch's port keeps the full rate
+   */
+  hostEfficiency: number;
 }
+
+/** A packet of this many bytes or fewer is control (a header with no payload): controlPriority. */
+export const CONTROL_PACKET_BYTES = HEADER_BYTES;
 
 /** A switch port's buffer when none is given. */
 export const DEFAULT_LINK_BUFFER_BYTES = 512 * 1024;
@@ -30,6 +44,12 @@ const overrideFields = {
   delay: durationSchema.optional(),
   buffer: byteSize.optional(),
   ecnThreshold: byteSize.optional(),
+  controlPriority: z.boolean().optional(),
+  hostEfficiency: z
+    .number()
+    .gt(0, "hostEfficiency must be above 0 (a host that sends nothing never finishes)")
+    .max(1, "hostEfficiency is a share of the link's rate: at most 1")
+    .optional(),
 };
 
 export const LinkOverrideSchema = z.strictObject(overrideFields);
@@ -41,6 +61,10 @@ export const LinksSchema = z.strictObject({
   buffer: byteSize.default(DEFAULT_LINK_BUFFER_BYTES),
   /** no marking when absent */
   ecnThreshold: byteSize.optional(),
+  /** control packets (no payload) leave ahead of queued data (default true; LinkParams.controlPriority) */
+  controlPriority: z.boolean().default(true),
+  /** the share of its link's rate a host sends at, in (0, 1] (default 1; LinkParams.hostEfficiency) */
+  hostEfficiency: overrideFields.hostEfficiency.default(1),
   /** the parameter server's link, where it differs */
   parameterServer: LinkOverrideSchema.optional(),
   /** a worker's link (or, without `worker`, every worker of `job`), where it differs */
@@ -71,7 +95,21 @@ function merge(base: Override & { rate: number }, over: Override | undefined): L
     delayMs: o.delay ?? base.delay ?? 0,
     bufferBytes,
     ecnThresholdBytes: o.ecnThreshold ?? base.ecnThreshold ?? Number.POSITIVE_INFINITY,
+    controlPriority: o.controlPriority ?? base.controlPriority ?? true,
+    hostEfficiency: o.hostEfficiency ?? base.hostEfficiency ?? 1,
   };
+}
+
+/**
+ * The host's own egress port (its NIC) on a link: the link's rate times the
+ * host's efficiency, so a scenario can model a host that cannot keep its
+ * line busy (NCCL's measured overheads); the switch's port towards it keeps
+ * the link's rate.
+ */
+export function hostNicParams(link: LinkParams): LinkParams {
+  return link.hostEfficiency === 1
+    ? link
+    : { ...link, rateBitsPerSecond: link.rateBitsPerSecond * link.hostEfficiency };
 }
 
 /** The links' defaults: every host's link where no override applies. */
@@ -97,6 +135,8 @@ function definedOnly(o: Override | undefined): Override {
   if (o.delay !== undefined) out.delay = o.delay;
   if (o.buffer !== undefined) out.buffer = o.buffer;
   if (o.ecnThreshold !== undefined) out.ecnThreshold = o.ecnThreshold;
+  if (o.controlPriority !== undefined) out.controlPriority = o.controlPriority;
+  if (o.hostEfficiency !== undefined) out.hostEfficiency = o.hostEfficiency;
   return out;
 }
 

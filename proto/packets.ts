@@ -165,8 +165,9 @@ export function writeAck(
 /**
  * A ring job's data packet, a `forward` (section 17): packet `psn` of the
  * stream from `sender` to `destination` (DESTINATION_ALL_WORKERS: every
- * other worker), the collective's `step` in `aggregatorIndex` and the
- * `chunk` in `bitmap`.
+ * other worker), the collective's `step` in `aggregatorIndex`, the
+ * `chunk` in `bitmap`, and in `regionEpoch` the most packets one
+ * acknowledgement may cover.
  */
 export function writeRingData(
   view: DataView,
@@ -181,6 +182,8 @@ export function writeRingData(
   chunk: number,
   scaleBits: number,
   destination: number,
+  /** the most packets one acknowledgement may cover (section 17); 0 or 1: one */
+  ackCoverage = 0,
 ): void {
   writeHeader(
     view,
@@ -195,7 +198,7 @@ export function writeRingData(
     step,
     chunk,
     scaleBits,
-    0,
+    ackCoverage,
     destination,
   );
 }
@@ -214,6 +217,8 @@ export function writeRingControl(
   fanIn: number,
   psn: number,
   destination: number,
+  /** an acknowledgement: how many packets before `psn` it covers too (section 17) */
+  covers = 0,
 ): void {
   writeHeader(
     view,
@@ -225,7 +230,7 @@ export function writeRingControl(
     fanIn,
     0,
     psn,
-    0,
+    covers,
     0,
     0,
     0,
@@ -380,6 +385,8 @@ export interface RingPacket {
   step: number;
   chunk: number;
   scaleBits: number;
+  /** the most packets one acknowledgement may cover, as the sender says (regionEpoch; 0 or 1: one) */
+  ackCoverage: number;
 }
 
 /** Reads a decoded ring `forward` header into `out`. */
@@ -391,4 +398,5 @@ export function readRing(h: PacketHeader, out: RingPacket): void {
   out.step = h.aggregatorIndex;
   out.chunk = h.bitmap;
   out.scaleBits = h.scaleBits;
+  out.ackCoverage = h.regionEpoch;
 }

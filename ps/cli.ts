@@ -3,7 +3,7 @@ import { createInterface } from "node:readline";
 import { Registry } from "prom-client";
 import { z } from "zod";
 import { parseSwitchConfig, type SwitchConfigInput } from "../proto/config.js";
-import { linkParamsFor } from "../proto/links.js";
+import { hostNicParams, linkParamsFor } from "../proto/links.js";
 import {
   cliInt,
   loadSwitchConfigFile,
@@ -89,7 +89,7 @@ await runCli(spec, async (options) => {
     host: options.host,
     port: options.port,
     adoptWindow: options.adoptWindow,
-    link: config.links === undefined ? undefined : linkParamsFor(config.links, "ps"),
+    link: config.links === undefined ? undefined : hostNicParams(linkParamsFor(config.links, "ps")),
     datagram: { packets: options.packetsPerDatagram, bytes: options.datagramBytes },
   });
   const address = server.address();

@@ -18,7 +18,7 @@ import {
   switchConfigOf,
 } from "../experiment/scenario.js";
 import type { SwitchConfigInput } from "../proto/config.js";
-import { type Links, linkParamsFor } from "../proto/links.js";
+import { hostNicParams, type Links, linkParamsFor } from "../proto/links.js";
 import {
   type FloorReadyRecord,
   FloorReadySchema,
@@ -379,7 +379,8 @@ export function linkArgs(
   host: { job: number; worker: number },
 ): string[] {
   if (links === undefined) return [];
-  const link = linkParamsFor(links, host);
+  // The worker's only port is its NIC: the host's efficiency is its rate's share.
+  const link = hostNicParams(linkParamsFor(links, host));
   return [
     ...["--link-rate", String(link.rateBitsPerSecond)],
     ...["--link-delay", String(link.delayMs)],
@@ -387,6 +388,7 @@ export function linkArgs(
     ...(Number.isFinite(link.ecnThresholdBytes)
       ? ["--link-ecn-threshold", String(link.ecnThresholdBytes)]
       : []),
+    ...(link.controlPriority ? [] : ["--link-fifo"]),
   ];
 }
 

@@ -1,6 +1,6 @@
 import { performance } from "node:perf_hooks";
 import { LinkPort, newVerdict, type PortVerdict, portRecord } from "../link/link.js";
-import type { LinkParams } from "../proto/links.js";
+import { CONTROL_PACKET_BYTES, type LinkParams } from "../proto/links.js";
 import type { LinkPortRecord } from "../proto/records.js";
 import { Field, Flag, HEADER_BYTES } from "../proto/wire.js";
 
@@ -19,39 +19,26 @@ export type SendNow = (packet: Buffer, port: number, address: string) => void;
  * this copy only, not on a multicast's other copies) and because the
  * caller's buffer (an aggregator, a window slot) may change before it leaves.
  *
- * Memory is preallocated slots of the largest packet, enough for the buffer
- * and the link's bandwidth-delay product; the ring grows (rarely, and only
- * then allocates) if small packets outnumber it.
+ * Packets wait in two rings, each in arrival order: data, and control
+ * packets, which the link model lets overtake queued data
+ * (LinkParams.controlPriority); release() merges them by arrival time.
  */
 export class PacedPort {
   readonly link: LinkPort;
   private readonly verdict: PortVerdict = newVerdict();
-  private arena: Buffer;
-  private views: Buffer[] = [];
-  private short: Array<Buffer | undefined> = [];
-  private arriveAt: Float64Array;
-  private lengths: Int32Array;
-  private ports: Int32Array;
-  private addresses: string[];
-  private capacity: number;
-  private head = 0;
-  private tail = 0;
+  private readonly data: ParkedPackets;
+  private readonly control: ParkedPackets;
 
   constructor(
     params: LinkParams,
-    private readonly slotBytes: number,
+    slotBytes: number,
     private readonly sendNow: SendNow,
     readonly clock: ReleaseClock,
   ) {
     this.link = new LinkPort(params);
     const inFlight = params.bufferBytes + (params.rateBitsPerSecond / 8) * (params.delayMs / 1000);
-    this.capacity = Math.max(16, Math.ceil(inFlight / slotBytes) + 16);
-    this.arena = Buffer.alloc(this.capacity * slotBytes);
-    this.arriveAt = new Float64Array(this.capacity);
-    this.lengths = new Int32Array(this.capacity);
-    this.ports = new Int32Array(this.capacity);
-    this.addresses = new Array(this.capacity).fill("");
-    this.makeViews();
+    this.data = new ParkedPackets(slotBytes, Math.max(16, Math.ceil(inFlight / slotBytes) + 16));
+    this.control = new ParkedPackets(CONTROL_PACKET_BYTES, 64);
     clock.add(this);
   }
 
@@ -62,25 +49,18 @@ export class PacedPort {
 
   /** Packets waiting (queued or on the wire). */
   get pending(): number {
-    return this.tail - this.head;
+    return this.data.size + this.control.size;
   }
 
   /** Offers `packet` to the link at `now`; false if the buffer was full (a tail drop). */
   send(packet: Buffer, port: number, address: string, now = performance.now()): boolean {
     const v = this.link.offer(packet.length, now, this.verdict);
     if (v.dropped) return false;
-    if (this.tail - this.head === this.capacity) this.grow();
-    const i = this.tail % this.capacity;
-    const view = this.views[i];
-    packet.copy(view, 0, 0, packet.length);
-    if (v.marked && packet.length >= HEADER_BYTES) {
-      view.writeUInt16LE(view.readUInt16LE(Field.flags) | Flag.ecn, Field.flags);
-    }
-    this.lengths[i] = packet.length;
-    this.arriveAt[i] = v.arriveAt;
-    this.ports[i] = port;
-    this.addresses[i] = address;
-    this.tail++;
+    const ring =
+      this.link.params.controlPriority && packet.length <= CONTROL_PACKET_BYTES
+        ? this.control
+        : this.data;
+    ring.park(packet, v.marked, v.arriveAt, port, address);
     this.clock.due(v.arriveAt);
     return true;
   }
@@ -91,14 +71,77 @@ export class PacedPort {
    * is due (or Infinity).
    */
   release(now: number, lead = 0): number {
-    while (this.head < this.tail) {
-      const i = this.head % this.capacity;
-      if (this.arriveAt[i] > now + lead) return this.arriveAt[i];
-      this.clock.sentLate(now - this.arriveAt[i]);
-      this.sendNow(this.packetIn(i), this.ports[i], this.addresses[i]);
-      this.head++;
+    const data = this.data;
+    const control = this.control;
+    for (;;) {
+      const ring = control.nextAt() <= data.nextAt() ? control : data;
+      const at = ring.nextAt();
+      if (at > now + lead) return at;
+      this.clock.sentLate(now - at);
+      ring.sendFirst(this.sendNow);
     }
-    return Number.POSITIVE_INFINITY;
+  }
+}
+
+/**
+ * Packets waiting for their arrival time, in order, in preallocated slots of
+ * the largest packet, enough for the buffer and the link's bandwidth-delay
+ * product; the ring grows (rarely, and only then allocates) if small packets
+ * outnumber it.
+ */
+class ParkedPackets {
+  private arena: Buffer;
+  private views: Buffer[] = [];
+  private short: Array<Buffer | undefined> = [];
+  private arriveAt: Float64Array;
+  private lengths: Int32Array;
+  private ports: Int32Array;
+  private addresses: string[];
+  private head = 0;
+  private tail = 0;
+
+  constructor(
+    private readonly slotBytes: number,
+    private capacity: number,
+  ) {
+    this.arena = Buffer.alloc(this.capacity * slotBytes);
+    this.arriveAt = new Float64Array(this.capacity);
+    this.lengths = new Int32Array(this.capacity);
+    this.ports = new Int32Array(this.capacity);
+    this.addresses = new Array(this.capacity).fill("");
+    this.makeViews();
+  }
+
+  get size(): number {
+    return this.tail - this.head;
+  }
+
+  /** The first packet's arrival time (Infinity: none). */
+  nextAt(): number {
+    return this.head < this.tail
+      ? this.arriveAt[this.head % this.capacity]
+      : Number.POSITIVE_INFINITY;
+  }
+
+  park(packet: Buffer, marked: boolean, arriveAt: number, port: number, address: string): void {
+    if (this.tail - this.head === this.capacity) this.grow();
+    const i = this.tail % this.capacity;
+    const view = this.views[i];
+    packet.copy(view, 0, 0, packet.length);
+    if (marked && packet.length >= HEADER_BYTES) {
+      view.writeUInt16LE(view.readUInt16LE(Field.flags) | Flag.ecn, Field.flags);
+    }
+    this.lengths[i] = packet.length;
+    this.arriveAt[i] = arriveAt;
+    this.ports[i] = port;
+    this.addresses[i] = address;
+    this.tail++;
+  }
+
+  sendFirst(sendNow: SendNow): void {
+    const i = this.head % this.capacity;
+    sendNow(this.packetIn(i), this.ports[i], this.addresses[i]);
+    this.head++;
   }
 
   /**

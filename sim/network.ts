@@ -186,7 +186,8 @@ export class SimStar {
     private readonly engine: Engine,
     config: SwitchConfig,
     private readonly timing: StarTiming,
-    private readonly portFor: (host: LinkHost) => LinkPort | null,
+    /** a port on `host`'s link: the host's own (`nic`, hostNicParams) or the switch's towards it */
+    private readonly portFor: (host: LinkHost, nic?: boolean) => LinkPort | null,
     /** the shared PS's elements per aggregator and the window it assumes for jobs it adopts; null: no shared PS */
     psOptions: { elements: number; adoptWindow?: number } | null,
     private readonly options: StarOptions = {},
@@ -252,7 +253,7 @@ export class SimStar {
     elements: number,
     adoptWindow?: number,
   ): SimParameterServer {
-    const up = this.portFor("ps");
+    const up = this.portFor("ps", true);
     const down = this.portFor("ps");
     const toSwitch = this.toSwitch(port, up);
     const core = new PsCore(

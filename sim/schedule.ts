@@ -10,7 +10,7 @@ import {
 import { LinkPort } from "../link/link.js";
 import { type Policy, parseSwitchConfig } from "../proto/config.js";
 import { JobSubmitSchema } from "../proto/control.js";
-import { type LinkHost, linkParamsFor } from "../proto/links.js";
+import { hostNicParams, type LinkHost, linkParamsFor } from "../proto/links.js";
 import type { ScheduleScenario } from "../proto/scenario.js";
 import { HEADER_BYTES } from "../proto/wire.js";
 import { ControlPlane, view } from "../switch/control.js";
@@ -66,8 +66,11 @@ export function simulateSchedule(
   const engine = new Engine();
   const nowMs = () => engine.now / 1e6;
   const links = scenario.links;
-  const portFor = (host: LinkHost) =>
-    links === undefined ? null : new LinkPort(linkParamsFor(links, host));
+  const portFor = (host: LinkHost, nic = false) => {
+    if (links === undefined) return null;
+    const link = linkParamsFor(links, host);
+    return new LinkPort(nic ? hostNicParams(link) : link);
+  };
   const needsPs = scenario.jobs.some((j) => j.mode === "atp");
   const config = parseSwitchConfig({
     aggregators: scenario.aggregators,
@@ -153,13 +156,13 @@ export function simulateSchedule(
         // As ina-worker --control does: the switch takes its packets only once bound.
         control.bindAddress(id, w, port, HOST);
         const host = { job: id, worker: w };
-        const up = portFor(host);
+        const up = portFor(host, true);
         const region = placement.region as { offset: number; size: number; epoch: number };
         const core = new WorkerCore(
           {
             ...DEFAULT_RTO,
             ...pathWaits(
-              links === undefined ? undefined : linkParamsFor(links, host),
+              links === undefined ? undefined : hostNicParams(linkParamsFor(links, host)),
               HEADER_BYTES + 4 * 256,
               timing,
               Number(placement.window),

@@ -21,11 +21,11 @@ import {
 import { LinkPort, queueFields } from "../link/link.js";
 import { type Collective, parseSwitchConfig } from "../proto/config.js";
 import type { HostCosts, ProcessingCost } from "../proto/costs.js";
-import { type LinkHost, type LinkParams, linkParamsFor } from "../proto/links.js";
+import { hostNicParams, type LinkHost, type LinkParams, linkParamsFor } from "../proto/links.js";
 import { deriveSeed } from "../proto/prng.js";
 import type { Verification } from "../proto/records.js";
 import type { ScenarioRun } from "../proto/scenario.js";
-import { HEADER_BYTES } from "../proto/wire.js";
+import { Field, HEADER_BYTES, PacketType } from "../proto/wire.js";
 import { psReport } from "../ps/report.js";
 import { switchReport } from "../switch/report.js";
 import { CollectiveCore } from "../worker/collective.js";
@@ -207,11 +207,14 @@ export function simulateRun(
   });
   const costs = runCosts(run, timing);
   const links = run.links;
-  const portFor = (host: LinkHost) =>
-    links === undefined ? null : new LinkPort(linkParamsFor(links, host));
+  const portFor = (host: LinkHost, nic = false) => {
+    if (links === undefined) return null;
+    const link = linkParamsFor(links, host);
+    return new LinkPort(nic ? hostNicParams(link) : link);
+  };
   const waitsFor = (host: LinkHost, job: ResolvedJob) =>
     pathWaits(
-      links === undefined ? undefined : linkParamsFor(links, host),
+      links === undefined ? undefined : hostNicParams(linkParamsFor(links, host)),
       HEADER_BYTES + 4 * job.elementsPerPacket,
       timing,
       job.window,
@@ -256,12 +259,13 @@ export function simulateRun(
       const check = checks[j];
       const port = workerPort(j, w);
       const host = { job: job.id, worker: w };
-      const up = portFor(host);
+      const up = portFor(host, true);
       const stall = new StallClock();
       const wire = star.toSwitch(port, up);
       const transmit = {
         send: (packet: Buffer) => {
-          stall.sent(engine.now);
+          // A ring acknowledgement its delay timer sends ends no stall: nothing was lost.
+          if (!isRingAcknowledgement(packet)) stall.sent(engine.now);
           wire.send(packet);
         },
       };
@@ -279,6 +283,8 @@ export function simulateRun(
                 window: job.window,
                 elementsPerPacket: job.elementsPerPacket,
                 scaleBits: job.scaleBits,
+                // Packets come one by one here, not in datagrams: hold an acknowledgement up to G.
+                ackDelayMs: waits.clockGranularityMs,
               },
               transmit,
             )
@@ -607,6 +613,15 @@ function linkLoadsOf(
 function workerCpu(cost: ProcessingCost): HostCpu | null {
   const cpu = new HostCpu(cost);
   return cpu.free ? null : cpu;
+}
+
+/** A ring `forward` with no payload to another worker (a hello goes to its sender itself). */
+function isRingAcknowledgement(packet: Buffer): boolean {
+  return (
+    packet[Field.type] === PacketType.forward &&
+    packet.readUInt16LE(Field.elementCount) === 0 &&
+    packet.readUInt16LE(Field.destination) !== packet.readUInt16LE(Field.workerId)
+  );
 }
 
 /** The seed of layer `i`'s gradients (a trace's layers are distinct tensors). */

@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { writeRingControl } from "../proto/packets.js";
-import { Flag, HEADER_BYTES } from "../proto/wire.js";
+import { Prng } from "../proto/prng.js";
+import { Field, Flag, HEADER_BYTES } from "../proto/wire.js";
 import { type CoreSimJob, simulateCores } from "../sim/harness.js";
 import { COLLECTIVES, CollectiveCore } from "../worker/collective.js";
-import { verifyCollective } from "../worker/workload.js";
+import { collectiveInput, verifyCollective } from "../worker/workload.js";
 import { testSeed } from "./seed.js";
 
 /**
@@ -228,6 +229,125 @@ describe("collectives over the switch's forwarding", () => {
       core.receive(control(1, 0), 21);
       assert.equal(core.stats.spuriousTimeouts, 1);
       assert.equal(core.stats.timeoutStallMs, 20, "nothing came for 20 ms before it");
+    });
+  });
+
+  describe("acknowledgement ranges (proto/README.md, section 17)", () => {
+    /**
+     * Two workers of a ring all-reduce and a switch that only forwards, in
+     * turns of 0.01 ms: what a worker sends in one turn reaches its peer in
+     * the next as one datagram. With `oldReceiver`, worker 1 never sees the
+     * coverage worker 0's data offer (regionEpoch zeroed on the way), so it
+     * acknowledges as a receiver written before ranges: every packet alone.
+     */
+    const exchange = (o: {
+      coverage: [number, number];
+      oldReceiver?: boolean;
+      loss?: number;
+      seed: number;
+    }) => {
+      const length = 1000;
+      const prng = new Prng(o.seed);
+      const outbox: Buffer[][] = [[], []];
+      // per worker: data packets sent, acknowledgements sent, the most each covered
+      const seen = [0, 1].map(() => ({ data: 0, acks: 0, mostCovered: 0, offered: new Set() }));
+      const cores = [0, 1].map(
+        (w) =>
+          new CollectiveCore(
+            {
+              jobId: 1,
+              workerId: w,
+              fanIn: 2,
+              window: 16,
+              elementsPerPacket: 10,
+              scaleBits: 20,
+              rtoInitialMs: 1,
+              rtoFloorMs: 0.05,
+              rtoMaxMs: 100,
+              maxSendsPerPacket: 40,
+              gapFloorMs: 0.01,
+              clockGranularityMs: 0.01,
+              keepaliveMs: 0,
+              ackCoverage: o.coverage[w],
+            },
+            { send: (packet) => outbox[w].push(Buffer.from(packet)) },
+          ),
+      );
+      const inputs = [0, 1].map((w) => collectiveInput("allReduce", length, o.seed, w, 2));
+      const outputs = [0, 1].map(() => new Float32Array(length));
+      cores.forEach((c, w) => {
+        c.begin("allReduce", inputs[w], outputs[w], 0);
+      });
+      let now = 0;
+      while (!(cores[0].done && cores[1].done) && now < 1000) {
+        now += 0.01;
+        const inbox: Buffer[][] = [[], []];
+        for (const w of [0, 1]) {
+          for (const packet of outbox[w]) {
+            const to = packet.readUInt16LE(Field.destination);
+            if (packet.readUInt16LE(Field.elementCount) > 0) {
+              seen[w].data++;
+              seen[w].offered.add(packet[Field.regionEpoch]);
+              if (o.oldReceiver && w === 0) packet[Field.regionEpoch] = 0;
+            } else if (to !== w) {
+              seen[w].acks++;
+              const covered = packet.readUInt32LE(Field.aggregatorIndex);
+              if (covered > seen[w].mostCovered) seen[w].mostCovered = covered;
+            }
+            if (prng.nextFloat() < (o.loss ?? 0)) continue;
+            inbox[to].push(packet);
+          }
+          outbox[w] = [];
+        }
+        for (const w of [0, 1]) {
+          if (inbox[w].length > 0) cores[w].receive(Buffer.concat(inbox[w]), now);
+          if (cores[w].nextTimeout() <= now) cores[w].handleTimeout(now);
+        }
+      }
+      outputs.forEach((output, w) => {
+        const v = verifyCollective("allReduce", output, {
+          seed: o.seed,
+          workers: 2,
+          workerId: w,
+          root: 0,
+          scaleBits: 20,
+          length,
+        });
+        assert.equal(v.verified, true, `worker ${w}: ${JSON.stringify(v)} ${cores[w].failure}`);
+      });
+      return { seen, stats: cores.map((c) => c.stats) };
+    };
+
+    it("covers several packets with one acknowledgement, never more than the sender offers", () => {
+      const { seen } = exchange({ coverage: [16, 4], seed: testSeed("ack ranges", 81) });
+      // 100 packets each way; datagrams of up to 16 (a window) in a turn.
+      assert.equal(seen[0].data, 100);
+      assert.deepEqual([...seen[0].offered], [16]);
+      assert.deepEqual([...seen[1].offered], [4]);
+      assert.ok(seen[1].acks <= 100 / 4, `worker 1 sent ${seen[1].acks} acknowledgements`);
+      assert.equal(seen[1].mostCovered, 15, "16 packets: PSN and the 15 before it");
+      assert.equal(seen[0].mostCovered, 3, "at most 4, as worker 1 offers");
+    });
+
+    it("works with a receiver that acknowledges every packet, and a sender that offers none", () => {
+      const seed = testSeed("ack ranges with older peers", 83);
+      const old = exchange({ coverage: [16, 16], oldReceiver: true, seed });
+      assert.equal(old.seen[1].acks, 100, "worker 1 acknowledged each of 100 packets");
+      assert.equal(old.seen[1].mostCovered, 0);
+      assert.ok(old.seen[0].mostCovered > 0, "worker 0 still covers worker 1's");
+      // ackCoverage 1: the data say 0, as before ranges, and get one acknowledgement each.
+      const one = exchange({ coverage: [1, 16], seed });
+      assert.deepEqual([...one.seen[0].offered], [0]);
+      assert.equal(one.seen[1].acks, 100);
+      assert.equal(one.seen[1].mostCovered, 0);
+      for (const r of [old, one]) assert.equal(r.stats[0].retransmissions, 0);
+    });
+
+    it("stays exact under loss: a resend is acknowledged at once, a gap starts a new range", () => {
+      const seed = testSeed("ack ranges under loss", 89);
+      const { stats, seen } = exchange({ coverage: [16, 16], loss: 0.05, seed });
+      assert.ok(stats[0].retransmissions + stats[1].retransmissions > 0, "loss was recovered");
+      assert.ok(seen[1].mostCovered > 0);
     });
   });
 });

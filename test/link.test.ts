@@ -3,7 +3,7 @@ import { describe, it } from "node:test";
 import { Registry } from "prom-client";
 import { LinkPort, newVerdict, portRecord as portRecordOf } from "../link/link.js";
 import { ConfigError, parseSwitchConfig } from "../proto/config.js";
-import { LinksSchema, linkParamsFor } from "../proto/links.js";
+import { hostNicParams, LinksSchema, linkParamsFor } from "../proto/links.js";
 import { parseDuration, parseRate } from "../proto/units.js";
 import { createLinkMetrics } from "../runtime/metrics.js";
 import { PacedPort, ReleaseClock } from "../runtime/pacer.js";
@@ -17,6 +17,8 @@ const params = {
   delayMs: 0.5,
   bufferBytes: 2500,
   ecnThresholdBytes: 1500,
+  controlPriority: true,
+  hostEfficiency: 1,
 };
 
 describe("link model", () => {
@@ -55,6 +57,72 @@ describe("link model", () => {
     assert.ok(Math.abs(port.utilization(0.007) - 0.5) < 1e-9);
   });
 
+  it("serves packets with no payload first (controlPriority), after the packet on the line", () => {
+    const v = newVerdict();
+    const run = (controlPriority: boolean) => {
+      const port = new LinkPort({
+        ...params,
+        bufferBytes: 1e9,
+        ecnThresholdBytes: 1500,
+        controlPriority,
+      });
+      for (let i = 0; i < 4; i++) port.offer(1000, 0, v); // 4 ms of data queued at 0
+      const control = { ...port.offer(32, 0.5, v) }; // an acknowledgement at 0.5
+      const after = { ...port.offer(1000, 0.5, v) };
+      return { control, after, port };
+    };
+    const first = run(true);
+    // It waits for the packet on the line (until 1 ms), not for the 3 behind it.
+    assert.ok(Math.abs(first.control.departAt - 1.032) < 1e-9, `${first.control.departAt}`);
+    assert.equal(first.control.marked, false, "it found no queue of its class");
+    // Its 32 bytes still take the line's time: data behind leave that much later.
+    assert.ok(Math.abs(first.after.departAt - 5.032) < 1e-9, `${first.after.departAt}`);
+    assert.equal(first.port.counters.bytes, 5032);
+    const fifo = run(false);
+    assert.ok(Math.abs(fifo.control.departAt - 4.032) < 1e-9, `FIFO: ${fifo.control.departAt}`);
+    assert.equal(fifo.control.marked, true, "FIFO: it found 3500 bytes queued");
+    assert.ok(Math.abs(fifo.after.departAt - 5.032) < 1e-9);
+    // A second control packet queues behind the first, not beside it.
+    const port = new LinkPort({ ...params, bufferBytes: 1e9 });
+    port.offer(1000, 0, v);
+    port.offer(32, 0, v);
+    assert.ok(Math.abs(port.offer(32, 0, v).departAt - 1.064) < 1e-9, `${v.departAt}`);
+  });
+
+  it("a paced port sends a control packet at its time, ahead of data parked before it", () => {
+    const sent: number[] = [];
+    const port = new PacedPort(
+      { ...params, delayMs: 0, bufferBytes: 1e9 },
+      1056,
+      (packet) => {
+        sent.push(packet.length);
+      },
+      new ReleaseClock(),
+    );
+    for (let i = 0; i < 3; i++) port.send(Buffer.alloc(1000), 1, "127.0.0.1", 0);
+    port.send(Buffer.alloc(32), 1, "127.0.0.1", 0);
+    port.clock.stop();
+    // Due: data at 1, 2, 3 ms; the acknowledgement at 1.032.
+    assert.equal(port.release(1.5), 2);
+    assert.deepEqual(sent, [1000, 32]);
+    assert.equal(port.release(10), Infinity);
+    assert.deepEqual(sent, [1000, 32, 1000, 1000]);
+  });
+
+  it("a host's efficiency slows its own NIC only (hostNicParams)", () => {
+    const links = LinksSchema.parse({
+      rate: "100Gbps",
+      workers: [{ job: 1, hostEfficiency: 0.25 }],
+    });
+    const own = linkParamsFor(links, { job: 1, worker: 3 });
+    assert.equal(own.rateBitsPerSecond, 100e9, "the switch's port towards it");
+    assert.equal(hostNicParams(own).rateBitsPerSecond, 25e9);
+    assert.equal(
+      hostNicParams(linkParamsFor(links, { job: 2, worker: 0 })).rateBitsPerSecond,
+      100e9,
+    );
+  });
+
   it("a back-to-back stream leaves at the line rate, whatever the offered rate", () => {
     const port = new LinkPort({ ...params, bufferBytes: 1e9, ecnThresholdBytes: Infinity });
     const v = newVerdict();
@@ -70,6 +138,8 @@ describe("link model", () => {
       delayMs: 0,
       bufferBytes: 1e9,
       ecnThresholdBytes: Infinity,
+      controlPriority: true,
+      hostEfficiency: 1,
     };
     const v = newVerdict();
     // A burst of 100 packets at once: packet i finds i x 1000 bytes; the
@@ -107,6 +177,8 @@ describe("link model", () => {
       delayMs: 0,
       bufferBytes: 1e9,
       ecnThresholdBytes: Infinity,
+      controlPriority: true,
+      hostEfficiency: 1,
     };
     const port = new LinkPort(params, { firstBucketMs: 1, buckets: 4 });
     const v = newVerdict();
@@ -211,6 +283,8 @@ describe("link model", () => {
       delayMs: 1,
       bufferBytes: 65536,
       ecnThresholdBytes: Infinity,
+      controlPriority: true,
+      hostEfficiency: 1,
     });
     assert.equal(linkParamsFor(links, { job: 1, worker: 0 }).delayMs, 1);
     assert.equal(linkParamsFor(links, { job: 2, worker: 0 }).delayMs, 5);
@@ -219,6 +293,8 @@ describe("link model", () => {
       delayMs: 5,
       bufferBytes: 65536,
       ecnThresholdBytes: Infinity,
+      controlPriority: true,
+      hostEfficiency: 1,
     });
   });
 
@@ -239,6 +315,15 @@ describe("link model", () => {
         /links\.workers\[0\]\.buffer: a buffer of 100 bytes/,
       ],
       [{ rate: "100Mbps", delay: "soon" }, /links\.delay: not a duration: "soon"/],
+      [
+        { rate: "100Mbps", hostEfficiency: 0 },
+        /links\.hostEfficiency: hostEfficiency must be above 0/,
+      ],
+      [
+        { rate: "100Mbps", workers: [{ job: 1, hostEfficiency: 1.5 }] },
+        /links\.workers\[0\]\.hostEfficiency: hostEfficiency is a share of the link's rate: at most 1/,
+      ],
+      [{ rate: "100Mbps", controlPriority: "yes" }, /links\.controlPriority: /],
       [{ delay: "1ms" }, /links\.rate: /],
     ];
     for (const [links, message] of cases) {
@@ -261,6 +346,8 @@ describe("the programs over emulated links (virtual time)", () => {
     delayMs: 0.5,
     bufferBytes: 64 * 1024,
     ecnThresholdBytes: Infinity,
+    controlPriority: true,
+    hostEfficiency: 1,
   };
 
   for (const mode of ["netreduce", "atp", "ps"] as const) {
@@ -352,7 +439,7 @@ describe("the programs over emulated links (virtual time)", () => {
 describe("link metrics", () => {
   it("every paced port's counters, by far end and direction, read at scrape time", async () => {
     const port = new PacedPort(
-      { rateBitsPerSecond: 8e6, delayMs: 0, bufferBytes: 2000, ecnThresholdBytes: 500 },
+      { ...params, delayMs: 0, bufferBytes: 2000, ecnThresholdBytes: 500 },
       1056,
       () => {},
       new ReleaseClock(),

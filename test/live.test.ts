@@ -91,6 +91,8 @@ describe("the live view of the switch", () => {
       delayMs: 0,
       bufferBytes: 1e6,
       ecnThresholdBytes: 1500,
+      controlPriority: true,
+      hostEfficiency: 1,
     });
     link.offer(2000, 1233, newVerdict());
     const app = buildControlApp(control, undefined, {

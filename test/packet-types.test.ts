@@ -168,6 +168,7 @@ describe("proto/packets.ts", () => {
       step: 0,
       chunk: 0,
       scaleBits: 0,
+      ackCoverage: 0,
     };
     const data = Buffer.alloc(HEADER_BYTES + 8);
     writeRingData(
@@ -183,6 +184,7 @@ describe("proto/packets.ts", () => {
       2,
       20,
       2,
+      16,
     );
     readRing(decoded(data), ring);
     assert.deepEqual(ring, {
@@ -193,6 +195,7 @@ describe("proto/packets.ts", () => {
       step: 3,
       chunk: 2,
       scaleBits: 20,
+      ackCoverage: 16,
     });
   });
 });

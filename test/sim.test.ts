@@ -15,6 +15,7 @@ import { simulateSchedule } from "../sim/schedule.js";
 import { DEFAULT_SIM_TIMING, simulateRun } from "../sim/simulate.js";
 import { packetFixedPoint, StreamCheck } from "../sim/stream.js";
 import { SimTimer } from "../sim/timers.js";
+import type { Collective } from "../worker/collective.js";
 import { outputDigest } from "../worker/workload.js";
 import { testSeed } from "./seed.js";
 
@@ -190,6 +191,7 @@ describe("ina-sim: scenarios in virtual time", () => {
     for (const [mode, bound] of [
       ["netreduce", 2.5],
       ["atp", 3],
+      ["ring", 2.5],
     ] as const) {
       const run = (loss: number) =>
         simulateRun(
@@ -266,6 +268,54 @@ describe("ina-sim: scenarios in virtual time", () => {
       );
       assert.equal(Math.max(...s.maxBytes), Math.round(link.queueHighWaterBytes), name);
     }
+  });
+
+  it("runs ring collectives at the line rate: busbw at least 97 % of the payload line rate, 1.75 x NetReduce's time", () => {
+    // 100 Gbit/s carries 1024 payload bytes in every 1056-byte packet: 12.12 GB/s of payload.
+    const payloadLineMBps = (100e9 / 8 / 1e6) * (1024 / 1056);
+    const seed = testSeed("ring line rate", 97);
+    const run = (mode: "ring" | "netreduce", operation: Collective = "allReduce") =>
+      simulateRun(
+        ScenarioRunSchema.parse({
+          name: `${mode} ${operation}`,
+          aggregators: 512,
+          links: { rate: "100Gbps", delay: "1us" },
+          jobs: [{ mode, operation, workers: 8, tensorBytes: "8MiB" }],
+        }),
+        seed,
+      ).jobs[0];
+    const ring = run("ring");
+    for (const job of [ring, run("ring", "reduceScatter"), run("ring", "allGather")]) {
+      assert.equal(job.verified, true, job.operation);
+      // Before acknowledgement ranges and control priority: 78 %.
+      assert.ok(
+        job.busbwMBps >= 0.97 * payloadLineMBps,
+        `${job.operation}: busbw ${job.busbwMBps.toFixed(0)} MB/s, ${((100 * job.busbwMBps) / payloadLineMBps).toFixed(2)} % of ${payloadLineMBps.toFixed(0)}`,
+      );
+    }
+    const ratio = ring.seconds / run("netreduce").seconds;
+    assert.ok(ratio > 1.7 && ratio < 1.8, `ring / NetReduce ${ratio}, expected 2(N-1)/N = 1.75`);
+  });
+
+  it("a host's efficiency caps what its NIC sends (links.hostEfficiency)", () => {
+    const run = (hostEfficiency?: number) =>
+      simulateRun(
+        ScenarioRunSchema.parse({
+          name: "efficiency",
+          links: { rate: "100Mbps", delay: "100us", hostEfficiency },
+          jobs: [{ mode: "netreduce", workers: 4, tensorBytes: "1MiB", window: 64 }],
+        }),
+        1,
+      );
+    const full = run();
+    const half = run(0.5);
+    assert.equal(half.verified, true);
+    const ratio = half.seconds / full.seconds;
+    assert.ok(ratio > 1.9 && ratio < 2.1, `half the rate: ${ratio} x the time`);
+    assert.ok(
+      (half.links ?? []).some((l) => l.direction === "up" && l.rateBitsPerSecond === 50e6),
+      "its NIC's rate is half the link's",
+    );
   });
 
   it("agrees with the link model: NetReduce near size / rate + a round trip, PS N times that", () => {

@@ -201,6 +201,12 @@ const spec = {
       description:
         "with --link-rate: mark packets that find more than this queued (default: never)",
     },
+    "link-fifo": {
+      type: "boolean",
+      description:
+        "with --link-rate: one queue for all packets (default: packets with no payload,\n" +
+        "acknowledgements and hellos, leave ahead of queued data)",
+    },
     "congestion-control": {
       type: "string",
       valueName: "CC",
@@ -331,6 +337,7 @@ const spec = {
       linkDelay: durationSchema.optional(),
       linkBuffer: byteSize.optional(),
       linkEcnThreshold: byteSize.optional(),
+      linkFifo: z.boolean().default(false),
       congestionControl: z.enum(CONGESTION_CONTROLS).default("none"),
       parameterServers: cliInt(1, 16).default(1),
       computeMs: z.coerce.number().min(0).max(3_600_000).default(0),
@@ -531,11 +538,12 @@ function workerLink(o: {
   linkDelay?: number;
   linkBuffer?: number;
   linkEcnThreshold?: number;
+  linkFifo?: boolean;
   elementsPerPacket: number;
 }): LinkParams | undefined {
   if (o.linkRate === undefined) {
-    const stray = (["linkDelay", "linkBuffer", "linkEcnThreshold"] as const).find(
-      (k) => o[k] !== undefined,
+    const stray = (["linkDelay", "linkBuffer", "linkEcnThreshold", "linkFifo"] as const).find(
+      (k) => o[k] !== undefined && o[k] !== false,
     );
     if (stray !== undefined) {
       throw new UsageError(
@@ -549,6 +557,7 @@ function workerLink(o: {
     delay: o.linkDelay ?? 0,
     buffer: o.linkBuffer,
     ecnThreshold: o.linkEcnThreshold,
+    controlPriority: !(o.linkFifo ?? false),
   });
   const [problem] = linkProblems(links, packetBytes(o.elementsPerPacket));
   if (problem !== undefined) {

@@ -34,7 +34,8 @@ import { Keepalive, packetGivenUp, type WorkerStats, type WorkerTransmit } from 
  *
  * Every collective is a set of streams of packets between pairs of workers
  * (or from a root to all, multicast by the switch). A stream's packets go
- * out in order through a window, each acknowledged by its receiver; a
+ * out in order through a window, each acknowledged by its receiver (up to
+ * ackCoverage consecutive ones by one acknowledgement, section 17); a
  * packet may wait for one packet of an incoming stream (the ring's
  * pipelining: what a worker sends in step s is what it received in step
  * s - 1, plus its own). Receivers apply each packet exactly once (add or
@@ -70,6 +71,33 @@ export interface CollectiveOptions {
   giveUpAfterMs?: number;
   /** keepalive interval while nothing else is sent (ms; default 1000, 0: never), as WorkerCore's */
   keepaliveMs?: number;
+  /**
+   * the most packets of this worker's outgoing streams one acknowledgement
+   * may cover, told to the receivers on every data packet (section 17,
+   * "Acknowledgement ranges"); 1..255, 1: one acknowledgement per packet, as
+   * before ranges. Default: ackCoverageFor(window)
+   */
+  ackCoverage?: number;
+  /**
+   * how long this worker may hold an acknowledgement to cover later packets
+   * of the same stream (ms); unset or 0: until the end of the datagram being
+   * received (a process's packets come in datagrams of several; the
+   * simulator's one by one, so it gives a time)
+   */
+  ackDelayMs?: number;
+}
+
+/** The largest ackCoverage: data packets carry it in regionEpoch, one byte. */
+export const MAX_ACK_COVERAGE = 255;
+
+/**
+ * The default coverage of a window of `window` packets: a quarter of the
+ * window, at most 16, so the packets an acknowledgement waits for never hold
+ * much of the window, and the acknowledgements cost at most 1/16 of the
+ * packets they answer (32 bytes each: 0.2 % of 1 KiB packets' bytes).
+ */
+export function ackCoverageFor(window: number): number {
+  return Math.max(1, Math.min(16, Math.floor(window / 4)));
 }
 
 /**
@@ -164,6 +192,14 @@ class OutStream {
 class InStream {
   readonly received: Uint8Array;
   receivedCount = 0;
+  /**
+   * Packets taken but not acknowledged yet, one range [heldFirst, heldLast]
+   * of consecutive packet indexes (heldFirst < 0: none), held since
+   * `heldSince` to be covered by one acknowledgement (section 17).
+   */
+  heldFirst = -1;
+  heldLast = -1;
+  heldSince = 0;
   constructor(
     readonly source: number,
     readonly plan: StreamPlan,
@@ -210,6 +246,10 @@ export class CollectiveCore {
   private readonly control: Buffer;
   private readonly controlView: DataView;
   private readonly scale: number;
+  /** what data packets tell receivers in regionEpoch: the most packets an acknowledgement may cover (0: one) */
+  private readonly ackCoverage: number;
+  /** incoming streams holding an acknowledgement (InStream.heldFirst) */
+  private heldStreams = 0;
 
   constructor(
     options: CollectiveOptions,
@@ -230,6 +270,17 @@ export class CollectiveCore {
       `elementsPerPacket must be 1..${MAX_ELEMENTS_PER_PACKET}, got ${o.elementsPerPacket}`,
     );
     check(int(o.scaleBits, 0, MAX_SCALE_BITS), `scaleBits must be 0..${MAX_SCALE_BITS}`);
+    const coverage = o.ackCoverage ?? ackCoverageFor(o.window);
+    check(
+      int(coverage, 1, MAX_ACK_COVERAGE),
+      `ackCoverage must be 1..${MAX_ACK_COVERAGE}, got ${o.ackCoverage}`,
+    );
+    check(
+      o.ackDelayMs === undefined || (Number.isFinite(o.ackDelayMs) && o.ackDelayMs >= 0),
+      `ackDelayMs must be a time of at least 0 ms, got ${o.ackDelayMs}`,
+    );
+    // One per packet goes on the wire as 0, as before ranges.
+    this.ackCoverage = coverage === 1 ? 0 : coverage;
     this.options = options;
     this.scale = 2 ** o.scaleBits;
     const arena = new ArrayBuffer(MAX_DATAGRAM_BYTES + 1);
@@ -387,6 +438,7 @@ export class CollectiveCore {
   private plan(op: Collective, length: number, n: number, w: number, root: number, epp: number) {
     this.outs = [];
     this.ins = [];
+    this.heldStreams = 0;
     this.inBySource.fill(-1);
     const out = (destination: number, receivers: number, plan: StreamPlan) =>
       this.outs.push(new OutStream(destination, receivers, plan, this.options.window, epp));
@@ -467,6 +519,8 @@ export class CollectiveCore {
     if (datagram.length <= this.scratch.length) this.scratch.set(datagram);
     this.walkNow = now;
     forEachPacket(datagram, datagram.length, this.scratch.length, this.walk);
+    // Without a delay, what this datagram brought is acknowledged now.
+    if (this.heldStreams > 0 && !((this.options.ackDelayMs ?? 0) > 0)) this.releaseAcks(now, true);
   }
 
   /** `now` of the datagram being walked */
@@ -485,6 +539,7 @@ export class CollectiveCore {
     step: 0,
     chunk: 0,
     scaleBits: 0,
+    ackCoverage: 0,
   };
   private readonly failedIn: FailedPacket = {
     jobId: 0,
@@ -529,6 +584,10 @@ export class CollectiveCore {
       return;
     }
     if (h.elementCount === 0) {
+      // An acknowledgement covers `aggregatorIndex` packets before its PSN too (0 before ranges).
+      // No stream holds a window's PSNs before an acknowledged one in flight: those are done.
+      const covers = Math.min(h.aggregatorIndex, o.window, h.psn);
+      for (let psn = h.psn - covers; psn < h.psn; psn++) this.acknowledged(h.workerId, psn, now);
       this.acknowledged(h.workerId, h.psn, now);
       return;
     }
@@ -585,10 +644,68 @@ export class CollectiveCore {
     this.stats.resultsReceived++;
     stream.received[k] = 1;
     stream.receivedCount++;
-    this.sendControl(h.workerId, h.psn, now);
+    this.holdAck(stream, k, r.ackCoverage, (h.flags & Flag.resend) !== 0, now);
     // What waited for this packet may go now (the ring's next step).
     for (const s of this.outs) this.fill(s, now);
     this.finishIfDone();
+  }
+
+  /**
+   * Acknowledges packet `k` of `stream`, now or with later ones (section 17,
+   * "Acknowledgement ranges"): a packet extends the range held when it is
+   * the next one and the sender accepts `coverage` (its data's regionEpoch)
+   * that many; the range goes once it is full, the stream complete or the
+   * packet a resend (its sender is recovering), else by the end of the
+   * datagram or ackDelayMs (releaseAcks).
+   */
+  private holdAck(stream: InStream, k: number, coverage: number, resend: boolean, now: number) {
+    if (stream.heldFirst >= 0 && (k !== stream.heldLast + 1 || k - stream.heldFirst >= coverage)) {
+      this.sendHeld(stream, now);
+    }
+    if (coverage <= 1) {
+      this.sendAck(stream.source, k, 0, now);
+      return;
+    }
+    if (stream.heldFirst < 0) {
+      stream.heldFirst = k;
+      stream.heldSince = now;
+      this.heldStreams++;
+    }
+    stream.heldLast = k;
+    if (
+      resend ||
+      k - stream.heldFirst + 1 >= coverage ||
+      stream.receivedCount === stream.plan.packets
+    ) {
+      this.sendHeld(stream, now);
+    }
+  }
+
+  /** Sends the acknowledgement of `stream`'s held range. */
+  private sendHeld(stream: InStream, now: number): void {
+    const first = stream.heldFirst;
+    const last = stream.heldLast;
+    stream.heldFirst = -1;
+    this.heldStreams--;
+    this.sendAck(stream.source, last, last - first, now);
+  }
+
+  /** Sends every held range (`all`), or those held ackDelayMs by `now`. */
+  private releaseAcks(now: number, all: boolean): void {
+    const delay = this.options.ackDelayMs ?? 0;
+    for (const s of this.ins) {
+      if (s.heldFirst >= 0 && (all || now >= s.heldSince + delay)) this.sendHeld(s, now);
+    }
+  }
+
+  /** Timer `ackDelay`: the earliest held range's ackDelayMs after it began. */
+  private ackDelayAt(): number {
+    if (this.heldStreams === 0) return Number.POSITIVE_INFINITY;
+    const delay = this.options.ackDelayMs ?? 0;
+    let at = Number.POSITIVE_INFINITY;
+    for (const s of this.ins)
+      if (s.heldFirst >= 0 && s.heldSince + delay < at) at = s.heldSince + delay;
+    return at;
   }
 
   /** When this worker's next keepalive is due (ms; +Infinity: off), as WorkerCore's. */
@@ -616,8 +733,9 @@ export class CollectiveCore {
    * Infinity when nothing is pending): the earliest of its named timers,
    * `giveUp` (nothing heard for giveUpAfterMs), `hello` (resent every RTO
    * until the switch echoes it), `retransmit` (the oldest unacknowledged
-   * send's RTO, a probe first) and `gapResend` (a stream's gap, once later
-   * packets are acknowledged) while a collective runs, and `keepalive`
+   * send's RTO, a probe first), `gapResend` (a stream's gap, once later
+   * packets are acknowledged) and `ackDelay` (a held acknowledgement's
+   * ackDelayMs) while a collective runs, and `keepalive`
    * always (nothing sent for keepaliveMs). Cheap: no scan of the windows.
    */
   /** The process's timer due at `now - lateMs` ran at `now`: the measured G (RttEstimator). */
@@ -628,7 +746,13 @@ export class CollectiveCore {
   nextTimeout(): number {
     const keepalive = this.keepalive.nextAt();
     if (!this.active) return keepalive;
-    let at = Math.min(keepalive, this.giveUpAt(), this.helloAt(), this.retransmitAt());
+    let at = Math.min(
+      keepalive,
+      this.giveUpAt(),
+      this.helloAt(),
+      this.retransmitAt(),
+      this.ackDelayAt(),
+    );
     for (const s of this.outs) if (s.rack.deadline < at) at = s.rack.deadline;
     return at;
   }
@@ -648,6 +772,7 @@ export class CollectiveCore {
       this.sendControl(this.options.workerId, 0, now);
       this.helloSentAt = now;
     }
+    if (now >= this.ackDelayAt()) this.releaseAcks(now, false);
     // Loss detection on the clock too, as WorkerCore's (section 7): once every
     // later packet is acknowledged, no acknowledgement comes to trigger it.
     for (const s of this.outs) if (now >= s.rack.deadline) this.detectLosses(s, now);
@@ -843,6 +968,7 @@ export class CollectiveCore {
       plan.chunk[k],
       reduces(this.op) ? o.scaleBits : 0,
       s.destination,
+      this.ackCoverage,
     );
     s.awaiting[slot] = s.receivers;
     s.sends[slot] = 1;
@@ -869,6 +995,24 @@ export class CollectiveCore {
   private sendControl(to: number, psn: number, now: number): void {
     const o = this.options;
     writeRingControl(this.controlView, 0, Flag.batches, o.jobId, o.workerId, o.fanIn, psn, to);
+    this.transmitPacket(this.control, now);
+  }
+
+  /** An acknowledgement to `to` of packet `k` of the current collective and the `covers` before it. */
+  private sendAck(to: number, k: number, covers: number, now: number): void {
+    const o = this.options;
+    const psn = this.callBase + k;
+    writeRingControl(
+      this.controlView,
+      0,
+      Flag.batches,
+      o.jobId,
+      o.workerId,
+      o.fanIn,
+      psn,
+      to,
+      covers,
+    );
     this.transmitPacket(this.control, now);
   }
 
