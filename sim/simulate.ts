@@ -29,7 +29,7 @@ import { Field, HEADER_BYTES, PacketType } from "../proto/wire.js";
 import { psReport } from "../ps/report.js";
 import { switchReport } from "../switch/report.js";
 import { CollectiveCore } from "../worker/collective.js";
-import { DEFAULT_RTO, WorkerCore } from "../worker/core.js";
+import { DEFAULT_GIVE_UP_AFTER_MS, DEFAULT_RTO, WorkerCore } from "../worker/core.js";
 import {
   collectiveInput,
   collectiveOutputLength,
@@ -277,6 +277,7 @@ export function simulateRun(
               {
                 ...DEFAULT_RTO,
                 ...waits,
+                giveUpAfterMs: DEFAULT_GIVE_UP_AFTER_MS,
                 jobId: job.id,
                 workerId: w,
                 fanIn: job.workers,
@@ -292,6 +293,7 @@ export function simulateRun(
               {
                 ...DEFAULT_RTO,
                 ...waits,
+                giveUpAfterMs: DEFAULT_GIVE_UP_AFTER_MS,
                 mode: job.mode,
                 jobId: job.id,
                 workerId: w,

@@ -461,6 +461,41 @@ describe("ina-sim: parameter servers of jobs' own, and what a PS's CPU costs", (
     }
   });
 
+  it("ATP jobs behind busy PSes under 1 % loss finish: a timed-out PSN keeps the RTO backed off while others are answered", () => {
+    // Before: a PSN waiting behind its PS's CPU queue was resent every base
+    // RTO (each result of another PSN ended the backoff), every resend loaded
+    // the PS more: 180,000 resends per worker, 2.9 s for a 0.15 s job, and
+    // with the count of sends alone a give-up after 0.1 s.
+    const J = 4;
+    const run = ScenarioRunSchema.parse({
+      name: "busy-ps-loss",
+      aggregators: J * 128,
+      atpPool: "firstCome",
+      faults: { loss: 0.01 },
+      links: { rate: "100Gbps", delay: "1us" },
+      costs: { parameterServer: "calibrated" },
+      jobs: Array.from({ length: J }, (_, j) => ({
+        mode: "atp",
+        workers: 8,
+        tensorBytes: "2MiB",
+        window: 128,
+        iterations: 3,
+        computeMs: 15,
+        startMs: j * 10,
+        parameterServers: 1,
+        offset: j * 128,
+        regionSize: 128,
+      })),
+    });
+    const seed = testSeed("sim busy PS under loss", 3);
+    const r = simulateRun(run, seed);
+    assert.equal(r.verified, true, r.error);
+    for (const job of r.jobs) {
+      const most = Math.max(...job.perWorker.map((w) => w.retransmissions));
+      assert.ok(most < 5000, `${job.name}: ${most} resends by one worker`);
+    }
+  });
+
   it("refuses PSes on a job that has none, naming the field", () => {
     const parsed = ScenarioRunSchema.safeParse({
       name: "x",

@@ -34,7 +34,7 @@ import { createLinkMetrics } from "../runtime/metrics.js";
 import { secretFrom } from "../runtime/secrets.js";
 import { COLLECTIVES } from "./collective.js";
 import { requestControl } from "./control-client.js";
-import { NO_ANSWER_HINT } from "./core.js";
+import { DEFAULT_GIVE_UP_AFTER_MS, NO_ANSWER_HINT } from "./core.js";
 import { launcherRank } from "./launcher.js";
 import { createWorkerMetrics } from "./metrics.js";
 import { AllReduceOverflowError, CollectiveWorker, Worker } from "./worker.js";
@@ -346,7 +346,11 @@ const spec = {
       credentialFile: z.string().min(1).optional(),
       credentialStdin: z.boolean().default(false),
       warnAfterS: z.coerce.number().min(0).max(86_400).default(5),
-      giveUpS: z.coerce.number().min(0).max(86_400).default(90),
+      giveUpS: z.coerce
+        .number()
+        .min(0)
+        .max(86_400)
+        .default(DEFAULT_GIVE_UP_AFTER_MS / 1000),
       keepaliveMs: cliInt(0, 3_600_000).default(1000),
       progressMs: cliInt(0, 3_600_000).default(500),
       metricsPort: cliInt(0, 65535).default(0),

@@ -167,6 +167,8 @@ class OutStream {
   /** when each slot's packet was first sent (packetGivenUp) */
   readonly firstSentAt: Float64Array;
   readonly sends: Uint32Array;
+  /** how often each slot's retransmission timer fired (packetGivenUp) */
+  readonly timeouts: Uint32Array;
   /** acknowledgements still missing, per slot: a bit per receiver */
   readonly awaiting: Uint32Array;
   /** 1: the slot's latest send was a timeout's (a quick acknowledgement then shows it spurious) */
@@ -183,6 +185,7 @@ class OutStream {
     this.sentAt = new Float64Array(window);
     this.firstSentAt = new Float64Array(window);
     this.sends = new Uint32Array(window);
+    this.timeouts = new Uint32Array(window);
     this.awaiting = new Uint32Array(window);
     this.timedOut = new Uint8Array(window);
   }
@@ -793,7 +796,7 @@ export class CollectiveCore {
       for (let i = s.base; i < s.next; i++) {
         const slot = i % window;
         if (s.awaiting[slot] !== 0 && now >= Math.max(s.sentAt[slot], since) + rto) {
-          if (packetGivenUp(s.sends[slot], now - s.firstSentAt[slot], this.options)) {
+          if (packetGivenUp(s.timeouts[slot] + 1, now - s.firstSentAt[slot], this.options)) {
             this.fail(
               `no acknowledgement from worker(s) 0x${s.awaiting[slot].toString(16)} for PSN ${this.callBase + i} after ${s.sends[slot]} sends`,
             );
@@ -801,6 +804,7 @@ export class CollectiveCore {
           }
           this.resend(s, slot, now);
           s.timedOut[slot] = 1;
+          s.timeouts[slot]++;
           timedOut = true;
           // A first timeout resends only the oldest packet, a probe (section 7).
           if (!this.probing) break;
@@ -972,6 +976,7 @@ export class CollectiveCore {
     );
     s.awaiting[slot] = s.receivers;
     s.sends[slot] = 1;
+    s.timeouts[slot] = 0;
     s.sentAt[slot] = now;
     s.firstSentAt[slot] = now;
     s.timedOut[slot] = 0;

@@ -50,9 +50,11 @@ export interface WorkerCoreOptions {
   rtoFloorMs?: number;
   rtoMaxMs: number;
   /**
-   * sends of one PSN after which the all-reduce fails instead of retrying
-   * forever; with giveUpAfterMs, only once the PSN has also waited that long
-   * since its first send (so a paused peer never ends a healthy job early)
+   * retransmission timeouts of one PSN after which the all-reduce fails
+   * instead of retrying forever (resends by loss detection do not count:
+   * packetGivenUp); with giveUpAfterMs, only once the PSN has also waited
+   * that long since its first send (so a paused peer never ends a healthy
+   * job early)
    */
   maxSendsPerPacket: number;
   /**
@@ -89,18 +91,21 @@ export interface WorkerCoreOptions {
 export const DEFAULT_KEEPALIVE_MS = 1000;
 
 /**
- * Whether a packet sent `sends` times, the first `waitedMs` ago, is given up
- * on: after maxSendsPerPacket sends, and (with a give-up time) once it has
- * waited that long too, so the count alone never ends a job faster than the
- * switch's dead-peer timeout and the worker's give-up allow.
+ * Whether a packet whose retransmission timer fired `timeouts` times, first
+ * sent `waitedMs` ago, is given up on: after maxSendsPerPacket timeouts, and
+ * (with a give-up time) once it has waited that long too, so the count alone
+ * never ends a job faster than the switch's dead-peer timeout and the
+ * worker's give-up allow. Only timeouts count: a resend because later
+ * packets were answered (RACK) shows the path alive, and a packet that waits
+ * behind a busy PS may be resent that way many times in a few milliseconds.
  */
 export function packetGivenUp(
-  sends: number,
+  timeouts: number,
   waitedMs: number,
   o: { maxSendsPerPacket: number; giveUpAfterMs?: number },
 ): boolean {
   const giveUp = o.giveUpAfterMs ?? 0;
-  return sends >= o.maxSendsPerPacket && (giveUp <= 0 || waitedMs >= giveUp);
+  return timeouts >= o.maxSendsPerPacket && (giveUp <= 0 || waitedMs >= giveUp);
 }
 
 /**
@@ -154,6 +159,14 @@ interface WorkerRegion {
   size: number;
   start: number;
 }
+
+/**
+ * How long a PSN must also have waited before its timeouts end the
+ * all-reduce (ms): ina-worker's --give-up-s and the simulator's, so a
+ * healthy job whose PSN waits behind a busy PS is not ended by the count of
+ * timeouts alone in either executor.
+ */
+export const DEFAULT_GIVE_UP_AFTER_MS = 90_000;
 
 export const DEFAULT_RTO = {
   rtoInitialMs: 200,
@@ -302,6 +315,16 @@ export class WorkerCore {
   /** when each slot's PSN was first sent: what a give-up after maxSendsPerPacket measures */
   private readonly slotFirstSentAt: Float64Array;
   private readonly slotSends: Uint32Array;
+  /** how often each slot's retransmission timer fired: what the give-up counts (packetGivenUp) */
+  private readonly slotTimeouts: Uint32Array;
+  /**
+   * PSNs in flight whose timer fired: while any is, an answer to another PSN
+   * does not end the RTO's backoff. Results are selective, not cumulative:
+   * new PSNs answered do not mean the timed-out one got through (RFC 6298's
+   * rule assumes TCP's cumulative ACK), and a PSN waiting behind a busy PS
+   * would otherwise be resent every base RTO, each resend loading the PS more.
+   */
+  private backedOffInFlight = 0;
   private readonly slotDone: Uint8Array;
   private readonly header = emptyHeader();
   /** a received region or failed packet's fields, by meaning */
@@ -390,6 +413,7 @@ export class WorkerCore {
     this.slotFirstSentAt = new Float64Array(w);
     this.keepalive = new Keepalive(options);
     this.slotSends = new Uint32Array(w);
+    this.slotTimeouts = new Uint32Array(w);
     this.slotDone = new Uint8Array(w);
     // A whole datagram is copied here at once (one native call, not one per packet).
     const scratchArena = new ArrayBuffer(MAX_DATAGRAM_BYTES + 1);
@@ -507,6 +531,7 @@ export class WorkerCore {
     this.probing = false;
     this.oldestSentAt = Number.POSITIVE_INFINITY;
     this.resentInFlight = 0;
+    this.backedOffInFlight = 0;
     for (const rack of this.racks) rack.reset();
     this.gapDeadline = Number.POSITIVE_INFINITY;
     this.lastTimeoutAt = Number.NEGATIVE_INFINITY;
@@ -625,8 +650,10 @@ export class WorkerCore {
     this.slotDone[slot] = 1;
     this.lastResultAt = now;
     if (this.slotSends[slot] > 1) this.resentInFlight--;
+    if (this.slotTimeouts[slot] > 0) this.backedOffInFlight--;
     // Karn's sample or the backoff's end, a spurious timeout, RACK (see Rack).
     if (this.slotSends[slot] === 1) this.probing = false;
+    const backedOffRto = this.stats.rtoMs;
     this.racks[psn % this.racks.length].answered(
       this.rtt,
       this.stats,
@@ -636,6 +663,9 @@ export class WorkerCore {
       this.slotSentAt[slot],
       now,
     );
+    if (this.backedOffInFlight > 0 && this.stats.rtoMs < backedOffRto) {
+      this.stats.rtoMs = backedOffRto;
+    }
     if (psn === this.base) {
       while (this.base < this.next && this.slotDone[this.base % this.options.window] === 1) {
         this.base++;
@@ -773,15 +803,19 @@ export class WorkerCore {
     for (let psn = this.base; psn < this.next; psn++) {
       const slot = psn % this.options.window;
       if (this.slotDone[slot] === 0 && now >= Math.max(this.slotSentAt[slot], since) + rto) {
-        if (packetGivenUp(this.slotSends[slot], now - this.slotFirstSentAt[slot], this.options)) {
+        if (
+          packetGivenUp(this.slotTimeouts[slot] + 1, now - this.slotFirstSentAt[slot], this.options)
+        ) {
           this.fail(
             `no result for PSN ${psn} after ${this.slotSends[slot]} sends over ` +
-              `${((now - this.slotFirstSentAt[slot]) / 1000).toFixed(1)} s: ${NO_ANSWER_HINT}`,
+              `${((now - this.slotFirstSentAt[slot]) / 1000).toFixed(1)} s ` +
+              `(${this.slotTimeouts[slot] + 1} timeouts): ${NO_ANSWER_HINT}`,
           );
           return;
         }
         this.resend(slot, now);
         this.slotTimedOut[slot] = 1;
+        if (this.slotTimeouts[slot]++ === 0) this.backedOffInFlight++;
         timedOut = true;
         // A first timeout resends only the oldest PSN, a probe (see `probing`).
         if (!this.probing) break;
@@ -991,6 +1025,7 @@ export class WorkerCore {
     this.stats.payloadBytesSent += count * 4;
     this.slotDone[slot] = 0;
     this.slotSends[slot] = 1;
+    this.slotTimeouts[slot] = 0;
     this.slotTimedOut[slot] = 0;
     this.slotSentAt[slot] = now;
     this.slotFirstSentAt[slot] = now;
