@@ -221,7 +221,7 @@ describe("Grafana dashboards against what the processes export", () => {
       join(ROOT, "grafana", "provisioning", "datasources", "ina-emu.yml"),
       "utf8",
     );
-    // The dashboard's variable falls back to the default Prometheus when provisioned.
+    // Provisioned, the dashboard's variable takes the first Prometheus datasource: this one.
     assert.match(datasource, /type: prometheus/);
     assert.match(datasource, /isDefault: true/);
     assert.match(datasource, /url: \$\{INA_PROMETHEUS_URL\}/);
