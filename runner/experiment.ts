@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { appendFile, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { z } from "zod";
 import {
   FRONT_FIELDS,
@@ -48,7 +48,13 @@ import {
   UsageError,
 } from "../runtime/cli.js";
 import { stopAllChildren } from "./processes.js";
-import { findPrometheus, ScrapeTargets, startPrometheus } from "./prometheus.js";
+import {
+  findPrometheus,
+  keepStorage,
+  ScrapeTargets,
+  scrapeIntervalSchema,
+  startPrometheus,
+} from "./prometheus.js";
 import { provenance } from "./provenance.js";
 import { runScenarioRun } from "./run.js";
 import { runSchedule } from "./schedule.js";
@@ -160,6 +166,14 @@ const spec = {
       type: "boolean",
       description: "start the local prometheus binary on that config for the run and print its URL",
     },
+    "scrape-interval": {
+      type: "string",
+      valueName: "TIME",
+      description:
+        "Prometheus's scrape interval in the scrape config (250ms to 60s). With --prometheus or\n" +
+        "this option, every worker stays up 6 s plus one interval after its result, for a final scrape",
+      defaultText: "1s",
+    },
     "write-scrape-config": {
       type: "boolean",
       description:
@@ -190,6 +204,7 @@ const spec = {
       ui: z.coerce.number().min(0).max(3600).optional(),
       scrapeDir: z.string().default(join("results", "prometheus")),
       prometheus: z.boolean().default(false),
+      scrapeInterval: scrapeIntervalSchema.optional(),
       writeScrapeConfig: z.boolean().default(false),
     })
     .refine((o) => (o.loss ?? 0) + (o.duplicate ?? 0) + (o.reorder ?? 0) <= 1, {
@@ -264,7 +279,7 @@ if (process.argv[2] === "report") {
   );
 } else
   await runCli(spec, async (o) => {
-    if (o.writeScrapeConfig) return writeScrapeConfig(o.scrapeDir);
+    if (o.writeScrapeConfig) return writeScrapeConfig(o.scrapeDir, o.scrapeInterval);
     const json = await readJsonFile(o.scenario, "--scenario");
     const startedAt = new Date();
     // A bad scenario is refused before anything is written or started.
@@ -313,7 +328,7 @@ if (process.argv[2] === "report") {
       o.results === ""
         ? null
         : join(o.results, `${name}-${startedAt.toISOString().replace(/[:.]/g, "-")}.prometheus`);
-    const watch = await startWatching(o.scrapeDir, o.prometheus, tsdb);
+    const watch = await startWatching(o.scrapeDir, o.prometheus, tsdb, o.scrapeInterval);
     try {
       if (schedule !== null) return await runSchedules(o, schedule, startedAt, watch.targets);
       return await runRuns(o, scenario as Scenario, startedAt, watch.targets);
@@ -373,9 +388,9 @@ function refuseOptionsThatDoNotApply(o: Options, scheduling: boolean): void {
 }
 
 /** --write-scrape-config: the config and an empty target list, their paths on stdout. */
-async function writeScrapeConfig(scrapeDir: string): Promise<number> {
+async function writeScrapeConfig(scrapeDir: string, scrapeIntervalMs?: number): Promise<number> {
   if (scrapeDir === "") throw new UsageError("--write-scrape-config needs a --scrape-dir");
-  const targets = new ScrapeTargets(scrapeDir);
+  const targets = new ScrapeTargets(scrapeDir, { scrapeIntervalMs });
   await targets.writeConfig();
   emitRecord({
     event: "scrape-config",
@@ -392,12 +407,23 @@ async function writeScrapeConfig(scrapeDir: string): Promise<number> {
 }
 
 /** The scrape targets file, and Prometheus itself if asked for. */
-async function startWatching(scrapeDir: string, start: boolean, keepIn: string | null) {
+async function startWatching(
+  scrapeDir: string,
+  start: boolean,
+  keepIn: string | null,
+  scrapeIntervalMs: number | undefined,
+) {
   if (scrapeDir === "") {
     if (start) throw new UsageError("--prometheus needs a --scrape-dir");
+    if (scrapeIntervalMs !== undefined)
+      throw new UsageError("--scrape-interval needs a --scrape-dir");
     return { targets: undefined, stop: async () => {} };
   }
-  const targets = new ScrapeTargets(scrapeDir);
+  // Only when something scrapes (ours, or yours told by --scrape-interval): plain runs stay fast.
+  const targets = new ScrapeTargets(scrapeDir, {
+    scrapeIntervalMs,
+    lingerForFinalScrape: start || scrapeIntervalMs !== undefined,
+  });
   await targets.init();
   process.stderr.write(`prometheus scrape config: ${targets.configFile}\n`);
   if (!start) return { targets, stop: async () => {} };
@@ -411,6 +437,7 @@ async function startWatching(scrapeDir: string, start: boolean, keepIn: string |
   // temporary folder removed at the end.
   const storage = keepIn ?? (await mkdtemp(join(tmpdir(), "ina-prom-")));
   if (keepIn !== null) await mkdir(keepIn, { recursive: true });
+  const startedAt = new Date().toISOString();
   const prometheus = await startPrometheus(binary, targets.configFile, storage).catch(
     async (error: Error) => {
       if (keepIn === null) await rm(storage, { recursive: true, force: true });
@@ -424,8 +451,10 @@ async function startWatching(scrapeDir: string, start: boolean, keepIn: string |
       await prometheus.child.stop();
       if (keepIn === null) await rm(storage, { recursive: true, force: true });
       else {
+        const serve = await keepStorage(storage);
         process.stderr.write(
-          `prometheus time series: ${storage} (prometheus --storage.tsdb.path=${storage} to query them)\n`,
+          `prometheus time series kept in ${resolve(storage)} (${startedAt} to ${new Date().toISOString()}); ` +
+            `to query them: ${serve}\n`,
         );
       }
     },

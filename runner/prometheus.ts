@@ -2,6 +2,8 @@ import { spawnSync } from "node:child_process";
 import { mkdir, rename, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { isAbsolute, join, resolve } from "node:path";
+import { z } from "zod";
+import { parseDuration } from "../proto/units.js";
 import { ChildNode } from "./processes.js";
 
 /**
@@ -16,9 +18,23 @@ export class ScrapeTargets {
 
   /** The folder, absolute: the config names the target list by its absolute path. */
   readonly dir: string;
+  /** Prometheus's scrape interval in the config (ms). */
+  readonly scrapeIntervalMs: number;
+  /**
+   * How long each worker keeps serving /metrics after its result (ms), so
+   * that a scrape sees its final counters (and the switch's and PS's, which
+   * stay up while workers linger); 0 when nothing scrapes the run.
+   */
+  readonly lingerMs: number;
 
-  constructor(dir: string) {
+  constructor(
+    dir: string,
+    options: { scrapeIntervalMs?: number; lingerForFinalScrape?: boolean } = {},
+  ) {
     this.dir = resolve(dir);
+    this.scrapeIntervalMs = options.scrapeIntervalMs ?? DEFAULT_SCRAPE_INTERVAL_MS;
+    checkScrapeInterval(this.scrapeIntervalMs);
+    this.lingerMs = options.lingerForFinalScrape ? finalScrapeLingerMs(this.scrapeIntervalMs) : 0;
   }
 
   /** The file_sd file Prometheus watches. */
@@ -30,7 +46,7 @@ export class ScrapeTargets {
     return join(this.dir, "prometheus.yml");
   }
 
-  /** Writes the scrape config (1 s interval) and an empty target list. */
+  /** Writes the scrape config and an empty target list. */
   async init(): Promise<void> {
     await this.writeConfig();
     await this.flush();
@@ -43,7 +59,7 @@ export class ScrapeTargets {
    */
   async writeConfig(): Promise<void> {
     await mkdir(this.dir, { recursive: true });
-    await writeFile(this.configFile, scrapeConfig(this.targetsFile));
+    await writeFile(this.configFile, scrapeConfig(this.targetsFile, this.scrapeIntervalMs));
     try {
       await writeFile(this.targetsFile, "[]\n", { flag: "wx" });
     } catch (error) {
@@ -88,12 +104,18 @@ export class ScrapeTargets {
  * config file's own folder, not its working directory: the target list is
  * named by its absolute path.
  */
-export function scrapeConfig(targetsFile: string): string {
+export function scrapeConfig(
+  targetsFile: string,
+  scrapeIntervalMs: number = DEFAULT_SCRAPE_INTERVAL_MS,
+): string {
   if (!isAbsolute(targetsFile)) throw new Error(`scrapeConfig: ${targetsFile} is not absolute`);
+  checkScrapeInterval(scrapeIntervalMs);
+  // Whole milliseconds, a duration Prometheus reads; the scrape timeout defaults to the interval when shorter than 10 s.
+  const interval = `${scrapeIntervalMs}ms`;
   return [
     "global:",
-    "  scrape_interval: 1s",
-    "  evaluation_interval: 1s",
+    `  scrape_interval: ${interval}`,
+    `  evaluation_interval: ${interval}`,
     "scrape_configs:",
     "  - job_name: ina-emu",
     "    file_sd_configs:",
@@ -105,6 +127,90 @@ export function scrapeConfig(targetsFile: string): string {
     // would show up as `exported_<name>`.
     "",
   ].join("\n");
+}
+
+/** The scrape interval without --scrape-interval (ms). */
+export const DEFAULT_SCRAPE_INTERVAL_MS = 1000;
+/** Shortest and longest --scrape-interval (ms): faster loads a host of many processes, slower makes runs linger long. */
+export const MIN_SCRAPE_INTERVAL_MS = 250;
+export const MAX_SCRAPE_INTERVAL_MS = 60_000;
+
+/**
+ * Prometheus's discovery manager hands new file_sd targets to its scrape
+ * loops at most every 5 s (not configurable in 2.x): a worker of a short
+ * run may be listed that long before its first scrape.
+ */
+const DISCOVERY_DELAY_MS = 5000;
+/** Room for a scrape to start late and for the switch's /metrics snapshot (renewed twice a second). */
+const SCRAPE_MARGIN_MS = 1000;
+
+/**
+ * How long a process stays up after its work for one more scrape: the
+ * discovery delay (a short run's targets may not be scraped yet), one
+ * interval and a margin. Bounded by MAX_SCRAPE_INTERVAL_MS + 6 s.
+ */
+export function finalScrapeLingerMs(scrapeIntervalMs: number): number {
+  checkScrapeInterval(scrapeIntervalMs);
+  return DISCOVERY_DELAY_MS + scrapeIntervalMs + SCRAPE_MARGIN_MS;
+}
+
+/** --scrape-interval: a duration with its unit ("1s", "500ms"), whole ms within the bounds. */
+export const scrapeIntervalSchema = z.string().transform((text, ctx) => {
+  const parsed = /[a-z]\s*$/i.test(text) ? parseDuration(text) : null;
+  // 0.3s is 300.00000000000006 ms in binary floating point.
+  const ms =
+    parsed === null || Math.abs(parsed - Math.round(parsed)) > 1e-6 ? parsed : Math.round(parsed);
+  if (ms === null) {
+    ctx.addIssue({
+      code: "custom",
+      message: `not a duration with a unit: "${text}" (try 1s, 500ms)`,
+    });
+    return z.NEVER;
+  }
+  if (!Number.isInteger(ms) || ms < MIN_SCRAPE_INTERVAL_MS || ms > MAX_SCRAPE_INTERVAL_MS) {
+    ctx.addIssue({
+      code: "custom",
+      message: `${text}: whole milliseconds from ${MIN_SCRAPE_INTERVAL_MS}ms to ${MAX_SCRAPE_INTERVAL_MS / 1000}s`,
+    });
+    return z.NEVER;
+  }
+  return ms;
+});
+
+function checkScrapeInterval(ms: number): void {
+  if (!Number.isInteger(ms) || ms < MIN_SCRAPE_INTERVAL_MS || ms > MAX_SCRAPE_INTERVAL_MS) {
+    throw new RangeError(
+      `scrape interval ${ms} ms: whole ms from ${MIN_SCRAPE_INTERVAL_MS} to ${MAX_SCRAPE_INTERVAL_MS}`,
+    );
+  }
+}
+
+/**
+ * Keeps a Prometheus storage folder (`dir`, its TSDB in `dir/tsdb`, as
+ * startPrometheus lays it out) readable later: writes `dir/prometheus.yml`,
+ * a config that scrapes nothing (the run's config would scrape later runs'
+ * targets into it), and returns the command that serves the series, with
+ * absolute paths so that it works from any folder.
+ */
+export async function keepStorage(dir: string): Promise<string> {
+  const absolute = resolve(dir);
+  const config = join(absolute, "prometheus.yml");
+  await writeFile(
+    config,
+    "# ina-emu: no scrape targets; Prometheus on this config serves the series kept in ./tsdb.\n" +
+      "scrape_configs: []\n",
+  );
+  return [
+    "prometheus",
+    `--config.file=${shellWord(config)}`,
+    `--storage.tsdb.path=${shellWord(join(absolute, "tsdb"))}`,
+    "--web.listen-address=127.0.0.1:9090",
+  ].join(" ");
+}
+
+/** `word`, single-quoted for sh when it holds anything but safe characters. */
+function shellWord(word: string): string {
+  return /^[A-Za-z0-9_./:=@%+-]+$/.test(word) ? word : `'${word.replace(/'/g, "'\\''")}'`;
 }
 
 /** The `prometheus` binary on PATH, or null. */

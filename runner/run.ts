@@ -259,7 +259,7 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
         const child = new ChildNode(
           `${job.name} worker ${w}`,
           SCRIPTS.worker,
-          [...workerArgs(job, w, target, run.links), ...datagramArgs],
+          [...workerArgs(job, w, target, run.links), ...datagramArgs, ...lingerArgs(o.targets)],
           onRecord(w),
         );
         children.push(child);
@@ -371,6 +371,17 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
     await Promise.all(children.map((child) => child.stop()));
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * A worker's --linger-ms when something scrapes the run: it keeps its
+ * /metrics up for a final scrape, and the switch and PS, stopped after the
+ * workers exit, stay up as long.
+ */
+export function lingerArgs(targets: ScrapeTargets | undefined): string[] {
+  return targets === undefined || targets.lingerMs === 0
+    ? []
+    : ["--linger-ms", String(targets.lingerMs)];
 }
 
 /** A worker's --link-* options for its link in `links` (none without links). */

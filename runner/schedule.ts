@@ -21,7 +21,7 @@ import {
 import type { ScheduleJob, ScheduleScenario } from "../proto/scenario.js";
 import { ChildNode } from "./processes.js";
 import type { ScrapeTargets } from "./prometheus.js";
-import { linkArgs, SCRIPTS, scrapeWhileAlive, startSwitch } from "./run.js";
+import { lingerArgs, linkArgs, SCRIPTS, scrapeWhileAlive, startSwitch } from "./run.js";
 
 /**
  * How long before its arrival a job's workers are started (ms): a Node
@@ -107,6 +107,7 @@ export async function runSchedule(
           String(scenario.seed + j + 1),
           "--progress-ms",
           "0",
+          ...lingerArgs(targets),
         ]);
         children.push(child);
         workersOf[j].push(child);

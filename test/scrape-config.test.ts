@@ -5,7 +5,12 @@ import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { ScrapeConfigSchema } from "../proto/records.js";
 import { ChildNode } from "../runner/processes.js";
-import { findPrometheus, queryPrometheus, startPrometheus } from "../runner/prometheus.js";
+import {
+  findPrometheus,
+  freePort,
+  queryPrometheus,
+  startPrometheus,
+} from "../runner/prometheus.js";
 import { SCRIPTS } from "../runner/run.js";
 import { poll } from "./poll.js";
 import { STARTUP_MS } from "./waits.js";
@@ -167,5 +172,114 @@ describe("the README's own-Prometheus recipe, on a fresh folder", () => {
 
     // Stopping the experiment stops the run's processes.
     assert.equal(await run.stop(10_000), 130);
+  });
+});
+
+/**
+ * `--prometheus` with `--results`: a run too short for a scrape without the
+ * final-scrape linger (under a second of all-reduce) is still in the kept
+ * series, and the command the runner prints to read them works as printed,
+ * from another folder, with only its port changed (the test binds no fixed
+ * port).
+ */
+describe("--prometheus keeps the run's series where the results go", () => {
+  const children: ChildNode[] = [];
+  let home = "";
+
+  after(async () => {
+    await Promise.all(children.map((c) => c.stop()));
+    if (home !== "") await rm(home, { recursive: true, force: true });
+  });
+
+  it("the printed command serves the run's final values, scraped at --scrape-interval", async () => {
+    const binary = findPrometheus();
+    assert.notEqual(binary, null, "prometheus not found: install Debian's prometheus package");
+    home = await mkdtemp(join(tmpdir(), "ina-kept-"));
+    await writeFile(
+      join(home, "short.json"),
+      JSON.stringify({
+        name: "short",
+        seed: 5,
+        runs: [
+          {
+            name: "kept",
+            aggregators: 64,
+            jobs: [{ name: "nr", mode: "netreduce", workers: 2, tensorBytes: "64KiB", window: 16 }],
+          },
+        ],
+      }),
+    );
+    const run = new ChildNode(
+      "experiment",
+      EXPERIMENT,
+      [
+        ...["--scenario", "short.json", "--results", "results", "--scrape-dir", "scrape"],
+        ...["--prometheus", "--scrape-interval", "500ms"],
+      ],
+      undefined,
+      { cwd: home, env: { ...process.env, TMPDIR: await mkdtemp(join(home, "tmp-")) } },
+    );
+    children.push(run);
+    assert.equal(await run.waitExit(2 * STARTUP_MS), 0, run.stderr);
+    assert.match(
+      await readFile(join(home, "scrape", "prometheus.yml"), "utf8"),
+      /scrape_interval: 500ms/,
+    );
+    const hint =
+      /^prometheus time series kept in (\S+) \((\S+) to (\S+)\); to query them: (prometheus .*)$/m.exec(
+        run.stderr,
+      );
+    assert.ok(hint !== null, run.stderr);
+    const [, kept, , endedAt, command] = hint;
+    assert.equal(kept, join(home, "results", kept.split("/").at(-1) ?? ""));
+    assert.match(kept, /\/short-.*\.prometheus$/);
+    const words = command.split(" ");
+    assert.ok(words.includes("--web.listen-address=127.0.0.1:9090"), command);
+    const port = await freePort();
+    const prometheus = new ChildNode(
+      "kept prometheus",
+      binary as string,
+      words.slice(1).map((w) => w.replace("127.0.0.1:9090", `127.0.0.1:${port}`)),
+      undefined,
+      { raw: true, cwd: await mkdtemp(join(home, "elsewhere-")) },
+    );
+    children.push(prometheus);
+    const url = `http://127.0.0.1:${port}`;
+    await poll("the kept Prometheus ready", 60_000, async () => {
+      if (prometheus.exitCode !== null) throw new Error(`prometheus exited: ${prometheus.stderr}`);
+      const response = await fetch(`${url}/-/ready`).catch(() => null);
+      return response?.ok ? true : null;
+    });
+    const at = async (query: string) => {
+      const time = new Date(endedAt).getTime() / 1000;
+      const response = await fetch(
+        `${url}/api/v1/query?query=${encodeURIComponent(query)}&time=${time}`,
+      );
+      const body = (await response.json()) as {
+        data: { result: Array<{ metric: Record<string, string>; value: [number, string] }> };
+      };
+      return body.data.result.map((r) => ({ metric: r.metric, value: Number(r.value[1]) }));
+    };
+    // The series went stale as their targets went: the last value of each, up to the run's end.
+    // Each worker's last scrape came after its result: its progress is whole.
+    const progress = await at('last_over_time(ina_worker_progress_ratio{run="kept"}[10m])');
+    assert.deepEqual(
+      progress.map((p) => [p.metric.worker, p.value]).sort(),
+      [
+        ["0", 1],
+        ["1", 1],
+      ],
+      JSON.stringify(progress),
+    );
+    const completed = await at(
+      'last_over_time(ina_switch_aggregations_completed_total{run="kept"}[10m])',
+    );
+    assert.equal(completed.length, 1);
+    assert.equal(completed[0].value, (64 * 1024) / 4 / 256, "every aggregation of the run");
+    // It only serves what was kept: no targets of later runs scraped into it.
+    const targets = (await (await fetch(`${url}/api/v1/targets`)).json()) as {
+      data: { activeTargets: unknown[] };
+    };
+    assert.deepEqual(targets.data.activeTargets, []);
   });
 });
