@@ -20,13 +20,17 @@ export function formatSeconds(seconds: number): string {
 
 /**
  * A bandwidth given in MB/s (10^6 bytes/s) as people read it: 850 MB/s,
- * 12.5 GB/s (nccl-tests' unit), 0.512 MB/s. CSVs keep MB/s.
+ * 12.5 GB/s (nccl-tests' unit), 975 B/s on a dead link. CSVs keep MB/s.
  */
 export function formatBandwidth(megabytesPerSecond: number): string {
   if (!Number.isFinite(megabytesPerSecond) || megabytesPerSecond < 0) return "-";
-  return megabytesPerSecond >= 1000
-    ? `${significant(megabytesPerSecond / 1000)} GB/s`
-    : `${significant(megabytesPerSecond)} MB/s`;
+  if (megabytesPerSecond >= 1000) return `${significant(megabytesPerSecond / 1000)} GB/s`;
+  if (megabytesPerSecond >= 1 || megabytesPerSecond === 0) {
+    return `${significant(megabytesPerSecond)} MB/s`;
+  }
+  return megabytesPerSecond >= 1e-3
+    ? `${significant(megabytesPerSecond * 1000)} kB/s`
+    : `${significant(megabytesPerSecond * 1e6)} B/s`;
 }
 
 /** Bytes in binary units: 512 B, 64.0 KiB, 16.0 MiB, 1.00 GiB. */
