@@ -53,7 +53,9 @@ export const MAX_TENSOR_BYTES = 4 * 2 ** 30;
 
 /** A worker's tensor: float32 bytes, at most MAX_TENSOR_BYTES. */
 export const tensorBytesSchema = float32Bytes.refine((n) => n <= MAX_TENSOR_BYTES, {
-  message: `at most 4 GiB (${MAX_TENSOR_BYTES} bytes) per worker: a worker holds its gradient and its result whole in memory`,
+  error: (issue) =>
+    `at most 4 GiB (${MAX_TENSOR_BYTES} bytes) per worker, got ${Number(issue.input) / 2 ** 30} GiB: ` +
+    "a worker holds its gradient and its result whole in memory",
 });
 
 const RATE_UNITS: Record<string, number> = {
