@@ -203,6 +203,19 @@ export function applyStudyOptions(
   if (o.sizes !== undefined && o.tensorBytes !== undefined) {
     throw new UsageError("--sizes and --tensor-bytes: give one (--sizes sweeps the tensor size)");
   }
+  if (o.warmup !== undefined) {
+    for (const run of scenario.runs) {
+      const fewest = Math.min(
+        ...run.jobs.map((j) => j.iterations),
+        ...(run.sweep?.iterations ?? []),
+      );
+      if (o.warmup >= fewest) {
+        throw new UsageError(
+          `--warmup ${o.warmup}: run ${run.name} has a job of ${fewest} iteration(s), which would leave none to measure (give --iterations above ${o.warmup})`,
+        );
+      }
+    }
+  }
   return {
     ...scenario,
     runs: scenario.runs.map((run) => ({

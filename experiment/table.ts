@@ -91,7 +91,8 @@ export function formatTable(runs: RunResult[]): string {
       j.name,
       j.mode === "ring" && j.operation !== "allReduce" ? `ring ${j.operation}` : j.mode,
       String(j.workers),
-      formatBytes(j.bytesPerWorker * j.iterations),
+      // Per call, as nccl-tests' size and as sent/w and recv/w.
+      formatBytes(j.bytesPerWorker),
       j.mode === "ps" || j.mode === "ring"
         ? "-"
         : `${j.regionSize}${j.mode === "atp" ? " shared" : ""}`,

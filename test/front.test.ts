@@ -106,6 +106,10 @@ describe("--sizes", () => {
       ],
     });
     const swept = applyStudyOptions(scenario, { sizes: [4096, 8192], repeat: 2, warmup: 0 });
+    assert.throws(
+      () => applyStudyOptions(scenario, { warmup: 1 }),
+      /--warmup 1: run a has a job of 1 iteration\(s\), which would leave none to measure/,
+    );
     assert.deepEqual(
       swept.runs.map((r) => [r.sweep?.tensorBytes, r.repeat, r.warmup]),
       [
