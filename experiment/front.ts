@@ -62,7 +62,9 @@ export const FRONT_OPTIONS = {
   results: {
     type: "string",
     valueName: "DIR",
-    description: "folder for the results JSON; '' = do not write",
+    description:
+      "folder for the results: JSON (rewritten after every run), jobs and points CSV, report\n" +
+      "page, named <scenario>-seed<N>-<time>; '' = do not write",
     defaultText: "results",
   },
   json: {

@@ -68,8 +68,9 @@ const spec = {
     "Prints the same table as ina-experiment and writes the same results (clock: virtual).",
   details:
     "Every packet crosses its sender's link and the switch's port towards its receiver (rate, delay,\n" +
-    "buffer, ECN, from the run's links; without links, only the processing times), and the switch\n" +
-    "takes --switch-processing-ns per packet. A PS is a CPU: each packet waits for it and costs it\n" +
+    "buffer, ECN, from the run's links; without links, only the processing times, and a warning),\n" +
+    "and the switch takes --switch-processing-ns per packet. A PS is a CPU: each packet waits\n" +
+    "for it and costs it " +
     "the calibrated time (bench/calibration.json, written by npm run calibrate; a run's `costs`\n" +
     "or --ps-cost change it); workers and the switch cost no CPU unless told (--worker-cost,\n" +
     "--switch-cost). A run is bound by its links, window, latency, loss, computation or processing\n" +
