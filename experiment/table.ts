@@ -6,49 +6,108 @@ import type { PointStatistics, Summary } from "./sweep.js";
 
 const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
 
+/**
+ * A time as people read it, three significant digits in the unit that fits:
+ * 128 µs, 3.20 ms, 1.25 s ("-" when not a number). CSVs keep seconds.
+ */
+export function formatSeconds(seconds: number): string {
+  if (!Number.isFinite(seconds) || seconds < 0) return "-";
+  if (seconds === 0) return "0 s";
+  const [scaled, unit] =
+    seconds < 1e-3 ? [seconds * 1e6, "µs"] : seconds < 1 ? [seconds * 1e3, "ms"] : [seconds, "s"];
+  return `${significant(scaled)} ${unit}`;
+}
+
+/**
+ * A bandwidth given in MB/s (10^6 bytes/s) as people read it: 850 MB/s,
+ * 12.5 GB/s (nccl-tests' unit), 975 B/s on a dead link. CSVs keep MB/s.
+ */
+export function formatBandwidth(megabytesPerSecond: number): string {
+  if (!Number.isFinite(megabytesPerSecond) || megabytesPerSecond < 0) return "-";
+  if (megabytesPerSecond >= 1000) return `${significant(megabytesPerSecond / 1000)} GB/s`;
+  if (megabytesPerSecond >= 1 || megabytesPerSecond === 0) {
+    return `${significant(megabytesPerSecond)} MB/s`;
+  }
+  return megabytesPerSecond >= 1e-3
+    ? `${significant(megabytesPerSecond * 1000)} kB/s`
+    : `${significant(megabytesPerSecond * 1e6)} B/s`;
+}
+
+/** Bytes in binary units: 512 B, 64.0 KiB, 16.0 MiB, 1.00 GiB. */
+export function formatBytes(bytes: number): string {
+  if (!Number.isFinite(bytes) || bytes < 0) return "-";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (i < units.length - 1 && bytes >= 1024 ** (i + 1)) i++;
+  return i === 0 ? `${Math.round(bytes)} B` : `${significant(bytes / 1024 ** i)} ${units[i]}`;
+}
+
+/** Three significant digits, without an exponent: 1.25, 12.5, 125, 1250. */
+function significant(x: number): string {
+  if (x >= 100) return x.toFixed(0);
+  if (x > 0 && x < 1) return x >= 0.001 ? x.toPrecision(3) : x.toExponential(2);
+  const digits = x >= 10 ? 1 : 2;
+  const text = x.toFixed(digits);
+  // 99.96 rounds up to "100.0": one digit fewer then.
+  return text.length > 4 && digits > 0 ? x.toFixed(digits - 1) : text;
+}
+
+/** Elements a job's workers got wrong: each worker's larger of not bit-exact and out of bound, summed. */
+function wrongElements(job: RunResult["jobs"][number]): string {
+  let wrong = 0;
+  for (const w of job.perWorker) {
+    const n = Math.max(w.notBitExact, w.outOfBound);
+    if (!Number.isFinite(n)) return "-";
+    wrong += n;
+  }
+  return String(wrong);
+}
+
 export function formatTable(runs: RunResult[]): string {
   const header = [
     "run",
     "job",
     "mode",
     "workers",
-    "MiB",
+    "size/w",
     "aggregators",
-    "start s",
-    "seconds",
-    "MB/s/worker",
-    "sent MiB/w",
-    "recv MiB/w",
-    "algbw MB/s",
-    "busbw MB/s",
+    "start",
+    "time",
+    "goodput/w",
+    "sent/w",
+    "recv/w",
+    "algbw",
+    "busbw",
     "collisions",
     "fallback",
     "retransmits",
     "bound",
+    "wrong",
     "verified",
   ];
-  const mib = (bytes: number) => (Number.isFinite(bytes) ? (bytes / 2 ** 20).toFixed(1) : "-");
   const rows = runs.flatMap((run) =>
     run.jobs.map((j) => [
       run.name,
       j.name,
       j.mode === "ring" && j.operation !== "allReduce" ? `ring ${j.operation}` : j.mode,
       String(j.workers),
-      `${((j.bytesPerWorker * j.iterations) / 2 ** 20).toFixed(1)}`,
+      // Per call, as nccl-tests' size and as sent/w and recv/w.
+      formatBytes(j.bytesPerWorker),
       j.mode === "ps" || j.mode === "ring"
         ? "-"
         : `${j.regionSize}${j.mode === "atp" ? " shared" : ""}`,
-      (j.startMs / 1000).toFixed(1),
-      j.seconds >= 0.1 ? j.seconds.toFixed(2) : j.seconds.toPrecision(3),
-      j.goodputMBps.toFixed(1),
-      mib(j.bytesSentPerWorker),
-      mib(j.bytesReceivedPerWorker),
-      j.algbwMBps.toFixed(1),
-      j.busbwMBps.toFixed(1),
+      formatSeconds(j.startMs / 1000),
+      formatSeconds(j.seconds),
+      formatBandwidth(j.goodputMBps),
+      formatBytes(j.bytesSentPerWorker),
+      formatBytes(j.bytesReceivedPerWorker),
+      formatBandwidth(j.algbwMBps),
+      formatBandwidth(j.busbwMBps),
       j.mode === "atp" ? String(j.collisions) : "-",
       j.mode === "atp" ? pct(j.fallbackFraction) : j.mode === "ps" ? "all" : "-",
       String(j.retransmissions),
       run.bound ?? "-",
+      wrongElements(j),
       j.verified ? "yes" : "NO",
     ]),
   );
@@ -80,7 +139,6 @@ export function formatTable(runs: RunResult[]): string {
 function jctSummary(runs: RunResult[]): string[] {
   const multi = runs.filter((r) => r.error === undefined && r.jobs.length > 1);
   const base = multi[0];
-  const s = (x: number) => (x >= 0.1 ? x.toFixed(2) : x.toPrecision(3));
   return multi.map((r) => {
     const stats = r.switch as { preemptions?: number; occupancy?: { meanFraction: number } };
     const ratio =
@@ -89,7 +147,7 @@ function jctSummary(runs: RunResult[]): string[] {
         : ` (${(r.averageJctS / base.averageJctS).toFixed(3)} and ${(r.maxJctS / base.maxJctS).toFixed(3)} x ${base.name}'s)`;
     const atp = r.jobs.some((j) => j.mode === "atp");
     return (
-      `${r.name}: JCT average ${s(r.averageJctS)} s, max ${s(r.maxJctS)} s${ratio}` +
+      `${r.name}: JCT average ${formatSeconds(r.averageJctS)}, max ${formatSeconds(r.maxJctS)}${ratio}` +
       (atp && stats.occupancy !== undefined
         ? `; aggregators held ${pct(r.occupancy?.meanFraction ?? stats.occupancy.meanFraction)} on average`
         : "") +
@@ -111,7 +169,7 @@ export function describeBound(run: RunResult): string {
   const largest =
     basis === undefined || basis.bounds.length === 0
       ? ""
-      : `; ${basis.job}: ${basis.bounds[0].bound} ${basis.bounds[0].seconds.toFixed(3)} s of ${basis.seconds.toFixed(3)} s`;
+      : `; ${basis.job}: ${basis.bounds[0].bound} ${formatSeconds(basis.bounds[0].seconds)} of ${formatSeconds(basis.seconds)}`;
   return `${run.name}: ${run.bound}-bound (${busiest}${largest})`;
 }
 

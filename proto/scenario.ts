@@ -14,7 +14,7 @@ import {
 } from "./config.js";
 import { HostCostsSchema } from "./costs.js";
 import { LinksSchema } from "./links.js";
-import { float32Bytes } from "./units.js";
+import { float32Bytes, tensorBytesSchema } from "./units.js";
 import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN, MAX_SCALE_BITS } from "./wire.js";
 
 /**
@@ -64,7 +64,7 @@ const scenarioJob = z
     mode: z.enum(JOB_MODES),
     workers: z.int().min(1).max(MAX_FAN_IN),
     /** gradient bytes per worker (float32), e.g. "16MiB" or 4194304 (formerly `size`) */
-    tensorBytes: float32Bytes.default(16 * 1024 * 1024),
+    tensorBytes: tensorBytesSchema.default(16 * 1024 * 1024),
     iterations: z.int().min(1).max(10_000).default(1),
     /** when the job's workers start, after the run's first job (ms) */
     startMs: z.number().min(0).max(3_600_000).default(0),
@@ -178,7 +178,7 @@ const sweepValues = <T extends z.ZodType>(one: T) => z.array(one).min(1).max(64)
  */
 const sweep = z.strictObject({
   workers: sweepValues(z.int().min(1).max(MAX_FAN_IN)).optional(),
-  tensorBytes: sweepValues(float32Bytes).optional(),
+  tensorBytes: sweepValues(tensorBytesSchema).optional(),
   aggregators: sweepValues(
     z
       .int()
@@ -293,7 +293,7 @@ const scheduleJob = z
     mode: z.enum(["netreduce", "atp"]).default("netreduce"),
     workers: z.int().min(1).max(MAX_FAN_IN),
     /** model (gradient) bytes per worker, all-reduced once per epoch (formerly `size`) */
-    tensorBytes: float32Bytes,
+    tensorBytes: tensorBytesSchema,
     epochs: z.int().min(1).max(10_000).default(1),
     computeMs: z.number().min(0).max(3_600_000).default(0),
     /** when the job is submitted, after the run starts */

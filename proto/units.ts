@@ -14,6 +14,9 @@ const BYTE_UNITS: Record<string, number> = {
   g: 1e9,
   gb: 1e9,
   gib: 1024 ** 3,
+  t: 1e12,
+  tb: 1e12,
+  tib: 1024 ** 4,
 };
 
 /** "32MiB", "4kb", "1000" -> bytes; null if the text is not a size. */
@@ -40,6 +43,20 @@ export const float32Bytes = byteSize.refine(
   (n) => n > 0 && n % 4 === 0,
   "must be a positive multiple of 4 bytes (float32)",
 );
+
+/**
+ * The most gradient bytes one worker holds: a worker keeps its input and its
+ * output whole in memory (float32, 2^30 elements each here), and a typed
+ * array cannot be much longer.
+ */
+export const MAX_TENSOR_BYTES = 4 * 2 ** 30;
+
+/** A worker's tensor: float32 bytes, at most MAX_TENSOR_BYTES. */
+export const tensorBytesSchema = float32Bytes.refine((n) => n <= MAX_TENSOR_BYTES, {
+  error: (issue) =>
+    `at most 4 GiB (${MAX_TENSOR_BYTES} bytes) per worker, got ${Number(issue.input) / 2 ** 30} GiB: ` +
+    "a worker holds its gradient and its result whole in memory",
+});
 
 const RATE_UNITS: Record<string, number> = {
   "": 1,

@@ -1,20 +1,26 @@
 #!/usr/bin/env node
-import { appendFile, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { z } from "zod";
 import {
+  applyStudyOptions,
+  checkTensorMemory,
   FRONT_FIELDS,
   FRONT_OPTIONS,
+  FRONT_RENAMED,
   isScheduleScenario,
   isStudy,
   loadScheduleScenario,
+  RUN_ONLY_OPTIONS,
   repeatPolicies,
   runTables,
   scheduleTables,
   studyPoints,
   verifiedExit,
 } from "../experiment/front.js";
+import { outputFiles, RunsOutput, writeResultsAndReport } from "../experiment/output.js";
+import { SweepProgress, summaryLine, tally } from "../experiment/progress.js";
 import { type ResultsFile, writeReport } from "../experiment/report-page.js";
 import { failedRun, type RunResult } from "../experiment/results.js";
 import {
@@ -25,19 +31,13 @@ import {
 } from "../experiment/scenario.js";
 import { policyStatistics } from "../experiment/schedule.js";
 import { analyzeShape } from "../experiment/shapes.js";
-import {
-  expandScenario,
-  JOB_COLUMNS,
-  jobRows,
-  POINT_COLUMNS,
-  pointRow,
-} from "../experiment/sweep.js";
+import { type ExpandedRun, expandScenario } from "../experiment/sweep.js";
 import { describeBound } from "../experiment/table.js";
 import { CONGESTION_CONTROLS, windowInputSchema } from "../proto/config.js";
 import { largestPacketBytes, linkProblems } from "../proto/links.js";
 import type { Scenario, ScheduleScenario } from "../proto/scenario.js";
-import { byteSize, durationSchema, float32Bytes, rateSchema } from "../proto/units.js";
-import { MAX_ELEMENTS_PER_PACKET, MAX_FAN_IN, MAX_SCALE_BITS } from "../proto/wire.js";
+import { byteSize, durationSchema, rateSchema } from "../proto/units.js";
+import { MAX_ELEMENTS_PER_PACKET, MAX_SCALE_BITS } from "../proto/wire.js";
 import {
   cliInt,
   cliProbability,
@@ -77,16 +77,6 @@ const spec = {
     "verification or the run failed, 2 bad option or scenario. Progress goes to stderr.",
   options: {
     ...FRONT_OPTIONS,
-    workers: {
-      type: "string",
-      valueName: "N",
-      description: `workers of every job (1..${MAX_FAN_IN})`,
-    },
-    "tensor-bytes": {
-      type: "string",
-      valueName: "BYTES",
-      description: "gradient per worker, e.g. 32MiB (old name: --size)",
-    },
     "link-rate": {
       type: "string",
       valueName: "RATE",
@@ -110,7 +100,6 @@ const spec = {
       valueName: "CC",
       description: "every job's reaction to ECN marks: none, aimd or dctcp",
     },
-    iterations: { type: "string", valueName: "N", description: "all-reduces per worker" },
     "elements-per-packet": {
       type: "string",
       valueName: "K",
@@ -181,18 +170,15 @@ const spec = {
         "Prometheus of your own started before any run; prints their paths and exits",
     },
   },
-  renamed: { size: "tensor-bytes" },
+  renamed: FRONT_RENAMED,
   schema: z
     .strictObject({
       ...FRONT_FIELDS,
-      workers: cliInt(1, MAX_FAN_IN).optional(),
-      tensorBytes: float32Bytes.optional(),
       linkRate: rateSchema.optional(),
       linkDelay: durationSchema.optional(),
       linkBuffer: byteSize.optional(),
       linkEcnThreshold: byteSize.optional(),
       congestionControl: z.enum(CONGESTION_CONTROLS).optional(),
-      iterations: cliInt(1, 10_000).optional(),
       elementsPerPacket: cliInt(1, MAX_ELEMENTS_PER_PACKET).optional(),
       window: windowInputSchema.optional(),
       packetsPerDatagram: cliInt(1, 4096).optional(),
@@ -212,28 +198,6 @@ const spec = {
       message: "loss + duplicate + reorder must not exceed 1",
     }),
 } as const;
-
-async function writeResults(dir: string, name: string, startedAt: Date, output: ResultsFile) {
-  if (dir === "") return;
-  await mkdir(dir, { recursive: true });
-  const stamp = startedAt.toISOString().replace(/[:.]/g, "-");
-  // The name comes from a file: keep it to one safe path component.
-  const safe = name.replace(/[^A-Za-z0-9_-]/g, "_");
-  const path = join(dir, `${safe}-${stamp}.json`);
-  await writeFile(path, `${JSON.stringify(output, null, 2)}\n`);
-  process.stderr.write(`results: ${path}\n`);
-  await writeReportPage(join(dir, `${safe}-${stamp}`), output);
-}
-
-/** The report page and figures, in `dir`; a failure to draw is said, never fatal to the results. */
-async function writeReportPage(dir: string, results: ResultsFile): Promise<void> {
-  try {
-    const figures = await writeReport(dir, results);
-    process.stderr.write(`report: ${join(dir, "index.html")} (${figures.length} figures)\n`);
-  } catch (error) {
-    process.stderr.write(`ina-experiment: the report page failed: ${(error as Error).message}\n`);
-  }
-}
 
 // Stopped (Ctrl-C, a timeout's SIGTERM): take every process of the run down too.
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
@@ -301,7 +265,10 @@ if (process.argv[2] === "report") {
       }
     }
     refuseOptionsThatDoNotApply(o, schedule !== null);
-    const scenario = schedule === null ? applyOverrides(parseScenario(json, o.scenario), o) : null;
+    const scenario =
+      schedule === null
+        ? applyStudyOptions(applyOverrides(parseScenario(json, o.scenario), o), o)
+        : null;
     if (scenario !== null) {
       checkRegions(scenario, o.scenario);
       for (const [r, run] of scenario.runs.entries()) {
@@ -314,6 +281,9 @@ if (process.argv[2] === "report") {
         }
       }
     }
+    // Tensors that cannot fit are refused before any file is written or process started.
+    const expanded = scenario === null ? [] : expandScenario(scenario);
+    checkTensorMemory(expanded);
     if (o.json && process.env.npm_lifecycle_event !== undefined) {
       if (process.env.npm_config_loglevel !== "silent") {
         process.stderr.write(
@@ -331,7 +301,7 @@ if (process.argv[2] === "report") {
     const watch = await startWatching(o.scrapeDir, o.prometheus, tsdb, o.scrapeInterval);
     try {
       if (schedule !== null) return await runSchedules(o, schedule, startedAt, watch.targets);
-      return await runRuns(o, scenario as Scenario, startedAt, watch.targets);
+      return await runRuns(o, scenario as Scenario, expanded, startedAt, watch.targets);
     } finally {
       await watch.stop();
     }
@@ -364,11 +334,8 @@ function holdPage(o: Options): (() => Promise<void>) | undefined {
 /** Options of one kind of scenario are refused for the other, not silently ignored. */
 function refuseOptionsThatDoNotApply(o: Options, scheduling: boolean): void {
   const runOnly: Array<keyof Options> = [
-    "only",
+    ...RUN_ONLY_OPTIONS,
     "congestionControl",
-    "workers",
-    "tensorBytes",
-    "iterations",
     "elementsPerPacket",
     "window",
     "packetsPerDatagram",
@@ -507,55 +474,35 @@ async function runSchedules(
 async function runRuns(
   o: Options,
   scenario: Scenario,
+  expanded: ExpandedRun[],
   startedAt: Date,
   targets: ScrapeTargets | undefined,
 ): Promise<number> {
   process.stderr.write(
-    `ina-experiment: scenario ${scenario.name}, ${scenario.runs.length} run(s), seed ${scenario.seed}\n`,
+    `ina-experiment: scenario ${scenario.name}, ${expanded.length} run(s), seed ${scenario.seed}\n`,
   );
   const runs: RunResult[] = [];
-  const expanded = expandScenario(scenario);
   const origin = provenance(o.scenario, startedAt);
-  const files = outputFiles(o.results, scenario.name, startedAt);
-  if (files !== null) {
-    await mkdir(o.results, { recursive: true });
-    await writeFile(files.jobs, `${JOB_COLUMNS.join(",")}\n`);
-  }
-  // Written after every run, so a stop or a crash keeps what finished.
-  const saveSoFar = async (complete: boolean) => {
-    if (files === null) return;
-    if (complete) origin.endedAt = new Date().toISOString();
-    const points = studyPoints(scenario, expanded, runs);
-    await writeFile(
-      files.json,
-      `${JSON.stringify(
-        {
-          scenario: scenario.name,
-          description: scenario.description,
-          seed: scenario.seed,
-          startedAt: startedAt.toISOString(),
-          complete,
-          verified: runs.every((r) => r.verified),
-          provenance: origin,
-          runs,
-          points,
-        },
-        null,
-        2,
-      )}\n`,
-    );
-    if (complete) {
-      await writeFile(
-        files.points,
-        `${[POINT_COLUMNS.join(","), ...points.map(pointRow)].join("\n")}\n`,
-      );
-    }
-  };
-  for (const e of expanded) {
+  const output = await RunsOutput.open(
+    "ina-experiment",
+    outputFiles(o.results, { scenario: scenario.name, seed: scenario.seed, startedAt }),
+  );
+  const resultsSoFar = () => ({
+    scenario: scenario.name,
+    description: scenario.description,
+    seed: scenario.seed,
+    startedAt: startedAt.toISOString(),
+    verified: runs.every((r) => r.verified),
+    provenance: origin,
+    runs,
+    points: studyPoints(scenario, expanded, runs),
+  });
+  const progress = new SweepProgress(expanded.length);
+  for (const [index, e] of expanded.entries()) {
     const run = e.run;
     const t0 = Date.now();
     let lastPrinted = 0;
-    process.stderr.write(`  run ${run.name}: ${run.jobs.map((j) => j.mode).join(" + ")}\n`);
+    progress.start(index, run.name, run.jobs.map((j) => j.mode).join(" + "));
     try {
       const result = await runScenarioRun(run, {
         seed: e.seed,
@@ -591,50 +538,24 @@ async function runRuns(
       process.stderr.write(`  run ${run.name} failed: ${message}\n`);
       runs.push(failedRun(run, message));
     }
-    const finished = runs[runs.length - 1];
-    if (files !== null) await appendFile(files.jobs, `${jobRows(e, finished).join("\n")}\n`);
-    await saveSoFar(false);
+    progress.finish();
+    // Written after every run, so a stop or a crash keeps what finished.
+    await output.runFinished(e, runs[runs.length - 1], resultsSoFar());
   }
-  await saveSoFar(true);
+  origin.endedAt = new Date().toISOString();
   const points = studyPoints(scenario, expanded, runs);
   const shape = analyzeShape(scenario, runs);
   const table = runTables(runs, isStudy(scenario) ? points : null, shape, "measured");
-  if (files !== null) {
-    process.stderr.write(`results: ${files.json}\n  tidy CSV: ${files.jobs}, ${files.points}\n`);
-  }
-  origin.endedAt ??= new Date().toISOString();
-  const output = {
-    scenario: scenario.name,
-    description: scenario.description,
-    seed: scenario.seed,
-    startedAt: startedAt.toISOString(),
+  const results = {
+    ...resultsSoFar(),
     complete: true,
-    verified: runs.every((r) => r.verified),
-    provenance: origin,
-    runs,
-    points,
     ...(shape === null ? {} : { shape: { name: shape.shape, ...shape.data } }),
   };
-  if (files !== null) {
-    await writeFile(files.json, `${JSON.stringify(output, null, 2)}\n`);
-    await writeReportPage(files.report, output);
-  }
-  process.stdout.write(o.json ? `${JSON.stringify(output)}\n` : table);
+  await output.finish(results);
+  const summary = summaryLine(tally(runs, progress.elapsedSeconds));
+  process.stdout.write(o.json ? `${JSON.stringify(results)}\n` : `${table}\n${summary}`);
+  if (o.json) process.stderr.write(summary);
   return verifiedExit(runs);
-}
-
-/** Where a run's results go: the JSON and its two tidy CSVs, or null for --results ''. */
-function outputFiles(dir: string, name: string, startedAt: Date) {
-  if (dir === "") return null;
-  const stamp = startedAt.toISOString().replace(/[:.]/g, "-");
-  // The name comes from a file: keep it to one safe path component.
-  const base = join(dir, `${name.replace(/[^A-Za-z0-9_-]/g, "_")}-${stamp}`);
-  return {
-    json: `${base}.json`,
-    jobs: `${base}.jobs.csv`,
-    points: `${base}.points.csv`,
-    report: base,
-  };
 }
 
 /** Writes the results file and prints the table (or --json); exit 0 only if all verified. */
@@ -655,7 +576,11 @@ async function report(
     verified,
     ...results,
   } as ResultsFile;
-  await writeResults(o.results, meta.name, startedAt, output);
+  await writeResultsAndReport(
+    "ina-experiment",
+    outputFiles(o.results, { scenario: meta.name, seed: meta.seed, startedAt }),
+    output,
+  );
   process.stdout.write(o.json ? `${JSON.stringify(output)}\n` : table);
   return verifiedExit(verifiable);
 }

@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
+import { workerFraction } from "../experiment/progress.js";
 import {
   jobResultOfRecords,
   linkLoads,
@@ -238,7 +239,6 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
       const fractions = new Float64Array(job.workers);
       const phases: JobPhase[] = new Array(job.workers).fill("allreduce");
       progress.set(job.name, { fractions, phases });
-      const packetsPerIteration = Math.ceil(job.tensorBytes / 4 / job.elementsPerPacket);
       const onRecord = (w: number) => (line: ProcessRecord) => {
         const record = parseRecord(WorkerRecordSchema, line, `${job.name} worker ${w}`);
         if (record.event === "result") {
@@ -252,8 +252,14 @@ export async function runScenarioRun(run: ScenarioRun, o: RunOptions): Promise<R
           phases[w] = "verifying";
           return;
         }
-        const done = record.iteration * packetsPerIteration + record.completedPackets;
-        fractions[w] = done / (packetsPerIteration * job.iterations);
+        // Against the worker's own count: a ring worker's packets are every
+        // step's, sent and received, not the tensor's packets once.
+        fractions[w] = workerFraction(
+          record.iteration,
+          record.completedPackets,
+          record.totalPackets,
+          job.iterations,
+        );
       };
       return Array.from({ length: job.workers }, (_, w) => {
         const child = new ChildNode(

@@ -1,20 +1,27 @@
 #!/usr/bin/env node
-import { mkdir, writeFile } from "node:fs/promises";
-import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { z } from "zod";
 import {
+  applyStudyOptions,
+  checkTensorMemory,
   FRONT_FIELDS,
   FRONT_OPTIONS,
+  FRONT_RENAMED,
   isScheduleScenario,
   isStudy,
   loadScheduleScenario,
+  RUN_ONLY_OPTIONS,
   repeatPolicies,
   runTables,
+  SCENARIOS_DIR,
   scheduleTables,
   studyPoints,
   verifiedExit,
 } from "../experiment/front.js";
+import { outputFiles, RunsOutput, writeResultsAndReport } from "../experiment/output.js";
+import { SweepProgress, summaryLine, tally } from "../experiment/progress.js";
+import type { ResultsFile } from "../experiment/report-page.js";
+import { failedRun } from "../experiment/results.js";
 import {
   applyOverrides,
   checkRegions,
@@ -23,12 +30,17 @@ import {
 } from "../experiment/scenario.js";
 import { policyStatistics } from "../experiment/schedule.js";
 import { analyzeShape } from "../experiment/shapes.js";
-import { expandScenario } from "../experiment/sweep.js";
+import { type ExpandedRun, expandScenario } from "../experiment/sweep.js";
+import { formatSeconds } from "../experiment/table.js";
 import { type CostInput, ProcessingCostSchema } from "../proto/costs.js";
+import type { Scenario } from "../proto/scenario.js";
 import { byteSize } from "../proto/units.js";
-import { cliInt, readJsonFile, runCli, UsageError } from "../runtime/cli.js";
+import { cliInt, EXIT_FAILED, readJsonFile, runCli, UsageError } from "../runtime/cli.js";
 import { simulateSchedule } from "./schedule.js";
 import { DEFAULT_SIM_TIMING, type SimRunResult, type SimTiming, simulateRun } from "./simulate.js";
+
+/** The simulator's default scenario: compare.json's workload on 100 Gbit/s links. */
+const DEFAULT_SIM_SCENARIO = `${SCENARIOS_DIR}sim-compare.json`;
 
 /** A processing cost on the command line: "300,15", "calibrated" or "none". */
 const costOption = z.string().transform((text, ctx): CostInput => {
@@ -56,8 +68,9 @@ const spec = {
     "Prints the same table as ina-experiment and writes the same results (clock: virtual).",
   details:
     "Every packet crosses its sender's link and the switch's port towards its receiver (rate, delay,\n" +
-    "buffer, ECN, from the run's links; without links, only the processing times), and the switch\n" +
-    "takes --switch-processing-ns per packet. A PS is a CPU: each packet waits for it and costs it\n" +
+    "buffer, ECN, from the run's links; without links, only the processing times, and a warning),\n" +
+    "and the switch takes --switch-processing-ns per packet. A PS is a CPU: each packet waits\n" +
+    "for it and costs it " +
     "the calibrated time (bench/calibration.json, written by npm run calibrate; a run's `costs`\n" +
     "or --ps-cost change it); workers and the switch cost no CPU unless told (--worker-cost,\n" +
     "--switch-cost). A run is bound by its links, window, latency, loss, computation or processing\n" +
@@ -68,6 +81,7 @@ const spec = {
     "Exit codes: 0 every job verified, 1 not, 2 bad option or scenario.",
   options: {
     ...FRONT_OPTIONS,
+    scenario: { ...FRONT_OPTIONS.scenario, defaultText: "bench/scenarios/sim-compare.json" },
     "switch-processing-ns": {
       type: "string",
       valueName: "NS",
@@ -143,6 +157,7 @@ const spec = {
       defaultText: "256MiB",
     },
   },
+  renamed: FRONT_RENAMED,
   removed: {
     "tick-ms":
       "the cores' timers fire exactly at their deadlines, there is no polling tick to set " +
@@ -150,6 +165,7 @@ const spec = {
   },
   schema: z.strictObject({
     ...FRONT_FIELDS,
+    scenario: z.string().default(DEFAULT_SIM_SCENARIO),
     switchProcessingNs: cliInt(0, 1_000_000_000).default(DEFAULT_SIM_TIMING.switchProcessingNs),
     hostProcessingNs: cliInt(0, 1_000_000_000).default(DEFAULT_SIM_TIMING.hostProcessingNs),
     streamAbove: byteSize.default(DEFAULT_SIM_TIMING.streamAboveBytes),
@@ -180,65 +196,121 @@ await runCli(spec, async (o) => {
     },
   };
   if (isScheduleScenario(json)) {
-    if (o.only !== undefined)
-      throw new UsageError("--only: not for a scheduling scenario (use --policies)");
+    const given = RUN_ONLY_OPTIONS.filter((k) => o[k] !== undefined);
+    if (given.length > 0) {
+      const names = given.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`);
+      throw new UsageError(
+        `${names.join(", ")}: not for a scheduling scenario (use --policies; its jobs set their own sizes)`,
+      );
+    }
     return simulateSchedules(o, json, timing);
   }
   if (o.policies !== undefined) {
     throw new UsageError("--policies: only for a scheduling scenario (one with policies)");
   }
-  const scenario = applyOverrides(
-    parseScenario(await withLayerTraces(json, o.scenario), o.scenario),
-    { only: o.only, seed: o.seed },
+  const scenario = applyStudyOptions(
+    applyOverrides(parseScenario(await withLayerTraces(json, o.scenario), o.scenario), o),
+    o,
   );
   checkRegions(scenario, o.scenario);
-  process.stderr.write(
-    `ina-sim: scenario ${scenario.name}, ${scenario.runs.length} run(s), seed ${scenario.seed}\n`,
-  );
-  const runs: SimRunResult[] = [];
   // Sweeps and repetitions expand as ina-experiment expands them (experiment/sweep.ts).
   const expanded = expandScenario(scenario);
-  for (const { run, seed } of expanded) {
-    const wall = { engineMs: 0 };
-    const result = simulateRun(run, seed, timing, wall);
-    runs.push(result);
-    process.stderr.write(
-      `  run ${run.name}: ${result.seconds.toFixed(4)} s simulated, ${result.events} events in ` +
-        `${(wall.engineMs / 1000).toFixed(2)} s (${Math.round(result.events / (wall.engineMs / 1000)).toLocaleString("en")} events/s)\n`,
-    );
-  }
-  const shape = analyzeShape(scenario, runs);
-  const studied = isStudy(scenario);
-  const points = studied ? studyPoints(scenario, expanded, runs) : [];
-  const output = {
-    clock: "virtual",
-    scenario: scenario.name,
-    seed: scenario.seed,
-    timing,
-    verified: runs.every((r) => r.verified),
-    runs,
-    ...(studied ? { points } : {}),
-    ...(shape === null ? {} : { shape: shape.data }),
-  };
-  const text = await save(o, scenario.name, scenario.seed, output);
-  process.stdout.write(
-    o.json ? text : runTables(runs, studied ? points : null, shape, "simulated"),
+  // Refused before any file is written: a large job that is not a ring's is streamed, not held.
+  checkTensorMemory(
+    expanded,
+    (job) => job.mode === "ring" || job.tensorBytes * job.workers <= timing.streamAboveBytes,
   );
-  return verifiedExit(runs);
+  warnWithoutLinks(expanded);
+  return simulateRuns(o, scenario, expanded, timing);
 });
 
 type Options = z.output<typeof spec.schema>;
 
-/** Writes the results file, named by scenario and seed (not the time: same inputs, same file); returns its text. */
-async function save(o: Options, name: string, seed: number, output: unknown): Promise<string> {
-  const text = `${JSON.stringify(output, null, 2)}\n`;
-  if (o.results !== "") {
-    await mkdir(o.results, { recursive: true });
-    const path = join(o.results, `sim-${name}-seed${seed}.json`);
-    await writeFile(path, text);
-    process.stderr.write(`results: ${path}\n`);
+/** Runs without links measure the modelled processing alone: said once, naming them. */
+function warnWithoutLinks(expanded: readonly ExpandedRun[]): void {
+  const bare = [
+    ...new Set(expanded.filter((e) => e.run.links === undefined).map((e) => e.point.run)),
+  ];
+  if (bare.length === 0) return;
+  process.stderr.write(
+    `ina-sim: warning: run${bare.length > 1 ? "s" : ""} ${bare.join(", ")} ha${bare.length > 1 ? "ve" : "s"} no links: ` +
+      "packets cross no wire, so times and bandwidths are the modelled processing times only, " +
+      'not a network\'s (give the run links, e.g. "links": {"rate": "100Gbps"}; ' +
+      "bench/scenarios/sim-compare.json has them)\n",
+  );
+}
+
+/** A scenario of runs, each in virtual time, results written as each one ends. */
+async function simulateRuns(
+  o: Options,
+  scenario: Scenario,
+  expanded: ExpandedRun[],
+  timing: SimTiming,
+): Promise<number> {
+  process.stderr.write(
+    `ina-sim: scenario ${scenario.name}, ${expanded.length} run(s), seed ${scenario.seed}\n`,
+  );
+  const startedAt = new Date();
+  const output = await RunsOutput.open(
+    "ina-sim",
+    outputFiles(o.results, {
+      scenario: scenario.name,
+      seed: scenario.seed,
+      startedAt,
+      prefix: "sim-",
+    }),
+  );
+  const runs: SimRunResult[] = [];
+  const studied = isStudy(scenario);
+  // No wall-clock time inside: the same scenario and seed give the same file.
+  const resultsSoFar = () => ({
+    clock: "virtual",
+    scenario: scenario.name,
+    description: scenario.description,
+    seed: scenario.seed,
+    timing,
+    verified: runs.every((r) => r.verified),
+    runs,
+    points: studied ? studyPoints(scenario, expanded, runs) : [],
+  });
+  const progress = new SweepProgress(expanded.length);
+  let failed = false;
+  for (const [index, e] of expanded.entries()) {
+    const { run, seed } = e;
+    progress.start(index, run.name, run.jobs.map((j) => j.mode).join(" + "));
+    const wall = { engineMs: 0 };
+    try {
+      const result = simulateRun(run, seed, timing, wall);
+      runs.push(result);
+      process.stderr.write(
+        `    ${formatSeconds(result.seconds)} simulated, ${result.events} events in ` +
+          `${(wall.engineMs / 1000).toFixed(2)} s (${Math.round(result.events / (wall.engineMs / 1000)).toLocaleString("en")} events/s)\n`,
+      );
+    } catch (error) {
+      // What finished stays written; the table and exit code say this one failed.
+      const message = (error as Error).message;
+      process.stderr.write(`  run ${run.name} failed: ${message}\n`);
+      runs.push(failedRun(run, message) as SimRunResult);
+      failed = true;
+    }
+    progress.finish();
+    await output.runFinished(e, runs[runs.length - 1], resultsSoFar());
   }
-  return text;
+  const shape = analyzeShape(scenario, runs);
+  const results = {
+    ...resultsSoFar(),
+    complete: true,
+    ...(shape === null ? {} : { shape: shape.data }),
+  };
+  await output.finish(results);
+  const summary = summaryLine(tally(runs, progress.elapsedSeconds));
+  process.stdout.write(
+    o.json
+      ? `${JSON.stringify(results, null, 2)}\n`
+      : `${runTables(runs, studied ? results.points : null, shape, "simulated")}\n${summary}`,
+  );
+  if (o.json) process.stderr.write(summary);
+  return failed ? EXIT_FAILED : verifiedExit(runs);
 }
 
 /** A scheduling scenario: every policy in turn, as ina-experiment runs it with processes. */
@@ -267,7 +339,18 @@ async function simulateSchedules(o: Options, json: object, timing: SimTiming): P
     policies: results,
     ...(scenario.repeat > 1 ? { policyStatistics: statistics } : {}),
   };
-  const text = await save(o, scenario.name, scenario.seed, output);
-  process.stdout.write(o.json ? text : scheduleTables(results, scenario.repeat));
+  await writeResultsAndReport(
+    "ina-sim",
+    outputFiles(o.results, {
+      scenario: scenario.name,
+      seed: scenario.seed,
+      startedAt: new Date(),
+      prefix: "sim-",
+    }),
+    output as unknown as ResultsFile,
+  );
+  process.stdout.write(
+    o.json ? `${JSON.stringify(output, null, 2)}\n` : scheduleTables(results, scenario.repeat),
+  );
   return verifiedExit(results);
 }

@@ -656,11 +656,13 @@ describe("command lines, as real processes", () => {
     for (const label of [
       "run",
       "mode",
-      "seconds",
-      "MB/s/worker",
+      "time",
+      "goodput/w",
+      "busbw",
       "collisions",
       "fallback",
       "retransmits",
+      "wrong",
       "verified",
     ]) {
       assert.ok(r.stdout.includes(label), `table has ${label}`);
