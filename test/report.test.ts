@@ -29,6 +29,7 @@ function sweptResults(): ResultsFile {
       mode: "atp",
       repetitions: 3,
       failed: 0,
+      hostBound: 0,
       seconds: summarize([0.3 + i * 0.01, 0.31, 0.33]),
       goodputMBps: summarize([20 + i, 22 + i, 21 + i]),
       retransmissions: summarize([10, 12, 11]),
