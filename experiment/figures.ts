@@ -313,11 +313,53 @@ function queueOverTime(runs: readonly RunResult[]): Figure | null {
   };
 }
 
+/**
+ * Per policy and job: the JCT (jobs that finished) with its deadline and
+ * whether it was met; and each job's deadline once (a job's deadline is
+ * the same under every policy).
+ */
+export function jctRows(policies: readonly PolicyResult[]): {
+  jct: Array<{
+    policy: string;
+    job: string;
+    jct: number;
+    deadline: number | null;
+    deadlineOutcome: "met" | "missed" | null;
+  }>;
+  deadlines: Array<{ job: string; deadline: number }>;
+} {
+  const jct = policies.flatMap((p) =>
+    p.jobs.flatMap((j) =>
+      j.jctS === null
+        ? []
+        : [
+            {
+              policy: p.policy,
+              job: j.name,
+              jct: j.jctS,
+              deadline: j.deadlineS,
+              deadlineOutcome:
+                j.deadlineMet === null
+                  ? null
+                  : j.deadlineMet
+                    ? ("met" as const)
+                    : ("missed" as const),
+            },
+          ],
+    ),
+  );
+  const deadlines = new Map<string, number>();
+  for (const p of policies) {
+    for (const j of p.jobs) if (j.deadlineS !== null) deadlines.set(j.name, j.deadlineS);
+  }
+  return { jct, deadlines: [...deadlines].map(([job, deadline]) => ({ job, deadline })) };
+}
+
 /** Figures for a scheduling scenario: JCT per job and policy, deadlines met, and each job's region over time. */
 export function scheduleFigures(policies: readonly PolicyResult[]): Figure[] {
-  const jct = policies.flatMap((p) =>
-    p.jobs.map((j) => ({ policy: p.policy, job: j.name, jct: j.jctS ?? 0 })),
-  );
+  const { jct, deadlines } = jctRows(policies);
+  const policyOrder = jobOrder(policies.map((p) => p.policy));
+  const jobs = jobOrder(policies.flatMap((p) => p.jobs.map((j) => j.name)));
   const regions = policies.flatMap((p) =>
     p.jobs.flatMap((j) =>
       j.regions.map((r, i) => ({
@@ -363,18 +405,73 @@ export function scheduleFigures(policies: readonly PolicyResult[]): Figure[] {
     {
       name: "jct-per-policy",
       title: "Job completion time per job and policy",
+      subtitle:
+        deadlines.length === 0
+          ? undefined
+          : ["black bar across a job: its deadline; on each bar: ● met, ✚ missed"],
       spec: {
         $schema: "https://vega.github.io/schema/vega-lite/v5.json",
         width: 520,
         height: 300,
-        data: { values: jct },
-        mark: "bar",
         encoding: {
-          x: { field: "job", type: "nominal", title: "job", axis: { labelAngle: -30 } },
-          xOffset: { field: "policy" },
-          y: { field: "jct", type: "quantitative", title: "JCT (s, submission to done)" },
-          color: { field: "policy", type: "nominal", title: "policy" },
+          x: {
+            field: "job",
+            type: "nominal",
+            title: "job",
+            sort: jobs,
+            axis: { labelAngle: -30 },
+          },
         },
+        layer: [
+          {
+            data: { values: jct },
+            mark: "bar",
+            encoding: {
+              xOffset: { field: "policy", type: "nominal", scale: { domain: policyOrder } },
+              y: { field: "jct", type: "quantitative", title: "JCT (s, submission to done)" },
+              color: {
+                field: "policy",
+                type: "nominal",
+                title: "policy",
+                scale: { domain: policyOrder },
+              },
+            },
+          },
+          ...(deadlines.length === 0
+            ? []
+            : [
+                {
+                  data: { values: deadlines },
+                  mark: { type: "tick" as const, color: "black", thickness: 2.5 },
+                  encoding: { y: { field: "deadline", type: "quantitative" as const } },
+                },
+                {
+                  data: { values: jct.filter((r) => r.deadline !== null) },
+                  mark: {
+                    type: "point" as const,
+                    filled: true,
+                    color: "black",
+                    size: 60,
+                    strokeWidth: 2,
+                  },
+                  encoding: {
+                    xOffset: {
+                      field: "policy",
+                      type: "nominal" as const,
+                      scale: { domain: policyOrder },
+                    },
+                    y: { field: "jct", type: "quantitative" as const },
+                    shape: {
+                      field: "deadlineOutcome",
+                      type: "nominal" as const,
+                      title: "deadline",
+                      scale: { domain: ["met", "missed"], range: ["circle", "cross"] },
+                    },
+                  },
+                },
+              ]),
+        ],
+        resolve: { scale: { xOffset: "shared" } },
       },
     },
     {
