@@ -142,12 +142,15 @@ export function runFigures(
         $schema: "https://vega.github.io/schema/vega-lite/v5.json",
         width: 520,
         height: 240,
+        // Each value holds over its whole interval: drawn flat from its start to its end.
         data: {
-          values: series.map((p) => ({ ...p, utilization: 100 * p.utilization })),
+          values: series.flatMap((p) =>
+            [p.from ?? p.t, p.t].map((t) => ({ ...p, t, utilization: 100 * p.utilization })),
+          ),
         },
-        mark: "line",
+        mark: { type: "line", strokeWidth: 1.5 },
         encoding: {
-          x: { field: "t", type: "quantitative", title: "time (s, end of each stats interval)" },
+          x: { field: "t", type: "quantitative", title: "time (s)" },
           y: {
             field: "utilization",
             type: "quantitative",
@@ -155,6 +158,13 @@ export function runFigures(
             scale: { domain: [0, 100] },
           },
           color: {
+            field: "host",
+            type: "nominal",
+            title: "towards",
+            scale: { domain: jobOrder(series.map((p) => p.host)) },
+          },
+          // A multicast gives every port the same line: dashes keep each visible.
+          strokeDash: {
             field: "host",
             type: "nominal",
             title: "towards",
