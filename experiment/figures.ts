@@ -103,7 +103,7 @@ export function runFigures(
       name: `goodput-vs-${key}`,
       title: `Goodput per worker against ${xTitle}`,
       subtitle: intervalCaption(withGoodput.map((p) => p.goodputMBps)),
-      spec: layered(rows, order, xTitle, "goodput per worker (MB/s): median and its interval"),
+      spec: layered(rows, order, xTitle, "goodput per worker (MB/s), median"),
     });
     const withFallback = points.filter((p) => p.fallbackFraction !== null && key in p.values);
     const atp = withFallback.map((p) => ({
@@ -122,7 +122,7 @@ export function runFigures(
           atp,
           jobOrder(atp.map((r) => r.series)),
           xTitle,
-          "contributions that fell back to the PS (%): median and its interval",
+          "fell back to the PS (%), median",
           [0, 100],
         ),
       });
@@ -204,7 +204,14 @@ export function runFigures(
               ? { xOffset: { field: "job", type: "nominal" as const, scale: { domain: jobs } } }
               : {}),
             y: { field: "goodput", type: "quantitative", title: "goodput per worker (MB/s)" },
-            color: { field: "job", type: "nominal", title: "job", scale: { domain: jobs } },
+            // One job per run: the x axis names it, a legend would only repeat it.
+            color: {
+              field: "job",
+              type: "nominal",
+              title: "job",
+              scale: { domain: jobs },
+              ...(runs.some((r) => r.jobs.length > 1) ? {} : { legend: null }),
+            },
           },
         },
       });
