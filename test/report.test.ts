@@ -12,7 +12,7 @@ import {
   scheduleFigures,
 } from "../experiment/figures.js";
 import { parseProcStat, sampleHostLoad, stealBetween } from "../experiment/host-load.js";
-import { type ResultsFile, writeReport } from "../experiment/report-page.js";
+import { hostWarnings, type ResultsFile, writeReport } from "../experiment/report-page.js";
 import { linkSeries } from "../experiment/results.js";
 import {
   failedPolicy,
@@ -341,6 +341,29 @@ describe("figures and the report page", () => {
     assert.ok(a !== null && b !== null);
     assert.deepEqual(stealBetween(a, b), { seconds: 0.2, share: 20 / 200 });
     assert.equal(parseProcStat("intr 1\n"), null);
+    const busy = {
+      hostLoad: {
+        loadAverage1m: { start: 1, end: 2, max: 3.5 },
+        cpus: 2,
+        samples: 9,
+        steal: { seconds: 4, share: 0.08 },
+      },
+    };
+    assert.deepEqual(hostWarnings(busy), [
+      "the host's 1-minute load average reached 3.50 on 2 CPUs: processes waited for a CPU during the run",
+      "the hypervisor took 8.0% of the CPU time (steal, 4.0 s)",
+    ]);
+    assert.deepEqual(
+      hostWarnings({
+        hostLoad: {
+          ...busy.hostLoad,
+          loadAverage1m: { start: 0, end: 0, max: 1 },
+          steal: { seconds: 0, share: 0 },
+        },
+      }),
+      [],
+    );
+    assert.deepEqual(hostWarnings({ commit: "abc" }), [], "results written before hostLoad");
     const load = sampleHostLoad(60_000).read();
     assert.ok(load.loadAverage1m.max >= load.loadAverage1m.start && load.cpus >= 1);
     assert.equal("steal" in load, process.platform === "linux", "steal on Linux only");
