@@ -130,7 +130,15 @@ export function runFigures(
   }
   // The switch's ports over time, for the first runs with links.
   for (const run of runs.filter((r) => (r.linkSeries?.length ?? 0) > 0).slice(0, 4)) {
-    const series = run.linkSeries ?? [];
+    // The switch names a port "job 1 worker 0"; the figures name jobs as the scenario does.
+    const names = new Map(run.jobs.map((j) => [j.id, j.name]));
+    const series = (run.linkSeries ?? []).map((p) => ({
+      ...p,
+      host: p.host.replace(/^job (\d+) /, (whole, id) => {
+        const name = names.get(Number(id));
+        return name === undefined ? whole : `${name} `;
+      }),
+    }));
     figures.push({
       name: `links-${run.name.replace(/[^A-Za-z0-9_-]/g, "_")}`,
       title: `Run ${run.name}: utilization of the switch's port towards each host`,
@@ -537,7 +545,7 @@ export function scheduleFigures(policies: readonly PolicyResult[]): Figure[] {
 }
 
 /** The share of the narrowest gap between swept values that several series at one x spread over. */
-const DODGE_SHARE = 0.3;
+const DODGE_SHARE = 0.2;
 
 /**
  * Where each series is drawn at each x: side by side around x, not on one

@@ -249,7 +249,9 @@ export function formatPointTable(points: PointStatistics[]): string {
     String(p.hostBound ?? "-"),
     intervalConfidence(p.seconds),
     medianWithInterval(p.seconds, seconds),
-    medianWithInterval(p.goodputMBps, (x) => x.toFixed(1)),
+    medianWithInterval(p.goodputMBps, (x) =>
+      x >= 10 || x === 0 ? x.toFixed(1) : x.toPrecision(3),
+    ),
     medianWithInterval(p.retransmissions, (x) => x.toFixed(0)),
     medianWithInterval(p.fallbackFraction, (x) => `${(100 * x).toFixed(1)}%`),
   ]);
