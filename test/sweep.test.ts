@@ -176,7 +176,10 @@ describe("sweeps, repetitions and statistics", () => {
     const [header, first, second] = table.split("\n");
     assert.match(header, /\bn\b.*interval conf\..*seconds: median \[interval\]/);
     assert.match(first, /atp-1\s+1\s+0\s+0\s+n\/a\s+3\.50 \[n\/a\]/);
-    assert.match(second, /atp-2\s+3\s+0\s+2\s+75%\s+4\.29 \[3\.50, 11\.48\]\s+2\.00 \[0\.700, 2\.40\]/);
+    assert.match(
+      second,
+      /atp-2\s+3\s+0\s+2\s+75%\s+4\.29 \[3\.50, 11\.48\]\s+2\.00 \[0\.700, 2\.40\]/,
+    );
     assert.doesNotMatch(table, /±/, "no mean ± half-width anywhere");
     assert.match(table, /warning: pool\[aggregators=16\]: host-bound in 2 of 3 repetitions/);
     const row = (p: typeof one) => {
