@@ -592,7 +592,7 @@ export function layered(
   const x = {
     field: "at",
     type: "quantitative" as const,
-    title: log2 ? `${xTitle} (log2 scale)` : xTitle,
+    title: log2 ? `${xTitle}, log2 scale` : xTitle,
     axis: { values: xs, ...(log2 ? { format: "~s" } : {}) },
     scale: log2
       ? { type: "log" as const, base: 2, nice: false, padding: 24 }

@@ -242,7 +242,7 @@ describe("figures and the report page", () => {
       "a share stays in 0-100 %",
     );
     const svg = (await renderFigure(goodput)).svg;
-    assert.ok(svg.includes("aggregators in the switch (log2 scale)"));
+    assert.ok(svg.includes("aggregators in the switch, log2 scale"));
     assert.ok(svg.includes("75% confidence"));
     assert.ok(!svg.includes("95% CI"), "no claim of a 95 % interval it is not");
 
