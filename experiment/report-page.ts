@@ -7,6 +7,7 @@ import {
   runFigures,
   scheduleFigures,
 } from "./figures.js";
+import type { HostLoad } from "./host-load.js";
 import type { RunResult } from "./results.js";
 import type { PolicyResult } from "./schedule.js";
 import type { PointStatistics } from "./sweep.js";
@@ -47,6 +48,33 @@ export async function writeReport(dir: string, results: ResultsFile): Promise<Re
   }
   await writeFile(join(dir, "index.html"), page(results, rendered));
   return rendered;
+}
+
+/** Steal above this share of the CPU time makes the report page warn. */
+const STEAL_WARNING_SHARE = 0.05;
+
+/**
+ * Warnings about the host the results came from: a load above its CPUs
+ * (processes waited for a CPU) or a hypervisor stealing its CPUs. Times of
+ * real processes measured then say as much about the host as about the
+ * emulated network.
+ */
+export function hostWarnings(provenance: object | undefined): string[] {
+  const load = (provenance as { hostLoad?: Partial<HostLoad> } | undefined)?.hostLoad;
+  if (load === undefined || load.loadAverage1m === undefined || load.cpus === undefined) return [];
+  const out: string[] = [];
+  if (load.loadAverage1m.max > load.cpus) {
+    out.push(
+      `the host's 1-minute load average reached ${load.loadAverage1m.max.toFixed(2)} on ${load.cpus} CPUs: ` +
+        "processes waited for a CPU during the run",
+    );
+  }
+  if (load.steal !== undefined && load.steal.share > STEAL_WARNING_SHARE) {
+    out.push(
+      `the hypervisor took ${(100 * load.steal.share).toFixed(1)}% of the CPU time (steal, ${load.steal.seconds.toFixed(1)} s)`,
+    );
+  }
+  return out;
 }
 
 const escapeHtml = (s: string) =>
@@ -93,6 +121,9 @@ figcaption { color: #555; font-size: 0.9em; }
 <p>${escapeHtml(results.description ?? "")}</p>
 <p>Seed ${escapeHtml(String(results.seed ?? "-"))}; ${results.verified === false ? "<strong>not every job verified</strong>" : "every job verified"}.</p>
 <h2>Provenance</h2>
+${hostWarnings(results.provenance)
+  .map((w) => `<p><strong>warning:</strong> ${escapeHtml(w)}</p>`)
+  .join("\n")}
 <table>${provenance}</table>
 <h2>Results</h2>
 <pre>${escapeHtml(tables)}</pre>

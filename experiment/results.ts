@@ -124,7 +124,7 @@ export interface RunResult {
    * with emulated links: the switch's port towards each host, utilization
    * over time (from its stats every 250 ms; t in s from the first sample)
    */
-  linkSeries?: Array<{ t: number; host: string; utilization: number }> | null;
+  linkSeries?: LinkSeriesPoint[] | null;
   /** with emulated links: every link direction's load, busiest first */
   links: LinkLoad[] | null;
   /** the simulator's, with ATP jobs: the fraction of the aggregators held over virtual time */
@@ -139,6 +139,14 @@ export interface RunResult {
   boundBasis?: BoundBasis;
   /** why the run failed; its jobs are then empty */
   error?: string;
+}
+
+/** A switch port's utilization over one stats interval, from `from` to `t` (s from the first sample; `from` absent in results written before it). */
+export interface LinkSeriesPoint {
+  t: number;
+  from?: number;
+  host: string;
+  utilization: number;
 }
 
 /** One direction of one host's link over a run. */
@@ -251,22 +259,45 @@ export function communicationShare(iterationSeconds: number[], computeMs: number
   return communicating / (communicating + (iterationSeconds.length * computeMs) / 1000);
 }
 
-/** Each switch port's utilization between consecutive periodic stats records. */
-export function linkSeries(
-  records: readonly SwitchStatsLine[],
-): Array<{ t: number; host: string; utilization: number }> {
+/**
+ * Each switch port's utilization over each whole interval between
+ * consecutive periodic stats records: the bytes the port *sent* in the
+ * interval over what its line could send in it, so never above 1. A port
+ * counts a packet's bytes when it accepts it into its queue, so the bytes
+ * accepted in an interval can exceed the line's capacity while the queue
+ * grows (a window's burst: 144 % of the line rate over 250 ms was seen);
+ * what left is what was accepted less the growth of the queue. Records
+ * with the queue's bytes at the sample (`queueBytes`) give it exactly;
+ * records without it are replayed as the work-conserving FIFO the port is:
+ * it sends what is queued, at most the line's capacity per interval, and
+ * keeps the rest for the next one.
+ */
+export function linkSeries(records: readonly SwitchStatsLine[]): LinkSeriesPoint[] {
   const samples = records.flatMap((r) => (r.final === true ? [] : [r]));
-  const out: Array<{ t: number; host: string; utilization: number }> = [];
+  const out: LinkSeriesPoint[] = [];
   const first = samples[0]?.uptimeMs ?? 0;
+  /** per host: bytes queued at the previous sample, as reported or as replayed */
+  const backlog = new Map<string, number>();
+  for (const l of samples[0]?.links ?? []) backlog.set(l.host, l.queueBytes ?? 0);
   for (let i = 1; i < samples.length; i++) {
     const dt = (samples[i].uptimeMs - samples[i - 1].uptimeMs) / 1000;
-    const before = new Map((samples[i - 1].links ?? []).map((l) => [l.host, l.bytes]));
+    const before = new Map((samples[i - 1].links ?? []).map((l) => [l.host, l]));
     for (const l of samples[i].links ?? []) {
-      const bytes = l.bytes - (before.get(l.host) ?? 0);
+      const previous = before.get(l.host);
+      const accepted = l.bytes - (previous?.bytes ?? 0);
+      const capacity = (l.rateBitsPerSecond * dt) / 8;
+      const queuedBefore = backlog.get(l.host) ?? 0;
+      const sent =
+        l.queueBytes !== undefined && (previous === undefined || previous.queueBytes !== undefined)
+          ? accepted - (l.queueBytes - queuedBefore)
+          : Math.min(queuedBefore + accepted, capacity);
+      backlog.set(l.host, l.queueBytes ?? queuedBefore + accepted - sent);
       out.push({
         t: (samples[i].uptimeMs - first) / 1000,
+        from: (samples[i - 1].uptimeMs - first) / 1000,
         host: l.host,
-        utilization: dt > 0 ? (bytes * 8) / (l.rateBitsPerSecond * dt) : 0,
+        // The queue is read a moment after the interval's end: clamp that skew, not real traffic.
+        utilization: capacity > 0 ? Math.min(1, Math.max(0, sent / capacity)) : 0,
       });
     }
   }

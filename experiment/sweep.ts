@@ -87,36 +87,84 @@ function applyPoint(run: ScenarioRun, values: Record<string, number>): ScenarioR
   return out;
 }
 
-/** What a statistic is computed over, and how its interval is made. */
+/**
+ * The interval of a median: order statistics x(k) and x(n+1-k) of the n
+ * sorted values. Whatever the distribution (continuous, values independent),
+ * the true median lies between them with probability `confidence` =
+ * 1 - 2 P(B <= k-1), B ~ Binomial(n, 1/2): no normality assumed, and never
+ * outside what was measured (so a time or rate stays >= 0, a fraction in [0, 1]).
+ */
+export interface MedianInterval {
+  low: number;
+  high: number;
+  /** the interval's coverage: 0.95 or just above for n >= 6; below n = 6 [min, max] has only 1 - 2^(1-n) */
+  confidence: number;
+}
+
+/** The coverage the intervals aim at: the narrowest order-statistic interval with at least this much. */
+export const INTERVAL_CONFIDENCE = 0.95;
+
+/** How a point and its interval are described wherever they are shown (tables, CSV, figures). */
+export const STATISTIC_NOTE =
+  "point: median over the repetitions; interval: the distribution-free interval of the median " +
+  "(order statistics x(k)..x(n+1-k), binomial), the narrowest with >= 95% confidence; " +
+  "below n = 6 none reaches 95%, so [min, max] with its own confidence, 1 - 2^(1-n) (n = 3: 75%); n/a for n < 2";
+
+/** The statistics of values over repetitions: the median and its interval, and the spread. */
 export interface Summary {
   n: number;
   median: number;
   min: number;
   max: number;
   mean: number;
-  /** sample standard deviation (n - 1) */
-  std: number;
-  /** 95 % confidence interval of the mean, Student's t with n - 1 degrees of freedom */
-  ci95: [number, number];
+  /** sample standard deviation (n - 1); null for n < 2 */
+  std: number | null;
+  /** the median's distribution-free interval; null for n < 2 */
+  medianCi: MedianInterval | null;
 }
 
-/** Two-sided 97.5 % quantiles of Student's t, for 1..30 degrees of freedom (then 1.96). */
-const T975 = [
-  12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.16, 2.145,
-  2.131, 2.12, 2.11, 2.101, 2.093, 2.086, 2.08, 2.074, 2.069, 2.064, 2.06, 2.056, 2.052, 2.048,
-  2.045, 2.042,
-];
+/** P(B <= k) for B ~ Binomial(n, 1/2), each term in logs so large n does not underflow the sum's start. */
+function binomialHalfCdf(n: number, k: number): number {
+  let logChoose = 0; // log C(n, 0)
+  let sum = 0;
+  for (let i = 0; i <= k; i++) {
+    sum += Math.exp(logChoose - n * Math.LN2);
+    logChoose += Math.log(n - i) - Math.log(i + 1);
+  }
+  return sum;
+}
+
+/**
+ * The order-statistic interval of the median of `sorted` (ascending): the
+ * largest k whose [x(k), x(n+1-k)] covers with at least `level`, or [min, max]
+ * when even that falls short (n < 6 at 95 %); null for n < 2.
+ */
+export function medianInterval(
+  sorted: readonly number[],
+  level = INTERVAL_CONFIDENCE,
+): MedianInterval | null {
+  const n = sorted.length;
+  if (n < 2) return null;
+  let k = 1;
+  let confidence = 1 - 2 * binomialHalfCdf(n, 0);
+  // Widen k (narrow the interval) while the next one still covers enough.
+  while (k + 1 <= Math.floor(n / 2)) {
+    const next = 1 - 2 * binomialHalfCdf(n, k);
+    if (next < level) break;
+    k++;
+    confidence = next;
+  }
+  return { low: sorted[k - 1], high: sorted[n - k], confidence };
+}
 
 export function summarize(values: number[]): Summary | null {
   const v = values.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
   const n = v.length;
   if (n === 0) return null;
   const mean = v.reduce((a, b) => a + b, 0) / n;
-  const std = n > 1 ? Math.sqrt(v.reduce((a, b) => a + (b - mean) ** 2, 0) / (n - 1)) : 0;
+  const std = n > 1 ? Math.sqrt(v.reduce((a, b) => a + (b - mean) ** 2, 0) / (n - 1)) : null;
   const median = n % 2 === 1 ? v[(n - 1) / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-  const t = n > 1 ? (T975[n - 2] ?? 1.96) : 0;
-  const half = (t * std) / Math.sqrt(n);
-  return { n, median, min: v[0], max: v[n - 1], mean, std, ci95: [mean - half, mean + half] };
+  return { n, median, min: v[0], max: v[n - 1], mean, std, medianCi: medianInterval(v) };
 }
 
 /** The statistics of one point and job over its repetitions. */
@@ -128,6 +176,8 @@ export interface PointStatistics {
   mode: string;
   repetitions: number;
   failed: number;
+  /** repetitions of real processes that were host-bound: their numbers describe the host's CPU, not the emulated network */
+  hostBound: number;
   seconds: Summary | null;
   goodputMBps: Summary | null;
   retransmissions: Summary | null;
@@ -162,6 +212,9 @@ export function pointStatistics(
         mode: spec.mode,
         repetitions: rs.length,
         failed: rs.length - ok.length,
+        hostBound: ok.filter(
+          (r) => r.bound === "host" && (r as { clock?: string }).clock !== "virtual",
+        ).length,
         seconds: summarize(jobs.map((x) => x.seconds)),
         goodputMBps: summarize(jobs.map((x) => x.goodputMBps)),
         retransmissions: summarize(jobs.map((x) => x.retransmissions)),
@@ -251,7 +304,18 @@ export function jobRows(e: ExpandedRun, r: RunResult): string[] {
   );
 }
 
-const STATS = ["n", "median", "min", "max", "mean", "std", "ci95Low", "ci95High"] as const;
+/** Per measure: n, the median and its interval (empty for n < 2, see STATISTIC_NOTE), then the spread. */
+const STATS = [
+  "n",
+  "median",
+  "medianCiLow",
+  "medianCiHigh",
+  "medianCiConfidence",
+  "min",
+  "max",
+  "mean",
+  "std",
+] as const;
 const MEASURES = [
   "seconds",
   "goodputMBps",
@@ -269,6 +333,7 @@ export const POINT_COLUMNS = [
   "mode",
   "repetitions",
   "failed",
+  "hostBound",
   ...MEASURES.flatMap((m) => STATS.map((s) => `${m}_${s}`)),
 ];
 
@@ -276,7 +341,17 @@ export function pointRow(p: PointStatistics): string {
   const stat = (s: Summary | null) =>
     s === null
       ? STATS.map(() => "")
-      : [s.n, s.median, s.min, s.max, s.mean, s.std, s.ci95[0], s.ci95[1]].map(cell);
+      : [
+          s.n,
+          s.median,
+          s.medianCi?.low,
+          s.medianCi?.high,
+          s.medianCi?.confidence,
+          s.min,
+          s.max,
+          s.mean,
+          s.std,
+        ].map(cell);
   return [
     cell(p.point),
     cell(p.run),
@@ -285,6 +360,7 @@ export function pointRow(p: PointStatistics): string {
     cell(p.mode),
     cell(p.repetitions),
     cell(p.failed),
+    cell(p.hostBound),
     ...MEASURES.flatMap((m) => stat(p[m])),
   ].join(",");
 }

@@ -1,6 +1,6 @@
 import type { RunResult } from "./results.js";
 import type { PolicyResult, PolicyStatistics } from "./schedule.js";
-import type { PointStatistics, Summary } from "./sweep.js";
+import { type PointStatistics, STATISTIC_NOTE, type Summary } from "./sweep.js";
 
 /** The experiment's tables for people: one row per job, then failures and faults. */
 
@@ -256,60 +256,88 @@ export function formatScheduleTable(results: PolicyResult[]): string {
   );
 }
 
-/** Per point and job, over its repetitions: medians, and the mean with its 95 % interval. */
+/** "median [low, high]" (the interval n/a for n < 2), each number by `format`. */
+export function medianWithInterval(s: Summary | null, format: (x: number) => string): string {
+  if (s === null) return "-";
+  const ci = s.medianCi ?? null; // results written before intervals of the median have none
+  return `${format(s.median)} ${ci === null ? "[n/a]" : `[${format(ci.low)}, ${format(ci.high)}]`}`;
+}
+
+/** The interval's confidence, e.g. "75%", or "n/a" for n < 2. */
+export function intervalConfidence(s: Summary | null): string {
+  const ci = s?.medianCi ?? null;
+  return ci === null ? "n/a" : `${(100 * ci.confidence).toFixed(ci.confidence > 0.995 ? 1 : 0)}%`;
+}
+
+/** Warnings for points whose real-process repetitions were host-bound. */
+function hostBoundWarnings(points: readonly PointStatistics[]): string[] {
+  const warned = new Set<string>();
+  const out: string[] = [];
+  for (const p of points) {
+    if ((p.hostBound ?? 0) === 0 || warned.has(p.point)) continue;
+    warned.add(p.point);
+    out.push(
+      `warning: ${p.point}: host-bound in ${p.hostBound} of ${p.repetitions - p.failed} repetitions: ` +
+        "its numbers describe this host's CPU, not the emulated network (lower the link rate)",
+    );
+  }
+  return out;
+}
+
+/** Per point and job, over its repetitions: n, and each measure's median with its interval. */
 export function formatPointTable(points: PointStatistics[]): string {
   const header = [
     "point",
     "job",
     "n",
     "failed",
-    "seconds median",
-    "mean ± 95% CI",
-    "MB/s/worker median",
-    "retransmits median",
-    "fallback median",
+    "host-bound",
+    "interval conf.",
+    "seconds: median [interval]",
+    "MB/s/worker: median [interval]",
+    "retransmits: median [interval]",
+    "fallback: median [interval]",
   ];
-  const f = (s: Summary | null, digits = 2) => (s === null ? "-" : s.median.toFixed(digits));
-  const ci = (s: Summary | null) =>
-    s === null ? "-" : `${s.mean.toFixed(2)} ± ${((s.ci95[1] - s.ci95[0]) / 2).toFixed(2)}`;
+  const seconds = (x: number) => (x >= 0.1 || x === 0 ? x.toFixed(2) : x.toPrecision(3));
   const rows = points.map((p) => [
     p.point,
     p.job,
-    String(p.repetitions - p.failed),
+    String(p.seconds?.n ?? 0),
     String(p.failed),
-    f(p.seconds),
-    ci(p.seconds),
-    f(p.goodputMBps, 1),
-    f(p.retransmissions, 0),
-    p.fallbackFraction === null ? "-" : `${(100 * p.fallbackFraction.median).toFixed(1)}%`,
+    String(p.hostBound ?? "-"),
+    intervalConfidence(p.seconds),
+    medianWithInterval(p.seconds, seconds),
+    medianWithInterval(p.goodputMBps, (x) =>
+      x >= 10 || x === 0 ? x.toFixed(1) : x.toPrecision(3),
+    ),
+    medianWithInterval(p.retransmissions, (x) => x.toFixed(0)),
+    medianWithInterval(p.fallbackFraction, (x) => `${(100 * x).toFixed(1)}%`),
   ]);
   const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c].length)));
   const line = (cells: string[]) =>
     cells.map((cell, c) => (c < 2 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join("  ");
-  return `${[line(header), ...rows.map(line)].join("\n")}\n(95 % intervals: Student's t over the repetitions)\n`;
+  return `${[line(header), ...rows.map(line), ...hostBoundWarnings(points)].join("\n")}\n(${STATISTIC_NOTE})\n`;
 }
 
-/** Per policy, over the repetitions: average JCT and deadlines met, median and 95 % interval. */
+/** Per policy, over the repetitions: average JCT and deadlines met, each a median with its interval. */
 export function formatPolicyStatistics(stats: PolicyStatistics[]): string {
   const header = [
     "policy",
     "n",
     "failed",
-    "average JCT s median",
-    "mean ± 95% CI",
-    "deadlines met median",
+    "interval conf.",
+    "average JCT s: median [interval]",
+    "deadlines met: median [interval]",
     "of",
   ];
   const n = (x: number) => (Math.abs(x) >= 0.1 || x === 0 ? x.toFixed(2) : x.toPrecision(3));
-  const ci = (s: Summary | null) =>
-    s === null ? "-" : `${n(s.mean)} ± ${n((s.ci95[1] - s.ci95[0]) / 2)}`;
   const rows = stats.map((p) => [
     p.policy,
-    String(p.repetitions - p.failed),
+    String(p.averageJctS?.n ?? 0),
     String(p.failed),
-    p.averageJctS === null ? "-" : n(p.averageJctS.median),
-    ci(p.averageJctS),
-    p.deadlinesMet === null ? "-" : p.deadlinesMet.median.toFixed(1),
+    intervalConfidence(p.averageJctS),
+    medianWithInterval(p.averageJctS, n),
+    medianWithInterval(p.deadlinesMet, (x) => x.toFixed(1)),
     String(p.deadlineJobs),
   ]);
   const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c].length)));
@@ -317,5 +345,5 @@ export function formatPolicyStatistics(stats: PolicyStatistics[]): string {
     cells
       .map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c])))
       .join("  ");
-  return `${[line(header), ...rows.map(line)].join("\n")}\n(95 % intervals: Student's t over the repetitions)\n`;
+  return `${[line(header), ...rows.map(line)].join("\n")}\n(${STATISTIC_NOTE})\n`;
 }

@@ -3,6 +3,7 @@ import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { cpus, hostname, release, type } from "node:os";
 import { fileURLToPath } from "node:url";
+import { type HostLoad, sampleHostLoad } from "../experiment/host-load.js";
 
 /** What produced a results file, so its numbers can be traced and reproduced. */
 export interface Provenance {
@@ -20,7 +21,16 @@ export interface Provenance {
   cpu: { model: string; count: number };
   startedAt: string;
   endedAt: string | null;
+  /**
+   * the host's load from this process's start to when the results were
+   * written (experiment/host-load.ts): written as a HostLoad, sampled
+   * again at each write
+   */
+  hostLoad: HostLoad | { toJSON(): HostLoad };
 }
+
+// From the start of the process: a scheduling run makes its provenance only at its end.
+const hostLoad = sampleHostLoad();
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 
@@ -56,5 +66,6 @@ export function provenance(scenarioFile: string, startedAt: Date): Provenance {
     cpu: { model: cpu[0]?.model ?? "unknown", count: cpu.length },
     startedAt: startedAt.toISOString(),
     endedAt: null,
+    hostLoad,
   };
 }

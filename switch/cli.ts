@@ -236,7 +236,8 @@ await runCli(spec, async (options) => {
       socketErrors: server.socketErrors,
       ...switchReport(server.core),
       txDatagrams: server.coalescer.datagramsSent,
-      links: server.linkRecords({ series: final }),
+      // The queue at the sample: what a port sent in an interval is what it accepted less the queue's growth.
+      links: server.linkRecords({ series: final, now: performance.now() }),
     }),
     close: async () => {
       clearInterval(sweeper);

@@ -3,8 +3,17 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { renderFigure, runFigures, scheduleFigures } from "../experiment/figures.js";
-import { type ResultsFile, writeReport } from "../experiment/report-page.js";
+import {
+  dodgedX,
+  isPowerOfTwoSweep,
+  jctRows,
+  renderFigure,
+  runFigures,
+  scheduleFigures,
+} from "../experiment/figures.js";
+import { parseProcStat, sampleHostLoad, stealBetween } from "../experiment/host-load.js";
+import { hostWarnings, type ResultsFile, writeReport } from "../experiment/report-page.js";
+import { linkSeries } from "../experiment/results.js";
 import {
   failedPolicy,
   type JobView,
@@ -29,6 +38,7 @@ function sweptResults(): ResultsFile {
       mode: "atp",
       repetitions: 3,
       failed: 0,
+      hostBound: 0,
       seconds: summarize([0.3 + i * 0.01, 0.31, 0.33]),
       goodputMBps: summarize([20 + i, 22 + i, 21 + i]),
       retransmissions: summarize([10, 12, 11]),
@@ -184,6 +194,179 @@ describe("figures and the report page", () => {
     const goodput = await renderFigure(figures[0]);
     assert.ok(goodput.svg.includes("aggregators in the switch"), "x axis title");
     assert.ok(goodput.svg.includes("goodput per worker (MB/s)"), "y axis title");
+  });
+
+  it("draws a median with its interval, series side by side, powers of two in log2, one legend order", async () => {
+    const [goodput, fallback] = runFigures([], sweptResults().points ?? []);
+    const spec = goodput.spec as unknown as {
+      data: {
+        values: Array<{
+          x: number;
+          at: number;
+          series: string;
+          value: number;
+          low: number;
+          high: number;
+        }>;
+      };
+      layer: Array<{
+        encoding: {
+          x: { field: string; scale: { type?: string; base?: number } };
+          color: { scale: { domain: string[] } };
+        };
+      }>;
+    };
+    assert.equal(spec.layer[0].encoding.x.field, "at", "drawn at the dodged position");
+    assert.deepEqual(spec.layer[0].encoding.x.scale.type, "log");
+    assert.equal(spec.layer[0].encoding.x.scale.base, 2);
+    assert.deepEqual(spec.layer[0].encoding.color.scale.domain, ["atp-1", "atp-2"]);
+    for (const x of [16, 64, 256]) {
+      const [one, two] = ["atp-1", "atp-2"].map(
+        (job) => spec.data.values.find((r) => r.x === x && r.series === job)?.at ?? Number.NaN,
+      );
+      assert.ok(one < x && x < two, `at ${x} the two jobs sit either side (${one}, ${two})`);
+    }
+    for (const r of spec.data.values) {
+      assert.ok(r.low >= 0 && r.low <= r.value && r.value <= r.high, "the bar holds its median");
+    }
+    assert.deepEqual(goodput.subtitle, [
+      "points: medians (n = 3 per point); bars: distribution-free interval of the median",
+      "(order statistics, binomial), 75% confidence",
+    ]);
+    const fallbackSpec = fallback.spec as unknown as {
+      layer: Array<{ encoding: { y: { scale: { domain: number[] } } } }>;
+    };
+    assert.deepEqual(
+      fallbackSpec.layer[0].encoding.y.scale.domain,
+      [0, 100],
+      "a share stays in 0-100 %",
+    );
+    const svg = (await renderFigure(goodput)).svg;
+    assert.ok(svg.includes("aggregators in the switch, log2 scale"));
+    assert.ok(svg.includes("75% confidence"));
+    assert.ok(!svg.includes("95% CI"), "no claim of a 95 % interval it is not");
+
+    assert.ok(isPowerOfTwoSweep([512, 256, 128, 64, 16]));
+    assert.ok(isPowerOfTwoSweep([1, 2, 4, 4]));
+    assert.ok(!isPowerOfTwoSweep([16, 64]), "two values are too few to call a sweep log2");
+    assert.ok(!isPowerOfTwoSweep([16, 48, 64]));
+    assert.ok(!isPowerOfTwoSweep([0, 1, 2, 4]));
+    assert.equal(dodgedX(64, 0, 1, [16, 64], true), 64, "one series is not moved");
+    assert.equal(dodgedX(10, 1, 3, [0, 10, 20], false), 10, "the middle of three stays");
+
+    // A bar chart of runs: legend and bars in the runs' order of jobs, by job name alone.
+    const job = (name: string, mode: string, goodputMBps: number) => ({ name, mode, goodputMBps });
+    const [bars] = runFigures(
+      [
+        { name: "mixed", jobs: [job("ps-1", "ps", 3), job("atp-1", "atp", 5)] },
+        { name: "alone", jobs: [job("atp-1", "atp", 6)] },
+      ] as never,
+      [],
+    );
+    const enc = (
+      bars.spec as unknown as { encoding: Record<string, { scale: { domain: string[] } }> }
+    ).encoding;
+    assert.deepEqual(enc.color.scale.domain, ["ps-1", "atp-1"]);
+    assert.deepEqual(enc.xOffset.scale.domain, ["ps-1", "atp-1"], "bars in the legend's order");
+  });
+
+  it("marks each job's deadline on the JCT figure, met or missed", async () => {
+    const policies = scheduleResults().policies ?? [];
+    const { jct, deadlines } = jctRows(policies);
+    assert.deepEqual(deadlines, [
+      { job: "a", deadline: 2 },
+      { job: "b", deadline: 2 },
+    ]);
+    assert.deepEqual(
+      jct.map((r) => `${r.policy} ${r.job} ${r.deadlineOutcome}`),
+      ["edf a met", "edf b met", "fcfs a met", "fcfs b missed"],
+    );
+    const figure = scheduleFigures(policies).find((f) => f.name === "jct-per-policy");
+    assert.ok(figure !== undefined);
+    const layers = (
+      figure.spec as unknown as { layer: Array<{ mark: unknown; data: { values: unknown[] } }> }
+    ).layer;
+    const tick = layers.find((l) => (l.mark as { type?: string }).type === "tick");
+    assert.deepEqual(tick?.data.values, deadlines, "a deadline mark per job");
+    const outcome = layers.find((l) => (l.mark as { type?: string }).type === "point");
+    assert.equal(outcome?.data.values.length, 4, "met or missed on every bar with a deadline");
+    const svg = (await renderFigure(figure)).svg;
+    assert.ok(svg.includes("missed") && svg.includes("met"), "the legend names both");
+  });
+
+  it("computes a port's utilization over whole intervals, never above the line rate", () => {
+    // 8 Mbit/s = 1 MB/s: 250 kB per 250 ms. A window's burst of 400 kB is accepted in the first interval.
+    const port = (bytes: number, queueBytes?: number) => ({
+      host: "job 1 worker 0",
+      rateBitsPerSecond: 8e6,
+      bytes,
+      ...(queueBytes === undefined ? {} : { queueBytes }),
+    });
+    const records = (queues: Array<number | undefined>) =>
+      [0, 400_000, 400_000, 400_000].map((bytes, i) => ({
+        event: "stats",
+        uptimeMs: 1000 + 250 * i,
+        links: [port(bytes, queues[i])],
+      })) as never;
+    const replayed = linkSeries(records([]));
+    assert.deepEqual(
+      replayed.map((p) => [p.from, p.t, p.utilization]),
+      [
+        [0, 0.25, 1],
+        [0.25, 0.5, 0.6],
+        [0.5, 0.75, 0],
+      ],
+      "the queue drains at the line rate into the next interval (bytes/interval would say 160 %)",
+    );
+    const reported = linkSeries(records([0, 150_000, 0, 0]));
+    assert.deepEqual(
+      reported.map((p) => p.utilization),
+      [1, 0.6, 0],
+      "with the queue reported, sent = accepted - the queue's growth",
+    );
+    const skewed = linkSeries(records([0, 140_000, 0, 0]));
+    assert.equal(
+      Math.max(...skewed.map((p) => p.utilization)),
+      1,
+      "a late queue reading is clamped",
+    );
+  });
+
+  it("records the host's load and CPU steal for the provenance", () => {
+    const stat = (steal: number, idle: number) =>
+      `cpu  100 0 50 ${idle} 5 0 2 ${steal} 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\nintr 1\n`;
+    const a = parseProcStat(stat(10, 800));
+    const b = parseProcStat(stat(30, 980));
+    assert.deepEqual(a, { steal: 10, total: 967 });
+    assert.ok(a !== null && b !== null);
+    assert.deepEqual(stealBetween(a, b), { seconds: 0.2, share: 20 / 200 });
+    assert.equal(parseProcStat("intr 1\n"), null);
+    const busy = {
+      hostLoad: {
+        loadAverage1m: { start: 1, end: 2, max: 3.5 },
+        cpus: 2,
+        samples: 9,
+        steal: { seconds: 4, share: 0.08 },
+      },
+    };
+    assert.deepEqual(hostWarnings(busy), [
+      "the host's 1-minute load average reached 3.50 on 2 CPUs: processes waited for a CPU during the run",
+      "the hypervisor took 8.0% of the CPU time (steal, 4.0 s)",
+    ]);
+    assert.deepEqual(
+      hostWarnings({
+        hostLoad: {
+          ...busy.hostLoad,
+          loadAverage1m: { start: 0, end: 0, max: 1 },
+          steal: { seconds: 0, share: 0 },
+        },
+      }),
+      [],
+    );
+    assert.deepEqual(hostWarnings({ commit: "abc" }), [], "results written before hostLoad");
+    const load = sampleHostLoad(60_000).read();
+    assert.ok(load.loadAverage1m.max >= load.loadAverage1m.start && load.cpus >= 1);
+    assert.equal("steal" in load, process.platform === "linux", "steal on Linux only");
   });
 
   it("opens in a real headless browser with every figure drawn and no console error", async () => {

@@ -10,12 +10,16 @@ import {
   expandScenario,
   JOB_COLUMNS,
   jobRows,
+  medianInterval,
   POINT_COLUMNS,
   pointRow,
   pointStatistics,
   summarize,
 } from "../experiment/sweep.js";
+import { formatPointTable, formatPolicyStatistics } from "../experiment/table.js";
+import { deriveSeed } from "../proto/prng.js";
 import { SCRIPTS } from "../runner/run.js";
+import { testSeed } from "./seed.js";
 
 /** A CSV row's cells: commas inside quotes do not split. */
 const cells = (row: string) => row.split(/,(?=(?:[^"]*"[^"]*")*[^"]*$)/);
@@ -88,13 +92,133 @@ describe("sweeps, repetitions and statistics", () => {
     assert.equal(s.min, 1);
     assert.equal(s.max, 4);
     const std = Math.sqrt(5 / 3); // squares 2.25 + 0.25 + 0.25 + 2.25 over n - 1
-    assert.ok(Math.abs(s.std - std) < 1e-12);
-    const half = (3.182 * std) / 2; // t(0.975, 3) x s / sqrt(4)
-    assert.ok(
-      Math.abs(s.ci95[0] - (2.5 - half)) < 1e-9 && Math.abs(s.ci95[1] - (2.5 + half)) < 1e-9,
-    );
-    assert.deepEqual(summarize([5])?.ci95, [5, 5]);
+    assert.ok(Math.abs((s.std ?? Number.NaN) - std) < 1e-12);
+    // n = 4: no order-statistic interval reaches 95 %; [min, max] covers the median with 1 - 2/16.
+    assert.deepEqual(s.medianCi, { low: 1, high: 4, confidence: 1 - 2 / 16 });
+    const one = summarize([5]);
+    assert.equal(one?.medianCi, null, "no interval from one value");
+    assert.equal(one?.std, null, "no spread from one value");
     assert.equal(summarize([Number.NaN]), null);
+  });
+
+  it("gives the median's order-statistic interval, with the confidence it has", () => {
+    // The issue's three runs: the median 4.29 and [min, max], which covers the median 75 % of the time.
+    const s = summarize([11.48, 3.5, 4.29]);
+    assert.equal(s?.median, 4.29);
+    assert.deepEqual(s?.medianCi, { low: 3.5, high: 11.48, confidence: 0.75 });
+    const sorted = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
+    // Textbook values: n = 10 -> [x(2), x(9)] at 97.85 %; n = 20 -> [x(6), x(15)] at 95.86 %.
+    const ten = medianInterval(sorted(10));
+    assert.deepEqual([ten?.low, ten?.high], [2, 9]);
+    assert.ok(Math.abs((ten?.confidence ?? 0) - (1 - 2 * (11 / 1024))) < 1e-12);
+    const twenty = medianInterval(sorted(20));
+    assert.deepEqual([twenty?.low, twenty?.high], [6, 15]);
+    assert.ok(Math.abs((twenty?.confidence ?? 0) - 0.9586105) < 1e-6);
+    assert.deepEqual(medianInterval(sorted(6)), { low: 1, high: 6, confidence: 1 - 2 / 64 });
+    assert.equal(medianInterval([7]), null);
+    // Many values: the binomial's tail in logs, no underflow to a zero-width or NaN interval.
+    const big = medianInterval(sorted(5000));
+    assert.ok(big !== null && big.confidence >= 0.95 && big.low < 2500 && big.high > 2500);
+  });
+
+  it("keeps every interval inside the values, around the median, and the same for the same values", () => {
+    const seed = testSeed("median intervals", 26);
+    for (let trial = 0; trial < 200; trial++) {
+      const n = 1 + (deriveSeed(seed, trial) % 40);
+      // Skewed, non-negative samples (times, rates): a few large, most small.
+      const values = Array.from({ length: n }, (_, i) => {
+        const u = (deriveSeed(seed, trial * 100 + i) % 10_000) / 10_000;
+        return -Math.log(1 - u) * 3;
+      });
+      const s = summarize(values);
+      assert.ok(s !== null);
+      if (n < 2) {
+        assert.equal(s.medianCi, null, `n=${n}`);
+        continue;
+      }
+      const ci = s.medianCi;
+      assert.ok(ci !== null);
+      assert.ok(ci.low >= 0 && ci.low >= s.min && ci.high <= s.max, `n=${n}: inside the values`);
+      assert.ok(ci.low <= s.median && s.median <= ci.high, `n=${n}: contains the median`);
+      assert.ok(n < 6 || ci.confidence >= 0.95, `n=${n}: 95 % once it can be had`);
+      assert.deepEqual(summarize([...values].reverse()), s, "deterministic, whatever the order");
+    }
+  });
+
+  it("prints n/a and leaves CSV cells empty for an interval of one repetition, and n beside each", () => {
+    const base = {
+      point: "pool[aggregators=16]",
+      run: "pool",
+      values: { aggregators: 16 },
+      mode: "atp",
+      failed: 0,
+      hostBound: 0,
+      retransmissions: null,
+      fallbackFraction: null,
+      iterationSeconds: null,
+    };
+    const one = {
+      ...base,
+      job: "atp-1",
+      repetitions: 1,
+      seconds: summarize([3.5]),
+      goodputMBps: summarize([2]),
+    };
+    const three = {
+      ...base,
+      job: "atp-2",
+      repetitions: 3,
+      hostBound: 2,
+      seconds: summarize([11.48, 3.5, 4.29]),
+      goodputMBps: summarize([0.7, 2.4, 2]),
+    };
+    const table = formatPointTable([one, three]);
+    const [header, first, second] = table.split("\n");
+    assert.match(header, /\bn\b.*interval conf\..*seconds: median \[interval\]/);
+    assert.match(first, /atp-1\s+1\s+0\s+0\s+n\/a\s+3\.50 \[n\/a\]/);
+    assert.match(
+      second,
+      /atp-2\s+3\s+0\s+2\s+75%\s+4\.29 \[3\.50, 11\.48\]\s+2\.00 \[0\.700, 2\.40\]/,
+    );
+    assert.doesNotMatch(table, /±/, "no mean ± half-width anywhere");
+    assert.match(table, /warning: pool\[aggregators=16\]: host-bound in 2 of 3 repetitions/);
+    const row = (p: typeof one) => {
+      const c = cells(pointRow(p));
+      return (name: string) => c[POINT_COLUMNS.indexOf(name)];
+    };
+    const single = row(one);
+    assert.equal(single("seconds_n"), "1");
+    assert.equal(single("seconds_median"), "3.5");
+    for (const empty of [
+      "seconds_medianCiLow",
+      "seconds_medianCiHigh",
+      "seconds_medianCiConfidence",
+      "seconds_std",
+    ]) {
+      assert.equal(single(empty), "", `${empty} is empty for n = 1`);
+    }
+    const triple = row(three);
+    assert.deepEqual(
+      [
+        "seconds_medianCiLow",
+        "seconds_medianCiHigh",
+        "seconds_medianCiConfidence",
+        "hostBound",
+      ].map(triple),
+      ["3.5", "11.48", "0.75", "2"],
+    );
+    assert.ok(!POINT_COLUMNS.some((c) => /ci95/.test(c)), "no column of the mean's t interval");
+    const policies = formatPolicyStatistics([
+      {
+        policy: "edf",
+        repetitions: 3,
+        failed: 0,
+        averageJctS: summarize([4, 5, 4.5]),
+        deadlinesMet: summarize([3, 3, 2]),
+        deadlineJobs: 3,
+      },
+    ]);
+    assert.match(policies, /edf\s+3\s+0\s+75%\s+4\.50 \[4\.00, 5\.00\]\s+3\.0 \[2\.0, 3\.0\]/);
   });
 
   it("writes tidy CSV rows with every column, a failed repetition as a row naming why", () => {
