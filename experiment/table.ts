@@ -95,7 +95,7 @@ export function formatTable(runs: RunResult[]): string {
       formatBytes(j.bytesPerWorker),
       j.mode === "ps" || j.mode === "ring"
         ? "-"
-        : `${j.regionSize}${j.mode === "atp" ? " shared" : ""}`,
+        : `${j.regionSize}${j.mode === "atp" && sharesSlice(j, run.jobs) ? " shared" : ""}`,
       formatSeconds(j.startMs / 1000),
       formatSeconds(j.seconds),
       formatBandwidth(j.goodputMBps),
@@ -346,4 +346,18 @@ export function formatPolicyStatistics(stats: PolicyStatistics[]): string {
       .map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c])))
       .join("  ");
   return `${[line(header), ...rows.map(line)].join("\n")}\n(${STATISTIC_NOTE})\n`;
+}
+
+/** Whether another ATP job of the run hashes into aggregators of `job`'s slice. */
+function sharesSlice(
+  job: { mode: string; offset: number; regionSize: number },
+  jobs: ReadonlyArray<{ mode: string; offset: number; regionSize: number }>,
+): boolean {
+  return jobs.some(
+    (o) =>
+      o !== job &&
+      o.mode === "atp" &&
+      o.offset < job.offset + job.regionSize &&
+      job.offset < o.offset + o.regionSize,
+  );
 }
