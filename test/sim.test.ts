@@ -6,6 +6,7 @@ import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import { QUEUE_SERIES_LINKS } from "../experiment/results.js";
 import { parseScheduleScenario } from "../experiment/schedule.js";
+import { formatTable } from "../experiment/table.js";
 import { parseLayerTrace, ScenarioRunSchema } from "../proto/scenario.js";
 import { runScenarioRun } from "../runner/run.js";
 import { parseCli } from "../runtime/cli.js";
@@ -493,6 +494,41 @@ describe("ina-sim: parameter servers of jobs' own, and what a PS's CPU costs", (
     for (const job of r.jobs) {
       const most = Math.max(...job.perWorker.map((w) => w.retransmissions));
       assert.ok(most < 5000, `${job.name}: ${most} resends by one worker`);
+    }
+  });
+
+  it("labels an ATP slice shared in the table only when another ATP job hashes into it", () => {
+    const run = (name: string, slices: Array<[number, number]>) =>
+      simulateRun(
+        ScenarioRunSchema.parse({
+          name,
+          aggregators: 64,
+          atpPool: "firstCome",
+          jobs: slices.map(([offset, regionSize]) => ({
+            mode: "atp",
+            workers: 2,
+            tensorBytes: "64KiB",
+            window: 16,
+            offset,
+            regionSize,
+          })),
+        }),
+        1,
+      );
+    const table = formatTable([
+      run("shared", [
+        [0, 64],
+        [0, 64],
+      ]),
+      run("static", [
+        [0, 32],
+        [32, 32],
+      ]),
+    ]);
+    const rows = table.split("\n").filter((l) => /^(shared|static) /.test(l));
+    assert.equal(rows.length, 4, table);
+    for (const row of rows) {
+      assert.equal(row.includes(" shared "), row.startsWith("shared "), row);
     }
   });
 
