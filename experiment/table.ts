@@ -263,6 +263,24 @@ export function medianWithInterval(s: Summary | null, format: (x: number) => str
   return `${format(s.median)} ${ci === null ? "[n/a]" : `[${format(ci.low)}, ${format(ci.high)}]`}`;
 }
 
+/**
+ * "median [low, high] unit": every number in the unit that fits the median
+ * (`unitOf` gives its factor and name), three significant digits.
+ */
+function medianWithIntervalIn(
+  s: Summary | null,
+  unitOf: (median: number) => [number, string],
+): string {
+  if (s === null) return "-";
+  const [factor, unit] = unitOf(s.median);
+  return `${medianWithInterval(s, (x) => significant(x * factor))} ${unit}`;
+}
+
+const timeUnit = (seconds: number): [number, string] =>
+  seconds < 1e-3 && seconds > 0 ? [1e6, "µs"] : seconds < 1 && seconds > 0 ? [1e3, "ms"] : [1, "s"];
+const bandwidthUnit = (megabytesPerSecond: number): [number, string] =>
+  megabytesPerSecond >= 1000 ? [1e-3, "GB/s"] : [1, "MB/s"];
+
 /** The interval's confidence, e.g. "75%", or "n/a" for n < 2. */
 export function intervalConfidence(s: Summary | null): string {
   const ci = s?.medianCi ?? null;
@@ -293,12 +311,11 @@ export function formatPointTable(points: PointStatistics[]): string {
     "failed",
     "host-bound",
     "interval conf.",
-    "seconds: median [interval]",
-    "MB/s/worker: median [interval]",
+    "time: median [interval]",
+    "goodput/w: median [interval]",
     "retransmits: median [interval]",
     "fallback: median [interval]",
   ];
-  const seconds = (x: number) => (x >= 0.1 || x === 0 ? x.toFixed(2) : x.toPrecision(3));
   const rows = points.map((p) => [
     p.point,
     p.job,
@@ -306,10 +323,8 @@ export function formatPointTable(points: PointStatistics[]): string {
     String(p.failed),
     String(p.hostBound ?? "-"),
     intervalConfidence(p.seconds),
-    medianWithInterval(p.seconds, seconds),
-    medianWithInterval(p.goodputMBps, (x) =>
-      x >= 10 || x === 0 ? x.toFixed(1) : x.toPrecision(3),
-    ),
+    medianWithIntervalIn(p.seconds, timeUnit),
+    medianWithIntervalIn(p.goodputMBps, bandwidthUnit),
     medianWithInterval(p.retransmissions, (x) => x.toFixed(0)),
     medianWithInterval(p.fallbackFraction, (x) => `${(100 * x).toFixed(1)}%`),
   ]);
@@ -326,17 +341,16 @@ export function formatPolicyStatistics(stats: PolicyStatistics[]): string {
     "n",
     "failed",
     "interval conf.",
-    "average JCT s: median [interval]",
+    "average JCT: median [interval]",
     "deadlines met: median [interval]",
     "of",
   ];
-  const n = (x: number) => (Math.abs(x) >= 0.1 || x === 0 ? x.toFixed(2) : x.toPrecision(3));
   const rows = stats.map((p) => [
     p.policy,
     String(p.averageJctS?.n ?? 0),
     String(p.failed),
     intervalConfidence(p.averageJctS),
-    medianWithInterval(p.averageJctS, n),
+    medianWithIntervalIn(p.averageJctS, timeUnit),
     medianWithInterval(p.deadlinesMet, (x) => x.toFixed(1)),
     String(p.deadlineJobs),
   ]);

@@ -174,11 +174,11 @@ describe("sweeps, repetitions and statistics", () => {
     };
     const table = formatPointTable([one, three]);
     const [header, first, second] = table.split("\n");
-    assert.match(header, /\bn\b.*interval conf\..*seconds: median \[interval\]/);
-    assert.match(first, /atp-1\s+1\s+0\s+0\s+n\/a\s+3\.50 \[n\/a\]/);
+    assert.match(header, /\bn\b.*interval conf\..*time: median \[interval\]/);
+    assert.match(first, /atp-1\s+1\s+0\s+0\s+n\/a\s+3\.50 \[n\/a\] s/);
     assert.match(
       second,
-      /atp-2\s+3\s+0\s+2\s+75%\s+4\.29 \[3\.50, 11\.48\]\s+2\.00 \[0\.700, 2\.40\]/,
+      /atp-2\s+3\s+0\s+2\s+75%\s+4\.29 \[3\.50, 11\.5\] s\s+2\.00 \[0\.700, 2\.40\] MB\/s/,
     );
     assert.doesNotMatch(table, /±/, "no mean ± half-width anywhere");
     assert.match(table, /warning: pool\[aggregators=16\]: host-bound in 2 of 3 repetitions/);
