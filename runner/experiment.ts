@@ -83,32 +83,43 @@ const spec = {
       description:
         "emulated links in every run: each host's line rate (10Gbps, 100Mbps, bits/s);\n" +
         "overrides the scenario's default rate (per-host overrides stay)",
+      defaultText: "the scenario's",
     },
     "link-delay": {
       type: "string",
       valueName: "TIME",
       description: "links' one-way delay (50us, 2ms)",
+      defaultText: "the scenario's",
     },
-    "link-buffer": { type: "string", valueName: "BYTES", description: "links' queue buffers" },
+    "link-buffer": {
+      type: "string",
+      valueName: "BYTES",
+      description: "links' queue buffers",
+      defaultText: "the scenario's",
+    },
     "link-ecn-threshold": {
       type: "string",
       valueName: "BYTES",
       description: "links' ECN marking threshold",
+      defaultText: "the scenario's",
     },
     "congestion-control": {
       type: "string",
       valueName: "CC",
       description: "every job's reaction to ECN marks: none, aimd or dctcp",
+      defaultText: "the scenario's",
     },
     "elements-per-packet": {
       type: "string",
       valueName: "K",
       description: "int32 elements per packet",
+      defaultText: "the scenario's",
     },
     window: {
       type: "string",
       valueName: "N|BYTES",
       description: "packets in flight per worker (128), or bytes in flight (512KiB)",
+      defaultText: "the scenario's",
     },
     "packets-per-datagram": {
       type: "string",
@@ -116,20 +127,32 @@ const spec = {
       description:
         "most packets a switch, PS or worker puts in one datagram (emulated segmentation\n" +
         "offload; 1: none)",
-      defaultText: "64",
+      defaultText: "the scenario's; without it, 64",
     },
-    "scale-bits": { type: "string", valueName: "S", description: "fixed point: value x 2^S" },
+    "scale-bits": {
+      type: "string",
+      valueName: "S",
+      description: "fixed point: value x 2^S",
+      defaultText: "the scenario's",
+    },
     loss: {
       type: "string",
       valueName: "P",
       description: "drop probability, each direction at the switch",
+      defaultText: "the scenario's",
     },
     duplicate: {
       type: "string",
       valueName: "P",
       description: "duplication probability, each direction",
+      defaultText: "the scenario's",
     },
-    reorder: { type: "string", valueName: "P", description: "reorder probability, each direction" },
+    reorder: {
+      type: "string",
+      valueName: "P",
+      description: "reorder probability, each direction",
+      defaultText: "the scenario's",
+    },
     "timeout-s": {
       type: "string",
       valueName: "S",
@@ -142,6 +165,7 @@ const spec = {
       description:
         "keep each run's switch, and its live page (the 'live view' URL printed for it), up\n" +
         "S seconds after its workers end (Enter on a terminal goes on sooner)",
+      defaultText: "0: stop it with its workers",
     },
     "scrape-dir": {
       type: "string",
