@@ -69,10 +69,11 @@ const spec = {
     "output is checked against a float64 reference and bit for bit against the exact sum.",
   details:
     "The default scenario, bench/scenarios/compare.json, runs the same 4-worker workload with\n" +
-    "NetReduce, ATP and a plain parameter server. Options other than --scenario, --only,\n" +
-    "--results, --json and --timeout-s override that setting in every job (or run) of the\n" +
-    "scenario. A scheduling scenario (bench/scenarios/deadlines.json) submits jobs to the\n" +
-    "switch's control plane as they arrive and runs once per memory-manager policy (--policies).\n" +
+    "NetReduce, ATP and a plain parameter server. --seed and the options from --workers to\n" +
+    "--reorder override that setting in every job (or run) of the scenario; the others only\n" +
+    "say what to run, how to report it and how to watch it. A scheduling scenario\n" +
+    "(bench/scenarios/deadlines.json) submits jobs to the switch's control plane as they\n" +
+    "arrive and runs once per memory-manager policy (--policies).\n" +
     "Scenario formats: README.md. Exit codes: 0 every job verified, 1 a job failed\n" +
     "verification or the run failed, 2 bad option or scenario. Progress goes to stderr.",
   options: {
