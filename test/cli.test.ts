@@ -190,6 +190,26 @@ describe("command lines, as real processes", () => {
         /--operation allGather: only ring mode runs other collectives than allReduce/,
       ],
       [EXPERIMENT, ["--frobnicate"], /Unknown option '--frobnicate'/],
+      [
+        SCRIPTS.switch.replace(/switch\/cli\.js$/, "bench/reliability.js"),
+        ["--only", "kill worker"],
+        /--only: no step named "kill worker"; steps: junk and attacks, kill a worker,/,
+      ],
+      [
+        SCRIPTS.switch.replace(/switch\/cli\.js$/, "bench/executors.js"),
+        ["--scenario", "/nonexistent/ina.json"],
+        /--scenario: cannot read \/nonexistent\/ina.json/,
+      ],
+      [
+        SCRIPTS.switch.replace(/switch\/cli\.js$/, "sim/calibrate.js"),
+        ["--rounds", "0"],
+        /--rounds: /,
+      ],
+      [
+        SCRIPTS.switch.replace(/switch\/cli\.js$/, "bench/fixedpoint.js"),
+        ["--seed", "x"],
+        /--seed: /,
+      ],
       [SCRIPTS.worker, ["--worker", "0", "--fan-in", "2"], /--switch: required/],
       [
         SCRIPTS.worker,
