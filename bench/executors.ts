@@ -6,14 +6,13 @@
  * that a burst of load on this shared host spreads over every run; the
  * table gives the median real time next to the simulated one.
  */
-import { readFile } from "node:fs/promises";
 import { z } from "zod";
 import { SCENARIOS_DIR } from "../experiment/front.js";
 import type { RunResult } from "../experiment/results.js";
+import { parseScenario } from "../experiment/scenario.js";
 import { expandScenario } from "../experiment/sweep.js";
-import { ScenarioSchema } from "../proto/scenario.js";
 import { runScenarioRun } from "../runner/run.js";
-import { cliInt, EXIT_FAILED, EXIT_OK, runCli } from "../runtime/cli.js";
+import { cliInt, EXIT_FAILED, EXIT_OK, readJsonFile, runCli } from "../runtime/cli.js";
 import { simulateRun } from "../sim/simulate.js";
 
 const spec = {
@@ -78,7 +77,7 @@ const median = (v: number[]) => {
 };
 
 await runCli(spec, async (o) => {
-  const scenario = ScenarioSchema.parse(JSON.parse(await readFile(o.scenario, "utf8")));
+  const scenario = parseScenario(await readJsonFile(o.scenario, "--scenario"), o.scenario);
   const runs = expandScenario(o.seed === undefined ? scenario : { ...scenario, seed: o.seed });
   process.stderr.write(
     `executors: ${scenario.name}, ${runs.length} run(s), seed ${o.seed ?? scenario.seed}\n`,

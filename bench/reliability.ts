@@ -38,8 +38,21 @@ import { cliInt, EXIT_FAILED, EXIT_OK, emitRecord, runCli } from "../runtime/cli
  * - a soak at 5 % loss, duplication and reordering each way: every mode exact.
  */
 
+/** The suite's steps, in the order they run; --only names some of them. */
+const STEPS = [
+  "junk and attacks",
+  "kill a worker",
+  "kill the PS",
+  "kill the switch",
+  "control plane",
+  "control-plane jobs",
+  "control-plane floods",
+  "pool poisoning",
+  "fault soak",
+] as const;
+
 const spec = {
-  command: "node dist/bench/reliability.js",
+  command: "npm run reliability --",
   summary:
     "Runs the reliability suite (attacks, junk, kills, control-plane fuzz and flood, fault soak).",
   options: {
@@ -61,14 +74,27 @@ const spec = {
       valueName: "STEPS",
       description:
         "comma-separated steps to run: junk and attacks, kill a worker, kill the PS, kill the\n" +
-        "switch, control plane, control-plane jobs, control-plane floods, pool poisoning, fault soak",
+        "switch, control plane, control-plane jobs, control-plane floods, pool poisoning, fault soak\n" +
+        '(quoted: --only "kill a worker,fault soak")',
       defaultText: "all",
     },
   },
+  details: "Exit codes: 0 every check ok, 1 one failed, 2 bad option.",
   schema: z.strictObject({
     only: z
       .string()
       .transform((s) => s.split(",").map((x) => x.trim()))
+      .superRefine((names, ctx) => {
+        // A misspelt step would otherwise run nothing and pass.
+        for (const name of names) {
+          if (!(STEPS as readonly string[]).includes(name)) {
+            ctx.addIssue({
+              code: "custom",
+              message: `no step named "${name}"; steps: ${STEPS.join(", ")}`,
+            });
+          }
+        }
+      })
       .optional(),
     junk: cliInt(0, 100_000_000).default(1_000_000),
     seed: cliInt(0, 0xffffffff).default(1),
@@ -743,7 +769,7 @@ async function soak(seed: number): Promise<Row[]> {
 await runCli(spec, async (o) => {
   process.stderr.write(`reliability suite: seed ${o.seed}, ${o.junk} junk datagrams\n`);
   const rows: Row[] = [];
-  const step = async (name: string, f: () => Promise<Row | Row[]>) => {
+  const step = async (name: (typeof STEPS)[number], f: () => Promise<Row | Row[]>) => {
     if (o.only !== undefined && !o.only.includes(name)) return;
     process.stderr.write(`  ${name} ...\n`);
     try {

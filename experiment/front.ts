@@ -58,7 +58,12 @@ export const FRONT_OPTIONS = {
     description: "scheduling scenarios: comma-separated policies (edf, fcfs, static, shared, esa)",
     defaultText: "the scenario's",
   },
-  seed: { type: "string", valueName: "N", description: "seed of gradients and faults" },
+  seed: {
+    type: "string",
+    valueName: "N",
+    description: "seed of gradients and faults",
+    defaultText: "the scenario's",
+  },
   results: {
     type: "string",
     valueName: "DIR",
@@ -75,11 +80,13 @@ export const FRONT_OPTIONS = {
     type: "string",
     valueName: "N",
     description: `workers of every job (1..${MAX_FAN_IN})`,
+    defaultText: "the scenario's",
   },
   "tensor-bytes": {
     type: "string",
     valueName: "BYTES",
     description: "gradient per worker, e.g. 32MiB, at most 4GiB (old name: --size)",
+    defaultText: "the scenario's",
   },
   sizes: {
     type: "string",
@@ -88,16 +95,24 @@ export const FRONT_OPTIONS = {
       "a size sweep, as nccl-tests' -b -e -f: every run sweeps tensorBytes from FROM to TO,\n" +
       "times F each step (64KiB:256MiB:x2), or by +STEP (1MiB:8MiB:+1MiB), or a list (1MiB,4MiB)",
   },
-  iterations: { type: "string", valueName: "N", description: "all-reduces per worker" },
+  iterations: {
+    type: "string",
+    valueName: "N",
+    description: "all-reduces per worker",
+    defaultText: "the scenario's",
+  },
   repeat: {
     type: "string",
     valueName: "N",
-    description: "repetitions of every run (or sweep point), each its own seed; over `repeat`",
+    description:
+      "repetitions of every run (or sweep point), each its own seed; replaces every run's `repeat`",
+    defaultText: "the scenario's",
   },
   warmup: {
     type: "string",
     valueName: "N",
-    description: "iterations of each job left out of the statistics; over `warmup`",
+    description: "iterations of each job left out of the statistics; replaces every run's `warmup`",
+    defaultText: "the scenario's",
   },
 } as const satisfies Record<string, OptionSpec>;
 

@@ -69,10 +69,11 @@ const spec = {
     "output is checked against a float64 reference and bit for bit against the exact sum.",
   details:
     "The default scenario, bench/scenarios/compare.json, runs the same 4-worker workload with\n" +
-    "NetReduce, ATP and a plain parameter server. Options other than --scenario, --only,\n" +
-    "--results, --json and --timeout-s override that setting in every job (or run) of the\n" +
-    "scenario. A scheduling scenario (bench/scenarios/deadlines.json) submits jobs to the\n" +
-    "switch's control plane as they arrive and runs once per memory-manager policy (--policies).\n" +
+    "NetReduce, ATP and a plain parameter server. --seed and the options from --workers to\n" +
+    "--reorder override that setting in every job (or run) of the scenario; the others only\n" +
+    "say what to run, how to report it and how to watch it. A scheduling scenario\n" +
+    "(bench/scenarios/deadlines.json) submits jobs to the switch's control plane as they\n" +
+    "arrive and runs once per memory-manager policy (--policies).\n" +
     "Scenario formats: README.md. Exit codes: 0 every job verified, 1 a job failed\n" +
     "verification or the run failed, 2 bad option or scenario. Progress goes to stderr.",
   options: {
@@ -83,32 +84,43 @@ const spec = {
       description:
         "emulated links in every run: each host's line rate (10Gbps, 100Mbps, bits/s);\n" +
         "overrides the scenario's default rate (per-host overrides stay)",
+      defaultText: "the scenario's",
     },
     "link-delay": {
       type: "string",
       valueName: "TIME",
       description: "links' one-way delay (50us, 2ms)",
+      defaultText: "the scenario's",
     },
-    "link-buffer": { type: "string", valueName: "BYTES", description: "links' queue buffers" },
+    "link-buffer": {
+      type: "string",
+      valueName: "BYTES",
+      description: "links' queue buffers",
+      defaultText: "the scenario's",
+    },
     "link-ecn-threshold": {
       type: "string",
       valueName: "BYTES",
       description: "links' ECN marking threshold",
+      defaultText: "the scenario's",
     },
     "congestion-control": {
       type: "string",
       valueName: "CC",
       description: "every job's reaction to ECN marks: none, aimd or dctcp",
+      defaultText: "the scenario's",
     },
     "elements-per-packet": {
       type: "string",
       valueName: "K",
       description: "int32 elements per packet",
+      defaultText: "the scenario's",
     },
     window: {
       type: "string",
       valueName: "N|BYTES",
       description: "packets in flight per worker (128), or bytes in flight (512KiB)",
+      defaultText: "the scenario's",
     },
     "packets-per-datagram": {
       type: "string",
@@ -116,20 +128,32 @@ const spec = {
       description:
         "most packets a switch, PS or worker puts in one datagram (emulated segmentation\n" +
         "offload; 1: none)",
-      defaultText: "64",
+      defaultText: "the scenario's; without it, 64",
     },
-    "scale-bits": { type: "string", valueName: "S", description: "fixed point: value x 2^S" },
+    "scale-bits": {
+      type: "string",
+      valueName: "S",
+      description: "fixed point: value x 2^S",
+      defaultText: "the scenario's",
+    },
     loss: {
       type: "string",
       valueName: "P",
       description: "drop probability, each direction at the switch",
+      defaultText: "the scenario's",
     },
     duplicate: {
       type: "string",
       valueName: "P",
       description: "duplication probability, each direction",
+      defaultText: "the scenario's",
     },
-    reorder: { type: "string", valueName: "P", description: "reorder probability, each direction" },
+    reorder: {
+      type: "string",
+      valueName: "P",
+      description: "reorder probability, each direction",
+      defaultText: "the scenario's",
+    },
     "timeout-s": {
       type: "string",
       valueName: "S",
@@ -142,6 +166,7 @@ const spec = {
       description:
         "keep each run's switch, and its live page (the 'live view' URL printed for it), up\n" +
         "S seconds after its workers end (Enter on a terminal goes on sooner)",
+      defaultText: "0: stop it with its workers",
     },
     "scrape-dir": {
       type: "string",

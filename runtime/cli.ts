@@ -69,7 +69,9 @@ export function helpText<S extends z.ZodType>(spec: CliSpec<S>): string {
   });
   rows.push(["--help", "show this help"]);
   const width = Math.max(...rows.map(([f]) => f.length)) + 2;
-  const lines = rows.map(([f, d]) => `  ${f.padEnd(width)}${d}`);
+  // A description's later lines start under its first, not at the margin.
+  const indent = `\n${" ".repeat(width + 2)}`;
+  const lines = rows.map(([f, d]) => `  ${f.padEnd(width)}${d.replaceAll("\n", indent)}`);
   return [
     `Usage: ${spec.command} [options]`,
     "",

@@ -14,9 +14,10 @@
 import { writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { fileURLToPath } from "node:url";
-import { parseArgs } from "node:util";
+import { z } from "zod";
 import { parseSwitchConfig } from "../proto/config.js";
 import { PsCore } from "../ps/core.js";
+import { cliInt, EXIT_OK, runCli } from "../runtime/cli.js";
 import { SwitchCore } from "../switch/core.js";
 import { DEFAULT_RTO, WorkerCore } from "../worker/core.js";
 import { makeGradient } from "../worker/workload.js";
@@ -136,71 +137,85 @@ function fit(xs: number[], ys: number[]): { perPacketNs: number; perElementNs: n
 
 const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
 
-const { values } = parseArgs({
+const spec = {
+  command: "npm run calibrate --",
+  summary:
+    "Measures the PS, switch and worker cores' cost per packet on this machine (each core's\n" +
+    "receive() in an in-process star, no sockets) and writes bench/calibration.json, which\n" +
+    "ina-sim reads for its processing costs. Measure with nothing else busy (uptime).",
   options: {
-    rounds: { type: "string", default: "5" },
-    out: { type: "string" },
-    "dry-run": { type: "boolean", default: false },
-    help: { type: "boolean", default: false },
+    rounds: {
+      type: "string",
+      valueName: "N",
+      description: "rounds of every packet size; the median is fitted (1..100)",
+      defaultText: "5",
+    },
+    out: {
+      type: "string",
+      valueName: "FILE",
+      description: "write the calibration here",
+      defaultText: "bench/calibration.json",
+    },
+    "dry-run": { type: "boolean", description: "print the calibration only, write no file" },
   },
-});
-if (values.help) {
-  process.stdout.write(
-    "usage: node dist/sim/calibrate.js [--rounds N] [--out FILE] [--dry-run]\n" +
-      "Measures the PS, switch and worker cores' cost per packet and writes bench/calibration.json\n" +
-      "(or FILE), which ina-sim reads for its processing costs; --dry-run prints it only.\n",
-  );
-  process.exit(0);
-}
-const rounds = Number(values.rounds);
-if (!Number.isInteger(rounds) || rounds < 1 || rounds > 100) {
-  process.stderr.write(`--rounds: expected a whole number 1-100, got "${values.rounds}"\n`);
-  process.exit(2);
-}
-measure("netreduce", 256); // warm up the JIT before anything counts
-measure("ps", 256);
-const samples = new Map<string, number[]>();
-for (let r = 0; r < rounds; r++) {
-  // Sizes interleaved and alternately reversed: drift on a shared machine hits all alike.
-  const order = r % 2 === 0 ? SIZES : [...SIZES].reverse();
-  for (const e of order) {
-    const nr = measure("netreduce", e);
-    const ps = measure("ps", e);
-    for (const [key, v] of [
-      [`switch ${e}`, nr.switch],
-      [`worker ${e}`, nr.worker],
-      [`parameterServer ${e}`, ps.parameterServer],
-    ] as const) {
-      samples.set(key, [...(samples.get(key) ?? []), v]);
+  details: "Exit codes: 0 measured, 1 failed, 2 bad option.",
+  schema: z.strictObject({
+    rounds: cliInt(1, 100).default(5),
+    out: z.string().min(1).optional(),
+    dryRun: z.boolean().default(false),
+  }),
+} as const;
+
+async function main(options: z.infer<typeof spec.schema>): Promise<number> {
+  const rounds = options.rounds;
+  measure("netreduce", 256); // warm up the JIT before anything counts
+  measure("ps", 256);
+  const samples = new Map<string, number[]>();
+  for (let r = 0; r < rounds; r++) {
+    // Sizes interleaved and alternately reversed: drift on a shared machine hits all alike.
+    const order = r % 2 === 0 ? SIZES : [...SIZES].reverse();
+    for (const e of order) {
+      const nr = measure("netreduce", e);
+      const ps = measure("ps", e);
+      for (const [key, v] of [
+        [`switch ${e}`, nr.switch],
+        [`worker ${e}`, nr.worker],
+        [`parameterServer ${e}`, ps.parameterServer],
+      ] as const) {
+        samples.set(key, [...(samples.get(key) ?? []), v]);
+      }
     }
   }
+  const costOf = (role: Role) =>
+    fit(
+      SIZES,
+      SIZES.map((e) => median(samples.get(`${role} ${e}`) ?? [])),
+    );
+  const result: Calibration = CalibrationSchema.parse({
+    machine: { cpu: cpus()[0]?.model ?? "unknown", cores: cpus().length, node: process.version },
+    measuredAt: new Date().toISOString().slice(0, 10),
+    command: `npm run calibrate -- --rounds ${rounds}`,
+    parameterServer: costOf("parameterServer"),
+    worker: costOf("worker"),
+    switch: costOf("switch"),
+  });
+  process.stdout.write("ns per receive(), median of rounds:\n");
+  process.stdout.write(`  elements ${SIZES.map((e) => String(e).padStart(8)).join("")}\n`);
+  for (const role of ["parameterServer", "switch", "worker"] as const) {
+    const row = SIZES.map((e) =>
+      median(samples.get(`${role} ${e}`) ?? [])
+        .toFixed(0)
+        .padStart(8),
+    );
+    process.stdout.write(`  ${role.padEnd(16)}${row.join("")}\n`);
+  }
+  process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+  if (!options.dryRun) {
+    const out = options.out ?? fileURLToPath(CALIBRATION_FILE);
+    writeFileSync(out, `${JSON.stringify(result, null, 2)}\n`);
+    process.stdout.write(`wrote ${out}\n`);
+  }
+  return EXIT_OK;
 }
-const costOf = (role: Role) =>
-  fit(
-    SIZES,
-    SIZES.map((e) => median(samples.get(`${role} ${e}`) ?? [])),
-  );
-const result: Calibration = CalibrationSchema.parse({
-  machine: { cpu: cpus()[0]?.model ?? "unknown", cores: cpus().length, node: process.version },
-  measuredAt: new Date().toISOString().slice(0, 10),
-  command: `npm run calibrate -- --rounds ${rounds}`,
-  parameterServer: costOf("parameterServer"),
-  worker: costOf("worker"),
-  switch: costOf("switch"),
-});
-process.stdout.write("ns per receive(), median of rounds:\n");
-process.stdout.write(`  elements ${SIZES.map((e) => String(e).padStart(8)).join("")}\n`);
-for (const role of ["parameterServer", "switch", "worker"] as const) {
-  const row = SIZES.map((e) =>
-    median(samples.get(`${role} ${e}`) ?? [])
-      .toFixed(0)
-      .padStart(8),
-  );
-  process.stdout.write(`  ${role.padEnd(16)}${row.join("")}\n`);
-}
-process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
-if (!values["dry-run"]) {
-  const out = values.out ?? fileURLToPath(CALIBRATION_FILE);
-  writeFileSync(out, `${JSON.stringify(result, null, 2)}\n`);
-  process.stdout.write(`wrote ${out}\n`);
-}
+
+await runCli(spec, main);

@@ -99,53 +99,50 @@ const spec = {
       valueName: "COST",
       description:
         "what a PS's CPU spends per packet: NS_PER_PACKET,NS_PER_ELEMENT (e.g. 300,15),\n" +
-        "'calibrated' (bench/calibration.json) or 'none'; over every run's `costs`",
-      defaultText: "each run's costs (calibrated)",
+        "'calibrated' (bench/calibration.json) or 'none'; replaces every run's `costs`",
+      defaultText: "each run's costs; without them, calibrated",
     },
     "worker-cost": {
       type: "string",
       valueName: "COST",
       description: "the same for a worker taking a result and sending its next packet",
-      defaultText: "each run's costs (none)",
+      defaultText: "each run's costs; without them, none",
     },
     "switch-cost": {
       type: "string",
       valueName: "COST",
       description: "the same for the switch (a software switch; a pipeline costs none)",
-      defaultText: "each run's costs (none)",
+      defaultText: "each run's costs; without them, none",
     },
     "rto-floor-ms": {
       type: "string",
       valueName: "MS",
       description:
         "the workers' lowest retransmission timeout (the processes': their largest RTT lately plus\n" +
-        "G); default: the path's round trip without queueing plus G",
-      defaultText: "from the links",
+        "G)",
+      defaultText: "the path's round trip without queueing, plus G",
     },
     "gap-floor-ms": {
       type: "string",
       valueName: "MS",
       description:
         "the least reordering wait before a PSN that a later-sent one overtook is resent (as\n" +
-        "the processes'); default: G",
-      defaultText: "from the links",
+        "the processes')",
+      defaultText: "G",
     },
     "clock-granularity-ms": {
       type: "string",
       valueName: "MS",
       description:
         "G in the workers' RTO = SRTT + max(G, 4 RTTVAR) (the processes': their timers'\n" +
-        "measured lateness, at least 1); default: one packet's serialization on the worker's\n" +
-        "link, at least 0.001",
-      defaultText: "from the links",
+        "measured lateness, at least 1)",
+      defaultText: "one packet's serialization on the worker's link, at least 0.001",
     },
     "rto-initial-ms": {
       type: "string",
       valueName: "MS",
-      description:
-        "their timeout before any RTT sample (the processes': 200); default: twice the path's\n" +
-        "round trip plus the first window's serialization",
-      defaultText: "from the links",
+      description: "their timeout before any RTT sample (the processes': 200)",
+      defaultText: "twice the path's round trip, plus the first window's serialization",
     },
     "stream-above": {
       type: "string",

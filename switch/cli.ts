@@ -37,9 +37,10 @@ const spec = {
   command: "ina-switch",
   summary:
     "Runs the userspace UDP switch: aggregates NetReduce and ATP jobs' gradients in its aggregator\n" +
-    "array (ATP falls back to the parameter server; PS jobs are only forwarded). Prints\n" +
-    '{"event":"ready",...} with the bound port when it listens,\n' +
-    'and {"event":"stats",...} when it stops (SIGTERM or SIGINT).',
+    "array (ATP falls back to the parameter server; PS and ring jobs are only forwarded), and\n" +
+    "serves its control plane (HTTP: jobs, /metrics, the live page /ui) on --control-port. Prints\n" +
+    '{"event":"ready",...} with the bound ports when it listens, and {"event":"stats",...}\n' +
+    "when it stops (SIGTERM or SIGINT) and every --stats-interval-ms.",
   details:
     "The config file (JSON) lists the aggregator array, the jobs and their regions, and the fault\n" +
     "injector's rates; see README.md. With --host 0.0.0.0, a worker joining through the control\n" +

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { execFile, spawnSync } from "node:child_process";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -22,6 +22,19 @@ const DEADLINES = SCRIPTS.switch.replace(
   "bench/scenarios/deadlines.json",
 );
 const RUNTIME_CLI = SCRIPTS.switch.replace(/switch\/cli\.js$/, "runtime/cli.js");
+
+/** The same as run, without blocking: several commands at once. */
+function runAsync(script: string, args: string[]) {
+  return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+    execFile(process.execPath, [script, ...args], { timeout: 60_000 }, (error, stdout, stderr) =>
+      resolve({
+        code: error === null ? 0 : ((error as { code?: number }).code ?? null),
+        stdout,
+        stderr,
+      }),
+    );
+  });
+}
 
 function run(script: string, args: string[]) {
   return spawnSync(process.execPath, [script, ...args], { encoding: "utf8", timeout: 120_000 });
@@ -79,6 +92,88 @@ describe("command lines, as real processes", () => {
     }
   });
 
+  it("every command's --help exits 0, an unknown option exits 2 naming it, and README.md agrees with --help", async () => {
+    const dist = SCRIPTS.switch.replace(/switch\/cli\.js$/, "");
+    const readme = await readFile(
+      SCRIPTS.switch.replace(/dist\/switch\/cli\.js$/, "README.md"),
+      "utf8",
+    );
+    // How the README names each command (a bin, its dist script, its npm script), and its script.
+    const commands: Array<[RegExp, string]> = [
+      [/ina-experiment|npm start|dist\/runner\/experiment\.js/g, "runner/experiment.js"],
+      [/ina-sim\b|npm run sim(?![:\w])|dist\/sim\/cli\.js/g, "sim/cli.js"],
+      [/ina-switch|dist\/switch\/cli\.js/g, "switch/cli.js"],
+      [/ina-ps\b|dist\/ps\/cli\.js/g, "ps/cli.js"],
+      [/ina-worker|dist\/worker\/cli\.js/g, "worker/cli.js"],
+      [/npm run bench(?![:\w])|npm run bench:pipeline|dist\/bench\/bench\.js/g, "bench/bench.js"],
+      [/npm run bench:sim|dist\/sim\/bench\.js/g, "sim/bench.js"],
+      [/npm run bench:fixedpoint|dist\/bench\/fixedpoint\.js/g, "bench/fixedpoint.js"],
+      [/npm run calibrate|dist\/sim\/calibrate\.js/g, "sim/calibrate.js"],
+      [/npm run executors|dist\/bench\/executors\.js/g, "bench/executors.js"],
+      [/npm run reproduce|dist\/bench\/reproduce\.js/g, "bench/reproduce.js"],
+      [/npm run reliability|dist\/bench\/reliability\.js/g, "bench/reliability.js"],
+    ];
+    // Options of other programs the README names (npm, srun, mpirun, node --test), and
+    // ina-sim's --tick-ms, named as removed (its refusal: test/sim.test.ts).
+    const foreign = new Set([
+      "--silent",
+      "--ntasks",
+      "--mpi",
+      "--allow-run-as-root",
+      "--oversubscribe",
+      "--test-force-exit",
+      "--tick-ms",
+    ]);
+    // An option as written: `--config.file=` (Prometheus's) is not `--config`.
+    const optionPattern = /--[a-z][a-z0-9-]*(?![\w.-])/g;
+    const helpOptions = new Map<string, Set<string>>();
+    // Spawned side by side: each only parses its options and exits.
+    await Promise.all(
+      commands.map(async ([, script]) => {
+        const [help, bad] = await Promise.all([
+          runAsync(join(dist, script), ["--help"]),
+          runAsync(join(dist, script), ["--no-such-option"]),
+        ]);
+        assert.equal(help.code, 0, `${script} --help exits 0: ${help.stderr}`);
+        assert.match(help.stdout, /^Usage: /, `${script} --help`);
+        helpOptions.set(script, new Set(help.stdout.match(optionPattern)));
+        assert.equal(bad.code, 2, `${script} --no-such-option exits 2`);
+        assert.match(bad.stderr, /Unknown option '--no-such-option'/, script);
+      }),
+    );
+    const everyOption = new Set([...helpOptions.values()].flatMap((set) => [...set]));
+    const problems: string[] = [];
+    for (const [script, options] of helpOptions) {
+      for (const option of options) {
+        if (!new RegExp(`${option}(?![\\w-])`).test(readme)) {
+          problems.push(`${script} --help has ${option}, README.md never names it`);
+        }
+      }
+    }
+    // An option belongs to the command named last before it on its line (a table row's: the
+    // command of its first cell); one with no command before it, to some command.
+    readme.split("\n").forEach((line, index) => {
+      const mentions = commands.flatMap(([pattern, script]) =>
+        [...line.matchAll(pattern)].map((m) => ({ at: m.index ?? 0, script })),
+      );
+      mentions.sort((a, b) => a.at - b.at);
+      const rowCommand = line.startsWith("|") ? mentions[0] : undefined;
+      for (const match of line.matchAll(optionPattern)) {
+        const option = match[0];
+        if (foreign.has(option)) continue;
+        const owner = rowCommand ?? mentions.filter((m) => m.at < (match.index ?? 0)).at(-1);
+        const known =
+          owner === undefined ? everyOption : (helpOptions.get(owner.script) ?? new Set());
+        if (!known.has(option)) {
+          problems.push(
+            `README.md:${index + 1}: ${option} is not in ${owner?.script ?? "any command"}'s --help`,
+          );
+        }
+      }
+    });
+    assert.deepEqual(problems, []);
+  });
+
   it("a bad option is named and exits 2", () => {
     const cases: Array<[string, string[], RegExp]> = [
       [EXPERIMENT, ["--workers", "0"], /--workers: Too small/],
@@ -95,6 +190,26 @@ describe("command lines, as real processes", () => {
         /--operation allGather: only ring mode runs other collectives than allReduce/,
       ],
       [EXPERIMENT, ["--frobnicate"], /Unknown option '--frobnicate'/],
+      [
+        SCRIPTS.switch.replace(/switch\/cli\.js$/, "bench/reliability.js"),
+        ["--only", "kill worker"],
+        /--only: no step named "kill worker"; steps: junk and attacks, kill a worker,/,
+      ],
+      [
+        SCRIPTS.switch.replace(/switch\/cli\.js$/, "bench/executors.js"),
+        ["--scenario", "/nonexistent/ina.json"],
+        /--scenario: cannot read \/nonexistent\/ina.json/,
+      ],
+      [
+        SCRIPTS.switch.replace(/switch\/cli\.js$/, "sim/calibrate.js"),
+        ["--rounds", "0"],
+        /--rounds: /,
+      ],
+      [
+        SCRIPTS.switch.replace(/switch\/cli\.js$/, "bench/fixedpoint.js"),
+        ["--seed", "x"],
+        /--seed: /,
+      ],
       [SCRIPTS.worker, ["--worker", "0", "--fan-in", "2"], /--switch: required/],
       [
         SCRIPTS.worker,
