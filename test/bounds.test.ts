@@ -117,7 +117,7 @@ describe("what bound a run, in virtual time", () => {
     });
     const { result, why } = simulated(run);
     assert.equal(result.bound, "host", why);
-    // 4 workers x 256 packets of 256 elements, each 2 us + 2.56 us of the PS's CPU.
+    // Virtual time: 4 workers x 256 packets of 256 elements, each 2 us + 2.56 us of the PS's CPU.
     const [top] = result.boundBasis?.bounds ?? [];
     assert.ok(Math.abs(top.seconds - 4 * 256 * 4.56e-6) < 1e-9, `${top.seconds} s`);
   });

@@ -434,6 +434,7 @@ describe("ina-sim: parameter servers of jobs' own, and what a PS's CPU costs", (
       seed,
     );
     for (const r of [shared, own, free]) assert.equal(r.verified, true, r.error);
+    // Virtual time, exact whatever the host's load.
     // 2 jobs x 4 workers x 256 packets of 256 elements, 2.024 us each: 4.1 ms of one CPU.
     const busy = 2 * 4 * 256 * (cost.perPacketNs + 256 * cost.perElementNs) * 1e-9;
     assert.ok(shared.seconds >= busy, `shared ${shared.seconds} s < ${busy} s of CPU`);
