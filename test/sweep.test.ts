@@ -218,7 +218,7 @@ describe("sweeps, repetitions and statistics", () => {
         deadlineJobs: 3,
       },
     ]);
-    assert.match(policies, /edf\s+3\s+0\s+75%\s+4\.50 \[4\.00, 5\.00\]\s+3\.0 \[2\.0, 3\.0\]/);
+    assert.match(policies, /edf\s+3\s+0\s+75%\s+4\.50 \[4\.00, 5\.00\] s\s+3\.0 \[2\.0, 3\.0\]/);
   });
 
   it("writes tidy CSV rows with every column, a failed repetition as a row naming why", () => {
